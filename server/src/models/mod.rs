@@ -1,0 +1,40 @@
+//! The concurrency models. Each one accepts with [`crate::listener::accept`]
+//! until stopped and serves with [`crate::http::serve_connection`]; they
+//! differ only in who runs that function and how a connection gets there.
+
+mod fork;
+mod pool;
+mod thread;
+
+use std::net::TcpListener;
+use std::time::Instant;
+
+use crate::http::serve_connection;
+use crate::listener::{StopHandle, accept};
+use crate::stats::{Lane, Summary, Tally};
+use crate::{Config, Mode, ServerError};
+
+pub(crate) fn run(config: &Config, listener: &TcpListener, stop: &StopHandle) -> Result<Summary, ServerError> {
+    match config.mode {
+        Mode::Sync => run_sync(config, listener, stop),
+        Mode::Fork => fork::run(config, listener, stop),
+        Mode::Thread => thread::run(config, listener, stop),
+        Mode::PoolSpin | Mode::PoolFutex | Mode::PoolStd => pool::run(config, listener, stop),
+    }
+}
+
+/// One connection at a time, on the thread that accepts: the baseline that
+/// serialises every delay.
+fn run_sync(config: &Config, listener: &TcpListener, stop: &StopHandle) -> Result<Summary, ServerError> {
+    let started = Instant::now();
+    let tally = Tally::new();
+    while let Some(stream) = accept(listener, stop).map_err(ServerError::os("accept"))? {
+        serve_connection(stream, &config.connection, &tally);
+    }
+    Ok(Summary {
+        mode: config.mode.name().into(),
+        elapsed: started.elapsed(),
+        lanes: vec![Lane { name: "main".into(), counts: tally.snapshot() }],
+        notes: vec![],
+    })
+}

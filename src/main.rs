@@ -1,0 +1,171 @@
+//! `tracebench`: the command line. This file only wires the crates together;
+//! everything it runs lives in them.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use tracebench_server::http::ConnectionSettings;
+use tracebench_server::{Config, Mode, Server, WhenFull};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tracebench",
+    version,
+    about = "See a multi-threaded server at the level of its system calls",
+    after_help = "Examples:\n  \
+        tracebench serve --mode pool-futex --workers 5 --delay 1s\n  \
+        tracebench serve --mode sync --addr 127.0.0.1:0\n  \
+        tracebench completions bash > /etc/bash_completion.d/tracebench\n\n\
+        Without a subcommand, tracebench runs `serve` on its defaults \
+        (the live dashboard will take its place)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the HTTP/1.1 server with the chosen concurrency model
+    #[command(after_help = "Examples:\n  \
+        tracebench serve                                  # pool-futex, 5 workers, 127.0.0.1:3000\n  \
+        tracebench serve --mode sync --delay 1s           # one request at a time, 1 s each\n  \
+        tracebench serve --mode pool-std --queue 10 --when-full reject\n  \
+        curl 'http://127.0.0.1:3000/?delay=250ms'         # a per-request delay\n\n\
+        Stop with Ctrl-C (or SIGTERM): accepting stops, queued and in-flight \
+        requests are served, a summary is printed, and the exit status is 0.")]
+    Serve(ServeArgs),
+    /// Print a shell completion script to standard output
+    #[command(after_help = "Example:\n  tracebench completions zsh > ~/.zfunc/_tracebench")]
+    Completions {
+        /// The shell to complete for
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// Concurrency model
+    #[arg(long, default_value = "pool-futex", value_parser = mode_parser())]
+    mode: Mode,
+    /// Address to listen on (port 0 picks a free one)
+    #[arg(long, default_value = "127.0.0.1:3000")]
+    addr: SocketAddr,
+    /// Worker threads in the pool modes
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    workers: u32,
+    /// Capacity of the pool's connection queue
+    #[arg(long = "queue", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    queue: u32,
+    /// When the queue is full: wait for room, or answer 503
+    #[arg(long, value_enum, default_value_t = WhenFullArg::Block)]
+    when_full: WhenFullArg,
+    /// Listen backlog passed to listen(2)
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(i32).range(1..))]
+    backlog: i32,
+    /// Simulated work per request (a nanosleep), e.g. 200ms, 1s
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    delay: Duration,
+    /// Serve several requests per connection when the client asks
+    #[arg(long)]
+    keep_alive: bool,
+    /// Drop a connection whose request head has not arrived in this time
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    read_timeout: Duration,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum WhenFullArg {
+    Block,
+    Reject,
+}
+
+fn mode_parser() -> impl clap::builder::TypedValueParser<Value = Mode> {
+    PossibleValuesParser::new(Mode::ALL.map(Mode::name))
+        .map(|name| name.parse::<Mode>().expect("clap only passes listed names"))
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{e} (try e.g. 250ms, 1s, 2m)"))
+}
+
+impl From<ServeArgs> for Config {
+    fn from(args: ServeArgs) -> Config {
+        Config {
+            mode: args.mode,
+            addr: args.addr,
+            workers: args.workers as usize,
+            queue_capacity: args.queue as usize,
+            when_full: match args.when_full {
+                WhenFullArg::Block => WhenFull::Block,
+                WhenFullArg::Reject => WhenFull::Reject,
+            },
+            backlog: args.backlog,
+            connection: ConnectionSettings {
+                delay: args.delay,
+                keep_alive: args.keep_alive,
+                read_timeout: args.read_timeout,
+            },
+        }
+    }
+}
+
+fn serve(config: Config) -> anyhow::Result<()> {
+    let server = Server::bind(config)?;
+    tracebench_server::stop_on_signals(&server.stop_handle()).context("installing signal handlers")?;
+    let config = server.config();
+    let mut details = format!("mode {}", config.mode);
+    if config.mode.is_pool() {
+        details += &format!(", {} workers, queue {}", config.workers, config.queue_capacity);
+    }
+    details += &format!(
+        ", delay {}, keep-alive {}",
+        humantime::format_duration(config.connection.delay),
+        if config.connection.keep_alive { "on" } else { "off" }
+    );
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "listening on http://{} ({details})", server.local_addr()?)?;
+    stdout.flush()?;
+    let summary = server.run()?;
+    write!(stdout, "{summary}")?;
+    Ok(())
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Some(Command::Serve(args)) => serve(args.into()),
+        Some(Command::Completions { shell }) => {
+            clap_complete::generate(shell, &mut Cli::command(), "tracebench", &mut std::io::stdout());
+            Ok(())
+        }
+        None => {
+            eprintln!("tracebench: the dashboard is not built yet; running `tracebench serve` on its defaults");
+            serve(Config::default())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("tracebench: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}
