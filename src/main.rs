@@ -117,19 +117,31 @@ impl From<ServeArgs> for Config {
 
 fn serve(config: Config) -> anyhow::Result<()> {
     let server = Server::bind(config)?;
-    tracebench_server::stop_on_signals(&server.stop_handle()).context("installing signal handlers")?;
+    tracebench_server::stop_on_signals(&server.stop_handle())
+        .context("installing signal handlers")?;
     let config = server.config();
     let mut details = format!("mode {}", config.mode);
     if config.mode.is_pool() {
-        details += &format!(", {} workers, queue {}", config.workers, config.queue_capacity);
+        details += &format!(
+            ", {} workers, queue {}",
+            config.workers, config.queue_capacity
+        );
     }
     details += &format!(
         ", delay {}, keep-alive {}",
         humantime::format_duration(config.connection.delay),
-        if config.connection.keep_alive { "on" } else { "off" }
+        if config.connection.keep_alive {
+            "on"
+        } else {
+            "off"
+        }
     );
     let mut stdout = std::io::stdout();
-    writeln!(stdout, "listening on http://{} ({details})", server.local_addr()?)?;
+    writeln!(
+        stdout,
+        "listening on http://{} ({details})",
+        server.local_addr()?
+    )?;
     stdout.flush()?;
     let summary = server.run()?;
     write!(stdout, "{summary}")?;
@@ -140,11 +152,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Serve(args)) => serve(args.into()),
         Some(Command::Completions { shell }) => {
-            clap_complete::generate(shell, &mut Cli::command(), "tracebench", &mut std::io::stdout());
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "tracebench",
+                &mut std::io::stdout(),
+            );
             Ok(())
         }
         None => {
-            eprintln!("tracebench: the dashboard is not built yet; running `tracebench serve` on its defaults");
+            eprintln!(
+                "tracebench: the dashboard is not built yet; running `tracebench serve` on its defaults"
+            );
             serve(Config::default())
         }
     }

@@ -137,7 +137,11 @@ pub struct Plan {
 /// milliseconds) to override `default_delay`.
 pub fn plan(head: &RequestHead, default_delay: Duration) -> Plan {
     let head_only = head.method == "HEAD";
-    let refuse = |outcome| Plan { outcome, delay: Duration::ZERO, head_only };
+    let refuse = |outcome| Plan {
+        outcome,
+        delay: Duration::ZERO,
+        head_only,
+    };
     if head.chunked {
         return refuse(Outcome::NotImplemented);
     }
@@ -160,7 +164,11 @@ pub fn plan(head: &RequestHead, default_delay: Duration) -> Plan {
             }
         }
     }
-    Plan { outcome: Outcome::Ok, delay, head_only }
+    Plan {
+        outcome: Outcome::Ok,
+        delay,
+        head_only,
+    }
 }
 
 fn parse_delay(value: &str) -> Option<Duration> {
@@ -217,6 +225,12 @@ pub fn render_response(outcome: Outcome, keep_alive: bool, head_only: bool, out:
 /// Serves every request on `stream` until the connection ends, counting
 /// each in `tally`. Never panics on anything the peer does.
 pub fn serve_connection(mut stream: TcpStream, settings: &ConnectionSettings, tally: &Tally) {
+    // Set here, by whoever serves, so the acceptor's hot loop stays at one
+    // accept4 per connection.
+    if let Err(e) = stream.set_read_timeout(Some(settings.read_timeout)) {
+        tally.record(io_outcome(&e));
+        return;
+    }
     let mut buf = vec![0u8; MAX_HEAD_BYTES];
     let mut filled = 0;
     let mut response = Vec::with_capacity(256);
@@ -393,7 +407,10 @@ fn linger_close(stream: TcpStream) {
 }
 
 fn is_timeout(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
 }
 
 fn io_outcome(e: &io::Error) -> Outcome {
@@ -417,7 +434,10 @@ mod tests {
     #[test]
     fn parses_a_get_and_its_connection_wishes() {
         let h = head("GET /?delay=5ms HTTP/1.1\r\nHost: x\r\n\r\n");
-        assert_eq!((h.method.as_str(), h.target.as_str()), ("GET", "/?delay=5ms"));
+        assert_eq!(
+            (h.method.as_str(), h.target.as_str()),
+            ("GET", "/?delay=5ms")
+        );
         assert!(h.wants_keep_alive);
         assert!(!head("GET / HTTP/1.1\r\nConnection: close\r\n\r\n").wants_keep_alive);
         assert!(!head("GET / HTTP/1.0\r\n\r\n").wants_keep_alive);
@@ -435,7 +455,9 @@ mod tests {
         let mut big = b"GET / HTTP/1.1\r\nX: ".to_vec();
         big.resize(MAX_HEAD_BYTES, b'a');
         assert_eq!(parse_head(&big), Err(HeadError::TooLarge));
-        let many: String = (0..MAX_HEADERS + 1).map(|i| format!("H{i}: v\r\n")).collect();
+        let many: String = (0..MAX_HEADERS + 1)
+            .map(|i| format!("H{i}: v\r\n"))
+            .collect();
         assert_eq!(
             parse_head(format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes()),
             Err(HeadError::TooLarge)
@@ -448,12 +470,27 @@ mod tests {
         let p = |raw: &str| plan(&head(raw), d);
         assert_eq!(p("GET / HTTP/1.1\r\n\r\n").outcome, Outcome::Ok);
         assert_eq!(p("GET / HTTP/1.1\r\n\r\n").delay, d);
-        assert_eq!(p("GET /?delay=250ms HTTP/1.1\r\n\r\n").delay, Duration::from_millis(250));
-        assert_eq!(p("GET /?a=b&delay=40 HTTP/1.1\r\n\r\n").delay, Duration::from_millis(40));
-        assert_eq!(p("GET /?delay=soon HTTP/1.1\r\n\r\n").outcome, Outcome::BadRequest);
-        assert_eq!(p("GET /?delay=2h HTTP/1.1\r\n\r\n").outcome, Outcome::BadRequest);
+        assert_eq!(
+            p("GET /?delay=250ms HTTP/1.1\r\n\r\n").delay,
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            p("GET /?a=b&delay=40 HTTP/1.1\r\n\r\n").delay,
+            Duration::from_millis(40)
+        );
+        assert_eq!(
+            p("GET /?delay=soon HTTP/1.1\r\n\r\n").outcome,
+            Outcome::BadRequest
+        );
+        assert_eq!(
+            p("GET /?delay=2h HTTP/1.1\r\n\r\n").outcome,
+            Outcome::BadRequest
+        );
         assert_eq!(p("GET /nope HTTP/1.1\r\n\r\n").outcome, Outcome::NotFound);
-        assert_eq!(p("POST / HTTP/1.1\r\n\r\n").outcome, Outcome::MethodNotAllowed);
+        assert_eq!(
+            p("POST / HTTP/1.1\r\n\r\n").outcome,
+            Outcome::MethodNotAllowed
+        );
         assert!(p("HEAD / HTTP/1.1\r\n\r\n").head_only);
         assert_eq!(
             p("GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n").outcome,

@@ -153,13 +153,15 @@ impl Default for Config {
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     /// `--mode` named no model.
-    #[error("unknown mode {0:?} (expected one of sync, fork, thread, pool-spin, pool-futex, pool-std)")]
+    #[error(
+        "unknown mode {0:?} (expected one of sync, fork, thread, pool-spin, pool-futex, pool-std)"
+    )]
     UnknownMode(String),
     /// A setting is out of range.
     #[error("invalid setting: {0}")]
     InvalidConfig(String),
     /// bind(2) or listen(2) failed.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         /// The address asked for.
         addr: SocketAddr,
@@ -167,7 +169,7 @@ pub enum ServerError {
         source: std::io::Error,
     },
     /// accept(2), fork(2), sigaction(2) or thread creation failed.
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Os {
         /// What we were doing.
         what: &'static str,
@@ -194,22 +196,37 @@ impl Server {
     /// Checks `config` and binds its address.
     pub fn bind(config: Config) -> Result<Server, ServerError> {
         if config.mode.is_pool() && config.workers == 0 {
-            return Err(ServerError::InvalidConfig("--workers must be at least 1".into()));
+            return Err(ServerError::InvalidConfig(
+                "--workers must be at least 1".into(),
+            ));
         }
         if config.queue_capacity == 0 {
-            return Err(ServerError::InvalidConfig("--queue must be at least 1".into()));
+            return Err(ServerError::InvalidConfig(
+                "--queue must be at least 1".into(),
+            ));
         }
         if config.backlog < 1 {
-            return Err(ServerError::InvalidConfig("--backlog must be at least 1".into()));
+            return Err(ServerError::InvalidConfig(
+                "--backlog must be at least 1".into(),
+            ));
         }
         if config.connection.read_timeout.is_zero() {
-            return Err(ServerError::InvalidConfig("--read-timeout must be more than 0".into()));
+            return Err(ServerError::InvalidConfig(
+                "--read-timeout must be more than 0".into(),
+            ));
         }
-        let listener = listener::bind(config.addr, config.backlog, config.connection.read_timeout)
-            .map_err(|source| ServerError::Bind { addr: config.addr, source })?;
+        let listener =
+            listener::bind(config.addr, config.backlog).map_err(|source| ServerError::Bind {
+                addr: config.addr,
+                source,
+            })?;
         let listener = Arc::new(listener);
         let stop = StopHandle::new(Arc::clone(&listener));
-        Ok(Server { config, listener, stop })
+        Ok(Server {
+            config,
+            listener,
+            stop,
+        })
     }
 
     /// The address actually bound (useful with port 0).

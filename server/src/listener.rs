@@ -14,12 +14,12 @@ use socket2::{Domain, Protocol, SockRef, Socket, Type};
 /// Binds `addr` with SO_REUSEADDR (so a restart right after a load run does
 /// not fail on sockets in TIME_WAIT) and listens with `backlog`.
 ///
-/// `read_timeout` is set on the listening socket: Linux copies SO_RCVTIMEO
-/// into every accepted socket, which saves a setsockopt per connection.
-pub(crate) fn bind(addr: SocketAddr, backlog: i32, read_timeout: Duration) -> io::Result<TcpListener> {
+/// The read timeout is not set here: Linux would copy SO_RCVTIMEO into
+/// accepted sockets, but it also applies it to accept(2) itself, which
+/// would then fail with EAGAIN whenever no client came for that long.
+pub(crate) fn bind(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
-    socket.set_read_timeout(Some(read_timeout.max(Duration::from_millis(1))))?;
     socket.bind(&addr.into())?;
     socket.listen(backlog)?;
     Ok(socket.into())
@@ -88,7 +88,11 @@ extern "C" fn on_stop_signal(_: libc::c_int) {
 pub fn stop_on_signals(handle: &StopHandle) -> io::Result<()> {
     SIGNAL_LISTENER_FD.store(handle.0.listener.as_raw_fd(), Ordering::SeqCst);
     for signal in [libc::SIGINT, libc::SIGTERM] {
-        set_handler(signal, on_stop_signal as *const () as usize, libc::SA_RESTART)?;
+        set_handler(
+            signal,
+            on_stop_signal as *const () as usize,
+            libc::SA_RESTART,
+        )?;
     }
     Ok(())
 }
@@ -101,7 +105,11 @@ pub(crate) fn forget_signal_listener(fd: RawFd) {
 
 /// Installs `handler` (a function address, `SIG_IGN` or `SIG_DFL`) for
 /// `signal`.
-pub(crate) fn set_handler(signal: libc::c_int, handler: usize, flags: libc::c_int) -> io::Result<()> {
+pub(crate) fn set_handler(
+    signal: libc::c_int,
+    handler: usize,
+    flags: libc::c_int,
+) -> io::Result<()> {
     // SAFETY: a zeroed sigaction is a valid starting point; we fill in the
     // handler, an empty mask and the flags before passing it by pointer.
     unsafe {

@@ -111,7 +111,9 @@ impl Tally {
 
     /// The counts as they are now.
     pub fn snapshot(&self) -> Counts {
-        Counts(std::array::from_fn(|i| self.counts[i].load(Ordering::Relaxed)))
+        Counts(std::array::from_fn(|i| {
+            self.counts[i].load(Ordering::Relaxed)
+        }))
     }
 }
 
@@ -200,7 +202,11 @@ impl fmt::Display for Summary {
             secs,
             total.ok(),
             total.errors(),
-            if secs > 0.0 { total.ok() as f64 / secs } else { 0.0 }
+            if secs > 0.0 {
+                total.ok() as f64 / secs
+            } else {
+                0.0
+            }
         )?;
         let width = self.lanes.iter().map(|l| l.name.len()).max().unwrap_or(0);
         for lane in &self.lanes {
@@ -254,8 +260,14 @@ mod tests {
             mode: "pool-futex".into(),
             elapsed: Duration::from_secs(2),
             lanes: vec![
-                Lane { name: "acceptor".into(), counts: acceptor.snapshot() },
-                Lane { name: "worker-0".into(), counts: worker.snapshot() },
+                Lane {
+                    name: "acceptor".into(),
+                    counts: acceptor.snapshot(),
+                },
+                Lane {
+                    name: "worker-0".into(),
+                    counts: worker.snapshot(),
+                },
             ],
             notes: vec![],
         };

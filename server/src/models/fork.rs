@@ -91,7 +91,11 @@ impl Drop for SharedTally {
     }
 }
 
-pub(super) fn run(config: &Config, listener: &TcpListener, stop: &StopHandle) -> Result<Summary, ServerError> {
+pub(super) fn run(
+    config: &Config,
+    listener: &TcpListener,
+    stop: &StopHandle,
+) -> Result<Summary, ServerError> {
     if IN_USE.swap(true, Ordering::SeqCst) {
         return Err(ServerError::InvalidConfig(
             "only one fork-mode server can run in a process".into(),
@@ -103,7 +107,11 @@ pub(super) fn run(config: &Config, listener: &TcpListener, stop: &StopHandle) ->
     result
 }
 
-fn serve(config: &Config, listener: &TcpListener, stop: &StopHandle) -> Result<Summary, ServerError> {
+fn serve(
+    config: &Config,
+    listener: &TcpListener,
+    stop: &StopHandle,
+) -> Result<Summary, ServerError> {
     let started = Instant::now();
     let tally = SharedTally::new().map_err(ServerError::os("mmap"))?;
     let parent_tally = Tally::new();
@@ -168,7 +176,10 @@ fn serve(config: &Config, listener: &TcpListener, stop: &StopHandle) -> Result<S
     Ok(Summary {
         mode: config.mode.name().into(),
         elapsed: started.elapsed(),
-        lanes: vec![Lane { name: "children".into(), counts }],
+        lanes: vec![Lane {
+            name: "children".into(),
+            counts,
+        }],
         notes: vec![format!("{forked} children forked, {reaped} reaped")],
     })
 }

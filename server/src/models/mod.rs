@@ -14,7 +14,11 @@ use crate::listener::{StopHandle, accept};
 use crate::stats::{Lane, Summary, Tally};
 use crate::{Config, Mode, ServerError};
 
-pub(crate) fn run(config: &Config, listener: &TcpListener, stop: &StopHandle) -> Result<Summary, ServerError> {
+pub(crate) fn run(
+    config: &Config,
+    listener: &TcpListener,
+    stop: &StopHandle,
+) -> Result<Summary, ServerError> {
     match config.mode {
         Mode::Sync => run_sync(config, listener, stop),
         Mode::Fork => fork::run(config, listener, stop),
@@ -25,7 +29,11 @@ pub(crate) fn run(config: &Config, listener: &TcpListener, stop: &StopHandle) ->
 
 /// One connection at a time, on the thread that accepts: the baseline that
 /// serialises every delay.
-fn run_sync(config: &Config, listener: &TcpListener, stop: &StopHandle) -> Result<Summary, ServerError> {
+fn run_sync(
+    config: &Config,
+    listener: &TcpListener,
+    stop: &StopHandle,
+) -> Result<Summary, ServerError> {
     let started = Instant::now();
     let tally = Tally::new();
     while let Some(stream) = accept(listener, stop).map_err(ServerError::os("accept"))? {
@@ -34,7 +42,10 @@ fn run_sync(config: &Config, listener: &TcpListener, stop: &StopHandle) -> Resul
     Ok(Summary {
         mode: config.mode.name().into(),
         elapsed: started.elapsed(),
-        lanes: vec![Lane { name: "main".into(), counts: tally.snapshot() }],
+        lanes: vec![Lane {
+            name: "main".into(),
+            counts: tally.snapshot(),
+        }],
         notes: vec![],
     })
 }

@@ -73,7 +73,10 @@ impl Handoff for StdQueue {
     fn push(&self, stream: TcpStream) -> Result<(), TcpStream> {
         let mut slots = self.lock();
         while slots.items.len() >= self.capacity && !slots.closed {
-            slots = self.not_full.wait(slots).unwrap_or_else(PoisonError::into_inner);
+            slots = self
+                .not_full
+                .wait(slots)
+                .unwrap_or_else(PoisonError::into_inner);
         }
         if slots.closed {
             return Err(stream);
@@ -107,7 +110,10 @@ impl Handoff for StdQueue {
             if slots.closed {
                 return None;
             }
-            slots = self.not_empty.wait(slots).unwrap_or_else(PoisonError::into_inner);
+            slots = self
+                .not_empty
+                .wait(slots)
+                .unwrap_or_else(PoisonError::into_inner);
         }
     }
     fn close(&self) {
@@ -174,10 +180,19 @@ impl Handoff for SpinQueue {
     }
 }
 
-pub(super) fn run(config: &Config, listener: &TcpListener, stop: &StopHandle) -> Result<Summary, ServerError> {
+pub(super) fn run(
+    config: &Config,
+    listener: &TcpListener,
+    stop: &StopHandle,
+) -> Result<Summary, ServerError> {
     let capacity = config.queue_capacity;
     match config.mode {
-        Mode::PoolFutex => run_with(Arc::new(BoundedQueue::new(capacity)), config, listener, stop),
+        Mode::PoolFutex => run_with(
+            Arc::new(BoundedQueue::new(capacity)),
+            config,
+            listener,
+            stop,
+        ),
         Mode::PoolStd => run_with(
             Arc::new(StdQueue {
                 slots: Mutex::default(),
@@ -190,7 +205,10 @@ pub(super) fn run(config: &Config, listener: &TcpListener, stop: &StopHandle) ->
             stop,
         ),
         _ => run_with(
-            Arc::new(SpinQueue { slots: FutexMutex::default(), capacity }),
+            Arc::new(SpinQueue {
+                slots: FutexMutex::default(),
+                capacity,
+            }),
             config,
             listener,
             stop,
@@ -240,7 +258,10 @@ fn run_with<Q: Handoff>(
     }
     result?;
 
-    let mut lanes = vec![Lane { name: "acceptor".into(), counts: tallies[0].snapshot() }];
+    let mut lanes = vec![Lane {
+        name: "acceptor".into(),
+        counts: tallies[0].snapshot(),
+    }];
     lanes.extend((0..config.workers).map(|i| Lane {
         name: format!("worker-{i}"),
         counts: tallies[i + 1].snapshot(),

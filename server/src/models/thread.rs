@@ -11,7 +11,11 @@ use crate::listener::{StopHandle, accept};
 use crate::stats::{Lane, Outcome, Summary, Tally};
 use crate::{Config, ServerError};
 
-pub(super) fn run(config: &Config, listener: &TcpListener, stop: &StopHandle) -> Result<Summary, ServerError> {
+pub(super) fn run(
+    config: &Config,
+    listener: &TcpListener,
+    stop: &StopHandle,
+) -> Result<Summary, ServerError> {
     let started = Instant::now();
     let tally = Arc::new(Tally::new());
     let mut live: Vec<JoinHandle<()>> = Vec::new();
@@ -62,7 +66,12 @@ pub(super) fn run(config: &Config, listener: &TcpListener, stop: &StopHandle) ->
     Ok(Summary {
         mode: config.mode.name().into(),
         elapsed: started.elapsed(),
-        lanes: vec![Lane { name: "connection threads".into(), counts: tally.snapshot() }],
-        notes: vec![format!("{spawned} threads started, at most {peak} at once, all joined")],
+        lanes: vec![Lane {
+            name: "connection threads".into(),
+            counts: tally.snapshot(),
+        }],
+        notes: vec![format!(
+            "{spawned} threads started, at most {peak} at once, all joined"
+        )],
     })
 }

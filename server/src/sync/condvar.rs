@@ -73,11 +73,11 @@ impl FutexCondvar {
         };
         self.waiters.fetch_sub(1, Ordering::SeqCst);
 
-        mutex.lock_contended(true);
-        (
-            FutexMutexGuard::from_locked(mutex),
-            outcome == futex::WaitOutcome::TimedOut,
-        )
+        // An ordinary lock, not one that marks the mutex contended: we slept
+        // on the sequence word, not on the mutex, so we know no more about
+        // the mutex's sleepers than any fresh locker. (A condvar that
+        // requeued its waiters onto the mutex word would have to mark it.)
+        (mutex.lock(), outcome == futex::WaitOutcome::TimedOut)
     }
 
     /// Wakes one waiting thread, if any.

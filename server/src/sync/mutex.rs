@@ -62,7 +62,7 @@ impl<T: ?Sized> FutexMutex<T> {
             .compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed)
             .is_err()
         {
-            self.lock_contended(false);
+            self.lock_contended();
         }
         FutexMutexGuard { mutex: self }
     }
@@ -79,20 +79,17 @@ impl<T: ?Sized> FutexMutex<T> {
     /// The slow path: spin briefly, then store `CONTENDED` until the
     /// previous value is `UNLOCKED`, sleeping in between. A thread that slept
     /// cannot know whether others still sleep, so it must leave `CONTENDED`
-    /// behind: the next unlock then wakes one of them. A thread woken by a
-    /// condition variable has the same doubt (`after_sleep`), which is why
-    /// [`crate::sync::FutexCondvar`] locks through here.
-    pub(crate) fn lock_contended(&self, after_sleep: bool) {
+    /// behind: the next unlock then wakes one of them.
+    fn lock_contended(&self) {
         let mut spins = 0;
         while self.state.load(Ordering::Relaxed) == LOCKED && spins < SPIN_LIMIT {
             std::hint::spin_loop();
             spins += 1;
         }
-        if !after_sleep
-            && self
-                .state
-                .compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed)
-                .is_ok()
+        if self
+            .state
+            .compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
         {
             return;
         }
@@ -141,11 +138,6 @@ pub struct FutexMutexGuard<'a, T: ?Sized> {
 }
 
 impl<'a, T: ?Sized> FutexMutexGuard<'a, T> {
-    /// A guard for a mutex the caller has just locked by hand.
-    pub(crate) fn from_locked(mutex: &'a FutexMutex<T>) -> Self {
-        Self { mutex }
-    }
-
     /// The mutex this guard holds, for condition variables.
     pub(crate) fn mutex(&self) -> &'a FutexMutex<T> {
         self.mutex

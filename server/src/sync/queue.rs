@@ -210,7 +210,10 @@ mod tests {
             queue.push(i).unwrap();
         }
         assert_eq!(queue.try_push(3), Err(TryPushError::Full(3)));
-        assert_eq!((queue.pop(), queue.pop(), queue.pop()), (Some(0), Some(1), Some(2)));
+        assert_eq!(
+            (queue.pop(), queue.pop(), queue.pop()),
+            (Some(0), Some(1), Some(2))
+        );
         assert_eq!(queue.try_pop(), Some(None));
     }
 

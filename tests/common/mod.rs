@@ -1,0 +1,292 @@
+//! Helpers for tests that run the real `tracebench` binary: start a server
+//! on a free loopback port, talk HTTP to it by hand, read /proc about it,
+//! and stop it the way a user would.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// The tests of one file run one at a time: several measure wall time or
+/// CPU time, which a neighbour burning both cores would distort.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_tracebench");
+
+pub struct ServerProcess {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    stdout: mpsc::Receiver<String>,
+}
+
+impl ServerProcess {
+    /// `tracebench serve --addr 127.0.0.1:0 ARGS…`, once it listens.
+    pub fn start(args: &[&str]) -> ServerProcess {
+        let mut all = vec!["serve", "--addr", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        Self::start_raw(&all).unwrap_or_else(|e| panic!("server did not start: {e}"))
+    }
+
+    /// Runs `tracebench ARGS…` and waits for its "listening on" line.
+    pub fn start_raw(args: &[&str]) -> Result<ServerProcess, String> {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tracebench");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let first = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                let output = child.wait_with_output().unwrap();
+                return Err(String::from_utf8_lossy(&output.stderr).into_owned());
+            }
+        };
+        let addr = first
+            .split_whitespace()
+            .find_map(|word| word.strip_prefix("http://"))
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {first:?}"));
+        Ok(ServerProcess {
+            child: Some(child),
+            addr,
+            stdout: rx,
+        })
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(self.pid(), signal) }, 0);
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit; returns the status
+    /// and everything printed after the first line.
+    pub fn stop(mut self) -> (ExitStatus, String) {
+        self.signal(libc::SIGTERM);
+        self.wait(Duration::from_secs(20))
+    }
+
+    pub fn wait(&mut self, limit: Duration) -> (ExitStatus, String) {
+        let mut child = self.child.take().unwrap();
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("server did not exit within {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let mut rest = String::new();
+        while let Ok(line) = self.stdout.recv_timeout(Duration::from_secs(5)) {
+            rest += &line;
+            rest.push('\n');
+        }
+        (status, rest)
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        // A failed test must not leave a server behind.
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().find_map(|line| {
+            let (n, v) = line.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+/// Sends `raw` on a fresh connection and reads the whole answer (the server
+/// closes). Checks that Content-Length matches the body.
+pub fn exchange(addr: SocketAddr, raw: &[u8]) -> std::io::Result<Response> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+    stream.write_all(raw)?;
+    let mut bytes = Vec::new();
+    stream.read_to_end(&mut bytes)?;
+    parse_response(&bytes)
+}
+
+pub fn parse_response(bytes: &[u8]) -> std::io::Result<Response> {
+    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
+    let split = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| bad(&format!("no head in {:?}", String::from_utf8_lossy(bytes))))?;
+    let head = String::from_utf8_lossy(&bytes[..split]).into_owned();
+    let body = bytes[split + 4..].to_vec();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("no status"))?;
+    let response = Response { status, head, body };
+    let length: usize = response
+        .header("content-length")
+        .ok_or_else(|| bad("no content-length"))?
+        .parse()
+        .map_err(|_| bad("bad content-length"))?;
+    if length != response.body.len() {
+        return Err(bad(&format!(
+            "Content-Length {length} but {} body bytes",
+            response.body.len()
+        )));
+    }
+    Ok(response)
+}
+
+pub fn get(addr: SocketAddr, path: &str) -> std::io::Result<Response> {
+    exchange(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes(),
+    )
+}
+
+/// `n` GETs at once, one thread and one connection each; returns the
+/// results and the wall time of the batch.
+pub fn concurrent_gets(
+    addr: SocketAddr,
+    path: &str,
+    n: usize,
+) -> (Vec<std::io::Result<Response>>, Duration) {
+    let start = Instant::now();
+    let threads: Vec<_> = (0..n)
+        .map(|_| {
+            let path = path.to_owned();
+            std::thread::spawn(move || get(addr, &path))
+        })
+        .collect();
+    let results = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    (results, start.elapsed())
+}
+
+/// /proc/PID/task/*: (tid, comm, state letter, utime + stime in ticks).
+pub fn threads_of(pid: i32) -> Vec<(i32, String, char, u64)> {
+    let mut threads = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return threads;
+    };
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        if let Some(parsed) = parse_stat(&stat) {
+            threads.push(parsed);
+        }
+    }
+    threads
+}
+
+/// (pid, comm, state, utime + stime) from a /proc stat line; comm may hold
+/// spaces and parentheses, so split at the last ')'.
+pub fn parse_stat(stat: &str) -> Option<(i32, String, char, u64)> {
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let pid = stat[..open].trim().parse().ok()?;
+    let comm = stat[open + 1..close].to_owned();
+    let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+    let state = fields.first()?.chars().next()?;
+    // Fields after the comm start at "state" (field 3); utime and stime are
+    // fields 14 and 15.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((pid, comm, state, utime + stime))
+}
+
+/// Children of `pid` and their state letters.
+pub fn children_of(pid: i32) -> Vec<(i32, char)> {
+    let mut children = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        if fields.get(1).and_then(|p| p.parse::<i32>().ok()) == Some(pid) {
+            let child = stat.split_whitespace().next().unwrap().parse().unwrap();
+            children.push((child, fields[0].chars().next().unwrap()));
+        }
+    }
+    children
+}
+
+pub fn open_fds(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// TCP sockets on loopback whose local port is `port`, with their kernel
+/// state code (e.g. 0x08 is CLOSE_WAIT), from /proc/net/tcp.
+pub fn sockets_on_port(port: u16) -> Vec<u8> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let local_port = u16::from_str_radix(fields.get(1)?.rsplit(':').next()?, 16).ok()?;
+            let state = u8::from_str_radix(fields.get(3)?, 16).ok()?;
+            (local_port == port).then_some(state)
+        })
+        .collect()
+}
+
+pub const TCP_CLOSE_WAIT: u8 = 0x08;
+
+/// Polls `check` every 20 ms until it holds or `limit` passes; returns the
+/// last value for the assertion message.
+pub fn eventually<T>(limit: Duration, mut check: impl FnMut() -> (bool, T)) -> (bool, T) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let (ok, value) = check();
+        if ok || Instant::now() > deadline {
+            return (ok, value);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -1,0 +1,512 @@
+//! `tracebench serve` end to end: every concurrency model, run as a real
+//! process on a loopback port and judged from the outside, by its answers,
+//! its timing, and what /proc says about it.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const MODES: [&str; 6] = [
+    "sync",
+    "fork",
+    "thread",
+    "pool-spin",
+    "pool-futex",
+    "pool-std",
+];
+
+#[test]
+fn every_mode_answers_100_sequential_and_100_concurrent_requests() {
+    let _serial = serial();
+    for mode in MODES {
+        let server = ServerProcess::start(&["--mode", mode]);
+        for i in 0..100 {
+            let response = get(server.addr, "/").unwrap_or_else(|e| panic!("{mode} #{i}: {e}"));
+            assert_eq!(response.status, 200, "{mode}");
+            assert_eq!(response.body, b"<h1>Hello, World!</h1>", "{mode}");
+            assert_eq!(response.header("connection"), Some("close"), "{mode}");
+        }
+        let (results, _) = concurrent_gets(server.addr, "/", 100);
+        for (i, result) in results.into_iter().enumerate() {
+            let response = result.unwrap_or_else(|e| panic!("{mode} concurrent #{i}: {e}"));
+            assert_eq!(response.status, 200, "{mode}");
+        }
+        let (status, summary) = server.stop();
+        assert!(status.success(), "{mode}: {status}");
+        assert!(summary.contains(&format!("mode {mode}")), "{summary}");
+        assert!(summary.contains("200 ok, 0 errors"), "{mode}: {summary}");
+    }
+}
+
+#[test]
+fn ten_delayed_requests_take_as_long_as_each_model_predicts() {
+    let _serial = serial();
+    // (mode, lower bound, upper bound) for 10 concurrent requests of 200 ms:
+    // sync serialises them (10 × 0.2 s), a pool of 5 runs two rounds
+    // (2 × 0.2 s), a thread or process each runs them all at once.
+    let cases = [
+        ("sync", 1.9, 4.0),
+        ("pool-futex", 0.38, 0.6),
+        ("pool-std", 0.38, 0.6),
+        ("thread", 0.19, 0.35),
+        ("fork", 0.19, 0.35),
+    ];
+    for (mode, low, high) in cases {
+        let server = ServerProcess::start(&["--mode", mode, "--workers", "5", "--delay", "200ms"]);
+        // One warm-up request, so thread and page-fault start-up costs are
+        // not charged to the batch.
+        get(server.addr, "/?delay=0").unwrap();
+        let (results, took) = concurrent_gets(server.addr, "/", 10);
+        assert!(
+            results
+                .iter()
+                .all(|r| r.as_ref().is_ok_and(|r| r.status == 200)),
+            "{mode}: {results:?}"
+        );
+        let secs = took.as_secs_f64();
+        assert!(
+            (low..=high).contains(&secs),
+            "{mode}: 10 × 200 ms took {secs:.3} s, expected {low}..{high}"
+        );
+        assert!(server.stop().0.success());
+    }
+}
+
+#[test]
+fn idle_futex_and_std_workers_sleep_while_spinning_workers_burn_cpu() {
+    let _serial = serial();
+    let worker_cpu = |pid: i32| -> (u64, Vec<char>) {
+        // The server prints its address before its workers start.
+        let (started, workers) = eventually(Duration::from_secs(5), || {
+            let workers: Vec<_> = threads_of(pid)
+                .into_iter()
+                .filter(|t| t.1.starts_with("worker-"))
+                .collect();
+            (workers.len() == 5, workers)
+        });
+        assert!(started, "{workers:?}");
+        (
+            workers.iter().map(|t| t.3).sum(),
+            workers.iter().map(|t| t.2).collect(),
+        )
+    };
+    for mode in ["pool-futex", "pool-std"] {
+        let server = ServerProcess::start(&["--mode", mode]);
+        get(server.addr, "/").unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        let (before, states) = worker_cpu(server.pid());
+        assert!(
+            states.iter().all(|&s| s == 'S'),
+            "{mode}: idle workers in states {states:?}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        let (after, _) = worker_cpu(server.pid());
+        assert_eq!(after, before, "{mode}: idle workers used CPU");
+        assert!(server.stop().0.success());
+    }
+    let server = ServerProcess::start(&["--mode", "pool-spin"]);
+    let (before, states) = worker_cpu(server.pid());
+    std::thread::sleep(Duration::from_millis(300));
+    let (after, _) = worker_cpu(server.pid());
+    // 300 ms of spinning on up to two cores is up to 60 ticks of 10 ms.
+    assert!(
+        after >= before + 10,
+        "pool-spin used only {} ticks (states {states:?})",
+        after - before
+    );
+    assert!(
+        states.contains(&'R'),
+        "spinning workers should be running: {states:?}"
+    );
+    assert!(server.stop().0.success());
+}
+
+#[test]
+fn bad_requests_get_their_status_and_the_server_keeps_serving() {
+    let _serial = serial();
+    for mode in ["sync", "pool-futex"] {
+        let server = ServerProcess::start(&["--mode", mode]);
+        let addr = server.addr;
+        let malformed = exchange(addr, b"this is not http\r\n\r\n").unwrap();
+        assert_eq!(malformed.status, 400);
+        assert_eq!(get(addr, "/").unwrap().status, 200);
+        assert_eq!(get(addr, "/missing").unwrap().status, 404);
+        let post = exchange(addr, b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc").unwrap();
+        assert_eq!(post.status, 405);
+        assert_eq!(post.header("allow"), Some("GET, HEAD"));
+        let mut huge = b"GET / HTTP/1.1\r\nX-Big: ".to_vec();
+        huge.resize(9 * 1024, b'x');
+        huge.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(exchange(addr, &huge).unwrap().status, 431);
+        assert_eq!(get(addr, "/?delay=forever").unwrap().status, 400);
+        let head = exchange(addr, b"HEAD / HTTP/1.1\r\n\r\n");
+        // HEAD announces the GET body's length but sends no body.
+        let head_bytes = {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.write_all(b"HEAD / HTTP/1.1\r\n\r\n").unwrap();
+            let mut b = Vec::new();
+            s.read_to_end(&mut b).unwrap();
+            String::from_utf8(b).unwrap()
+        };
+        assert!(
+            head.is_err(),
+            "a HEAD answer has no body to match its Content-Length"
+        );
+        assert!(
+            head_bytes.starts_with("HTTP/1.1 200 OK") && head_bytes.contains("Content-Length: 22")
+        );
+        assert!(head_bytes.ends_with("\r\n\r\n"), "{head_bytes:?}");
+        // A body sent with a GET is read, not left to reset the connection.
+        let with_body =
+            exchange(addr, b"GET / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello").unwrap();
+        assert_eq!(with_body.status, 200);
+        assert_eq!(get(addr, "/").unwrap().status, 200);
+        let (status, summary) = server.stop();
+        assert!(status.success());
+        for kind in [
+            "400 bad request 2",
+            "404 not found 1",
+            "405 method 1",
+            "431 head too large 1",
+        ] {
+            assert!(
+                summary.contains(kind),
+                "{mode}: missing {kind:?} in {summary}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_client_that_sends_nothing_is_dropped_after_the_read_timeout() {
+    let _serial = serial();
+    let server = ServerProcess::start(&["--mode", "pool-futex", "--read-timeout", "300ms"]);
+    let mut silent = TcpStream::connect(server.addr).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let start = Instant::now();
+    let mut buf = [0u8; 64];
+    let n = silent.read(&mut buf).unwrap_or(0);
+    let waited = start.elapsed();
+    assert_eq!(n, 0, "expected a close, got {:?}", &buf[..n]);
+    assert!(
+        waited >= Duration::from_millis(250),
+        "dropped too early: {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_secs(3),
+        "dropped too late: {waited:?}"
+    );
+    // The timeout is the connections', not the listener's: an acceptor idle
+    // for longer still accepts.
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(get(server.addr, "/").unwrap().status, 200);
+    // A client that starts a request and stalls gets 408.
+    let stalled = exchange(server.addr, b"GET / HTTP/1.1\r\nHost:").unwrap();
+    assert_eq!(stalled.status, 408);
+    assert_eq!(get(server.addr, "/").unwrap().status, 200);
+    let (status, summary) = server.stop();
+    assert!(status.success());
+    assert!(summary.contains("read timeout 2"), "{summary}");
+}
+
+#[test]
+fn overload_with_reject_answers_200_or_503_and_leaks_nothing() {
+    let _serial = serial();
+    let server = ServerProcess::start(&[
+        "--mode",
+        "pool-futex",
+        "--workers",
+        "5",
+        "--queue",
+        "10",
+        "--when-full",
+        "reject",
+        "--delay",
+        "20ms",
+    ]);
+    get(server.addr, "/").unwrap();
+    let fds_before = open_fds(server.pid());
+    let (results, _) = concurrent_gets(server.addr, "/", 200);
+    let mut ok = 0;
+    let mut rejected = 0;
+    for result in &results {
+        match result {
+            Ok(r) if r.status == 200 => ok += 1,
+            Ok(r) if r.status == 503 => {
+                assert_eq!(r.header("retry-after"), Some("1"));
+                rejected += 1
+            }
+            other => panic!("neither 200 nor 503: {other:?}"),
+        }
+    }
+    assert_eq!(ok + rejected, 200);
+    assert!(
+        rejected > 0,
+        "200 clients on 5 workers and 10 slots were never refused"
+    );
+    let port = server.addr.port();
+    let (settled, fds) = eventually(Duration::from_secs(5), || {
+        let fds = open_fds(server.pid());
+        (fds == fds_before, fds)
+    });
+    assert!(settled, "descriptors: {fds_before} before, {fds} after");
+    let (clean, states) = eventually(Duration::from_secs(5), || {
+        let states = sockets_on_port(port);
+        (!states.contains(&TCP_CLOSE_WAIT), states)
+    });
+    assert!(clean, "sockets left in CLOSE_WAIT: {states:?}");
+    let (status, summary) = server.stop();
+    assert!(status.success());
+    assert!(
+        summary.contains(&format!("503 rejected {rejected}")),
+        "{summary}"
+    );
+}
+
+#[test]
+fn sigterm_stops_accepting_but_serves_what_is_in_flight_and_exits_0() {
+    let _serial = serial();
+    for (mode, in_flight) in [
+        ("pool-futex", 8),
+        ("pool-std", 8),
+        ("thread", 8),
+        ("fork", 8),
+        ("sync", 1),
+    ] {
+        let server = ServerProcess::start(&["--mode", mode, "--workers", "5", "--delay", "400ms"]);
+        let addr = server.addr;
+        let clients = std::thread::spawn(move || concurrent_gets(addr, "/", in_flight).0);
+        std::thread::sleep(Duration::from_millis(150));
+        server.signal(libc::SIGTERM);
+        let results = clients.join().unwrap();
+        for result in &results {
+            assert_eq!(
+                result.as_ref().map(|r| r.status).ok(),
+                Some(200),
+                "{mode}: {result:?}"
+            );
+        }
+        let mut server = server;
+        let (status, summary) = server.wait(Duration::from_secs(10));
+        assert!(status.success(), "{mode}: {status}");
+        assert!(
+            summary.contains(&format!("{in_flight} ok, 0 errors")),
+            "{mode}: {summary}"
+        );
+        assert!(
+            TcpStream::connect(addr).is_err(),
+            "{mode} still accepts after exiting"
+        );
+    }
+}
+
+#[test]
+fn sigint_stops_an_idle_server_at_once() {
+    let _serial = serial();
+    let server = ServerProcess::start(&[]);
+    server.signal(libc::SIGINT);
+    let mut server = server;
+    let start = Instant::now();
+    let (status, summary) = server.wait(Duration::from_secs(10));
+    assert!(status.success());
+    assert!(start.elapsed() < Duration::from_secs(2));
+    assert!(summary.contains("0 ok, 0 errors"), "{summary}");
+}
+
+#[test]
+fn fork_mode_reaps_every_child_and_thread_mode_joins_every_thread() {
+    let _serial = serial();
+    let server = ServerProcess::start(&["--mode", "fork"]);
+    let (results, _) = concurrent_gets(server.addr, "/", 50);
+    assert!(results.iter().all(|r| r.is_ok()));
+    let (reaped, children) = eventually(Duration::from_secs(5), || {
+        let children = children_of(server.pid());
+        (children.is_empty(), children)
+    });
+    assert!(reaped, "children left (Z = zombie): {children:?}");
+    let (status, summary) = server.stop();
+    assert!(status.success());
+    assert!(
+        summary.contains("50 children forked, 50 reaped"),
+        "{summary}"
+    );
+
+    let server = ServerProcess::start(&["--mode", "thread"]);
+    let baseline = threads_of(server.pid()).len();
+    let (results, _) = concurrent_gets(server.addr, "/?delay=50ms", 50);
+    assert!(results.iter().all(|r| r.is_ok()));
+    let (joined, threads) = eventually(Duration::from_secs(5), || {
+        let threads = threads_of(server.pid());
+        (threads.len() == baseline, threads)
+    });
+    assert!(joined, "{baseline} threads before, now {threads:?}");
+    let (status, summary) = server.stop();
+    assert!(status.success());
+    assert!(summary.contains("50 threads started"), "{summary}");
+}
+
+#[test]
+fn a_client_that_resets_mid_request_never_kills_the_server() {
+    let _serial = serial();
+    for mode in MODES {
+        let server = ServerProcess::start(&["--mode", mode]);
+        for _ in 0..5 {
+            let stream = TcpStream::connect(server.addr).unwrap();
+            (&stream)
+                .write_all(b"GET /?delay=100ms HTTP/1.1\r\n\r\n")
+                .unwrap();
+            // SO_LINGER 0: close sends a reset, and the server's answer
+            // 100 ms later meets EPIPE/ECONNRESET, where SIGPIPE would kill.
+            socket2::SockRef::from(&stream)
+                .set_linger(Some(Duration::ZERO))
+                .unwrap();
+            drop(stream);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(get(server.addr, "/").unwrap().status, 200, "{mode} died");
+        let (status, summary) = server.stop();
+        assert!(status.success(), "{mode}: {status}");
+        assert!(summary.contains("peer gone 5"), "{mode}: {summary}");
+    }
+}
+
+#[test]
+fn keep_alive_serves_several_requests_per_connection_only_when_enabled() {
+    let _serial = serial();
+    let request = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n";
+    let server = ServerProcess::start(&["--mode", "pool-futex", "--keep-alive"]);
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    for _ in 0..3 {
+        stream.write_all(request).unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = stream.read(&mut buf).unwrap();
+        let response = parse_response(&buf[..n]).unwrap();
+        assert_eq!(response.status, 200);
+        assert_eq!(response.header("connection"), Some("keep-alive"));
+    }
+    // Two pipelined requests in one write get two answers in order.
+    stream
+        .write_all(&[&request[..], &request[..]].concat())
+        .unwrap();
+    let mut both = Vec::new();
+    while both
+        .windows(22)
+        .filter(|w| *w == b"<h1>Hello, World!</h1>")
+        .count()
+        < 2
+    {
+        let mut buf = [0u8; 4096];
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0);
+        both.extend_from_slice(&buf[..n]);
+    }
+    drop(stream);
+    assert!(server.stop().0.success());
+
+    let server = ServerProcess::start(&["--mode", "pool-futex"]);
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    // Without --keep-alive, the second of two pipelined requests is not
+    // served, and the first answer still arrives whole (no reset).
+    stream
+        .write_all(&[&request[..], &request[..]].concat())
+        .unwrap();
+    let mut all = Vec::new();
+    stream.read_to_end(&mut all).unwrap();
+    let response = parse_response(&all).unwrap();
+    assert_eq!(response.header("connection"), Some("close"));
+    assert_eq!(response.body, b"<h1>Hello, World!</h1>");
+    assert!(server.stop().0.success());
+}
+
+#[test]
+fn a_restart_on_the_same_port_binds_at_once() {
+    let _serial = serial();
+    let server = ServerProcess::start(&["--mode", "pool-futex"]);
+    let addr = server.addr;
+    let (results, _) = concurrent_gets(addr, "/", 100);
+    assert!(results.iter().all(|r| r.is_ok()));
+    assert!(server.stop().0.success());
+    // The server closed first, so its side of those connections sits in
+    // TIME_WAIT; without SO_REUSEADDR this bind would fail for a minute.
+    let addr_arg = addr.to_string();
+    let again = ServerProcess::start_raw(&["serve", "--addr", &addr_arg])
+        .unwrap_or_else(|stderr| panic!("restart on {addr} failed: {stderr}"));
+    assert_eq!(get(again.addr, "/").unwrap().status, 200);
+    assert!(again.stop().0.success());
+}
+
+#[test]
+fn curl_gets_the_page() {
+    let _serial = serial();
+    let server = ServerProcess::start(&[]);
+    let output = Command::new("curl")
+        .args(["--silent", "--show-error", "--include", "--max-time", "10"])
+        .arg(format!("http://{}/?delay=10ms", server.addr))
+        .output()
+        .expect("curl is needed for this test; .ci/run installs it");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(text.ends_with("\r\n\r\n<h1>Hello, World!</h1>"), "{text}");
+    assert!(server.stop().0.success());
+}
+
+#[test]
+fn bad_flags_and_busy_ports_fail_with_one_clear_line() {
+    let _serial = serial();
+    let run = |args: &[&str]| {
+        let output = Command::new(BIN).args(args).output().unwrap();
+        (
+            output.status,
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (status, stderr) = run(&["serve", "--mode", "turbo"]);
+    assert!(!status.success());
+    assert!(stderr.contains("invalid value 'turbo'"), "{stderr}");
+    let (status, stderr) = run(&["serve", "--delay", "soon"]);
+    assert!(!status.success(), "{stderr}");
+    let (status, stderr) = run(&["serve", "--workers", "0"]);
+    assert!(!status.success(), "{stderr}");
+
+    let server = ServerProcess::start(&[]);
+    let (status, stderr) = run(&["serve", "--addr", &server.addr.to_string()]);
+    assert!(!status.success());
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("tracebench: cannot listen on"),
+        "{stderr}"
+    );
+    assert!(server.stop().0.success());
+}
+
+#[test]
+fn completions_are_generated() {
+    let output = Command::new(BIN)
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let script = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        script.contains("tracebench") && script.contains("--when-full"),
+        "{script}"
+    );
+}
