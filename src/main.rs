@@ -68,6 +68,10 @@ struct ServeArgs {
     /// Listen backlog passed to listen(2)
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(i32).range(1..))]
     backlog: i32,
+    /// Accept a connection as soon as it is established, not once its
+    /// request has arrived (turns TCP_DEFER_ACCEPT off)
+    #[arg(long)]
+    no_defer_accept: bool,
     /// Simulated work per request (a nanosleep), e.g. 200ms, 1s
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     delay: Duration,
@@ -106,6 +110,7 @@ impl From<ServeArgs> for Config {
                 WhenFullArg::Reject => WhenFull::Reject,
             },
             backlog: args.backlog,
+            defer_accept: !args.no_defer_accept,
             connection: ConnectionSettings {
                 delay: args.delay,
                 keep_alive: args.keep_alive,

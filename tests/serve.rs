@@ -182,10 +182,8 @@ fn bad_requests_get_their_status_and_the_server_keeps_serving() {
     }
 }
 
-#[test]
-fn a_client_that_sends_nothing_is_dropped_after_the_read_timeout() {
-    let _serial = serial();
-    let server = ServerProcess::start(&["--mode", "pool-futex", "--read-timeout", "300ms"]);
+/// Connects, sends nothing, and returns how long until the server closed.
+fn silent_client_lifetime(server: &ServerProcess) -> Duration {
     let mut silent = TcpStream::connect(server.addr).unwrap();
     silent
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -193,14 +191,21 @@ fn a_client_that_sends_nothing_is_dropped_after_the_read_timeout() {
     let start = Instant::now();
     let mut buf = [0u8; 64];
     let n = silent.read(&mut buf).unwrap_or(0);
-    let waited = start.elapsed();
     assert_eq!(n, 0, "expected a close, got {:?}", &buf[..n]);
+    start.elapsed()
+}
+
+#[test]
+fn a_client_that_sends_nothing_is_dropped_after_the_read_timeout() {
+    let _serial = serial();
+    let server = ServerProcess::start(&["--read-timeout", "300ms", "--no-defer-accept"]);
+    let waited = silent_client_lifetime(&server);
     assert!(
         waited >= Duration::from_millis(250),
         "dropped too early: {waited:?}"
     );
     assert!(
-        waited < Duration::from_secs(3),
+        waited < Duration::from_secs(1),
         "dropped too late: {waited:?}"
     );
     // The timeout is the connections', not the listener's: an acceptor idle
@@ -214,6 +219,23 @@ fn a_client_that_sends_nothing_is_dropped_after_the_read_timeout() {
     let (status, summary) = server.stop();
     assert!(status.success());
     assert!(summary.contains("read timeout 2"), "{summary}");
+
+    // With TCP_DEFER_ACCEPT (the default) the kernel holds a silent
+    // connection for at least a second (it rounds up to whole seconds)
+    // before the server even sees it; then the read timeout applies.
+    let server = ServerProcess::start(&["--read-timeout", "300ms"]);
+    let waited = silent_client_lifetime(&server);
+    assert!(
+        waited >= Duration::from_millis(1000),
+        "not deferred: {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_secs(5),
+        "dropped too late: {waited:?}"
+    );
+    let stalled = exchange(server.addr, b"GET / HTTP/1.1\r\nHost:").unwrap();
+    assert_eq!(stalled.status, 408);
+    assert!(server.stop().0.success());
 }
 
 #[test]

@@ -222,21 +222,45 @@ pub fn render_response(outcome: Outcome, keep_alive: bool, head_only: bool, out:
     }
 }
 
+/// The memory one connection needs, kept by a worker from one connection
+/// to the next so the hot path allocates nothing.
+#[derive(Debug)]
+pub struct Buffers {
+    head: Box<[u8]>,
+    response: Vec<u8>,
+}
+
+impl Default for Buffers {
+    fn default() -> Self {
+        Buffers {
+            head: vec![0u8; MAX_HEAD_BYTES].into_boxed_slice(),
+            response: Vec::with_capacity(256),
+        }
+    }
+}
+
 /// Serves every request on `stream` until the connection ends, counting
 /// each in `tally`. Never panics on anything the peer does.
-pub fn serve_connection(mut stream: TcpStream, settings: &ConnectionSettings, tally: &Tally) {
+pub fn serve_connection(
+    mut stream: TcpStream,
+    settings: &ConnectionSettings,
+    tally: &Tally,
+    buffers: &mut Buffers,
+) {
     // Set here, by whoever serves, so the acceptor's hot loop stays at one
     // accept4 per connection.
     if let Err(e) = stream.set_read_timeout(Some(settings.read_timeout)) {
         tally.record(io_outcome(&e));
         return;
     }
-    let mut buf = vec![0u8; MAX_HEAD_BYTES];
+    let Buffers {
+        head: buf,
+        response,
+    } = buffers;
     let mut filled = 0;
-    let mut response = Vec::with_capacity(256);
     let mut first_request = true;
     loop {
-        let head = match read_head(&mut stream, &mut buf, &mut filled, settings.read_timeout) {
+        let head = match read_head(&mut stream, buf, &mut filled, settings.read_timeout) {
             Ok(Some(head)) => head,
             Ok(None) => return,
             Err(ReadError::Idle) => {
@@ -249,8 +273,8 @@ pub fn serve_connection(mut stream: TcpStream, settings: &ConnectionSettings, ta
             }
             Err(ReadError::Refuse(outcome)) => {
                 tally.record(outcome);
-                render_response(outcome, false, false, &mut response);
-                if stream.write_all(&response).is_ok() {
+                render_response(outcome, false, false, response);
+                if stream.write_all(response).is_ok() {
                     linger_close(stream);
                 }
                 return;
@@ -266,7 +290,7 @@ pub fn serve_connection(mut stream: TcpStream, settings: &ConnectionSettings, ta
         if plan.outcome == Outcome::Ok || plan.outcome == Outcome::NotFound {
             // Read the body before answering, so the next request (or the
             // close) starts on a clean stream.
-            if let Err(outcome) = discard_body(&mut stream, &mut buf, &mut filled, &head) {
+            if let Err(outcome) = discard_body(&mut stream, buf, &mut filled, &head) {
                 tally.record(outcome);
                 return;
             }
@@ -276,13 +300,13 @@ pub fn serve_connection(mut stream: TcpStream, settings: &ConnectionSettings, ta
         if !plan.delay.is_zero() {
             std::thread::sleep(plan.delay);
         }
-        render_response(plan.outcome, keep_alive, plan.head_only, &mut response);
-        if let Err(e) = stream.write_all(&response) {
+        render_response(plan.outcome, keep_alive, plan.head_only, response);
+        if let Err(e) = stream.write_all(response) {
             tally.record(io_outcome(&e));
             return;
         }
         tally.record(plan.outcome);
-        consume(&mut buf, &mut filled, head.len);
+        consume(buf, &mut filled, head.len);
         if !keep_alive {
             if filled > 0 || plan.outcome != Outcome::Ok {
                 // The client sent more than we read: closing now would send

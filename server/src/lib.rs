@@ -127,6 +127,10 @@ pub struct Config {
     pub when_full: WhenFull,
     /// The kernel's listen backlog.
     pub backlog: i32,
+    /// Let the kernel hand over a connection only once its request has
+    /// started to arrive (TCP_DEFER_ACCEPT), waiting at most the read
+    /// timeout for it.
+    pub defer_accept: bool,
     /// How each connection is served.
     pub connection: http::ConnectionSettings,
 }
@@ -140,6 +144,7 @@ impl Default for Config {
             queue_capacity: 64,
             when_full: WhenFull::default(),
             backlog: 1024,
+            defer_accept: true,
             connection: http::ConnectionSettings {
                 delay: Duration::ZERO,
                 keep_alive: false,
@@ -215,11 +220,17 @@ impl Server {
                 "--read-timeout must be more than 0".into(),
             ));
         }
-        let listener =
-            listener::bind(config.addr, config.backlog).map_err(|source| ServerError::Bind {
-                addr: config.addr,
-                source,
-            })?;
+        let listener = listener::bind(
+            config.addr,
+            config.backlog,
+            config
+                .defer_accept
+                .then_some(config.connection.read_timeout),
+        )
+        .map_err(|source| ServerError::Bind {
+            addr: config.addr,
+            source,
+        })?;
         let listener = Arc::new(listener);
         let stop = StopHandle::new(Arc::clone(&listener));
         Ok(Server {

@@ -13,7 +13,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
-use crate::http::serve_connection;
+use crate::http::{Buffers, serve_connection};
 use crate::listener::{StopHandle, accept, set_handler};
 use crate::stats::{Lane, Outcome, Summary, Tally};
 use crate::{Config, ServerError};
@@ -151,7 +151,12 @@ fn serve(
                 // SAFETY: the child's copy of the listener; closing it leaves
                 // the parent's untouched, and nothing in the child uses it.
                 unsafe { libc::close(listener.as_raw_fd()) };
-                serve_connection(stream, &config.connection, tally.get());
+                serve_connection(
+                    stream,
+                    &config.connection,
+                    tally.get(),
+                    &mut Buffers::default(),
+                );
                 // SAFETY: leave without unwinding into the parent's code.
                 unsafe { libc::_exit(0) };
             }

@@ -9,7 +9,7 @@ mod thread;
 use std::net::TcpListener;
 use std::time::Instant;
 
-use crate::http::serve_connection;
+use crate::http::{Buffers, serve_connection};
 use crate::listener::{StopHandle, accept};
 use crate::stats::{Lane, Summary, Tally};
 use crate::{Config, Mode, ServerError};
@@ -36,8 +36,9 @@ fn run_sync(
 ) -> Result<Summary, ServerError> {
     let started = Instant::now();
     let tally = Tally::new();
+    let mut buffers = Buffers::default();
     while let Some(stream) = accept(listener, stop).map_err(ServerError::os("accept"))? {
-        serve_connection(stream, &config.connection, &tally);
+        serve_connection(stream, &config.connection, &tally, &mut buffers);
     }
     Ok(Summary {
         mode: config.mode.name().into(),

@@ -14,7 +14,7 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Instant;
 
-use crate::http::{reject, serve_connection};
+use crate::http::{Buffers, reject, serve_connection};
 use crate::listener::{StopHandle, accept};
 use crate::stats::{Lane, Summary, Tally};
 use crate::sync::{BoundedQueue, FutexMutex, FutexMutexGuard, TryPushError};
@@ -234,8 +234,9 @@ fn run_with<Q: Handoff>(
         let spawned = std::thread::Builder::new()
             .name(format!("worker-{index}"))
             .spawn(move || {
+                let mut buffers = Buffers::default();
                 while let Some(stream) = queue.pop() {
-                    serve_connection(stream, &settings, &tallies[index + 1]);
+                    serve_connection(stream, &settings, &tallies[index + 1], &mut buffers);
                 }
             });
         match spawned {

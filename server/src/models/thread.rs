@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use crate::http::serve_connection;
+use crate::http::{Buffers, serve_connection};
 use crate::listener::{StopHandle, accept};
 use crate::stats::{Lane, Outcome, Summary, Tally};
 use crate::{Config, ServerError};
@@ -42,7 +42,7 @@ pub(super) fn run(
         let spawn = std::thread::Builder::new()
             .name(format!("conn-{spawned}"))
             .spawn(move || {
-                serve_connection(stream, &settings, &thread_tally);
+                serve_connection(stream, &settings, &thread_tally, &mut Buffers::default());
                 thread_running.fetch_sub(1, Ordering::Relaxed);
             });
         match spawn {

@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# Side-by-side throughput of `tracebench serve` against nginx, under wrk.
+#
+#   bash bench/server.sh            # full run (~6 minutes on 2 cores)
+#   DURATION=3s RUNS=1 bash bench/server.sh   # a quick look
+#
+# Installs wrk and nginx with apt-get if they are missing. Every server
+# listens on 127.0.0.1 only; every wrk run is bounded by DURATION. Prints a
+# Markdown report (medians of RUNS runs, ratios to nginx, server CPU per
+# request, idle CPU per mode) on stdout; paste it into docs/benchmarks.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-10s}
+RUNS=${RUNS:-3}
+IDLE_SECONDS=${IDLE_SECONDS:-2}
+PORT=${PORT:-18080}
+TICKS=$(getconf CLK_TCK)
+
+need=()
+command -v wrk >/dev/null 2>&1 || need+=(wrk)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
+if ((${#need[@]})); then
+  echo "installing ${need[*]}" >&2
+  apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+cargo build --release --quiet
+BIN=target/release/tracebench
+work=$(mktemp -d)
+server_pid=
+cleanup() {
+  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null || true
+  [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# CPU ticks (user + system) used so far by a process and all its threads.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+
+wait_port() {
+  for _ in $(seq 100); do
+    curl -s -o /dev/null "http://127.0.0.1:$PORT/" && return 0
+    sleep 0.05
+  done
+  echo "server on port $PORT did not come up" >&2
+  return 1
+}
+
+# start_server NAME KEEPALIVE: sets server_pid and cpu_pid (the process whose
+# CPU is the server's: for nginx, its single worker). NAME is a tracebench
+# mode, `nginx`, or one of the variants `nginx+deferred` (listen ... deferred,
+# i.e. TCP_DEFER_ACCEPT, which tracebench uses by default) and
+# `MODE+no-defer` (tracebench --no-defer-accept).
+start_server() {
+  local name=$1 keepalive=$2
+  if [ "${name%%+*}" = nginx ]; then
+    local timeout=0 deferred=
+    [ "$keepalive" = on ] && timeout=75s
+    [ "$name" = nginx+deferred ] && deferred=deferred
+    mkdir -p "$work/logs"
+    cat >"$work/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $work/nginx.pid;
+error_log $work/logs/error.log error;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_timeout $timeout;
+  keepalive_requests 1000000;
+  client_body_temp_path $work/body;
+  proxy_temp_path $work/proxy;
+  fastcgi_temp_path $work/fastcgi;
+  uwsgi_temp_path $work/uwsgi;
+  scgi_temp_path $work/scgi;
+  server {
+    listen 127.0.0.1:$PORT backlog=1024 $deferred;
+    location / { default_type text/html; return 200 '<h1>Hello, World!</h1>'; }
+  }
+}
+CONF
+    "$NGINX" -p "$work" -c "$work/nginx.conf" &
+    server_pid=$!
+    wait_port
+    cpu_pid=$(pgrep -P "$server_pid" | head -1)
+  else
+    local flags=()
+    [ "$keepalive" = on ] && flags+=(--keep-alive)
+    [ "${name#*+}" = no-defer ] && flags+=(--no-defer-accept)
+    "$BIN" serve --mode "${name%%+*}" --workers 5 --addr "127.0.0.1:$PORT" "${flags[@]}" >/dev/null &
+    server_pid=$!
+    wait_port
+    cpu_pid=$server_pid
+  fi
+}
+
+stop_server() {
+  kill -TERM "$server_pid" 2>/dev/null || true
+  wait "$server_pid" 2>/dev/null || true
+  server_pid=
+}
+
+# run_wrk CONNECTIONS KEEPALIVE: prints "req_per_s cpu_us_per_req errors".
+run_wrk() {
+  local connections=$1 keepalive=$2 header=()
+  [ "$keepalive" = off ] && header=(-H "Connection: close")
+  local before after out
+  before=$(cpu_ticks "$cpu_pid")
+  out=$(wrk -t1 -c"$connections" -d"$DURATION" "${header[@]}" "http://127.0.0.1:$PORT/")
+  after=$(cpu_ticks "$cpu_pid")
+  local rps requests errors
+  rps=$(awk '/Requests\/sec/ { print $2 }' <<<"$out")
+  requests=$(awk '/requests in/ { print $1 }' <<<"$out")
+  errors=$(awk '/Non-2xx|Socket errors/ { n++ } END { print n + 0 }' <<<"$out")
+  awk -v rps="$rps" -v req="$requests" -v t=$((after - before)) -v hz="$TICKS" -v e="$errors" \
+    'BEGIN { printf "%.0f %.1f %d\n", rps, (t / hz) * 1e6 / req, e }'
+}
+
+median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+
+report_case() {
+  local title=$1 connections=$2 keepalive=$3
+  shift 3
+  local servers=("$@")
+  declare -A rps cpu errs
+  for run in $(seq "$RUNS"); do
+    for name in "${servers[@]}"; do
+      start_server "$name" "$keepalive"
+      read -r r c e < <(run_wrk "$connections" "$keepalive")
+      stop_server
+      rps[$name]+="$r "
+      cpu[$name]+="$c "
+      errs[$name]=$(( ${errs[$name]:-0} + e ))
+      echo "  run $run $name: $r req/s, $c us CPU/req" >&2
+    done
+  done
+  local nginx_median
+  nginx_median=$(tr ' ' '\n' <<<"${rps[nginx]}" | grep . | median)
+  echo
+  echo "### $title"
+  echo
+  echo "| server | req/s (median of $RUNS) | runs | vs nginx | server CPU µs/req | wrk errors |"
+  echo "|---|---:|---|---:|---:|---:|"
+  for name in "${servers[@]}"; do
+    local m c
+    m=$(tr ' ' '\n' <<<"${rps[$name]}" | grep . | median)
+    c=$(tr ' ' '\n' <<<"${cpu[$name]}" | grep . | median)
+    awk -v n="$name" -v m="$m" -v all="${rps[$name]}" -v g="$nginx_median" -v c="$c" -v e="${errs[$name]}" \
+      'BEGIN { printf "| %s | %d | %s | %.2f× | %s | %d |\n", n, m, all, m / g, c, e }'
+  done
+}
+
+echo "## Server throughput, $(date -u +%Y-%m-%d), $(nproc) cores, wrk -t1 -d$DURATION"
+echo
+echo "Kernel $(uname -r); $("$NGINX" -v 2>&1 | sed 's/.*: //'); $(wrk --version 2>&1 | head -1 | awk '{print $1, $2}')."
+report_case "One connection per request (wrk -t1 -c10, Connection: close; nginx keepalive_timeout 0)" \
+  10 off pool-futex nginx pool-std pool-futex+no-defer nginx+deferred
+report_case "Keep-alive (wrk -t1 -c5; tracebench --keep-alive, 5 workers)" \
+  5 on pool-futex nginx pool-std
+
+echo
+echo "### Idle CPU per mode (${IDLE_SECONDS} s with no load, 5 workers)"
+echo
+echo "| mode | CPU % of one core |"
+echo "|---|---:|"
+for mode in sync fork thread pool-spin pool-futex pool-std; do
+  start_server "$mode" off
+  sleep 0.5
+  before=$(cpu_ticks "$cpu_pid")
+  sleep "$IDLE_SECONDS"
+  after=$(cpu_ticks "$cpu_pid")
+  stop_server
+  awk -v m="$mode" -v t=$((after - before)) -v hz="$TICKS" -v s="$IDLE_SECONDS" \
+    'BEGIN { printf "| %s | %.0f %% |\n", m, 100 * t / hz / s }'
+done
