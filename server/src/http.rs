@@ -26,7 +26,7 @@ const LINGER: Duration = Duration::from_millis(500);
 /// How every connection is served; the same for all concurrency models.
 #[derive(Debug, Clone)]
 pub struct ConnectionSettings {
-    /// Sleep (nanosleep) this long before answering each request.
+    /// Sleep (nanosleep(2)) this long before answering each request.
     pub delay: Duration,
     /// Serve several requests per connection when the client agrees.
     pub keep_alive: bool,
@@ -298,7 +298,7 @@ pub fn serve_connection(
             keep_alive = false;
         }
         if !plan.delay.is_zero() {
-            std::thread::sleep(plan.delay);
+            crate::sleep::nanosleep(plan.delay);
         }
         render_response(plan.outcome, keep_alive, plan.head_only, response);
         if let Err(e) = stream.write_all(response) {

@@ -25,6 +25,7 @@ pub mod futex;
 pub mod http;
 mod listener;
 mod models;
+pub mod sleep;
 pub mod stats;
 pub mod sync;
 
