@@ -40,6 +40,18 @@ enum Command {
         Stop with Ctrl-C (or SIGTERM): accepting stops, queued and in-flight \
         requests are served, a summary is printed, and the exit status is 0.")]
     Serve(ServeArgs),
+    /// Trace a program's syscalls, following every thread and child (like strace -f)
+    #[command(after_help = "Examples:\n  \
+        tracebench trace -- tracebench serve --workers 5      # the default set, to stderr\n  \
+        tracebench trace -e trace=clone3,accept4 -e futex=wait -o trace.txt -- ./server\n  \
+        tracebench trace -tt -T -p 1234                         # attach; Ctrl-C detaches\n\n\
+        The default set shows what every thread of a server is doing: \
+        clone, clone3, fork, vfork, execve, exit, exit_group, futex, accept, accept4, \
+        read, write, recvfrom, sendto, close, nanosleep, clock_nanosleep, poll, epoll_wait. \
+        Classes: %process %network %futex %io %sleep, or all.\n\
+        A spawned program gets a seccomp filter so that only the selected syscalls stop it \
+        (--no-seccomp turns that off); an attached one stops at every syscall.")]
+    Trace(TraceArgs),
     /// Print a shell completion script to standard output
     #[command(after_help = "Example:\n  tracebench completions zsh > ~/.zfunc/_tracebench")]
     Completions {
@@ -81,6 +93,41 @@ struct ServeArgs {
     /// Drop a connection whose request head has not arrived in this time
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     read_timeout: Duration,
+}
+
+#[derive(clap::Args, Debug)]
+struct TraceArgs {
+    /// Follow forks and threads (always on; accepted for strace users)
+    #[arg(short = 'f')]
+    follow: bool,
+    /// Syscalls to record: trace=NAME,%CLASS,all; futex=wait records only
+    /// futex calls that sleep (repeatable)
+    #[arg(short = 'e', value_name = "EXPR")]
+    expressions: Vec<String>,
+    /// Write the trace to FILE instead of standard error
+    #[arg(short = 'o', value_name = "FILE")]
+    output: Option<std::path::PathBuf>,
+    /// Bytes of strings and buffers to show
+    #[arg(short = 's', value_name = "N", default_value_t = 32)]
+    string_limit: usize,
+    /// Attach to a running process (every thread) instead of starting one
+    #[arg(short = 'p', value_name = "PID", conflicts_with = "command")]
+    pid: Option<i32>,
+    /// Stop at every syscall instead of installing a seccomp filter
+    #[arg(long)]
+    no_seccomp: bool,
+    /// Prefix each line with the wall-clock time (-tt: microseconds)
+    #[arg(short = 't', action = clap::ArgAction::Count)]
+    absolute_time: u8,
+    /// Prefix each line with the time since the previous line
+    #[arg(short = 'r', conflicts_with = "absolute_time")]
+    relative_time: bool,
+    /// Show the time spent in each syscall
+    #[arg(short = 'T')]
+    durations: bool,
+    /// The program to start and its arguments
+    #[arg(last = true, value_name = "CMD", required_unless_present = "pid")]
+    command: Vec<std::ffi::OsString>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -153,9 +200,70 @@ fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+/// Runs `tracebench trace`; returns the exit code to leave with (the
+/// traced program's, like strace).
+fn trace(args: TraceArgs) -> anyhow::Result<u8> {
+    use tracebench_tracer::strace::{StraceWriter, TextOptions, Timestamps};
+    use tracebench_tracer::{Options, Selection, Target};
+
+    let _ = args.follow;
+    let selection = Selection::parse(&args.expressions)?;
+    let target = match args.pid {
+        Some(pid) => Target::Attach { pid },
+        None => {
+            let mut command = args.command.into_iter();
+            let program = command.next().context("no command to trace")?;
+            Target::Spawn {
+                program,
+                args: command.collect(),
+            }
+        }
+    };
+    let attach = matches!(target, Target::Attach { .. });
+    let options = Options {
+        selection,
+        seccomp: !args.no_seccomp && !attach,
+        follow_forks: true,
+        string_limit: args.string_limit,
+    };
+    let text = TextOptions {
+        timestamps: if args.absolute_time > 0 {
+            Timestamps::Absolute
+        } else if args.relative_time {
+            Timestamps::Relative
+        } else {
+            Timestamps::None
+        },
+        durations: args.durations,
+    };
+    let out: Box<dyn Write> = match &args.output {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot create {}", path.display()))?,
+        )),
+        None => Box::new(std::io::stderr()),
+    };
+    tracebench_tracer::stop_on_signals().context("installing signal handlers")?;
+    if attach {
+        eprintln!(
+            "tracebench trace: attaching; every syscall stops the program (no seccomp filter on a running process)"
+        );
+    }
+    let mut writer = StraceWriter::new(out, text);
+    let outcome = tracebench_tracer::trace(&target, &options, &mut writer)?;
+    writer.finish().context("writing the trace")?;
+    if outcome.detached {
+        eprintln!("tracebench trace: detached; the program runs on");
+    }
+    Ok(outcome
+        .exit
+        .map_or(0, |status| status.shell_code().clamp(0, 255) as u8))
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Some(Command::Serve(args)) => serve(args.into()),
+        Some(Command::Trace(args)) => trace(args).map(ExitCode::from),
+        Some(Command::Serve(args)) => serve(args.into()).map(|()| ExitCode::SUCCESS),
         Some(Command::Completions { shell }) => {
             clap_complete::generate(
                 shell,
@@ -163,20 +271,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 "tracebench",
                 &mut std::io::stdout(),
             );
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         None => {
             eprintln!(
                 "tracebench: the dashboard is not built yet; running `tracebench serve` on its defaults"
             );
-            serve(Config::default())
+            serve(Config::default()).map(|()| ExitCode::SUCCESS)
         }
     }
 }
 
 fn main() -> ExitCode {
     match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             eprintln!("tracebench: {error:#}");
             ExitCode::FAILURE

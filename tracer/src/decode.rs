@@ -1,0 +1,575 @@
+//! Turning raw syscall numbers, arguments and captured bytes into the text
+//! strace prints: futex operations, clone flags, socket flags and
+//! addresses, timespecs, strings, errno names.
+//!
+//! A syscall is printed in two halves, as strace does for calls that block:
+//! [`entry_args`] is known at entry; [`exit_args`] is only known when the
+//! call returns (the bytes a read filled in, the address accept4 wrote).
+
+use std::fmt::Write;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use syscalls::{Errno, Sysno};
+
+use crate::selection::is_futex_wait;
+
+/// The syscall's name, or `syscall_N` for a number this build does not
+/// know.
+pub fn syscall_name(nr: u32) -> String {
+    Sysno::new(nr as usize).map_or_else(|| format!("syscall_{nr}"), |s| s.name().to_owned())
+}
+
+fn hex(value: u64) -> String {
+    if value == 0 {
+        "NULL".to_owned()
+    } else {
+        format!("{value:#x}")
+    }
+}
+
+fn int(value: u64) -> String {
+    (value as i32).to_string()
+}
+
+/// Flag names with their values; prints `A|B|0x40` for leftovers.
+fn flags(value: u64, names: &[(u64, &str)], zero: &str) -> String {
+    if value == 0 {
+        return zero.to_owned();
+    }
+    let mut rest = value;
+    let mut parts = Vec::new();
+    for &(bit, name) in names {
+        if bit != 0 && rest & bit == bit {
+            parts.push(name.to_owned());
+            rest &= !bit;
+        }
+    }
+    if rest != 0 {
+        parts.push(format!("{rest:#x}"));
+    }
+    parts.join("|")
+}
+
+const CLONE_FLAGS: &[(u64, &str)] = &[
+    (libc::CLONE_VM as u64, "CLONE_VM"),
+    (libc::CLONE_FS as u64, "CLONE_FS"),
+    (libc::CLONE_FILES as u64, "CLONE_FILES"),
+    (libc::CLONE_SIGHAND as u64, "CLONE_SIGHAND"),
+    (libc::CLONE_PIDFD as u64, "CLONE_PIDFD"),
+    (libc::CLONE_PTRACE as u64, "CLONE_PTRACE"),
+    (libc::CLONE_VFORK as u64, "CLONE_VFORK"),
+    (libc::CLONE_PARENT as u64, "CLONE_PARENT"),
+    (libc::CLONE_THREAD as u64, "CLONE_THREAD"),
+    (libc::CLONE_NEWNS as u64, "CLONE_NEWNS"),
+    (libc::CLONE_SYSVSEM as u64, "CLONE_SYSVSEM"),
+    (libc::CLONE_SETTLS as u64, "CLONE_SETTLS"),
+    (libc::CLONE_PARENT_SETTID as u64, "CLONE_PARENT_SETTID"),
+    (libc::CLONE_CHILD_CLEARTID as u64, "CLONE_CHILD_CLEARTID"),
+    (libc::CLONE_DETACHED as u64, "CLONE_DETACHED"),
+    (libc::CLONE_UNTRACED as u64, "CLONE_UNTRACED"),
+    (libc::CLONE_CHILD_SETTID as u64, "CLONE_CHILD_SETTID"),
+    (libc::CLONE_NEWCGROUP as u64, "CLONE_NEWCGROUP"),
+    (libc::CLONE_NEWUTS as u64, "CLONE_NEWUTS"),
+    (libc::CLONE_NEWIPC as u64, "CLONE_NEWIPC"),
+    (libc::CLONE_NEWUSER as u64, "CLONE_NEWUSER"),
+    (libc::CLONE_NEWPID as u64, "CLONE_NEWPID"),
+    (libc::CLONE_NEWNET as u64, "CLONE_NEWNET"),
+    (libc::CLONE_IO as u64, "CLONE_IO"),
+];
+
+/// `CLONE_VM|CLONE_THREAD|…`, with the exit signal (the low byte of
+/// clone's flags) named at the end as strace does.
+pub fn clone_flags(value: u64) -> String {
+    let signal = value & 0xff;
+    let mut text = flags(value & !0xff, CLONE_FLAGS, "");
+    if signal != 0 {
+        if !text.is_empty() {
+            text.push('|');
+        }
+        text += &signal_name(signal as i32);
+    }
+    if text.is_empty() {
+        "0".to_owned()
+    } else {
+        text
+    }
+}
+
+const SOCK_FLAGS: &[(u64, &str)] = &[
+    (libc::SOCK_CLOEXEC as u64, "SOCK_CLOEXEC"),
+    (libc::SOCK_NONBLOCK as u64, "SOCK_NONBLOCK"),
+];
+
+const MSG_FLAGS: &[(u64, &str)] = &[
+    (libc::MSG_OOB as u64, "MSG_OOB"),
+    (libc::MSG_PEEK as u64, "MSG_PEEK"),
+    (libc::MSG_DONTWAIT as u64, "MSG_DONTWAIT"),
+    (libc::MSG_WAITALL as u64, "MSG_WAITALL"),
+    (libc::MSG_NOSIGNAL as u64, "MSG_NOSIGNAL"),
+    (libc::MSG_MORE as u64, "MSG_MORE"),
+];
+
+/// `FUTEX_WAIT_PRIVATE`, `FUTEX_WAIT_BITSET|FUTEX_CLOCK_REALTIME`, …
+pub fn futex_op(op: u64) -> String {
+    let op = op as u32 as i32;
+    let command = op & libc::FUTEX_CMD_MASK;
+    let name = match command {
+        libc::FUTEX_WAIT => "FUTEX_WAIT",
+        libc::FUTEX_WAKE => "FUTEX_WAKE",
+        libc::FUTEX_FD => "FUTEX_FD",
+        libc::FUTEX_REQUEUE => "FUTEX_REQUEUE",
+        libc::FUTEX_CMP_REQUEUE => "FUTEX_CMP_REQUEUE",
+        libc::FUTEX_WAKE_OP => "FUTEX_WAKE_OP",
+        libc::FUTEX_LOCK_PI => "FUTEX_LOCK_PI",
+        libc::FUTEX_UNLOCK_PI => "FUTEX_UNLOCK_PI",
+        libc::FUTEX_TRYLOCK_PI => "FUTEX_TRYLOCK_PI",
+        libc::FUTEX_WAIT_BITSET => "FUTEX_WAIT_BITSET",
+        libc::FUTEX_WAKE_BITSET => "FUTEX_WAKE_BITSET",
+        libc::FUTEX_WAIT_REQUEUE_PI => "FUTEX_WAIT_REQUEUE_PI",
+        libc::FUTEX_CMP_REQUEUE_PI => "FUTEX_CMP_REQUEUE_PI",
+        13 => "FUTEX_LOCK_PI2",
+        _ => return format!("{op:#x}"),
+    };
+    let mut text = name.to_owned();
+    if op & libc::FUTEX_PRIVATE_FLAG != 0 {
+        text += "_PRIVATE";
+    }
+    if op & libc::FUTEX_CLOCK_REALTIME != 0 {
+        text += "|FUTEX_CLOCK_REALTIME";
+    }
+    text
+}
+
+/// `SIGINT`, `SIGRTMIN+3`, or the number.
+pub fn signal_name(signal: i32) -> String {
+    let names = [
+        (libc::SIGHUP, "SIGHUP"),
+        (libc::SIGINT, "SIGINT"),
+        (libc::SIGQUIT, "SIGQUIT"),
+        (libc::SIGILL, "SIGILL"),
+        (libc::SIGTRAP, "SIGTRAP"),
+        (libc::SIGABRT, "SIGABRT"),
+        (libc::SIGBUS, "SIGBUS"),
+        (libc::SIGFPE, "SIGFPE"),
+        (libc::SIGKILL, "SIGKILL"),
+        (libc::SIGUSR1, "SIGUSR1"),
+        (libc::SIGSEGV, "SIGSEGV"),
+        (libc::SIGUSR2, "SIGUSR2"),
+        (libc::SIGPIPE, "SIGPIPE"),
+        (libc::SIGALRM, "SIGALRM"),
+        (libc::SIGTERM, "SIGTERM"),
+        (libc::SIGSTKFLT, "SIGSTKFLT"),
+        (libc::SIGCHLD, "SIGCHLD"),
+        (libc::SIGCONT, "SIGCONT"),
+        (libc::SIGSTOP, "SIGSTOP"),
+        (libc::SIGTSTP, "SIGTSTP"),
+        (libc::SIGTTIN, "SIGTTIN"),
+        (libc::SIGTTOU, "SIGTTOU"),
+        (libc::SIGURG, "SIGURG"),
+        (libc::SIGXCPU, "SIGXCPU"),
+        (libc::SIGXFSZ, "SIGXFSZ"),
+        (libc::SIGVTALRM, "SIGVTALRM"),
+        (libc::SIGPROF, "SIGPROF"),
+        (libc::SIGWINCH, "SIGWINCH"),
+        (libc::SIGIO, "SIGIO"),
+        (libc::SIGPWR, "SIGPWR"),
+        (libc::SIGSYS, "SIGSYS"),
+    ];
+    if let Some((_, name)) = names.iter().find(|(n, _)| *n == signal) {
+        return (*name).to_owned();
+    }
+    // The kernel's first real-time signal; glibc reserves two or three, so
+    // strace names them relative to the kernel's SIGRTMIN.
+    const KERNEL_SIGRTMIN: i32 = 32;
+    if (KERNEL_SIGRTMIN..=64).contains(&signal) {
+        return if signal == KERNEL_SIGRTMIN {
+            "SIGRTMIN".to_owned()
+        } else {
+            format!("SIGRTMIN+{}", signal - KERNEL_SIGRTMIN)
+        };
+    }
+    signal.to_string()
+}
+
+/// A C string (or buffer) the way strace quotes it: escapes for
+/// non-printable bytes, `...` when cut at the limit.
+pub fn quoted(bytes: &[u8], truncated: bool) -> String {
+    let mut text = String::with_capacity(bytes.len() + 2);
+    text.push('"');
+    for &b in bytes {
+        match b {
+            b'"' => text.push_str("\\\""),
+            b'\\' => text.push_str("\\\\"),
+            b'\n' => text.push_str("\\n"),
+            b'\r' => text.push_str("\\r"),
+            b'\t' => text.push_str("\\t"),
+            0x20..=0x7e => text.push(b as char),
+            _ => {
+                let _ = write!(text, "\\x{b:02x}");
+            }
+        }
+    }
+    text.push('"');
+    if truncated {
+        text.push_str("...");
+    }
+    text
+}
+
+/// `{tv_sec=1, tv_nsec=500}` from 16 captured bytes, or the pointer.
+pub fn timespec(bytes: &[u8], pointer: u64) -> String {
+    if pointer == 0 {
+        return "NULL".to_owned();
+    }
+    match (bytes.get(0..8), bytes.get(8..16)) {
+        (Some(sec), Some(nsec)) => {
+            let sec = i64::from_ne_bytes(sec.try_into().expect("8 bytes"));
+            let nsec = i64::from_ne_bytes(nsec.try_into().expect("8 bytes"));
+            format!("{{tv_sec={sec}, tv_nsec={nsec}}}")
+        }
+        _ => hex(pointer),
+    }
+}
+
+/// A socket address as strace prints it.
+pub fn sockaddr(bytes: &[u8]) -> String {
+    let Some(family) = bytes.get(0..2).map(|f| u16::from_ne_bytes([f[0], f[1]])) else {
+        return "{...}".to_owned();
+    };
+    match family as i32 {
+        libc::AF_INET if bytes.len() >= 8 => {
+            let port = u16::from_be_bytes([bytes[2], bytes[3]]);
+            let addr = Ipv4Addr::new(bytes[4], bytes[5], bytes[6], bytes[7]);
+            format!("{{sa_family=AF_INET, sin_port=htons({port}), sin_addr=inet_addr(\"{addr}\")}}")
+        }
+        libc::AF_INET6 if bytes.len() >= 24 => {
+            let port = u16::from_be_bytes([bytes[2], bytes[3]]);
+            let octets: [u8; 16] = bytes[8..24].try_into().expect("16 bytes");
+            format!(
+                "{{sa_family=AF_INET6, sin6_port=htons({port}), sin6_addr=\"{}\"}}",
+                Ipv6Addr::from(octets)
+            )
+        }
+        libc::AF_UNIX => {
+            let path = &bytes[2..];
+            let end = path.iter().position(|&b| b == 0).unwrap_or(path.len());
+            format!(
+                "{{sa_family=AF_UNIX, sun_path={}}}",
+                quoted(&path[..end], false)
+            )
+        }
+        other => format!("{{sa_family={other}, ...}}"),
+    }
+}
+
+/// The `struct clone_args` of clone3, from captured bytes.
+fn clone_args(bytes: &[u8], pointer: u64) -> String {
+    let field = |i: usize| {
+        bytes
+            .get(i * 8..i * 8 + 8)
+            .map(|b| u64::from_ne_bytes(b.try_into().expect("8 bytes")))
+    };
+    match (field(0), field(4), field(5), field(6)) {
+        (Some(flags), Some(exit_signal), Some(stack), Some(stack_size)) => {
+            let mut text = format!("{{flags={}", flags_or_zero(flags));
+            if exit_signal != 0 {
+                let _ = write!(text, ", exit_signal={}", signal_name(exit_signal as i32));
+            }
+            let _ = write!(text, ", stack={}, stack_size={stack_size:#x}", hex(stack));
+            if let Some(tls) = field(7).filter(|&t| t != 0) {
+                let _ = write!(text, ", tls={tls:#x}");
+            }
+            text.push('}');
+            text
+        }
+        _ => hex(pointer),
+    }
+}
+
+fn flags_or_zero(flags: u64) -> String {
+    if flags == 0 {
+        "0".to_owned()
+    } else {
+        flags_clone_only(flags)
+    }
+}
+
+fn flags_clone_only(value: u64) -> String {
+    flags(value, CLONE_FLAGS, "0")
+}
+
+fn buffer(data: &[u8], length: u64) -> String {
+    quoted(data, (data.len() as u64) < length)
+}
+
+/// The arguments known at entry, joined with ", ". For syscalls that
+/// complete their arguments at exit, ends with ", " and [`exit_args`]
+/// continues.
+pub fn entry_args(nr: u32, args: &[u64; 6], data: &[u8]) -> String {
+    let Some(sysno) = Sysno::new(nr as usize) else {
+        return args.iter().map(|&a| hex(a)).collect::<Vec<_>>().join(", ");
+    };
+    let a = args;
+    match sysno {
+        Sysno::read | Sysno::recvfrom => format!("{}, ", int(a[0])),
+        Sysno::accept | Sysno::accept4 => format!("{}, ", int(a[0])),
+        Sysno::write => format!("{}, {}, {}", int(a[0]), buffer(data, a[2]), a[2]),
+        Sysno::sendto => format!(
+            "{}, {}, {}, {}, {}, {}",
+            int(a[0]),
+            buffer(data, a[2]),
+            a[2],
+            flags(a[3], MSG_FLAGS, "0"),
+            hex(a[4]),
+            a[5]
+        ),
+        Sysno::close | Sysno::exit | Sysno::exit_group => int(a[0]),
+        Sysno::listen => format!("{}, {}", int(a[0]), int(a[1])),
+        Sysno::futex => {
+            let command = (a[1] as i32) & libc::FUTEX_CMD_MASK;
+            let op = futex_op(a[1]);
+            if is_futex_wait(a[1]) && command != libc::FUTEX_WAIT_BITSET {
+                format!(
+                    "{}, {op}, {}, {}",
+                    hex(a[0]),
+                    int(a[2]),
+                    timespec(data, a[3])
+                )
+            } else if command == libc::FUTEX_WAIT_BITSET {
+                let bitset = if a[5] as u32 == u32::MAX {
+                    "FUTEX_BITSET_MATCH_ANY".to_owned()
+                } else {
+                    hex(a[5])
+                };
+                format!(
+                    "{}, {op}, {}, {}, {bitset}",
+                    hex(a[0]),
+                    int(a[2]),
+                    timespec(data, a[3])
+                )
+            } else if command == libc::FUTEX_WAKE {
+                format!("{}, {op}, {}", hex(a[0]), int(a[2]))
+            } else {
+                format!(
+                    "{}, {op}, {}, {}, {}, {}",
+                    hex(a[0]),
+                    int(a[2]),
+                    a[3],
+                    hex(a[4]),
+                    a[5]
+                )
+            }
+        }
+        Sysno::clone => format!(
+            "child_stack={}, flags={}, parent_tid={}, child_tidptr={}, tls={}",
+            hex(a[1]),
+            clone_flags(a[0]),
+            hex(a[2]),
+            hex(a[3]),
+            hex(a[4])
+        ),
+        Sysno::clone3 => format!("{}, {}", clone_args(data, a[0]), a[1]),
+        Sysno::fork | Sysno::vfork => String::new(),
+        Sysno::execve => format!("{}, {}, {}", quoted(data, false), hex(a[1]), hex(a[2])),
+        Sysno::nanosleep => format!("{}, {}", timespec(data, a[0]), hex(a[1])),
+        Sysno::clock_nanosleep => {
+            let clock = match a[0] as i32 {
+                libc::CLOCK_REALTIME => "CLOCK_REALTIME".to_owned(),
+                libc::CLOCK_MONOTONIC => "CLOCK_MONOTONIC".to_owned(),
+                libc::CLOCK_BOOTTIME => "CLOCK_BOOTTIME".to_owned(),
+                other => other.to_string(),
+            };
+            let flag = if a[1] as i32 == libc::TIMER_ABSTIME {
+                "TIMER_ABSTIME"
+            } else {
+                "0"
+            };
+            format!("{clock}, {flag}, {}, {}", timespec(data, a[2]), hex(a[3]))
+        }
+        Sysno::connect | Sysno::bind => format!("{}, {}, {}", int(a[0]), sockaddr(data), a[2]),
+        Sysno::poll => format!("{}, {}, {}", hex(a[0]), a[1], int(a[2])),
+        Sysno::epoll_wait => format!("{}, {}, {}, {}", int(a[0]), hex(a[1]), int(a[2]), int(a[3])),
+        Sysno::shutdown => format!(
+            "{}, {}",
+            int(a[0]),
+            match a[1] as i32 {
+                libc::SHUT_RD => "SHUT_RD",
+                libc::SHUT_WR => "SHUT_WR",
+                libc::SHUT_RDWR => "SHUT_RDWR",
+                _ => "?",
+            }
+        ),
+        _ => a.iter().map(|&v| hex(v)).collect::<Vec<_>>().join(", "),
+    }
+}
+
+/// The arguments only known at exit (see [`entry_args`]).
+pub fn exit_args(nr: u32, args: &[u64; 6], ret: i64, data: &[u8]) -> String {
+    let Some(sysno) = Sysno::new(nr as usize) else {
+        return String::new();
+    };
+    let a = args;
+    let filled = |len: i64| {
+        if len > 0 {
+            buffer(data, len as u64)
+        } else {
+            hex(a[1])
+        }
+    };
+    match sysno {
+        Sysno::read => format!("{}, {}", filled(ret), a[2]),
+        Sysno::recvfrom => format!(
+            "{}, {}, {}, {}, {}",
+            filled(ret),
+            a[2],
+            flags(a[3], MSG_FLAGS, "0"),
+            hex(a[4]),
+            hex(a[5])
+        ),
+        Sysno::accept | Sysno::accept4 => {
+            let address = if a[1] == 0 {
+                "NULL".to_owned()
+            } else if data.is_empty() {
+                hex(a[1])
+            } else {
+                sockaddr(data)
+            };
+            let length = if a[2] == 0 {
+                "NULL".to_owned()
+            } else {
+                format!("[{}]", data.len())
+            };
+            if sysno == Sysno::accept4 {
+                format!("{address}, {length}, {}", flags(a[3], SOCK_FLAGS, "0"))
+            } else {
+                format!("{address}, {length}")
+            }
+        }
+        _ => String::new(),
+    }
+}
+
+/// Kernel-internal restart codes, seen by tracers when a signal
+/// interrupts a syscall.
+const RESTART_CODES: &[(i64, &str, &str)] = &[
+    (512, "ERESTARTSYS", "To be restarted if SA_RESTART is set"),
+    (513, "ERESTARTNOINTR", "To be restarted"),
+    (514, "ERESTARTNOHAND", "To be restarted if no handler"),
+    (516, "ERESTART_RESTARTBLOCK", "Interrupted by signal"),
+];
+
+/// The C library's text for an errno, as strace prints it (the kernel's
+/// own comments, which the syscalls crate carries, differ).
+fn strerror(code: i32) -> String {
+    let text = std::io::Error::from_raw_os_error(code).to_string();
+    match text.rfind(" (os error") {
+        Some(end) => text[..end].to_owned(),
+        None => text,
+    }
+}
+
+/// `0`, `79`, `0x7f…` or `-1 EAGAIN (Resource temporarily unavailable)`.
+pub fn return_value(nr: u32, ret: i64) -> String {
+    if (-4095..0).contains(&ret) {
+        let code = -ret;
+        if let Some((_, name, text)) = RESTART_CODES.iter().find(|(c, _, _)| *c == code) {
+            return format!("? {name} ({text})");
+        }
+        return match Errno::new(code as i32).name() {
+            Some(name) => format!("-1 {name} ({})", strerror(code as i32)),
+            None => format!("-1 errno {code}"),
+        };
+    }
+    match Sysno::new(nr as usize) {
+        Some(Sysno::mmap | Sysno::brk | Sysno::mremap) => format!("{ret:#x}"),
+        _ => ret.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nr(s: Sysno) -> u32 {
+        s.id() as u32
+    }
+
+    #[test]
+    fn futex_operations_read_like_strace() {
+        let private_wait = (libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG) as u64;
+        assert_eq!(futex_op(private_wait), "FUTEX_WAIT_PRIVATE");
+        assert_eq!(
+            futex_op((libc::FUTEX_WAIT_BITSET | libc::FUTEX_CLOCK_REALTIME) as u64),
+            "FUTEX_WAIT_BITSET|FUTEX_CLOCK_REALTIME"
+        );
+        let args = [0x55aa, private_wait, 1, 0, 0, 0];
+        assert_eq!(
+            entry_args(nr(Sysno::futex), &args, &[]),
+            "0x55aa, FUTEX_WAIT_PRIVATE, 1, NULL"
+        );
+        let wake = [
+            0x55aa,
+            (libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG) as u64,
+            1,
+            0,
+            0,
+            0,
+        ];
+        assert_eq!(
+            entry_args(nr(Sysno::futex), &wake, &[]),
+            "0x55aa, FUTEX_WAKE_PRIVATE, 1"
+        );
+    }
+
+    #[test]
+    fn clone_flags_name_the_thread_flags_and_the_signal() {
+        let thread = (libc::CLONE_VM | libc::CLONE_THREAD | libc::CLONE_SIGHAND) as u64;
+        assert_eq!(clone_flags(thread), "CLONE_VM|CLONE_SIGHAND|CLONE_THREAD");
+        assert_eq!(clone_flags(libc::SIGCHLD as u64), "SIGCHLD");
+        assert_eq!(
+            clone_flags((libc::CLONE_VFORK | libc::SIGCHLD) as u64),
+            "CLONE_VFORK|SIGCHLD"
+        );
+    }
+
+    #[test]
+    fn returns_and_errors() {
+        assert_eq!(return_value(nr(Sysno::read), 79), "79");
+        assert_eq!(
+            return_value(nr(Sysno::futex), -11),
+            "-1 EAGAIN (Resource temporarily unavailable)"
+        );
+        assert_eq!(
+            return_value(nr(Sysno::futex), -512),
+            "? ERESTARTSYS (To be restarted if SA_RESTART is set)"
+        );
+        assert_eq!(return_value(nr(Sysno::mmap), 0x7f00), "0x7f00");
+    }
+
+    #[test]
+    fn buffers_addresses_and_times() {
+        assert_eq!(quoted(b"GET /\r\n\x01", true), "\"GET /\\r\\n\\x01\"...");
+        let mut addr = vec![0u8; 16];
+        addr[0..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+        addr[2..4].copy_from_slice(&8080u16.to_be_bytes());
+        addr[4..8].copy_from_slice(&[127, 0, 0, 1]);
+        assert_eq!(
+            sockaddr(&addr),
+            "{sa_family=AF_INET, sin_port=htons(8080), sin_addr=inet_addr(\"127.0.0.1\")}"
+        );
+        let mut ts = 1i64.to_ne_bytes().to_vec();
+        ts.extend_from_slice(&500i64.to_ne_bytes());
+        assert_eq!(timespec(&ts, 0x10), "{tv_sec=1, tv_nsec=500}");
+        assert_eq!(timespec(&[], 0), "NULL");
+        assert_eq!(signal_name(34), "SIGRTMIN+2");
+        let write = [1, 0x1000, 5, 0, 0, 0];
+        assert_eq!(
+            entry_args(nr(Sysno::write), &write, b"hello"),
+            "1, \"hello\", 5"
+        );
+        assert_eq!(
+            exit_args(nr(Sysno::read), &[3, 0x1000, 8192, 0, 0, 0], 3, b"GET"),
+            "\"GET\", 8192"
+        );
+    }
+}

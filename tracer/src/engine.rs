@@ -1,0 +1,698 @@
+//! The ptrace loop. One thread (the caller of [`trace`]) owns every ptrace
+//! call: it blocks in `waitpid(-1, __WALL)`, handles the stop, then drains
+//! every other ready stop with `WNOHANG` before blocking again, so a busy
+//! thread cannot starve the others.
+//!
+//! Every ptrace call may fail with ESRCH at any moment: the thread was
+//! killed (say, by another thread's exit_group). That is not an error; the
+//! thread's exit status arrives through waitpid soon after.
+
+use std::collections::HashMap;
+use std::ffi::{CString, OsStr, OsString};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::event::{Creation, Event, EventKind, EventSink, ExitStatus};
+use crate::ptrace::{self, Stop, SyscallInfo, Tid};
+use crate::selection::Selection;
+use crate::{TraceError, seccomp};
+
+/// What to trace.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// Start this program (searched in PATH) with these arguments.
+    Spawn {
+        /// The program.
+        program: OsString,
+        /// Its arguments, without the program name.
+        args: Vec<OsString>,
+    },
+    /// Seize every thread of this running process.
+    Attach {
+        /// Its process id.
+        pid: i32,
+    },
+}
+
+/// How to trace.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The syscalls to record.
+    pub selection: Selection,
+    /// Install a seccomp filter so only selected syscalls stop (spawn only).
+    pub seccomp: bool,
+    /// Follow forked and cloned processes (threads are always followed).
+    pub follow_forks: bool,
+    /// How many bytes of strings and buffers to capture.
+    pub string_limit: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            selection: Selection::default(),
+            seccomp: true,
+            follow_forks: true,
+            string_limit: 32,
+        }
+    }
+}
+
+/// How a trace ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// The traced program's exit, when it ended while traced.
+    pub exit: Option<ExitStatus>,
+    /// Whether the tracer let go of a still-running program (attach mode,
+    /// interrupted).
+    pub detached: bool,
+    /// Whether the seccomp fast path was used.
+    pub seccomp: bool,
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_interrupt(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Makes SIGINT, SIGTERM and SIGHUP end the trace cleanly: a spawned
+/// program is killed, an attached one is detached and runs on. The handler
+/// is installed without SA_RESTART so a blocked waitpid returns at once.
+pub fn stop_on_signals() -> io::Result<()> {
+    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: a zeroed sigaction with our handler and an empty mask.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_interrupt as *const () as usize;
+            libc::sigemptyset(&mut action.sa_mask);
+            if libc::sigaction(signal, &action, std::ptr::null_mut()) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Asks a running [`trace`] (on another thread) to end as if interrupted.
+pub fn request_stop() {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Traces `target` until it exits (or the trace is interrupted), sending
+/// every event to `sink`.
+pub fn trace(
+    target: &Target,
+    options: &Options,
+    sink: &mut dyn EventSink,
+) -> Result<Outcome, TraceError> {
+    INTERRUPTED.store(false, Ordering::SeqCst);
+    let mut engine = Engine::new(options.clone());
+    match target {
+        Target::Spawn { program, args } => engine.spawn(program, args)?,
+        Target::Attach { pid } => engine.attach(*pid)?,
+    }
+    engine.run(sink)
+}
+
+/// What the engine knows about one traced thread.
+#[derive(Debug, Clone)]
+struct Thread {
+    /// The thread group (process) it belongs to.
+    pid: Tid,
+    /// Whether its first ptrace-stop (the attach stop) has been seen.
+    started: bool,
+    /// The syscall it is in, if its entry was seen: number, arguments,
+    /// and whether it is recorded.
+    current: Option<(u64, [u64; 6], bool)>,
+    /// Seccomp mode: the entry was seen at a seccomp stop, so resume with
+    /// PTRACE_SYSCALL to see the exit.
+    awaiting_exit: bool,
+}
+
+struct Engine {
+    options: Options,
+    threads: HashMap<Tid, Thread>,
+    /// The process we started or attached to.
+    root: Tid,
+    seccomp: bool,
+    spawned: bool,
+    /// Spawn mode, until the program's first exec: the SIGSTOP/SIGCONT of
+    /// our start-up handshake are ours, not the program's, and not shown.
+    starting: bool,
+    exit: Option<ExitStatus>,
+    detached: bool,
+}
+
+fn ptrace_options(seccomp: bool, follow_forks: bool, exit_kill: bool) -> libc::c_int {
+    let mut options = libc::PTRACE_O_TRACESYSGOOD
+        | libc::PTRACE_O_TRACECLONE
+        | libc::PTRACE_O_TRACEEXEC
+        | libc::PTRACE_O_TRACEEXIT;
+    if follow_forks {
+        options |= libc::PTRACE_O_TRACEFORK | libc::PTRACE_O_TRACEVFORK;
+    }
+    if seccomp {
+        options |= libc::PTRACE_O_TRACESECCOMP;
+    }
+    if exit_kill {
+        options |= libc::PTRACE_O_EXITKILL;
+    }
+    options
+}
+
+/// CLOCK_MONOTONIC in nanoseconds.
+pub fn monotonic_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes only to our local timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+}
+
+/// The thread group id of `tid`, from /proc (the tid itself if unknown).
+fn tgid_of(tid: Tid) -> Tid {
+    std::fs::read_to_string(format!("/proc/{tid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("Tgid:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(tid)
+}
+
+/// Finds `program` the way execvp would, so "not found" is reported by us,
+/// clearly, before anything is forked.
+fn resolve_program(program: &OsStr) -> Result<PathBuf, TraceError> {
+    let is_executable = |path: &Path| {
+        CString::new(path.as_os_str().as_bytes())
+            // SAFETY: access(2) reads the NUL-terminated path.
+            .map(|c| unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0 && path.is_file())
+            .unwrap_or(false)
+    };
+    let not_found = || TraceError::Spawn {
+        program: program.to_string_lossy().into_owned(),
+        source: io::Error::from(io::ErrorKind::NotFound),
+    };
+    if program.as_bytes().contains(&b'/') {
+        let path = PathBuf::from(program);
+        return if is_executable(&path) {
+            Ok(path)
+        } else {
+            Err(not_found())
+        };
+    }
+    let search = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    std::env::split_paths(&search)
+        .map(|dir| dir.join(program))
+        .find(|candidate| is_executable(candidate))
+        .ok_or_else(not_found)
+}
+
+fn c_string(text: &OsStr) -> Result<CString, TraceError> {
+    CString::new(text.as_bytes())
+        .map_err(|_| TraceError::BadArgument(format!("{text:?} contains a NUL byte")))
+}
+
+impl Engine {
+    fn new(options: Options) -> Self {
+        Engine {
+            options,
+            threads: HashMap::new(),
+            root: 0,
+            seccomp: false,
+            spawned: false,
+            starting: false,
+            exit: None,
+            detached: false,
+        }
+    }
+
+    /// Forks, lets the child stop itself, seizes it, and lets it install
+    /// the seccomp filter and exec. Stopping first matters: a filter that
+    /// returns SECCOMP_RET_TRACE with no tracer attached fails the syscall
+    /// with ENOSYS.
+    fn spawn(&mut self, program: &OsStr, args: &[OsString]) -> Result<(), TraceError> {
+        let path = c_string(resolve_program(program)?.as_os_str())?;
+        let argv_owned: Vec<CString> = std::iter::once(program)
+            .chain(args.iter().map(OsString::as_os_str))
+            .map(c_string)
+            .collect::<Result<_, _>>()?;
+        let envp_owned: Vec<CString> = std::env::vars_os()
+            .filter_map(|(k, v)| {
+                let mut pair = k;
+                pair.push("=");
+                pair.push(v);
+                CString::new(pair.as_bytes()).ok()
+            })
+            .collect();
+        let mut argv: Vec<*const libc::c_char> = argv_owned.iter().map(|a| a.as_ptr()).collect();
+        argv.push(std::ptr::null());
+        let mut envp: Vec<*const libc::c_char> = envp_owned.iter().map(|e| e.as_ptr()).collect();
+        envp.push(std::ptr::null());
+        let filter = if self.options.seccomp {
+            Some(seccomp::filter(&self.options.selection)?)
+        } else {
+            None
+        };
+
+        // SAFETY: the child runs only async-signal-safe system calls on
+        // memory prepared above (kill, prctl, seccomp, execve, _exit).
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(TraceError::Os {
+                what: "fork",
+                source: io::Error::last_os_error(),
+            });
+        }
+        if pid == 0 {
+            // SAFETY: see above; nothing here allocates or takes a lock.
+            unsafe {
+                libc::kill(libc::getpid(), libc::SIGSTOP);
+                if let Some(program) = &filter
+                    && seccomp::install(program).is_err()
+                {
+                    libc::_exit(126);
+                }
+                libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr());
+                libc::_exit(127);
+            }
+        }
+        self.spawned = true;
+        self.starting = true;
+        self.root = pid;
+        // Wait until the child has stopped itself, then seize it.
+        let mut status = 0;
+        // SAFETY: waitpid writes only to our local status.
+        if unsafe { libc::waitpid(pid, &mut status, libc::WUNTRACED) } != pid
+            || !libc::WIFSTOPPED(status)
+        {
+            return Err(TraceError::Os {
+                what: "waiting for the child to stop",
+                source: io::Error::last_os_error(),
+            });
+        }
+        let options = ptrace_options(filter.is_some(), self.options.follow_forks, true);
+        if let Err(source) = ptrace::seize(pid, options) {
+            // SAFETY: our own child; do not leave it stopped forever.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            return Err(TraceError::Os {
+                what: "PTRACE_SEIZE",
+                source,
+            });
+        }
+        self.seccomp = filter.is_some();
+        self.threads.insert(
+            pid,
+            Thread {
+                pid,
+                started: false,
+                current: None,
+                awaiting_exit: false,
+            },
+        );
+        // SAFETY: continue our own stopped child.
+        unsafe { libc::kill(pid, libc::SIGCONT) };
+        Ok(())
+    }
+
+    /// Seizes every thread of `pid`, re-reading /proc/PID/task until a
+    /// pass finds no new thread (threads may be created while we attach),
+    /// then interrupts each so the loop can start tracing it.
+    fn attach(&mut self, pid: i32) -> Result<(), TraceError> {
+        if pid <= 0 || !Path::new(&format!("/proc/{pid}")).exists() {
+            return Err(TraceError::NoSuchProcess(pid));
+        }
+        if tgid_of(pid) != pid {
+            return Err(TraceError::BadArgument(format!(
+                "{pid} is a thread, not a process; use its process id"
+            )));
+        }
+        self.root = pid;
+        let options = ptrace_options(false, self.options.follow_forks, false);
+        loop {
+            let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+                .map_err(|_| TraceError::NoSuchProcess(pid))?;
+            let mut new = 0;
+            for task in tasks.flatten() {
+                let Some(tid) = task
+                    .file_name()
+                    .to_str()
+                    .and_then(|t| t.parse::<Tid>().ok())
+                else {
+                    continue;
+                };
+                if self.threads.contains_key(&tid) {
+                    continue;
+                }
+                match ptrace::seize(tid, options) {
+                    Ok(()) => {
+                        new += 1;
+                        self.threads.insert(
+                            tid,
+                            Thread {
+                                pid,
+                                started: false,
+                                current: None,
+                                awaiting_exit: false,
+                            },
+                        );
+                        let _ = ptrace::interrupt(tid);
+                    }
+                    Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::EPERM) && self.threads.is_empty() => {
+                        return Err(TraceError::NotPermitted(pid));
+                    }
+                    Err(source) => {
+                        return Err(TraceError::Os {
+                            what: "PTRACE_SEIZE",
+                            source,
+                        });
+                    }
+                }
+            }
+            if new == 0 {
+                break;
+            }
+        }
+        if self.threads.is_empty() {
+            return Err(TraceError::NoSuchProcess(pid));
+        }
+        Ok(())
+    }
+
+    fn run(&mut self, sink: &mut dyn EventSink) -> Result<Outcome, TraceError> {
+        let mut interrupt_handled = false;
+        loop {
+            if INTERRUPTED.load(Ordering::SeqCst) && !interrupt_handled {
+                interrupt_handled = true;
+                if self.spawned {
+                    self.kill_all();
+                } else {
+                    self.detach_all(sink);
+                    break;
+                }
+            }
+            match ptrace::wait_any(false) {
+                Ok(Some((tid, status))) => self.handle(tid, status, sink),
+                Ok(None) => continue,
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                Err(e) if e.raw_os_error() == Some(libc::ECHILD) => break,
+                Err(source) => {
+                    return Err(TraceError::Os {
+                        what: "waitpid",
+                        source,
+                    });
+                }
+            }
+            while let Ok(Some((tid, status))) = ptrace::wait_any(true) {
+                self.handle(tid, status, sink);
+            }
+            if self.threads.is_empty() && !self.spawned {
+                break;
+            }
+        }
+        Ok(Outcome {
+            exit: self.exit,
+            detached: self.detached,
+            seccomp: self.seccomp,
+        })
+    }
+
+    fn kill_all(&mut self) {
+        let mut pids: Vec<Tid> = self.threads.values().map(|t| t.pid).collect();
+        pids.sort_unstable();
+        pids.dedup();
+        for pid in pids {
+            // SAFETY: kill(2) on a process we traced (and so are allowed to).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+
+    /// Lets go of every thread so the program runs on as if never traced.
+    /// A thread must be in a ptrace-stop to be detached: interrupt each,
+    /// wait for its stop, and pass on a signal it was about to receive.
+    fn detach_all(&mut self, sink: &mut dyn EventSink) {
+        for &tid in self.threads.keys() {
+            let _ = ptrace::interrupt(tid);
+        }
+        while !self.threads.is_empty() {
+            let (tid, status) = match ptrace::wait_any(false) {
+                Ok(Some(stop)) => stop,
+                Ok(None) => continue,
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                Err(_) => break,
+            };
+            match Stop::from_status(status) {
+                Some(Stop::Exited(_) | Stop::Killed(_)) | None => self.handle(tid, status, sink),
+                Some(Stop::Signal(signal)) => {
+                    let _ = ptrace::detach(tid, signal);
+                    self.threads.remove(&tid);
+                }
+                Some(_) => {
+                    let _ = ptrace::detach(tid, 0);
+                    self.threads.remove(&tid);
+                }
+            }
+        }
+        self.detached = true;
+    }
+
+    fn emit(&self, sink: &mut dyn EventSink, tid: Tid, pid: Tid, time_ns: u64, kind: EventKind) {
+        sink.event(&Event {
+            time_ns,
+            pid,
+            tid,
+            kind,
+        });
+    }
+
+    /// Resumes `tid`: to the next syscall stop when every syscall stops
+    /// (no seccomp) or when the exit of a seccomp-trapped syscall is due;
+    /// otherwise to the next seccomp stop or event.
+    fn resume(&self, tid: Tid, signal: i32) {
+        let to_syscall = !self.seccomp || self.threads.get(&tid).is_some_and(|t| t.awaiting_exit);
+        let _ = if to_syscall {
+            ptrace::resume_to_syscall(tid, signal)
+        } else {
+            ptrace::resume(tid, signal)
+        };
+    }
+
+    fn handle(&mut self, tid: Tid, status: libc::c_int, sink: &mut dyn EventSink) {
+        let now = monotonic_ns();
+        let Some(stop) = Stop::from_status(status) else {
+            return;
+        };
+        // A new thread may stop before its creator's clone event arrives.
+        let thread = self.threads.entry(tid).or_insert_with(|| Thread {
+            pid: tgid_of(tid),
+            started: false,
+            current: None,
+            awaiting_exit: false,
+        });
+        let pid = thread.pid;
+        let first_stop = !thread.started;
+        thread.started = true;
+        match stop {
+            Stop::Exited(code) => self.on_exit(tid, pid, now, ExitStatus::Code(code), sink),
+            Stop::Killed(signal) => self.on_exit(tid, pid, now, ExitStatus::Signal(signal), sink),
+            Stop::Syscall => {
+                match ptrace::get_syscall_info(tid) {
+                    Ok(SyscallInfo::Entry { nr, args }) => {
+                        self.on_entry(tid, pid, now, nr, args, sink)
+                    }
+                    Ok(SyscallInfo::Exit { ret }) => self.on_syscall_exit(tid, pid, now, ret, sink),
+                    Ok(_) => {}
+                    Err(_) => return,
+                }
+                self.resume(tid, 0);
+            }
+            Stop::Event(event, signal) => {
+                self.on_event(tid, pid, now, event, signal, first_stop, sink)
+            }
+            Stop::Signal(signal) => {
+                if first_stop && signal == libc::SIGSTOP {
+                    // The attach stop of a task auto-attached without SEIZE
+                    // semantics; not a real signal.
+                    self.resume(tid, 0);
+                    return;
+                }
+                if !(self.starting && tid == self.root && signal == libc::SIGCONT) {
+                    self.emit(sink, tid, pid, now, EventKind::Signal { signal });
+                }
+                self.resume(tid, signal);
+            }
+        }
+    }
+
+    fn on_exit(
+        &mut self,
+        tid: Tid,
+        pid: Tid,
+        now: u64,
+        status: ExitStatus,
+        sink: &mut dyn EventSink,
+    ) {
+        self.threads.remove(&tid);
+        self.emit(sink, tid, pid, now, EventKind::Exited { status });
+        if tid == self.root {
+            self.exit = Some(status);
+        }
+    }
+
+    fn on_entry(
+        &mut self,
+        tid: Tid,
+        pid: Tid,
+        now: u64,
+        nr: u64,
+        args: [u64; 6],
+        sink: &mut dyn EventSink,
+    ) {
+        let recorded = self.options.selection.matches(nr, &args);
+        if let Some(thread) = self.threads.get_mut(&tid) {
+            thread.current = Some((nr, args, recorded));
+        }
+        if recorded {
+            let data = crate::capture::at_entry(pid, nr, &args, self.options.string_limit);
+            self.emit(
+                sink,
+                tid,
+                pid,
+                now,
+                EventKind::SyscallEntry {
+                    nr: nr as u32,
+                    args,
+                    data,
+                },
+            );
+        }
+    }
+
+    fn on_syscall_exit(
+        &mut self,
+        tid: Tid,
+        pid: Tid,
+        now: u64,
+        ret: i64,
+        sink: &mut dyn EventSink,
+    ) {
+        let Some(thread) = self.threads.get_mut(&tid) else {
+            return;
+        };
+        thread.awaiting_exit = false;
+        if let Some((nr, args, true)) = thread.current.take() {
+            let data = crate::capture::at_exit(pid, nr, &args, ret, self.options.string_limit);
+            self.emit(
+                sink,
+                tid,
+                pid,
+                now,
+                EventKind::SyscallExit {
+                    nr: nr as u32,
+                    ret,
+                    data,
+                },
+            );
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_event(
+        &mut self,
+        tid: Tid,
+        pid: Tid,
+        now: u64,
+        event: i32,
+        signal: i32,
+        first_stop: bool,
+        sink: &mut dyn EventSink,
+    ) {
+        match event {
+            libc::PTRACE_EVENT_SECCOMP => {
+                if let Ok(SyscallInfo::Seccomp { nr, args }) = ptrace::get_syscall_info(tid) {
+                    self.on_entry(tid, pid, now, nr, args, sink);
+                    if let Some(thread) = self.threads.get_mut(&tid) {
+                        thread.awaiting_exit = true;
+                    }
+                }
+                self.resume(tid, 0);
+            }
+            libc::PTRACE_EVENT_CLONE | libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK => {
+                if let Ok(child) = ptrace::event_message(tid) {
+                    let child = child as Tid;
+                    let child_pid = if event == libc::PTRACE_EVENT_CLONE {
+                        tgid_of(child)
+                    } else {
+                        child
+                    };
+                    let creation = match event {
+                        libc::PTRACE_EVENT_VFORK => Creation::Vfork,
+                        _ if child_pid == pid => Creation::Thread,
+                        _ => Creation::Process,
+                    };
+                    let entry = self.threads.entry(child).or_insert(Thread {
+                        pid: child_pid,
+                        started: false,
+                        current: None,
+                        awaiting_exit: false,
+                    });
+                    entry.pid = child_pid;
+                    self.emit(
+                        sink,
+                        tid,
+                        pid,
+                        now,
+                        EventKind::Spawned {
+                            child_tid: child,
+                            child_pid,
+                            creation,
+                        },
+                    );
+                }
+                self.resume(tid, 0);
+            }
+            libc::PTRACE_EVENT_EXEC => {
+                let former = ptrace::event_message(tid).map(|f| f as Tid).unwrap_or(tid);
+                if former != tid {
+                    // A non-leader exec'ed: it takes over the leader's tid,
+                    // and its syscall state (inside execve) comes along.
+                    if let Some(mut state) = self.threads.remove(&former) {
+                        state.pid = tid;
+                        self.threads.insert(tid, state);
+                    }
+                }
+                if tid == self.root {
+                    self.starting = false;
+                }
+                self.emit(sink, tid, tid, now, EventKind::Exec { former_tid: former });
+                self.resume(tid, 0);
+            }
+            libc::PTRACE_EVENT_STOP => {
+                let stopping = matches!(
+                    signal,
+                    libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU
+                );
+                if stopping && !first_stop {
+                    // A group-stop: stay stopped, but let us hear SIGCONT.
+                    self.emit(sink, tid, pid, now, EventKind::GroupStop { signal });
+                    let _ = ptrace::listen(tid);
+                } else {
+                    // The attach stop, an interrupt, or the end of a
+                    // group-stop.
+                    self.resume(tid, 0);
+                }
+            }
+            // PTRACE_EVENT_EXIT: the thread is about to exit; its status
+            // arrives through waitpid.
+            _ => self.resume(tid, 0),
+        }
+    }
+}
