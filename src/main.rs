@@ -244,13 +244,15 @@ fn trace(args: TraceArgs) -> anyhow::Result<u8> {
         None => Box::new(std::io::stderr()),
     };
     tracebench_tracer::stop_on_signals().context("installing signal handlers")?;
+    let session = tracebench_tracer::Session::start(&target, &options)?;
     if attach {
         eprintln!(
-            "tracebench trace: attaching; every syscall stops the program (no seccomp filter on a running process)"
+            "tracebench trace: attached to {} threads; every syscall stops them (no seccomp filter on a running process); Ctrl-C detaches",
+            session.thread_count()
         );
     }
     let mut writer = StraceWriter::new(out, text);
-    let outcome = tracebench_tracer::trace(&target, &options, &mut writer)?;
+    let outcome = session.run(&mut writer)?;
     writer.finish().context("writing the trace")?;
     if outcome.detached {
         eprintln!("tracebench trace: detached; the program runs on");

@@ -37,8 +37,13 @@ impl ServerProcess {
 
     /// Runs `tracebench ARGS…` and waits for its "listening on" line.
     pub fn start_raw(args: &[&str]) -> Result<ServerProcess, String> {
-        let mut child = Command::new(BIN)
-            .args(args)
+        Self::start_command(Command::new(BIN).args(args))
+    }
+
+    /// Runs `command` (which starts a server, perhaps under a tracer) and
+    /// waits for the "listening on" line on its standard output.
+    pub fn start_command(command: &mut Command) -> Result<ServerProcess, String> {
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -277,6 +282,11 @@ pub fn sockets_on_port(port: u16) -> Vec<u8> {
 }
 
 pub const TCP_CLOSE_WAIT: u8 = 0x08;
+
+/// A fresh temporary directory, removed when dropped.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("a temporary directory")
+}
 
 /// Polls `check` every 20 ms until it holds or `limit` passes; returns the
 /// last value for the assertion message.

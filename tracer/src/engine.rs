@@ -108,13 +108,43 @@ pub fn trace(
     options: &Options,
     sink: &mut dyn EventSink,
 ) -> Result<Outcome, TraceError> {
-    INTERRUPTED.store(false, Ordering::SeqCst);
-    let mut engine = Engine::new(options.clone());
-    match target {
-        Target::Spawn { program, args } => engine.spawn(program, args)?,
-        Target::Attach { pid } => engine.attach(*pid)?,
+    Session::start(target, options)?.run(sink)
+}
+
+/// A trace that has started (the program is spawned or every thread
+/// seized) but whose events have not been read yet.
+pub struct Session {
+    engine: Engine,
+}
+
+impl Session {
+    /// Spawns or attaches. Must be called on the thread that will call
+    /// [`Session::run`]: ptrace binds a tracee to the tracing thread.
+    pub fn start(target: &Target, options: &Options) -> Result<Session, TraceError> {
+        INTERRUPTED.store(false, Ordering::SeqCst);
+        let mut engine = Engine::new(options.clone());
+        match target {
+            Target::Spawn { program, args } => engine.spawn(program, args)?,
+            Target::Attach { pid } => engine.attach(*pid)?,
+        }
+        Ok(Session { engine })
     }
-    engine.run(sink)
+
+    /// Whether the seccomp fast path is in use.
+    pub fn uses_seccomp(&self) -> bool {
+        self.engine.seccomp
+    }
+
+    /// How many threads are traced now.
+    pub fn thread_count(&self) -> usize {
+        self.engine.threads.len()
+    }
+
+    /// Runs the ptrace loop until the program is gone or the trace is
+    /// interrupted, sending every event to `sink`.
+    pub fn run(mut self, sink: &mut dyn EventSink) -> Result<Outcome, TraceError> {
+        self.engine.run(sink)
+    }
 }
 
 /// What the engine knows about one traced thread.
@@ -262,6 +292,8 @@ impl Engine {
             None
         };
 
+        // SAFETY: getpid has no preconditions.
+        let parent = unsafe { libc::getpid() };
         // SAFETY: the child runs only async-signal-safe system calls on
         // memory prepared above (kill, prctl, seccomp, execve, _exit).
         let pid = unsafe { libc::fork() };
@@ -274,6 +306,12 @@ impl Engine {
         if pid == 0 {
             // SAFETY: see above; nothing here allocates or takes a lock.
             unsafe {
+                // Until PTRACE_O_EXITKILL covers us, die with the tracer
+                // rather than stay stopped forever if it is killed.
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+                if libc::getppid() != parent {
+                    libc::_exit(125);
+                }
                 libc::kill(libc::getpid(), libc::SIGSTOP);
                 if let Some(program) = &filter
                     && seccomp::install(program).is_err()

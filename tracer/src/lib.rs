@@ -24,7 +24,9 @@ pub mod seccomp;
 pub mod selection;
 pub mod strace;
 
-pub use engine::{Options, Outcome, Target, monotonic_ns, request_stop, stop_on_signals, trace};
+pub use engine::{
+    Options, Outcome, Session, Target, monotonic_ns, request_stop, stop_on_signals, trace,
+};
 pub use event::{Creation, Event, EventKind, EventSink, ExitStatus};
 pub use selection::Selection;
 

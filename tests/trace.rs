@@ -1,0 +1,394 @@
+//! `tracebench trace` end to end, on real programs: our own server traced
+//! through real requests (and compared with strace -f on the same run
+//! shape), attach and detach, EXITKILL, and bad input.
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// One strace-style line: the thread id (`None` before the first
+/// `[pid N]` prefix, i.e. the only thread) and the rest. strace writing to
+/// a file with -f prefixes every line with a bare `N ` instead.
+fn lines_by_thread(text: &str) -> Vec<(Option<i32>, String)> {
+    text.lines()
+        .map(|line| {
+            if let Some(rest) = line.strip_prefix("[pid ") {
+                let (tid, rest) = rest.split_once("] ").expect("closing bracket");
+                return (Some(tid.trim().parse().expect("tid")), rest.to_owned());
+            }
+            let digits = line.bytes().take_while(u8::is_ascii_digit).count();
+            if digits > 0 && line[digits..].starts_with(' ') {
+                return (
+                    line[..digits].parse().ok(),
+                    line[digits..].trim_start().to_owned(),
+                );
+            }
+            (None, line.to_owned())
+        })
+        .collect()
+}
+
+/// The return value at the end of a completed syscall line (strace pads
+/// `)   = 4` with spaces when writing to a file).
+fn return_of(line: &str) -> Option<&str> {
+    let (_, after) = line.rsplit_once(')')?;
+    after
+        .trim_start()
+        .strip_prefix('=')?
+        .split_whitespace()
+        .next()
+}
+
+/// The return values of every completed `name` call, whether printed on
+/// one line or split into `<unfinished ...>` and `<... name resumed>`.
+fn returns_of(text: &str, name: &str) -> Vec<i32> {
+    let resumed = format!("<... {name} resumed>");
+    let call = format!("{name}(");
+    lines_by_thread(text)
+        .iter()
+        .filter(|(_, rest)| {
+            rest.starts_with(&resumed)
+                || (rest.starts_with(&call) && !rest.ends_with("<unfinished ...>"))
+        })
+        .filter_map(|(_, rest)| return_of(rest)?.parse().ok())
+        .collect()
+}
+
+/// What a trace of the pool server says, reduced to what two tracers must
+/// agree on.
+#[derive(Debug, PartialEq, Eq)]
+struct ServerShape {
+    /// clone3 calls that made threads.
+    threads_created: usize,
+    /// accept4 calls that returned a connection, per calling thread.
+    accepts_per_thread: Vec<usize>,
+}
+
+fn server_shape(text: &str) -> ServerShape {
+    let mut threads_created = 0;
+    let mut accepts: HashMap<Option<i32>, usize> = HashMap::new();
+    // A call split by <unfinished ...> completes on a "resumed" line.
+    let mut open: HashMap<Option<i32>, String> = HashMap::new();
+    for (tid, rest) in lines_by_thread(text) {
+        let name = if let Some(resumed) = rest.strip_prefix("<... ") {
+            resumed.split_whitespace().next().unwrap_or("").to_owned()
+        } else {
+            let name = rest.split('(').next().unwrap_or("").to_owned();
+            if rest.ends_with("<unfinished ...>") {
+                open.insert(tid, name);
+                continue;
+            }
+            name
+        };
+        if rest.starts_with("<... ") {
+            open.remove(&tid);
+        }
+        let Some(ret) = return_of(&rest) else {
+            continue;
+        };
+        let succeeded = ret.parse::<i64>().is_ok_and(|r| r >= 0);
+        if name == "clone3" && succeeded {
+            threads_created += 1;
+        }
+        if name == "accept4" && succeeded {
+            *accepts.entry(tid).or_default() += 1;
+        }
+    }
+    let mut accepts_per_thread: Vec<usize> = accepts.into_values().collect();
+    accepts_per_thread.sort_unstable();
+    ServerShape {
+        threads_created,
+        accepts_per_thread,
+    }
+}
+
+/// Starts `tracer_args… BIN serve --addr 127.0.0.1:0 --workers 5` under a
+/// tracer (ours or strace), sends 20 requests, stops the server with
+/// SIGTERM (so it exits 0 by itself) and returns the tracer's exit status.
+fn traced_server_run(tracer: &str, tracer_args: &[&str]) -> std::process::ExitStatus {
+    let mut args: Vec<&str> = tracer_args.to_vec();
+    args.extend([BIN, "serve", "--addr", "127.0.0.1:0", "--workers", "5"]);
+    let mut tracer = ServerProcess::start_command(Command::new(tracer).args(&args))
+        .unwrap_or_else(|stderr| panic!("{tracer} did not start the server: {stderr}"));
+    for _ in 0..20 {
+        assert_eq!(get(tracer.addr, "/").unwrap().status, 200);
+    }
+    let server = children_of(tracer.pid());
+    assert_eq!(
+        server.len(),
+        1,
+        "the tracer should have one child: {server:?}"
+    );
+    // SAFETY: kill(2) on the server process the tracer started for us.
+    assert_eq!(unsafe { libc::kill(server[0].0, libc::SIGTERM) }, 0);
+    tracer.wait(Duration::from_secs(30)).0
+}
+
+#[test]
+fn traces_the_pool_server_like_strace_does() {
+    let _serial = serial();
+    let dir = tempdir();
+    let ours = dir.path().join("ours.txt");
+    let theirs = dir.path().join("strace.txt");
+    let status = traced_server_run(BIN, &["trace", "-o", ours.to_str().unwrap(), "--"]);
+    assert!(
+        status.success(),
+        "the exit status follows the server's 0: {status}"
+    );
+    let text = std::fs::read_to_string(&ours).unwrap();
+
+    let shape = server_shape(&text);
+    assert_eq!(shape.threads_created, 5, "{shape:?}");
+    assert_eq!(
+        shape.accepts_per_thread,
+        vec![20],
+        "all 20 accepts on one thread: {shape:?}"
+    );
+    // Every worker sleeps in FUTEX_WAIT at least once, on its own tid.
+    let workers = returns_of(&text, "clone3");
+    assert_eq!(workers.len(), 5, "{workers:?}");
+    let lines = lines_by_thread(&text);
+    for worker in workers {
+        let waits = lines
+            .iter()
+            .filter(|(tid, rest)| *tid == Some(worker) && rest.contains("FUTEX_WAIT"))
+            .count();
+        assert!(waits > 0, "worker {worker} never waited on a futex");
+    }
+    assert!(text.contains("+++ exited with 0 +++"), "{text}");
+
+    // The same run shape under strace -f with the same syscalls.
+    let status = traced_server_run(
+        "strace",
+        &[
+            "-f",
+            "-e",
+            "trace=clone3,accept4,futex",
+            "-o",
+            theirs.to_str().unwrap(),
+        ],
+    );
+    assert!(status.success(), "{status}");
+    let reference = server_shape(&std::fs::read_to_string(&theirs).unwrap());
+    assert_eq!(shape, reference);
+}
+
+#[test]
+fn futex_wait_filter_keeps_waits_and_drops_wakes() {
+    let _serial = serial();
+    let dir = tempdir();
+    let out = dir.path().join("waits.txt");
+    let status = traced_server_run(
+        BIN,
+        &[
+            "trace",
+            "-e",
+            "trace=accept4",
+            "-e",
+            "futex=wait",
+            "-o",
+            out.to_str().unwrap(),
+            "--",
+        ],
+    );
+    assert!(status.success());
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(text.contains("FUTEX_WAIT"), "{text}");
+    assert!(!text.contains("FUTEX_WAKE"), "{text}");
+    assert_eq!(server_shape(&text).accepts_per_thread, vec![20]);
+}
+
+#[test]
+fn attach_traces_and_detach_leaves_the_server_running() {
+    let _serial = serial();
+    let server = ServerProcess::start(&["--workers", "3"]);
+    let dir = tempdir();
+    let out = dir.path().join("attach.txt");
+    let pid = server.pid().to_string();
+    let mut tracer = Command::new(BIN)
+        .args(["trace", "-p", &pid, "-o", out.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until every thread is traced (TracerPid in /proc).
+    let (attached, _) = eventually(Duration::from_secs(10), || {
+        let traced = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .flatten()
+            .all(|t| {
+                std::fs::read_to_string(t.path().join("status")).is_ok_and(|s| {
+                    s.lines()
+                        .any(|l| l.starts_with("TracerPid:") && l.trim_end() != "TracerPid:\t0")
+                })
+            });
+        (traced, ())
+    });
+    assert!(attached, "not every thread got traced");
+    for _ in 0..5 {
+        assert_eq!(get(server.addr, "/").unwrap().status, 200);
+    }
+    // SAFETY: SIGINT to the tracer we started.
+    assert_eq!(unsafe { libc::kill(tracer.id() as i32, libc::SIGINT) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = tracer.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the tracer did not detach");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(server_shape(&text).accepts_per_thread, vec![5], "{text}");
+    // Nobody is left stopped, and the server serves on, untraced.
+    for (_, name, state, _) in threads_of(server.pid()) {
+        assert!(state != 't' && state != 'T', "{name} left in state {state}");
+    }
+    assert_eq!(get(server.addr, "/").unwrap().status, 200);
+    let (status, summary) = server.stop();
+    assert!(status.success());
+    assert!(summary.contains("6 ok"), "{summary}");
+}
+
+#[test]
+fn killing_the_tracer_kills_the_spawned_program_and_killing_the_program_ends_the_trace() {
+    let _serial = serial();
+    // EXITKILL: the tracee must not outlive a tracer killed with -9.
+    let mut tracer = Command::new(BIN)
+        .args(["trace", "-o", "/dev/null", "--", "sleep", "30"])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (found, children) = eventually(Duration::from_secs(10), || {
+        let children = children_of(tracer.id() as i32);
+        (!children.is_empty(), children)
+    });
+    assert!(found);
+    let sleeper = children[0].0;
+    // Let it exec, so the kill lands on a traced program, not our own
+    // forked child (which PR_SET_PDEATHSIG covers).
+    let (execed, _) = eventually(Duration::from_secs(10), || {
+        let comm = std::fs::read_to_string(format!("/proc/{sleeper}/comm")).unwrap_or_default();
+        (comm.trim() == "sleep", ())
+    });
+    assert!(execed);
+    tracer.kill().unwrap();
+    tracer.wait().unwrap();
+    let (gone, state) = eventually(Duration::from_secs(5), || {
+        let state = std::fs::read_to_string(format!("/proc/{sleeper}/stat")).ok();
+        let alive = state
+            .as_deref()
+            .and_then(parse_stat)
+            .is_some_and(|(_, _, s, _)| s != 'Z' && s != 'X');
+        (!alive, state)
+    });
+    assert!(gone, "the tracee outlived its tracer: {state:?}");
+
+    // kill -9 of the tracee: the tracer reports it and exits 128 + 9.
+    let dir = tempdir();
+    let out = dir.path().join("killed.txt");
+    let mut tracer = Command::new(BIN)
+        .args(["trace", "-o", out.to_str().unwrap(), "--", "sleep", "30"])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (found, children) = eventually(Duration::from_secs(10), || {
+        let children = children_of(tracer.id() as i32);
+        (!children.is_empty(), children)
+    });
+    assert!(found);
+    std::thread::sleep(Duration::from_millis(200));
+    // SAFETY: SIGKILL to the sleep(1) our tracer started.
+    assert_eq!(unsafe { libc::kill(children[0].0, libc::SIGKILL) }, 0);
+    let status = tracer.wait().unwrap();
+    assert_eq!(status.code(), Some(137));
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        text.trim_end().ends_with("+++ killed by SIGKILL +++"),
+        "{text}"
+    );
+}
+
+#[test]
+fn exit_status_and_output_of_the_traced_program_are_its_own() {
+    let _serial = serial();
+    let run = |args: &[&str]| Command::new(args[0]).args(&args[1..]).output().unwrap();
+    let script = "echo out; echo err >&2; exit 7";
+    let plain = run(&["sh", "-c", script]);
+    let traced = run(&[BIN, "trace", "-o", "/dev/null", "--", "sh", "-c", script]);
+    assert_eq!(traced.status.code(), Some(7));
+    assert_eq!(traced.stdout, plain.stdout);
+    assert_eq!(traced.stderr, plain.stderr);
+    let unfiltered = run(&[
+        BIN,
+        "trace",
+        "--no-seccomp",
+        "-o",
+        "/dev/null",
+        "--",
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert_eq!(unfiltered.status.code(), Some(7));
+    assert_eq!(unfiltered.stdout, plain.stdout);
+}
+
+#[test]
+fn bad_input_fails_with_one_clear_line() {
+    let _serial = serial();
+    let run = |args: &[&str]| {
+        let output = Command::new(BIN).args(args).output().unwrap();
+        (
+            output.status,
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let one_line = |stderr: &str| stderr.lines().count() == 1;
+
+    let (status, stderr) = run(&["trace", "-p", "999999999"]);
+    assert!(!status.success());
+    assert!(
+        stderr.contains("no process with pid 999999999") && one_line(&stderr),
+        "{stderr}"
+    );
+
+    let (status, stderr) = run(&["trace", "-e", "trace=futex,frobnicate", "--", "true"]);
+    assert!(!status.success());
+    assert!(
+        stderr.contains("unknown syscall \"frobnicate\"") && one_line(&stderr),
+        "{stderr}"
+    );
+
+    let (status, stderr) = run(&["trace", "--", "no-such-program-here"]);
+    assert!(!status.success());
+    assert!(
+        stderr.starts_with("tracebench: cannot run no-such-program-here") && one_line(&stderr),
+        "{stderr}"
+    );
+
+    // A process that already has a tracer cannot get a second one.
+    let mut first = Command::new(BIN)
+        .args(["trace", "-o", "/dev/null", "--", "sleep", "30"])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (found, children) = eventually(Duration::from_secs(10), || {
+        let children = children_of(first.id() as i32);
+        (!children.is_empty(), children)
+    });
+    assert!(found);
+    let (status, stderr) = run(&["trace", "-p", &children[0].0.to_string()]);
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert!(!status.success());
+    assert!(
+        stderr.contains("not permitted to trace") && one_line(&stderr),
+        "{stderr}"
+    );
+}
