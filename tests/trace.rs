@@ -392,3 +392,154 @@ fn bad_input_fails_with_one_clear_line() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_recorded_trace_file_exports_to_jsonl_chrome_strace_and_a_summary() {
+    let _serial = serial();
+    let dir = tempdir();
+    let file = dir.path().join("run.tbt");
+    let status = traced_server_run(
+        BIN,
+        &[
+            "trace",
+            "-o",
+            "/dev/null",
+            "-w",
+            file.to_str().unwrap(),
+            "--",
+        ],
+    );
+    assert!(status.success());
+    let export = |args: &[&str]| {
+        let output = Command::new(BIN)
+            .arg("export")
+            .arg(&file)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+
+    let jsonl = export(&["--jsonl", "-"]);
+    let records: Vec<serde_json::Value> = jsonl
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let accepted = records
+        .iter()
+        .filter(|r| {
+            r["type"] == "syscall_exit" && r["name"] == "accept4" && r["ret"].as_i64() >= Some(0)
+        })
+        .count();
+    assert_eq!(accepted, 20);
+    assert_eq!(
+        records
+            .iter()
+            .filter(|r| r["type"] == "spawned" && r["creation"] == "thread")
+            .count(),
+        5
+    );
+
+    let chrome: serde_json::Value = serde_json::from_str(&export(&["--chrome", "-"])).unwrap();
+    let slices = chrome["traceEvents"].as_array().unwrap();
+    // 20 accepts, then the one that the stop ended (EINVAL, perhaps after
+    // an ERESTARTSYS if the signal landed on the acceptor).
+    let accept_returns: Vec<&str> = slices
+        .iter()
+        .filter(|r| r["ph"] == "X" && r["name"] == "accept4")
+        .map(|r| r["args"]["ret"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        accept_returns
+            .iter()
+            .filter(|r| r.parse::<i64>().is_ok_and(|v| v >= 0))
+            .count(),
+        20
+    );
+    assert!(
+        accept_returns.last().unwrap().contains("EINVAL"),
+        "{accept_returns:?}"
+    );
+    assert!(
+        slices.iter().filter(|r| r["ph"] == "M").count() >= 6,
+        "a named track per thread"
+    );
+
+    let text = export(&["--strace", "-"]);
+    // Drop the -tt timestamp that follows the optional [pid N] prefix.
+    let untimed: Vec<String> = text
+        .lines()
+        .map(|line| match line.split_once("] ") {
+            Some((prefix, rest)) if line.starts_with("[pid") => {
+                format!(
+                    "{prefix}] {}",
+                    rest.split_once(' ').map_or(rest, |(_, r)| r)
+                )
+            }
+            _ => line.split_once(' ').map_or(line, |(_, r)| r).to_owned(),
+        })
+        .collect();
+    assert_eq!(
+        server_shape(&untimed.join("\n")).accepts_per_thread,
+        vec![20]
+    );
+
+    let summary = export(&["-c"]);
+    assert!(
+        summary.lines().any(|l| l.ends_with(" accept4")
+            && l.split_whitespace()
+                .nth(4)
+                .is_some_and(|calls| calls.parse::<u32>().is_ok_and(|c| c == 21 || c == 22))),
+        "{summary}"
+    );
+    assert!(summary.contains("futex-wait"), "{summary}");
+}
+
+#[test]
+fn a_trace_file_cut_short_by_kill_9_still_reads_up_to_the_cut() {
+    let _serial = serial();
+    let dir = tempdir();
+    let file = dir.path().join("cut.tbt");
+    let mut tracer = Command::new(BIN)
+        .args([
+            "trace",
+            "-o",
+            "/dev/null",
+            "-w",
+            file.to_str().unwrap(),
+            "--",
+        ])
+        .args([
+            "sh",
+            "-c",
+            "while true; do echo tick > /dev/null; sleep 0.05; done",
+        ])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1200));
+    tracer.kill().unwrap();
+    tracer.wait().unwrap();
+    let output = Command::new(BIN)
+        .arg("export")
+        .arg(&file)
+        .args(["--jsonl", "-"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("ends early"), "{stderr}");
+    let lines = String::from_utf8(output.stdout).unwrap().lines().count();
+    // 1.2 s of a loop that sleeps 50 ms: far more than one block's worth of
+    // events must have been flushed while the tracer idled.
+    assert!(lines > 50, "only {lines} events survived");
+}

@@ -437,6 +437,7 @@ impl Engine {
                     break;
                 }
             }
+            sink.idle(monotonic_ns());
             match ptrace::wait_any(false) {
                 Ok(Some((tid, status))) => self.handle(tid, status, sink),
                 Ok(None) => continue,

@@ -105,6 +105,10 @@ impl ExitStatus {
 pub trait EventSink {
     /// Called for every event, in order.
     fn event(&mut self, event: &Event);
+
+    /// Called when the tracer has handled every pending stop and is about
+    /// to wait for more (with CLOCK_MONOTONIC now): a chance to flush.
+    fn idle(&mut self, _now_ns: u64) {}
 }
 
 impl<F: FnMut(&Event)> EventSink for F {

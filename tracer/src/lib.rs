@@ -16,13 +16,19 @@
 #![warn(missing_docs)]
 
 mod capture;
+pub mod chrome;
 pub mod decode;
 mod engine;
 mod event;
+pub mod file;
+pub mod jsonl;
 pub mod ptrace;
 pub mod seccomp;
 pub mod selection;
+pub mod sink;
+pub mod states;
 pub mod strace;
+pub mod summary;
 
 pub use engine::{
     Options, Outcome, Session, Target, monotonic_ns, request_stop, stop_on_signals, trace,

@@ -1,0 +1,116 @@
+//! `tracebench export`: a recorded trace file to formats other tools read.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use tracebench_tracer::EventSink;
+use tracebench_tracer::file::{TraceFileError, TraceReader};
+use tracebench_tracer::jsonl::JsonlWriter;
+use tracebench_tracer::strace::{StraceWriter, TextOptions, Timestamps};
+use tracebench_tracer::summary::Summary;
+
+/// Arguments of `tracebench export`.
+#[derive(clap::Args, Debug)]
+#[command(group = clap::ArgGroup::new("format").required(true).multiple(true))]
+pub struct ExportArgs {
+    /// A trace file written by `tracebench trace -w FILE`
+    trace: PathBuf,
+    /// Chrome trace event JSON (open it in ui.perfetto.dev); - for stdout
+    #[arg(long, value_name = "FILE", group = "format")]
+    chrome: Option<PathBuf>,
+    /// One JSON object per event; - for stdout
+    #[arg(long, value_name = "FILE", group = "format")]
+    jsonl: Option<PathBuf>,
+    /// strace-compatible text (with -tt timestamps); - for stdout
+    #[arg(long, value_name = "FILE", group = "format")]
+    strace: Option<PathBuf>,
+    /// Print the per-syscall and per-thread summary (like trace -c)
+    #[arg(short = 'c', long, group = "format")]
+    summary: bool,
+}
+
+fn create(path: &Path) -> anyhow::Result<Box<dyn Write>> {
+    if path == Path::new("-") {
+        return Ok(Box::new(std::io::stdout().lock()));
+    }
+    let file = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    Ok(Box::new(BufWriter::new(file)))
+}
+
+fn open(path: &Path) -> anyhow::Result<TraceReader<BufReader<File>>> {
+    TraceReader::open(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+fn warn_if_truncated(reader: &TraceReader<BufReader<File>>, path: &Path, count: u64) {
+    if reader.truncated() {
+        eprintln!(
+            "tracebench export: {} ends early (was the tracer killed?); exported its first {count} events",
+            path.display()
+        );
+    }
+}
+
+/// Feeds every event of `path` to `sink`, in order, stopping at the first
+/// damaged block with a clear error.
+fn feed(path: &Path, sink: &mut dyn EventSink) -> anyhow::Result<u64> {
+    let mut reader = open(path)?;
+    let mut count = 0;
+    for event in reader.by_ref() {
+        let event = event.with_context(|| format!("reading {}", path.display()))?;
+        sink.event(&event);
+        count += 1;
+    }
+    warn_if_truncated(&reader, path, count);
+    Ok(count)
+}
+
+/// Runs `tracebench export`.
+pub fn run(args: ExportArgs) -> anyhow::Result<()> {
+    if let Some(path) = &args.strace {
+        let options = TextOptions {
+            timestamps: Timestamps::Absolute,
+            durations: true,
+        };
+        let mut writer = StraceWriter::new(create(path)?, options);
+        feed(&args.trace, &mut writer)?;
+        writer
+            .finish()
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &args.jsonl {
+        let mut writer = JsonlWriter::new(create(path)?);
+        feed(&args.trace, &mut writer)?;
+        writer
+            .finish()
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &args.chrome {
+        let mut reader = open(&args.trace)?;
+        let mut error: Option<TraceFileError> = None;
+        let mut count = 0;
+        let stream = reader.by_ref().map_while(|event| match event {
+            Ok(event) => {
+                count += 1;
+                Some(event)
+            }
+            Err(e) => {
+                error = Some(e);
+                None
+            }
+        });
+        tracebench_tracer::chrome::write(stream, create(path)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        if let Some(e) = error {
+            return Err(e).with_context(|| format!("reading {}", args.trace.display()));
+        }
+        warn_if_truncated(&reader, &args.trace, count);
+    }
+    if args.summary {
+        let mut summary = Summary::new();
+        feed(&args.trace, &mut summary)?;
+        write!(std::io::stdout().lock(), "{summary}").context("writing the summary")?;
+    }
+    Ok(())
+}
