@@ -43,7 +43,8 @@ pub struct TraceArgs {
     /// Show the time spent in each syscall
     #[arg(short = 'T')]
     durations: bool,
-    /// Also record every event to a trace file (replay and export it later)
+    /// Record every event to a trace file (export or replay it later);
+    /// without -o, calls are then not printed
     #[arg(short = 'w', long = "write", value_name = "FILE")]
     trace_file: Option<PathBuf>,
     /// Text format of -o (or standard error)
@@ -124,7 +125,9 @@ pub fn run(args: TraceArgs) -> anyhow::Result<u8> {
 
     // Open every output before starting, so a bad path fails before the
     // program runs.
-    let mut text = if args.summary && args.output.is_none() {
+    // Like strace, calls go to standard error by default; with -c or -w
+    // alone the summary or the recording is what was asked for.
+    let mut text = if args.output.is_none() && (args.summary || args.trace_file.is_some()) {
         None
     } else {
         let out: Box<dyn Write> = match &args.output {

@@ -595,6 +595,7 @@ impl Engine {
         args: [u64; 6],
         sink: &mut dyn EventSink,
     ) {
+        let args = crate::capture::used_args(nr, args);
         let recorded = self.options.selection.matches(nr, &args);
         if let Some(thread) = self.threads.get_mut(&tid) {
             thread.current = Some((nr, args, recorded));

@@ -161,43 +161,102 @@ const KIND_EXITED: u8 = 4;
 const KIND_SIGNAL: u8 = 5;
 const KIND_EXEC: u8 = 6;
 const KIND_GROUP_STOP: u8 = 7;
-/// Tag bit: the record carries a pid different from its tid.
-const TAG_HAS_PID: u8 = 0x80;
+/// Tag bit: the record carries captured bytes (otherwise it has none and
+/// no length byte either).
+const TAG_DATA: u8 = 0x80;
+/// Tag bit: a syscall exit whose number is that of its thread's last entry
+/// in this block, so it is left out.
+const TAG_SAME_NR: u8 = 0x40;
+const KIND_MASK: u8 = 0x0f;
+
+/// The threads a block has named so far: a record names its thread by a
+/// small index after the thread's first record in the block, which spells
+/// out tid and pid once. It also remembers each thread's last syscall
+/// entry, which its exit usually repeats.
+#[derive(Default)]
+struct ThreadTable {
+    indexes: std::collections::HashMap<(i32, i32), usize>,
+    threads: Vec<(i32, i32)>,
+    last_entry: Vec<Option<u32>>,
+}
+
+impl ThreadTable {
+    fn clear(&mut self) {
+        self.indexes.clear();
+        self.threads.clear();
+        self.last_entry.clear();
+    }
+
+    fn add(&mut self, key: (i32, i32)) -> usize {
+        self.threads.push(key);
+        self.last_entry.push(None);
+        self.threads.len() - 1
+    }
+}
 
 /// Appends one event record. `previous_ns` is the time of the record
 /// before it in the block (timestamps are stored as deltas).
-fn encode(out: &mut Vec<u8>, event: &Event, previous_ns: u64) {
-    let kind = match event.kind {
-        EventKind::SyscallEntry { .. } => KIND_ENTRY,
-        EventKind::SyscallExit { .. } => KIND_EXIT,
-        EventKind::Spawned { .. } => KIND_SPAWNED,
-        EventKind::Exited { .. } => KIND_EXITED,
-        EventKind::Signal { .. } => KIND_SIGNAL,
-        EventKind::Exec { .. } => KIND_EXEC,
-        EventKind::GroupStop { .. } => KIND_GROUP_STOP,
+fn encode(out: &mut Vec<u8>, event: &Event, previous_ns: u64, table: &mut ThreadTable) {
+    let key = (event.tid, event.pid);
+    let known = table.indexes.get(&key).copied();
+    let slot = match known {
+        Some(slot) => slot,
+        None => {
+            let slot = table.add(key);
+            table.indexes.insert(key, slot);
+            slot
+        }
     };
-    let has_pid = event.pid != event.tid;
-    out.push(kind | if has_pid { TAG_HAS_PID } else { 0 });
+    let (kind, data, same_nr) = match &event.kind {
+        EventKind::SyscallEntry { data, .. } => (KIND_ENTRY, data.as_slice(), false),
+        EventKind::SyscallExit { nr, data, .. } => (
+            KIND_EXIT,
+            data.as_slice(),
+            table.last_entry[slot] == Some(*nr),
+        ),
+        EventKind::Spawned { .. } => (KIND_SPAWNED, &[][..], false),
+        EventKind::Exited { .. } => (KIND_EXITED, &[][..], false),
+        EventKind::Signal { .. } => (KIND_SIGNAL, &[][..], false),
+        EventKind::Exec { .. } => (KIND_EXEC, &[][..], false),
+        EventKind::GroupStop { .. } => (KIND_GROUP_STOP, &[][..], false),
+    };
+    let mut tag = kind;
+    if !data.is_empty() {
+        tag |= TAG_DATA;
+    }
+    if same_nr {
+        tag |= TAG_SAME_NR;
+    }
+    out.push(tag);
     // Events arrive in the order the tracer saw them, so deltas are
     // almost always positive; a signed delta keeps a clock that went
     // backwards representable.
     put_signed(out, event.time_ns as i64 - previous_ns as i64);
-    put_signed(out, event.tid.into());
-    if has_pid {
-        put_signed(out, event.pid.into());
+    match known {
+        Some(slot) => put_varint(out, slot as u64 + 1),
+        None => {
+            put_varint(out, 0);
+            put_signed(out, event.tid.into());
+            put_signed(out, event.pid.into());
+        }
     }
     match &event.kind {
-        EventKind::SyscallEntry { nr, args, data } => {
+        EventKind::SyscallEntry { nr, args, .. } => {
             put_varint(out, (*nr).into());
-            for &arg in args {
+            // Trailing zero arguments are left out (the tracer zeroes the
+            // registers a syscall does not use).
+            let used = args.iter().rposition(|&a| a != 0).map_or(0, |i| i + 1);
+            out.push(used as u8);
+            for &arg in &args[..used] {
                 put_varint(out, arg);
             }
-            put_bytes(out, data);
+            table.last_entry[slot] = Some(*nr);
         }
-        EventKind::SyscallExit { nr, ret, data } => {
-            put_varint(out, (*nr).into());
+        EventKind::SyscallExit { nr, ret, .. } => {
+            if !same_nr {
+                put_varint(out, (*nr).into());
+            }
             put_signed(out, *ret);
-            put_bytes(out, data);
         }
         EventKind::Spawned {
             child_tid,
@@ -227,36 +286,55 @@ fn encode(out: &mut Vec<u8>, event: &Event, previous_ns: u64) {
         }
         EventKind::Exec { former_tid } => put_signed(out, (*former_tid).into()),
     }
+    if !data.is_empty() {
+        put_bytes(out, data);
+    }
 }
 
-fn decode(cursor: &mut Cursor<'_>, previous_ns: u64) -> Option<Event> {
+fn decode(cursor: &mut Cursor<'_>, previous_ns: u64, table: &mut ThreadTable) -> Option<Event> {
     let tag = cursor.byte()?;
     let delta = cursor.signed()?;
     let time_ns = (previous_ns as i64).checked_add(delta)? as u64;
-    let tid = cursor.int()?;
-    let pid = if tag & TAG_HAS_PID != 0 {
-        cursor.int()?
-    } else {
-        tid
+    let slot = match cursor.varint()? {
+        0 => {
+            let key = (cursor.int()?, cursor.int()?);
+            table.add(key)
+        }
+        index => usize::try_from(index - 1)
+            .ok()
+            .filter(|&slot| slot < table.threads.len())?,
     };
-    let kind = match tag & !TAG_HAS_PID {
+    let (tid, pid) = table.threads[slot];
+    let mut kind = match tag & KIND_MASK {
         KIND_ENTRY => {
             let nr = u32::try_from(cursor.varint()?).ok()?;
+            let used = usize::from(cursor.byte()?);
+            if used > 6 {
+                return None;
+            }
             let mut args = [0u64; 6];
-            for arg in &mut args {
+            for arg in &mut args[..used] {
                 *arg = cursor.varint()?;
             }
+            table.last_entry[slot] = Some(nr);
             EventKind::SyscallEntry {
                 nr,
                 args,
-                data: cursor.bytes()?.to_vec(),
+                data: Vec::new(),
             }
         }
-        KIND_EXIT => EventKind::SyscallExit {
-            nr: u32::try_from(cursor.varint()?).ok()?,
-            ret: cursor.signed()?,
-            data: cursor.bytes()?.to_vec(),
-        },
+        KIND_EXIT => {
+            let nr = if tag & TAG_SAME_NR != 0 {
+                table.last_entry[slot]?
+            } else {
+                u32::try_from(cursor.varint()?).ok()?
+            };
+            EventKind::SyscallExit {
+                nr,
+                ret: cursor.signed()?,
+                data: Vec::new(),
+            }
+        }
         KIND_SPAWNED => EventKind::Spawned {
             child_tid: cursor.int()?,
             child_pid: cursor.int()?,
@@ -285,6 +363,15 @@ fn decode(cursor: &mut Cursor<'_>, previous_ns: u64) -> Option<Event> {
         },
         _ => return None,
     };
+    if tag & TAG_DATA != 0 {
+        let bytes = cursor.bytes()?.to_vec();
+        match &mut kind {
+            EventKind::SyscallEntry { data, .. } | EventKind::SyscallExit { data, .. } => {
+                *data = bytes
+            }
+            _ => return None,
+        }
+    }
     Some(Event {
         time_ns,
         pid,
@@ -353,6 +440,7 @@ pub struct TraceWriter<W: Write> {
     block_events: u32,
     block_first_ns: u64,
     previous_ns: u64,
+    threads: ThreadTable,
     index: Vec<BlockInfo>,
     events: u64,
     error: Option<io::Error>,
@@ -383,6 +471,7 @@ impl<W: Write> TraceWriter<W> {
             block_events: 0,
             block_first_ns: 0,
             previous_ns: 0,
+            threads: ThreadTable::default(),
             index: Vec::new(),
             events: 0,
             error: None,
@@ -424,8 +513,9 @@ impl<W: Write> TraceWriter<W> {
         if self.block_events == 0 {
             self.block_first_ns = event.time_ns;
             self.previous_ns = event.time_ns;
+            self.threads.clear();
         }
-        encode(&mut self.block, event, self.previous_ns);
+        encode(&mut self.block, event, self.previous_ns, &mut self.threads);
         self.previous_ns = event.time_ns;
         self.block_events += 1;
         self.events += 1;
@@ -620,11 +710,14 @@ impl<R: Read> TraceReader<R> {
         // allocation (a record takes at least three bytes).
         let mut events = Vec::with_capacity((count as usize).min(len / 3));
         let mut previous = first_ns;
+        let mut threads = ThreadTable::default();
         for _ in 0..count {
             let at = cursor.pos;
-            let event = decode(&mut cursor, previous).ok_or_else(|| TraceFileError::Corrupt {
-                offset: payload_offset + at as u64,
-                what: "unreadable event record".into(),
+            let event = decode(&mut cursor, previous, &mut threads).ok_or_else(|| {
+                TraceFileError::Corrupt {
+                    offset: payload_offset + at as u64,
+                    what: "unreadable event record".into(),
+                }
             })?;
             previous = event.time_ns;
             events.push(event);
