@@ -543,3 +543,74 @@ fn a_trace_file_cut_short_by_kill_9_still_reads_up_to_the_cut() {
     // events must have been flushed while the tracer idled.
     assert!(lines > 50, "only {lines} events survived");
 }
+
+/// Builds tests/fixtures/NAME.c with the system C compiler (the one Rust
+/// links with) into `dir`.
+fn build_fixture(name: &str, dir: &std::path::Path) -> std::path::PathBuf {
+    let source =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/{name}.c"));
+    let binary = dir.join(name);
+    let output = Command::new("cc")
+        .args(["-O1", "-pthread", "-o"])
+        .arg(&binary)
+        .arg(&source)
+        .output()
+        .expect("a C compiler (cc) is needed to build the test fixture");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    binary
+}
+
+#[test]
+fn signals_stops_threads_and_a_non_leader_exec_behave_the_same_traced() {
+    let _serial = serial();
+    let dir = tempdir();
+    let fixture = build_fixture("signals", dir.path());
+    let plain = Command::new(&fixture).output().unwrap();
+    assert_eq!(plain.status.code(), Some(3), "{plain:?}");
+    for extra in [&[][..], &["--no-seccomp"][..], &["-e", "all"][..]] {
+        let out = dir.path().join("signals.txt");
+        let traced = Command::new(BIN)
+            .arg("trace")
+            .args(extra)
+            .arg("-o")
+            .arg(&out)
+            .arg("--")
+            .arg(&fixture)
+            .output()
+            .unwrap();
+        assert_eq!(
+            traced.status.code(),
+            Some(3),
+            "{extra:?}: {}",
+            String::from_utf8_lossy(&traced.stderr)
+        );
+        assert_eq!(traced.stdout, plain.stdout, "{extra:?}");
+        let text = std::fs::read_to_string(&out).unwrap();
+        assert!(text.contains("--- SIGUSR1 ---"), "{extra:?}\n{text}");
+        // glibc's SIGRTMIN+2 is the kernel's 32 + 4, which strace calls SIGRT_4.
+        assert!(text.contains("--- SIGRT_4 ---"), "{extra:?}\n{text}");
+        assert!(
+            text.contains("--- stopped by SIGSTOP ---"),
+            "{extra:?}\n{text}"
+        );
+        assert!(text.contains("--- SIGCONT ---"), "{extra:?}\n{text}");
+        assert!(
+            text.contains("+++ superseded by execve in pid"),
+            "{extra:?}\n{text}"
+        );
+        assert!(
+            text.trim_end().ends_with("+++ exited with 3 +++"),
+            "{extra:?}\n{text}"
+        );
+        // The exec'ing thread's write was read through its own tid even
+        // though its leader had exited.
+        assert!(
+            text.contains("write(1, \"exec from a non-leader thread\""),
+            "{extra:?}\n{text}"
+        );
+    }
+}

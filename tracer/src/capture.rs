@@ -20,46 +20,46 @@ fn sysno(nr: u64) -> Option<Sysno> {
     Sysno::new(nr as usize)
 }
 
-/// Bytes to keep with a syscall entry.
-pub fn at_entry(pid: Tid, nr: u64, args: &[u64; 6], limit: usize) -> Vec<u8> {
+/// Bytes to keep with a syscall entry of thread `tid`.
+pub fn at_entry(tid: Tid, nr: u64, args: &[u64; 6], limit: usize) -> Vec<u8> {
     let Some(sysno) = sysno(nr) else {
         return Vec::new();
     };
     match sysno {
-        Sysno::execve => read_c_string(pid, args[0], PATH_LIMIT),
-        Sysno::execveat => read_c_string(pid, args[1], PATH_LIMIT),
-        Sysno::write | Sysno::sendto => read_memory(pid, args[1], (args[2] as usize).min(limit)),
-        Sysno::nanosleep => read_memory(pid, args[0], TIMESPEC_BYTES),
-        Sysno::clock_nanosleep => read_memory(pid, args[2], TIMESPEC_BYTES),
+        Sysno::execve => read_c_string(tid, args[0], PATH_LIMIT),
+        Sysno::execveat => read_c_string(tid, args[1], PATH_LIMIT),
+        Sysno::write | Sysno::sendto => read_memory(tid, args[1], (args[2] as usize).min(limit)),
+        Sysno::nanosleep => read_memory(tid, args[0], TIMESPEC_BYTES),
+        Sysno::clock_nanosleep => read_memory(tid, args[2], TIMESPEC_BYTES),
         Sysno::futex if is_futex_wait(args[1]) && args[3] != 0 => {
-            read_memory(pid, args[3], TIMESPEC_BYTES)
+            read_memory(tid, args[3], TIMESPEC_BYTES)
         }
         Sysno::connect | Sysno::bind => {
-            read_memory(pid, args[1], (args[2] as usize).min(SOCKADDR_LIMIT))
+            read_memory(tid, args[1], (args[2] as usize).min(SOCKADDR_LIMIT))
         }
-        Sysno::clone3 => read_memory(pid, args[0], (args[1] as usize).min(CLONE_ARGS_BYTES)),
+        Sysno::clone3 => read_memory(tid, args[0], (args[1] as usize).min(CLONE_ARGS_BYTES)),
         _ => Vec::new(),
     }
 }
 
 /// Bytes to keep with a syscall exit (what the kernel wrote back).
-pub fn at_exit(pid: Tid, nr: u64, args: &[u64; 6], ret: i64, limit: usize) -> Vec<u8> {
+pub fn at_exit(tid: Tid, nr: u64, args: &[u64; 6], ret: i64, limit: usize) -> Vec<u8> {
     let Some(sysno) = sysno(nr) else {
         return Vec::new();
     };
     match sysno {
         Sysno::read | Sysno::recvfrom if ret > 0 => {
-            read_memory(pid, args[1], (ret as usize).min(limit))
+            read_memory(tid, args[1], (ret as usize).min(limit))
         }
         Sysno::accept | Sysno::accept4 | Sysno::getsockname | Sysno::getpeername
             if ret >= 0 && args[1] != 0 && args[2] != 0 =>
         {
-            let len = read_memory(pid, args[2], 4);
+            let len = read_memory(tid, args[2], 4);
             let Ok(len) = <[u8; 4]>::try_from(len.as_slice()) else {
                 return Vec::new();
             };
             read_memory(
-                pid,
+                tid,
                 args[1],
                 (u32::from_ne_bytes(len) as usize).min(SOCKADDR_LIMIT),
             )

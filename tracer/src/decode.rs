@@ -178,15 +178,14 @@ pub fn signal_name(signal: i32) -> String {
     if let Some((_, name)) = names.iter().find(|(n, _)| *n == signal) {
         return (*name).to_owned();
     }
-    // The kernel's first real-time signal; glibc reserves two or three, so
-    // strace names them relative to the kernel's SIGRTMIN.
+    // Real-time signals are named as strace names them, from the kernel's
+    // SIGRTMIN (32); glibc's SIGRTMIN is higher, as it keeps two or three.
     const KERNEL_SIGRTMIN: i32 = 32;
-    if (KERNEL_SIGRTMIN..=64).contains(&signal) {
-        return if signal == KERNEL_SIGRTMIN {
-            "SIGRTMIN".to_owned()
-        } else {
-            format!("SIGRTMIN+{}", signal - KERNEL_SIGRTMIN)
-        };
+    if signal == KERNEL_SIGRTMIN {
+        return "SIGRTMIN".to_owned();
+    }
+    if (KERNEL_SIGRTMIN + 1..=64).contains(&signal) {
+        return format!("SIGRT_{}", signal - KERNEL_SIGRTMIN);
     }
     signal.to_string()
 }
@@ -561,7 +560,7 @@ mod tests {
         ts.extend_from_slice(&500i64.to_ne_bytes());
         assert_eq!(timespec(&ts, 0x10), "{tv_sec=1, tv_nsec=500}");
         assert_eq!(timespec(&[], 0), "NULL");
-        assert_eq!(signal_name(34), "SIGRTMIN+2");
+        assert_eq!(signal_name(34), "SIGRT_2");
         let write = [1, 0x1000, 5, 0, 0, 0];
         assert_eq!(
             entry_args(nr(Sysno::write), &write, b"hello"),

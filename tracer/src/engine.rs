@@ -601,7 +601,9 @@ impl Engine {
             thread.current = Some((nr, args, recorded));
         }
         if recorded {
-            let data = crate::capture::at_entry(pid, nr, &args, self.options.string_limit);
+            // Memory is read through the thread, not the process: a leader that
+            // exited early leaves a process id whose memory cannot be read.
+            let data = crate::capture::at_entry(tid, nr, &args, self.options.string_limit);
             self.emit(
                 sink,
                 tid,
@@ -629,7 +631,7 @@ impl Engine {
         };
         thread.awaiting_exit = false;
         if let Some((nr, args, true)) = thread.current.take() {
-            let data = crate::capture::at_exit(pid, nr, &args, ret, self.options.string_limit);
+            let data = crate::capture::at_exit(tid, nr, &args, ret, self.options.string_limit);
             self.emit(
                 sink,
                 tid,

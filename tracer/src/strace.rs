@@ -240,6 +240,26 @@ impl<W: Write> EventSink for StraceWriter<W> {
             EventKind::Spawned { child_tid, .. } => {
                 self.threads_seen.insert(*child_tid);
             }
+            EventKind::Exec { former_tid } if *former_tid != tid => {
+                // A non-leader exec'ed: the old leader is gone (its last
+                // call never returns) and the execing thread, still inside
+                // execve, now answers to the leader's tid.
+                self.interrupt_open_line(tid);
+                if let Some(gone) = self.pending.remove(&tid) {
+                    let prefix = self.prefix(event);
+                    self.write(format!(
+                        "{prefix}<... {} resumed>) = ?\n",
+                        syscall_name(gone.nr)
+                    ));
+                }
+                let prefix = self.prefix(event);
+                self.write(format!(
+                    "{prefix}+++ superseded by execve in pid {former_tid} +++\n"
+                ));
+                if let Some(execve) = self.pending.remove(former_tid) {
+                    self.pending.insert(tid, execve);
+                }
+            }
             EventKind::Exec { .. } => {}
         }
     }
