@@ -292,8 +292,16 @@ fn killing_the_tracer_kills_the_spawned_program_and_killing_the_program_ends_the
     // kill -9 of the tracee: the tracer reports it and exits 128 + 9.
     let dir = tempdir();
     let out = dir.path().join("killed.txt");
+    let recording = dir.path().join("killed.tbt");
     let mut tracer = Command::new(BIN)
-        .args(["trace", "-o", out.to_str().unwrap(), "--", "sleep", "30"])
+        .args([
+            "trace",
+            "-o",
+            out.to_str().unwrap(),
+            "-w",
+            recording.to_str().unwrap(),
+        ])
+        .args(["--", "sleep", "30"])
         .stdin(Stdio::null())
         .spawn()
         .unwrap();
@@ -311,6 +319,24 @@ fn killing_the_tracer_kills_the_spawned_program_and_killing_the_program_ends_the
     assert!(
         text.trim_end().ends_with("+++ killed by SIGKILL +++"),
         "{text}"
+    );
+    // The recording was finished properly and reads to its end.
+    let export = Command::new(BIN)
+        .arg("export")
+        .arg(&recording)
+        .args(["--strace", "-"])
+        .output()
+        .unwrap();
+    assert!(export.status.success());
+    assert!(
+        export.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&export.stderr)
+    );
+    let replayed = String::from_utf8(export.stdout).unwrap();
+    assert!(
+        replayed.trim_end().ends_with("+++ killed by SIGKILL +++"),
+        "{replayed}"
     );
 }
 
