@@ -54,6 +54,11 @@ pub struct TraceArgs {
     /// every call (with -o, in addition to the calls)
     #[arg(short = 'c')]
     summary: bool,
+    /// Do not stop the program at all: sample every thread's state from
+    /// /proc HZ times a second and print the share of time in each state
+    /// (statistical; no calls, arguments or return values)
+    #[arg(long, value_name = "HZ", conflicts_with_all = ["trace_file", "summary", "no_seccomp"])]
+    sample: Option<u32>,
     /// The program to start and its arguments
     #[arg(last = true, value_name = "CMD", required_unless_present = "pid")]
     command: Vec<std::ffi::OsString>,
@@ -94,6 +99,9 @@ impl TextSink {
 /// traced program's, like strace).
 pub fn run(args: TraceArgs) -> anyhow::Result<u8> {
     let _ = args.follow;
+    if let Some(hz) = args.sample {
+        return sample(args, hz);
+    }
     let selection = Selection::parse(&args.expressions)?;
     let command_line: Vec<String>;
     let target = match args.pid {
@@ -205,4 +213,61 @@ pub fn run(args: TraceArgs) -> anyhow::Result<u8> {
     Ok(outcome
         .exit
         .map_or(0, |status| status.shell_code().clamp(0, 255) as u8))
+}
+
+/// `trace --sample HZ`: no ptrace at all, only /proc.
+fn sample(args: TraceArgs, hz: u32) -> anyhow::Result<u8> {
+    use tracebench_tracer::states::Timelines;
+
+    tracebench_tracer::stop_on_signals().context("installing signal handlers")?;
+    let mut timelines = Timelines::new();
+    let started = std::time::Instant::now();
+    let (rounds, code) = match args.pid {
+        Some(pid) => {
+            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                anyhow::bail!("no process with pid {pid}");
+            }
+            let rounds = tracebench_tracer::sample::run(pid, hz, &mut timelines, || {
+                !tracebench_tracer::interrupted()
+            })?;
+            (rounds, 0)
+        }
+        None => {
+            let mut command = args.command.iter();
+            let program = command.next().context("no command to trace")?;
+            let mut child = std::process::Command::new(program)
+                .args(command)
+                .spawn()
+                .with_context(|| format!("cannot run {}", program.to_string_lossy()))?;
+            let pid = child.id() as i32;
+            let mut status = None;
+            let rounds = tracebench_tracer::sample::run(pid, hz, &mut timelines, || {
+                if tracebench_tracer::interrupted() {
+                    let _ = child.kill();
+                }
+                status = child.try_wait().ok().flatten();
+                status.is_none()
+            })?;
+            let status = match status {
+                Some(status) => status,
+                None => child.wait().context("waiting for the program")?,
+            };
+            use std::os::unix::process::ExitStatusExt;
+            let code = status
+                .code()
+                .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+            (rounds, code.clamp(0, 255) as u8)
+        }
+    };
+    let table = format!(
+        "{timelines}{rounds} samples at {hz} Hz over {:.1} s (states are sampled, not traced: \
+         short calls are missed)\n",
+        started.elapsed().as_secs_f64()
+    );
+    match &args.output {
+        Some(path) => std::fs::write(path, table)
+            .with_context(|| format!("cannot write {}", path.display()))?,
+        None => eprint!("{table}"),
+    }
+    Ok(code)
 }

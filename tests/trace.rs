@@ -640,3 +640,79 @@ fn signals_stops_threads_and_a_non_leader_exec_behave_the_same_traced() {
         );
     }
 }
+
+#[test]
+fn sampling_reads_thread_states_without_stopping_anything() {
+    let _serial = serial();
+    let output = Command::new(BIN)
+        .args(["trace", "--sample", "100", "--", "sleep", "0.6"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let table = String::from_utf8(output.stderr).unwrap();
+    let row = table.lines().nth(1).unwrap_or_default();
+    let sleep_share: f64 = row
+        .split_whitespace()
+        .nth(5)
+        .unwrap()
+        .trim_end_matches('%')
+        .parse()
+        .unwrap();
+    assert!(
+        sleep_share > 80.0,
+        "sleep(1) should be seen sleeping:\n{table}"
+    );
+    let status = Command::new(BIN)
+        .args(["trace", "--sample", "50", "--", "sh", "-c", "exit 4"])
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(4));
+
+    // Attached to the server: the acceptor waits in accept, workers on
+    // their futex, and nothing is ever stopped (no TracerPid).
+    let server = ServerProcess::start(&["--workers", "3"]);
+    let pid = server.pid().to_string();
+    let mut sampler = Command::new(BIN)
+        .args(["trace", "--sample", "200", "-p", &pid])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    for (_, name, state, _) in threads_of(server.pid()) {
+        assert!(state != 't' && state != 'T', "{name} stopped");
+    }
+    // SAFETY: SIGINT to the sampler we started.
+    assert_eq!(unsafe { libc::kill(sampler.id() as i32, libc::SIGINT) }, 0);
+    let output = sampler.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let table = String::from_utf8(output.stderr).unwrap();
+    let shares = |tid: i32, column: usize| -> f64 {
+        let row = table
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(&tid.to_string()))
+            .unwrap();
+        row.split_whitespace()
+            .nth(column)
+            .unwrap()
+            .trim_end_matches('%')
+            .parse()
+            .unwrap()
+    };
+    assert!(
+        shares(server.pid(), 4) > 80.0,
+        "the acceptor should be in accept:\n{table}"
+    );
+    let workers: Vec<i32> = threads_of(server.pid())
+        .iter()
+        .filter(|t| t.1.starts_with("worker-"))
+        .map(|t| t.0)
+        .collect();
+    assert_eq!(workers.len(), 3);
+    for worker in workers {
+        assert!(
+            shares(worker, 3) > 80.0,
+            "worker {worker} should wait on its futex:\n{table}"
+        );
+    }
+    assert!(server.stop().0.success());
+}

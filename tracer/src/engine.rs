@@ -96,6 +96,13 @@ pub fn stop_on_signals() -> io::Result<()> {
     Ok(())
 }
 
+/// Whether SIGINT, SIGTERM or SIGHUP arrived since [`stop_on_signals`] (or
+/// [`request_stop`] was called): for loops other than the ptrace loop,
+/// such as sampling.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
 /// Asks a running [`trace`] (on another thread) to end as if interrupted.
 pub fn request_stop() {
     INTERRUPTED.store(true, Ordering::SeqCst);

@@ -23,6 +23,7 @@ mod event;
 pub mod file;
 pub mod jsonl;
 pub mod ptrace;
+pub mod sample;
 pub mod seccomp;
 pub mod selection;
 pub mod sink;
@@ -31,7 +32,8 @@ pub mod strace;
 pub mod summary;
 
 pub use engine::{
-    Options, Outcome, Session, Target, monotonic_ns, request_stop, stop_on_signals, trace,
+    Options, Outcome, Session, Target, interrupted, monotonic_ns, request_stop, stop_on_signals,
+    trace,
 };
 pub use event::{Creation, Event, EventKind, EventSink, ExitStatus};
 pub use selection::Selection;

@@ -7,6 +7,7 @@
 //! "Running" means "not inside a traced syscall".
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use syscalls::Sysno;
 
@@ -205,6 +206,59 @@ impl Timelines {
     /// The time of the latest event applied.
     pub fn last_ns(&self) -> u64 {
         self.last_ns
+    }
+
+    /// Records that thread `tid` of process `pid` was seen in `state` at
+    /// `at_ns` (for sources that observe states rather than events, such
+    /// as sampling /proc).
+    pub fn observe(&mut self, tid: i32, pid: i32, state: ThreadState, at_ns: u64) {
+        self.last_ns = self.last_ns.max(at_ns);
+        self.threads
+            .entry(tid)
+            .or_insert_with(|| ThreadTimeline {
+                pid,
+                ..ThreadTimeline::default()
+            })
+            .enter(state, at_ns);
+    }
+}
+
+/// The per-thread table: syscalls seen and the share of its life each
+/// thread spent in each state.
+impl fmt::Display for Timelines {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "    tid   syscalls  running  futex-wait   accept    sleep       io  syscall"
+        )?;
+        for (tid, thread) in &self.threads {
+            let times = thread.time_by_state(self.last_ns);
+            let lived: u64 = times
+                .iter()
+                .filter(|(k, _)| **k != "exited")
+                .map(|(_, v)| v)
+                .sum();
+            let share = |label: &str| {
+                let ns = times.get(label).copied().unwrap_or(0);
+                if lived > 0 {
+                    format!("{:>7.1}%", 100.0 * ns as f64 / lived as f64)
+                } else {
+                    format!("{:>8}", "-")
+                }
+            };
+            writeln!(
+                f,
+                "{tid:>7} {:>10} {} {:>11} {} {} {} {}",
+                thread.syscalls,
+                share("running"),
+                share("futex-wait"),
+                share("accept"),
+                share("sleep"),
+                share("io"),
+                share("syscall"),
+            )?;
+        }
+        Ok(())
     }
 }
 

@@ -114,38 +114,7 @@ impl fmt::Display for Summary {
             errors
         )?;
 
-        let now = self.timelines.last_ns();
-        writeln!(
-            f,
-            "\n    tid   syscalls  running  futex-wait   accept    sleep       io  syscall"
-        )?;
-        for (tid, thread) in self.timelines.threads() {
-            let times = thread.time_by_state(now);
-            let lived: u64 = times
-                .iter()
-                .filter(|(k, _)| **k != "exited")
-                .map(|(_, v)| v)
-                .sum();
-            let share = |label: &str| {
-                let ns = times.get(label).copied().unwrap_or(0);
-                if lived > 0 {
-                    format!("{:>7.1}%", 100.0 * ns as f64 / lived as f64)
-                } else {
-                    format!("{:>8}", "-")
-                }
-            };
-            writeln!(
-                f,
-                "{tid:>7} {:>10} {} {:>11} {} {} {} {}",
-                thread.syscalls,
-                share("running"),
-                share("futex-wait"),
-                share("accept"),
-                share("sleep"),
-                share("io"),
-                share("syscall"),
-            )?;
-        }
+        write!(f, "\n{}", self.timelines)?;
         Ok(())
     }
 }
