@@ -672,7 +672,7 @@ fn sampling_reads_thread_states_without_stopping_anything() {
     // their futex, and nothing is ever stopped (no TracerPid).
     let server = ServerProcess::start(&["--workers", "3"]);
     let pid = server.pid().to_string();
-    let mut sampler = Command::new(BIN)
+    let sampler = Command::new(BIN)
         .args(["trace", "--sample", "200", "-p", &pid])
         .stderr(Stdio::piped())
         .spawn()
