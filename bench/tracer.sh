@@ -49,21 +49,26 @@ wait_port() {
 
 # run_case NAME SET OUTFILE: starts the server the way NAME says, loads it,
 # stops the server with SIGTERM, and prints "req_per_s requests bytes".
+# With PINNED=1 the server and its tracer run on CPU 1 and wrk on CPU 0.
 run_case() {
-  local name=$1 set=$2 out=$3
+  local name=$1 set=$2 out=$3 on=() load=()
+  if [ "${PINNED:-0}" = 1 ]; then
+    on=(taskset -c 1)
+    load=(taskset -c 0)
+  fi
   rm -f "$out"
   case "$name" in
-    untraced) "${SERVER[@]}" >/dev/null & ;;
-    tracebench) "$BIN" trace -e "trace=$set" -w "$out" -- "${SERVER[@]}" >/dev/null 2>&1 & ;;
-    tracebench-futex-wait) "$BIN" trace -e "trace=${set/futex,/}" -e futex=wait -w "$out" -- "${SERVER[@]}" >/dev/null 2>&1 & ;;
-    tracebench-text) "$BIN" trace -e "trace=$set" -o "$out" -- "${SERVER[@]}" >/dev/null 2>&1 & ;;
-    strace) strace -f -e "trace=$set" -o "$out" "${SERVER[@]}" >/dev/null 2>&1 & ;;
-    strace-seccomp) strace -f --seccomp-bpf -e "trace=$set" -o "$out" "${SERVER[@]}" >/dev/null 2>&1 & ;;
+    untraced) "${on[@]}" "${SERVER[@]}" >/dev/null & ;;
+    tracebench) "${on[@]}" "$BIN" trace -e "trace=$set" -w "$out" -- "${SERVER[@]}" >/dev/null 2>&1 & ;;
+    tracebench-futex-wait) "${on[@]}" "$BIN" trace -e "trace=${set/futex,/}" -e futex=wait -w "$out" -- "${SERVER[@]}" >/dev/null 2>&1 & ;;
+    tracebench-text) "${on[@]}" "$BIN" trace -e "trace=$set" -o "$out" -- "${SERVER[@]}" >/dev/null 2>&1 & ;;
+    strace) "${on[@]}" strace -f -e "trace=$set" -o "$out" "${SERVER[@]}" >/dev/null 2>&1 & ;;
+    strace-seccomp) "${on[@]}" strace -f --seccomp-bpf -e "trace=$set" -o "$out" "${SERVER[@]}" >/dev/null 2>&1 & ;;
   esac
   tracer_pid=$!
   wait_port
   local wrk_out rps requests
-  wrk_out=$(wrk -t1 -c10 -d"$DURATION" -H "Connection: close" "http://127.0.0.1:$PORT/")
+  wrk_out=$("${load[@]}" wrk -t1 -c10 -d"$DURATION" -H "Connection: close" "http://127.0.0.1:$PORT/")
   rps=$(awk '/Requests\/sec/ { print $2 }' <<<"$wrk_out")
   requests=$(awk '/requests in/ { print $1 }' <<<"$wrk_out")
   # Stop the server itself (the tracer's child, or the process) so it
@@ -83,8 +88,14 @@ median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 echo "## Tracing cost, $(date -u +%Y-%m-%d), $(nproc) cores, $MODE server, wrk -t1 -c10 -d$DURATION, Connection: close"
 echo
 echo "$(strace -V | head -1); kernel $(uname -r)."
-for set in "clone,clone3,futex,accept4" "default"; do
-  if [ "$set" = default ]; then
+for set in "clone,clone3,futex,accept4" "default" "pinned"; do
+  PINNED=0
+  if [ "$set" = pinned ]; then
+    # The 4-syscall set again, with the server (and its tracer) on CPU 1
+    # and wrk on CPU 0: ptrace stops no longer cross CPUs.
+    PINNED=1
+    trace_set="clone,clone3,futex,accept4"
+  elif [ "$set" = default ]; then
     trace_set="clone,clone3,fork,vfork,execve,exit,exit_group,futex,accept,accept4,read,write,recvfrom,sendto,close,nanosleep,clock_nanosleep,poll,epoll_wait"
   else
     trace_set=$set
@@ -102,7 +113,11 @@ for set in "clone,clone3,futex,accept4" "default"; do
   untraced=$(tr ' ' '\n' <<<"${rps[untraced]}" | grep . | median)
   strace_rps=$(tr ' ' '\n' <<<"${rps[strace]}" | grep . | median)
   echo
-  echo "### Syscall set: $set"
+  if [ "$set" = pinned ]; then
+    echo "### Syscall set: clone,clone3,futex,accept4; server and tracer pinned to CPU 1, wrk to CPU 0"
+  else
+    echo "### Syscall set: $set"
+  fi
   echo
   echo "| tracer | req/s (median of $RUNS) | runs | vs untraced | vs strace -f | trace bytes/request |"
   echo "|---|---:|---|---:|---:|---:|"

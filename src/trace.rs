@@ -59,6 +59,11 @@ pub struct TraceArgs {
     /// (statistical; no calls, arguments or return values)
     #[arg(long, value_name = "HZ", conflicts_with_all = ["trace_file", "summary", "no_seccomp"])]
     sample: Option<u32>,
+    /// Run the tracer and the started program on this CPU only: far
+    /// cheaper ptrace stops on VMs, but the program loses its other CPUs
+    /// (with -p only the tracer is pinned)
+    #[arg(long, value_name = "CPU")]
+    cpu: Option<usize>,
     /// The program to start and its arguments
     #[arg(last = true, value_name = "CMD", required_unless_present = "pid")]
     command: Vec<std::ffi::OsString>,
@@ -129,6 +134,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<u8> {
         seccomp: !args.no_seccomp && !attach,
         follow_forks: true,
         string_limit: args.string_limit,
+        cpu: args.cpu,
     };
 
     // Open every output before starting, so a bad path fails before the
