@@ -78,6 +78,10 @@ pub struct Outcome {
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+/// The thread running the ptrace loop (its pthread_t), so another thread's
+/// [`request_stop`] can interrupt its waitpid; 0 when none runs.
+static TRACER_THREAD: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static HANDLERS_INSTALLED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_interrupt(_: libc::c_int) {
     INTERRUPTED.store(true, Ordering::SeqCst);
@@ -98,6 +102,7 @@ pub fn stop_on_signals() -> io::Result<()> {
             }
         }
     }
+    HANDLERS_INSTALLED.store(true, Ordering::SeqCst);
     Ok(())
 }
 
@@ -109,8 +114,16 @@ pub fn interrupted() -> bool {
 }
 
 /// Asks a running [`trace`] (on another thread) to end as if interrupted.
+/// With [`stop_on_signals`] installed, the tracer's blocked waitpid is
+/// interrupted at once; otherwise the trace ends at its next stop.
 pub fn request_stop() {
     INTERRUPTED.store(true, Ordering::SeqCst);
+    let thread = TRACER_THREAD.load(Ordering::SeqCst);
+    if thread != 0 && HANDLERS_INSTALLED.load(Ordering::SeqCst) {
+        // SAFETY: the id was stored by the running loop's own thread and is
+        // cleared before that loop returns; SIGINT runs our flag handler.
+        unsafe { libc::pthread_kill(thread as libc::pthread_t, libc::SIGINT) };
+    }
 }
 
 /// Traces `target` until it exits (or the trace is interrupted), sending
@@ -176,6 +189,21 @@ struct Thread {
     /// Seccomp mode: the entry was seen at a seccomp stop, so resume with
     /// PTRACE_SYSCALL to see the exit.
     awaiting_exit: bool,
+    /// Past PTRACE_EVENT_EXIT: it will never stop again (a leader that
+    /// exited before its threads lingers as a zombie until they do).
+    exiting: bool,
+}
+
+impl Thread {
+    fn new(pid: Tid) -> Thread {
+        Thread {
+            pid,
+            started: false,
+            current: None,
+            awaiting_exit: false,
+            exiting: false,
+        }
+    }
 }
 
 struct Engine {
@@ -241,6 +269,30 @@ pub fn monotonic_ns() -> u64 {
     now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
 }
 
+/// A field of /proc/TID/status.
+fn status_field(tid: Tid, field: &str) -> Option<String> {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .map(|v| v.trim().to_owned())
+}
+
+/// The state letter of a task (R, S, D, T, t, Z…).
+fn task_state(tid: Tid) -> Option<char> {
+    status_field(tid, "State:")?.chars().next()
+}
+
+/// Who traces `tid` (0: nobody).
+fn tracer_of(tid: Tid) -> Option<Tid> {
+    status_field(tid, "TracerPid:")?.parse().ok()
+}
+
+fn our_pid() -> Tid {
+    // SAFETY: getpid has no preconditions.
+    unsafe { libc::getpid() }
+}
+
 /// The thread group id of `tid`, from /proc (the tid itself if unknown).
 fn tgid_of(tid: Tid) -> Tid {
     std::fs::read_to_string(format!("/proc/{tid}/status"))
@@ -285,6 +337,23 @@ fn resolve_program(program: &OsStr) -> Result<PathBuf, TraceError> {
 fn c_string(text: &OsStr) -> Result<CString, TraceError> {
     CString::new(text.as_bytes())
         .map_err(|_| TraceError::BadArgument(format!("{text:?} contains a NUL byte")))
+}
+
+/// A session dropped before its program ended (an error, or a library user
+/// giving up) must not leave threads stopped: a spawned program is killed,
+/// an attached one detached.
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if self.threads.is_empty() || self.detached {
+            return;
+        }
+        if self.spawned {
+            self.kill_all();
+            while matches!(ptrace::wait_any(false), Ok(Some(_))) {}
+        } else {
+            self.detach_all(&mut |_: &Event| {});
+        }
+    }
 }
 
 impl Engine {
@@ -364,34 +433,40 @@ impl Engine {
         self.root = pid;
         // Wait until the child has stopped itself, then seize it.
         let mut status = 0;
-        // SAFETY: waitpid writes only to our local status.
-        if unsafe { libc::waitpid(pid, &mut status, libc::WUNTRACED) } != pid
-            || !libc::WIFSTOPPED(status)
-        {
+        let waited = loop {
+            // SAFETY: waitpid writes only to our local status.
+            let ret = unsafe { libc::waitpid(pid, &mut status, libc::WUNTRACED) };
+            if ret != -1 || io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+                break ret;
+            }
+        };
+        if waited != pid || !libc::WIFSTOPPED(status) {
             return Err(TraceError::Os {
                 what: "waiting for the child to stop",
                 source: io::Error::last_os_error(),
             });
         }
-        let options = ptrace_options(filter.is_some(), self.options.follow_forks, true);
+        // Children inherit the filter, and a SECCOMP_RET_TRACE with no
+        // tracer fails the syscall with ENOSYS: with seccomp, follow them.
+        let options = ptrace_options(
+            filter.is_some(),
+            self.options.follow_forks || filter.is_some(),
+            true,
+        );
         if let Err(source) = ptrace::seize(pid, options) {
-            // SAFETY: our own child; do not leave it stopped forever.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+            // SAFETY: our own child; do not leave it stopped forever, nor
+            // a zombie.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, std::ptr::null_mut(), 0);
+            }
             return Err(TraceError::Os {
                 what: "PTRACE_SEIZE",
                 source,
             });
         }
         self.seccomp = filter.is_some();
-        self.threads.insert(
-            pid,
-            Thread {
-                pid,
-                started: false,
-                current: None,
-                awaiting_exit: false,
-            },
-        );
+        self.threads.insert(pid, Thread::new(pid));
         // SAFETY: continue our own stopped child.
         unsafe { libc::kill(pid, libc::SIGCONT) };
         Ok(())
@@ -426,24 +501,33 @@ impl Engine {
                 if self.threads.contains_key(&tid) {
                     continue;
                 }
+                if task_state(tid) == Some('Z') {
+                    // A leader that exited before its threads: nothing to
+                    // trace, and it cannot be seized.
+                    continue;
+                }
                 match ptrace::seize(tid, options) {
                     Ok(()) => {
                         new += 1;
-                        self.threads.insert(
-                            tid,
-                            Thread {
-                                pid,
-                                started: false,
-                                current: None,
-                                awaiting_exit: false,
-                            },
-                        );
+                        self.threads.insert(tid, Thread::new(pid));
                         let _ = ptrace::interrupt(tid);
                     }
                     Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+                    // A thread created by one we already seized is traced
+                    // through PTRACE_O_TRACECLONE: ours already, and its
+                    // first stop is on its way.
+                    Err(e)
+                        if e.raw_os_error() == Some(libc::EPERM)
+                            && tracer_of(tid) == Some(our_pid()) =>
+                    {
+                        new += 1;
+                        self.threads.insert(tid, Thread::new(pid));
+                    }
                     Err(e) if e.raw_os_error() == Some(libc::EPERM) && self.threads.is_empty() => {
                         return Err(TraceError::NotPermitted(pid));
                     }
+                    // Exiting as we looked: gone.
+                    Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
                     Err(source) => {
                         return Err(TraceError::Os {
                             what: "PTRACE_SEIZE",
@@ -463,6 +547,14 @@ impl Engine {
     }
 
     fn run(&mut self, sink: &mut dyn EventSink) -> Result<Outcome, TraceError> {
+        // SAFETY: pthread_self has no preconditions.
+        TRACER_THREAD.store(unsafe { libc::pthread_self() } as u64, Ordering::SeqCst);
+        let result = self.run_loop(sink);
+        TRACER_THREAD.store(0, Ordering::SeqCst);
+        result
+    }
+
+    fn run_loop(&mut self, sink: &mut dyn EventSink) -> Result<Outcome, TraceError> {
         let mut interrupt_handled = false;
         loop {
             if INTERRUPTED.load(Ordering::SeqCst) && !interrupt_handled {
@@ -475,6 +567,11 @@ impl Engine {
                 }
             }
             sink.idle(monotonic_ns());
+            // Checked again after the sinks' work, to keep the window in
+            // which a signal can slip in before the blocking wait small.
+            if INTERRUPTED.load(Ordering::SeqCst) && !interrupt_handled {
+                continue;
+            }
             match ptrace::wait_any(false) {
                 Ok(Some((tid, status))) => self.handle(tid, status, sink),
                 Ok(None) => continue,
@@ -515,6 +612,9 @@ impl Engine {
     /// A thread must be in a ptrace-stop to be detached: interrupt each,
     /// wait for its stop, and pass on a signal it was about to receive.
     fn detach_all(&mut self, sink: &mut dyn EventSink) {
+        // Threads past PTRACE_EVENT_EXIT never stop again: do not wait for
+        // them (a zombie leader would hold the loop forever).
+        self.threads.retain(|_, t| !t.exiting);
         for &tid in self.threads.keys() {
             let _ = ptrace::interrupt(tid);
         }
@@ -531,11 +631,26 @@ impl Engine {
                     let _ = ptrace::detach(tid, signal);
                     self.threads.remove(&tid);
                 }
+                Some(Stop::Event(
+                    libc::PTRACE_EVENT_CLONE | libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK,
+                    _,
+                )) => {
+                    // A task born while we let go is ours too: wait for its
+                    // first stop and detach it as well.
+                    if let Ok(child) = ptrace::event_message(tid) {
+                        self.threads
+                            .entry(child as Tid)
+                            .or_insert_with(|| Thread::new(child as Tid));
+                    }
+                    let _ = ptrace::detach(tid, 0);
+                    self.threads.remove(&tid);
+                }
                 Some(_) => {
                     let _ = ptrace::detach(tid, 0);
                     self.threads.remove(&tid);
                 }
             }
+            self.threads.retain(|_, t| !t.exiting);
         }
         self.detached = true;
     }
@@ -567,12 +682,10 @@ impl Engine {
             return;
         };
         // A new thread may stop before its creator's clone event arrives.
-        let thread = self.threads.entry(tid).or_insert_with(|| Thread {
-            pid: tgid_of(tid),
-            started: false,
-            current: None,
-            awaiting_exit: false,
-        });
+        let thread = self
+            .threads
+            .entry(tid)
+            .or_insert_with(|| Thread::new(tgid_of(tid)));
         let pid = thread.pid;
         let first_stop = !thread.started;
         thread.started = true;
@@ -586,7 +699,10 @@ impl Engine {
                     }
                     Ok(SyscallInfo::Exit { ret }) => self.on_syscall_exit(tid, pid, now, ret, sink),
                     Ok(_) => {}
-                    Err(_) => return,
+                    Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return,
+                    // Never leave a thread stopped because we could not
+                    // decode its stop.
+                    Err(_) => {}
                 }
                 self.resume(tid, 0);
             }
@@ -594,12 +710,6 @@ impl Engine {
                 self.on_event(tid, pid, now, event, signal, first_stop, sink)
             }
             Stop::Signal(signal) => {
-                if first_stop && signal == libc::SIGSTOP {
-                    // The attach stop of a task auto-attached without SEIZE
-                    // semantics; not a real signal.
-                    self.resume(tid, 0);
-                    return;
-                }
                 if !(self.starting && tid == self.root && signal == libc::SIGCONT) {
                     self.emit(sink, tid, pid, now, EventKind::Signal { signal });
                 }
@@ -717,12 +827,7 @@ impl Engine {
                         _ if child_pid == pid => Creation::Thread,
                         _ => Creation::Process,
                     };
-                    let entry = self.threads.entry(child).or_insert(Thread {
-                        pid: child_pid,
-                        started: false,
-                        current: None,
-                        awaiting_exit: false,
-                    });
+                    let entry = self.threads.entry(child).or_insert(Thread::new(child_pid));
                     entry.pid = child_pid;
                     self.emit(
                         sink,
@@ -759,7 +864,10 @@ impl Engine {
                     signal,
                     libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU
                 );
-                if stopping && !first_stop {
+                // The spawned child's own SIGSTOP (our handshake, already
+                // answered with SIGCONT) is the one stop not to keep.
+                let handshake = first_stop && self.starting && tid == self.root;
+                if stopping && !handshake {
                     // A group-stop: stay stopped, but let us hear SIGCONT.
                     self.emit(sink, tid, pid, now, EventKind::GroupStop { signal });
                     let _ = ptrace::listen(tid);
@@ -769,8 +877,13 @@ impl Engine {
                     self.resume(tid, 0);
                 }
             }
-            // PTRACE_EVENT_EXIT: the thread is about to exit; its status
-            // arrives through waitpid.
+            libc::PTRACE_EVENT_EXIT => {
+                // About to exit; its status arrives through waitpid.
+                if let Some(thread) = self.threads.get_mut(&tid) {
+                    thread.exiting = true;
+                }
+                self.resume(tid, 0);
+            }
             _ => self.resume(tid, 0),
         }
     }

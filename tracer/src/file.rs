@@ -560,8 +560,10 @@ impl<W: Write> EventSink for TraceWriter<W> {
     }
 
     fn idle(&mut self, now_ns: u64) {
-        // A block older than this is written out while the tracer waits, so
-        // a tracer killed with -9 loses at most this much of the trace.
+        // A block older than this is written out when the tracer next waits:
+        // a tracer killed with -9 loses the events since the last such
+        // moment (a block begun just before a long quiet spell waits for
+        // the next stop).
         const MAX_BLOCK_AGE_NS: u64 = 200_000_000;
         if self.error.is_none()
             && self.block_events > 0
@@ -708,7 +710,7 @@ impl<R: Read> TraceReader<R> {
         };
         // The count is outside the checksum: never trust it for an
         // allocation (a record takes at least three bytes).
-        let mut events = Vec::with_capacity((count as usize).min(len / 3));
+        let mut events = Vec::with_capacity((count as usize).min(len / 3).min(1 << 16));
         let mut previous = first_ns;
         let mut threads = ThreadTable::default();
         for _ in 0..count {

@@ -244,7 +244,9 @@ impl<W: Write> EventSink for StraceWriter<W> {
                 // A non-leader exec'ed: the old leader is gone (its last
                 // call never returns) and the execing thread, still inside
                 // execve, now answers to the leader's tid.
-                self.interrupt_open_line(tid);
+                if self.open_line.take().is_some() {
+                    self.write(" <unfinished ...>\n".to_owned());
+                }
                 if let Some(gone) = self.pending.remove(&tid) {
                     let prefix = self.prefix(event);
                     self.write(format!(
