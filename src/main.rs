@@ -2,6 +2,7 @@
 //! everything it runs lives in them.
 
 mod export;
+mod load;
 mod serve;
 mod trace;
 
@@ -59,6 +60,14 @@ enum Command {
         tracebench export run.tbt --strace - | less\n  \
         tracebench export run.tbt -c                      # per-syscall and per-thread summary")]
     Export(export::ExportArgs),
+    /// Send HTTP load and measure every latency (like wrk, oha, or xargs -P curl)
+    #[command(after_help = "Examples:\n  \
+        tracebench load http://127.0.0.1:3000/ -c 10 -n 1000          # a new connection per request\n  \
+        tracebench load http://127.0.0.1:3000/ -c 50 -z 30s --keep-alive --hgrm run.hgrm\n  \
+        tracebench load 'http://127.0.0.1:3000/?delay=1s' -c 10 -n 10  # the classic experiment\n\n\
+        Exit status: 0 when every request succeeded; 1 when more than --max-errors failed \
+        or the target could not be reached.")]
+    Load(load::LoadArgs),
     /// Print a shell completion script to standard output
     #[command(after_help = "Example:\n  tracebench completions zsh > ~/.zfunc/_tracebench")]
     Completions {
@@ -75,6 +84,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Some(Command::Trace(args)) => trace::run(args).map(ExitCode::from),
         Some(Command::Export(args)) => export::run(args).map(|()| ExitCode::SUCCESS),
+        Some(Command::Load(args)) => load::run(args).map(ExitCode::from),
         Some(Command::Serve(args)) => serve::run(args.into()).map(|()| ExitCode::SUCCESS),
         Some(Command::Completions { shell }) => {
             clap_complete::generate(

@@ -1,0 +1,214 @@
+//! What to load, and how.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use crate::LoadError;
+
+/// The server and path a run sends to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Host name as written in the URL (sent as `Host`).
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Path and query, e.g. `/?delay=10ms`.
+    pub path: String,
+    /// Where the host name resolved to; connections go to the first.
+    pub addrs: Vec<SocketAddr>,
+}
+
+impl Target {
+    /// Parses and resolves an `http://` URL.
+    pub fn parse(text: &str) -> Result<Target, LoadError> {
+        let url = url::Url::parse(text).map_err(|e| LoadError::BadUrl(format!("{text}: {e}")))?;
+        match url.scheme() {
+            "http" => {}
+            "https" => {
+                return Err(LoadError::BadUrl(format!(
+                    "{text}: https is not supported (HTTP/1.1 over TCP only)"
+                )));
+            }
+            other => {
+                return Err(LoadError::BadUrl(format!(
+                    "{text}: unsupported scheme {other}:"
+                )));
+            }
+        }
+        let host = url
+            .host_str()
+            .ok_or_else(|| LoadError::BadUrl(format!("{text}: no host")))?
+            .to_owned();
+        let port = url.port_or_known_default().unwrap_or(80);
+        let mut path = url.path().to_owned();
+        if let Some(query) = url.query() {
+            path.push('?');
+            path.push_str(query);
+        }
+        let bare_host = host.trim_start_matches('[').trim_end_matches(']');
+        let addrs: Vec<SocketAddr> = (bare_host, port)
+            .to_socket_addrs()
+            .map_err(|e| LoadError::BadUrl(format!("{text}: cannot resolve {host}: {e}")))?
+            .collect();
+        if addrs.is_empty() {
+            return Err(LoadError::BadUrl(format!("{text}: {host} has no address")));
+        }
+        Ok(Target {
+            host,
+            port,
+            path,
+            addrs,
+        })
+    }
+}
+
+/// When a run ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopAfter {
+    /// After exactly this many measured requests (`-n`).
+    Requests(u64),
+    /// After this long (`-z`).
+    Duration(Duration),
+}
+
+/// Everything that shapes a run.
+#[derive(Debug, Clone)]
+pub struct LoadConfig {
+    /// Where to send.
+    pub target: Target,
+    /// Connections open at once (`-c`): the closed loop's concurrency.
+    pub connections: usize,
+    /// When to stop.
+    pub stop: StopAfter,
+    /// Reuse connections (off: a new connection per request, like curl).
+    pub keep_alive: bool,
+    /// The method (`-X`).
+    pub method: String,
+    /// Extra headers (`-H "Name: value"`).
+    pub headers: Vec<(String, String)>,
+    /// The request body (`-d`).
+    pub body: Vec<u8>,
+    /// A request with no complete answer after this long fails.
+    pub timeout: Duration,
+    /// Requests completed during this first stretch are not measured.
+    pub warmup: Duration,
+    /// Event-loop threads (at most one per connection).
+    pub threads: usize,
+}
+
+impl LoadConfig {
+    /// A closed-loop configuration with the defaults of `tracebench load`.
+    pub fn new(target: Target) -> Self {
+        LoadConfig {
+            target,
+            connections: 10,
+            stop: StopAfter::Duration(Duration::from_secs(10)),
+            keep_alive: false,
+            method: "GET".into(),
+            headers: Vec::new(),
+            body: Vec::new(),
+            timeout: Duration::from_secs(10),
+            warmup: Duration::ZERO,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
+
+    /// Checks the numbers a user can get wrong.
+    pub fn validate(&self) -> Result<(), LoadError> {
+        if self.connections == 0 {
+            return Err(LoadError::BadConfig("-c must be at least 1".into()));
+        }
+        if self.stop == StopAfter::Requests(0) {
+            return Err(LoadError::BadConfig("-n must be at least 1".into()));
+        }
+        if self.stop == StopAfter::Duration(Duration::ZERO) {
+            return Err(LoadError::BadConfig("-z must be longer than 0".into()));
+        }
+        if self.timeout.is_zero() {
+            return Err(LoadError::BadConfig(
+                "--timeout must be longer than 0".into(),
+            ));
+        }
+        if self.threads == 0 {
+            return Err(LoadError::BadConfig("--threads must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    /// The request bytes, built once and sent as they are.
+    pub fn request_bytes(&self) -> Vec<u8> {
+        let mut head = format!("{} {} HTTP/1.1\r\n", self.method, self.target.path);
+        let default_port = self.target.port == 80;
+        let has = |name: &str| {
+            self.headers
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case(name))
+        };
+        if !has("host") {
+            if default_port {
+                head += &format!("Host: {}\r\n", self.target.host);
+            } else {
+                head += &format!("Host: {}:{}\r\n", self.target.host, self.target.port);
+            }
+        }
+        if !has("user-agent") {
+            head += "User-Agent: tracebench\r\n";
+        }
+        if !has("accept") {
+            head += "Accept: */*\r\n";
+        }
+        if !self.keep_alive && !has("connection") {
+            head += "Connection: close\r\n";
+        }
+        for (name, value) in &self.headers {
+            head += &format!("{name}: {value}\r\n");
+        }
+        if !self.body.is_empty() && !has("content-length") {
+            head += &format!("Content-Length: {}\r\n", self.body.len());
+        }
+        head += "\r\n";
+        let mut bytes = head.into_bytes();
+        bytes.extend_from_slice(&self.body);
+        bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let t = Target::parse("http://127.0.0.1:8080/?delay=10ms").unwrap();
+        assert_eq!(
+            (t.host.as_str(), t.port, t.path.as_str()),
+            ("127.0.0.1", 8080, "/?delay=10ms")
+        );
+        assert_eq!(Target::parse("http://localhost").unwrap().port, 80);
+        let https = Target::parse("https://127.0.0.1/").unwrap_err().to_string();
+        assert!(https.contains("https is not supported"), "{https}");
+        assert!(Target::parse("not a url").is_err());
+        assert!(Target::parse("ftp://127.0.0.1/").is_err());
+    }
+
+    #[test]
+    fn request_bytes() {
+        let mut config = LoadConfig::new(Target::parse("http://127.0.0.1:3000/x").unwrap());
+        config.method = "POST".into();
+        config.body = b"abc".to_vec();
+        config.headers.push(("X-Test".into(), "1".into()));
+        let text = String::from_utf8(config.request_bytes()).unwrap();
+        assert!(
+            text.starts_with("POST /x HTTP/1.1\r\nHost: 127.0.0.1:3000\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("Connection: close\r\n") && text.contains("X-Test: 1\r\n"));
+        assert!(text.ends_with("Content-Length: 3\r\n\r\nabc"), "{text}");
+        config.keep_alive = true;
+        assert!(
+            !String::from_utf8(config.request_bytes())
+                .unwrap()
+                .contains("Connection:")
+        );
+    }
+}

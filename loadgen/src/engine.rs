@@ -1,0 +1,397 @@
+//! The load engine: a few threads, each running one mio (epoll) event loop
+//! over its share of the connections. A connection is a small state
+//! machine (connect, write the request, read the answer, repeat), so one
+//! thread drives many connections and no thread ever blocks on a socket.
+//! That is wrk's design, and for the same reason: on a 2-core machine the
+//! generator must not spend the cores the server needs.
+
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+
+use crate::LoadError;
+use crate::config::{LoadConfig, StopAfter};
+use crate::response::{Progress, progress};
+use crate::stats::{ErrorKind, Stats};
+
+/// The result of a run.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// Everything measured, all workers merged.
+    pub stats: Stats,
+    /// Time from the end of the warm-up to the end of the run.
+    pub elapsed: Duration,
+    /// Whether the run was cut short (Ctrl-C).
+    pub cancelled: bool,
+}
+
+/// Who may start another request: the count of `-n`, the clock of `-z`,
+/// and Ctrl-C.
+struct Budget {
+    remaining: Option<AtomicU64>,
+    deadline: Option<Instant>,
+    measure_from: Instant,
+    cancel: Arc<AtomicBool>,
+}
+
+impl Budget {
+    fn ended(&self, now: Instant) -> bool {
+        self.cancel.load(Ordering::Relaxed) || self.deadline.is_some_and(|d| now >= d)
+    }
+
+    /// Takes one request from the budget. During the warm-up requests are
+    /// free (they are not measured either).
+    fn take(&self, now: Instant) -> bool {
+        if self.ended(now) {
+            return false;
+        }
+        match &self.remaining {
+            Some(_) if now < self.measure_from => true,
+            Some(remaining) => remaining
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok(),
+            None => true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Not sending: finished, or waiting for its first request.
+    Idle,
+    Connecting,
+    Writing,
+    Reading,
+}
+
+struct Conn {
+    stream: Option<TcpStream>,
+    phase: Phase,
+    buf: Vec<u8>,
+    sent: usize,
+    started: Instant,
+    connect_started: Instant,
+    first_byte: Option<Instant>,
+    deadline: Instant,
+    /// Whether the current request reuses a kept-alive connection.
+    reused: bool,
+    done: bool,
+}
+
+struct Worker<'a> {
+    config: &'a LoadConfig,
+    request: &'a [u8],
+    budget: &'a Budget,
+    poll: Poll,
+    conns: Vec<Conn>,
+    stats: Stats,
+    /// Where reads land before they are appended to a connection's buffer.
+    scratch: Vec<u8>,
+}
+
+/// Runs the load described by `config` until it is done or `cancel` is
+/// set (Ctrl-C), and returns what was measured.
+pub fn run(config: &LoadConfig, cancel: Arc<AtomicBool>) -> Result<Report, LoadError> {
+    config.validate()?;
+    let request = config.request_bytes();
+    let start = Instant::now();
+    let measure_from = start + config.warmup;
+    let budget = Budget {
+        remaining: match config.stop {
+            StopAfter::Requests(n) => Some(AtomicU64::new(n)),
+            StopAfter::Duration(_) => None,
+        },
+        deadline: match config.stop {
+            StopAfter::Duration(d) => Some(measure_from + d),
+            StopAfter::Requests(_) => None,
+        },
+        measure_from,
+        cancel: Arc::clone(&cancel),
+    };
+    let threads = config.threads.min(config.connections).max(1);
+    let results: Vec<Result<Stats, LoadError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|index| {
+                // Connections are dealt out as evenly as they go.
+                let share = config.connections / threads
+                    + usize::from(index < config.connections % threads);
+                let (request, budget) = (&request, &budget);
+                std::thread::Builder::new()
+                    .name(format!("load-{index}"))
+                    .spawn_scoped(scope, move || {
+                        Worker::new(config, request, budget, share)?.run()
+                    })
+                    .map_err(|e| LoadError::Io("starting a load thread", e))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.and_then(|h| h.join().unwrap_or(Err(LoadError::WorkerPanicked))))
+            .collect()
+    });
+    let mut stats = Stats::default();
+    for result in results {
+        stats.merge(&result?);
+    }
+    let end = Instant::now();
+    Ok(Report {
+        stats,
+        elapsed: end.saturating_duration_since(measure_from.min(end)),
+        cancelled: cancel.load(Ordering::Relaxed),
+    })
+}
+
+impl<'a> Worker<'a> {
+    fn new(
+        config: &'a LoadConfig,
+        request: &'a [u8],
+        budget: &'a Budget,
+        connections: usize,
+    ) -> Result<Self, LoadError> {
+        let now = Instant::now();
+        let conns = (0..connections)
+            .map(|_| Conn {
+                stream: None,
+                phase: Phase::Idle,
+                buf: Vec::with_capacity(4096),
+                sent: 0,
+                started: now,
+                connect_started: now,
+                first_byte: None,
+                deadline: now,
+                reused: false,
+                done: false,
+            })
+            .collect();
+        Ok(Worker {
+            config,
+            request,
+            budget,
+            poll: Poll::new().map_err(|e| LoadError::Io("creating an epoll instance", e))?,
+            conns,
+            stats: Stats::default(),
+            scratch: vec![0; 16 * 1024],
+        })
+    }
+
+    fn run(mut self) -> Result<Stats, LoadError> {
+        for index in 0..self.conns.len() {
+            self.start_next(index);
+        }
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let now = Instant::now();
+            if self.budget.ended(now) {
+                // Requests still in flight at the end are neither counted
+                // nor failed: the run is over.
+                break;
+            }
+            if self.conns.iter().all(|c| c.done) {
+                break;
+            }
+            let next_deadline = self
+                .conns
+                .iter()
+                .filter(|c| c.phase != Phase::Idle)
+                .map(|c| c.deadline)
+                .min()
+                .unwrap_or(now + Duration::from_millis(100));
+            // Wake at least every 100 ms to notice -z's end and Ctrl-C.
+            let wait = next_deadline
+                .saturating_duration_since(now)
+                .min(Duration::from_millis(100));
+            if let Err(e) = self.poll.poll(&mut events, Some(wait)) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(LoadError::Io("epoll_wait", e));
+            }
+            for event in events.iter() {
+                let index = event.token().0;
+                if event.is_writable() || event.is_error() || event.is_write_closed() {
+                    self.on_writable(index);
+                }
+                if event.is_readable() || event.is_read_closed() || event.is_error() {
+                    self.on_readable(index);
+                }
+            }
+            let now = Instant::now();
+            for index in 0..self.conns.len() {
+                let conn = &self.conns[index];
+                if conn.phase != Phase::Idle && conn.deadline <= now {
+                    self.fail(index, ErrorKind::Timeout);
+                }
+            }
+        }
+        Ok(self.stats)
+    }
+
+    /// Begins the next request on connection `index`, or retires it when
+    /// the budget is spent.
+    fn start_next(&mut self, index: usize) {
+        // A refused connect fails at once; loop rather than recurse.
+        loop {
+            let now = Instant::now();
+            if !self.budget.take(now) {
+                let conn = &mut self.conns[index];
+                conn.stream = None;
+                conn.phase = Phase::Idle;
+                conn.done = true;
+                return;
+            }
+            let conn = &mut self.conns[index];
+            conn.started = now;
+            conn.deadline = now + self.config.timeout;
+            conn.buf.clear();
+            conn.sent = 0;
+            conn.first_byte = None;
+            conn.reused = conn.stream.is_some();
+            if conn.stream.is_some() {
+                conn.phase = Phase::Writing;
+                self.on_writable(index);
+                return;
+            }
+            let addr = self.config.target.addrs[0];
+            match TcpStream::connect(addr) {
+                Ok(mut stream) => {
+                    let registered = self.poll.registry().register(
+                        &mut stream,
+                        Token(index),
+                        Interest::READABLE | Interest::WRITABLE,
+                    );
+                    if let Err(e) = registered {
+                        self.stats.record_error(ErrorKind::of_read(&e));
+                        continue;
+                    }
+                    let conn = &mut self.conns[index];
+                    let _ = stream.set_nodelay(true);
+                    conn.stream = Some(stream);
+                    conn.connect_started = now;
+                    conn.phase = Phase::Connecting;
+                    return;
+                }
+                Err(e) => {
+                    self.stats.record_error(ErrorKind::of_read(&e));
+                    // Avoid spinning on a target that refuses instantly.
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+    }
+
+    fn fail(&mut self, index: usize, kind: ErrorKind) {
+        if Instant::now() >= self.budget.measure_from {
+            self.stats.record_error(kind);
+        }
+        let conn = &mut self.conns[index];
+        conn.stream = None;
+        conn.phase = Phase::Idle;
+        self.start_next(index);
+    }
+
+    fn on_writable(&mut self, index: usize) {
+        let conn = &mut self.conns[index];
+        if conn.phase == Phase::Connecting {
+            let Some(stream) = conn.stream.as_ref() else {
+                return;
+            };
+            // mio's recipe: a writable socket has connected, unless it
+            // carries an error or has no peer yet.
+            match stream.take_error() {
+                Ok(Some(e)) | Err(e) => return self.fail(index, ErrorKind::of_read(&e)),
+                Ok(None) => {}
+            }
+            match stream.peer_addr() {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
+                Err(e) => return self.fail(index, ErrorKind::of_read(&e)),
+            }
+            let took = conn.connect_started.elapsed();
+            conn.phase = Phase::Writing;
+            if Instant::now() >= self.budget.measure_from {
+                self.stats.record_connect(took);
+            }
+        }
+        let conn = &mut self.conns[index];
+        if conn.phase != Phase::Writing {
+            return;
+        }
+        let Some(stream) = conn.stream.as_mut() else {
+            return;
+        };
+        while conn.sent < self.request.len() {
+            match stream.write(&self.request[conn.sent..]) {
+                Ok(0) => return self.fail(index, ErrorKind::Write),
+                Ok(n) => conn.sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return self.fail(index, ErrorKind::of_write(&e)),
+            }
+        }
+        conn.phase = Phase::Reading;
+    }
+
+    fn on_readable(&mut self, index: usize) {
+        let conn = &mut self.conns[index];
+        if conn.phase != Phase::Reading {
+            return;
+        }
+        let Some(stream) = conn.stream.as_mut() else {
+            return;
+        };
+        let scratch = &mut self.scratch;
+        let mut closed = false;
+        loop {
+            match stream.read(scratch) {
+                Ok(0) => {
+                    closed = true;
+                    break;
+                }
+                Ok(n) => {
+                    conn.buf.extend_from_slice(&scratch[..n]);
+                    conn.first_byte.get_or_insert_with(Instant::now);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let kind = ErrorKind::of_read(&e);
+                    return self.fail(index, kind);
+                }
+            }
+        }
+        match progress(&conn.buf, closed) {
+            Progress::Complete { head, len } => {
+                let now = Instant::now();
+                if conn.started >= self.budget.measure_from {
+                    let first_byte = conn.first_byte.unwrap_or(now) - conn.started;
+                    self.stats
+                        .record_response(head.status, now - conn.started, first_byte, len);
+                }
+                let reuse =
+                    self.config.keep_alive && head.keep_alive && !closed && len == conn.buf.len();
+                if !reuse {
+                    conn.stream = None;
+                }
+                conn.phase = Phase::Idle;
+                self.start_next(index);
+            }
+            Progress::Invalid => self.fail(index, ErrorKind::BadResponse),
+            Progress::Incomplete if closed => {
+                // A kept-alive connection the server closed before
+                // answering is a reset (the server gave up on it); any
+                // other close before a whole answer, a bad response.
+                let kind = if conn.buf.is_empty() && conn.reused {
+                    ErrorKind::Reset
+                } else {
+                    ErrorKind::BadResponse
+                };
+                self.fail(index, kind);
+            }
+            Progress::Incomplete => {}
+        }
+    }
+}

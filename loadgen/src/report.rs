@@ -1,0 +1,155 @@
+//! The summary printed after a run, in the spirit of oha's and wrk's.
+
+use std::fmt;
+
+use crate::config::LoadConfig;
+use crate::engine::Report;
+use crate::stats::ErrorKind;
+
+fn ms(ns: f64) -> String {
+    if ns >= 1e9 {
+        format!("{:.3} s", ns / 1e9)
+    } else if ns >= 1e6 {
+        format!("{:.3} ms", ns / 1e6)
+    } else {
+        format!("{:.1} µs", ns / 1e3)
+    }
+}
+
+fn bytes(n: f64) -> String {
+    if n >= 1024.0 * 1024.0 {
+        format!("{:.2} MiB", n / 1024.0 / 1024.0)
+    } else if n >= 1024.0 {
+        format!("{:.1} KiB", n / 1024.0)
+    } else {
+        format!("{n:.0} B")
+    }
+}
+
+/// A report together with the settings that produced it.
+pub struct Summary<'a> {
+    /// What was measured.
+    pub report: &'a Report,
+    /// How.
+    pub config: &'a LoadConfig,
+}
+
+impl fmt::Display for Summary<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let stats = &self.report.stats;
+        let secs = self.report.elapsed.as_secs_f64().max(1e-9);
+        let completed = stats.completed();
+        let failed = stats.failed();
+        let attempted = completed + failed;
+        writeln!(f, "Summary:")?;
+        if attempted > 0 {
+            writeln!(
+                f,
+                "  Success rate:  {:.2}%",
+                100.0 * (completed - stats.non_success()) as f64 / attempted as f64
+            )?;
+        }
+        writeln!(
+            f,
+            "  Requests:      {completed} answered, {failed} failed, in {secs:.3} s"
+        )?;
+        writeln!(f, "  Requests/sec:  {:.1}", completed as f64 / secs)?;
+        writeln!(
+            f,
+            "  Transfer:      {} ({}/s)",
+            bytes(stats.bytes as f64),
+            bytes(stats.bytes as f64 / secs)
+        )?;
+        writeln!(
+            f,
+            "  Connections:   {} opened (keep-alive {})",
+            stats.connections,
+            if self.config.keep_alive { "on" } else { "off" }
+        )?;
+        if self.report.cancelled {
+            writeln!(
+                f,
+                "  Interrupted:   the run was stopped early; these are the measurements so far"
+            )?;
+        }
+        let h = &stats.latency;
+        if !h.is_empty() {
+            writeln!(f, "\nLatency (connect or send to last byte):")?;
+            for (label, q) in [
+                ("p50", 0.5),
+                ("p75", 0.75),
+                ("p90", 0.9),
+                ("p99", 0.99),
+                ("p99.9", 0.999),
+                ("p99.99", 0.9999),
+            ] {
+                writeln!(f, "  {label:<7} {:>12}", ms(h.value_at_quantile(q) as f64))?;
+            }
+            writeln!(f, "  {:<7} {:>12}", "max", ms(h.max() as f64))?;
+            writeln!(
+                f,
+                "  {:<7} {:>12}   stdev {}",
+                "mean",
+                ms(h.mean()),
+                ms(h.stdev())
+            )?;
+            if !stats.connect.is_empty() {
+                writeln!(
+                    f,
+                    "  connect p50 {}, p99 {}; first byte p50 {}, p99 {}",
+                    ms(stats.connect.value_at_quantile(0.5) as f64),
+                    ms(stats.connect.value_at_quantile(0.99) as f64),
+                    ms(stats.first_byte.value_at_quantile(0.5) as f64),
+                    ms(stats.first_byte.value_at_quantile(0.99) as f64),
+                )?;
+            }
+            writeln!(f, "\nHistogram (log-spaced buckets):")?;
+            let (low, high) = (h.min().max(1) as f64, h.max().max(1) as f64);
+            let rows: usize = 10;
+            let ratio = (high / low).powf(1.0 / rows as f64).max(1.0 + 1e-9);
+            let edges: Vec<u64> = (0..=rows)
+                .map(|i| (low * ratio.powi(i as i32)) as u64)
+                .collect();
+            let counts: Vec<u64> = edges
+                .windows(2)
+                .enumerate()
+                .map(|(i, w)| {
+                    let upper = if i + 1 == rows {
+                        h.max()
+                    } else {
+                        w[1].saturating_sub(1)
+                    };
+                    h.count_between(w[0], upper.max(w[0]))
+                })
+                .collect();
+            let most = counts.iter().copied().max().unwrap_or(1).max(1);
+            for (i, count) in counts.iter().enumerate() {
+                let bar = "■".repeat(((count * 40).div_ceil(most)) as usize);
+                writeln!(f, "  {:>12} [{count:>8}] {bar}", ms(edges[i + 1] as f64))?;
+            }
+        }
+        if !stats.statuses.is_empty() {
+            write!(f, "\nStatus codes:")?;
+            for (status, n) in &stats.statuses {
+                write!(f, " [{status}] {n}")?;
+            }
+            writeln!(f)?;
+        }
+        if failed > 0 {
+            write!(f, "Errors:")?;
+            for kind in ErrorKind::ALL {
+                if let Some(n) = stats.errors.get(&kind) {
+                    write!(f, " {} {n};", kind.label())?;
+                }
+            }
+            writeln!(f)?;
+        }
+        writeln!(
+            f,
+            "\nLoad model: closed loop, {} connections. Each connection waits for an answer before \
+             sending again, so a stalled server also stalls the requests that would have measured \
+             the stall (coordinated omission): these latencies can look better than users would see.",
+            self.config.connections
+        )
+    }
+}

@@ -1,0 +1,208 @@
+//! What a load run measured: latency histograms (HdrHistogram, ns, 1 ns to
+//! 60 s, 3 significant digits), status codes, errors by kind, bytes. Each
+//! worker fills its own [`Stats`]; they are merged at the end, so memory is
+//! bounded however long the run.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+/// The highest latency a histogram holds; longer ones are clamped to it.
+pub const MAX_LATENCY_NS: u64 = 60_000_000_000;
+
+/// A latency histogram as every part of tracebench records it.
+pub fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_LATENCY_NS, 3).expect("valid histogram bounds")
+}
+
+/// Why a request failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ErrorKind {
+    /// Nothing listens there (ECONNREFUSED).
+    Refused,
+    /// The connection was reset (ECONNRESET, EPIPE).
+    Reset,
+    /// No complete answer within `--timeout`.
+    Timeout,
+    /// Another error while connecting or reading.
+    Read,
+    /// Another error while sending.
+    Write,
+    /// The answer was not HTTP, or the connection closed mid-answer.
+    BadResponse,
+}
+
+impl ErrorKind {
+    /// Every kind, in report order.
+    pub const ALL: [ErrorKind; 6] = [
+        ErrorKind::Refused,
+        ErrorKind::Reset,
+        ErrorKind::Timeout,
+        ErrorKind::Read,
+        ErrorKind::Write,
+        ErrorKind::BadResponse,
+    ];
+
+    /// A short name.
+    pub fn label(self) -> &'static str {
+        match self {
+            ErrorKind::Refused => "refused",
+            ErrorKind::Reset => "reset",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Read => "read",
+            ErrorKind::Write => "write",
+            ErrorKind::BadResponse => "bad response",
+        }
+    }
+
+    /// Classifies an I/O error met while connecting or reading.
+    pub fn of_read(error: &std::io::Error) -> ErrorKind {
+        match error.kind() {
+            std::io::ErrorKind::ConnectionRefused => ErrorKind::Refused,
+            std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::BrokenPipe => ErrorKind::Reset,
+            std::io::ErrorKind::TimedOut => ErrorKind::Timeout,
+            _ => ErrorKind::Read,
+        }
+    }
+
+    /// Classifies an I/O error met while writing.
+    pub fn of_write(error: &std::io::Error) -> ErrorKind {
+        match ErrorKind::of_read(error) {
+            ErrorKind::Read => ErrorKind::Write,
+            kind => kind,
+        }
+    }
+}
+
+/// Everything one worker (or the whole run) measured.
+#[derive(Debug, Clone)]
+pub struct Stats {
+    /// Total time of each completed request: from connect (a new
+    /// connection) or send (a reused one) to the last byte.
+    pub latency: Histogram<u64>,
+    /// Time to connect, for requests that opened a connection.
+    pub connect: Histogram<u64>,
+    /// Time from the start to the first byte of the answer.
+    pub first_byte: Histogram<u64>,
+    /// Completed requests by status code.
+    pub statuses: BTreeMap<u16, u64>,
+    /// Failed requests by kind.
+    pub errors: BTreeMap<ErrorKind, u64>,
+    /// Bytes received.
+    pub bytes: u64,
+    /// Connections opened.
+    pub connections: u64,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            latency: new_histogram(),
+            connect: new_histogram(),
+            first_byte: new_histogram(),
+            statuses: BTreeMap::new(),
+            errors: BTreeMap::new(),
+            bytes: 0,
+            connections: 0,
+        }
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos())
+        .unwrap_or(u64::MAX)
+        .clamp(1, MAX_LATENCY_NS)
+}
+
+impl Stats {
+    /// Records a completed request.
+    pub fn record_response(
+        &mut self,
+        status: u16,
+        total: Duration,
+        first_byte: Duration,
+        bytes: usize,
+    ) {
+        self.latency.saturating_record(nanos(total));
+        self.first_byte.saturating_record(nanos(first_byte));
+        *self.statuses.entry(status).or_insert(0) += 1;
+        self.bytes += bytes as u64;
+    }
+
+    /// Records how long a connect took.
+    pub fn record_connect(&mut self, took: Duration) {
+        self.connect.saturating_record(nanos(took));
+        self.connections += 1;
+    }
+
+    /// Records a failed request.
+    pub fn record_error(&mut self, kind: ErrorKind) {
+        *self.errors.entry(kind).or_insert(0) += 1;
+    }
+
+    /// Adds another worker's measurements.
+    pub fn merge(&mut self, other: &Stats) {
+        // Histograms with the same bounds always add.
+        let _ = self.latency.add(&other.latency);
+        let _ = self.connect.add(&other.connect);
+        let _ = self.first_byte.add(&other.first_byte);
+        for (status, n) in &other.statuses {
+            *self.statuses.entry(*status).or_insert(0) += n;
+        }
+        for (kind, n) in &other.errors {
+            *self.errors.entry(*kind).or_insert(0) += n;
+        }
+        self.bytes += other.bytes;
+        self.connections += other.connections;
+    }
+
+    /// Requests that got an answer (any status).
+    pub fn completed(&self) -> u64 {
+        self.statuses.values().sum()
+    }
+
+    /// Requests that failed.
+    pub fn failed(&self) -> u64 {
+        self.errors.values().sum()
+    }
+
+    /// Requests answered with a status other than 2xx.
+    pub fn non_success(&self) -> u64 {
+        self.statuses
+            .iter()
+            .filter(|(s, _)| !(200..300).contains(*s))
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merging_adds_everything() {
+        let mut a = Stats::default();
+        a.record_response(
+            200,
+            Duration::from_millis(10),
+            Duration::from_millis(9),
+            100,
+        );
+        a.record_error(ErrorKind::Timeout);
+        let mut b = Stats::default();
+        b.record_response(503, Duration::from_millis(30), Duration::from_millis(1), 50);
+        b.record_connect(Duration::from_micros(80));
+        a.merge(&b);
+        assert_eq!((a.completed(), a.failed(), a.non_success()), (2, 1, 1));
+        assert_eq!(a.bytes, 150);
+        assert_eq!(a.latency.len(), 2);
+        assert!(a.latency.max() >= 29_000_000 && a.latency.max() <= 30_100_000);
+        // Latencies beyond the histogram's range are clamped, not lost.
+        a.record_response(200, Duration::from_secs(120), Duration::ZERO, 0);
+        assert_eq!(a.latency.len(), 3);
+    }
+}

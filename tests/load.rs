@@ -1,0 +1,253 @@
+//! `tracebench load` against our own server and against test servers that
+//! misbehave on purpose, each on a loopback port of its own.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use common::*;
+use tracebench_loadgen::stats::ErrorKind;
+use tracebench_loadgen::{LoadConfig, StopAfter, Target, run};
+
+fn config(addr: SocketAddr, path: &str) -> LoadConfig {
+    let mut config = LoadConfig::new(Target::parse(&format!("http://{addr}{path}")).unwrap());
+    config.threads = 2;
+    config
+}
+
+fn never_cancelled() -> Arc<AtomicBool> {
+    Arc::new(AtomicBool::new(false))
+}
+
+#[test]
+fn latencies_counts_and_concurrency_against_a_10ms_server() {
+    let _serial = serial();
+    for keep_alive in [false, true] {
+        // Thread mode reports how many connections it served at once.
+        let mut args = vec!["--mode", "thread", "--delay", "10ms"];
+        if keep_alive {
+            args.push("--keep-alive");
+        }
+        let server = ServerProcess::start(&args);
+        let mut config = config(server.addr, "/");
+        config.connections = 10;
+        config.keep_alive = keep_alive;
+        config.stop = StopAfter::Requests(300);
+        let report = run(&config, never_cancelled()).unwrap();
+        let stats = &report.stats;
+        assert_eq!(
+            stats.completed(),
+            300,
+            "-n is exact (keep-alive {keep_alive})"
+        );
+        assert_eq!(stats.failed(), 0);
+        assert_eq!(stats.statuses.get(&200), Some(&300));
+        let p50 = stats.latency.value_at_quantile(0.5) as f64 / 1e6;
+        assert!(
+            (10.0..=11.5).contains(&p50),
+            "p50 {p50:.3} ms (keep-alive {keep_alive})"
+        );
+        let expected_connections = if keep_alive { 10 } else { 300 };
+        assert_eq!(
+            stats.connections, expected_connections,
+            "keep-alive {keep_alive}"
+        );
+        let (status, summary) = server.stop();
+        assert!(status.success());
+        let at_once: usize = summary
+            .split("at most ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{summary}"));
+        assert!(
+            at_once <= 10,
+            "the server saw {at_once} connections at once with -c 10"
+        );
+    }
+}
+
+/// A test server that accepts on loopback and treats each connection with
+/// `behave`, until the test ends.
+fn misbehaving_server(behave: fn(std::net::TcpStream)) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || behave(stream));
+        }
+    });
+    addr
+}
+
+fn read_request(stream: &mut std::net::TcpStream) {
+    let mut buf = [0u8; 4096];
+    let mut seen = Vec::new();
+    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+#[test]
+fn every_failure_is_counted_under_its_kind_in_bounded_time() {
+    let _serial = serial();
+    let resets = misbehaving_server(|mut s| {
+        read_request(&mut s);
+        // SO_LINGER 0: close sends a reset.
+        socket2::SockRef::from(&s)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+    });
+    let garbage = misbehaving_server(|mut s| {
+        read_request(&mut s);
+        let _ = s.write_all(b"this is not http\r\n\r\n");
+    });
+    let slow = misbehaving_server(|mut s| {
+        read_request(&mut s);
+        std::thread::sleep(Duration::from_secs(3));
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    });
+    let refused = {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+        // Dropped here: nothing listens on that port any more.
+    };
+    for (addr, kind) in [
+        (resets, ErrorKind::Reset),
+        (garbage, ErrorKind::BadResponse),
+        (slow, ErrorKind::Timeout),
+        (refused, ErrorKind::Refused),
+    ] {
+        let mut config = config(addr, "/");
+        config.connections = 2;
+        config.stop = StopAfter::Requests(4);
+        config.timeout = Duration::from_millis(300);
+        let start = Instant::now();
+        let report = run(&config, never_cancelled()).unwrap();
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{kind:?} took {:?}",
+            start.elapsed()
+        );
+        assert_eq!(report.stats.completed(), 0, "{kind:?}");
+        assert_eq!(
+            report.stats.errors.get(&kind),
+            Some(&4),
+            "{kind:?}: {:?}",
+            report.stats.errors
+        );
+        assert_eq!(
+            report.stats.failed(),
+            4,
+            "{kind:?}: {:?}",
+            report.stats.errors
+        );
+    }
+}
+
+#[test]
+fn the_cli_prints_a_summary_exports_histograms_and_sets_its_exit_status() {
+    let _serial = serial();
+    let server = ServerProcess::start(&["--delay", "2ms"]);
+    let dir = tempdir();
+    let csv = dir.path().join("latency.csv");
+    let hgrm = dir.path().join("latency.hgrm");
+    let buckets = dir.path().join("buckets.csv");
+    let url = format!("http://{}/", server.addr);
+    let output = Command::new(BIN)
+        .args(["load", &url, "-c", "4", "-n", "200", "--csv"])
+        .arg(&csv)
+        .arg("--hgrm")
+        .arg(&hgrm)
+        .arg("--buckets-csv")
+        .arg(&buckets)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary = String::from_utf8(output.stdout).unwrap();
+    for needle in [
+        "Requests:      200 answered, 0 failed",
+        "p99.99",
+        "[200] 200",
+        "coordinated omission",
+    ] {
+        assert!(summary.contains(needle), "missing {needle:?} in\n{summary}");
+    }
+    let csv = std::fs::read_to_string(&csv).unwrap();
+    assert!(csv.starts_with("\"Value\",\"Percentile\",\"TotalCount\",\"1/(1-Percentile)\"\n"));
+    assert!(
+        csv.trim_end().ends_with(",1.000000000000,200,Infinity"),
+        "{csv}"
+    );
+    let hgrm = std::fs::read_to_string(&hgrm).unwrap();
+    assert!(hgrm.contains("Total count    =          200]"), "{hgrm}");
+    let buckets = std::fs::read_to_string(&buckets).unwrap();
+    assert!(buckets.trim_end().ends_with(",200"), "{buckets}");
+    assert!(server.stop().0.success());
+
+    // Nothing listens: one clear line and a non-zero exit.
+    let refused = {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let output = Command::new(BIN)
+        .args([
+            "load",
+            &format!("http://{refused}/"),
+            "-n",
+            "5",
+            "--timeout",
+            "1s",
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cannot reach") && stderr.contains("refused"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn bad_input_fails_with_one_clear_line() {
+    for (args, needle) in [
+        (&["load", "not a url"][..], "bad URL"),
+        (
+            &["load", "https://127.0.0.1/"][..],
+            "https is not supported",
+        ),
+        (
+            &["load", "http://127.0.0.1:9/", "-c", "0"][..],
+            "-c must be at least 1",
+        ),
+        (
+            &["load", "http://127.0.0.1:9/", "-n", "0"][..],
+            "-n must be at least 1",
+        ),
+        (
+            &["load", "http://127.0.0.1:9/", "--frobnicate"][..],
+            "unexpected argument",
+        ),
+    ] {
+        let output = Command::new(BIN).args(args).output().unwrap();
+        assert!(!output.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        if needle != "unexpected argument" {
+            assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        }
+    }
+}
