@@ -49,6 +49,13 @@ pub struct LoadArgs {
     /// Event-loop threads (default: one per CPU)
     #[arg(long)]
     threads: Option<usize>,
+    /// Open loop: send this many requests per second on schedule, whatever
+    /// the answers do, and count latency from each planned send time
+    #[arg(long, value_name = "PER_SECOND")]
+    rate: Option<f64>,
+    /// Open loop: at most this many requests in flight (default: -c)
+    #[arg(long, value_name = "N", requires = "rate")]
+    max_inflight: Option<usize>,
     /// Exit non-zero when more than this many requests fail
     #[arg(long, default_value_t = 0)]
     max_errors: u64,
@@ -98,6 +105,11 @@ impl LoadArgs {
         config.warmup = self.warmup;
         if let Some(threads) = self.threads {
             config.threads = threads;
+        }
+        config.rate = self.rate;
+        if let Some(n) = self.max_inflight {
+            // In flight means on a connection: the pool is the bound.
+            config.connections = n;
         }
         config.validate()?;
         Ok(config)

@@ -94,6 +94,9 @@ pub struct LoadConfig {
     pub warmup: Duration,
     /// Event-loop threads (at most one per connection).
     pub threads: usize,
+    /// Open loop: requests per second, sent on schedule whatever the
+    /// answers do; `None` is the closed loop.
+    pub rate: Option<f64>,
 }
 
 impl LoadConfig {
@@ -110,6 +113,7 @@ impl LoadConfig {
             timeout: Duration::from_secs(10),
             warmup: Duration::ZERO,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            rate: None,
         }
     }
 
@@ -131,6 +135,11 @@ impl LoadConfig {
         }
         if self.threads == 0 {
             return Err(LoadError::BadConfig("--threads must be at least 1".into()));
+        }
+        if self.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+            return Err(LoadError::BadConfig(
+                "--rate must be a positive number of requests per second".into(),
+            ));
         }
         Ok(())
     }

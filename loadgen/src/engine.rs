@@ -43,6 +43,13 @@ impl Budget {
         self.cancel.load(Ordering::Relaxed) || self.deadline.is_some_and(|d| now >= d)
     }
 
+    /// Whether a `-n` budget is used up.
+    fn exhausted(&self) -> bool {
+        self.remaining
+            .as_ref()
+            .is_some_and(|r| r.load(Ordering::Relaxed) == 0)
+    }
+
     /// Takes one request from the budget. During the warm-up requests are
     /// free (they are not measured either).
     fn take(&self, now: Instant) -> bool {
@@ -79,6 +86,9 @@ struct Conn {
     deadline: Instant,
     /// Whether the current request reuses a kept-alive connection.
     reused: bool,
+    /// When the request was due: its start in the closed loop, its slot
+    /// in the open loop's schedule.
+    planned: Instant,
     done: bool,
 }
 
@@ -91,6 +101,10 @@ struct Worker<'a> {
     stats: Stats,
     /// Where reads land before they are appended to a connection's buffer.
     scratch: Vec<u8>,
+    /// Open loop: when the next request is due, and the gap between two.
+    schedule: Option<(Instant, Duration)>,
+    /// Open loop: connections with no request in flight.
+    free: Vec<usize>,
 }
 
 /// Runs the load described by `config` until it is done or `cancel` is
@@ -123,7 +137,15 @@ pub fn run(config: &LoadConfig, cancel: Arc<AtomicBool>) -> Result<Report, LoadE
                 std::thread::Builder::new()
                     .name(format!("load-{index}"))
                     .spawn_scoped(scope, move || {
-                        Worker::new(config, request, budget, share)?.run()
+                        let mut worker = Worker::new(config, request, budget, share)?;
+                        if let Some(rate) = config.rate {
+                            // Each worker keeps its share of the rate, its
+                            // slots staggered against the other workers'.
+                            let gap = Duration::from_secs_f64(threads as f64 / rate);
+                            let offset = gap.mul_f64(index as f64 / threads as f64);
+                            worker.schedule = Some((start + offset, gap));
+                        }
+                        worker.run()
                     })
                     .map_err(|e| LoadError::Io("starting a load thread", e))
             })
@@ -164,6 +186,7 @@ impl<'a> Worker<'a> {
                 first_byte: None,
                 deadline: now,
                 reused: false,
+                planned: now,
                 done: false,
             })
             .collect();
@@ -175,12 +198,19 @@ impl<'a> Worker<'a> {
             conns,
             stats: Stats::default(),
             scratch: vec![0; 16 * 1024],
+            schedule: None,
+            free: Vec::new(),
         })
     }
 
     fn run(mut self) -> Result<Stats, LoadError> {
-        for index in 0..self.conns.len() {
-            self.start_next(index);
+        if self.schedule.is_some() {
+            self.free = (0..self.conns.len()).rev().collect();
+            self.dispatch();
+        } else {
+            for index in 0..self.conns.len() {
+                self.start_next(index);
+            }
         }
         let mut events = Events::with_capacity(1024);
         loop {
@@ -193,13 +223,25 @@ impl<'a> Worker<'a> {
             if self.conns.iter().all(|c| c.done) {
                 break;
             }
-            let next_deadline = self
+            // Open loop with -n: every request was sent and has ended.
+            if self.schedule.is_some()
+                && self.budget.exhausted()
+                && self.conns.iter().all(|c| c.phase == Phase::Idle)
+            {
+                break;
+            }
+            let mut next_deadline = self
                 .conns
                 .iter()
                 .filter(|c| c.phase != Phase::Idle)
                 .map(|c| c.deadline)
                 .min()
                 .unwrap_or(now + Duration::from_millis(100));
+            if let Some((due, _)) = self.schedule
+                && !self.free.is_empty()
+            {
+                next_deadline = next_deadline.min(due);
+            }
             // Wake at least every 100 ms to notice -z's end and Ctrl-C.
             let wait = next_deadline
                 .saturating_duration_since(now)
@@ -226,13 +268,25 @@ impl<'a> Worker<'a> {
                     self.fail(index, ErrorKind::Timeout);
                 }
             }
+            self.dispatch();
         }
         Ok(self.stats)
     }
 
-    /// Begins the next request on connection `index`, or retires it when
-    /// the budget is spent.
+    /// After a request on connection `index` ended: in the closed loop,
+    /// begin the next one at once (or retire the connection when the budget
+    /// is spent); in the open loop, hand the connection back to the
+    /// schedule.
     fn start_next(&mut self, index: usize) {
+        if self.schedule.is_some() {
+            self.conns[index].phase = Phase::Idle;
+            if !self.config.keep_alive {
+                self.conns[index].stream = None;
+            }
+            self.free.push(index);
+            self.dispatch();
+            return;
+        }
         // A refused connect fails at once; loop rather than recurse.
         loop {
             let now = Instant::now();
@@ -243,42 +297,85 @@ impl<'a> Worker<'a> {
                 conn.done = true;
                 return;
             }
-            let conn = &mut self.conns[index];
-            conn.started = now;
-            conn.deadline = now + self.config.timeout;
-            conn.buf.clear();
-            conn.sent = 0;
-            conn.first_byte = None;
-            conn.reused = conn.stream.is_some();
-            if conn.stream.is_some() {
-                conn.phase = Phase::Writing;
-                self.on_writable(index);
+            if self.begin(index, now) {
                 return;
             }
-            let addr = self.config.target.addrs[0];
-            match TcpStream::connect(addr) {
-                Ok(mut stream) => {
-                    let registered = self.poll.registry().register(
-                        &mut stream,
-                        Token(index),
-                        Interest::READABLE | Interest::WRITABLE,
-                    );
-                    if let Err(e) = registered {
-                        self.stats.record_error(ErrorKind::of_read(&e));
-                        continue;
+            // Avoid spinning on a target that refuses instantly.
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Open loop: starts every request whose slot has come, on free
+    /// connections. A request that finds no free connection waits for one,
+    /// and the wait counts in its latency (measured from its slot): a
+    /// stalled server cannot hide the requests it delayed.
+    fn dispatch(&mut self) {
+        let Some((mut due, gap)) = self.schedule else {
+            return;
+        };
+        loop {
+            let now = Instant::now();
+            if due > now {
+                break;
+            }
+            let Some(index) = self.free.pop() else { break };
+            if !self.budget.take(now) {
+                self.free.push(index);
+                for conn in &mut self.conns {
+                    if conn.phase == Phase::Idle {
+                        conn.done = true;
                     }
-                    let conn = &mut self.conns[index];
-                    let _ = stream.set_nodelay(true);
-                    conn.stream = Some(stream);
-                    conn.connect_started = now;
-                    conn.phase = Phase::Connecting;
-                    return;
                 }
-                Err(e) => {
+                break;
+            }
+            if !self.begin(index, due) {
+                self.free.push(index);
+            }
+            due += gap;
+        }
+        self.schedule = Some((due, gap));
+    }
+
+    /// Starts a request due at `planned` on connection `index`; false if
+    /// the connect failed at once (the error is counted).
+    fn begin(&mut self, index: usize, planned: Instant) -> bool {
+        let now = Instant::now();
+        let conn = &mut self.conns[index];
+        conn.started = now;
+        conn.planned = planned;
+        conn.deadline = now + self.config.timeout;
+        conn.buf.clear();
+        conn.sent = 0;
+        conn.first_byte = None;
+        conn.reused = conn.stream.is_some();
+        if conn.stream.is_some() {
+            conn.phase = Phase::Writing;
+            self.on_writable(index);
+            return true;
+        }
+        let addr = self.config.target.addrs[0];
+        let result = TcpStream::connect(addr).and_then(|mut stream| {
+            self.poll.registry().register(
+                &mut stream,
+                Token(index),
+                Interest::READABLE | Interest::WRITABLE,
+            )?;
+            Ok(stream)
+        });
+        match result {
+            Ok(stream) => {
+                let _ = stream.set_nodelay(true);
+                let conn = &mut self.conns[index];
+                conn.stream = Some(stream);
+                conn.connect_started = now;
+                conn.phase = Phase::Connecting;
+                true
+            }
+            Err(e) => {
+                if now >= self.budget.measure_from {
                     self.stats.record_error(ErrorKind::of_read(&e));
-                    // Avoid spinning on a target that refuses instantly.
-                    std::thread::sleep(Duration::from_millis(1));
                 }
+                false
             }
         }
     }
@@ -366,10 +463,14 @@ impl<'a> Worker<'a> {
         match progress(&conn.buf, closed) {
             Progress::Complete { head, len } => {
                 let now = Instant::now();
-                if conn.started >= self.budget.measure_from {
+                if conn.planned >= self.budget.measure_from {
                     let first_byte = conn.first_byte.unwrap_or(now) - conn.started;
                     self.stats
                         .record_response(head.status, now - conn.started, first_byte, len);
+                    if self.schedule.is_some() {
+                        self.stats
+                            .record_schedule(now - conn.planned, conn.started - conn.planned);
+                    }
                 }
                 let reuse =
                     self.config.keep_alive && head.keep_alive && !closed && len == conn.buf.len();

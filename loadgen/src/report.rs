@@ -72,17 +72,30 @@ impl fmt::Display for Summary<'_> {
                 "  Interrupted:   the run was stopped early; these are the measurements so far"
             )?;
         }
-        let h = &stats.latency;
+        let open_loop = !stats.corrected.is_empty();
+        let h = if open_loop {
+            &stats.corrected
+        } else {
+            &stats.latency
+        };
+        let quantiles = [
+            ("p50", 0.5),
+            ("p75", 0.75),
+            ("p90", 0.9),
+            ("p99", 0.99),
+            ("p99.9", 0.999),
+            ("p99.99", 0.9999),
+        ];
         if !h.is_empty() {
-            writeln!(f, "\nLatency (connect or send to last byte):")?;
-            for (label, q) in [
-                ("p50", 0.5),
-                ("p75", 0.75),
-                ("p90", 0.9),
-                ("p99", 0.99),
-                ("p99.9", 0.999),
-                ("p99.99", 0.9999),
-            ] {
+            if open_loop {
+                writeln!(
+                    f,
+                    "\nLatency from each request's planned send time (open loop; the one to trust):"
+                )?;
+            } else {
+                writeln!(f, "\nLatency (connect or send to last byte):")?;
+            }
+            for (label, q) in quantiles {
                 writeln!(f, "  {label:<7} {:>12}", ms(h.value_at_quantile(q) as f64))?;
             }
             writeln!(f, "  {:<7} {:>12}", "max", ms(h.max() as f64))?;
@@ -93,6 +106,24 @@ impl fmt::Display for Summary<'_> {
                 ms(h.mean()),
                 ms(h.stdev())
             )?;
+            if open_loop {
+                let actual = &stats.latency;
+                let late = &stats.lateness;
+                writeln!(
+                    f,
+                    "  from the actual send: p50 {}, p99 {}, max {}",
+                    ms(actual.value_at_quantile(0.5) as f64),
+                    ms(actual.value_at_quantile(0.99) as f64),
+                    ms(actual.max() as f64)
+                )?;
+                writeln!(
+                    f,
+                    "  sent late by: p50 {}, p99 {}, max {} (the generator's own lateness, and waits for a free connection)",
+                    ms(late.value_at_quantile(0.5) as f64),
+                    ms(late.value_at_quantile(0.99) as f64),
+                    ms(late.max() as f64)
+                )?;
+            }
             if !stats.connect.is_empty() {
                 writeln!(
                     f,
@@ -144,12 +175,22 @@ impl fmt::Display for Summary<'_> {
             }
             writeln!(f)?;
         }
-        writeln!(
-            f,
-            "\nLoad model: closed loop, {} connections. Each connection waits for an answer before \
-             sending again, so a stalled server also stalls the requests that would have measured \
-             the stall (coordinated omission): these latencies can look better than users would see.",
-            self.config.connections
-        )
+        match self.config.rate {
+            Some(rate) => writeln!(
+                f,
+                "\nLoad model: open loop, {rate} requests/s on schedule, at most {} in flight; latency \
+                 counts from each request's planned send time, so a stall cannot hide the requests \
+                 it delayed.",
+                self.config.connections
+            ),
+            None => writeln!(
+                f,
+                "\nLoad model: closed loop, {} connections. Each connection waits for an answer before \
+                 sending again, so a stalled server also stalls the requests that would have measured \
+                 the stall (coordinated omission): these latencies can look better than users would \
+                 see. --rate measures an open loop.",
+                self.config.connections
+            ),
+        }
     }
 }

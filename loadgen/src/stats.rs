@@ -80,8 +80,8 @@ impl ErrorKind {
 /// Everything one worker (or the whole run) measured.
 #[derive(Debug, Clone)]
 pub struct Stats {
-    /// Total time of each completed request: from connect (a new
-    /// connection) or send (a reused one) to the last byte.
+    /// Total time of each completed request from its actual start: its
+    /// connect (a new connection) or send (a reused one), to the last byte.
     pub latency: Histogram<u64>,
     /// Time to connect, for requests that opened a connection.
     pub connect: Histogram<u64>,
@@ -91,6 +91,14 @@ pub struct Stats {
     pub statuses: BTreeMap<u16, u64>,
     /// Failed requests by kind.
     pub errors: BTreeMap<ErrorKind, u64>,
+    /// Open loop only: latency from each request's planned send time, so
+    /// time spent waiting behind a stalled server counts (no coordinated
+    /// omission). Empty in the closed loop, where `latency` is all there is.
+    pub corrected: Histogram<u64>,
+    /// Open loop only: how late each request was sent after its planned
+    /// time (the generator's own lateness, including waiting for a free
+    /// connection).
+    pub lateness: Histogram<u64>,
     /// Bytes received.
     pub bytes: u64,
     /// Connections opened.
@@ -103,6 +111,8 @@ impl Default for Stats {
             latency: new_histogram(),
             connect: new_histogram(),
             first_byte: new_histogram(),
+            corrected: new_histogram(),
+            lateness: new_histogram(),
             statuses: BTreeMap::new(),
             errors: BTreeMap::new(),
             bytes: 0,
@@ -132,6 +142,13 @@ impl Stats {
         self.bytes += bytes as u64;
     }
 
+    /// Records an open-loop request's latency from its planned time and its
+    /// lateness.
+    pub fn record_schedule(&mut self, from_planned: Duration, late: Duration) {
+        self.corrected.saturating_record(nanos(from_planned));
+        self.lateness.saturating_record(nanos(late));
+    }
+
     /// Records how long a connect took.
     pub fn record_connect(&mut self, took: Duration) {
         self.connect.saturating_record(nanos(took));
@@ -149,6 +166,8 @@ impl Stats {
         let _ = self.latency.add(&other.latency);
         let _ = self.connect.add(&other.connect);
         let _ = self.first_byte.add(&other.first_byte);
+        let _ = self.corrected.add(&other.corrected);
+        let _ = self.lateness.add(&other.lateness);
         for (status, n) in &other.statuses {
             *self.statuses.entry(*status).or_insert(0) += n;
         }
