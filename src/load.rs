@@ -8,8 +8,16 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use hdrhistogram::serialization::V2DeflateSerializer;
+use hdrhistogram::serialization::interval_log::{IntervalLogWriter, IntervalLogWriterBuilder};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::IsTerminal;
+use std::time::SystemTime;
+use tracebench_loadgen::Snapshot;
 use tracebench_loadgen::export::{VALUE_UNIT, write_buckets_csv, write_hgrm, write_percentile_csv};
+use tracebench_loadgen::hlog::MAX_VALUE_DIVISOR;
 use tracebench_loadgen::report::Summary;
+use tracebench_loadgen::stats::new_histogram;
 use tracebench_loadgen::{LoadConfig, StopAfter, Target};
 
 use crate::parse_duration;
@@ -68,6 +76,13 @@ pub struct LoadArgs {
     /// Write the latency buckets as lower_ns,upper_ns,count,cumulative_count
     #[arg(long, value_name = "FILE")]
     buckets_csv: Option<PathBuf>,
+    /// Write an HdrHistogram interval log (V2 + DEFLATE, one histogram per
+    /// second), for HistogramLogAnalyzer or `tracebench merge`
+    #[arg(long, value_name = "FILE")]
+    hlog: Option<PathBuf>,
+    /// Print the summary as JSON instead of text
+    #[arg(long)]
+    json: bool,
 }
 
 fn create(path: &Path) -> anyhow::Result<BufWriter<File>> {
@@ -116,6 +131,81 @@ impl LoadArgs {
     }
 }
 
+/// Interval-log state: intervals of one second built from the engine's
+/// 100 ms snapshots, written as each second completes.
+struct SecondsLog<'a, 'b> {
+    writer: IntervalLogWriter<'a, 'b, BufWriter<File>, V2DeflateSerializer>,
+    current: Option<(u64, hdrhistogram::Histogram<u64>)>,
+}
+
+impl SecondsLog<'_, '_> {
+    fn add(&mut self, snapshot: &Snapshot) -> anyhow::Result<()> {
+        if snapshot.warmup {
+            return Ok(());
+        }
+        let second = snapshot.start.as_secs();
+        if let Some((current, _)) = &self.current
+            && *current != second
+        {
+            self.flush()?;
+        }
+        let (_, histogram) = self
+            .current
+            .get_or_insert_with(|| (second, new_histogram()));
+        let _ = histogram.add(&snapshot.latency);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        if let Some((second, histogram)) = self.current.take() {
+            self.writer
+                .write_histogram(
+                    &histogram,
+                    Duration::from_secs(second),
+                    Duration::from_secs(1),
+                    None,
+                )
+                .map_err(|e| anyhow::anyhow!("writing the interval log: {e:?}"))?;
+        }
+        Ok(())
+    }
+}
+
+fn percentiles_ms(h: &hdrhistogram::Histogram<u64>) -> serde_json::Value {
+    let at = |q: f64| h.value_at_quantile(q) as f64 / 1e6;
+    serde_json::json!({
+        "p50": at(0.5), "p75": at(0.75), "p90": at(0.9), "p99": at(0.99),
+        "p99.9": at(0.999), "p99.99": at(0.9999), "max": h.max() as f64 / 1e6,
+        "mean": h.mean() / 1e6, "stdev": h.stdev() / 1e6, "count": h.len(),
+    })
+}
+
+fn json_summary(report: &tracebench_loadgen::Report, config: &LoadConfig) -> serde_json::Value {
+    let stats = &report.stats;
+    let secs = report.elapsed.as_secs_f64().max(1e-9);
+    serde_json::json!({
+        "url": format!("http://{}:{}{}", config.target.host, config.target.port, config.target.path),
+        "load_model": if config.rate.is_some() { "open" } else { "closed" },
+        "rate": config.rate,
+        "connections": config.connections,
+        "keep_alive": config.keep_alive,
+        "elapsed_s": secs,
+        "completed": stats.completed(),
+        "failed": stats.failed(),
+        "requests_per_s": stats.completed() as f64 / secs,
+        "bytes": stats.bytes,
+        "connections_opened": stats.connections,
+        "latency_ms": percentiles_ms(&stats.latency),
+        "latency_from_planned_ms": (!stats.corrected.is_empty()).then(|| percentiles_ms(&stats.corrected)),
+        "lateness_ms": (!stats.lateness.is_empty()).then(|| percentiles_ms(&stats.lateness)),
+        "connect_ms": percentiles_ms(&stats.connect),
+        "first_byte_ms": percentiles_ms(&stats.first_byte),
+        "statuses": stats.statuses.iter().map(|(k, v)| (k.to_string(), *v)).collect::<std::collections::BTreeMap<_, _>>(),
+        "errors": stats.errors.iter().map(|(k, v)| (k.label(), *v)).collect::<std::collections::BTreeMap<_, _>>(),
+        "cancelled": report.cancelled,
+    })
+}
+
 /// Runs `tracebench load`; returns the exit code.
 pub fn run(args: LoadArgs) -> anyhow::Result<u8> {
     let config = args.config()?;
@@ -123,33 +213,95 @@ pub fn run(args: LoadArgs) -> anyhow::Result<u8> {
     let csv = args.csv.as_deref().map(create).transpose()?;
     let hgrm = args.hgrm.as_deref().map(create).transpose()?;
     let buckets = args.buckets_csv.as_deref().map(create).transpose()?;
+    let mut hlog_file = args.hlog.as_deref().map(create).transpose()?;
+    let mut serializer = V2DeflateSerializer::new();
+    let mut log = match hlog_file.as_mut() {
+        Some(file) => {
+            let now = SystemTime::now();
+            let writer = IntervalLogWriterBuilder::new()
+                .add_comment("tracebench load; values in nanoseconds")
+                .with_start_time(now)
+                .with_base_time(now)
+                .with_max_value_divisor(MAX_VALUE_DIVISOR)
+                .begin_log_with(file, &mut serializer)
+                .map_err(|e| anyhow::anyhow!("writing the interval log: {e}"))?;
+            Some(SecondsLog {
+                writer,
+                current: None,
+            })
+        }
+        None => None,
+    };
     let cancel = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&cancel))
             .context("installing signal handlers")?;
     }
-    let report = tracebench_loadgen::run(&config, cancel)?;
+    let progress = (!args.json && std::io::stderr().is_terminal()).then(|| progress_bar(&config));
+    let mut done = 0u64;
+    let mut log_error = None;
+    let report = tracebench_loadgen::run_observed(&config, cancel, |snapshot| {
+        if let Some(log) = log.as_mut()
+            && log_error.is_none()
+            && let Err(e) = log.add(snapshot)
+        {
+            log_error = Some(e);
+        }
+        if let Some(bar) = &progress {
+            done += snapshot.completed() + snapshot.failed();
+            let elapsed = snapshot.start + snapshot.duration;
+            match config.stop {
+                StopAfter::Requests(_) => bar.set_position(done),
+                StopAfter::Duration(_) => bar.set_position(elapsed.as_millis() as u64),
+            }
+            let p99 = snapshot.latency.value_at_quantile(0.99) as f64 / 1e6;
+            bar.set_message(format!(
+                "{:.0} req/s, p99 {p99:.2} ms, {} in flight, {} errors",
+                snapshot.completed() as f64 / snapshot.duration.as_secs_f64(),
+                snapshot.in_flight,
+                snapshot.failed()
+            ));
+        }
+    })?;
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+    if let Some(e) = log_error {
+        return Err(e);
+    }
+    if let Some(mut log) = log {
+        log.flush()?;
+    }
+    drop(hlog_file.as_mut().map(|f| f.flush()));
     let stats = &report.stats;
+    let primary = stats.primary();
     if let Some(out) = csv {
-        write_percentile_csv(&stats.latency, out).context("writing the CSV")?;
+        write_percentile_csv(primary, out).context("writing the CSV")?;
     }
     if let Some(out) = hgrm {
-        write_hgrm(&stats.latency, out).context("writing the .hgrm")?;
+        write_hgrm(primary, out).context("writing the .hgrm")?;
     }
     if let Some(out) = buckets {
-        write_buckets_csv(&stats.latency, out).context("writing the bucket CSV")?;
+        write_buckets_csv(primary, out).context("writing the bucket CSV")?;
     }
     let mut stdout = std::io::stdout().lock();
-    write!(
-        stdout,
-        "{}",
-        Summary {
-            report: &report,
-            config: &config
+    if args.json {
+        writeln!(stdout, "{}", json_summary(&report, &config))?;
+    } else {
+        write!(
+            stdout,
+            "{}",
+            Summary {
+                report: &report,
+                config: &config
+            }
+        )?;
+        if args.csv.is_some() || args.hgrm.is_some() || args.hlog.is_some() {
+            writeln!(
+                stdout,
+                "Histogram exports are in {VALUE_UNIT} (the .hlog holds nanoseconds, shown as ms)."
+            )?;
         }
-    )?;
-    if args.csv.is_some() || args.hgrm.is_some() {
-        writeln!(stdout, "Histogram exports are in {VALUE_UNIT}.")?;
     }
     stdout.flush()?;
     let failed = stats.failed();
@@ -168,4 +320,58 @@ pub fn run(args: LoadArgs) -> anyhow::Result<u8> {
         );
     }
     Ok(0)
+}
+
+fn progress_bar(config: &LoadConfig) -> ProgressBar {
+    let (length, unit) = match config.stop {
+        StopAfter::Requests(n) => (n, "requests"),
+        StopAfter::Duration(d) => (d.as_millis() as u64, "ms"),
+    };
+    let bar = ProgressBar::new(length);
+    let template = format!("{{bar:40}} {{pos}}/{{len}} {unit} {{msg}}");
+    if let Ok(style) = ProgressStyle::with_template(&template) {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// Arguments of `tracebench merge`.
+#[derive(clap::Args, Debug)]
+pub struct MergeArgs {
+    /// Interval logs (.hlog) to add together
+    #[arg(required = true, num_args = 2..)]
+    logs: Vec<PathBuf>,
+    /// Where to write the merged log
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    output: PathBuf,
+    /// Intervals starting in the same period (by wall-clock time) are added
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    period: Duration,
+}
+
+/// Runs `tracebench merge`.
+pub fn merge(args: MergeArgs) -> anyhow::Result<()> {
+    let mut logs = Vec::new();
+    for path in &args.logs {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let log = tracebench_loadgen::hlog::read_log(&bytes)
+            .with_context(|| format!("reading {}", path.display()))?;
+        logs.push(log);
+    }
+    let merged = tracebench_loadgen::hlog::merge(&logs, args.period);
+    let base = merged
+        .first()
+        .map_or(SystemTime::now(), |i| SystemTime::UNIX_EPOCH + i.start);
+    let mut out = create(&args.output)?;
+    tracebench_loadgen::hlog::write_log(&mut out, base, &merged)?;
+    out.flush()?;
+    let total: u64 = merged.iter().map(|i| i.histogram.len()).sum();
+    eprintln!(
+        "tracebench merge: {} logs, {} intervals, {total} values written to {}",
+        args.logs.len(),
+        merged.len(),
+        args.output.display()
+    );
+    Ok(())
 }

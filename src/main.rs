@@ -68,6 +68,9 @@ enum Command {
         Exit status: 0 when every request succeeded; 1 when more than --max-errors failed \
         or the target could not be reached.")]
     Load(load::LoadArgs),
+    /// Add HdrHistogram interval logs (.hlog) interval by interval
+    #[command(after_help = "Example:\n  tracebench merge gen1.hlog gen2.hlog -o all.hlog")]
+    Merge(load::MergeArgs),
     /// Print a shell completion script to standard output
     #[command(after_help = "Example:\n  tracebench completions zsh > ~/.zfunc/_tracebench")]
     Completions {
@@ -85,6 +88,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Trace(args)) => trace::run(args).map(ExitCode::from),
         Some(Command::Export(args)) => export::run(args).map(|()| ExitCode::SUCCESS),
         Some(Command::Load(args)) => load::run(args).map(ExitCode::from),
+        Some(Command::Merge(args)) => load::merge(args).map(|()| ExitCode::SUCCESS),
         Some(Command::Serve(args)) => serve::run(args.into()).map(|()| ExitCode::SUCCESS),
         Some(Command::Completions { shell }) => {
             clap_complete::generate(

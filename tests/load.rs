@@ -308,3 +308,59 @@ fn the_open_loop_shows_a_stall_that_the_actual_send_times_hide() {
         report.elapsed
     );
 }
+
+#[test]
+fn interval_logs_read_back_and_merge_and_json_is_complete() {
+    let _serial = serial();
+    let server = ServerProcess::start(&["--delay", "1ms"]);
+    let dir = tempdir();
+    let url = format!("http://{}/", server.addr);
+    let mut counts = Vec::new();
+    let mut logs = Vec::new();
+    for (name, extra) in [
+        ("closed.hlog", &[][..]),
+        ("open.hlog", &["--rate", "400"][..]),
+    ] {
+        let log = dir.path().join(name);
+        let output = Command::new(BIN)
+            .args(["load", &url, "-c", "3", "-n", "600", "--json", "--hlog"])
+            .arg(&log)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(json["completed"], 600);
+        assert_eq!(json["statuses"]["200"], 600);
+        assert_eq!(
+            json["load_model"],
+            if extra.is_empty() { "closed" } else { "open" }
+        );
+        assert_eq!(json["latency_from_planned_ms"].is_null(), extra.is_empty());
+        let intervals = tracebench_loadgen::hlog::read_log(&std::fs::read(&log).unwrap()).unwrap();
+        let logged: u64 = intervals.iter().map(|i| i.histogram.len()).sum();
+        assert_eq!(logged, 600, "{name}: every measured request is in the log");
+        counts.push(logged);
+        logs.push(log);
+    }
+    let merged = dir.path().join("merged.hlog");
+    let status = Command::new(BIN)
+        .arg("merge")
+        .args(&logs)
+        .arg("-o")
+        .arg(&merged)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let intervals = tracebench_loadgen::hlog::read_log(&std::fs::read(&merged).unwrap()).unwrap();
+    assert_eq!(
+        intervals.iter().map(|i| i.histogram.len()).sum::<u64>(),
+        counts.iter().sum::<u64>()
+    );
+    assert!(intervals.windows(2).all(|w| w[0].start < w[1].start));
+    assert!(server.stop().0.success());
+}

@@ -5,9 +5,11 @@
 //! That is wrk's design, and for the same reason: on a 2-core machine the
 //! generator must not spend the cores the server needs.
 
+use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
@@ -16,7 +18,70 @@ use mio::{Events, Interest, Poll, Token};
 use crate::LoadError;
 use crate::config::{LoadConfig, StopAfter};
 use crate::response::{Progress, progress};
-use crate::stats::{ErrorKind, Stats};
+use crate::stats::{ErrorKind, Stats, new_histogram};
+
+/// How often workers report what they measured while the run goes on.
+pub const SNAPSHOT_INTERVAL: Duration = Duration::from_millis(100);
+
+/// What the run measured in one [`SNAPSHOT_INTERVAL`], all workers merged:
+/// what a live view draws.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Which interval (0 from the start of the run).
+    pub index: u64,
+    /// When the interval began, since the start of the run (warm-up
+    /// included).
+    pub start: Duration,
+    /// Its length.
+    pub duration: Duration,
+    /// Latencies of the requests completed in it (from the planned send
+    /// time in the open loop).
+    pub latency: hdrhistogram::Histogram<u64>,
+    /// Requests answered in it, by status.
+    pub statuses: BTreeMap<u16, u64>,
+    /// Requests failed in it, by kind.
+    pub errors: BTreeMap<ErrorKind, u64>,
+    /// Requests in flight at its end.
+    pub in_flight: usize,
+    /// Whether the interval lies in the warm-up (not measured).
+    pub warmup: bool,
+}
+
+impl Snapshot {
+    fn empty(index: u64, start: Duration, warmup: bool) -> Snapshot {
+        Snapshot {
+            index,
+            start,
+            duration: SNAPSHOT_INTERVAL,
+            latency: new_histogram(),
+            statuses: BTreeMap::new(),
+            errors: BTreeMap::new(),
+            in_flight: 0,
+            warmup,
+        }
+    }
+
+    fn merge(&mut self, other: &Snapshot) {
+        let _ = self.latency.add(&other.latency);
+        for (status, n) in &other.statuses {
+            *self.statuses.entry(*status).or_insert(0) += n;
+        }
+        for (kind, n) in &other.errors {
+            *self.errors.entry(*kind).or_insert(0) += n;
+        }
+        self.in_flight += other.in_flight;
+    }
+
+    /// Requests answered in the interval.
+    pub fn completed(&self) -> u64 {
+        self.statuses.values().sum()
+    }
+
+    /// Requests failed in the interval.
+    pub fn failed(&self) -> u64 {
+        self.errors.values().sum()
+    }
+}
 
 /// The result of a run.
 #[derive(Debug, Clone)]
@@ -105,11 +170,28 @@ struct Worker<'a> {
     schedule: Option<(Instant, Duration)>,
     /// Open loop: connections with no request in flight.
     free: Vec<usize>,
+    /// Where this worker's interval reports go.
+    ticks: mpsc::Sender<Snapshot>,
+    /// The interval being filled.
+    tick: Snapshot,
+    /// When the run started (interval 0).
+    run_start: Instant,
 }
 
 /// Runs the load described by `config` until it is done or `cancel` is
 /// set (Ctrl-C), and returns what was measured.
 pub fn run(config: &LoadConfig, cancel: Arc<AtomicBool>) -> Result<Report, LoadError> {
+    run_observed(config, cancel, |_| {})
+}
+
+/// Like [`run`], and calls `observe` on the calling thread with a merged
+/// [`Snapshot`] about every [`SNAPSHOT_INTERVAL`], in order: the feed of a
+/// progress bar, a dashboard or an interval log.
+pub fn run_observed(
+    config: &LoadConfig,
+    cancel: Arc<AtomicBool>,
+    mut observe: impl FnMut(&Snapshot),
+) -> Result<Report, LoadError> {
     config.validate()?;
     let request = config.request_bytes();
     let start = Instant::now();
@@ -127,9 +209,11 @@ pub fn run(config: &LoadConfig, cancel: Arc<AtomicBool>) -> Result<Report, LoadE
         cancel: Arc::clone(&cancel),
     };
     let threads = config.threads.min(config.connections).max(1);
+    let (ticks, reports) = mpsc::channel::<Snapshot>();
     let results: Vec<Result<Stats, LoadError>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|index| {
+                let ticks = ticks.clone();
                 // Connections are dealt out as evenly as they go.
                 let share = config.connections / threads
                     + usize::from(index < config.connections % threads);
@@ -137,7 +221,7 @@ pub fn run(config: &LoadConfig, cancel: Arc<AtomicBool>) -> Result<Report, LoadE
                 std::thread::Builder::new()
                     .name(format!("load-{index}"))
                     .spawn_scoped(scope, move || {
-                        let mut worker = Worker::new(config, request, budget, share)?;
+                        let mut worker = Worker::new(config, request, budget, share, ticks, start)?;
                         if let Some(rate) = config.rate {
                             // Each worker keeps its share of the rate, its
                             // slots staggered against the other workers'.
@@ -150,6 +234,26 @@ pub fn run(config: &LoadConfig, cancel: Arc<AtomicBool>) -> Result<Report, LoadE
                     .map_err(|e| LoadError::Io("starting a load thread", e))
             })
             .collect();
+        drop(ticks);
+        // Merge the workers' intervals and hand each on once every worker
+        // has reported it (they all tick on the same boundaries).
+        let mut pending: BTreeMap<u64, (Snapshot, usize)> = BTreeMap::new();
+        for tick in reports.iter() {
+            let entry = pending
+                .entry(tick.index)
+                .or_insert_with(|| (Snapshot::empty(tick.index, tick.start, tick.warmup), 0));
+            entry.0.merge(&tick);
+            entry.1 += 1;
+            while let Some(entry) = pending.first_entry() {
+                if entry.get().1 < threads {
+                    break;
+                }
+                observe(&entry.remove().0);
+            }
+        }
+        for (_, (snapshot, _)) in std::mem::take(&mut pending) {
+            observe(&snapshot);
+        }
         handles
             .into_iter()
             .map(|h| h.and_then(|h| h.join().unwrap_or(Err(LoadError::WorkerPanicked))))
@@ -173,6 +277,8 @@ impl<'a> Worker<'a> {
         request: &'a [u8],
         budget: &'a Budget,
         connections: usize,
+        ticks: mpsc::Sender<Snapshot>,
+        run_start: Instant,
     ) -> Result<Self, LoadError> {
         let now = Instant::now();
         let conns = (0..connections)
@@ -200,6 +306,9 @@ impl<'a> Worker<'a> {
             scratch: vec![0; 16 * 1024],
             schedule: None,
             free: Vec::new(),
+            ticks,
+            tick: Snapshot::empty(0, Duration::ZERO, run_start < budget.measure_from),
+            run_start,
         })
     }
 
@@ -269,8 +378,35 @@ impl<'a> Worker<'a> {
                 }
             }
             self.dispatch();
+            self.report_ticks(false);
         }
+        self.report_ticks(true);
         Ok(self.stats)
+    }
+
+    /// Sends every finished interval (and, at the end, the current one).
+    fn report_ticks(&mut self, last: bool) {
+        let now = Instant::now();
+        loop {
+            let end = self.run_start + SNAPSHOT_INTERVAL * (self.tick.index as u32 + 1);
+            if !last && now < end {
+                return;
+            }
+            let index = self.tick.index + 1;
+            let start = SNAPSHOT_INTERVAL * index as u32;
+            let next = Snapshot::empty(
+                index,
+                start,
+                self.run_start + start < self.budget.measure_from,
+            );
+            let mut done = std::mem::replace(&mut self.tick, next);
+            done.in_flight = self.conns.iter().filter(|c| c.phase != Phase::Idle).count();
+            // The collector only goes away when the run is over.
+            let _ = self.ticks.send(done);
+            if last {
+                return;
+            }
+        }
     }
 
     /// After a request on connection `index` ended: in the closed loop,
@@ -372,18 +508,23 @@ impl<'a> Worker<'a> {
                 true
             }
             Err(e) => {
-                if now >= self.budget.measure_from {
-                    self.stats.record_error(ErrorKind::of_read(&e));
-                }
+                self.record_error(ErrorKind::of_read(&e));
                 false
             }
         }
     }
 
-    fn fail(&mut self, index: usize, kind: ErrorKind) {
+    /// Counts a failed request, in the totals and in the current interval,
+    /// unless it belongs to the warm-up.
+    fn record_error(&mut self, kind: ErrorKind) {
         if Instant::now() >= self.budget.measure_from {
             self.stats.record_error(kind);
+            *self.tick.errors.entry(kind).or_insert(0) += 1;
         }
+    }
+
+    fn fail(&mut self, index: usize, kind: ErrorKind) {
+        self.record_error(kind);
         let conn = &mut self.conns[index];
         conn.stream = None;
         conn.phase = Phase::Idle;
@@ -467,10 +608,17 @@ impl<'a> Worker<'a> {
                     let first_byte = conn.first_byte.unwrap_or(now) - conn.started;
                     self.stats
                         .record_response(head.status, now - conn.started, first_byte, len);
-                    if self.schedule.is_some() {
+                    let shown = if self.schedule.is_some() {
                         self.stats
                             .record_schedule(now - conn.planned, conn.started - conn.planned);
-                    }
+                        now - conn.planned
+                    } else {
+                        now - conn.started
+                    };
+                    self.tick
+                        .latency
+                        .saturating_record(crate::stats::nanos(shown));
+                    *self.tick.statuses.entry(head.status).or_insert(0) += 1;
                 }
                 let reuse =
                     self.config.keep_alive && head.keep_alive && !closed && len == conn.buf.len();

@@ -18,12 +18,13 @@
 pub mod config;
 mod engine;
 pub mod export;
+pub mod hlog;
 pub mod report;
 pub mod response;
 pub mod stats;
 
 pub use config::{LoadConfig, StopAfter, Target};
-pub use engine::{Report, run};
+pub use engine::{Report, SNAPSHOT_INTERVAL, Snapshot, run, run_observed};
 
 /// Why a run could not start or finish.
 #[derive(Debug, thiserror::Error)]

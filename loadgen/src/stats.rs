@@ -121,7 +121,9 @@ impl Default for Stats {
     }
 }
 
-fn nanos(d: Duration) -> u64 {
+/// A duration as a histogram value: nanoseconds, within the histogram's
+/// range.
+pub fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos())
         .unwrap_or(u64::MAX)
         .clamp(1, MAX_LATENCY_NS)
@@ -176,6 +178,16 @@ impl Stats {
         }
         self.bytes += other.bytes;
         self.connections += other.connections;
+    }
+
+    /// The latencies to report: from the planned send time in the open
+    /// loop, from the actual start in the closed loop.
+    pub fn primary(&self) -> &Histogram<u64> {
+        if self.corrected.is_empty() {
+            &self.latency
+        } else {
+            &self.corrected
+        }
     }
 
     /// Requests that got an answer (any status).
