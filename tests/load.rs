@@ -122,11 +122,7 @@ fn every_failure_is_counted_under_its_kind_in_bounded_time() {
         std::thread::sleep(Duration::from_secs(3));
         let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
     });
-    let refused = {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap()
-        // Dropped here: nothing listens on that port any more.
-    };
+    let refused = unused_loopback_addr();
     for (addr, kind) in [
         (resets, ErrorKind::Reset),
         (garbage, ErrorKind::BadResponse),
@@ -205,10 +201,7 @@ fn the_cli_prints_a_summary_exports_histograms_and_sets_its_exit_status() {
     assert!(server.stop().0.success());
 
     // Nothing listens: one clear line and a non-zero exit.
-    let refused = {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap()
-    };
+    let refused = unused_loopback_addr();
     let output = Command::new(BIN)
         .args([
             "load",

@@ -264,12 +264,8 @@ fn killing_the_tracer_kills_the_spawned_program_and_killing_the_program_ends_the
         .stdin(Stdio::null())
         .spawn()
         .unwrap();
-    let (found, children) = eventually(Duration::from_secs(10), || {
-        let children = children_of(tracer.id() as i32);
-        (!children.is_empty(), children)
-    });
-    assert!(found);
-    let sleeper = children[0].0;
+    let child = first_child_of(tracer.id() as i32);
+    let sleeper = child;
     // Let it exec, so the kill lands on a traced program, not our own
     // forked child (which PR_SET_PDEATHSIG covers).
     let (execed, _) = eventually(Duration::from_secs(10), || {
@@ -305,14 +301,10 @@ fn killing_the_tracer_kills_the_spawned_program_and_killing_the_program_ends_the
         .stdin(Stdio::null())
         .spawn()
         .unwrap();
-    let (found, children) = eventually(Duration::from_secs(10), || {
-        let children = children_of(tracer.id() as i32);
-        (!children.is_empty(), children)
-    });
-    assert!(found);
+    let child = first_child_of(tracer.id() as i32);
     std::thread::sleep(Duration::from_millis(200));
     // SAFETY: SIGKILL to the sleep(1) our tracer started.
-    assert_eq!(unsafe { libc::kill(children[0].0, libc::SIGKILL) }, 0);
+    assert_eq!(unsafe { libc::kill(child, libc::SIGKILL) }, 0);
     let status = tracer.wait().unwrap();
     assert_eq!(status.code(), Some(137));
     let text = std::fs::read_to_string(&out).unwrap();
@@ -404,12 +396,8 @@ fn bad_input_fails_with_one_clear_line() {
         .stdin(Stdio::null())
         .spawn()
         .unwrap();
-    let (found, children) = eventually(Duration::from_secs(10), || {
-        let children = children_of(first.id() as i32);
-        (!children.is_empty(), children)
-    });
-    assert!(found);
-    let (status, stderr) = run(&["trace", "-p", &children[0].0.to_string()]);
+    let child = first_child_of(first.id() as i32);
+    let (status, stderr) = run(&["trace", "-p", &child.to_string()]);
     first.kill().unwrap();
     first.wait().unwrap();
     assert!(!status.success());

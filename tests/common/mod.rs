@@ -300,3 +300,19 @@ pub fn eventually<T>(limit: Duration, mut check: impl FnMut() -> (bool, T)) -> (
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The first child process of `pid`, waiting (bounded) for it to appear.
+pub fn first_child_of(pid: i32) -> i32 {
+    let (found, children) = eventually(Duration::from_secs(10), || {
+        let children = children_of(pid);
+        (!children.is_empty(), children)
+    });
+    assert!(found, "process {pid} started no child");
+    children[0].0
+}
+
+/// A loopback address where nothing listens (bound, then released).
+pub fn unused_loopback_addr() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
