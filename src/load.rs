@@ -54,7 +54,8 @@ pub struct LoadArgs {
     /// Do not measure requests completed in this first stretch
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     warmup: Duration,
-    /// Event-loop threads (default: one per CPU)
+        /// Event-loop threads (default: half the CPUs, leaving the rest to a
+    /// server on the same machine)
     #[arg(long)]
     threads: Option<usize>,
     /// Open loop: send this many requests per second on schedule, whatever
