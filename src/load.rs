@@ -54,8 +54,8 @@ pub struct LoadArgs {
     /// Do not measure requests completed in this first stretch
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     warmup: Duration,
-        /// Event-loop threads (default: half the CPUs, leaving the rest to a
-    /// server on the same machine)
+    /// Event-loop threads (default: half the CPUs with --keep-alive, all of
+    /// them without)
     #[arg(long)]
     threads: Option<usize>,
     /// Open loop: send this many requests per second on schedule, whatever
@@ -120,6 +120,9 @@ impl LoadArgs {
         config.timeout = self.timeout;
         config.warmup = self.warmup;
         if let Some(threads) = self.threads {
+            if threads == 0 {
+                bail!("--threads must be at least 1");
+            }
             config.threads = threads;
         }
         config.rate = self.rate;

@@ -357,3 +357,42 @@ fn interval_logs_read_back_and_merge_and_json_is_complete() {
     assert!(intervals.windows(2).all(|w| w[0].start < w[1].start));
     assert!(server.stop().0.success());
 }
+
+#[test]
+fn ctrl_c_stops_the_run_and_prints_what_was_measured() {
+    let _serial = serial();
+    let server = ServerProcess::start(&["--delay", "5ms"]);
+    let child = Command::new(BIN)
+        .args([
+            "load",
+            &format!("http://{}/", server.addr),
+            "-c",
+            "2",
+            "-z",
+            "60s",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    let start = Instant::now();
+    // SAFETY: SIGINT to the load generator we started.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "Ctrl-C took {:?}",
+        start.elapsed()
+    );
+    assert!(output.status.success());
+    let summary = String::from_utf8(output.stdout).unwrap();
+    assert!(summary.contains("Interrupted:"), "{summary}");
+    let answered: u64 = summary
+        .split("Requests:")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{summary}"));
+    assert!(answered > 20, "{summary}");
+    assert!(server.stop().0.success());
+}

@@ -62,12 +62,16 @@ impl Target {
     }
 }
 
-/// Half the CPUs, at least one: the server under test usually runs on the
-/// same machine, and a generator that takes every core slows it down (on 2
-/// cores against one nginx worker, 1 thread made ~218k req/s, 2 threads
-/// ~175-200k).
-pub fn default_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+/// How many event-loop threads to use when the user did not say. With
+/// keep-alive a request costs the generator little, and the server under
+/// test (usually on the same machine) needs the cores more: half of them.
+/// Without keep-alive every request is also a connect and a close, kernel
+/// work that spreads over threads: all of them. Measured on 2 cores against
+/// one nginx worker: keep-alive 1 thread ~210k req/s, 2 threads 175-200k;
+/// without, 1 thread ~39k, 2 threads ~52k.
+pub fn default_threads(keep_alive: bool) -> usize {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if keep_alive { (cpus / 2).max(1) } else { cpus }
 }
 
 /// When a run ends.
@@ -100,7 +104,8 @@ pub struct LoadConfig {
     pub timeout: Duration,
     /// Requests completed during this first stretch are not measured.
     pub warmup: Duration,
-    /// Event-loop threads (at most one per connection).
+    /// Event-loop threads (at most one per connection); 0 picks
+    /// [`default_threads`].
     pub threads: usize,
     /// Open loop: requests per second, sent on schedule whatever the
     /// answers do; `None` is the closed loop.
@@ -120,7 +125,7 @@ impl LoadConfig {
             body: Vec::new(),
             timeout: Duration::from_secs(10),
             warmup: Duration::ZERO,
-                        threads: default_threads(),
+            threads: 0,
             rate: None,
         }
     }
@@ -141,15 +146,23 @@ impl LoadConfig {
                 "--timeout must be longer than 0".into(),
             ));
         }
-        if self.threads == 0 {
-            return Err(LoadError::BadConfig("--threads must be at least 1".into()));
-        }
+
         if self.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
             return Err(LoadError::BadConfig(
                 "--rate must be a positive number of requests per second".into(),
             ));
         }
         Ok(())
+    }
+
+    /// The number of event-loop threads the run will use.
+    pub fn effective_threads(&self) -> usize {
+        let threads = if self.threads == 0 {
+            default_threads(self.keep_alive)
+        } else {
+            self.threads
+        };
+        threads.min(self.connections).max(1)
     }
 
     /// The request bytes, built once and sent as they are.

@@ -208,7 +208,7 @@ pub fn run_observed(
         measure_from,
         cancel: Arc::clone(&cancel),
     };
-    let threads = config.threads.min(config.connections).max(1);
+    let threads = config.effective_threads();
     let (ticks, reports) = mpsc::channel::<Snapshot>();
     let results: Vec<Result<Stats, LoadError>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
