@@ -333,7 +333,10 @@ fn interval_logs_read_back_and_merge_and_json_is_complete() {
             json["load_model"],
             if extra.is_empty() { "closed" } else { "open" }
         );
-        assert_eq!(json["latency_from_planned_ms"].is_null(), extra.is_empty());
+        assert_eq!(
+            json["latency_from_actual_send_ms"].is_null(),
+            extra.is_empty()
+        );
         let intervals = tracebench_loadgen::hlog::read_log(&std::fs::read(&log).unwrap()).unwrap();
         let logged: u64 = intervals.iter().map(|i| i.histogram.len()).sum();
         assert_eq!(logged, 600, "{name}: every measured request is in the log");
@@ -395,4 +398,52 @@ fn ctrl_c_stops_the_run_and_prints_what_was_measured() {
         .unwrap_or_else(|| panic!("{summary}"));
     assert!(answered > 20, "{summary}");
     assert!(server.stop().0.success());
+}
+
+#[test]
+fn head_requests_and_servers_that_drop_idle_keep_alive_connections() {
+    let _serial = serial();
+    // HEAD answers carry a Content-Length but no body.
+    let server = ServerProcess::start(&["--keep-alive"]);
+    let mut head = config(server.addr, "/");
+    head.method = "HEAD".into();
+    head.keep_alive = true;
+    head.connections = 2;
+    head.stop = StopAfter::Requests(50);
+    head.timeout = Duration::from_secs(2);
+    let report = run(&head, never_cancelled()).unwrap();
+    assert_eq!(
+        (report.stats.completed(), report.stats.failed()),
+        (50, 0),
+        "{:?}",
+        report.stats.errors
+    );
+    assert!(server.stop().0.success());
+
+    // A server that promises keep-alive but closes each connection right
+    // after its answer, as an idle timeout would: every reuse finds the
+    // connection gone and is sent again on a fresh one, not counted as a
+    // failure.
+    let dropping = misbehaving_server(|mut s| {
+        read_request(&mut s);
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok");
+        std::thread::sleep(Duration::from_millis(5));
+    });
+    let mut reuse = config(dropping, "/");
+    reuse.keep_alive = true;
+    reuse.connections = 1;
+    reuse.stop = StopAfter::Requests(20);
+    reuse.timeout = Duration::from_secs(2);
+    let report = run(&reuse, never_cancelled()).unwrap();
+    assert_eq!(
+        (report.stats.completed(), report.stats.failed()),
+        (20, 0),
+        "{:?}",
+        report.stats.errors
+    );
+    assert!(
+        report.stats.connections >= 20,
+        "each request needed a fresh connection"
+    );
 }

@@ -147,9 +147,12 @@ impl LoadConfig {
             ));
         }
 
-        if self.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+        if self
+            .rate
+            .is_some_and(|r| !(r.is_finite() && (0.001..=1e9).contains(&r)))
+        {
             return Err(LoadError::BadConfig(
-                "--rate must be a positive number of requests per second".into(),
+                "--rate must be between 0.001 and 1e9 requests per second".into(),
             ));
         }
         Ok(())

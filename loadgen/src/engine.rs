@@ -47,6 +47,14 @@ pub struct Snapshot {
     pub warmup: bool,
 }
 
+/// What a worker tells the collector.
+enum Tick {
+    /// Worker `worker` finished interval `snapshot.index`.
+    Interval { worker: usize, snapshot: Snapshot },
+    /// Worker `worker` has stopped and will report nothing more.
+    Finished { worker: usize },
+}
+
 impl Snapshot {
     fn empty(index: u64, start: Duration, warmup: bool) -> Snapshot {
         Snapshot {
@@ -171,7 +179,14 @@ struct Worker<'a> {
     /// Open loop: connections with no request in flight.
     free: Vec<usize>,
     /// Where this worker's interval reports go.
-    ticks: mpsc::Sender<Snapshot>,
+    ticks: mpsc::Sender<Tick>,
+    /// This worker's number.
+    id: usize,
+    /// Whether the load is an open loop (`--rate`); the schedule itself is
+    /// dropped once the budget is spent.
+    open_loop: bool,
+    /// Whether the request is a HEAD (its answers have no body).
+    head_request: bool,
     /// The interval being filled.
     tick: Snapshot,
     /// When the run started (interval 0).
@@ -209,7 +224,7 @@ pub fn run_observed(
         cancel: Arc::clone(&cancel),
     };
     let threads = config.effective_threads();
-    let (ticks, reports) = mpsc::channel::<Snapshot>();
+    let (ticks, reports) = mpsc::channel::<Tick>();
     let results: Vec<Result<Stats, LoadError>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|index| {
@@ -221,7 +236,8 @@ pub fn run_observed(
                 std::thread::Builder::new()
                     .name(format!("load-{index}"))
                     .spawn_scoped(scope, move || {
-                        let mut worker = Worker::new(config, request, budget, share, ticks, start)?;
+                        let mut worker =
+                            Worker::new(config, request, budget, share, ticks, start, index)?;
                         if let Some(rate) = config.rate {
                             // Each worker keeps its share of the rate, its
                             // slots staggered against the other workers'.
@@ -235,23 +251,36 @@ pub fn run_observed(
             })
             .collect();
         drop(ticks);
-        // Merge the workers' intervals and hand each on once every worker
-        // has reported it (they all tick on the same boundaries).
-        let mut pending: BTreeMap<u64, (Snapshot, usize)> = BTreeMap::new();
+        // Merge the workers' intervals (they all tick on the same
+        // boundaries, in order) and hand interval k on once every worker
+        // has either reported it or stopped.
+        let mut pending: BTreeMap<u64, Snapshot> = BTreeMap::new();
+        let mut reported: Vec<Option<u64>> = vec![None; threads];
+        let mut finished = vec![false; threads];
         for tick in reports.iter() {
-            let entry = pending
-                .entry(tick.index)
-                .or_insert_with(|| (Snapshot::empty(tick.index, tick.start, tick.warmup), 0));
-            entry.0.merge(&tick);
-            entry.1 += 1;
+            match tick {
+                Tick::Interval { worker, snapshot } => {
+                    reported[worker] = Some(snapshot.index);
+                    pending
+                        .entry(snapshot.index)
+                        .or_insert_with(|| {
+                            Snapshot::empty(snapshot.index, snapshot.start, snapshot.warmup)
+                        })
+                        .merge(&snapshot);
+                }
+                Tick::Finished { worker } => finished[worker] = true,
+            }
             while let Some(entry) = pending.first_entry() {
-                if entry.get().1 < threads {
+                let index = *entry.key();
+                let complete =
+                    (0..threads).all(|w| finished[w] || reported[w].is_some_and(|r| r >= index));
+                if !complete {
                     break;
                 }
-                observe(&entry.remove().0);
+                observe(&entry.remove());
             }
         }
-        for (_, (snapshot, _)) in std::mem::take(&mut pending) {
+        for (_, snapshot) in std::mem::take(&mut pending) {
             observe(&snapshot);
         }
         handles
@@ -277,8 +306,9 @@ impl<'a> Worker<'a> {
         request: &'a [u8],
         budget: &'a Budget,
         connections: usize,
-        ticks: mpsc::Sender<Snapshot>,
+        ticks: mpsc::Sender<Tick>,
         run_start: Instant,
+        id: usize,
     ) -> Result<Self, LoadError> {
         let now = Instant::now();
         let conns = (0..connections)
@@ -307,6 +337,9 @@ impl<'a> Worker<'a> {
             schedule: None,
             free: Vec::new(),
             ticks,
+            id,
+            open_loop: config.rate.is_some(),
+            head_request: config.method.eq_ignore_ascii_case("HEAD"),
             tick: Snapshot::empty(0, Duration::ZERO, run_start < budget.measure_from),
             run_start,
         })
@@ -333,7 +366,7 @@ impl<'a> Worker<'a> {
                 break;
             }
             // Open loop with -n: every request was sent and has ended.
-            if self.schedule.is_some()
+            if self.open_loop
                 && self.budget.exhausted()
                 && self.conns.iter().all(|c| c.phase == Phase::Idle)
             {
@@ -350,6 +383,9 @@ impl<'a> Worker<'a> {
                 && !self.free.is_empty()
             {
                 next_deadline = next_deadline.min(due);
+            }
+            if let Some(end) = self.budget.deadline {
+                next_deadline = next_deadline.min(end);
             }
             // Wake at least every 100 ms to notice -z's end and Ctrl-C.
             let wait = next_deadline
@@ -402,8 +438,12 @@ impl<'a> Worker<'a> {
             let mut done = std::mem::replace(&mut self.tick, next);
             done.in_flight = self.conns.iter().filter(|c| c.phase != Phase::Idle).count();
             // The collector only goes away when the run is over.
-            let _ = self.ticks.send(done);
+            let _ = self.ticks.send(Tick::Interval {
+                worker: self.id,
+                snapshot: done,
+            });
             if last {
+                let _ = self.ticks.send(Tick::Finished { worker: self.id });
                 return;
             }
         }
@@ -414,10 +454,17 @@ impl<'a> Worker<'a> {
     /// is spent); in the open loop, hand the connection back to the
     /// schedule.
     fn start_next(&mut self, index: usize) {
-        if self.schedule.is_some() {
-            self.conns[index].phase = Phase::Idle;
+        if self.open_loop {
+            let conn = &mut self.conns[index];
+            conn.phase = Phase::Idle;
             if !self.config.keep_alive {
-                self.conns[index].stream = None;
+                conn.stream = None;
+            }
+            if self.schedule.is_none() {
+                // The budget is spent: nothing more will be sent.
+                conn.stream = None;
+                conn.done = true;
+                return;
             }
             self.free.push(index);
             self.dispatch();
@@ -446,30 +493,32 @@ impl<'a> Worker<'a> {
     /// and the wait counts in its latency (measured from its slot): a
     /// stalled server cannot hide the requests it delayed.
     fn dispatch(&mut self) {
-        let Some((mut due, gap)) = self.schedule else {
-            return;
-        };
         loop {
+            let Some((due, gap)) = self.schedule else {
+                return;
+            };
             let now = Instant::now();
-            if due > now {
-                break;
+            if due > now || self.free.is_empty() {
+                return;
             }
-            let Some(index) = self.free.pop() else { break };
             if !self.budget.take(now) {
-                self.free.push(index);
-                for conn in &mut self.conns {
-                    if conn.phase == Phase::Idle {
-                        conn.done = true;
-                    }
+                // Spent: drop the schedule, so it no longer wakes the loop,
+                // and retire the idle connections.
+                self.schedule = None;
+                for index in self.free.drain(..) {
+                    self.conns[index].stream = None;
+                    self.conns[index].done = true;
                 }
-                break;
+                return;
             }
+            let index = self.free.remove(0);
+            // The slot is taken before the request starts: starting it can
+            // fail and come back here, which must see the next slot.
+            self.schedule = Some((due + gap, gap));
             if !self.begin(index, due) {
                 self.free.push(index);
             }
-            due += gap;
         }
-        self.schedule = Some((due, gap));
     }
 
     /// Starts a request due at `planned` on connection `index`; false if
@@ -512,6 +561,25 @@ impl<'a> Worker<'a> {
                 false
             }
         }
+    }
+
+    /// A kept-alive connection that fails before any byte of the answer
+    /// came was most likely closed by the server while idle (its keep-alive
+    /// timeout): not the request's fault. Sends the request again, once, on
+    /// a fresh connection with the same planned time. False if this was
+    /// not such a case (the caller counts the failure).
+    fn retry_stale(&mut self, index: usize) -> bool {
+        let conn = &mut self.conns[index];
+        if !(conn.reused && conn.buf.is_empty()) {
+            return false;
+        }
+        conn.stream = None;
+        conn.phase = Phase::Idle;
+        let planned = conn.planned;
+        if !self.begin(index, planned) {
+            self.start_next(index);
+        }
+        true
     }
 
     /// Counts a failed request, in the totals and in the current interval,
@@ -567,7 +635,12 @@ impl<'a> Worker<'a> {
                 Ok(n) => conn.sent += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return self.fail(index, ErrorKind::of_write(&e)),
+                Err(e) => {
+                    if !self.retry_stale(index) {
+                        self.fail(index, ErrorKind::of_write(&e));
+                    }
+                    return;
+                }
             }
         }
         conn.phase = Phase::Reading;
@@ -596,19 +669,21 @@ impl<'a> Worker<'a> {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    let kind = ErrorKind::of_read(&e);
-                    return self.fail(index, kind);
+                    if !self.retry_stale(index) {
+                        self.fail(index, ErrorKind::of_read(&e));
+                    }
+                    return;
                 }
             }
         }
-        match progress(&conn.buf, closed) {
+        match progress(&conn.buf, closed, self.head_request) {
             Progress::Complete { head, len } => {
                 let now = Instant::now();
                 if conn.planned >= self.budget.measure_from {
                     let first_byte = conn.first_byte.unwrap_or(now) - conn.started;
                     self.stats
                         .record_response(head.status, now - conn.started, first_byte, len);
-                    let shown = if self.schedule.is_some() {
+                    let shown = if self.open_loop {
                         self.stats
                             .record_schedule(now - conn.planned, conn.started - conn.planned);
                         now - conn.planned
@@ -630,15 +705,11 @@ impl<'a> Worker<'a> {
             }
             Progress::Invalid => self.fail(index, ErrorKind::BadResponse),
             Progress::Incomplete if closed => {
-                // A kept-alive connection the server closed before
-                // answering is a reset (the server gave up on it); any
-                // other close before a whole answer, a bad response.
-                let kind = if conn.buf.is_empty() && conn.reused {
-                    ErrorKind::Reset
-                } else {
-                    ErrorKind::BadResponse
-                };
-                self.fail(index, kind);
+                // A close before a whole answer is a bad response, unless
+                // it is a kept-alive connection the server had dropped.
+                if !self.retry_stale(index) {
+                    self.fail(index, ErrorKind::BadResponse);
+                }
             }
             Progress::Incomplete => {}
         }

@@ -15,6 +15,12 @@ const TICKS_PER_HALF_DISTANCE: u32 = 5;
 pub const VALUE_UNIT: &str = "milliseconds";
 const NS_PER_UNIT: f64 = 1e6;
 
+/// HdrHistogram's sub-bucket count for `digits` significant digits: the
+/// smallest power of two at least 2 × 10^digits (2048 for 3).
+fn sub_bucket_count(digits: u8) -> u64 {
+    (2 * 10u64.pow(u32::from(digits))).next_power_of_two()
+}
+
 /// One row of the percentile distribution: value (ms), percentile (0..1),
 /// cumulative count.
 fn rows(histogram: &Histogram<u64>) -> Vec<(f64, f64, u64)> {
@@ -88,7 +94,7 @@ pub fn write_hgrm<W: Write>(histogram: &Histogram<u64>, mut out: W) -> io::Resul
         out,
         "#[Buckets = {:12}, SubBuckets     = {:12}]",
         histogram.buckets(),
-        histogram.distinct_values()
+        sub_bucket_count(histogram.sigfig())
     )?;
     out.flush()?;
     Ok(out)
@@ -165,6 +171,7 @@ mod tests {
         );
         assert!(hgrm.contains("#[Max     =     1000."), "{hgrm}");
         assert!(hgrm.contains("Total count    =         1000]"), "{hgrm}");
+        assert!(hgrm.contains("SubBuckets     =         2048]"), "{hgrm}");
         let buckets = String::from_utf8(write_buckets_csv(&h, Vec::new()).unwrap()).unwrap();
         let last: Vec<u64> = buckets
             .lines()

@@ -63,12 +63,13 @@ pub fn write_log<W: Write>(
 /// Reads every interval of a log, with absolute start times.
 pub fn read_log(bytes: &[u8]) -> Result<Vec<Interval>, LoadError> {
     let error = io_error("reading an interval log");
-    let mut base = Duration::ZERO;
+    let mut base: Option<Duration> = None;
+    let mut start_time: Option<Duration> = None;
     let mut intervals = Vec::new();
     for entry in IntervalLogIterator::new(bytes) {
         match entry.map_err(|e| error(format_args!("{e:?}")))? {
-            LogEntry::BaseTime(time) => base = time,
-            LogEntry::StartTime(_) => {}
+            LogEntry::BaseTime(time) => base = Some(time),
+            LogEntry::StartTime(time) => start_time = Some(time),
             LogEntry::Interval(interval) => {
                 let encoded = base64::engine::general_purpose::STANDARD
                     .decode(interval.encoded_histogram())
@@ -76,8 +77,18 @@ pub fn read_log(bytes: &[u8]) -> Result<Vec<Interval>, LoadError> {
                 let histogram: Histogram<u64> = Deserializer::new()
                     .deserialize(&mut encoded.as_slice())
                     .map_err(|e| error(format_args!("{e:?}")))?;
+                // HdrHistogram's own rule: without a BaseTime, timestamps
+                // are absolute unless they are more than a year smaller than
+                // StartTime, in which case they count from it.
+                const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
+                let stamp = interval.start_timestamp();
+                let origin = match (base, start_time) {
+                    (Some(base), _) => base,
+                    (None, Some(start)) if stamp + YEAR < start => start,
+                    _ => Duration::ZERO,
+                };
                 intervals.push(Interval {
-                    start: base + interval.start_timestamp(),
+                    start: origin + stamp,
                     duration: interval.duration(),
                     histogram,
                 });

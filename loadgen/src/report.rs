@@ -136,27 +136,28 @@ impl fmt::Display for Summary<'_> {
             }
             writeln!(f, "\nHistogram (log-spaced buckets):")?;
             let (low, high) = (h.min().max(1) as f64, h.max().max(1) as f64);
-            let rows: usize = 10;
-            let ratio = (high / low).powf(1.0 / rows as f64).max(1.0 + 1e-9);
-            let edges: Vec<u64> = (0..=rows)
-                .map(|i| (low * ratio.powi(i as i32)) as u64)
-                .collect();
-            let counts: Vec<u64> = edges
-                .windows(2)
-                .enumerate()
-                .map(|(i, w)| {
-                    let upper = if i + 1 == rows {
-                        h.max()
-                    } else {
-                        w[1].saturating_sub(1)
-                    };
-                    h.count_between(w[0], upper.max(w[0]))
-                })
-                .collect();
+            let rows: usize = if h.max() > h.min() { 10 } else { 1 };
+            let ratio = (high / low).powf(1.0 / rows as f64);
+            // Every recorded value goes to exactly one row, by its value.
+            let mut counts = vec![0u64; rows];
+            for value in h.iter_recorded() {
+                let v = value.value_iterated_to().max(1) as f64;
+                let row = if ratio > 1.0 {
+                    ((v / low).ln() / ratio.ln()).floor() as usize
+                } else {
+                    0
+                };
+                counts[row.min(rows - 1)] += value.count_at_value();
+            }
             let most = counts.iter().copied().max().unwrap_or(1).max(1);
             for (i, count) in counts.iter().enumerate() {
-                let bar = "■".repeat(((count * 40).div_ceil(most)) as usize);
-                writeln!(f, "  {:>12} [{count:>8}] {bar}", ms(edges[i + 1] as f64))?;
+                let upper = if i + 1 == rows {
+                    high
+                } else {
+                    low * ratio.powi(i as i32 + 1)
+                };
+                let bar = "■".repeat((count * 40).div_ceil(most) as usize);
+                writeln!(f, "  {:>12} [{count:>8}] {bar}", ms(upper))?;
             }
         }
         if !stats.statuses.is_empty() {

@@ -43,8 +43,18 @@ pub enum Progress {
 const MAX_HEADERS: usize = 64;
 /// A head longer than this is refused as invalid.
 const MAX_HEAD: usize = 64 * 1024;
+/// A response longer than this is refused as invalid: the generator keeps
+/// each answer in memory until it is complete.
+pub const MAX_RESPONSE: usize = 16 * 1024 * 1024;
 
-fn parse_head(buf: &[u8]) -> Result<Option<Head>, ()> {
+/// Whether a comma-separated header value lists `token`.
+fn lists(value: &[u8], token: &str) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|part| part.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+}
+
+fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<Head>, ()> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut response = httparse::Response::new(&mut headers);
     let len = match response.parse(buf) {
@@ -56,25 +66,38 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, ()> {
     let status = response.code.ok_or(())?;
     let http10 = response.version == Some(0);
     let mut keep_alive = !http10;
-    let mut framing = Framing::UntilClose;
+    let mut content_length = None;
+    let mut chunked = false;
+    // Only the headers that frame the answer are read; any other may hold
+    // bytes that are not UTF-8 (a Latin-1 cookie) without harm.
     for header in response.headers.iter() {
-        let value = std::str::from_utf8(header.value).map_err(|_| ())?.trim();
         if header.name.eq_ignore_ascii_case("content-length") {
-            framing = Framing::Length(value.parse().map_err(|_| ())?);
-        } else if header.name.eq_ignore_ascii_case("transfer-encoding")
-            && value.eq_ignore_ascii_case("chunked")
-        {
-            framing = Framing::Chunked;
+            let text = std::str::from_utf8(header.value).map_err(|_| ())?;
+            content_length = Some(text.trim().parse::<usize>().map_err(|_| ())?);
+        } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
+            // The last coding decides ("gzip, chunked" is chunked).
+            let last = header
+                .value
+                .rsplit(|&b| b == b',')
+                .next()
+                .unwrap_or_default();
+            chunked = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
         } else if header.name.eq_ignore_ascii_case("connection") {
-            if value.eq_ignore_ascii_case("close") {
+            if lists(header.value, "close") {
                 keep_alive = false;
-            } else if value.eq_ignore_ascii_case("keep-alive") {
+            } else if lists(header.value, "keep-alive") {
                 keep_alive = true;
             }
         }
     }
+    // Chunked wins over a Content-Length (RFC 9112 §6.3).
+    let mut framing = match (chunked, content_length) {
+        (true, _) => Framing::Chunked,
+        (false, Some(n)) => Framing::Length(n),
+        (false, None) => Framing::UntilClose,
+    };
     // No body for these, whatever the headers say.
-    if status == 204 || status == 304 || (100..200).contains(&status) {
+    if head_request || status == 204 || status == 304 || (100..200).contains(&status) {
         framing = Framing::Length(0);
     }
     if framing == Framing::UntilClose {
@@ -115,6 +138,9 @@ fn chunked_end(body: &[u8]) -> Result<Option<usize>, ()> {
             .checked_add(size)
             .and_then(|p| p.checked_add(2))
             .ok_or(())?;
+        if next > MAX_RESPONSE {
+            return Err(());
+        }
         if body.len() < next {
             return Ok(None);
         }
@@ -126,28 +152,41 @@ fn chunked_end(body: &[u8]) -> Result<Option<usize>, ()> {
 }
 
 /// Examines the bytes received so far. `closed` says the server has
-/// closed its side (which ends a body that has no length).
-pub fn progress(buf: &[u8], closed: bool) -> Progress {
-    let head = match parse_head(buf) {
-        Ok(Some(head)) => head,
-        Ok(None) => return Progress::Incomplete,
-        Err(()) => return Progress::Invalid,
-    };
-    let body = &buf[head.len..];
-    let body_len = match head.framing {
-        Framing::Length(n) if body.len() >= n => n,
-        Framing::Length(_) => return Progress::Incomplete,
-        Framing::Chunked => match chunked_end(body) {
-            Ok(Some(n)) => n,
+/// closed its side (which ends a body that has no length); `head_request`
+/// that the request was a HEAD (whose answer has no body). Interim `1xx`
+/// answers (other than 101) are skipped: the final answer follows them.
+pub fn progress(buf: &[u8], closed: bool, head_request: bool) -> Progress {
+    if buf.len() > MAX_RESPONSE {
+        return Progress::Invalid;
+    }
+    let mut offset = 0;
+    loop {
+        let head = match parse_head(&buf[offset..], head_request) {
+            Ok(Some(head)) => head,
             Ok(None) => return Progress::Incomplete,
             Err(()) => return Progress::Invalid,
-        },
-        Framing::UntilClose if closed => body.len(),
-        Framing::UntilClose => return Progress::Incomplete,
-    };
-    Progress::Complete {
-        head,
-        len: head.len + body_len,
+        };
+        if (100..200).contains(&head.status) && head.status != 101 {
+            offset += head.len;
+            continue;
+        }
+        let body = &buf[offset + head.len..];
+        let body_len = match head.framing {
+            Framing::Length(n) if n > MAX_RESPONSE => return Progress::Invalid,
+            Framing::Length(n) if body.len() >= n => n,
+            Framing::Length(_) => return Progress::Incomplete,
+            Framing::Chunked => match chunked_end(body) {
+                Ok(Some(n)) => n,
+                Ok(None) => return Progress::Incomplete,
+                Err(()) => return Progress::Invalid,
+            },
+            Framing::UntilClose if closed => body.len(),
+            Framing::UntilClose => return Progress::Incomplete,
+        };
+        return Progress::Complete {
+            head,
+            len: offset + head.len + body_len,
+        };
     }
 }
 
@@ -156,7 +195,7 @@ mod tests {
     use super::*;
 
     fn complete(raw: &[u8], closed: bool) -> (u16, usize, bool) {
-        match progress(raw, closed) {
+        match progress(raw, closed, false) {
             Progress::Complete { head, len } => (head.status, len, head.keep_alive),
             other => panic!("{other:?}"),
         }
@@ -166,7 +205,10 @@ mod tests {
     fn content_length_and_connection() {
         let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello";
         assert_eq!(complete(raw, false), (200, raw.len(), false));
-        assert_eq!(progress(&raw[..raw.len() - 1], false), Progress::Incomplete);
+        assert_eq!(
+            progress(&raw[..raw.len() - 1], false, false),
+            Progress::Incomplete
+        );
         let raw = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n";
         assert_eq!(complete(raw, false), (404, raw.len(), true));
     }
@@ -175,20 +217,48 @@ mod tests {
     fn chunked_bodies() {
         let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6;x=y\r\n world\r\n0\r\n\r\n";
         assert_eq!(complete(raw, false), (200, raw.len(), true));
-        assert_eq!(progress(&raw[..raw.len() - 2], false), Progress::Incomplete);
+        assert_eq!(
+            progress(&raw[..raw.len() - 2], false, false),
+            Progress::Incomplete
+        );
         let bad = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n";
-        assert_eq!(progress(bad, false), Progress::Invalid);
+        assert_eq!(progress(bad, false, false), Progress::Invalid);
     }
 
     #[test]
     fn until_close_and_garbage() {
         let raw = b"HTTP/1.0 200 OK\r\n\r\nbody";
-        assert_eq!(progress(raw, false), Progress::Incomplete);
+        assert_eq!(progress(raw, false, false), Progress::Incomplete);
         assert_eq!(complete(raw, true), (200, raw.len(), false));
-        assert_eq!(progress(b"garbage\r\n\r\n", false), Progress::Invalid);
         assert_eq!(
-            progress(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", false),
+            progress(b"garbage\r\n\r\n", false, false),
             Progress::Invalid
         );
+        assert_eq!(
+            progress(
+                b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
+                false,
+                false
+            ),
+            Progress::Invalid
+        );
+    }
+
+    #[test]
+    fn head_answers_interim_answers_and_header_quirks() {
+        let head = b"HTTP/1.1 200 OK\r\nContent-Length: 22\r\n\r\n";
+        assert_eq!(progress(head, false, false), Progress::Incomplete);
+        assert!(
+            matches!(progress(head, false, true), Progress::Complete { len, .. } if len == head.len())
+        );
+        let interim =
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok";
+        assert_eq!(complete(interim, false), (201, interim.len(), true));
+        let both = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 99\r\n\r\n0\r\n\r\n";
+        assert_eq!(complete(both, false).1, both.len());
+        let latin1 = b"HTTP/1.1 200 OK\r\nSet-Cookie: caf\xe9\r\nConnection: close, upgrade\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(complete(latin1, false), (200, latin1.len(), false));
+        let huge = b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000000\r\n\r\n";
+        assert_eq!(progress(huge, false, false), Progress::Invalid);
     }
 }
