@@ -1,6 +1,7 @@
 //! `tracebench`: the command line. This file only wires the crates together;
 //! everything it runs lives in them.
 
+mod dash;
 mod export;
 mod load;
 mod serve;
@@ -10,7 +11,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand};
-use tracebench_server::Config;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -23,8 +23,7 @@ use tracebench_server::Config;
         tracebench trace -w run.tbt -- tracebench serve\n  \
         tracebench export run.tbt --chrome run.json\n  \
         tracebench completions bash > /etc/bash_completion.d/tracebench\n\n\
-        Without a subcommand, tracebench runs `serve` on its defaults \
-        (the live dashboard will take its place)."
+        Without a subcommand, tracebench opens the live dashboard on its defaults."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -42,6 +41,13 @@ enum Command {
         Stop with Ctrl-C (or SIGTERM): accepting stops, queued and in-flight \
         requests are served, a summary is printed, and the exit status is 0.")]
     Serve(serve::ServeArgs),
+    /// The live dashboard: our server, traced, under load (the default)
+    #[command(after_help = "Examples:\n  \
+        tracebench                                   # pool-futex, 5 workers, 50 ms per request, 10 connections\n  \
+        tracebench dash --mode pool-spin --workers 3\n  \
+        tracebench dash --rate 150 -c 50               # open-loop load\n\n\
+        Keys: q quit, space pause, arrows/tab select a thread (its events), ? help.")]
+    Dash(dash::DashArgs),
     /// Trace a program's syscalls, following every thread and child (like strace -f)
     #[command(after_help = "Examples:\n  \
         tracebench trace -- tracebench serve --workers 5      # the default set, to stderr\n  \
@@ -99,12 +105,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        None => {
-            eprintln!(
-                "tracebench: the dashboard is not built yet; running `tracebench serve` on its defaults"
-            );
-            serve::run(Config::default()).map(|()| ExitCode::SUCCESS)
-        }
+        Some(Command::Dash(args)) => dash::run(args).map(|()| ExitCode::SUCCESS),
+        None => dash::run(dash::DashArgs::default()).map(|()| ExitCode::SUCCESS),
     }
 }
 

@@ -135,6 +135,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<u8> {
         follow_forks: true,
         string_limit: args.string_limit,
         cpu: args.cpu,
+        silence: false,
     };
 
     // Open every output before starting, so a bad path fails before the

@@ -461,8 +461,7 @@ fn a_recorded_trace_file_exports_to_jsonl_chrome_strace_and_a_summary() {
 
     let chrome: serde_json::Value = serde_json::from_str(&export(&["--chrome", "-"])).unwrap();
     let slices = chrome["traceEvents"].as_array().unwrap();
-    // 20 accepts, then the one that the stop ended (EINVAL, perhaps after
-    // an ERESTARTSYS if the signal landed on the acceptor).
+    // 20 accepts, and perhaps the one the stop ended.
     let accept_returns: Vec<&str> = slices
         .iter()
         .filter(|r| r["ph"] == "X" && r["name"] == "accept4")
@@ -475,8 +474,14 @@ fn a_recorded_trace_file_exports_to_jsonl_chrome_strace_and_a_summary() {
             .count(),
         20
     );
+    // The stop may land while the acceptor is between two accepts (it then
+    // never calls accept4 again) or inside one (EINVAL, perhaps after an
+    // ERESTARTSYS): nothing else.
     assert!(
-        accept_returns.last().unwrap().contains("EINVAL"),
+        accept_returns
+            .iter()
+            .filter(|r| r.parse::<i64>().is_err())
+            .all(|r| r.contains("EINVAL") || r.contains("ERESTARTSYS")),
         "{accept_returns:?}"
     );
     assert!(
@@ -508,7 +513,7 @@ fn a_recorded_trace_file_exports_to_jsonl_chrome_strace_and_a_summary() {
         summary.lines().any(|l| l.ends_with(" accept4")
             && l.split_whitespace()
                 .nth(4)
-                .is_some_and(|calls| calls.parse::<u32>().is_ok_and(|c| c == 21 || c == 22))),
+                .is_some_and(|calls| calls.parse::<u32>().is_ok_and(|c| (20..=22).contains(&c)))),
         "{summary}"
     );
     assert!(summary.contains("futex-wait"), "{summary}");

@@ -51,6 +51,9 @@ pub struct Options {
     /// stop that crosses CPUs needs an inter-processor wake-up, which on
     /// virtual machines costs several times the stop itself.
     pub cpu: Option<usize>,
+    /// Give a spawned program /dev/null for standard input, output and
+    /// error (for a dashboard that owns the terminal).
+    pub silence: bool,
 }
 
 impl Default for Options {
@@ -61,6 +64,7 @@ impl Default for Options {
             follow_forks: true,
             string_limit: 32,
             cpu: None,
+            silence: false,
         }
     }
 }
@@ -398,6 +402,8 @@ impl Engine {
             None
         };
 
+        let dev_null = c"/dev/null";
+        let silence = self.options.silence;
         // SAFETY: getpid has no preconditions.
         let parent = unsafe { libc::getpid() };
         // SAFETY: the child runs only async-signal-safe system calls on
@@ -417,6 +423,14 @@ impl Engine {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
                 if libc::getppid() != parent {
                     libc::_exit(125);
+                }
+                if silence {
+                    let fd = libc::open(dev_null.as_ptr(), libc::O_RDWR);
+                    if fd >= 0 {
+                        for target in 0..3 {
+                            libc::dup2(fd, target);
+                        }
+                    }
                 }
                 libc::kill(libc::getpid(), libc::SIGSTOP);
                 if let Some(program) = &filter

@@ -1,7 +1,18 @@
-//! The terminal dashboard of tracebench.
+//! The terminal dashboard of tracebench: a live picture of our server at
+//! work — which thread waits on which futex, who is in accept4, who sleeps —
+//! next to the load generator's throughput and latency.
 //!
-//! This crate will hold the ratatui application: a model updated by actions,
-//! widgets that only draw it, and live and replay sources behind one
-//! interface (issue 5). It is empty on purpose until then; nothing here
-//! pretends to draw.
+//! Built like gitui and bottom: a model updated by actions
+//! ([`model::App::update`], no I/O), widgets that only draw it
+//! ([`view::draw`]), one key map that also draws the help ([`keys`]), and a
+//! source ([`live`]) that turns the tracer's and the load generator's feeds
+//! into actions.
 #![warn(missing_docs)]
+
+pub mod keys;
+pub mod live;
+pub mod model;
+pub mod view;
+
+pub use live::{DashConfig, run};
+pub use model::{Action, App};

@@ -197,7 +197,7 @@ mod tests {
                         // Read, yield the core now and then, write: lost
                         // updates would show if the lock did not exclude.
                         let seen = *guard;
-                        if seen % 1024 == 0 {
+                        if seen.is_multiple_of(1024) {
                             std::thread::yield_now();
                         }
                         *guard = seen + 1;

@@ -1,0 +1,112 @@
+//! `tracebench dash` (and `tracebench` alone): the live dashboard.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use anyhow::Context;
+use tracebench_tracer::states::ThreadState;
+use tracebench_ui::{App, DashConfig};
+
+use crate::parse_duration;
+
+/// Arguments of `tracebench dash`.
+#[derive(clap::Args, Debug)]
+pub struct DashArgs {
+    /// Concurrency model of the traced server
+    #[arg(long, default_value = "pool-futex")]
+    mode: String,
+    /// Workers of the server's pool
+    #[arg(long, default_value_t = 5)]
+    workers: usize,
+    /// Simulated work per request, long enough to make queueing visible
+    #[arg(long, default_value = "50ms", value_parser = parse_duration)]
+    delay: Duration,
+    /// Load connections (in flight at most, with --rate)
+    #[arg(short = 'c', long = "connections", default_value_t = 10)]
+    connections: usize,
+    /// Open-loop load at this many requests per second
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Without a terminal: run this long, then print a summary
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    headless_for: Duration,
+}
+
+impl Default for DashArgs {
+    fn default() -> Self {
+        DashArgs {
+            mode: "pool-futex".into(),
+            workers: 5,
+            delay: Duration::from_millis(50),
+            connections: 10,
+            rate: None,
+            headless_for: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The plain-text summary printed after the dashboard (or instead of it,
+/// without a terminal).
+pub fn summary(app: &App) -> String {
+    let mut text = String::new();
+    let _ = writeln!(text, "{}", app.title);
+    let _ = writeln!(
+        text,
+        "{} answered, {} failed in {:.1} s; {} trace events ({} not shown live)",
+        app.completed, app.failed, app.elapsed_s, app.events, app.dropped
+    );
+    if !app.latency.is_empty() {
+        let ms = |q: f64| app.latency.value_at_quantile(q) as f64 / 1e6;
+        let _ = writeln!(
+            text,
+            "latency p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            ms(0.5),
+            ms(0.9),
+            ms(0.99),
+            app.latency.max() as f64 / 1e6
+        );
+    }
+    let _ = writeln!(
+        text,
+        "{:>8} {:<15} {:<7} {:<12} {:>9}",
+        "tid", "name", "role", "state", "syscalls"
+    );
+    for (tid, row) in &app.threads {
+        let state = match row.state {
+            ThreadState::FutexWait(_) => "futex-wait",
+            other => other.label(),
+        };
+        let _ = writeln!(
+            text,
+            "{tid:>8} {:<15} {:<7} {state:<12} {:>9}",
+            row.name,
+            row.role(*tid),
+            row.syscalls
+        );
+    }
+    text
+}
+
+/// Runs the dashboard.
+pub fn run(args: DashArgs) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("cannot find the tracebench binary")?;
+    args.mode.parse::<tracebench_server::Mode>()?;
+    if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        eprintln!(
+            "tracebench: standard output is not a terminal, so no dashboard: running {} and printing a summary",
+            humantime::format_duration(args.headless_for)
+        );
+    }
+    let config = DashConfig {
+        exe,
+        mode: args.mode,
+        workers: args.workers,
+        delay: args.delay,
+        connections: args.connections,
+        rate: args.rate,
+        headless_for: args.headless_for,
+    };
+    let app = tracebench_ui::run(&config)?;
+    print!("{}", summary(&app));
+    Ok(())
+}

@@ -1,0 +1,141 @@
+//! The dashboard end to end: our server under our tracer and our load
+//! generator, once without a terminal (a plain summary) and once in a real
+//! terminal under tmux, driven by keys.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn servers_running() -> usize {
+    let mut count = 0;
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline"))
+            && cmdline.starts_with(BIN.as_bytes())
+            && cmdline.windows(6).any(|w| w == b"\0serve")
+        {
+            count += 1;
+        }
+    }
+    count
+}
+
+#[test]
+fn without_a_terminal_it_says_so_and_prints_a_summary() {
+    let _serial = serial();
+    let before = servers_running();
+    let output = Command::new(BIN)
+        .args(["dash", "--headless-for", "2s"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("not a terminal"), "{stderr}");
+    let summary = String::from_utf8(output.stdout).unwrap();
+    let workers = summary.lines().filter(|l| l.contains(" worker-")).count();
+    assert_eq!(workers, 5, "{summary}");
+    let answered: u64 = summary
+        .split_whitespace()
+        .next()
+        .and_then(|_| {
+            summary
+                .lines()
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0);
+    // 10 connections on 5 workers at 50 ms: about 100 requests a second.
+    assert!(answered >= 50, "{summary}");
+    assert!(summary.contains("latency p50"), "{summary}");
+    assert_eq!(servers_running(), before, "the traced server must be gone");
+}
+
+fn tmux(args: &[&str]) -> std::process::Output {
+    Command::new("tmux")
+        .args(args)
+        .output()
+        .expect("tmux is needed for this test; .ci/test installs it")
+}
+
+fn screen(session: &str) -> String {
+    String::from_utf8_lossy(&tmux(&["capture-pane", "-t", session, "-p"]).stdout).into_owned()
+}
+
+fn wait_for_screen(session: &str, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let text = screen(session);
+        if text.contains(needle) || Instant::now() > deadline {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn in_a_terminal_it_draws_the_panes_and_answers_keys() {
+    let _serial = serial();
+    let before = servers_running();
+    let session = format!("tracebench-test-{}", std::process::id());
+    let status = tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "150",
+        "-y",
+        "40",
+        BIN,
+    ])
+    .status;
+    assert!(status.success());
+    // The latency title appears with the first answered requests.
+    let text = wait_for_screen(&session, "latency  p50");
+    for needle in [
+        "threads",
+        "worker-4",
+        "latency  p50",
+        "answered per 100 ms",
+        "accept",
+    ] {
+        if !text.contains(needle) {
+            let _ = tmux(&["kill-session", "-t", &session]);
+            panic!("missing {needle:?} on screen:\n{text}");
+        }
+    }
+    // Busy workers sleep in their 50 ms delay; idle ones wait on the
+    // queue's futex: one or the other must show.
+    assert!(
+        text.contains("sleep") || text.contains("futex-wait"),
+        "{text}"
+    );
+    tmux(&["send-keys", "-t", &session, "Space"]);
+    let paused = wait_for_screen(&session, "[paused]");
+    tmux(&["send-keys", "-t", &session, "?"]);
+    let help = wait_for_screen(&session, "select the next thread");
+    tmux(&["send-keys", "-t", &session, "q"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tmux(&["has-session", "-t", &session]).status.success() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let still_there = tmux(&["has-session", "-t", &session]).status.success();
+    let _ = tmux(&["kill-session", "-t", &session]);
+    assert!(paused.contains("[paused]"), "{paused}");
+    assert!(help.contains("select the next thread"), "{help}");
+    assert!(!still_there, "q did not quit");
+    let (gone, n) = eventually(Duration::from_secs(5), || {
+        let n = servers_running();
+        (n == before, n)
+    });
+    assert!(gone, "{n} traced servers left running");
+}

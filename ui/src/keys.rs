@@ -1,0 +1,75 @@
+//! The one key map: it turns keys into actions and draws the help overlay.
+
+use crossterm::event::KeyCode;
+
+use crate::model::Action;
+
+/// A key binding.
+pub struct Binding {
+    /// The keys, as shown in the help.
+    pub keys: &'static str,
+    /// What they do, as shown in the help.
+    pub help: &'static str,
+    /// Whether a key code triggers it.
+    pub matches: fn(KeyCode) -> bool,
+    /// The action it sends.
+    pub action: fn() -> Action,
+}
+
+/// Every key the dashboard knows.
+pub const KEYMAP: &[Binding] = &[
+    Binding {
+        keys: "q, Esc",
+        help: "quit (the traced server is stopped)",
+        matches: |k| matches!(k, KeyCode::Char('q') | KeyCode::Esc),
+        action: || Action::Quit,
+    },
+    Binding {
+        keys: "space",
+        help: "pause the view (data keeps coming)",
+        matches: |k| k == KeyCode::Char(' '),
+        action: || Action::TogglePause,
+    },
+    Binding {
+        keys: "↓, tab, j",
+        help: "select the next thread",
+        matches: |k| matches!(k, KeyCode::Down | KeyCode::Tab | KeyCode::Char('j')),
+        action: || Action::SelectNext,
+    },
+    Binding {
+        keys: "↑, k",
+        help: "select the previous thread",
+        matches: |k| matches!(k, KeyCode::Up | KeyCode::BackTab | KeyCode::Char('k')),
+        action: || Action::SelectPrevious,
+    },
+    Binding {
+        keys: "?",
+        help: "show or hide this help",
+        matches: |k| k == KeyCode::Char('?'),
+        action: || Action::ToggleHelp,
+    },
+];
+
+/// The action a key sends, if any.
+pub fn action_for(key: KeyCode) -> Option<Action> {
+    KEYMAP
+        .iter()
+        .find(|b| (b.matches)(key))
+        .map(|b| (b.action)())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_map_to_actions() {
+        assert!(matches!(action_for(KeyCode::Char('q')), Some(Action::Quit)));
+        assert!(matches!(
+            action_for(KeyCode::Char(' ')),
+            Some(Action::TogglePause)
+        ));
+        assert!(matches!(action_for(KeyCode::Tab), Some(Action::SelectNext)));
+        assert!(action_for(KeyCode::Char('z')).is_none());
+    }
+}

@@ -1,0 +1,235 @@
+//! The live dashboard: our server, spawned under our tracer on its own
+//! thread, loaded by our load generator on another, and this thread turning
+//! both feeds into actions for the model and frames for the terminal.
+
+use std::io::{self, IsTerminal};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crossterm::event::{self, Event as TermEvent, KeyEventKind};
+use tracebench_loadgen::{LoadConfig, StopAfter, Target};
+use tracebench_tracer::sink::ChannelSource;
+use tracebench_tracer::{Options, Selection, Session};
+
+use crate::keys::action_for;
+use crate::model::{Action, App};
+
+/// What the dashboard runs.
+#[derive(Debug, Clone)]
+pub struct DashConfig {
+    /// The tracebench binary, whose `serve` is traced.
+    pub exe: PathBuf,
+    /// `--mode` of the server.
+    pub mode: String,
+    /// `--workers` of the server.
+    pub workers: usize,
+    /// `--delay` of the server.
+    pub delay: Duration,
+    /// Load connections.
+    pub connections: usize,
+    /// Open-loop rate, if any.
+    pub rate: Option<f64>,
+    /// Without a terminal, run this long and print a summary.
+    pub headless_for: Duration,
+}
+
+/// Why the dashboard could not run.
+#[derive(Debug)]
+pub struct DashError(pub String);
+
+impl std::fmt::Display for DashError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for DashError {}
+
+fn free_port() -> io::Result<SocketAddr> {
+    TcpListener::bind("127.0.0.1:0")?.local_addr()
+}
+
+/// Runs the dashboard until the user quits (or, without a terminal, for
+/// `headless_for`), then stops the load and the traced server. Returns the
+/// final model, for a summary.
+pub fn run(config: &DashConfig) -> Result<App, DashError> {
+    let addr = free_port().map_err(|e| DashError(format!("no free port on 127.0.0.1: {e}")))?;
+    let (sink, source) = tracebench_tracer::sink::channel(1 << 16);
+    let (started_tx, started_rx) = mpsc::channel::<Result<(), String>>();
+    let server_args: Vec<std::ffi::OsString> = vec![
+        "serve".into(),
+        "--mode".into(),
+        config.mode.clone().into(),
+        "--workers".into(),
+        config.workers.to_string().into(),
+        "--delay".into(),
+        format!("{}ms", config.delay.as_millis()).into(),
+        "--addr".into(),
+        addr.to_string().into(),
+    ];
+    let exe = config.exe.clone();
+    let tracer = std::thread::Builder::new()
+        .name("tracer".into())
+        .spawn(move || {
+            // The tracer thread owns every ptrace call.
+            let _ = tracebench_tracer::stop_on_signals();
+            let options = Options {
+                selection: Selection::default(),
+                silence: true,
+                ..Options::default()
+            };
+            let target = tracebench_tracer::Target::Spawn {
+                program: exe.into_os_string(),
+                args: server_args,
+            };
+            match Session::start(&target, &options) {
+                Ok(session) => {
+                    let _ = started_tx.send(Ok(()));
+                    let mut sink = sink;
+                    let _ = session.run(&mut sink);
+                }
+                Err(e) => {
+                    let _ = started_tx.send(Err(e.to_string()));
+                }
+            }
+        })
+        .map_err(|e| DashError(format!("cannot start the tracer thread: {e}")))?;
+    match started_rx.recv() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(DashError(format!("cannot trace the server: {e}"))),
+        Err(_) => return Err(DashError("the tracer thread died".into())),
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(addr).is_err() {
+        if Instant::now() > deadline {
+            tracebench_tracer::request_stop();
+            let _ = tracer.join();
+            return Err(DashError(format!(
+                "the server did not listen on {addr} within 10 s"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let mut load = LoadConfig::new(
+        Target::parse(&format!("http://{addr}/")).map_err(|e| DashError(e.to_string()))?,
+    );
+    load.connections = config.connections;
+    load.rate = config.rate;
+    load.stop = StopAfter::Duration(Duration::from_secs(24 * 3600));
+    let cancel = Arc::new(AtomicBool::new(false));
+    let (snapshots_tx, snapshots) = mpsc::channel();
+    let loader = {
+        let cancel = Arc::clone(&cancel);
+        std::thread::Builder::new()
+            .name("load".into())
+            .spawn(move || {
+                let _ = tracebench_loadgen::run_observed(&load, cancel, |s| {
+                    let _ = snapshots_tx.send(s.clone());
+                });
+            })
+            .map_err(|e| DashError(format!("cannot start the load thread: {e}")))?
+    };
+
+    let title = format!(
+        "server {} ({} workers, {} ms per request)   load: {}",
+        config.mode,
+        config.workers,
+        config.delay.as_millis(),
+        match config.rate {
+            Some(rate) => format!(
+                "open loop {rate} req/s, at most {} in flight",
+                config.connections
+            ),
+            None => format!("closed loop, {} connections", config.connections),
+        }
+    );
+    let mut app = App::new(title);
+    let result = if io::stdout().is_terminal() {
+        interactive(&mut app, &source, &snapshots)
+    } else {
+        let until = Instant::now() + config.headless_for;
+        while Instant::now() < until {
+            feed(&mut app, &source, &snapshots);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        feed(&mut app, &source, &snapshots);
+        Ok(())
+    };
+
+    cancel.store(true, Ordering::SeqCst);
+    let _ = loader.join();
+    tracebench_tracer::request_stop();
+    let _ = tracer.join();
+    result.map(|()| app)
+}
+
+/// Hands everything the sources produced since the last call to the model.
+fn feed(
+    app: &mut App,
+    source: &ChannelSource,
+    snapshots: &mpsc::Receiver<tracebench_loadgen::Snapshot>,
+) {
+    for event in source.receiver.try_iter().take(100_000) {
+        let new_thread = !app.threads.contains_key(&event.tid);
+        let tid = event.tid;
+        app.update(Action::Trace(event));
+        if new_thread {
+            // The source, not the model, does the I/O.
+            if let Ok(name) = std::fs::read_to_string(format!("/proc/{tid}/comm")) {
+                app.update(Action::Named {
+                    tid,
+                    name: name.trim().to_owned(),
+                });
+            }
+        }
+    }
+    for snapshot in snapshots.try_iter() {
+        app.update(Action::Load(snapshot));
+    }
+    app.update(Action::Dropped(source.dropped.load(Ordering::Relaxed)));
+}
+
+fn interactive(
+    app: &mut App,
+    source: &ChannelSource,
+    snapshots: &mpsc::Receiver<tracebench_loadgen::Snapshot>,
+) -> Result<(), DashError> {
+    // ratatui::init restores the terminal from its panic hook too.
+    let mut terminal =
+        ratatui::try_init().map_err(|e| DashError(format!("cannot set up the terminal: {e}")))?;
+    let result = (|| -> io::Result<()> {
+        while !app.quit {
+            feed(app, source, snapshots);
+            terminal.draw(|frame| crate::view::draw(frame, app))?;
+            if event::poll(Duration::from_millis(100))? {
+                match event::read()? {
+                    TermEvent::Key(key) if key.kind == KeyEventKind::Press => {
+                        let ctrl_c = key.code == crossterm::event::KeyCode::Char('c')
+                            && key
+                                .modifiers
+                                .contains(crossterm::event::KeyModifiers::CONTROL);
+                        if ctrl_c {
+                            app.update(Action::Quit);
+                        } else if let Some(action) = action_for(key.code) {
+                            app.update(action);
+                        }
+                    }
+                    TermEvent::Mouse(mouse) => match mouse.kind {
+                        event::MouseEventKind::ScrollDown => app.update(Action::SelectNext),
+                        event::MouseEventKind::ScrollUp => app.update(Action::SelectPrevious),
+                        _ => {}
+                    },
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    })();
+    ratatui::restore();
+    result.map_err(|e| DashError(format!("terminal: {e}")))
+}

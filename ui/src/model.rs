@@ -1,0 +1,376 @@
+//! The dashboard's model: everything the screen shows, changed only by
+//! [`App::update`] with an [`Action`]. No I/O happens here, so every
+//! behaviour can be tested without a terminal.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use hdrhistogram::Histogram;
+use tracebench_loadgen::Snapshot;
+use tracebench_loadgen::stats::new_histogram;
+use tracebench_tracer::decode::{return_value, syscall_name};
+use tracebench_tracer::states::ThreadState;
+use tracebench_tracer::{Event, EventKind, ExitStatus};
+
+/// How many recent events the events pane keeps.
+pub const RECENT_EVENTS: usize = 200;
+/// How many 100 ms throughput samples the sparkline keeps (a minute).
+pub const THROUGHPUT_HISTORY: usize = 600;
+
+/// One row of the thread table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThreadRow {
+    /// The process.
+    pub pid: i32,
+    /// Its name (`comm`), once known.
+    pub name: String,
+    /// What it is doing.
+    pub state: ThreadState,
+    /// Since when (trace clock, ns).
+    pub since_ns: u64,
+    /// Traced syscalls it completed.
+    pub syscalls: u64,
+}
+
+impl ThreadRow {
+    /// `acceptor`, `worker` or `thread`, from the name the server gives
+    /// its threads and from what the thread does.
+    pub fn role(&self, tid: i32) -> &'static str {
+        if self.name.starts_with("worker-") {
+            "worker"
+        } else if tid == self.pid {
+            "main"
+        } else {
+            "thread"
+        }
+    }
+}
+
+/// What can happen to the dashboard.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// The tracer saw this.
+    Trace(Event),
+    /// The thread `tid` is called `name` (read from /proc by the source).
+    Named {
+        /// The thread.
+        tid: i32,
+        /// Its name.
+        name: String,
+    },
+    /// The load generator measured another interval.
+    Load(Snapshot),
+    /// The tracer's live feed dropped this many events so far.
+    Dropped(u64),
+    /// Quit the dashboard.
+    Quit,
+    /// Freeze or unfreeze the view (data keeps arriving).
+    TogglePause,
+    /// Show or hide the help overlay.
+    ToggleHelp,
+    /// Select the next thread in the table.
+    SelectNext,
+    /// Select the previous thread in the table.
+    SelectPrevious,
+}
+
+/// Everything the dashboard shows.
+#[derive(Debug, Clone)]
+pub struct App {
+    /// A line saying what runs: server mode, workers, load model.
+    pub title: String,
+    /// Threads by tid.
+    pub threads: BTreeMap<i32, ThreadRow>,
+    /// The newest trace time seen (ns).
+    pub now_ns: u64,
+    /// Latencies of every request so far.
+    pub latency: Histogram<u64>,
+    /// Requests answered in each 100 ms interval, oldest first.
+    pub throughput: VecDeque<u64>,
+    /// Requests answered and failed so far.
+    pub completed: u64,
+    /// Requests failed so far.
+    pub failed: u64,
+    /// Requests in flight at the last snapshot.
+    pub in_flight: usize,
+    /// Seconds of load so far.
+    pub elapsed_s: f64,
+    /// Events seen by the view, and dropped by the live feed.
+    pub events: u64,
+    /// See [`Action::Dropped`].
+    pub dropped: u64,
+    /// Recent events as strace-style lines, newest last.
+    pub recent: VecDeque<(i32, String)>,
+    /// The selected thread, if any.
+    pub selected: Option<i32>,
+    /// The view is frozen.
+    pub paused: bool,
+    /// The help overlay is shown.
+    pub help: bool,
+    /// The user asked to quit.
+    pub quit: bool,
+    /// A frozen copy shown while paused.
+    frozen: Option<Box<App>>,
+}
+
+impl App {
+    /// An empty dashboard titled `title`.
+    pub fn new(title: impl Into<String>) -> App {
+        App {
+            title: title.into(),
+            threads: BTreeMap::new(),
+            now_ns: 0,
+            latency: new_histogram(),
+            throughput: VecDeque::with_capacity(THROUGHPUT_HISTORY),
+            completed: 0,
+            failed: 0,
+            in_flight: 0,
+            elapsed_s: 0.0,
+            events: 0,
+            dropped: 0,
+            recent: VecDeque::with_capacity(RECENT_EVENTS),
+            selected: None,
+            paused: false,
+            help: false,
+            quit: false,
+            frozen: None,
+        }
+    }
+
+    /// What to draw: the frozen copy while paused, the live model otherwise.
+    pub fn view(&self) -> &App {
+        self.frozen.as_deref().unwrap_or(self)
+    }
+
+    /// Applies one action.
+    pub fn update(&mut self, action: Action) {
+        match action {
+            Action::Trace(event) => self.apply_event(event),
+            Action::Named { tid, name } => {
+                if let Some(row) = self.threads.get_mut(&tid) {
+                    row.name = name;
+                }
+            }
+            Action::Load(snapshot) => {
+                if snapshot.warmup {
+                    return;
+                }
+                let _ = self.latency.add(&snapshot.latency);
+                let answered = snapshot.completed();
+                self.completed += answered;
+                self.failed += snapshot.failed();
+                self.in_flight = snapshot.in_flight;
+                self.elapsed_s = (snapshot.start + snapshot.duration).as_secs_f64();
+                if self.throughput.len() == THROUGHPUT_HISTORY {
+                    self.throughput.pop_front();
+                }
+                self.throughput.push_back(answered);
+            }
+            Action::Dropped(n) => self.dropped = n,
+            Action::Quit => self.quit = true,
+            Action::TogglePause => {
+                self.paused = !self.paused;
+                self.frozen = if self.paused {
+                    let mut copy = self.clone();
+                    copy.frozen = None;
+                    Some(Box::new(copy))
+                } else {
+                    None
+                };
+            }
+            Action::ToggleHelp => self.help = !self.help,
+            Action::SelectNext => self.select(1),
+            Action::SelectPrevious => self.select(-1),
+        }
+        // Keys act on the frozen view too.
+        if let Some(frozen) = self.frozen.as_mut() {
+            frozen.help = self.help;
+            frozen.selected = self.selected;
+            frozen.paused = true;
+        }
+    }
+
+    fn select(&mut self, step: isize) {
+        let tids: Vec<i32> = self.view().threads.keys().copied().collect();
+        if tids.is_empty() {
+            return;
+        }
+        let position = self
+            .selected
+            .and_then(|s| tids.iter().position(|&t| t == s));
+        let next = match position {
+            None if step > 0 => 0,
+            None => tids.len() - 1,
+            Some(p) => (p as isize + step).rem_euclid(tids.len() as isize) as usize,
+        };
+        self.selected = Some(tids[next]);
+    }
+
+    fn apply_event(&mut self, event: Event) {
+        self.events += 1;
+        self.now_ns = self.now_ns.max(event.time_ns);
+        let row = self.threads.entry(event.tid).or_insert_with(|| ThreadRow {
+            pid: event.pid,
+            name: String::new(),
+            state: ThreadState::Running,
+            since_ns: event.time_ns,
+            syscalls: 0,
+        });
+        let (state, line) = match &event.kind {
+            EventKind::SyscallEntry { nr, args, .. } => {
+                (Some(ThreadState::of_syscall(*nr, args)), None)
+            }
+            EventKind::SyscallExit { nr, ret, .. } => {
+                row.syscalls += 1;
+                (
+                    Some(ThreadState::Running),
+                    Some(format!(
+                        "{} = {}",
+                        syscall_name(*nr),
+                        return_value(*nr, *ret)
+                    )),
+                )
+            }
+            EventKind::Exited { status } => (
+                Some(ThreadState::Exited),
+                Some(match status {
+                    ExitStatus::Code(code) => format!("+++ exited with {code} +++"),
+                    ExitStatus::Signal(signal) => format!("+++ killed by signal {signal} +++"),
+                }),
+            ),
+            EventKind::Spawned { child_tid, .. } => {
+                (None, Some(format!("started thread {child_tid}")))
+            }
+            EventKind::Signal { signal } => (None, Some(format!("--- signal {signal} ---"))),
+            EventKind::Exec { .. } => (None, Some("exec".to_owned())),
+            EventKind::GroupStop { signal } => {
+                (None, Some(format!("--- stopped by signal {signal} ---")))
+            }
+        };
+        if let Some(state) = state
+            && state != row.state
+        {
+            row.state = state;
+            row.since_ns = event.time_ns;
+        }
+        if let Some(line) = line {
+            if self.recent.len() == RECENT_EVENTS {
+                self.recent.pop_front();
+            }
+            self.recent.push_back((event.tid, line));
+        }
+    }
+
+    /// Requests per second over the last second of snapshots.
+    pub fn recent_rate(&self) -> f64 {
+        let last: u64 = self.throughput.iter().rev().take(10).sum();
+        let samples = self.throughput.len().clamp(1, 10);
+        last as f64 / (samples as f64 * 0.1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use tracebench_tracer::Creation;
+
+    fn event(time_ns: u64, tid: i32, kind: EventKind) -> Action {
+        Action::Trace(Event {
+            time_ns,
+            pid: 100,
+            tid,
+            kind,
+        })
+    }
+
+    #[test]
+    fn threads_follow_their_syscalls() {
+        let futex = syscalls::Sysno::futex.id() as u32;
+        let wait = [0x10, libc_futex_wait(), 0, 0, 0, 0];
+        let mut app = App::new("test");
+        app.update(event(
+            1,
+            100,
+            EventKind::Spawned {
+                child_tid: 101,
+                child_pid: 100,
+                creation: Creation::Thread,
+            },
+        ));
+        app.update(event(
+            2,
+            101,
+            EventKind::SyscallEntry {
+                nr: futex,
+                args: wait,
+                data: vec![],
+            },
+        ));
+        app.update(Action::Named {
+            tid: 101,
+            name: "worker-0".into(),
+        });
+        let row = &app.threads[&101];
+        assert_eq!(row.state, ThreadState::FutexWait(0x10));
+        assert_eq!(row.role(101), "worker");
+        app.update(event(
+            9,
+            101,
+            EventKind::SyscallExit {
+                nr: futex,
+                ret: 0,
+                data: vec![],
+            },
+        ));
+        assert_eq!(app.threads[&101].state, ThreadState::Running);
+        assert_eq!(app.threads[&101].since_ns, 9);
+        assert_eq!(app.recent.back().unwrap().1, "futex = 0");
+    }
+
+    fn libc_futex_wait() -> u64 {
+        128 // FUTEX_WAIT | FUTEX_PRIVATE_FLAG
+    }
+
+    #[test]
+    fn pause_freezes_the_view_while_data_keeps_arriving() {
+        let mut app = App::new("test");
+        let mut snapshot = tracebench_loadgen_snapshot(5);
+        app.update(Action::Load(snapshot.clone()));
+        app.update(Action::TogglePause);
+        snapshot.index = 1;
+        app.update(Action::Load(snapshot));
+        assert_eq!(app.completed, 10, "the model keeps counting");
+        assert_eq!(app.view().completed, 5, "the view stays frozen");
+        app.update(Action::TogglePause);
+        assert_eq!(app.view().completed, 10);
+    }
+
+    #[test]
+    fn selection_wraps_around() {
+        let mut app = App::new("test");
+        for tid in [3, 1, 2] {
+            app.update(event(1, tid, EventKind::Signal { signal: 10 }));
+        }
+        app.update(Action::SelectNext);
+        assert_eq!(app.selected, Some(1));
+        app.update(Action::SelectPrevious);
+        assert_eq!(app.selected, Some(3));
+    }
+
+    fn tracebench_loadgen_snapshot(answered: u64) -> Snapshot {
+        let mut latency = new_histogram();
+        for _ in 0..answered {
+            latency.record(1_000_000).unwrap();
+        }
+        Snapshot {
+            index: 0,
+            start: Duration::ZERO,
+            duration: Duration::from_millis(100),
+            latency,
+            statuses: [(200u16, answered)].into_iter().collect(),
+            errors: BTreeMap::new(),
+            in_flight: 2,
+            warmup: false,
+        }
+    }
+}

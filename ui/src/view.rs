@@ -1,0 +1,366 @@
+//! Widgets that only draw the model: a header, the thread table, the
+//! throughput sparkline, the latency histogram with its percentiles, the
+//! recent events, and the help overlay drawn from the key map.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Bar, BarChart, BarGroup, Block, Clear, Paragraph, Row, Sparkline, Table};
+use tracebench_tracer::states::ThreadState;
+
+use crate::keys::KEYMAP;
+use crate::model::App;
+
+/// The colour of a state, as in the thread table and the legend.
+pub fn state_color(state: ThreadState) -> Color {
+    match state {
+        ThreadState::Running => Color::Green,
+        ThreadState::FutexWait(_) => Color::Yellow,
+        ThreadState::Accept => Color::Cyan,
+        ThreadState::Sleep => Color::Blue,
+        ThreadState::Io => Color::Magenta,
+        ThreadState::Syscall(_) => Color::White,
+        ThreadState::Exited => Color::DarkGray,
+    }
+}
+
+fn ms(ns: u64) -> String {
+    let ns = ns as f64;
+    if ns >= 1e9 {
+        format!("{:.2}s", ns / 1e9)
+    } else if ns >= 1e6 {
+        format!("{:.1}ms", ns / 1e6)
+    } else {
+        format!("{:.0}µs", ns / 1e3)
+    }
+}
+
+/// A bucket label that fits a 6-column bar: `640µs`, `2.6ms`, `20ms`,
+/// `164ms`, `1.3s`.
+fn short(ns: u64) -> String {
+    let ns = ns as f64;
+    if ns >= 1e9 {
+        format!("{:.1}s", ns / 1e9)
+    } else if ns >= 1e7 {
+        format!("{:.0}ms", ns / 1e6)
+    } else if ns >= 1e6 {
+        format!("{:.1}ms", ns / 1e6)
+    } else {
+        format!("{:.0}µs", ns / 1e3)
+    }
+}
+
+/// Draws the whole dashboard.
+pub fn draw(frame: &mut Frame, app: &App) {
+    let app_view = app.view();
+    let [header, middle, bottom] = Layout::vertical([
+        Constraint::Length(3),
+        Constraint::Min(8),
+        Constraint::Length(12),
+    ])
+    .areas(frame.area());
+    draw_header(frame, header, app_view);
+    let [threads, events] =
+        Layout::horizontal([Constraint::Percentage(60), Constraint::Percentage(40)]).areas(middle);
+    draw_threads(frame, threads, app_view);
+    draw_events(frame, events, app_view);
+    let [throughput, latency] =
+        Layout::horizontal([Constraint::Percentage(40), Constraint::Percentage(60)]).areas(bottom);
+    draw_throughput(frame, throughput, app_view);
+    draw_latency(frame, latency, app_view);
+    if app.help {
+        draw_help(frame);
+    }
+}
+
+fn draw_header(frame: &mut Frame, area: Rect, app: &App) {
+    let paused = if app.paused { "  [paused]" } else { "" };
+    let line = Line::from(vec![
+        Span::styled(
+            format!("{}{paused}", app.title),
+            Style::default().add_modifier(Modifier::BOLD),
+        ),
+        Span::raw(format!(
+            "   {:.0} s   {:.0} req/s   {} answered   {} errors   {} in flight   {} events   {} dropped   ? help",
+            app.elapsed_s,
+            app.recent_rate(),
+            app.completed,
+            app.failed,
+            app.in_flight,
+            app.events,
+            app.dropped
+        )),
+    ]);
+    frame.render_widget(
+        Paragraph::new(line).block(Block::bordered().title(" tracebench ")),
+        area,
+    );
+}
+
+fn draw_threads(frame: &mut Frame, area: Rect, app: &App) {
+    let rows = app.threads.iter().map(|(tid, row)| {
+        let since = app.now_ns.saturating_sub(row.since_ns);
+        let state = match row.state {
+            ThreadState::FutexWait(addr) => format!("futex-wait {addr:#x}"),
+            other => other.label().to_owned(),
+        };
+        let style = if app.selected == Some(*tid) {
+            Style::default().add_modifier(Modifier::REVERSED)
+        } else {
+            Style::default()
+        };
+        Row::new(vec![
+            tid.to_string(),
+            row.name.clone(),
+            row.role(*tid).to_owned(),
+            state,
+            ms(since),
+            row.syscalls.to_string(),
+        ])
+        .style(style.fg(state_color(row.state)))
+    });
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Length(8),
+            Constraint::Length(15),
+            Constraint::Length(7),
+            Constraint::Min(12),
+            Constraint::Length(9),
+            Constraint::Length(9),
+        ],
+    )
+    .header(
+        Row::new(vec!["tid", "name", "role", "state", "for", "syscalls"])
+            .style(Style::default().add_modifier(Modifier::BOLD)),
+    )
+    .block(Block::bordered().title(" threads "));
+    frame.render_widget(table, area);
+}
+
+fn draw_events(frame: &mut Frame, area: Rect, app: &App) {
+    let height = area.height.saturating_sub(2) as usize;
+    let lines: Vec<Line> = app
+        .recent
+        .iter()
+        .filter(|(tid, _)| app.selected.is_none_or(|s| s == *tid))
+        .rev()
+        .take(height)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .map(|(tid, text)| Line::from(format!("[{tid}] {text}")))
+        .collect();
+    let title = match app.selected {
+        Some(tid) => format!(" recent events of {tid} "),
+        None => " recent events ".to_owned(),
+    };
+    frame.render_widget(
+        Paragraph::new(lines).block(Block::bordered().title(title)),
+        area,
+    );
+}
+
+fn draw_throughput(frame: &mut Frame, area: Rect, app: &App) {
+    let width = area.width.saturating_sub(2) as usize;
+    let data: Vec<u64> = app
+        .throughput
+        .iter()
+        .rev()
+        .take(width)
+        .rev()
+        .copied()
+        .collect();
+    let sparkline = Sparkline::default()
+        .data(&data)
+        .style(Style::default().fg(Color::Green))
+        .block(Block::bordered().title(format!(
+            " answered per 100 ms (now {:.0} req/s) ",
+            app.recent_rate()
+        )));
+    frame.render_widget(sparkline, area);
+}
+
+fn draw_latency(frame: &mut Frame, area: Rect, app: &App) {
+    let h = &app.latency;
+    let title = if h.is_empty() {
+        " latency ".to_owned()
+    } else {
+        format!(
+            " latency  p50 {}  p90 {}  p99 {}  p99.9 {}  max {} ",
+            ms(h.value_at_quantile(0.5)),
+            ms(h.value_at_quantile(0.9)),
+            ms(h.value_at_quantile(0.99)),
+            ms(h.value_at_quantile(0.999)),
+            ms(h.max())
+        )
+    };
+    // Log-scaled buckets, a factor of 2 each, as many as fit, starting a
+    // bucket below the fastest request (or at 10 µs).
+    const BAR_WIDTH: u16 = 6;
+    let fit = (area.width.saturating_sub(2) / (BAR_WIDTH + 1)).max(1) as usize;
+    let mut low = 10_000u64;
+    if !h.is_empty() {
+        while low * 4 <= h.min() {
+            low *= 2;
+        }
+    }
+    let mut bars = Vec::new();
+    while bars.len() < fit && (bars.is_empty() || low <= h.max()) {
+        let high = low * 2;
+        let count = if h.is_empty() {
+            0
+        } else {
+            h.count_between(low, high - 1)
+        };
+        bars.push(Bar::default().value(count).label(Line::from(short(high))));
+        low = high;
+    }
+    let chart = BarChart::default()
+        .data(BarGroup::default().bars(&bars))
+        .bar_width(BAR_WIDTH)
+        .bar_gap(1)
+        .block(Block::bordered().title(title));
+    frame.render_widget(chart, area);
+}
+
+fn draw_help(frame: &mut Frame) {
+    let area = frame.area();
+    let width = 60.min(area.width);
+    let height = (KEYMAP.len() as u16 + 2).min(area.height);
+    let popup = Rect::new(
+        area.x + (area.width - width) / 2,
+        area.y + (area.height - height) / 2,
+        width,
+        height,
+    );
+    let lines: Vec<Line> = KEYMAP
+        .iter()
+        .map(|binding| Line::from(format!("{:>10}  {}", binding.keys, binding.help)))
+        .collect();
+    frame.render_widget(Clear, popup);
+    frame.render_widget(
+        Paragraph::new(lines).block(Block::bordered().title(" keys ")),
+        popup,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Action;
+    use ratatui::Terminal;
+    use ratatui::backend::TestBackend;
+    use tracebench_tracer::{Creation, Event, EventKind};
+
+    fn screen(app: &App) -> String {
+        let mut terminal = Terminal::new(TestBackend::new(130, 36)).unwrap();
+        terminal.draw(|frame| draw(frame, app)).unwrap();
+        let buffer = terminal.backend().buffer().clone();
+        (0..buffer.area.height)
+            .map(|y| {
+                (0..buffer.area.width)
+                    .map(|x| buffer[(x, y)].symbol())
+                    .collect::<String>()
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn sample_app() -> App {
+        let mut app = App::new("server pool-futex (5 workers)");
+        let e = |time_ns, tid, kind| {
+            Action::Trace(Event {
+                time_ns,
+                pid: 10,
+                tid,
+                kind,
+            })
+        };
+        app.update(e(
+            1,
+            10,
+            EventKind::Spawned {
+                child_tid: 11,
+                child_pid: 10,
+                creation: Creation::Thread,
+            },
+        ));
+        let futex = syscalls::Sysno::futex.id() as u32;
+        let accept4 = syscalls::Sysno::accept4.id() as u32;
+        app.update(e(
+            2,
+            11,
+            EventKind::SyscallEntry {
+                nr: futex,
+                args: [0xbeef, 128, 0, 0, 0, 0],
+                data: vec![],
+            },
+        ));
+        app.update(e(
+            3,
+            10,
+            EventKind::SyscallEntry {
+                nr: accept4,
+                args: [3, 0, 0, 0, 0, 0],
+                data: vec![],
+            },
+        ));
+        app.update(Action::Named {
+            tid: 11,
+            name: "worker-0".into(),
+        });
+        app.update(Action::Named {
+            tid: 10,
+            name: "tracebench".into(),
+        });
+        let mut latency = tracebench_loadgen::stats::new_histogram();
+        for _ in 0..90 {
+            latency.record(101_000_000).unwrap();
+        }
+        latency.record(3_000_000).unwrap();
+        app.update(Action::Load(tracebench_loadgen::Snapshot {
+            index: 0,
+            start: std::time::Duration::ZERO,
+            duration: std::time::Duration::from_millis(100),
+            latency,
+            statuses: [(200u16, 91)].into_iter().collect(),
+            errors: Default::default(),
+            in_flight: 10,
+            warmup: false,
+        }));
+        app
+    }
+
+    #[test]
+    fn the_panes_show_threads_states_and_latency() {
+        let text = screen(&sample_app());
+        for needle in [
+            "threads",
+            "worker-0",
+            "futex-wait 0xbeef",
+            "accept",
+            "p50 101.1ms",
+            "91 answered",
+            "10 in flight",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+        }
+        // The slowest bucket holding 101 ms is drawn.
+        assert!(text.contains("164ms"), "{text}");
+    }
+
+    #[test]
+    fn help_and_pause_show_on_screen() {
+        let mut app = sample_app();
+        app.update(Action::ToggleHelp);
+        app.update(Action::TogglePause);
+        let text = screen(&app);
+        assert!(
+            text.contains("pause the view (data keeps coming)"),
+            "{text}"
+        );
+        assert!(text.contains("[paused]"), "{text}");
+    }
+}
