@@ -96,6 +96,12 @@ pub struct ThreadTimeline {
 }
 
 impl ThreadTimeline {
+    /// The state it was in at `at_ns` (`None` before its first interval).
+    pub fn state_at(&self, at_ns: u64) -> Option<ThreadState> {
+        let after = self.intervals.partition_point(|i| i.start_ns <= at_ns);
+        after.checked_sub(1).map(|i| self.intervals[i].state)
+    }
+
     /// The state it is in now.
     pub fn current(&self) -> ThreadState {
         self.intervals
@@ -206,6 +212,19 @@ impl Timelines {
     /// The time of the latest event applied.
     pub fn last_ns(&self) -> u64 {
         self.last_ns
+    }
+
+    /// Forgets intervals that ended before `before_ns`, so a long live view
+    /// keeps bounded memory (the current interval of each thread stays).
+    pub fn prune_before(&mut self, before_ns: u64) {
+        for thread in self.threads.values_mut() {
+            let keep_from = thread
+                .intervals
+                .iter()
+                .position(|i| i.end_ns.is_none_or(|end| end >= before_ns))
+                .unwrap_or(thread.intervals.len());
+            thread.intervals.drain(..keep_from);
+        }
     }
 
     /// Records that thread `tid` of process `pid` was seen in `state` at
@@ -339,5 +358,25 @@ mod tests {
         let times = worker.time_by_state(100);
         assert_eq!(times["futex-wait"], 40);
         assert_eq!(times["running"], 10 + 10);
+    }
+
+    #[test]
+    fn state_at_and_pruning() {
+        let mut model = Timelines::new();
+        model.observe(1, 1, ThreadState::Running, 0);
+        model.observe(1, 1, ThreadState::Sleep, 100);
+        model.observe(1, 1, ThreadState::Running, 200);
+        let thread = &model.threads()[&1];
+        assert_eq!(thread.state_at(50), Some(ThreadState::Running));
+        assert_eq!(thread.state_at(150), Some(ThreadState::Sleep));
+        assert_eq!(thread.state_at(999), Some(ThreadState::Running));
+        model.prune_before(150);
+        assert_eq!(model.threads()[&1].intervals.len(), 2);
+        model.prune_before(10_000);
+        assert_eq!(
+            model.threads()[&1].intervals.len(),
+            1,
+            "the current interval stays"
+        );
     }
 }

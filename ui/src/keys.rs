@@ -43,6 +43,18 @@ pub const KEYMAP: &[Binding] = &[
         action: || Action::SelectPrevious,
     },
     Binding {
+        keys: "+, =",
+        help: "timeline: show a shorter stretch",
+        matches: |k| matches!(k, KeyCode::Char('+') | KeyCode::Char('=')),
+        action: || Action::ZoomIn,
+    },
+    Binding {
+        keys: "-",
+        help: "timeline: show a longer stretch",
+        matches: |k| k == KeyCode::Char('-'),
+        action: || Action::ZoomOut,
+    },
+    Binding {
         keys: "?",
         help: "show or hide this help",
         matches: |k| k == KeyCode::Char('?'),

@@ -8,13 +8,17 @@ use hdrhistogram::Histogram;
 use tracebench_loadgen::Snapshot;
 use tracebench_loadgen::stats::new_histogram;
 use tracebench_tracer::decode::{return_value, syscall_name};
-use tracebench_tracer::states::ThreadState;
+use tracebench_tracer::states::{ThreadState, Timelines};
 use tracebench_tracer::{Event, EventKind, ExitStatus};
 
 /// How many recent events the events pane keeps.
 pub const RECENT_EVENTS: usize = 200;
 /// How many 100 ms throughput samples the sparkline keeps (a minute).
 pub const THROUGHPUT_HISTORY: usize = 600;
+/// The shortest stretch the timeline shows (+ zooms in down to it).
+pub const MIN_WINDOW_NS: u64 = 100_000_000;
+/// The longest stretch the timeline shows, and keeps (- zooms out to it).
+pub const MAX_WINDOW_NS: u64 = 60_000_000_000;
 
 /// One row of the thread table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +67,10 @@ pub enum Action {
     Dropped(u64),
     /// Quit the dashboard.
     Quit,
+    /// Show a shorter stretch of the timeline.
+    ZoomIn,
+    /// Show a longer stretch of the timeline.
+    ZoomOut,
     /// Freeze or unfreeze the view (data keeps arriving).
     TogglePause,
     /// Show or hide the help overlay.
@@ -80,6 +88,10 @@ pub struct App {
     pub title: String,
     /// Threads by tid.
     pub threads: BTreeMap<i32, ThreadRow>,
+    /// Every thread's recent states, for the timeline.
+    pub timelines: Timelines,
+    /// How much time the timeline shows.
+    pub window_ns: u64,
     /// The newest trace time seen (ns).
     pub now_ns: u64,
     /// Latencies of every request so far.
@@ -118,6 +130,8 @@ impl App {
         App {
             title: title.into(),
             threads: BTreeMap::new(),
+            timelines: Timelines::new(),
+            window_ns: 5_000_000_000,
             now_ns: 0,
             latency: new_histogram(),
             throughput: VecDeque::with_capacity(THROUGHPUT_HISTORY),
@@ -167,6 +181,8 @@ impl App {
             }
             Action::Dropped(n) => self.dropped = n,
             Action::Quit => self.quit = true,
+            Action::ZoomIn => self.window_ns = (self.window_ns / 2).max(MIN_WINDOW_NS),
+            Action::ZoomOut => self.window_ns = (self.window_ns * 2).min(MAX_WINDOW_NS),
             Action::TogglePause => {
                 self.paused = !self.paused;
                 self.frozen = if self.paused {
@@ -207,6 +223,12 @@ impl App {
 
     fn apply_event(&mut self, event: Event) {
         self.events += 1;
+        self.timelines.apply(&event);
+        if event.time_ns > self.now_ns + 1_000_000_000 {
+            // About once a second: forget what no zoom level can show.
+            self.timelines
+                .prune_before(event.time_ns.saturating_sub(MAX_WINDOW_NS));
+        }
         self.now_ns = self.now_ns.max(event.time_ns);
         let row = self.threads.entry(event.tid).or_insert_with(|| ThreadRow {
             pid: event.pid,

@@ -62,7 +62,7 @@ pub fn draw(frame: &mut Frame, app: &App) {
     .areas(frame.area());
     draw_header(frame, header, app_view);
     let [threads, events] =
-        Layout::horizontal([Constraint::Percentage(60), Constraint::Percentage(40)]).areas(middle);
+        Layout::horizontal([Constraint::Percentage(70), Constraint::Percentage(30)]).areas(middle);
     draw_threads(frame, threads, app_view);
     draw_events(frame, events, app_view);
     let [throughput, latency] =
@@ -98,7 +98,43 @@ fn draw_header(frame: &mut Frame, area: Rect, app: &App) {
     );
 }
 
+/// The threads pane's title: the colour of each state.
+fn legend() -> Line<'static> {
+    let mut spans = vec![Span::raw(" threads   ")];
+    for state in [
+        ThreadState::Running,
+        ThreadState::FutexWait(0),
+        ThreadState::Accept,
+        ThreadState::Sleep,
+        ThreadState::Io,
+        ThreadState::Syscall(0),
+        ThreadState::Exited,
+    ] {
+        spans.push(Span::styled("█ ", Style::default().fg(state_color(state))));
+        spans.push(Span::raw(format!("{}  ", state.label())));
+    }
+    Line::from(spans)
+}
+
+/// One thread's last `app.window_ns` as coloured cells, oldest left.
+fn timeline_cells(app: &App, tid: i32, cells: usize) -> Line<'static> {
+    let Some(timeline) = app.timelines.threads().get(&tid) else {
+        return Line::default();
+    };
+    let start = app.now_ns.saturating_sub(app.window_ns);
+    let step = (app.window_ns / cells.max(1) as u64).max(1);
+    let spans: Vec<Span> = (0..cells)
+        .map(|cell| match timeline.state_at(start + cell as u64 * step) {
+            Some(state) => Span::styled("█", Style::default().fg(state_color(state))),
+            None => Span::raw(" "),
+        })
+        .collect();
+    Line::from(spans)
+}
+
 fn draw_threads(frame: &mut Frame, area: Rect, app: &App) {
+    // Columns before the timeline take 66 cells with the borders.
+    let cells = area.width.saturating_sub(66 + 7).max(10) as usize;
     let rows = app.threads.iter().map(|(tid, row)| {
         let since = app.now_ns.saturating_sub(row.since_ns);
         let state = match row.state {
@@ -111,14 +147,15 @@ fn draw_threads(frame: &mut Frame, area: Rect, app: &App) {
             Style::default()
         };
         Row::new(vec![
-            tid.to_string(),
-            row.name.clone(),
-            row.role(*tid).to_owned(),
-            state,
-            ms(since),
-            row.syscalls.to_string(),
+            ratatui::widgets::Cell::from(tid.to_string()),
+            row.name.clone().into(),
+            row.role(*tid).into(),
+            ratatui::widgets::Cell::from(state).style(Style::default().fg(state_color(row.state))),
+            ms(since).into(),
+            row.syscalls.to_string().into(),
+            timeline_cells(app, *tid, cells).into(),
         ])
-        .style(style.fg(state_color(row.state)))
+        .style(style)
     });
     let table = Table::new(
         rows,
@@ -126,16 +163,25 @@ fn draw_threads(frame: &mut Frame, area: Rect, app: &App) {
             Constraint::Length(8),
             Constraint::Length(15),
             Constraint::Length(7),
-            Constraint::Min(12),
+            Constraint::Length(24),
             Constraint::Length(9),
             Constraint::Length(9),
+            Constraint::Min(10),
         ],
     )
     .header(
-        Row::new(vec!["tid", "name", "role", "state", "for", "syscalls"])
-            .style(Style::default().add_modifier(Modifier::BOLD)),
+        Row::new(vec![
+            "tid".to_owned(),
+            "name".to_owned(),
+            "role".to_owned(),
+            "state".to_owned(),
+            "for".to_owned(),
+            "syscalls".to_owned(),
+            format!("last {}", ms(app.window_ns)),
+        ])
+        .style(Style::default().add_modifier(Modifier::BOLD)),
     )
-    .block(Block::bordered().title(" threads "));
+    .block(Block::bordered().title(legend()));
     frame.render_widget(table, area);
 }
 
@@ -362,5 +408,23 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("[paused]"), "{text}");
+    }
+
+    #[test]
+    fn the_timeline_draws_each_threads_states_and_zooms() {
+        let mut app = sample_app();
+        let text = screen(&app);
+        assert!(text.contains("last 5.00s"), "{text}");
+        let worker_row = text.lines().find(|l| l.contains("worker-0")).unwrap();
+        assert!(worker_row.contains('█'), "{worker_row}");
+        app.update(Action::ZoomIn);
+        assert!(screen(&app).contains("last 2.50s"));
+        for _ in 0..20 {
+            app.update(Action::ZoomOut);
+        }
+        assert!(
+            screen(&app).contains("last 60.00s"),
+            "zoom stops at a minute"
+        );
     }
 }
