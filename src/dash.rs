@@ -30,6 +30,12 @@ pub struct DashArgs {
     /// Without a terminal: run this long, then print a summary
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     headless_for: Duration,
+    /// Do not record the run
+    #[arg(long, conflicts_with = "record_dir")]
+    no_record: bool,
+    /// Record the run here instead of runs/<time>/
+    #[arg(long, value_name = "DIR")]
+    record_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for DashArgs {
@@ -41,6 +47,8 @@ impl Default for DashArgs {
             connections: 10,
             rate: None,
             headless_for: Duration::from_secs(5),
+            no_record: false,
+            record_dir: None,
         }
     }
 }
@@ -97,7 +105,31 @@ pub fn run(args: DashArgs) -> anyhow::Result<()> {
             humantime::format_duration(args.headless_for)
         );
     }
+    let record = if args.no_record {
+        None
+    } else {
+        let dir = args.record_dir.clone().unwrap_or_else(|| {
+            // runs/2026-11-22T15-57-21Z: sortable, and no ':' to quote.
+            let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+            std::path::Path::new("runs").join(stamp.replace(':', "-"))
+        });
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let settings = serde_json::json!({
+            "mode": args.mode,
+            "workers": args.workers,
+            "delay_ms": args.delay.as_millis() as u64,
+            "connections": args.connections,
+            "rate": args.rate,
+            "started": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            "files": { "trace": "trace.tbt", "latency": "latency.hlog" },
+        });
+        std::fs::write(dir.join("settings.json"), format!("{settings:#}\n"))
+            .with_context(|| format!("cannot write {}", dir.join("settings.json").display()))?;
+        Some(dir)
+    };
     let config = DashConfig {
+        record: record.clone(),
         exe,
         mode: args.mode,
         workers: args.workers,
@@ -108,5 +140,11 @@ pub fn run(args: DashArgs) -> anyhow::Result<()> {
     };
     let app = tracebench_ui::run(&config)?;
     print!("{}", summary(&app));
+    if let Some(dir) = record {
+        println!(
+            "recorded to {}/ (trace.tbt, latency.hlog, settings.json)",
+            dir.display()
+        );
+    }
     Ok(())
 }

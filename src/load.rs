@@ -9,15 +9,12 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use hdrhistogram::serialization::V2DeflateSerializer;
-use hdrhistogram::serialization::interval_log::{IntervalLogWriter, IntervalLogWriterBuilder};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 use std::time::SystemTime;
-use tracebench_loadgen::Snapshot;
 use tracebench_loadgen::export::{VALUE_UNIT, write_buckets_csv, write_hgrm, write_percentile_csv};
-use tracebench_loadgen::hlog::MAX_VALUE_DIVISOR;
+use tracebench_loadgen::hlog::{self, SecondsLog};
 use tracebench_loadgen::report::Summary;
-use tracebench_loadgen::stats::new_histogram;
 use tracebench_loadgen::{LoadConfig, StopAfter, Target};
 
 use crate::parse_duration;
@@ -135,46 +132,6 @@ impl LoadArgs {
     }
 }
 
-/// Interval-log state: intervals of one second built from the engine's
-/// 100 ms snapshots, written as each second completes.
-struct SecondsLog<'a, 'b> {
-    writer: IntervalLogWriter<'a, 'b, BufWriter<File>, V2DeflateSerializer>,
-    current: Option<(u64, hdrhistogram::Histogram<u64>)>,
-}
-
-impl SecondsLog<'_, '_> {
-    fn add(&mut self, snapshot: &Snapshot) -> anyhow::Result<()> {
-        if snapshot.warmup {
-            return Ok(());
-        }
-        let second = snapshot.start.as_secs();
-        if let Some((current, _)) = &self.current
-            && *current != second
-        {
-            self.flush()?;
-        }
-        let (_, histogram) = self
-            .current
-            .get_or_insert_with(|| (second, new_histogram()));
-        let _ = histogram.add(&snapshot.latency);
-        Ok(())
-    }
-
-    fn flush(&mut self) -> anyhow::Result<()> {
-        if let Some((second, histogram)) = self.current.take() {
-            self.writer
-                .write_histogram(
-                    &histogram,
-                    Duration::from_secs(second),
-                    Duration::from_secs(1),
-                    None,
-                )
-                .map_err(|e| anyhow::anyhow!("writing the interval log: {e:?}"))?;
-        }
-        Ok(())
-    }
-}
-
 fn percentiles_ms(h: &hdrhistogram::Histogram<u64>) -> serde_json::Value {
     let at = |q: f64| h.value_at_quantile(q) as f64 / 1e6;
     serde_json::json!({
@@ -220,20 +177,11 @@ pub fn run(args: LoadArgs) -> anyhow::Result<u8> {
     let mut hlog_file = args.hlog.as_deref().map(create).transpose()?;
     let mut serializer = V2DeflateSerializer::new();
     let mut log = match hlog_file.as_mut() {
-        Some(file) => {
-            let now = SystemTime::now();
-            let writer = IntervalLogWriterBuilder::new()
-                .add_comment("tracebench load; values in nanoseconds")
-                .with_start_time(now)
-                .with_base_time(now)
-                .with_max_value_divisor(MAX_VALUE_DIVISOR)
-                .begin_log_with(file, &mut serializer)
-                .map_err(|e| anyhow::anyhow!("writing the interval log: {e}"))?;
-            Some(SecondsLog {
-                writer,
-                current: None,
-            })
-        }
+        Some(file) => Some(SecondsLog::new(hlog::begin(
+            file,
+            &mut serializer,
+            "tracebench load; values in nanoseconds",
+        )?)),
         None => None,
     };
     let cancel = Arc::new(AtomicBool::new(false));
@@ -249,7 +197,7 @@ pub fn run(args: LoadArgs) -> anyhow::Result<u8> {
             && log_error.is_none()
             && let Err(e) = log.add(snapshot)
         {
-            log_error = Some(e);
+            log_error = Some(anyhow::Error::from(e));
         }
         if let Some(bar) = &progress {
             done += snapshot.completed() + snapshot.failed();

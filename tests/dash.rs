@@ -26,8 +26,11 @@ fn servers_running() -> usize {
 fn without_a_terminal_it_says_so_and_prints_a_summary() {
     let _serial = serial();
     let before = servers_running();
+    let dir = tempdir();
+    let record = dir.path().join("run");
     let output = Command::new(BIN)
-        .args(["dash", "--headless-for", "2s"])
+        .args(["dash", "--headless-for", "2s", "--record-dir"])
+        .arg(&record)
         .output()
         .unwrap();
     assert!(
@@ -56,6 +59,33 @@ fn without_a_terminal_it_says_so_and_prints_a_summary() {
     // 10 connections on 5 workers at 50 ms: about 100 requests a second.
     assert!(answered >= 50, "{summary}");
     assert!(summary.contains("latency p50"), "{summary}");
+    assert!(summary.contains("recorded to"), "{summary}");
+    // The recording: every traced event, every measured request, the settings.
+    let logged: u64 =
+        tracebench_loadgen::hlog::read_log(&std::fs::read(record.join("latency.hlog")).unwrap())
+            .unwrap()
+            .iter()
+            .map(|i| i.histogram.len())
+            .sum();
+    assert_eq!(
+        logged, answered,
+        "the interval log holds every answered request"
+    );
+    let export = Command::new(BIN)
+        .arg("export")
+        .arg(record.join("trace.tbt"))
+        .arg("-c")
+        .output()
+        .unwrap();
+    assert!(
+        export.status.success() && export.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&export.stderr)
+    );
+    assert!(String::from_utf8_lossy(&export.stdout).contains("accept4"));
+    let settings: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(record.join("settings.json")).unwrap()).unwrap();
+    assert_eq!(settings["mode"], "pool-futex");
     assert_eq!(servers_running(), before, "the traced server must be gone");
 }
 
@@ -86,6 +116,11 @@ fn in_a_terminal_it_draws_the_panes_and_answers_keys() {
     let _serial = serial();
     let before = servers_running();
     let session = format!("tracebench-test-{}", std::process::id());
+    let dir = tempdir();
+    let command = format!(
+        "{BIN} dash --record-dir {}",
+        dir.path().join("run").display()
+    );
     let status = tmux(&[
         "new-session",
         "-d",
@@ -95,7 +130,7 @@ fn in_a_terminal_it_draws_the_panes_and_answers_keys() {
         "150",
         "-y",
         "40",
-        BIN,
+        &command,
     ])
     .status;
     assert!(status.success());

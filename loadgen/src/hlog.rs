@@ -9,11 +9,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine;
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::interval_log::{
-    IntervalLogIterator, IntervalLogWriterBuilder, LogEntry,
+    IntervalLogIterator, IntervalLogWriter, IntervalLogWriterBuilder, LogEntry,
 };
 use hdrhistogram::serialization::{Deserializer, V2DeflateSerializer};
 
 use crate::LoadError;
+use crate::engine::Snapshot;
 use crate::stats::new_histogram;
 
 /// Values in logs are nanoseconds; tools show them divided by this
@@ -58,6 +59,76 @@ pub fn write_log<W: Write>(
             .map_err(|e| error(format_args!("{e:?}")))?;
     }
     Ok(())
+}
+
+/// Starts an interval log on `out` (BaseTime and StartTime now): the
+/// serializer is the caller's, as the crate's writer borrows both.
+pub fn begin<'a, 'b, W: Write>(
+    out: &'a mut W,
+    serializer: &'b mut V2DeflateSerializer,
+    comment: &str,
+) -> Result<IntervalLogWriter<'a, 'b, W, V2DeflateSerializer>, LoadError> {
+    let now = SystemTime::now();
+    IntervalLogWriterBuilder::new()
+        .add_comment(comment)
+        .with_start_time(now)
+        .with_base_time(now)
+        .with_max_value_divisor(MAX_VALUE_DIVISOR)
+        .begin_log_with(out, serializer)
+        .map_err(|e| io_error("writing an interval log")(format_args!("{e}")))
+}
+
+/// Turns a run's 100 ms snapshots into one interval per second, written as
+/// each second completes, so memory stays flat however long the run.
+pub struct SecondsLog<'a, 'b, W: Write> {
+    writer: IntervalLogWriter<'a, 'b, W, V2DeflateSerializer>,
+    current: Option<(u64, Histogram<u64>)>,
+}
+
+impl<'a, 'b, W: Write> SecondsLog<'a, 'b, W> {
+    /// Logs through `writer` (see [`begin`]).
+    pub fn new(writer: IntervalLogWriter<'a, 'b, W, V2DeflateSerializer>) -> Self {
+        SecondsLog {
+            writer,
+            current: None,
+        }
+    }
+
+    /// Adds a snapshot (warm-up snapshots are left out, as they are from
+    /// the results).
+    pub fn add(&mut self, snapshot: &Snapshot) -> Result<(), LoadError> {
+        if snapshot.warmup {
+            return Ok(());
+        }
+        let second = snapshot.start.as_secs();
+        if self
+            .current
+            .as_ref()
+            .is_some_and(|(current, _)| *current != second)
+        {
+            self.flush()?;
+        }
+        let (_, histogram) = self
+            .current
+            .get_or_insert_with(|| (second, new_histogram()));
+        let _ = histogram.add(&snapshot.latency);
+        Ok(())
+    }
+
+    /// Writes the second in progress.
+    pub fn flush(&mut self) -> Result<(), LoadError> {
+        if let Some((second, histogram)) = self.current.take() {
+            self.writer
+                .write_histogram(
+                    &histogram,
+                    Duration::from_secs(second),
+                    Duration::from_secs(1),
+                    None,
+                )
+                .map_err(|e| io_error("writing an interval log")(format_args!("{e:?}")))?;
+        }
+        Ok(())
+    }
 }
 
 /// Reads every interval of a log, with absolute start times.

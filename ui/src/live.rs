@@ -11,8 +11,11 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crossterm::event::{self, Event as TermEvent, KeyEventKind};
+use hdrhistogram::serialization::V2DeflateSerializer;
+use tracebench_loadgen::hlog::{self, SecondsLog};
 use tracebench_loadgen::{LoadConfig, StopAfter, Target};
-use tracebench_tracer::sink::ChannelSource;
+use tracebench_tracer::file::{Header, TraceWriter};
+use tracebench_tracer::sink::{ChannelSource, Tee};
 use tracebench_tracer::{Options, Selection, Session};
 
 use crate::keys::action_for;
@@ -35,6 +38,9 @@ pub struct DashConfig {
     pub rate: Option<f64>,
     /// Without a terminal, run this long and print a summary.
     pub headless_for: Duration,
+    /// Record the run into this directory: `trace.tbt` (every traced
+    /// event) and `latency.hlog` (the load generator's interval log).
+    pub record: Option<PathBuf>,
 }
 
 /// Why the dashboard could not run.
@@ -72,6 +78,18 @@ pub fn run(config: &DashConfig) -> Result<App, DashError> {
         addr.to_string().into(),
     ];
     let exe = config.exe.clone();
+    let trace_file = match &config.record {
+        Some(dir) => {
+            let mut command = vec![exe.display().to_string()];
+            command.extend(server_args.iter().map(|a| a.to_string_lossy().into_owned()));
+            let path = dir.join("trace.tbt");
+            Some(
+                TraceWriter::create(&path, &Header::now(command))
+                    .map_err(|e| DashError(format!("cannot create {}: {e}", path.display())))?,
+            )
+        }
+        None => None,
+    };
     let tracer = std::thread::Builder::new()
         .name("tracer".into())
         .spawn(move || {
@@ -90,7 +108,20 @@ pub fn run(config: &DashConfig) -> Result<App, DashError> {
                 Ok(session) => {
                     let _ = started_tx.send(Ok(()));
                     let mut sink = sink;
-                    let _ = session.run(&mut sink);
+                    // The file gets every event; the view may miss some.
+                    match trace_file {
+                        Some(mut file) => {
+                            let _ = session.run(&mut Tee(vec![&mut sink, &mut file]));
+                            if let Err(e) = file.finish() {
+                                eprintln!(
+                                    "tracebench: the recording's trace file is incomplete: {e}"
+                                );
+                            }
+                        }
+                        None => {
+                            let _ = session.run(&mut sink);
+                        }
+                    }
                 }
                 Err(e) => {
                     let _ = started_tx.send(Err(e.to_string()));
@@ -123,14 +154,40 @@ pub fn run(config: &DashConfig) -> Result<App, DashError> {
     load.stop = StopAfter::Duration(Duration::from_secs(24 * 3600));
     let cancel = Arc::new(AtomicBool::new(false));
     let (snapshots_tx, snapshots) = mpsc::channel();
+    let mut hlog_file = match &config.record {
+        Some(dir) => {
+            let path = dir.join("latency.hlog");
+            Some(
+                std::fs::File::create(&path)
+                    .map_err(|e| DashError(format!("cannot create {}: {e}", path.display())))?,
+            )
+        }
+        None => None,
+    };
     let loader = {
         let cancel = Arc::clone(&cancel);
         std::thread::Builder::new()
             .name("load".into())
             .spawn(move || {
+                let mut serializer = V2DeflateSerializer::new();
+                let mut log = hlog_file.as_mut().and_then(|file| {
+                    hlog::begin(
+                        file,
+                        &mut serializer,
+                        "tracebench dash; values in nanoseconds",
+                    )
+                    .ok()
+                    .map(SecondsLog::new)
+                });
                 let _ = tracebench_loadgen::run_observed(&load, cancel, |s| {
+                    if let Some(log) = log.as_mut() {
+                        let _ = log.add(s);
+                    }
                     let _ = snapshots_tx.send(s.clone());
                 });
+                if let Some(log) = log.as_mut() {
+                    let _ = log.flush();
+                }
             })
             .map_err(|e| DashError(format!("cannot start the load thread: {e}")))?
     };
@@ -161,10 +218,12 @@ pub fn run(config: &DashConfig) -> Result<App, DashError> {
         Ok(())
     };
 
-    cancel.store(true, Ordering::SeqCst);
+        cancel.store(true, Ordering::SeqCst);
     let _ = loader.join();
     tracebench_tracer::request_stop();
     let _ = tracer.join();
+    // The last answers and events, so the summary matches the recording.
+    feed(&mut app, &source, &snapshots);
     result.map(|()| app)
 }
 
