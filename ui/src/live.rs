@@ -218,7 +218,7 @@ pub fn run(config: &DashConfig) -> Result<App, DashError> {
         Ok(())
     };
 
-        cancel.store(true, Ordering::SeqCst);
+    cancel.store(true, Ordering::SeqCst);
     let _ = loader.join();
     tracebench_tracer::request_stop();
     let _ = tracer.join();
