@@ -80,7 +80,7 @@ pub fn summary(app: &App) -> String {
         "tid", "name", "role", "state", "syscalls"
     );
     for (tid, row) in &app.threads {
-        let state = match row.state {
+        let state = match app.state_of(*tid) {
             ThreadState::FutexWait(_) => "futex-wait",
             other => other.label(),
         };
@@ -89,7 +89,7 @@ pub fn summary(app: &App) -> String {
             "{tid:>8} {:<15} {:<7} {state:<12} {:>9}",
             row.name,
             row.role(*tid),
-            row.syscalls
+            app.syscalls_of(*tid)
         );
     }
     text

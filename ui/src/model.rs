@@ -20,19 +20,14 @@ pub const MIN_WINDOW_NS: u64 = 100_000_000;
 /// The longest stretch the timeline shows, and keeps (- zooms out to it).
 pub const MAX_WINDOW_NS: u64 = 60_000_000_000;
 
-/// One row of the thread table.
+/// One row of the thread table: who the thread is. What it does (state,
+/// since when, syscalls) is read from [`App::timelines`], not kept twice.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ThreadRow {
     /// The process.
     pub pid: i32,
     /// Its name (`comm`), once known.
     pub name: String,
-    /// What it is doing.
-    pub state: ThreadState,
-    /// Since when (trace clock, ns).
-    pub since_ns: u64,
-    /// Traced syscalls it completed.
-    pub syscalls: u64,
 }
 
 impl ThreadRow {
@@ -230,56 +225,54 @@ impl App {
                 .prune_before(event.time_ns.saturating_sub(MAX_WINDOW_NS));
         }
         self.now_ns = self.now_ns.max(event.time_ns);
-        let row = self.threads.entry(event.tid).or_insert_with(|| ThreadRow {
+        self.threads.entry(event.tid).or_insert_with(|| ThreadRow {
             pid: event.pid,
             name: String::new(),
-            state: ThreadState::Running,
-            since_ns: event.time_ns,
-            syscalls: 0,
         });
-        let (state, line) = match &event.kind {
-            EventKind::SyscallEntry { nr, args, .. } => {
-                (Some(ThreadState::of_syscall(*nr, args)), None)
-            }
-            EventKind::SyscallExit { nr, ret, .. } => {
-                row.syscalls += 1;
-                (
-                    Some(ThreadState::Running),
-                    Some(format!(
-                        "{} = {}",
-                        syscall_name(*nr),
-                        return_value(*nr, *ret)
-                    )),
-                )
-            }
-            EventKind::Exited { status } => (
-                Some(ThreadState::Exited),
-                Some(match status {
-                    ExitStatus::Code(code) => format!("+++ exited with {code} +++"),
-                    ExitStatus::Signal(signal) => format!("+++ killed by signal {signal} +++"),
-                }),
-            ),
-            EventKind::Spawned { child_tid, .. } => {
-                (None, Some(format!("started thread {child_tid}")))
-            }
-            EventKind::Signal { signal } => (None, Some(format!("--- signal {signal} ---"))),
-            EventKind::Exec { .. } => (None, Some("exec".to_owned())),
-            EventKind::GroupStop { signal } => {
-                (None, Some(format!("--- stopped by signal {signal} ---")))
-            }
+        let line = match &event.kind {
+            EventKind::SyscallEntry { .. } => None,
+            EventKind::SyscallExit { nr, ret, .. } => Some(format!(
+                "{} = {}",
+                syscall_name(*nr),
+                return_value(*nr, *ret)
+            )),
+            EventKind::Exited { status } => Some(match status {
+                ExitStatus::Code(code) => format!("+++ exited with {code} +++"),
+                ExitStatus::Signal(signal) => format!("+++ killed by signal {signal} +++"),
+            }),
+            EventKind::Spawned { child_tid, .. } => Some(format!("started thread {child_tid}")),
+            EventKind::Signal { signal } => Some(format!("--- signal {signal} ---")),
+            EventKind::Exec { .. } => Some("exec".to_owned()),
+            EventKind::GroupStop { signal } => Some(format!("--- stopped by signal {signal} ---")),
         };
-        if let Some(state) = state
-            && state != row.state
-        {
-            row.state = state;
-            row.since_ns = event.time_ns;
-        }
         if let Some(line) = line {
             if self.recent.len() == RECENT_EVENTS {
                 self.recent.pop_front();
             }
             self.recent.push_back((event.tid, line));
         }
+    }
+
+    /// What thread `tid` is doing.
+    pub fn state_of(&self, tid: i32) -> ThreadState {
+        self.timelines
+            .threads()
+            .get(&tid)
+            .map_or(ThreadState::Running, |t| t.current())
+    }
+
+    /// Since when thread `tid` has been in its state (trace clock, ns).
+    pub fn since_of(&self, tid: i32) -> u64 {
+        self.timelines
+            .threads()
+            .get(&tid)
+            .and_then(|t| t.since_ns())
+            .unwrap_or(self.now_ns)
+    }
+
+    /// Traced syscalls thread `tid` completed.
+    pub fn syscalls_of(&self, tid: i32) -> u64 {
+        self.timelines.threads().get(&tid).map_or(0, |t| t.syscalls)
     }
 
     /// Requests per second over the last second of snapshots.
@@ -333,7 +326,7 @@ mod tests {
             name: "worker-0".into(),
         });
         let row = &app.threads[&101];
-        assert_eq!(row.state, ThreadState::FutexWait(0x10));
+        assert_eq!(app.state_of(101), ThreadState::FutexWait(0x10));
         assert_eq!(row.role(101), "worker");
         app.update(event(
             9,
@@ -344,8 +337,8 @@ mod tests {
                 data: vec![],
             },
         ));
-        assert_eq!(app.threads[&101].state, ThreadState::Running);
-        assert_eq!(app.threads[&101].since_ns, 9);
+        assert_eq!(app.state_of(101), ThreadState::Running);
+        assert_eq!(app.since_of(101), 9);
         assert_eq!(app.recent.back().unwrap().1, "futex = 0");
     }
 

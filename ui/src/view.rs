@@ -136,8 +136,9 @@ fn draw_threads(frame: &mut Frame, area: Rect, app: &App) {
     // Columns before the timeline take 66 cells with the borders.
     let cells = area.width.saturating_sub(66 + 7).max(10) as usize;
     let rows = app.threads.iter().map(|(tid, row)| {
-        let since = app.now_ns.saturating_sub(row.since_ns);
-        let state = match row.state {
+        let current = app.state_of(*tid);
+        let since = app.now_ns.saturating_sub(app.since_of(*tid));
+        let state = match current {
             ThreadState::FutexWait(addr) => format!("futex-wait {addr:#x}"),
             other => other.label().to_owned(),
         };
@@ -150,9 +151,9 @@ fn draw_threads(frame: &mut Frame, area: Rect, app: &App) {
             ratatui::widgets::Cell::from(tid.to_string()),
             row.name.clone().into(),
             row.role(*tid).into(),
-            ratatui::widgets::Cell::from(state).style(Style::default().fg(state_color(row.state))),
+            ratatui::widgets::Cell::from(state).style(Style::default().fg(state_color(current))),
             ms(since).into(),
-            row.syscalls.to_string().into(),
+            app.syscalls_of(*tid).to_string().into(),
             timeline_cells(app, *tid, cells).into(),
         ])
         .style(style)
