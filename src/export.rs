@@ -5,6 +5,7 @@ use std::io::{BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use tracebench_loadgen::export::{VALUE_UNIT, write_buckets_csv, write_hgrm, write_percentile_csv};
 use tracebench_tracer::EventSink;
 use tracebench_tracer::file::{TraceFileError, TraceReader};
 use tracebench_tracer::jsonl::JsonlWriter;
@@ -15,8 +16,19 @@ use tracebench_tracer::summary::Summary;
 #[derive(clap::Args, Debug)]
 #[command(group = clap::ArgGroup::new("format").required(true).multiple(true))]
 pub struct ExportArgs {
-    /// A trace file written by `tracebench trace -w FILE`
+    /// A recorded run (a runs/<time>/ directory of the dashboard) or a trace
+    /// file written by `tracebench trace -w FILE`
+    #[arg(value_name = "RUN")]
     trace: PathBuf,
+    /// The run's latency histogram as HdrHistogram percentile CSV (ms); - for stdout
+    #[arg(long, value_name = "FILE", group = "format")]
+    csv: Option<PathBuf>,
+    /// The run's latency histogram as .hgrm text (ms); - for stdout
+    #[arg(long, value_name = "FILE", group = "format")]
+    hgrm: Option<PathBuf>,
+    /// The run's latency buckets as lower_ns,upper_ns,count,cumulative_count
+    #[arg(long, value_name = "FILE", group = "format")]
+    buckets_csv: Option<PathBuf>,
     /// Chrome trace event JSON (open it in ui.perfetto.dev); - for stdout
     #[arg(long, value_name = "FILE", group = "format")]
     chrome: Option<PathBuf>,
@@ -66,8 +78,53 @@ fn feed(path: &Path, sink: &mut dyn EventSink) -> anyhow::Result<u64> {
     Ok(count)
 }
 
+/// The whole run's latencies: every interval of the run's latency.hlog,
+/// added up.
+fn run_latency(run: &Path) -> anyhow::Result<hdrhistogram::Histogram<u64>> {
+    let log = run.join("latency.hlog");
+    if !run.is_dir() || !log.exists() {
+        anyhow::bail!(
+            "{} is not a recorded run (no latency.hlog); histograms come from a dashboard run directory",
+            run.display()
+        );
+    }
+    let bytes = std::fs::read(&log).with_context(|| format!("cannot read {}", log.display()))?;
+    let intervals = tracebench_loadgen::hlog::read_log(&bytes)
+        .with_context(|| format!("reading {}", log.display()))?;
+    let mut total = tracebench_loadgen::stats::new_histogram();
+    for interval in &intervals {
+        let _ = total.add(&interval.histogram);
+    }
+    Ok(total)
+}
+
 /// Runs `tracebench export`.
-pub fn run(args: ExportArgs) -> anyhow::Result<()> {
+pub fn run(mut args: ExportArgs) -> anyhow::Result<()> {
+    if args.csv.is_some() || args.hgrm.is_some() || args.buckets_csv.is_some() {
+        let latency = run_latency(&args.trace)?;
+        if let Some(path) = &args.csv {
+            write_percentile_csv(&latency, create(path)?)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        if let Some(path) = &args.hgrm {
+            write_hgrm(&latency, create(path)?)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        if let Some(path) = &args.buckets_csv {
+            write_buckets_csv(&latency, create(path)?)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        eprintln!(
+            "tracebench export: {} requests; values in {VALUE_UNIT}",
+            latency.len()
+        );
+    }
+    if args.trace.is_dir() {
+        args.trace = args.trace.join("trace.tbt");
+    }
+    if args.strace.is_none() && args.jsonl.is_none() && args.chrome.is_none() && !args.summary {
+        return Ok(());
+    }
     if let Some(path) = &args.strace {
         let options = TextOptions {
             timestamps: Timestamps::Absolute,

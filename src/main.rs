@@ -60,11 +60,12 @@ enum Command {
         A spawned program gets a seccomp filter so that only the selected syscalls stop it \
         (--no-seccomp turns that off); an attached one stops at every syscall.")]
     Trace(trace::TraceArgs),
-    /// Convert a recorded trace file (trace -w) to Chrome/Perfetto JSON, JSONL or strace text
+    /// Export a recorded run or trace file: latency CSV/.hgrm, Chrome/Perfetto JSON, JSONL, strace text
     #[command(after_help = "Examples:\n  \
         tracebench export run.tbt --chrome run.json      # open in ui.perfetto.dev\n  \
         tracebench export run.tbt --strace - | less\n  \
-        tracebench export run.tbt -c                      # per-syscall and per-thread summary")]
+                tracebench export run.tbt -c                      # per-syscall and per-thread summary\n  \
+        tracebench export runs/2026-11-22T15-57-21Z --csv latency.csv   # a dashboard run's latencies")]
     Export(export::ExportArgs),
     /// Send HTTP load and measure every latency (like wrk, oha, or xargs -P curl)
     #[command(after_help = "Examples:\n  \

@@ -83,6 +83,27 @@ fn without_a_terminal_it_says_so_and_prints_a_summary() {
         String::from_utf8_lossy(&export.stderr)
     );
     assert!(String::from_utf8_lossy(&export.stdout).contains("accept4"));
+    // The third job: the run's latency histogram as CSV.
+    let csv = Command::new(BIN)
+        .arg("export")
+        .arg(&record)
+        .args(["--csv", "-"])
+        .output()
+        .unwrap();
+    assert!(
+        csv.status.success(),
+        "{}",
+        String::from_utf8_lossy(&csv.stderr)
+    );
+    let csv = String::from_utf8(csv.stdout).unwrap();
+    assert!(
+        csv.starts_with("\"Value\",\"Percentile\",\"TotalCount\",\"1/(1-Percentile)\""),
+        "{csv}"
+    );
+    assert!(
+        csv.trim_end().ends_with(&format!(",{answered},Infinity")),
+        "{csv}"
+    );
     let settings: serde_json::Value =
         serde_json::from_slice(&std::fs::read(record.join("settings.json")).unwrap()).unwrap();
     assert_eq!(settings["mode"], "pool-futex");
