@@ -122,7 +122,7 @@ pub fn run(args: DashArgs) -> anyhow::Result<()> {
             "connections": args.connections,
             "rate": args.rate,
             "started": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-            "files": { "trace": "trace.tbt", "latency": "latency.hlog" },
+            "files": { "trace": "trace.tbt", "latency": "latency.hlog", "thread names": "threads.json" },
         });
         std::fs::write(dir.join("settings.json"), format!("{settings:#}\n"))
             .with_context(|| format!("cannot write {}", dir.join("settings.json").display()))?;
@@ -146,5 +146,26 @@ pub fn run(args: DashArgs) -> anyhow::Result<()> {
             dir.display()
         );
     }
+    Ok(())
+}
+
+/// Arguments of `tracebench replay`.
+#[derive(clap::Args, Debug)]
+pub struct ReplayArgs {
+    /// A recorded run (runs/<time>/) or a trace file
+    #[arg(value_name = "RUN")]
+    run: std::path::PathBuf,
+}
+
+/// Replays a recording in the dashboard (or, without a terminal, prints
+/// the whole run's summary).
+pub fn replay(args: ReplayArgs) -> anyhow::Result<()> {
+    if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        eprintln!(
+            "tracebench: standard output is not a terminal, so no dashboard: the whole recording's summary"
+        );
+    }
+    let app = tracebench_ui::replay::run(&args.run)?;
+    print!("{}", summary(&app));
     Ok(())
 }

@@ -48,6 +48,13 @@ enum Command {
         tracebench dash --rate 150 -c 50               # open-loop load\n\n\
         Keys: q quit, space pause, arrows/tab select a thread (its events), ? help.")]
     Dash(dash::DashArgs),
+    /// Replay a recorded run in the dashboard: play, pause, speed, step, seek
+    #[command(
+        after_help = "Example:\n  tracebench replay runs/2026-11-22T15-57-21Z\n\n\
+        Keys: space play/pause, < > speed, arrows seek 1 s, PgUp/PgDn 10 s, Home/End, \
+        n next event (of the selected thread), tab select, q quit, ? help."
+    )]
+    Replay(dash::ReplayArgs),
     /// Trace a program's syscalls, following every thread and child (like strace -f)
     #[command(after_help = "Examples:\n  \
         tracebench trace -- tracebench serve --workers 5      # the default set, to stderr\n  \
@@ -107,6 +114,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Dash(args)) => dash::run(args).map(|()| ExitCode::SUCCESS),
+        Some(Command::Replay(args)) => dash::replay(args).map(|()| ExitCode::SUCCESS),
         None => dash::run(dash::DashArgs::default()).map(|()| ExitCode::SUCCESS),
     }
 }

@@ -195,3 +195,81 @@ fn in_a_terminal_it_draws_the_panes_and_answers_keys() {
     });
     assert!(gone, "{n} traced servers left running");
 }
+
+#[test]
+fn a_recording_replays_headless_and_in_a_terminal() {
+    let _serial = serial();
+    let dir = tempdir();
+    let record = dir.path().join("run");
+    let output = Command::new(BIN)
+        .args(["dash", "--headless-for", "2s", "--record-dir"])
+        .arg(&record)
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let live = String::from_utf8(output.stdout).unwrap();
+    let answered = |summary: &str| -> u64 {
+        summary
+            .lines()
+            .nth(1)
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+
+    // Without a terminal: the whole recording's summary, the same counts.
+    let output = Command::new(BIN)
+        .arg("replay")
+        .arg(&record)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let replayed = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(answered(&replayed), answered(&live), "{live}\n{replayed}");
+    // At the end of the recording the server has stopped: its main thread
+    // and five workers have exited.
+    let exited = replayed.lines().filter(|l| l.contains(" exited ")).count();
+    assert!(exited >= 6, "{replayed}");
+    // The names the live run read from /proc come back from threads.json.
+    assert_eq!(
+        replayed.lines().filter(|l| l.contains(" worker-")).count(),
+        5,
+        "{replayed}"
+    );
+
+    // In a terminal: it plays, seeks to the end, and quits.
+    let session = format!("tracebench-replay-{}", std::process::id());
+    let command = format!("{BIN} replay {}", record.display());
+    assert!(
+        tmux(&[
+            "new-session",
+            "-d",
+            "-s",
+            &session,
+            "-x",
+            "150",
+            "-y",
+            "40",
+            &command
+        ])
+        .status
+        .success()
+    );
+    let text = wait_for_screen(&session, "replay of");
+    tmux(&["send-keys", "-t", &session, "End"]);
+    let end = wait_for_screen(&session, "latency  p50");
+    tmux(&["send-keys", "-t", &session, "q"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tmux(&["has-session", "-t", &session]).status.success() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let still_there = tmux(&["has-session", "-t", &session]).status.success();
+    let _ = tmux(&["kill-session", "-t", &session]);
+    assert!(text.contains("replay of"), "{text}");
+    assert!(end.contains("latency  p50"), "{end}");
+    assert!(!still_there, "q did not quit the replay");
+}

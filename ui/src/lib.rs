@@ -12,6 +12,7 @@
 pub mod keys;
 pub mod live;
 pub mod model;
+pub mod replay;
 pub mod view;
 
 pub use live::{DashConfig, run};

@@ -224,6 +224,19 @@ pub fn run(config: &DashConfig) -> Result<App, DashError> {
     let _ = tracer.join();
     // The last answers and events, so the summary matches the recording.
     feed(&mut app, &source, &snapshots);
+    if let Some(dir) = &config.record {
+        // Names come from /proc while the threads live; keep them for a
+        // replay.
+        let names: std::collections::BTreeMap<String, &str> = app
+            .threads
+            .iter()
+            .map(|(tid, row)| (tid.to_string(), row.name.as_str()))
+            .collect();
+        let _ = std::fs::write(
+            dir.join("threads.json"),
+            serde_json::to_string_pretty(&names).unwrap_or_default(),
+        );
+    }
     result.map(|()| app)
 }
 

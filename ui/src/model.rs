@@ -115,6 +115,8 @@ pub struct App {
     pub help: bool,
     /// The user asked to quit.
     pub quit: bool,
+    /// The view replays a recording (its keys join the help).
+    pub replay: bool,
     /// A frozen copy shown while paused.
     frozen: Option<Box<App>>,
 }
@@ -141,6 +143,7 @@ impl App {
             paused: false,
             help: false,
             quit: false,
+            replay: false,
             frozen: None,
         }
     }

@@ -70,7 +70,7 @@ pub fn draw(frame: &mut Frame, app: &App) {
     draw_throughput(frame, throughput, app_view);
     draw_latency(frame, latency, app_view);
     if app.help {
-        draw_help(frame);
+        draw_help(frame, app.replay);
     }
 }
 
@@ -272,19 +272,32 @@ fn draw_latency(frame: &mut Frame, area: Rect, app: &App) {
     frame.render_widget(chart, area);
 }
 
-fn draw_help(frame: &mut Frame) {
+fn draw_help(frame: &mut Frame, replay: bool) {
     let area = frame.area();
     let width = 60.min(area.width);
-    let height = (KEYMAP.len() as u16 + 2).min(area.height);
+    let replay_keys: &[(&str, &str)] = if replay {
+        crate::replay::REPLAY_KEYS
+    } else {
+        &[]
+    };
+    let height = ((KEYMAP.len() + replay_keys.len()) as u16 + 2).min(area.height);
     let popup = Rect::new(
         area.x + (area.width - width) / 2,
         area.y + (area.height - height) / 2,
         width,
         height,
     );
-    let lines: Vec<Line> = KEYMAP
+    // In a replay, space plays and pauses instead of freezing the view.
+    let lines: Vec<Line> = replay_keys
         .iter()
-        .map(|binding| Line::from(format!("{:>10}  {}", binding.keys, binding.help)))
+        .copied()
+        .chain(
+            KEYMAP
+                .iter()
+                .filter(|b| !(replay && b.keys == "space"))
+                .map(|b| (b.keys, b.help)),
+        )
+        .map(|(keys, help)| Line::from(format!("{keys:>10}  {help}")))
         .collect();
     frame.render_widget(Clear, popup);
     frame.render_widget(
