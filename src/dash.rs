@@ -76,8 +76,8 @@ pub fn summary(app: &App) -> String {
     }
     let _ = writeln!(
         text,
-        "{:>8} {:<15} {:<7} {:<12} {:>9}",
-        "tid", "name", "role", "state", "syscalls"
+        "{:>8} {:<15} {:<7} {:<12} {:>9} {:>5}",
+        "tid", "name", "role", "state", "syscalls", "cpu"
     );
     for (tid, row) in &app.threads {
         let state = match app.state_of(*tid) {
@@ -86,10 +86,12 @@ pub fn summary(app: &App) -> String {
         };
         let _ = writeln!(
             text,
-            "{tid:>8} {:<15} {:<7} {state:<12} {:>9}",
+            "{tid:>8} {:<15} {:<7} {state:<12} {:>9} {:>5}",
             row.name,
             row.role(*tid),
-            app.syscalls_of(*tid)
+            app.syscalls_of(*tid),
+            row.cpu
+                .map_or_else(|| "-".to_owned(), |c| format!("{c:.0}%"))
         );
     }
     text

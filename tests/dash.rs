@@ -59,6 +59,14 @@ fn without_a_terminal_it_says_so_and_prints_a_summary() {
     // 10 connections on 5 workers at 50 ms: about 100 requests a second.
     assert!(answered >= 50, "{summary}");
     assert!(summary.contains("latency p50"), "{summary}");
+    // CPU per thread, from /proc, once a second.
+    assert!(
+        summary
+            .lines()
+            .filter(|l| l.contains(" worker-"))
+            .all(|l| l.trim_end().ends_with('%')),
+        "{summary}"
+    );
     assert!(summary.contains("recorded to"), "{summary}");
     // The recording: every traced event, every measured request, the settings.
     let logged: u64 =

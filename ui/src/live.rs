@@ -206,15 +206,16 @@ pub fn run(config: &DashConfig) -> Result<App, DashError> {
         }
     );
     let mut app = App::new(title);
+    let mut cpu = CpuSampler::default();
     let result = if io::stdout().is_terminal() {
-        interactive(&mut app, &source, &snapshots)
+        interactive(&mut app, &source, &snapshots, &mut cpu)
     } else {
         let until = Instant::now() + config.headless_for;
         while Instant::now() < until {
-            feed(&mut app, &source, &snapshots);
+            feed(&mut app, &source, &snapshots, &mut cpu);
             std::thread::sleep(Duration::from_millis(100));
         }
-        feed(&mut app, &source, &snapshots);
+        feed(&mut app, &source, &snapshots, &mut cpu);
         Ok(())
     };
 
@@ -223,7 +224,7 @@ pub fn run(config: &DashConfig) -> Result<App, DashError> {
     tracebench_tracer::request_stop();
     let _ = tracer.join();
     // The last answers and events, so the summary matches the recording.
-    feed(&mut app, &source, &snapshots);
+    feed(&mut app, &source, &snapshots, &mut cpu);
     if let Some(dir) = &config.record {
         // Names come from /proc while the threads live; keep them for a
         // replay.
@@ -241,11 +242,60 @@ pub fn run(config: &DashConfig) -> Result<App, DashError> {
 }
 
 /// Hands everything the sources produced since the last call to the model.
+/// CPU time of threads, sampled from /proc about once a second.
+#[derive(Default)]
+struct CpuSampler {
+    last: Option<Instant>,
+    ticks: std::collections::HashMap<i32, u64>,
+}
+
+impl CpuSampler {
+    /// user + system ticks of a thread (fields 14 and 15 of its stat).
+    fn ticks_of(pid: i32, tid: i32) -> Option<u64> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
+        let fields: Vec<&str> = stat
+            .get(stat.rfind(')')? + 2..)?
+            .split_whitespace()
+            .collect();
+        Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+    }
+
+    fn sample(&mut self, app: &mut App) {
+        let now = Instant::now();
+        let elapsed = match self.last {
+            Some(last) if now - last < Duration::from_secs(1) => return,
+            Some(last) => Some(now - last),
+            None => None,
+        };
+        self.last = Some(now);
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        let threads: Vec<(i32, i32)> = app
+            .threads
+            .iter()
+            .map(|(tid, row)| (*tid, row.pid))
+            .collect();
+        for (tid, pid) in threads {
+            let Some(ticks) = Self::ticks_of(pid, tid) else {
+                continue;
+            };
+            if let (Some(elapsed), Some(before)) = (elapsed, self.ticks.get(&tid)) {
+                let percent =
+                    (ticks.saturating_sub(*before)) as f64 / hz / elapsed.as_secs_f64() * 100.0;
+                app.update(Action::Cpu { tid, percent });
+            }
+            self.ticks.insert(tid, ticks);
+        }
+    }
+}
+
 fn feed(
     app: &mut App,
     source: &ChannelSource,
     snapshots: &mpsc::Receiver<tracebench_loadgen::Snapshot>,
+    cpu: &mut CpuSampler,
 ) {
+    cpu.sample(app);
     for event in source.receiver.try_iter().take(100_000) {
         let new_thread = !app.threads.contains_key(&event.tid);
         let tid = event.tid;
@@ -270,13 +320,14 @@ fn interactive(
     app: &mut App,
     source: &ChannelSource,
     snapshots: &mpsc::Receiver<tracebench_loadgen::Snapshot>,
+    cpu: &mut CpuSampler,
 ) -> Result<(), DashError> {
     // ratatui::init restores the terminal from its panic hook too.
     let mut terminal =
         ratatui::try_init().map_err(|e| DashError(format!("cannot set up the terminal: {e}")))?;
     let result = (|| -> io::Result<()> {
         while !app.quit {
-            feed(app, source, snapshots);
+            feed(app, source, snapshots, cpu);
             terminal.draw(|frame| crate::view::draw(frame, app))?;
             if event::poll(Duration::from_millis(100))? {
                 match event::read()? {

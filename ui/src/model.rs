@@ -22,12 +22,14 @@ pub const MAX_WINDOW_NS: u64 = 60_000_000_000;
 
 /// One row of the thread table: who the thread is. What it does (state,
 /// since when, syscalls) is read from [`App::timelines`], not kept twice.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ThreadRow {
     /// The process.
     pub pid: i32,
     /// Its name (`comm`), once known.
     pub name: String,
+    /// Its CPU use over the last second, in % of one core, once measured.
+    pub cpu: Option<f64>,
 }
 
 impl ThreadRow {
@@ -55,6 +57,13 @@ pub enum Action {
         tid: i32,
         /// Its name.
         name: String,
+    },
+    /// Thread `tid` used this much CPU lately (% of one core, from /proc).
+    Cpu {
+        /// The thread.
+        tid: i32,
+        /// Percent of one core.
+        percent: f64,
     },
     /// The load generator measured another interval.
     Load(Snapshot),
@@ -178,6 +187,11 @@ impl App {
                 self.throughput.push_back(answered);
             }
             Action::Dropped(n) => self.dropped = n,
+            Action::Cpu { tid, percent } => {
+                if let Some(row) = self.threads.get_mut(&tid) {
+                    row.cpu = Some(percent);
+                }
+            }
             Action::Quit => self.quit = true,
             Action::ZoomIn => self.window_ns = (self.window_ns / 2).max(MIN_WINDOW_NS),
             Action::ZoomOut => self.window_ns = (self.window_ns * 2).min(MAX_WINDOW_NS),
@@ -231,6 +245,7 @@ impl App {
         self.threads.entry(event.tid).or_insert_with(|| ThreadRow {
             pid: event.pid,
             name: String::new(),
+            cpu: None,
         });
         let line = match &event.kind {
             EventKind::SyscallEntry { .. } => None,
@@ -331,6 +346,11 @@ mod tests {
         let row = &app.threads[&101];
         assert_eq!(app.state_of(101), ThreadState::FutexWait(0x10));
         assert_eq!(row.role(101), "worker");
+        app.update(Action::Cpu {
+            tid: 101,
+            percent: 12.5,
+        });
+        assert_eq!(app.threads[&101].cpu, Some(12.5));
         app.update(event(
             9,
             101,

@@ -133,8 +133,8 @@ fn timeline_cells(app: &App, tid: i32, cells: usize) -> Line<'static> {
 }
 
 fn draw_threads(frame: &mut Frame, area: Rect, app: &App) {
-    // Columns before the timeline take 66 cells with the borders.
-    let cells = area.width.saturating_sub(66 + 7).max(10) as usize;
+    // Columns before the timeline take 72 cells with the borders.
+    let cells = area.width.saturating_sub(72 + 8).max(10) as usize;
     let rows = app.threads.iter().map(|(tid, row)| {
         let current = app.state_of(*tid);
         let since = app.now_ns.saturating_sub(app.since_of(*tid));
@@ -154,6 +154,9 @@ fn draw_threads(frame: &mut Frame, area: Rect, app: &App) {
             ratatui::widgets::Cell::from(state).style(Style::default().fg(state_color(current))),
             ms(since).into(),
             app.syscalls_of(*tid).to_string().into(),
+            row.cpu
+                .map_or_else(String::new, |c| format!("{c:.0}%"))
+                .into(),
             timeline_cells(app, *tid, cells).into(),
         ])
         .style(style)
@@ -167,6 +170,7 @@ fn draw_threads(frame: &mut Frame, area: Rect, app: &App) {
             Constraint::Length(24),
             Constraint::Length(9),
             Constraint::Length(9),
+            Constraint::Length(5),
             Constraint::Min(10),
         ],
     )
@@ -178,6 +182,7 @@ fn draw_threads(frame: &mut Frame, area: Rect, app: &App) {
             "state".to_owned(),
             "for".to_owned(),
             "syscalls".to_owned(),
+            "cpu".to_owned(),
             format!("last {}", ms(app.window_ns)),
         ])
         .style(Style::default().add_modifier(Modifier::BOLD)),
@@ -315,7 +320,7 @@ mod tests {
     use tracebench_tracer::{Creation, Event, EventKind};
 
     fn screen(app: &App) -> String {
-        let mut terminal = Terminal::new(TestBackend::new(130, 36)).unwrap();
+        let mut terminal = Terminal::new(TestBackend::new(150, 36)).unwrap();
         terminal.draw(|frame| draw(frame, app)).unwrap();
         let buffer = terminal.backend().buffer().clone();
         (0..buffer.area.height)
