@@ -187,6 +187,14 @@ fn in_a_terminal_it_draws_the_panes_and_answers_keys() {
     let paused = wait_for_screen(&session, "[paused]");
     tmux(&["send-keys", "-t", &session, "?"]);
     let help = wait_for_screen(&session, "select the next thread");
+    tmux(&["send-keys", "-t", &session, "?"]);
+    tmux(&["send-keys", "-t", &session, "e"]);
+    let exported = wait_for_screen(&session, "exported");
+    let csvs: Vec<_> = std::fs::read_dir(dir.path().join("run"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".csv"))
+        .collect();
     tmux(&["send-keys", "-t", &session, "q"]);
     let deadline = Instant::now() + Duration::from_secs(10);
     while tmux(&["has-session", "-t", &session]).status.success() && Instant::now() < deadline {
@@ -196,6 +204,12 @@ fn in_a_terminal_it_draws_the_panes_and_answers_keys() {
     let _ = tmux(&["kill-session", "-t", &session]);
     assert!(paused.contains("[paused]"), "{paused}");
     assert!(help.contains("select the next thread"), "{help}");
+    assert!(exported.contains("exported"), "{exported}");
+    assert_eq!(
+        csvs.len(),
+        1,
+        "e writes the latency CSV into the run directory"
+    );
     assert!(!still_there, "q did not quit");
     let (gone, n) = eventually(Duration::from_secs(5), || {
         let n = servers_running();

@@ -55,6 +55,12 @@ pub const KEYMAP: &[Binding] = &[
         action: || Action::ZoomOut,
     },
     Binding {
+        keys: "e",
+        help: "export the latency histogram (CSV, .hgrm)",
+        matches: |k| k == KeyCode::Char('e'),
+        action: || Action::Export,
+    },
+    Binding {
         keys: "?",
         help: "show or hide this help",
         matches: |k| k == KeyCode::Char('?'),

@@ -208,7 +208,13 @@ pub fn run(config: &DashConfig) -> Result<App, DashError> {
     let mut app = App::new(title);
     let mut cpu = CpuSampler::default();
     let result = if io::stdout().is_terminal() {
-        interactive(&mut app, &source, &snapshots, &mut cpu)
+        interactive(
+            &mut app,
+            &source,
+            &snapshots,
+            &mut cpu,
+            config.record.as_deref(),
+        )
     } else {
         let until = Instant::now() + config.headless_for;
         while Instant::now() < until {
@@ -316,11 +322,38 @@ fn feed(
     app.update(Action::Dropped(source.dropped.load(Ordering::Relaxed)));
 }
 
+/// Writes the latency histogram so far as percentile CSV and .hgrm (into
+/// the recording's directory, or the current one), and says where.
+pub fn export(app: &App, record: Option<&std::path::Path>) -> String {
+    let dir = record.unwrap_or(std::path::Path::new("."));
+    let stamp = (app.elapsed_s * 10.0) as u64;
+    let csv = dir.join(format!("latency-at-{}.{}s.csv", stamp / 10, stamp % 10));
+    let hgrm = csv.with_extension("hgrm");
+    let written = std::fs::File::create(&csv)
+        .and_then(|f| {
+            tracebench_loadgen::export::write_percentile_csv(&app.latency, io::BufWriter::new(f))
+                .map(drop)
+        })
+        .and_then(|()| std::fs::File::create(&hgrm))
+        .and_then(|f| {
+            tracebench_loadgen::export::write_hgrm(&app.latency, io::BufWriter::new(f)).map(drop)
+        });
+    match written {
+        Ok(()) => format!(
+            "exported {} requests to {} and .hgrm",
+            app.latency.len(),
+            csv.display()
+        ),
+        Err(e) => format!("export failed: {e}"),
+    }
+}
+
 fn interactive(
     app: &mut App,
     source: &ChannelSource,
     snapshots: &mpsc::Receiver<tracebench_loadgen::Snapshot>,
     cpu: &mut CpuSampler,
+    record: Option<&std::path::Path>,
 ) -> Result<(), DashError> {
     // ratatui::init restores the terminal from its panic hook too.
     let mut terminal =
@@ -339,7 +372,12 @@ fn interactive(
                         if ctrl_c {
                             app.update(Action::Quit);
                         } else if let Some(action) = action_for(key.code) {
-                            app.update(action);
+                            if matches!(action, Action::Export) {
+                                let status = export(app, record);
+                                app.update(Action::Status(status));
+                            } else {
+                                app.update(action);
+                            }
                         }
                     }
                     TermEvent::Mouse(mouse) => match mouse.kind {

@@ -79,6 +79,10 @@ pub enum Action {
     TogglePause,
     /// Show or hide the help overlay.
     ToggleHelp,
+    /// Export the latency histogram (the source writes the file).
+    Export,
+    /// A line for the header's status (what an export wrote, say).
+    Status(String),
     /// Select the next thread in the table.
     SelectNext,
     /// Select the previous thread in the table.
@@ -124,6 +128,8 @@ pub struct App {
     pub help: bool,
     /// The user asked to quit.
     pub quit: bool,
+    /// The last status message.
+    pub status: String,
     /// The view replays a recording (its keys join the help).
     pub replay: bool,
     /// A frozen copy shown while paused.
@@ -152,6 +158,7 @@ impl App {
             paused: false,
             help: false,
             quit: false,
+            status: String::new(),
             replay: false,
             frozen: None,
         }
@@ -206,11 +213,15 @@ impl App {
                 };
             }
             Action::ToggleHelp => self.help = !self.help,
+            // The source acts on it; the model only shows the outcome.
+            Action::Export => {}
+            Action::Status(text) => self.status = text,
             Action::SelectNext => self.select(1),
             Action::SelectPrevious => self.select(-1),
         }
         // Keys act on the frozen view too.
         if let Some(frozen) = self.frozen.as_mut() {
+            frozen.status = self.status.clone();
             frozen.help = self.help;
             frozen.selected = self.selected;
             frozen.paused = true;

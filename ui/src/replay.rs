@@ -293,7 +293,12 @@ pub fn run(run: &Path) -> Result<App, DashError> {
                 }
                 if let Some(action) = action_for(key.code) {
                     // Space is play/pause here, handled above.
-                    player.app.update(action);
+                    if matches!(action, Action::Export) {
+                        let status = crate::live::export(&player.app, run.is_dir().then_some(run));
+                        player.app.update(Action::Status(status));
+                    } else {
+                        player.app.update(action);
+                    }
                 }
                 if player.app.quit {
                     return Ok(());

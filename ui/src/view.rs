@@ -76,6 +76,7 @@ pub fn draw(frame: &mut Frame, app: &App) {
 
 fn draw_header(frame: &mut Frame, area: Rect, app: &App) {
     let paused = if app.paused { "  [paused]" } else { "" };
+
     let line = Line::from(vec![
         Span::styled(
             format!("{}{paused}", app.title),
@@ -92,10 +93,16 @@ fn draw_header(frame: &mut Frame, area: Rect, app: &App) {
             app.dropped
         )),
     ]);
-    frame.render_widget(
-        Paragraph::new(line).block(Block::bordered().title(" tracebench ")),
-        area,
-    );
+    // Status messages (an export, say) go on the frame, where the long
+    // counters line cannot push them out of sight.
+    let mut block = Block::bordered().title(" tracebench ");
+    if !app.status.is_empty() {
+        block = block.title_bottom(Span::styled(
+            format!(" {} ", app.status),
+            Style::default().fg(Color::Yellow),
+        ));
+    }
+    frame.render_widget(Paragraph::new(line).block(block), area);
 }
 
 /// The threads pane's title: the colour of each state.
