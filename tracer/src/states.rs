@@ -214,6 +214,23 @@ impl Timelines {
         self.last_ns
     }
 
+    /// Forgets threads that exited before `before_ns` (a fork-per-connection
+    /// server leaves one per request); returns their tids.
+    pub fn forget_exited_before(&mut self, before_ns: u64) -> Vec<i32> {
+        let gone: Vec<i32> = self
+            .threads
+            .iter()
+            .filter(|(_, t)| {
+                t.current() == ThreadState::Exited && t.since_ns().is_some_and(|s| s < before_ns)
+            })
+            .map(|(tid, _)| *tid)
+            .collect();
+        for tid in &gone {
+            self.threads.remove(tid);
+        }
+        gone
+    }
+
     /// Forgets intervals that ended before `before_ns`, so a long live view
     /// keeps bounded memory (the current interval of each thread stays).
     pub fn prune_before(&mut self, before_ns: u64) {

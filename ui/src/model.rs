@@ -248,9 +248,14 @@ impl App {
         self.events += 1;
         self.timelines.apply(&event);
         if event.time_ns > self.now_ns + 1_000_000_000 {
-            // About once a second: forget what no zoom level can show.
-            self.timelines
-                .prune_before(event.time_ns.saturating_sub(MAX_WINDOW_NS));
+            // About once a second: forget what no zoom level can show, and
+            // threads gone for longer than that (fork mode makes one per
+            // request).
+            let horizon = event.time_ns.saturating_sub(MAX_WINDOW_NS);
+            self.timelines.prune_before(horizon);
+            for tid in self.timelines.forget_exited_before(horizon) {
+                self.threads.remove(&tid);
+            }
         }
         self.now_ns = self.now_ns.max(event.time_ns);
         self.threads.entry(event.tid).or_insert_with(|| ThreadRow {
@@ -421,5 +426,32 @@ mod tests {
             in_flight: 2,
             warmup: false,
         }
+    }
+
+    #[test]
+    fn threads_gone_for_a_minute_are_forgotten() {
+        let mut app = App::new("test");
+        app.update(event(
+            1,
+            7,
+            EventKind::Exited {
+                status: ExitStatus::Code(0),
+            },
+        ));
+        app.update(event(2, 8, EventKind::Signal { signal: 10 }));
+        assert_eq!(app.threads.len(), 2);
+        app.update(event(
+            MAX_WINDOW_NS + 10_000_000_000,
+            8,
+            EventKind::Signal { signal: 10 },
+        ));
+        assert!(
+            !app.threads.contains_key(&7),
+            "the exited thread is forgotten"
+        );
+        assert!(
+            app.threads.contains_key(&8),
+            "a live one stays, however quiet"
+        );
     }
 }
