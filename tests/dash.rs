@@ -140,6 +140,19 @@ fn wait_for_screen(session: &str, needle: &str) -> String {
     }
 }
 
+/// Presses q and waits (bounded) for the session to end; true if it did.
+/// The session is killed either way, so a failed test leaves nothing behind.
+fn press_q_and_wait(session: &str) -> bool {
+    tmux(&["send-keys", "-t", session, "q"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tmux(&["has-session", "-t", session]).status.success() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let ended = !tmux(&["has-session", "-t", session]).status.success();
+    let _ = tmux(&["kill-session", "-t", session]);
+    ended
+}
+
 #[test]
 fn in_a_terminal_it_draws_the_panes_and_answers_keys() {
     let _serial = serial();
@@ -195,13 +208,7 @@ fn in_a_terminal_it_draws_the_panes_and_answers_keys() {
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().ends_with(".csv"))
         .collect();
-    tmux(&["send-keys", "-t", &session, "q"]);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while tmux(&["has-session", "-t", &session]).status.success() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let still_there = tmux(&["has-session", "-t", &session]).status.success();
-    let _ = tmux(&["kill-session", "-t", &session]);
+    let still_there = !press_q_and_wait(&session);
     assert!(paused.contains("[paused]"), "{paused}");
     assert!(help.contains("select the next thread"), "{help}");
     assert!(exported.contains("exported"), "{exported}");
@@ -284,13 +291,7 @@ fn a_recording_replays_headless_and_in_a_terminal() {
     let text = wait_for_screen(&session, "replay of");
     tmux(&["send-keys", "-t", &session, "End"]);
     let end = wait_for_screen(&session, "latency  p50");
-    tmux(&["send-keys", "-t", &session, "q"]);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while tmux(&["has-session", "-t", &session]).status.success() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let still_there = tmux(&["has-session", "-t", &session]).status.success();
-    let _ = tmux(&["kill-session", "-t", &session]);
+    let still_there = !press_q_and_wait(&session);
     assert!(text.contains("replay of"), "{text}");
     assert!(end.contains("latency  p50"), "{end}");
     assert!(!still_there, "q did not quit the replay");
