@@ -79,6 +79,52 @@ fn latencies_counts_and_concurrency_against_a_10ms_server() {
     }
 }
 
+#[test]
+fn a_live_limit_turns_the_concurrency_up_and_down_during_a_run() {
+    let _serial = serial();
+    let server = ServerProcess::start(&["--mode", "thread", "--delay", "10ms", "--keep-alive"]);
+    let limit = Arc::new(std::sync::atomic::AtomicUsize::new(2));
+    let mut config = config(server.addr, "/");
+    config.connections = 8;
+    config.keep_alive = true;
+    config.stop = StopAfter::Requests(600);
+    config.live_limit = Some(Arc::clone(&limit));
+    // (limit in force, in flight) per 100 ms snapshot.
+    let mut seen: Vec<(usize, usize)> = Vec::new();
+    let report = tracebench_loadgen::run_observed(&config, never_cancelled(), |snapshot| {
+        let now = limit.load(std::sync::atomic::Ordering::SeqCst);
+        seen.push((now, snapshot.in_flight));
+        let next = match seen.len() {
+            4 => 6,
+            9 => 1,
+            _ => now,
+        };
+        limit.store(next, std::sync::atomic::Ordering::SeqCst);
+    })
+    .unwrap();
+    assert_eq!(report.stats.completed(), 600, "-n stays exact: {seen:?}");
+    assert_eq!(report.stats.failed(), 0);
+    // A snapshot right after a change may still show the old limit's
+    // requests finishing; from the next one on, the new limit holds.
+    for (i, &(limit, in_flight)) in seen.iter().enumerate() {
+        let settled = i > 0 && seen[i - 1].0 == limit;
+        if settled {
+            assert!(in_flight <= limit, "snapshot {i}: {seen:?}");
+        }
+    }
+    assert!(
+        seen.iter()
+            .any(|&(limit, in_flight)| limit == 6 && in_flight > 2),
+        "raising the limit put more connections to work: {seen:?}"
+    );
+    assert!(
+        report.stats.connections <= 6,
+        "never more connections than the limit allowed: {}",
+        report.stats.connections
+    );
+    drop(server);
+}
+
 /// A test server that accepts on loopback and treats each connection with
 /// `behave`, until the test ends.
 fn misbehaving_server(behave: fn(std::net::TcpStream)) -> SocketAddr {

@@ -1,6 +1,8 @@
 //! What to load, and how.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use crate::LoadError;
@@ -110,6 +112,10 @@ pub struct LoadConfig {
     /// Open loop: requests per second, sent on schedule whatever the
     /// answers do; `None` is the closed loop.
     pub rate: Option<f64>,
+    /// While set, only this many of the `connections` carry requests (at
+    /// most `connections`); the rest wait until it grows. A dashboard turns
+    /// the concurrency up and down with it during a run.
+    pub live_limit: Option<Arc<AtomicUsize>>,
 }
 
 impl LoadConfig {
@@ -127,6 +133,7 @@ impl LoadConfig {
             warmup: Duration::ZERO,
             threads: 0,
             rate: None,
+            live_limit: None,
         }
     }
 

@@ -189,6 +189,8 @@ struct Worker<'a> {
     head_request: bool,
     /// The interval being filled.
     tick: Snapshot,
+    /// How many event-loop threads share the connections.
+    threads: usize,
     /// When the run started (interval 0).
     run_start: Instant,
 }
@@ -236,8 +238,9 @@ pub fn run_observed(
                 std::thread::Builder::new()
                     .name(format!("load-{index}"))
                     .spawn_scoped(scope, move || {
-                        let mut worker =
-                            Worker::new(config, request, budget, share, ticks, start, index)?;
+                        let mut worker = Worker::new(
+                            config, request, budget, share, ticks, start, index, threads,
+                        )?;
                         if let Some(rate) = config.rate {
                             // Each worker keeps its share of the rate, its
                             // slots staggered against the other workers'.
@@ -301,6 +304,7 @@ pub fn run_observed(
 }
 
 impl<'a> Worker<'a> {
+    #[allow(clippy::too_many_arguments)]
     fn new(
         config: &'a LoadConfig,
         request: &'a [u8],
@@ -309,6 +313,7 @@ impl<'a> Worker<'a> {
         ticks: mpsc::Sender<Tick>,
         run_start: Instant,
         id: usize,
+        threads: usize,
     ) -> Result<Self, LoadError> {
         let now = Instant::now();
         let conns = (0..connections)
@@ -342,7 +347,47 @@ impl<'a> Worker<'a> {
             head_request: config.method.eq_ignore_ascii_case("HEAD"),
             tick: Snapshot::empty(0, Duration::ZERO, run_start < budget.measure_from),
             run_start,
+            threads,
         })
+    }
+
+    /// How many of this worker's connections may carry requests now: all
+    /// of them, or this worker's share of the live limit.
+    fn active(&self) -> usize {
+        match &self.config.live_limit {
+            Some(limit) => {
+                let limit = limit.load(Ordering::Relaxed).min(self.config.connections);
+                let share = limit / self.threads + usize::from(self.id < limit % self.threads);
+                share.min(self.conns.len())
+            }
+            None => self.conns.len(),
+        }
+    }
+
+    /// With a live limit: starts the connections it lets in that wait, and
+    /// retires the waiting ones once no more requests will be sent.
+    fn follow_live_limit(&mut self) {
+        if self.config.live_limit.is_none() {
+            return;
+        }
+        if self.budget.exhausted() || self.budget.ended(Instant::now()) {
+            for conn in &mut self.conns {
+                if conn.phase == Phase::Idle && (!self.open_loop || self.schedule.is_none()) {
+                    conn.done = true;
+                    conn.stream = None;
+                }
+            }
+            return;
+        }
+        if self.open_loop {
+            return;
+        }
+        for index in 0..self.active() {
+            let conn = &self.conns[index];
+            if conn.phase == Phase::Idle && !conn.done {
+                self.start_next(index);
+            }
+        }
     }
 
     fn run(mut self) -> Result<Stats, LoadError> {
@@ -350,7 +395,7 @@ impl<'a> Worker<'a> {
             self.free = (0..self.conns.len()).rev().collect();
             self.dispatch();
         } else {
-            for index in 0..self.conns.len() {
+            for index in 0..self.active() {
                 self.start_next(index);
             }
         }
@@ -380,7 +425,7 @@ impl<'a> Worker<'a> {
                 .min()
                 .unwrap_or(now + Duration::from_millis(100));
             if let Some((due, _)) = self.schedule
-                && !self.free.is_empty()
+                && self.next_free().is_some()
             {
                 next_deadline = next_deadline.min(due);
             }
@@ -414,6 +459,7 @@ impl<'a> Worker<'a> {
                 }
             }
             self.dispatch();
+            self.follow_live_limit();
             self.report_ticks(false);
         }
         self.report_ticks(true);
@@ -470,6 +516,13 @@ impl<'a> Worker<'a> {
             self.dispatch();
             return;
         }
+        if index >= self.active() {
+            // Above the live limit: wait, closed, until it grows.
+            let conn = &mut self.conns[index];
+            conn.stream = None;
+            conn.phase = Phase::Idle;
+            return;
+        }
         // A refused connect fails at once; loop rather than recurse.
         loop {
             let now = Instant::now();
@@ -498,7 +551,10 @@ impl<'a> Worker<'a> {
                 return;
             };
             let now = Instant::now();
-            if due > now || self.free.is_empty() {
+            let Some(position) = self.next_free() else {
+                return;
+            };
+            if due > now {
                 return;
             }
             if !self.budget.take(now) {
@@ -511,7 +567,7 @@ impl<'a> Worker<'a> {
                 }
                 return;
             }
-            let index = self.free.remove(0);
+            let index = self.free.remove(position);
             // The slot is taken before the request starts: starting it can
             // fail and come back here, which must see the next slot.
             self.schedule = Some((due + gap, gap));
@@ -519,6 +575,13 @@ impl<'a> Worker<'a> {
                 self.free.push(index);
             }
         }
+    }
+
+    /// Open loop: where in the free list the next connection to use is
+    /// (the oldest free one the live limit lets in).
+    fn next_free(&self) -> Option<usize> {
+        let active = self.active();
+        self.free.iter().position(|&index| index < active)
     }
 
     /// Starts a request due at `planned` on connection `index`; false if
