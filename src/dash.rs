@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tracebench_tracer::states::ThreadState;
+use tracebench_ui::live::Traced;
 use tracebench_ui::{App, DashConfig};
 
 use crate::parse_duration;
@@ -27,6 +28,23 @@ pub struct DashArgs {
     /// Open-loop load at this many requests per second
     #[arg(long)]
     rate: Option<f64>,
+    /// Syscalls to trace: trace=NAME,%CLASS,all; futex=wait (repeatable;
+    /// default: what tells every thread's state in a server)
+    #[arg(short = 'e', value_name = "EXPR")]
+    expressions: Vec<String>,
+    /// Trace this running server (every thread; detached at the end)
+    /// instead of starting ours; needs --url
+    #[arg(
+        short = 'p',
+        value_name = "PID",
+        conflicts_with = "command",
+        requires = "url"
+    )]
+    pid: Option<i32>,
+    /// Where the server given by -p or after -- serves HTTP (the load goes
+    /// there)
+    #[arg(long, value_name = "URL")]
+    url: Option<String>,
     /// Without a terminal: run this long, then print a summary
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     headless_for: Duration,
@@ -36,6 +54,9 @@ pub struct DashArgs {
     /// Record the run here instead of runs/<time>/
     #[arg(long, value_name = "DIR")]
     record_dir: Option<std::path::PathBuf>,
+    /// Start and trace this server instead of ours (needs --url)
+    #[arg(last = true, value_name = "CMD", requires = "url")]
+    command: Vec<std::ffi::OsString>,
 }
 
 impl Default for DashArgs {
@@ -46,9 +67,13 @@ impl Default for DashArgs {
             delay: Duration::from_millis(50),
             connections: 10,
             rate: None,
+            expressions: Vec::new(),
+            pid: None,
+            url: None,
             headless_for: Duration::from_secs(5),
             no_record: false,
             record_dir: None,
+            command: Vec::new(),
         }
     }
 }
@@ -100,49 +125,55 @@ pub fn summary(app: &App) -> String {
 /// Runs the dashboard.
 pub fn run(args: DashArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("cannot find the tracebench binary")?;
-    args.mode.parse::<tracebench_server::Mode>()?;
+    let selection = tracebench_tracer::Selection::parse(&args.expressions)?;
+    let traced = match (args.pid, args.command.split_first(), args.url) {
+        (Some(pid), _, Some(url)) => Traced::Attach { pid, url },
+        (None, Some((program, rest)), Some(url)) => Traced::Command {
+            program: program.clone(),
+            args: rest.to_vec(),
+            url,
+        },
+        (None, None, Some(_)) => {
+            anyhow::bail!("--url goes with -p PID or -- CMD: the server to load")
+        }
+        _ => {
+            args.mode.parse::<tracebench_server::Mode>()?;
+            Traced::Serve {
+                mode: args.mode,
+                workers: args.workers,
+                delay: args.delay,
+            }
+        }
+    };
     if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
         eprintln!(
             "tracebench: standard output is not a terminal, so no dashboard: running {} and printing a summary",
             humantime::format_duration(args.headless_for)
         );
     }
-    let record = if args.no_record {
-        None
-    } else {
-        let dir = args.record_dir.clone().unwrap_or_else(|| {
+    let record = (!args.no_record).then(|| {
+        args.record_dir.clone().unwrap_or_else(|| {
             // runs/2026-11-22T15-57-21Z: sortable, and no ':' to quote.
             let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
             std::path::Path::new("runs").join(stamp.replace(':', "-"))
-        });
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
-        let settings = serde_json::json!({
-            "mode": args.mode,
-            "workers": args.workers,
-            "delay_ms": args.delay.as_millis() as u64,
-            "connections": args.connections,
-            "rate": args.rate,
-            "started": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-            "files": { "trace": "trace.tbt", "latency": "latency.hlog", "thread names": "threads.json" },
-        });
-        std::fs::write(dir.join("settings.json"), format!("{settings:#}\n"))
-            .with_context(|| format!("cannot write {}", dir.join("settings.json").display()))?;
-        Some(dir)
-    };
+        })
+    });
     let config = DashConfig {
-        record: record.clone(),
         exe,
-        mode: args.mode,
-        workers: args.workers,
-        delay: args.delay,
+        traced,
+        modes: tracebench_server::Mode::ALL
+            .iter()
+            .map(|m| m.to_string())
+            .collect(),
+        selection,
         connections: args.connections,
         rate: args.rate,
         headless_for: args.headless_for,
+        record,
     };
-    let app = tracebench_ui::run(&config)?;
-    print!("{}", summary(&app));
-    if let Some(dir) = record {
+    let finished = tracebench_ui::run(&config)?;
+    print!("{}", summary(&finished.app));
+    for dir in &finished.recordings {
         println!(
             "recorded to {}/ (trace.tbt, latency.hlog, settings.json)",
             dir.display()

@@ -114,7 +114,7 @@ fn without_a_terminal_it_says_so_and_prints_a_summary() {
     );
     let settings: serde_json::Value =
         serde_json::from_slice(&std::fs::read(record.join("settings.json")).unwrap()).unwrap();
-    assert_eq!(settings["mode"], "pool-futex");
+    assert_eq!(settings["traced"]["mode"], "pool-futex");
     assert_eq!(servers_running(), before, "the traced server must be gone");
 }
 
@@ -169,7 +169,7 @@ fn in_a_terminal_it_draws_the_panes_and_answers_keys() {
         "-s",
         &session,
         "-x",
-        "150",
+        "120",
         "-y",
         "40",
         &command,
@@ -177,11 +177,11 @@ fn in_a_terminal_it_draws_the_panes_and_answers_keys() {
     .status;
     assert!(status.success());
     // The latency title appears with the first answered requests.
-    let text = wait_for_screen(&session, "latency  p50");
+    let text = wait_for_screen(&session, "  p99.9 ");
     for needle in [
         "threads",
         "worker-4",
-        "latency  p50",
+        "  p99.9 ",
         "answered per 100 ms",
         "accept",
     ] {
@@ -208,7 +208,21 @@ fn in_a_terminal_it_draws_the_panes_and_answers_keys() {
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().ends_with(".csv"))
         .collect();
+    // Unpause; ] ] turns the load up from 10 to 20 connections, live.
+    tmux(&["send-keys", "-t", &session, "Space", "]", "]"]);
+    let more_load = wait_for_screen(&session, "c=20");
+    // m: the same dashboard on the next mode, recorded beside the first.
+    tmux(&["send-keys", "-t", &session, "m"]);
+    let next_mode = wait_for_screen(&session, "server pool-std");
+    let next_mode_live = wait_for_screen(&session, "  p99.9 ");
     let still_there = !press_q_and_wait(&session);
+    assert!(more_load.contains("c=20"), "{more_load}");
+    assert!(next_mode.contains("server pool-std"), "{next_mode}");
+    assert!(next_mode_live.contains("  p99.9 "), "{next_mode_live}");
+    assert!(
+        dir.path().join("run-pool-std").join("trace.tbt").exists(),
+        "the second mode has its own recording"
+    );
     assert!(paused.contains("[paused]"), "{paused}");
     assert!(help.contains("select the next thread"), "{help}");
     assert!(exported.contains("exported"), "{exported}");
@@ -290,9 +304,9 @@ fn a_recording_replays_headless_and_in_a_terminal() {
     );
     let text = wait_for_screen(&session, "replay of");
     tmux(&["send-keys", "-t", &session, "End"]);
-    let end = wait_for_screen(&session, "latency  p50");
+    let end = wait_for_screen(&session, "  p99.9 ");
     let still_there = !press_q_and_wait(&session);
     assert!(text.contains("replay of"), "{text}");
-    assert!(end.contains("latency  p50"), "{end}");
+    assert!(end.contains("  p99.9 "), "{end}");
     assert!(!still_there, "q did not quit the replay");
 }

@@ -43,6 +43,12 @@ pub const KEYMAP: &[Binding] = &[
         action: || Action::SelectPrevious,
     },
     Binding {
+        keys: "enter",
+        help: "events of the selected thread only, or of all",
+        matches: |k| k == KeyCode::Enter,
+        action: || Action::ToggleFilter,
+    },
+    Binding {
         keys: "+, =",
         help: "timeline: show a shorter stretch",
         matches: |k| matches!(k, KeyCode::Char('+') | KeyCode::Char('=')),
@@ -53,6 +59,24 @@ pub const KEYMAP: &[Binding] = &[
         help: "timeline: show a longer stretch",
         matches: |k| k == KeyCode::Char('-'),
         action: || Action::ZoomOut,
+    },
+    Binding {
+        keys: "]",
+        help: "more load: more connections",
+        matches: |k| k == KeyCode::Char(']'),
+        action: || Action::MoreLoad,
+    },
+    Binding {
+        keys: "[",
+        help: "less load: fewer connections",
+        matches: |k| k == KeyCode::Char('['),
+        action: || Action::LessLoad,
+    },
+    Binding {
+        keys: "m",
+        help: "restart the server in the next mode",
+        matches: |k| k == KeyCode::Char('m'),
+        action: || Action::NextMode,
     },
     Binding {
         keys: "e",

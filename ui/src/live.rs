@@ -6,7 +6,7 @@ use std::io::{self, IsTerminal};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -19,20 +19,51 @@ use tracebench_tracer::sink::{ChannelSource, Tee};
 use tracebench_tracer::{Options, Selection, Session};
 
 use crate::keys::action_for;
-use crate::model::{Action, App};
+use crate::model::{Action, App, MAX_LOAD_CONNECTIONS};
+
+/// What the dashboard traces and loads.
+#[derive(Debug, Clone)]
+pub enum Traced {
+    /// `tracebench serve` with these settings, started by the dashboard.
+    Serve {
+        /// `--mode` of the server.
+        mode: String,
+        /// `--workers` of the server.
+        workers: usize,
+        /// `--delay` of the server.
+        delay: Duration,
+    },
+    /// Any program, started under the tracer; the load goes to `url`.
+    Command {
+        /// The program (searched in PATH).
+        program: std::ffi::OsString,
+        /// Its arguments.
+        args: Vec<std::ffi::OsString>,
+        /// Where it serves HTTP.
+        url: String,
+    },
+    /// A process already running: every thread is seized, and detached
+    /// again at the end; the load goes to `url`.
+    Attach {
+        /// Its pid.
+        pid: i32,
+        /// Where it serves HTTP.
+        url: String,
+    },
+}
 
 /// What the dashboard runs.
 #[derive(Debug, Clone)]
 pub struct DashConfig {
     /// The tracebench binary, whose `serve` is traced.
     pub exe: PathBuf,
-    /// `--mode` of the server.
-    pub mode: String,
-    /// `--workers` of the server.
-    pub workers: usize,
-    /// `--delay` of the server.
-    pub delay: Duration,
-    /// Load connections.
+    /// The server to trace.
+    pub traced: Traced,
+    /// The server modes `m` cycles through, in order.
+    pub modes: Vec<String>,
+    /// The syscalls to trace.
+    pub selection: Selection,
+    /// Load connections (the most in flight, with `rate`).
     pub connections: usize,
     /// Open-loop rate, if any.
     pub rate: Option<f64>,
@@ -41,6 +72,61 @@ pub struct DashConfig {
     /// Record the run into this directory: `trace.tbt` (every traced
     /// event) and `latency.hlog` (the load generator's interval log).
     pub record: Option<PathBuf>,
+}
+
+impl DashConfig {
+    /// The line the header shows: what runs, and the load model.
+    pub fn title(&self) -> String {
+        let server = match &self.traced {
+            Traced::Serve {
+                mode,
+                workers,
+                delay,
+            } => format!(
+                "server {mode} ({workers} workers, {} ms per request)",
+                delay.as_millis()
+            ),
+            Traced::Command { program, url, .. } => {
+                format!("{} at {url}", program.to_string_lossy())
+            }
+            Traced::Attach { pid, url } => format!("pid {pid} at {url}"),
+        };
+        let load = match self.rate {
+            Some(rate) => format!("open loop {rate} req/s"),
+            None => "closed loop".to_owned(),
+        };
+        format!("{server}   load: {load}")
+    }
+
+    /// The same dashboard on the next server mode, recorded beside this
+    /// one (`<dir>-<mode>`); `None` unless the dashboard starts the server.
+    pub fn next_mode(&self) -> Option<DashConfig> {
+        let Traced::Serve {
+            mode,
+            workers,
+            delay,
+        } = &self.traced
+        else {
+            return None;
+        };
+        let position = self.modes.iter().position(|m| m == mode)?;
+        let next = self.modes[(position + 1) % self.modes.len()].clone();
+        let mut config = self.clone();
+        config.record = self.record.as_ref().map(|dir| {
+            let name = dir.file_name().map_or_else(String::new, |n| {
+                n.to_string_lossy()
+                    .trim_end_matches(&format!("-{mode}"))
+                    .to_owned()
+            });
+            dir.with_file_name(format!("{name}-{next}"))
+        });
+        config.traced = Traced::Serve {
+            mode: next,
+            workers: *workers,
+            delay: *delay,
+        };
+        Some(config)
+    }
 }
 
 /// Why the dashboard could not run.
@@ -59,192 +145,345 @@ fn free_port() -> io::Result<SocketAddr> {
     TcpListener::bind("127.0.0.1:0")?.local_addr()
 }
 
+/// What a dashboard run ended with.
+pub struct Finished {
+    /// The last model shown, for a summary.
+    pub app: App,
+    /// Every recording made (one per server mode, with `m`).
+    pub recordings: Vec<PathBuf>,
+}
+
 /// Runs the dashboard until the user quits (or, without a terminal, for
-/// `headless_for`), then stops the load and the traced server. Returns the
-/// final model, for a summary.
-pub fn run(config: &DashConfig) -> Result<App, DashError> {
-    let addr = free_port().map_err(|e| DashError(format!("no free port on 127.0.0.1: {e}")))?;
-    let (sink, source) = tracebench_tracer::sink::channel(1 << 16);
-    let (started_tx, started_rx) = mpsc::channel::<Result<(), String>>();
-    let server_args: Vec<std::ffi::OsString> = vec![
-        "serve".into(),
-        "--mode".into(),
-        config.mode.clone().into(),
-        "--workers".into(),
-        config.workers.to_string().into(),
-        "--delay".into(),
-        format!("{}ms", config.delay.as_millis()).into(),
-        "--addr".into(),
-        addr.to_string().into(),
-    ];
-    let exe = config.exe.clone();
-    let trace_file = match &config.record {
-        Some(dir) => {
-            let mut command = vec![exe.display().to_string()];
-            command.extend(server_args.iter().map(|a| a.to_string_lossy().into_owned()));
-            let path = dir.join("trace.tbt");
-            Some(
-                TraceWriter::create(&path, &Header::now(command))
-                    .map_err(|e| DashError(format!("cannot create {}: {e}", path.display())))?,
-            )
-        }
-        None => None,
-    };
-    let tracer = std::thread::Builder::new()
-        .name("tracer".into())
-        .spawn(move || {
-            // The tracer thread owns every ptrace call.
-            let _ = tracebench_tracer::stop_on_signals();
-            let options = Options {
-                selection: Selection::default(),
-                silence: true,
-                ..Options::default()
-            };
-            let target = tracebench_tracer::Target::Spawn {
-                program: exe.into_os_string(),
-                args: server_args,
-            };
-            match Session::start(&target, &options) {
-                Ok(session) => {
-                    let _ = started_tx.send(Ok(()));
-                    let mut sink = sink;
-                    // The file gets every event; the view may miss some.
-                    match trace_file {
-                        Some(mut file) => {
-                            let _ = session.run(&mut Tee(vec![&mut sink, &mut file]));
-                            if let Err(e) = file.finish() {
-                                eprintln!(
-                                    "tracebench: the recording's trace file is incomplete: {e}"
-                                );
-                            }
-                        }
-                        None => {
-                            let _ = session.run(&mut sink);
-                        }
-                    }
-                }
-                Err(e) => {
-                    let _ = started_tx.send(Err(e.to_string()));
-                }
-            }
-        })
-        .map_err(|e| DashError(format!("cannot start the tracer thread: {e}")))?;
-    match started_rx.recv() {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(DashError(format!("cannot trace the server: {e}"))),
-        Err(_) => return Err(DashError("the tracer thread died".into())),
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(addr).is_err() {
-        if Instant::now() > deadline {
-            tracebench_tracer::request_stop();
-            let _ = tracer.join();
-            return Err(DashError(format!(
-                "the server did not listen on {addr} within 10 s"
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-
-    let mut load = LoadConfig::new(
-        Target::parse(&format!("http://{addr}/")).map_err(|e| DashError(e.to_string()))?,
-    );
-    load.connections = config.connections;
-    load.rate = config.rate;
-    load.stop = StopAfter::Duration(Duration::from_secs(24 * 3600));
-    let cancel = Arc::new(AtomicBool::new(false));
-    let (snapshots_tx, snapshots) = mpsc::channel();
-    let mut hlog_file = match &config.record {
-        Some(dir) => {
-            let path = dir.join("latency.hlog");
-            Some(
-                std::fs::File::create(&path)
-                    .map_err(|e| DashError(format!("cannot create {}: {e}", path.display())))?,
-            )
-        }
-        None => None,
-    };
-    let loader = {
-        let cancel = Arc::clone(&cancel);
-        std::thread::Builder::new()
-            .name("load".into())
-            .spawn(move || {
-                let mut serializer = V2DeflateSerializer::new();
-                let mut log = hlog_file.as_mut().and_then(|file| {
-                    hlog::begin(
-                        file,
-                        &mut serializer,
-                        "tracebench dash; values in nanoseconds",
-                    )
-                    .ok()
-                    .map(SecondsLog::new)
-                });
-                let _ = tracebench_loadgen::run_observed(&load, cancel, |s| {
-                    if let Some(log) = log.as_mut() {
-                        let _ = log.add(s);
-                    }
-                    let _ = snapshots_tx.send(s.clone());
-                });
-                if let Some(log) = log.as_mut() {
-                    let _ = log.flush();
-                }
-            })
-            .map_err(|e| DashError(format!("cannot start the load thread: {e}")))?
-    };
-
-    let title = format!(
-        "server {} ({} workers, {} ms per request)   load: {}",
-        config.mode,
-        config.workers,
-        config.delay.as_millis(),
-        match config.rate {
-            Some(rate) => format!(
-                "open loop {rate} req/s, at most {} in flight",
-                config.connections
-            ),
-            None => format!("closed loop, {} connections", config.connections),
-        }
-    );
-    let mut app = App::new(title);
-    let mut cpu = CpuSampler::default();
-    let result = if io::stdout().is_terminal() {
-        interactive(
-            &mut app,
-            &source,
-            &snapshots,
-            &mut cpu,
-            config.record.as_deref(),
+/// `headless_for`), then stops the load and the traced server (an attached
+/// one is detached and runs on). `m` restarts it on the next server mode.
+pub fn run(config: &DashConfig) -> Result<Finished, DashError> {
+    let mut config = config.clone();
+    let mut recordings = Vec::new();
+    let mut terminal = if io::stdout().is_terminal() {
+        // ratatui::init restores the terminal from its panic hook too.
+        Some(
+            ratatui::try_init()
+                .map_err(|e| DashError(format!("cannot set up the terminal: {e}")))?,
         )
     } else {
-        let until = Instant::now() + config.headless_for;
-        while Instant::now() < until {
-            feed(&mut app, &source, &snapshots, &mut cpu);
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        feed(&mut app, &source, &snapshots, &mut cpu);
-        Ok(())
+        None
     };
-
-    cancel.store(true, Ordering::SeqCst);
-    let _ = loader.join();
-    tracebench_tracer::request_stop();
-    let _ = tracer.join();
-    // The last answers and events, so the summary matches the recording.
-    feed(&mut app, &source, &snapshots, &mut cpu);
-    if let Some(dir) = &config.record {
-        // Names come from /proc while the threads live; keep them for a
-        // replay.
-        let names: std::collections::BTreeMap<String, &str> = app
-            .threads
-            .iter()
-            .map(|(tid, row)| (tid.to_string(), row.name.as_str()))
-            .collect();
-        let _ = std::fs::write(
-            dir.join("threads.json"),
-            serde_json::to_string_pretty(&names).unwrap_or_default(),
-        );
+    let result = loop {
+        if let Some(dir) = &config.record {
+            if let Err(e) = prepare_recording(dir, &config) {
+                break Err(e);
+            }
+            recordings.push(dir.clone());
+        }
+        let mut running = match Running::start(&config) {
+            Ok(running) => running,
+            Err(e) => break Err(e),
+        };
+        let mut app = App::new(config.title());
+        app.connections = config.connections;
+        let shown = match terminal.as_mut() {
+            Some(terminal) => interactive(terminal, &mut app, &mut running, &config),
+            None => {
+                let until = Instant::now() + config.headless_for;
+                while Instant::now() < until {
+                    running.feed(&mut app);
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                // The last CPU sample, while the threads still live.
+                running.feed(&mut app);
+                Ok(())
+            }
+        };
+        running.stop(&mut app, config.record.as_deref());
+        if let Err(e) = shown {
+            break Err(e);
+        }
+        match app.restart.then(|| config.next_mode()).flatten() {
+            Some(next) => config = next,
+            None => break Ok(app),
+        }
+    };
+    if terminal.is_some() {
+        ratatui::restore();
     }
-    result.map(|()| app)
+    result.map(|app| Finished { app, recordings })
+}
+
+/// Creates a recording's directory and its settings.json.
+fn prepare_recording(dir: &std::path::Path, config: &DashConfig) -> Result<(), DashError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| DashError(format!("cannot create {}: {e}", dir.display())))?;
+    let traced = match &config.traced {
+        Traced::Serve {
+            mode,
+            workers,
+            delay,
+        } => serde_json::json!({
+            "mode": mode, "workers": workers, "delay_ms": delay.as_millis() as u64,
+        }),
+        Traced::Command { program, args, url } => serde_json::json!({
+            "command": std::iter::once(program).chain(args)
+                .map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>(),
+            "url": url,
+        }),
+        Traced::Attach { pid, url } => serde_json::json!({ "pid": pid, "url": url }),
+    };
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let settings = serde_json::json!({
+        "traced": traced,
+        "title": config.title(),
+        "connections": config.connections,
+        "rate": config.rate,
+        "started_unix_s": started,
+        "files": { "trace": "trace.tbt", "latency": "latency.hlog", "thread names": "threads.json" },
+    });
+    let path = dir.join("settings.json");
+    std::fs::write(&path, format!("{settings:#}\n"))
+        .map_err(|e| DashError(format!("cannot write {}: {e}", path.display())))
+}
+
+/// A traced server and the load against it, running on their threads.
+struct Running {
+    tracer: Option<std::thread::JoinHandle<()>>,
+    loader: Option<std::thread::JoinHandle<()>>,
+    cancel: Arc<AtomicBool>,
+    limit: Arc<AtomicUsize>,
+    source: ChannelSource,
+    snapshots: mpsc::Receiver<tracebench_loadgen::Snapshot>,
+    cpu: CpuSampler,
+}
+
+impl Running {
+    /// Starts the tracer (which spawns or attaches), waits for the server
+    /// to listen, and starts the load.
+    fn start(config: &DashConfig) -> Result<Running, DashError> {
+        let (target, url) = match &config.traced {
+            Traced::Serve {
+                mode,
+                workers,
+                delay,
+            } => {
+                let addr = free_port()
+                    .map_err(|e| DashError(format!("no free port on 127.0.0.1: {e}")))?;
+                let args: Vec<std::ffi::OsString> = vec![
+                    "serve".into(),
+                    "--mode".into(),
+                    mode.into(),
+                    "--workers".into(),
+                    workers.to_string().into(),
+                    "--delay".into(),
+                    format!("{}ms", delay.as_millis()).into(),
+                    "--addr".into(),
+                    addr.to_string().into(),
+                ];
+                let program = config.exe.clone().into_os_string();
+                (
+                    tracebench_tracer::Target::Spawn { program, args },
+                    format!("http://{addr}/"),
+                )
+            }
+            Traced::Command { program, args, url } => (
+                tracebench_tracer::Target::Spawn {
+                    program: program.clone(),
+                    args: args.clone(),
+                },
+                url.clone(),
+            ),
+            Traced::Attach { pid, url } => {
+                (tracebench_tracer::Target::Attach { pid: *pid }, url.clone())
+            }
+        };
+        let load_target = Target::parse(&url).map_err(|e| DashError(format!("--url: {e}")))?;
+        let trace_file = match &config.record {
+            Some(dir) => {
+                let command = match &target {
+                    tracebench_tracer::Target::Spawn { program, args } => std::iter::once(program)
+                        .chain(args)
+                        .map(|a| a.to_string_lossy().into_owned())
+                        .collect(),
+                    tracebench_tracer::Target::Attach { pid } => vec![format!("-p {pid}")],
+                };
+                let path = dir.join("trace.tbt");
+                Some(
+                    TraceWriter::create(&path, &Header::now(command))
+                        .map_err(|e| DashError(format!("cannot create {}: {e}", path.display())))?,
+                )
+            }
+            None => None,
+        };
+        let (sink, source) = tracebench_tracer::sink::channel(1 << 16);
+        let (started_tx, started_rx) = mpsc::channel::<Result<(), String>>();
+        let selection = config.selection.clone();
+        let tracer = std::thread::Builder::new()
+            .name("tracer".into())
+            .spawn(move || {
+                // The tracer thread owns every ptrace call.
+                let _ = tracebench_tracer::stop_on_signals();
+                let options = Options {
+                    selection,
+                    silence: true,
+                    ..Options::default()
+                };
+                match Session::start(&target, &options) {
+                    Ok(session) => {
+                        let _ = started_tx.send(Ok(()));
+                        let mut sink = sink;
+                        // The file gets every event; the view may miss some.
+                        match trace_file {
+                            Some(mut file) => {
+                                let _ = session.run(&mut Tee(vec![&mut sink, &mut file]));
+                                if let Err(e) = file.finish() {
+                                    eprintln!(
+                                        "tracebench: the recording's trace file is incomplete: {e}"
+                                    );
+                                }
+                            }
+                            None => {
+                                let _ = session.run(&mut sink);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        let _ = started_tx.send(Err(e.to_string()));
+                    }
+                }
+            })
+            .map_err(|e| DashError(format!("cannot start the tracer thread: {e}")))?;
+        match started_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                let _ = tracer.join();
+                return Err(DashError(format!("cannot trace the server: {e}")));
+            }
+            Err(_) => return Err(DashError("the tracer thread died".into())),
+        }
+        let addr = load_target.addrs[0];
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(addr).is_err() {
+            if Instant::now() > deadline || tracer.is_finished() {
+                tracebench_tracer::request_stop();
+                let _ = tracer.join();
+                return Err(DashError(format!(
+                    "the server did not listen on {addr} within 10 s"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+
+        let mut load = LoadConfig::new(load_target);
+        // Room for `]` to turn the concurrency up; the limit says how many
+        // of these connections carry requests.
+        let limit = Arc::new(AtomicUsize::new(config.connections));
+        load.connections = config.connections.max(MAX_LOAD_CONNECTIONS);
+        load.live_limit = Some(Arc::clone(&limit));
+        load.rate = config.rate;
+        load.stop = StopAfter::Duration(Duration::from_secs(24 * 3600));
+        let cancel = Arc::new(AtomicBool::new(false));
+        let (snapshots_tx, snapshots) = mpsc::channel();
+        let mut hlog_file = match &config.record {
+            Some(dir) => {
+                let path = dir.join("latency.hlog");
+                Some(
+                    std::fs::File::create(&path)
+                        .map_err(|e| DashError(format!("cannot create {}: {e}", path.display())))?,
+                )
+            }
+            None => None,
+        };
+        let loader = {
+            let cancel = Arc::clone(&cancel);
+            std::thread::Builder::new()
+                .name("load".into())
+                .spawn(move || {
+                    let mut serializer = V2DeflateSerializer::new();
+                    let mut log = hlog_file.as_mut().and_then(|file| {
+                        hlog::begin(
+                            file,
+                            &mut serializer,
+                            "tracebench dash; values in nanoseconds",
+                        )
+                        .ok()
+                        .map(SecondsLog::new)
+                    });
+                    let _ = tracebench_loadgen::run_observed(&load, cancel, |s| {
+                        if let Some(log) = log.as_mut() {
+                            let _ = log.add(s);
+                        }
+                        let _ = snapshots_tx.send(s.clone());
+                    });
+                    if let Some(log) = log.as_mut() {
+                        let _ = log.flush();
+                    }
+                })
+                .map_err(|e| DashError(format!("cannot start the load thread: {e}")))?
+        };
+        Ok(Running {
+            tracer: Some(tracer),
+            loader: Some(loader),
+            cancel,
+            limit,
+            source,
+            snapshots,
+            cpu: CpuSampler::default(),
+        })
+    }
+
+    /// Hands everything the sources produced since the last call to the
+    /// model, and the model's load concurrency to the load generator.
+    fn feed(&mut self, app: &mut App) {
+        if app.connections > 0 {
+            self.limit.store(app.connections, Ordering::Relaxed);
+        }
+        self.cpu.sample(app);
+        for event in self.source.receiver.try_iter().take(100_000) {
+            let new_thread = !app.threads.contains_key(&event.tid);
+            let (pid, tid) = (event.pid, event.tid);
+            app.update(Action::Trace(event));
+            if new_thread {
+                // The source, not the model, does the I/O.
+                if let Ok(name) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")) {
+                    app.update(Action::Named {
+                        tid,
+                        name: name.trim().to_owned(),
+                    });
+                }
+            }
+        }
+        for snapshot in self.snapshots.try_iter() {
+            app.update(Action::Load(snapshot));
+        }
+        app.update(Action::Dropped(self.source.dropped.load(Ordering::Relaxed)));
+    }
+
+    /// Stops the load, then the trace (a spawned server is killed, an
+    /// attached one detached), and feeds the model what came last, so the
+    /// summary matches the recording.
+    fn stop(mut self, app: &mut App, record: Option<&std::path::Path>) {
+        self.cancel.store(true, Ordering::SeqCst);
+        if let Some(loader) = self.loader.take() {
+            let _ = loader.join();
+        }
+        tracebench_tracer::request_stop();
+        if let Some(tracer) = self.tracer.take() {
+            let _ = tracer.join();
+        }
+        self.feed(app);
+        if let Some(dir) = record {
+            // Names come from /proc while the threads live; keep them for
+            // a replay.
+            let names: std::collections::BTreeMap<String, &str> = app
+                .threads
+                .iter()
+                .map(|(tid, row)| (tid.to_string(), row.name.as_str()))
+                .collect();
+            let _ = std::fs::write(
+                dir.join("threads.json"),
+                serde_json::to_string_pretty(&names).unwrap_or_default(),
+            );
+        }
+    }
 }
 
 /// Hands everything the sources produced since the last call to the model.
@@ -295,33 +534,6 @@ impl CpuSampler {
     }
 }
 
-fn feed(
-    app: &mut App,
-    source: &ChannelSource,
-    snapshots: &mpsc::Receiver<tracebench_loadgen::Snapshot>,
-    cpu: &mut CpuSampler,
-) {
-    cpu.sample(app);
-    for event in source.receiver.try_iter().take(100_000) {
-        let new_thread = !app.threads.contains_key(&event.tid);
-        let tid = event.tid;
-        app.update(Action::Trace(event));
-        if new_thread {
-            // The source, not the model, does the I/O.
-            if let Ok(name) = std::fs::read_to_string(format!("/proc/{tid}/comm")) {
-                app.update(Action::Named {
-                    tid,
-                    name: name.trim().to_owned(),
-                });
-            }
-        }
-    }
-    for snapshot in snapshots.try_iter() {
-        app.update(Action::Load(snapshot));
-    }
-    app.update(Action::Dropped(source.dropped.load(Ordering::Relaxed)));
-}
-
 /// Writes the latency histogram so far as percentile CSV and .hgrm (into
 /// the recording's directory, or the current one), and says where.
 pub fn export(app: &App, record: Option<&std::path::Path>) -> String {
@@ -349,18 +561,14 @@ pub fn export(app: &App, record: Option<&std::path::Path>) -> String {
 }
 
 fn interactive(
+    terminal: &mut ratatui::DefaultTerminal,
     app: &mut App,
-    source: &ChannelSource,
-    snapshots: &mpsc::Receiver<tracebench_loadgen::Snapshot>,
-    cpu: &mut CpuSampler,
-    record: Option<&std::path::Path>,
+    running: &mut Running,
+    config: &DashConfig,
 ) -> Result<(), DashError> {
-    // ratatui::init restores the terminal from its panic hook too.
-    let mut terminal =
-        ratatui::try_init().map_err(|e| DashError(format!("cannot set up the terminal: {e}")))?;
     let result = (|| -> io::Result<()> {
-        while !app.quit {
-            feed(app, source, snapshots, cpu);
+        while !app.quit && !app.restart {
+            running.feed(app);
             terminal.draw(|frame| crate::view::draw(frame, app))?;
             if event::poll(Duration::from_millis(100))? {
                 match event::read()? {
@@ -372,11 +580,17 @@ fn interactive(
                         if ctrl_c {
                             app.update(Action::Quit);
                         } else if let Some(action) = action_for(key.code) {
-                            if matches!(action, Action::Export) {
-                                let status = export(app, record);
-                                app.update(Action::Status(status));
-                            } else {
-                                app.update(action);
+                            match action {
+                                Action::Export => {
+                                    let status = export(app, config.record.as_deref());
+                                    app.update(Action::Status(status));
+                                }
+                                Action::NextMode if config.next_mode().is_none() => {
+                                    app.update(Action::Status(
+                                        "m restarts tracebench's own server only".into(),
+                                    ));
+                                }
+                                action => app.update(action),
                             }
                         }
                     }
@@ -391,6 +605,5 @@ fn interactive(
         }
         Ok(())
     })();
-    ratatui::restore();
     result.map_err(|e| DashError(format!("terminal: {e}")))
 }

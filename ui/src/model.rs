@@ -19,6 +19,8 @@ pub const THROUGHPUT_HISTORY: usize = 600;
 pub const MIN_WINDOW_NS: u64 = 100_000_000;
 /// The longest stretch the timeline shows, and keeps (- zooms out to it).
 pub const MAX_WINDOW_NS: u64 = 60_000_000_000;
+/// The most load connections `]` turns up to.
+pub const MAX_LOAD_CONNECTIONS: usize = 256;
 
 /// One row of the thread table: who the thread is. What it does (state,
 /// since when, syscalls) is read from [`App::timelines`], not kept twice.
@@ -87,6 +89,14 @@ pub enum Action {
     SelectNext,
     /// Select the previous thread in the table.
     SelectPrevious,
+    /// Show only the selected thread's events, or every thread's again.
+    ToggleFilter,
+    /// One step more load concurrency (the source applies it).
+    MoreLoad,
+    /// One step less load concurrency (the source applies it).
+    LessLoad,
+    /// Restart with the next server mode (the source does it).
+    NextMode,
 }
 
 /// Everything the dashboard shows.
@@ -132,6 +142,13 @@ pub struct App {
     pub status: String,
     /// The view replays a recording (its keys join the help).
     pub replay: bool,
+    /// The load's concurrency (connections, or the most requests in
+    /// flight in an open loop); 0 when the view has no live load.
+    pub connections: usize,
+    /// The events pane shows only the selected thread's events.
+    pub filter: bool,
+    /// The user asked to restart with the next server mode.
+    pub restart: bool,
     /// A frozen copy shown while paused.
     frozen: Option<Box<App>>,
 }
@@ -160,6 +177,9 @@ impl App {
             quit: false,
             status: String::new(),
             replay: false,
+            connections: 0,
+            filter: false,
+            restart: false,
             frozen: None,
         }
     }
@@ -218,14 +238,32 @@ impl App {
             Action::Status(text) => self.status = text,
             Action::SelectNext => self.select(1),
             Action::SelectPrevious => self.select(-1),
+            Action::ToggleFilter => self.filter = !self.filter && self.selected.is_some(),
+            Action::MoreLoad if self.connections > 0 => {
+                self.connections =
+                    (self.connections + load_step(self.connections)).min(MAX_LOAD_CONNECTIONS);
+            }
+            Action::LessLoad if self.connections > 0 => {
+                let step = load_step(self.connections.saturating_sub(1));
+                self.connections = self.connections.saturating_sub(step).max(1);
+            }
+            Action::MoreLoad | Action::LessLoad => {}
+            Action::NextMode => self.restart = !self.replay,
         }
         // Keys act on the frozen view too.
         if let Some(frozen) = self.frozen.as_mut() {
             frozen.status = self.status.clone();
             frozen.help = self.help;
             frozen.selected = self.selected;
+            frozen.filter = self.filter;
+            frozen.connections = self.connections;
             frozen.paused = true;
         }
+    }
+
+    /// Whether the events pane shows only this thread's events.
+    pub fn shows_events_of(&self, tid: i32) -> bool {
+        !self.filter || self.selected.is_none_or(|s| s == tid)
     }
 
     fn select(&mut self, step: isize) {
@@ -314,6 +352,16 @@ impl App {
         let last: u64 = self.throughput.iter().rev().take(10).sum();
         let samples = self.throughput.len().clamp(1, 10);
         last as f64 / (samples as f64 * 0.1)
+    }
+}
+
+/// How far `[` and `]` move the load's concurrency from `connections`:
+/// by one up to 10, by 5 up to 50, by 10 beyond.
+fn load_step(connections: usize) -> usize {
+    match connections {
+        0..10 => 1,
+        10..50 => 5,
+        _ => 10,
     }
 }
 

@@ -54,19 +54,19 @@ fn short(ns: u64) -> String {
 /// Draws the whole dashboard.
 pub fn draw(frame: &mut Frame, app: &App) {
     let app_view = app.view();
-    let [header, middle, bottom] = Layout::vertical([
-        Constraint::Length(3),
+    let [header, threads, bottom] = Layout::vertical([
+        Constraint::Length(4),
         Constraint::Min(8),
-        Constraint::Length(12),
+        Constraint::Length(13),
     ])
     .areas(frame.area());
     draw_header(frame, header, app_view);
-    let [threads, events] =
-        Layout::horizontal([Constraint::Percentage(70), Constraint::Percentage(30)]).areas(middle);
     draw_threads(frame, threads, app_view);
+    let [events, load] =
+        Layout::horizontal([Constraint::Percentage(40), Constraint::Percentage(60)]).areas(bottom);
     draw_events(frame, events, app_view);
     let [throughput, latency] =
-        Layout::horizontal([Constraint::Percentage(40), Constraint::Percentage(60)]).areas(bottom);
+        Layout::vertical([Constraint::Length(5), Constraint::Min(5)]).areas(load);
     draw_throughput(frame, throughput, app_view);
     draw_latency(frame, latency, app_view);
     if app.help {
@@ -76,23 +76,28 @@ pub fn draw(frame: &mut Frame, app: &App) {
 
 fn draw_header(frame: &mut Frame, area: Rect, app: &App) {
     let paused = if app.paused { "  [paused]" } else { "" };
-
-    let line = Line::from(vec![
+    let title = Line::from(vec![
         Span::styled(
             format!("{}{paused}", app.title),
             Style::default().add_modifier(Modifier::BOLD),
         ),
-        Span::raw(format!(
-            "   {:.0} s   {:.0} req/s   {} answered   {} errors   {} in flight   {} events   {} dropped   ? help",
-            app.elapsed_s,
-            app.recent_rate(),
-            app.completed,
-            app.failed,
-            app.in_flight,
-            app.events,
-            app.dropped
-        )),
+        Span::raw("   ? help"),
     ]);
+    let load = if app.connections > 0 {
+        format!("c={}   ", app.connections)
+    } else {
+        String::new()
+    };
+    let counters = Line::from(format!(
+        "{:.0} s   {load}{:.0} req/s   {} answered   {} errors   {} in flight   {} events   {} dropped",
+        app.elapsed_s,
+        app.recent_rate(),
+        app.completed,
+        app.failed,
+        app.in_flight,
+        app.events,
+        app.dropped
+    ));
     // Status messages (an export, say) go on the frame, where the long
     // counters line cannot push them out of sight.
     let mut block = Block::bordered().title(" tracebench ");
@@ -102,7 +107,7 @@ fn draw_header(frame: &mut Frame, area: Rect, app: &App) {
             Style::default().fg(Color::Yellow),
         ));
     }
-    frame.render_widget(Paragraph::new(line).block(block), area);
+    frame.render_widget(Paragraph::new(vec![title, counters]).block(block), area);
 }
 
 /// The threads pane's title: the colour of each state.
@@ -139,16 +144,32 @@ fn timeline_cells(app: &App, tid: i32, cells: usize) -> Line<'static> {
     Line::from(spans)
 }
 
+/// The thread table's columns before the timeline, and their widths.
+const THREAD_COLUMNS: [(&str, u16); 7] = [
+    ("tid", 7),
+    ("name", 10),
+    ("role", 6),
+    ("state", 17),
+    ("for", 7),
+    ("syscalls", 8),
+    ("cpu", 4),
+];
+
+/// A state as the table shows it: a futex wait with the low digits of its
+/// address, which tell the futexes of one process apart.
+fn state_text(state: ThreadState) -> String {
+    match state {
+        ThreadState::FutexWait(addr) => format!("futex-wait …{:05x}", addr & 0xf_ffff),
+        other => other.label().to_owned(),
+    }
+}
+
 fn draw_threads(frame: &mut Frame, area: Rect, app: &App) {
-    // Columns before the timeline take 72 cells with the borders.
-    let cells = area.width.saturating_sub(72 + 8).max(10) as usize;
+    let fixed: u16 = THREAD_COLUMNS.iter().map(|(_, w)| w + 1).sum();
+    let cells = area.width.saturating_sub(fixed + 2).max(10) as usize;
     let rows = app.threads.iter().map(|(tid, row)| {
         let current = app.state_of(*tid);
         let since = app.now_ns.saturating_sub(app.since_of(*tid));
-        let state = match current {
-            ThreadState::FutexWait(addr) => format!("futex-wait {addr:#x}"),
-            other => other.label().to_owned(),
-        };
         let style = if app.selected == Some(*tid) {
             Style::default().add_modifier(Modifier::REVERSED)
         } else {
@@ -158,7 +179,8 @@ fn draw_threads(frame: &mut Frame, area: Rect, app: &App) {
             ratatui::widgets::Cell::from(tid.to_string()),
             row.name.clone().into(),
             row.role(*tid).into(),
-            ratatui::widgets::Cell::from(state).style(Style::default().fg(state_color(current))),
+            ratatui::widgets::Cell::from(state_text(current))
+                .style(Style::default().fg(state_color(current))),
             ms(since).into(),
             app.syscalls_of(*tid).to_string().into(),
             row.cpu
@@ -168,33 +190,17 @@ fn draw_threads(frame: &mut Frame, area: Rect, app: &App) {
         ])
         .style(style)
     });
-    let table = Table::new(
-        rows,
-        [
-            Constraint::Length(8),
-            Constraint::Length(15),
-            Constraint::Length(7),
-            Constraint::Length(24),
-            Constraint::Length(9),
-            Constraint::Length(9),
-            Constraint::Length(5),
-            Constraint::Min(10),
-        ],
-    )
-    .header(
-        Row::new(vec![
-            "tid".to_owned(),
-            "name".to_owned(),
-            "role".to_owned(),
-            "state".to_owned(),
-            "for".to_owned(),
-            "syscalls".to_owned(),
-            "cpu".to_owned(),
-            format!("last {}", ms(app.window_ns)),
-        ])
-        .style(Style::default().add_modifier(Modifier::BOLD)),
-    )
-    .block(Block::bordered().title(legend()));
+    let widths = THREAD_COLUMNS
+        .iter()
+        .map(|(_, w)| Constraint::Length(*w))
+        .chain([Constraint::Min(10)]);
+    let header = THREAD_COLUMNS
+        .iter()
+        .map(|(name, _)| name.to_string())
+        .chain([format!("last {}", ms(app.window_ns))]);
+    let table = Table::new(rows, widths)
+        .header(Row::new(header).style(Style::default().add_modifier(Modifier::BOLD)))
+        .block(Block::bordered().title(legend()));
     frame.render_widget(table, area);
 }
 
@@ -203,7 +209,7 @@ fn draw_events(frame: &mut Frame, area: Rect, app: &App) {
     let lines: Vec<Line> = app
         .recent
         .iter()
-        .filter(|(tid, _)| app.selected.is_none_or(|s| s == *tid))
+        .filter(|(tid, _)| app.shows_events_of(*tid))
         .rev()
         .take(height)
         .collect::<Vec<_>>()
@@ -212,8 +218,8 @@ fn draw_events(frame: &mut Frame, area: Rect, app: &App) {
         .map(|(tid, text)| Line::from(format!("[{tid}] {text}")))
         .collect();
     let title = match app.selected {
-        Some(tid) => format!(" recent events of {tid} "),
-        None => " recent events ".to_owned(),
+        Some(tid) if app.filter => format!(" recent events of {tid} (enter: all) "),
+        _ => " recent events ".to_owned(),
     };
     frame.render_widget(
         Paragraph::new(lines).block(Block::bordered().title(title)),
@@ -243,22 +249,29 @@ fn draw_throughput(frame: &mut Frame, area: Rect, app: &App) {
 
 fn draw_latency(frame: &mut Frame, area: Rect, app: &App) {
     let h = &app.latency;
-    let title = if h.is_empty() {
-        " latency ".to_owned()
-    } else {
-        format!(
-            " latency  p50 {}  p90 {}  p99 {}  p99.9 {}  max {} ",
+    let block = Block::bordered().title(" latency of the answered requests ");
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let [percentiles, area] =
+        Layout::vertical([Constraint::Length(1), Constraint::Min(1)]).areas(inner);
+    if !h.is_empty() {
+        let text = format!(
+            "p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
             ms(h.value_at_quantile(0.5)),
             ms(h.value_at_quantile(0.9)),
             ms(h.value_at_quantile(0.99)),
             ms(h.value_at_quantile(0.999)),
             ms(h.max())
-        )
-    };
+        );
+        frame.render_widget(
+            Paragraph::new(text).style(Style::default().add_modifier(Modifier::BOLD)),
+            percentiles,
+        );
+    }
     // Log-scaled buckets, a factor of 2 each, as many as fit, starting a
     // bucket below the fastest request (or at 10 µs).
     const BAR_WIDTH: u16 = 6;
-    let fit = (area.width.saturating_sub(2) / (BAR_WIDTH + 1)).max(1) as usize;
+    let fit = (area.width / (BAR_WIDTH + 1)).max(1) as usize;
     let mut low = 10_000u64;
     if !h.is_empty() {
         while low * 4 <= h.min() {
@@ -279,8 +292,7 @@ fn draw_latency(frame: &mut Frame, area: Rect, app: &App) {
     let chart = BarChart::default()
         .data(BarGroup::default().bars(&bars))
         .bar_width(BAR_WIDTH)
-        .bar_gap(1)
-        .block(Block::bordered().title(title));
+        .bar_gap(1);
     frame.render_widget(chart, area);
 }
 
@@ -411,7 +423,7 @@ mod tests {
         for needle in [
             "threads",
             "worker-0",
-            "futex-wait 0xbeef",
+            "futex-wait …0beef",
             "accept",
             "p50 101.1ms",
             "91 answered",
