@@ -310,3 +310,91 @@ fn a_recording_replays_headless_and_in_a_terminal() {
     assert!(end.contains("  p99.9 "), "{end}");
     assert!(!still_there, "q did not quit the replay");
 }
+
+fn answered_in(summary: &str) -> u64 {
+    summary
+        .lines()
+        .nth(1)
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn another_server_started_after_two_dashes_is_traced_and_loaded() {
+    let _serial = serial();
+    let before = servers_running();
+    let addr = unused_loopback_addr();
+    let url = format!("http://{addr}/");
+    let output = Command::new(BIN)
+        .args(["dash", "--headless-for", "2s", "--no-record", "--url", &url])
+        .args(["--", BIN, "serve", "--mode", "thread", "--delay", "10ms"])
+        .args(["--addr", &addr.to_string()])
+        .output()
+        .unwrap();
+    let summary = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(summary.contains(&format!("at {url}")), "{summary}");
+    assert!(answered_in(&summary) >= 20, "{summary}");
+    // Thread mode starts a thread per connection: the table saw many.
+    assert!(summary.lines().count() > 10, "{summary}");
+    let (gone, n) = eventually(Duration::from_secs(5), || {
+        let n = servers_running();
+        (n == before, n)
+    });
+    assert!(gone, "{n} traced servers left running");
+}
+
+#[test]
+fn a_running_server_is_attached_loaded_and_left_running() {
+    let _serial = serial();
+    let server = ServerProcess::start(&["--workers", "3", "--delay", "10ms"]);
+    let url = format!("http://{}/", server.addr);
+    let output = Command::new(BIN)
+        .args(["dash", "--headless-for", "2s", "--no-record", "--url", &url])
+        .args(["-p", &server.pid().to_string()])
+        .output()
+        .unwrap();
+    let summary = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(answered_in(&summary) >= 20, "{summary}");
+    let workers = summary.lines().filter(|l| l.contains(" worker-")).count();
+    assert_eq!(workers, 3, "every thread of the running server: {summary}");
+    // Detached, not killed: it still serves, and no thread stays stopped.
+    assert_eq!(get(server.addr, "/").unwrap().status, 200);
+    let stopped: Vec<_> = threads_of(server.pid())
+        .into_iter()
+        .filter(|(_, _, state, _)| matches!(state, 't' | 'T'))
+        .collect();
+    assert!(stopped.is_empty(), "{stopped:?}");
+    let (status, _) = server.stop();
+    assert!(status.success());
+}
+
+#[test]
+fn dash_bad_input_fails_with_one_line() {
+    for args in [
+        &["dash", "--url", "http://127.0.0.1:1/"][..],
+        &["dash", "-p", "1"][..],
+        &["dash", "--mode", "nonsense", "--no-record"][..],
+        &["dash", "-e", "trace=nosuchcall", "--no-record"][..],
+    ] {
+        let output = Command::new(BIN).args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?}");
+        let first = stderr.lines().next().unwrap_or_default();
+        assert!(
+            first.starts_with("error:") || first.starts_with("tracebench: "),
+            "{args:?}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
