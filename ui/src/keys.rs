@@ -14,81 +14,95 @@ pub struct Binding {
     pub matches: fn(KeyCode) -> bool,
     /// The action it sends.
     pub action: fn() -> Action,
+    /// It acts on a live run only (not on a replay).
+    pub live_only: bool,
 }
 
 /// Every key the dashboard knows.
 pub const KEYMAP: &[Binding] = &[
     Binding {
         keys: "q, Esc",
-        help: "quit (the traced server is stopped)",
+        help: "quit (a traced server we started is stopped)",
         matches: |k| matches!(k, KeyCode::Char('q') | KeyCode::Esc),
         action: || Action::Quit,
+        live_only: false,
     },
     Binding {
         keys: "space",
         help: "pause the view (data keeps coming)",
         matches: |k| k == KeyCode::Char(' '),
         action: || Action::TogglePause,
+        live_only: false,
     },
     Binding {
         keys: "↓, tab, j",
         help: "select the next thread",
         matches: |k| matches!(k, KeyCode::Down | KeyCode::Tab | KeyCode::Char('j')),
         action: || Action::SelectNext,
+        live_only: false,
     },
     Binding {
         keys: "↑, k",
         help: "select the previous thread",
         matches: |k| matches!(k, KeyCode::Up | KeyCode::BackTab | KeyCode::Char('k')),
         action: || Action::SelectPrevious,
+        live_only: false,
     },
     Binding {
         keys: "enter",
         help: "events of the selected thread only, or of all",
         matches: |k| k == KeyCode::Enter,
         action: || Action::ToggleFilter,
+        live_only: false,
     },
     Binding {
         keys: "+, =",
         help: "timeline: show a shorter stretch",
         matches: |k| matches!(k, KeyCode::Char('+') | KeyCode::Char('=')),
         action: || Action::ZoomIn,
+        live_only: false,
     },
     Binding {
         keys: "-",
         help: "timeline: show a longer stretch",
         matches: |k| k == KeyCode::Char('-'),
         action: || Action::ZoomOut,
+        live_only: false,
     },
     Binding {
         keys: "]",
         help: "more load: more connections",
         matches: |k| k == KeyCode::Char(']'),
         action: || Action::MoreLoad,
+        live_only: true,
     },
     Binding {
         keys: "[",
         help: "less load: fewer connections",
         matches: |k| k == KeyCode::Char('['),
         action: || Action::LessLoad,
+        live_only: true,
     },
     Binding {
         keys: "m",
         help: "restart the server in the next mode",
         matches: |k| k == KeyCode::Char('m'),
         action: || Action::NextMode,
+        live_only: true,
     },
     Binding {
         keys: "e",
         help: "export the latency histogram (CSV, .hgrm)",
         matches: |k| k == KeyCode::Char('e'),
         action: || Action::Export,
+        live_only: false,
     },
     Binding {
         keys: "?",
         help: "show or hide this help",
         matches: |k| k == KeyCode::Char('?'),
         action: || Action::ToggleHelp,
+        live_only: false,
     },
 ];
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crossterm::event::{self, Event as TermEvent, KeyEventKind};
 use hdrhistogram::serialization::V2DeflateSerializer;
-use tracebench_loadgen::hlog::{self, SecondsLog};
+use tracebench_loadgen::hlog;
 use tracebench_loadgen::{LoadConfig, StopAfter, Target};
 use tracebench_tracer::file::{Header, TraceWriter};
 use tracebench_tracer::sink::{ChannelSource, Tee};
@@ -402,20 +402,19 @@ impl Running {
                         hlog::begin(
                             file,
                             &mut serializer,
-                            "tracebench dash; values in nanoseconds",
+                            "tracebench dash; values in nanoseconds; 100 ms intervals",
                         )
                         .ok()
-                        .map(SecondsLog::new)
                     });
                     let _ = tracebench_loadgen::run_observed(&load, cancel, |s| {
+                        // Every 100 ms interval, empty ones too: a replay
+                        // redraws the throughput and the latency as they
+                        // were, not a second at a time.
                         if let Some(log) = log.as_mut() {
-                            let _ = log.add(s);
+                            let _ = log.write_histogram(&s.latency, s.start, s.duration, None);
                         }
                         let _ = snapshots_tx.send(s.clone());
                     });
-                    if let Some(log) = log.as_mut() {
-                        let _ = log.flush();
-                    }
                 })
                 .map_err(|e| DashError(format!("cannot start the load thread: {e}")))?
         };

@@ -2,12 +2,12 @@
 //! [`App::update`] with an [`Action`]. No I/O happens here, so every
 //! behaviour can be tested without a terminal.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use hdrhistogram::Histogram;
 use tracebench_loadgen::Snapshot;
 use tracebench_loadgen::stats::new_histogram;
-use tracebench_tracer::decode::{return_value, syscall_name};
+use tracebench_tracer::decode::{entry_args, exit_args, return_value, signal_name, syscall_name};
 use tracebench_tracer::states::{ThreadState, Timelines};
 use tracebench_tracer::{Event, EventKind, ExitStatus};
 
@@ -45,6 +45,89 @@ impl ThreadRow {
         } else {
             "thread"
         }
+    }
+}
+
+/// One line of the events pane, kept raw: it is formatted only when drawn,
+/// so ingesting an event costs no formatting.
+#[derive(Debug, Clone)]
+pub struct RecentEvent {
+    /// When it happened (trace clock, ns).
+    pub time_ns: u64,
+    /// The thread.
+    pub tid: i32,
+    /// What happened.
+    pub what: Recent,
+}
+
+/// What a [`RecentEvent`] shows.
+#[derive(Debug, Clone)]
+pub enum Recent {
+    /// A completed syscall, with what its entry and exit carried.
+    Call {
+        /// The syscall.
+        nr: u32,
+        /// Its arguments and the data read at entry, if the entry was seen.
+        entry: Option<([u64; 6], Vec<u8>)>,
+        /// When it was entered, if seen.
+        entry_ns: Option<u64>,
+        /// Its return value.
+        ret: i64,
+        /// The data read at exit.
+        exit_data: Vec<u8>,
+    },
+    /// Anything else: a thread started or exited, a signal, an exec.
+    Other(EventKind),
+}
+
+impl RecentEvent {
+    /// The strace-style line: `+1.234567 [tid] accept4(3, …) = 5 <0.000120>`,
+    /// its time counted from `origin_ns`.
+    pub fn line(&self, origin_ns: u64) -> String {
+        let at = self.time_ns.saturating_sub(origin_ns) as f64 / 1e9;
+        let text = match &self.what {
+            Recent::Call {
+                nr,
+                entry,
+                entry_ns,
+                ret,
+                exit_data,
+            } => {
+                let name = syscall_name(*nr);
+                let result = return_value(*nr, *ret);
+                let took = entry_ns
+                    .map(|e| format!(" <{:.6}>", self.time_ns.saturating_sub(e) as f64 / 1e9))
+                    .unwrap_or_default();
+                match entry {
+                    Some((args, entry_data)) => {
+                        // Arguments filled in by the kernel continue
+                        // those known at entry.
+                        let shown = entry_args(*nr, args, entry_data)
+                            + &exit_args(*nr, args, *ret, exit_data);
+                        format!("{name}({shown}) = {result}{took}")
+                    }
+                    None => format!("<... {name} resumed>) = {result}"),
+                }
+            }
+            Recent::Other(EventKind::Exited { status }) => match status {
+                ExitStatus::Code(code) => format!("+++ exited with {code} +++"),
+                ExitStatus::Signal(signal) => {
+                    format!("+++ killed by {} +++", signal_name(*signal))
+                }
+            },
+            Recent::Other(EventKind::Spawned { child_tid, .. }) => {
+                format!("started {child_tid}")
+            }
+            Recent::Other(EventKind::Signal { signal }) => {
+                format!("--- {} ---", signal_name(*signal))
+            }
+            Recent::Other(EventKind::GroupStop { signal }) => {
+                format!("--- stopped by {} ---", signal_name(*signal))
+            }
+            Recent::Other(EventKind::Exec { .. }) => "+++ exec +++".to_owned(),
+            Recent::Other(_) => String::new(),
+        };
+        format!("{at:>9.6} [{}] {text}", self.tid)
     }
 }
 
@@ -128,8 +211,13 @@ pub struct App {
     pub events: u64,
     /// See [`Action::Dropped`].
     pub dropped: u64,
-    /// Recent events as strace-style lines, newest last.
-    pub recent: VecDeque<(i32, String)>,
+    /// Recent events, newest last.
+    pub recent: VecDeque<RecentEvent>,
+    /// Where the trace starts (ns): event times are shown from it.
+    pub origin_ns: u64,
+    /// Each thread's syscall in progress: its number, when it began, its
+    /// arguments and entry data (for the events pane).
+    entries: HashMap<i32, (u32, u64, [u64; 6], Vec<u8>)>,
     /// The selected thread, if any.
     pub selected: Option<i32>,
     /// The view is frozen.
@@ -171,6 +259,8 @@ impl App {
             events: 0,
             dropped: 0,
             recent: VecDeque::with_capacity(RECENT_EVENTS),
+            origin_ns: 0,
+            entries: HashMap::new(),
             selected: None,
             paused: false,
             help: false,
@@ -301,28 +391,42 @@ impl App {
             name: String::new(),
             cpu: None,
         });
-        let line = match &event.kind {
-            EventKind::SyscallEntry { .. } => None,
-            EventKind::SyscallExit { nr, ret, .. } => Some(format!(
-                "{} = {}",
-                syscall_name(*nr),
-                return_value(*nr, *ret)
-            )),
-            EventKind::Exited { status } => Some(match status {
-                ExitStatus::Code(code) => format!("+++ exited with {code} +++"),
-                ExitStatus::Signal(signal) => format!("+++ killed by signal {signal} +++"),
-            }),
-            EventKind::Spawned { child_tid, .. } => Some(format!("started thread {child_tid}")),
-            EventKind::Signal { signal } => Some(format!("--- signal {signal} ---")),
-            EventKind::Exec { .. } => Some("exec".to_owned()),
-            EventKind::GroupStop { signal } => Some(format!("--- stopped by signal {signal} ---")),
-        };
-        if let Some(line) = line {
-            if self.recent.len() == RECENT_EVENTS {
-                self.recent.pop_front();
-            }
-            self.recent.push_back((event.tid, line));
+        if self.origin_ns == 0 {
+            self.origin_ns = event.time_ns;
         }
+        let what = match event.kind {
+            EventKind::SyscallEntry { nr, args, data } => {
+                self.entries
+                    .insert(event.tid, (nr, event.time_ns, args, data));
+                return;
+            }
+            EventKind::SyscallExit { nr, ret, data } => {
+                let entry = self
+                    .entries
+                    .remove(&event.tid)
+                    .filter(|(entered, ..)| *entered == nr);
+                Recent::Call {
+                    nr,
+                    entry_ns: entry.as_ref().map(|(_, at, ..)| *at),
+                    entry: entry.map(|(_, _, args, data)| (args, data)),
+                    ret,
+                    exit_data: data,
+                }
+            }
+            EventKind::Exited { .. } => {
+                self.entries.remove(&event.tid);
+                Recent::Other(event.kind)
+            }
+            other => Recent::Other(other),
+        };
+        if self.recent.len() == RECENT_EVENTS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(RecentEvent {
+            time_ns: event.time_ns,
+            tid: event.tid,
+            what,
+        });
     }
 
     /// What thread `tid` is doing.
@@ -426,7 +530,10 @@ mod tests {
         ));
         assert_eq!(app.state_of(101), ThreadState::Running);
         assert_eq!(app.since_of(101), 9);
-        assert_eq!(app.recent.back().unwrap().1, "futex = 0");
+        assert_eq!(
+            app.recent.back().unwrap().line(1),
+            " 0.000000 [101] futex(0x10, FUTEX_WAIT_PRIVATE, 0, NULL) = 0 <0.000000>"
+        );
     }
 
     fn libc_futex_wait() -> u64 {

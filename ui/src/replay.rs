@@ -75,6 +75,7 @@ pub fn load(run: &Path) -> Result<Player, DashError> {
         let wall_ns = wall.as_nanos() as i128;
         (wall_ns - header.realtime_ns as i128 + header.monotonic_ns as i128).max(0) as u64
     };
+    let first_start = intervals.first().map_or(Duration::ZERO, |i| i.start);
     let intervals = intervals
         .into_iter()
         .enumerate()
@@ -82,7 +83,7 @@ pub fn load(run: &Path) -> Result<Player, DashError> {
             let statuses = [(200u16, interval.histogram.len())].into_iter().collect();
             let snapshot = Snapshot {
                 index: index as u64,
-                start: Duration::from_secs(index as u64),
+                start: interval.start.saturating_sub(first_start),
                 duration: interval.duration,
                 latency: interval.histogram,
                 statuses,
@@ -186,6 +187,16 @@ impl Player {
             self.playing = false;
             self.seek(at);
         }
+    }
+
+    /// When the recording starts (trace clock, ns).
+    pub fn start_ns(&self) -> u64 {
+        self.start_ns
+    }
+
+    /// When the recording ends (trace clock, ns).
+    pub fn end_ns(&self) -> u64 {
+        self.end_ns
     }
 
     /// Seconds played and recorded.

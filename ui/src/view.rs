@@ -209,13 +209,13 @@ fn draw_events(frame: &mut Frame, area: Rect, app: &App) {
     let lines: Vec<Line> = app
         .recent
         .iter()
-        .filter(|(tid, _)| app.shows_events_of(*tid))
+        .filter(|event| app.shows_events_of(event.tid))
         .rev()
         .take(height)
         .collect::<Vec<_>>()
         .into_iter()
         .rev()
-        .map(|(tid, text)| Line::from(format!("[{tid}] {text}")))
+        .map(|event| Line::from(event.line(app.origin_ns)))
         .collect();
     let title = match app.selected {
         Some(tid) if app.filter => format!(" recent events of {tid} (enter: all) "),
@@ -298,19 +298,12 @@ fn draw_latency(frame: &mut Frame, area: Rect, app: &App) {
 
 fn draw_help(frame: &mut Frame, replay: bool) {
     let area = frame.area();
-    let width = 60.min(area.width);
+    let width = 66.min(area.width);
     let replay_keys: &[(&str, &str)] = if replay {
         crate::replay::REPLAY_KEYS
     } else {
         &[]
     };
-    let height = ((KEYMAP.len() + replay_keys.len()) as u16 + 2).min(area.height);
-    let popup = Rect::new(
-        area.x + (area.width - width) / 2,
-        area.y + (area.height - height) / 2,
-        width,
-        height,
-    );
     // In a replay, space plays and pauses instead of freezing the view.
     let lines: Vec<Line> = replay_keys
         .iter()
@@ -318,11 +311,18 @@ fn draw_help(frame: &mut Frame, replay: bool) {
         .chain(
             KEYMAP
                 .iter()
-                .filter(|b| !(replay && b.keys == "space"))
+                .filter(|b| !(replay && (b.live_only || b.keys == "space")))
                 .map(|b| (b.keys, b.help)),
         )
         .map(|(keys, help)| Line::from(format!("{keys:>10}  {help}")))
         .collect();
+    let height = (lines.len() as u16 + 2).min(area.height);
+    let popup = Rect::new(
+        area.x + (area.width - width) / 2,
+        area.y + (area.height - height) / 2,
+        width,
+        height,
+    );
     frame.render_widget(Clear, popup);
     frame.render_widget(
         Paragraph::new(lines).block(Block::bordered().title(" keys ")),
@@ -464,5 +464,93 @@ mod tests {
             screen(&app).contains("last 60.00s"),
             "zoom stops at a minute"
         );
+    }
+}
+
+/// Snapshots of every pane and of the whole screen at 120x40, drawn from
+/// the recording in `tests/fixtures/run` (made by its `make-fixture.sh`).
+#[cfg(test)]
+mod snapshots {
+    use super::*;
+    use crate::model::Action;
+    use crate::replay::{Player, load};
+    use ratatui::Terminal;
+    use ratatui::backend::TestBackend;
+
+    const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/run");
+
+    /// The fixture played to 0.8 s, mid-run, with a stable title.
+    fn played() -> Player {
+        let mut player = load(std::path::Path::new(FIXTURE)).expect("the fixture recording");
+        let start = player.start_ns();
+        player.seek(start + 800_000_000);
+        player.app.title = "replay of tests/fixtures/run".into();
+        player
+    }
+
+    fn render(width: u16, height: u16, draw: impl FnOnce(&mut Frame)) -> TestBackend {
+        let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+        terminal.draw(draw).unwrap();
+        terminal.backend().clone()
+    }
+
+    #[test]
+    fn whole_screen() {
+        let player = played();
+        insta::assert_snapshot!(render(120, 40, |f| draw(f, &player.app)));
+    }
+
+    #[test]
+    fn whole_screen_with_help_and_a_filtered_thread() {
+        let mut player = played();
+        player.app.update(Action::SelectNext);
+        player.app.update(Action::SelectNext);
+        player.app.update(Action::ToggleFilter);
+        player.app.update(Action::ToggleHelp);
+        insta::assert_snapshot!(render(120, 40, |f| draw(f, &player.app)));
+    }
+
+    #[test]
+    fn header_pane() {
+        let mut player = played();
+        player.app.connections = 6;
+        player.app.update(Action::TogglePause);
+        player
+            .app
+            .update(Action::Status("exported 12 requests to x.csv".into()));
+        insta::assert_snapshot!(render(120, 4, |f| draw_header(
+            f,
+            f.area(),
+            player.app.view()
+        )));
+    }
+
+    #[test]
+    fn threads_pane() {
+        let player = played();
+        insta::assert_snapshot!(render(120, 8, |f| draw_threads(f, f.area(), &player.app)));
+    }
+
+    #[test]
+    fn events_pane() {
+        let player = played();
+        insta::assert_snapshot!(render(48, 13, |f| draw_events(f, f.area(), &player.app)));
+    }
+
+    #[test]
+    fn throughput_pane() {
+        let player = played();
+        insta::assert_snapshot!(render(72, 5, |f| draw_throughput(f, f.area(), &player.app)));
+    }
+
+    #[test]
+    fn latency_pane() {
+        let player = played();
+        insta::assert_snapshot!(render(72, 8, |f| draw_latency(f, f.area(), &player.app)));
+    }
+
+    #[test]
+    fn help_overlay() {
+        insta::assert_snapshot!(render(70, 24, |f| draw_help(f, true)));
     }
 }
