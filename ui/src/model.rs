@@ -609,4 +609,77 @@ mod tests {
             "a live one stays, however quiet"
         );
     }
+
+    #[test]
+    fn every_other_action_changes_what_it_says() {
+        let mut app = App::new("test");
+        app.update(Action::Dropped(7));
+        assert_eq!(app.dropped, 7);
+        app.update(Action::Status("saved".into()));
+        assert_eq!(app.status, "saved");
+        app.update(Action::ToggleHelp);
+        assert!(app.help);
+        app.update(Action::ToggleHelp);
+        assert!(!app.help);
+        let before = app.clone();
+        app.update(Action::Export);
+        assert_eq!(
+            (app.status.as_str(), app.completed),
+            (before.status.as_str(), before.completed),
+            "export is the source's to do"
+        );
+        let window = app.window_ns;
+        app.update(Action::ZoomIn);
+        assert_eq!(app.window_ns, window / 2);
+        for _ in 0..20 {
+            app.update(Action::ZoomIn);
+        }
+        assert_eq!(app.window_ns, MIN_WINDOW_NS);
+        app.update(Action::Quit);
+        assert!(app.quit);
+    }
+
+    #[test]
+    fn enter_filters_the_events_on_the_selected_thread() {
+        let mut app = App::new("test");
+        app.update(Action::ToggleFilter);
+        assert!(!app.filter, "nothing selected: nothing to filter on");
+        for tid in [1, 2] {
+            app.update(event(1, tid, EventKind::Signal { signal: 10 }));
+        }
+        app.update(Action::SelectNext);
+        app.update(Action::ToggleFilter);
+        assert!(app.filter);
+        assert!(app.shows_events_of(1) && !app.shows_events_of(2));
+        app.update(Action::ToggleFilter);
+        assert!(app.shows_events_of(2));
+    }
+
+    #[test]
+    fn brackets_step_the_load_and_m_asks_for_the_next_mode() {
+        let mut app = App::new("test");
+        app.update(Action::MoreLoad);
+        assert_eq!(app.connections, 0, "no live load, nothing to change");
+        app.connections = 9;
+        app.update(Action::MoreLoad);
+        assert_eq!(app.connections, 10);
+        app.update(Action::MoreLoad);
+        assert_eq!(app.connections, 15);
+        app.update(Action::LessLoad);
+        assert_eq!(app.connections, 10, "the way down retraces the way up");
+        app.update(Action::LessLoad);
+        assert_eq!(app.connections, 9);
+        app.connections = 1;
+        app.update(Action::LessLoad);
+        assert_eq!(app.connections, 1, "never below one");
+        app.connections = MAX_LOAD_CONNECTIONS;
+        app.update(Action::MoreLoad);
+        assert_eq!(app.connections, MAX_LOAD_CONNECTIONS);
+        app.update(Action::NextMode);
+        assert!(app.restart);
+        let mut replay = App::new("replay");
+        replay.replay = true;
+        replay.update(Action::NextMode);
+        assert!(!replay.restart, "a replay has no server to restart");
+    }
 }
