@@ -9,6 +9,7 @@
 //! into actions.
 #![warn(missing_docs)]
 
+pub mod history;
 pub mod keys;
 pub mod live;
 pub mod model;

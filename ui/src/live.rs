@@ -437,17 +437,18 @@ impl Running {
         }
         self.cpu.sample(app);
         for event in self.source.receiver.try_iter().take(100_000) {
-            let new_thread = !app.threads.contains_key(&event.tid);
-            let (pid, tid) = (event.pid, event.tid);
             app.update(Action::Trace(event));
-            if new_thread {
-                // The source, not the model, does the I/O.
-                if let Ok(name) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")) {
-                    app.update(Action::Named {
-                        tid,
-                        name: name.trim().to_owned(),
-                    });
-                }
+        }
+        for tid in app.take_unnamed() {
+            // The source, not the model, does the I/O.
+            let Some(pid) = app.threads.get(&tid).map(|row| row.pid) else {
+                continue;
+            };
+            if let Ok(name) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")) {
+                app.update(Action::Named {
+                    tid,
+                    name: name.trim().to_owned(),
+                });
             }
         }
         for snapshot in self.snapshots.try_iter() {

@@ -2,13 +2,15 @@
 //! [`App::update`] with an [`Action`]. No I/O happens here, so every
 //! behaviour can be tested without a terminal.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 use hdrhistogram::Histogram;
 use tracebench_loadgen::Snapshot;
 use tracebench_loadgen::stats::new_histogram;
 use tracebench_tracer::decode::{entry_args, exit_args, return_value, signal_name, syscall_name};
-use tracebench_tracer::states::{ThreadState, Timelines};
+use tracebench_tracer::states::ThreadState;
+
+use crate::history::StateHistory;
 use tracebench_tracer::{Event, EventKind, ExitStatus};
 
 /// How many recent events the events pane keeps.
@@ -22,9 +24,8 @@ pub const MAX_WINDOW_NS: u64 = 60_000_000_000;
 /// The most load connections `]` turns up to.
 pub const MAX_LOAD_CONNECTIONS: usize = 256;
 
-/// One row of the thread table: who the thread is. What it does (state,
-/// since when, syscalls) is read from [`App::timelines`], not kept twice.
-#[derive(Debug, Clone, PartialEq)]
+/// One row of the thread table: who the thread is and what it does.
+#[derive(Debug, Clone)]
 pub struct ThreadRow {
     /// The process.
     pub pid: i32,
@@ -32,9 +33,31 @@ pub struct ThreadRow {
     pub name: String,
     /// Its CPU use over the last second, in % of one core, once measured.
     pub cpu: Option<f64>,
+    /// Traced syscalls it completed.
+    pub syscalls: u64,
+    /// Its state now and in the past minute.
+    pub history: StateHistory,
+    /// The syscall it is in: number, entry time, arguments, entry data
+    /// (kept for the events pane's line when it returns).
+    pending: Option<(u32, u64, [u64; 6], Vec<u8>)>,
+    /// Whether an event of its own arrived (a thread names itself early,
+    /// so by then its name is worth reading).
+    seen: bool,
 }
 
 impl ThreadRow {
+    fn new(pid: i32, at_ns: u64) -> ThreadRow {
+        ThreadRow {
+            pid,
+            name: String::new(),
+            cpu: None,
+            syscalls: 0,
+            history: StateHistory::new(ThreadState::Running, at_ns),
+            pending: None,
+            seen: false,
+        }
+    }
+
     /// `acceptor`, `worker` or `thread`, from the name the server gives
     /// its threads and from what the thread does.
     pub fn role(&self, tid: i32) -> &'static str {
@@ -189,8 +212,6 @@ pub struct App {
     pub title: String,
     /// Threads by tid.
     pub threads: BTreeMap<i32, ThreadRow>,
-    /// Every thread's recent states, for the timeline.
-    pub timelines: Timelines,
     /// How much time the timeline shows.
     pub window_ns: u64,
     /// The newest trace time seen (ns).
@@ -215,9 +236,7 @@ pub struct App {
     pub recent: VecDeque<RecentEvent>,
     /// Where the trace starts (ns): event times are shown from it.
     pub origin_ns: u64,
-    /// Each thread's syscall in progress: its number, when it began, its
-    /// arguments and entry data (for the events pane).
-    entries: HashMap<i32, (u32, u64, [u64; 6], Vec<u8>)>,
+
     /// The selected thread, if any.
     pub selected: Option<i32>,
     /// The view is frozen.
@@ -237,6 +256,9 @@ pub struct App {
     pub filter: bool,
     /// The user asked to restart with the next server mode.
     pub restart: bool,
+    /// Threads whose first own event arrived since the source last asked
+    /// ([`App::take_unnamed`]), for it to look up their names.
+    unnamed: Vec<i32>,
     /// A frozen copy shown while paused.
     frozen: Option<Box<App>>,
 }
@@ -247,7 +269,6 @@ impl App {
         App {
             title: title.into(),
             threads: BTreeMap::new(),
-            timelines: Timelines::new(),
             window_ns: 5_000_000_000,
             now_ns: 0,
             latency: new_histogram(),
@@ -260,7 +281,7 @@ impl App {
             dropped: 0,
             recent: VecDeque::with_capacity(RECENT_EVENTS),
             origin_ns: 0,
-            entries: HashMap::new(),
+
             selected: None,
             paused: false,
             help: false,
@@ -270,6 +291,7 @@ impl App {
             connections: 0,
             filter: false,
             restart: false,
+            unnamed: Vec::new(),
             frozen: None,
         }
     }
@@ -374,37 +396,37 @@ impl App {
 
     fn apply_event(&mut self, event: Event) {
         self.events += 1;
-        self.timelines.apply(&event);
-        if event.time_ns > self.now_ns + 1_000_000_000 {
-            // About once a second: forget what no zoom level can show, and
-            // threads gone for longer than that (fork mode makes one per
-            // request).
-            let horizon = event.time_ns.saturating_sub(MAX_WINDOW_NS);
-            self.timelines.prune_before(horizon);
-            for tid in self.timelines.forget_exited_before(horizon) {
-                self.threads.remove(&tid);
-            }
+        let at = event.time_ns;
+        if at > self.now_ns + 1_000_000_000 {
+            // About once a second: forget threads gone for longer than the
+            // timeline shows (fork mode makes one per request).
+            let horizon = at.saturating_sub(MAX_WINDOW_NS);
+            self.threads.retain(|_, row| {
+                row.history.current() != ThreadState::Exited || row.history.since_ns() >= horizon
+            });
         }
-        self.now_ns = self.now_ns.max(event.time_ns);
-        self.threads.entry(event.tid).or_insert_with(|| ThreadRow {
-            pid: event.pid,
-            name: String::new(),
-            cpu: None,
-        });
+        self.now_ns = self.now_ns.max(at);
         if self.origin_ns == 0 {
-            self.origin_ns = event.time_ns;
+            self.origin_ns = at;
+        }
+        let row = self
+            .threads
+            .entry(event.tid)
+            .or_insert_with(|| ThreadRow::new(event.pid, at));
+        if !row.seen {
+            row.seen = true;
+            self.unnamed.push(event.tid);
         }
         let what = match event.kind {
             EventKind::SyscallEntry { nr, args, data } => {
-                self.entries
-                    .insert(event.tid, (nr, event.time_ns, args, data));
+                row.history.enter(ThreadState::of_syscall(nr, &args), at);
+                row.pending = Some((nr, at, args, data));
                 return;
             }
             EventKind::SyscallExit { nr, ret, data } => {
-                let entry = self
-                    .entries
-                    .remove(&event.tid)
-                    .filter(|(entered, ..)| *entered == nr);
+                row.syscalls += 1;
+                row.history.enter(ThreadState::Running, at);
+                let entry = row.pending.take().filter(|(entered, ..)| *entered == nr);
                 Recent::Call {
                     nr,
                     entry_ns: entry.as_ref().map(|(_, at, ..)| *at),
@@ -414,8 +436,32 @@ impl App {
                 }
             }
             EventKind::Exited { .. } => {
-                self.entries.remove(&event.tid);
+                row.history.enter(ThreadState::Exited, at);
+                row.pending = None;
                 Recent::Other(event.kind)
+            }
+            EventKind::Spawned {
+                child_tid,
+                child_pid,
+                creation,
+            } => {
+                self.threads
+                    .entry(child_tid)
+                    .or_insert_with(|| ThreadRow::new(child_pid, at));
+                Recent::Other(EventKind::Spawned {
+                    child_tid,
+                    child_pid,
+                    creation,
+                })
+            }
+            EventKind::Exec { former_tid } => {
+                if former_tid != event.tid
+                    && let Some(former) = self.threads.get_mut(&former_tid)
+                {
+                    // The exec'ing thread took over the leader's tid.
+                    former.history.enter(ThreadState::Exited, at);
+                }
+                Recent::Other(EventKind::Exec { former_tid })
             }
             other => Recent::Other(other),
         };
@@ -423,32 +469,35 @@ impl App {
             self.recent.pop_front();
         }
         self.recent.push_back(RecentEvent {
-            time_ns: event.time_ns,
+            time_ns: at,
             tid: event.tid,
             what,
         });
     }
 
+    /// The threads that showed up since the last call: the source names
+    /// them (from /proc, or from a recording) with [`Action::Named`].
+    pub fn take_unnamed(&mut self) -> Vec<i32> {
+        std::mem::take(&mut self.unnamed)
+    }
+
     /// What thread `tid` is doing.
     pub fn state_of(&self, tid: i32) -> ThreadState {
-        self.timelines
-            .threads()
+        self.threads
             .get(&tid)
-            .map_or(ThreadState::Running, |t| t.current())
+            .map_or(ThreadState::Running, |t| t.history.current())
     }
 
     /// Since when thread `tid` has been in its state (trace clock, ns).
     pub fn since_of(&self, tid: i32) -> u64 {
-        self.timelines
-            .threads()
+        self.threads
             .get(&tid)
-            .and_then(|t| t.since_ns())
-            .unwrap_or(self.now_ns)
+            .map_or(self.now_ns, |t| t.history.since_ns())
     }
 
     /// Traced syscalls thread `tid` completed.
     pub fn syscalls_of(&self, tid: i32) -> u64 {
-        self.timelines.threads().get(&tid).map_or(0, |t| t.syscalls)
+        self.threads.get(&tid).map_or(0, |t| t.syscalls)
     }
 
     /// Requests per second over the last second of snapshots.

@@ -152,15 +152,16 @@ impl Player {
             if event.time_ns > to_ns {
                 break;
             }
-            let new_thread = !self.app.threads.contains_key(&event.tid);
             self.app.update(Action::Trace(event.clone()));
-            if new_thread && let Some(name) = self.names.get(&event.tid) {
+            self.next_event += 1;
+        }
+        for tid in self.app.take_unnamed() {
+            if let Some(name) = self.names.get(&tid) {
                 self.app.update(Action::Named {
-                    tid: event.tid,
+                    tid,
                     name: name.clone(),
                 });
             }
-            self.next_event += 1;
         }
         // At the end, the last (partial) second counts too, though its
         // nominal end lies past the last event.

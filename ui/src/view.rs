@@ -130,16 +130,18 @@ fn legend() -> Line<'static> {
 
 /// One thread's last `app.window_ns` as coloured cells, oldest left.
 fn timeline_cells(app: &App, tid: i32, cells: usize) -> Line<'static> {
-    let Some(timeline) = app.timelines.threads().get(&tid) else {
+    let Some(row) = app.threads.get(&tid) else {
         return Line::default();
     };
     let start = app.now_ns.saturating_sub(app.window_ns);
     let step = (app.window_ns / cells.max(1) as u64).max(1);
     let spans: Vec<Span> = (0..cells)
-        .map(|cell| match timeline.state_at(start + cell as u64 * step) {
-            Some(state) => Span::styled("█", Style::default().fg(state_color(state))),
-            None => Span::raw(" "),
-        })
+        .map(
+            |cell| match row.history.kind_at(start + cell as u64 * step, step) {
+                Some(state) => Span::styled("█", Style::default().fg(state_color(state))),
+                None => Span::raw(" "),
+            },
+        )
         .collect();
     Line::from(spans)
 }
