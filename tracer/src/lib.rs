@@ -15,6 +15,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod attribution;
 mod capture;
 pub mod chrome;
 pub mod decode;
