@@ -22,6 +22,7 @@ pub mod decode;
 mod engine;
 mod event;
 pub mod file;
+pub mod futexstat;
 pub mod jsonl;
 pub mod ptrace;
 pub mod sample;
