@@ -319,7 +319,16 @@ impl fmt::Display for RequestStats {
                 h.max() as f64 / 1e3
             )?;
         }
-        Ok(())
+        let served: Vec<String> = self
+            .workers
+            .iter()
+            .map(|(tid, w)| format!("{tid}:{}", w.requests))
+            .collect();
+        writeln!(
+            f,
+            "requests served per thread (tid:count): {}",
+            served.join(" ")
+        )
     }
 }
 
