@@ -338,3 +338,62 @@ fn export_writes_requests_and_histograms_whose_counts_match() {
     assert!(summary.contains("thundering herds:"), "{summary}");
     assert!(summary.contains("20 requests attributed"), "{summary}");
 }
+
+#[test]
+fn kept_alive_connections_carry_one_record_per_request() {
+    let _serial = serial();
+    let dir = tempdir();
+    let trace = dir.path().join("keep-alive.tbt");
+    let mut command = Command::new(BIN);
+    command.args(["trace", "-w"]).arg(&trace).args([
+        "--",
+        BIN,
+        "serve",
+        "--addr",
+        "127.0.0.1:0",
+        "--workers",
+        "3",
+        "--keep-alive",
+    ]);
+    let mut tracer = ServerProcess::start_command(&mut command)
+        .unwrap_or_else(|stderr| panic!("the traced server did not start: {stderr}"));
+    let url = format!("http://{}/", tracer.addr);
+    let load = Command::new(BIN)
+        .args(["load", &url, "-c", "2", "-n", "20", "--keep-alive"])
+        .output()
+        .unwrap();
+    assert!(
+        load.status.success(),
+        "{}",
+        String::from_utf8_lossy(&load.stderr)
+    );
+    let server = children_of(tracer.pid());
+    // SAFETY: kill(2) on the server process the tracer started for us.
+    assert_eq!(unsafe { libc::kill(server[0].0, libc::SIGTERM) }, 0);
+    assert!(tracer.wait(Duration::from_secs(30)).0.success());
+
+    let (records, attributor) = attribute(&events(&trace));
+    assert_eq!(records.len(), 20, "{:?}", attributor.counts());
+    let mut by_connection: BTreeMap<u64, Vec<&RequestRecord>> = BTreeMap::new();
+    for r in &records {
+        by_connection.entry(r.connection).or_default().push(r);
+    }
+    assert_eq!(by_connection.len(), 2, "two kept-alive connections");
+    for requests in by_connection.values() {
+        let indexes: Vec<u32> = requests.iter().map(|r| r.index_on_connection).collect();
+        assert_eq!(indexes, (0..requests.len() as u32).collect::<Vec<_>>());
+        let serving: BTreeSet<i32> = requests.iter().map(|r| r.serving_tid).collect();
+        assert_eq!(serving.len(), 1, "one worker serves a whole connection");
+        for (r, next) in requests.iter().zip(requests.iter().skip(1)) {
+            assert_eq!(r.end, RequestEnd::NextRequest);
+            // The idle time between two requests is nobody's service.
+            assert!(r.ended_ns <= next.started_ns, "{r:?} {next:?}");
+            assert_eq!(next.queue_wait_ns(), 0);
+        }
+        assert!(
+            requests
+                .iter()
+                .all(|r| r.bytes_read > 0 && r.bytes_written > 0)
+        );
+    }
+}
