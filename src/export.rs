@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use tracebench_loadgen::export::{VALUE_UNIT, write_buckets_csv, write_hgrm, write_percentile_csv};
 use tracebench_tracer::EventSink;
+use tracebench_tracer::attribution::{Attributor, RequestRecord};
 use tracebench_tracer::file::{TraceFileError, TraceReader};
 use tracebench_tracer::jsonl::JsonlWriter;
 use tracebench_tracer::strace::{StraceWriter, TextOptions, Timestamps};
@@ -38,9 +39,25 @@ pub struct ExportArgs {
     /// strace-compatible text (with -tt timestamps); - for stdout
     #[arg(long, value_name = "FILE", group = "format")]
     strace: Option<PathBuf>,
-    /// Print the per-syscall and per-thread summary (like trace -c)
+    /// Print the per-syscall, per-thread, futex and request summary (like trace -c)
     #[arg(short = 'c', long, group = "format")]
     summary: bool,
+    /// One CSV line per request attributed from the trace (accept to
+    /// close: acceptor, serving thread, queue wait, service); - for stdout
+    #[arg(long, value_name = "FILE", group = "format")]
+    requests: Option<PathBuf>,
+    /// Queue wait (accept to pick-up) of every attributed request as
+    /// HdrHistogram percentile CSV (ms); - for stdout
+    #[arg(long, value_name = "FILE", group = "format")]
+    queue_csv: Option<PathBuf>,
+    /// Service time (pick-up to close) of every attributed request as
+    /// HdrHistogram percentile CSV (ms); - for stdout
+    #[arg(long, value_name = "FILE", group = "format")]
+    service_csv: Option<PathBuf>,
+    /// Server time (accept to close) of every attributed request as
+    /// HdrHistogram percentile CSV (ms); - for stdout
+    #[arg(long, value_name = "FILE", group = "format")]
+    server_csv: Option<PathBuf>,
 }
 
 fn create(path: &Path) -> anyhow::Result<Box<dyn Write>> {
@@ -98,6 +115,60 @@ fn run_latency(run: &Path) -> anyhow::Result<hdrhistogram::Histogram<u64>> {
     Ok(total)
 }
 
+/// `--requests`, `--queue-csv`, `--service-csv`, `--server-csv`: one pass
+/// of the request attributor over the trace.
+fn export_requests(args: &ExportArgs) -> anyhow::Result<()> {
+    let mut rows = match &args.requests {
+        Some(path) => {
+            let mut out = create(path)?;
+            writeln!(out, "{}", RequestRecord::CSV_HEADER)
+                .with_context(|| format!("writing {}", path.display()))?;
+            Some((out, path))
+        }
+        None => None,
+    };
+    let mut attributor = Attributor::new();
+    let mut failed: Option<std::io::Error> = None;
+    let mut sink = |event: &tracebench_tracer::Event| {
+        attributor.feed(event, |request| {
+            if let (Some((out, _)), None) = (rows.as_mut(), &failed)
+                && let Err(e) = request.write_csv(out).and_then(|()| writeln!(out))
+            {
+                failed = Some(e);
+            }
+        });
+    };
+    feed(&args.trace, &mut sink)?;
+    if let Some((mut out, path)) = rows {
+        if let Some(e) = failed {
+            return Err(e).with_context(|| format!("writing {}", path.display()));
+        }
+        out.flush()
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    let stats = attributor.stats();
+    for (path, histogram) in [
+        (&args.queue_csv, stats.queue_wait()),
+        (&args.service_csv, stats.service()),
+        (&args.server_csv, stats.server_time()),
+    ] {
+        if let Some(path) = path {
+            write_percentile_csv(histogram, create(path)?)
+                .and_then(|mut out| out.flush())
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+    }
+    let counts = attributor.counts();
+    eprintln!(
+        "tracebench export: {} requests attributed on {} connections ({} never served, {} still open at the end); values in {VALUE_UNIT}",
+        counts.requests,
+        counts.connections,
+        counts.unserved,
+        attributor.open_connections()
+    );
+    Ok(())
+}
+
 /// Runs `tracebench export`.
 pub fn run(mut args: ExportArgs) -> anyhow::Result<()> {
     if args.csv.is_some() || args.hgrm.is_some() || args.buckets_csv.is_some() {
@@ -122,8 +193,20 @@ pub fn run(mut args: ExportArgs) -> anyhow::Result<()> {
     if args.trace.is_dir() {
         args.trace = args.trace.join("trace.tbt");
     }
-    if args.strace.is_none() && args.jsonl.is_none() && args.chrome.is_none() && !args.summary {
+    let attribution = args.requests.is_some()
+        || args.queue_csv.is_some()
+        || args.service_csv.is_some()
+        || args.server_csv.is_some();
+    if args.strace.is_none()
+        && args.jsonl.is_none()
+        && args.chrome.is_none()
+        && !args.summary
+        && !attribution
+    {
         return Ok(());
+    }
+    if attribution {
+        export_requests(&args)?;
     }
     if let Some(path) = &args.strace {
         let options = TextOptions {

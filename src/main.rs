@@ -67,12 +67,13 @@ enum Command {
         A spawned program gets a seccomp filter so that only the selected syscalls stop it \
         (--no-seccomp turns that off); an attached one stops at every syscall.")]
     Trace(trace::TraceArgs),
-    /// Export a recorded run or trace file: latency CSV/.hgrm, Chrome/Perfetto JSON, JSONL, strace text
+    /// Export a recorded run or trace file: latency CSV/.hgrm, Chrome/Perfetto JSON, JSONL, strace text, requests
     #[command(after_help = "Examples:\n  \
         tracebench export run.tbt --chrome run.json      # open in ui.perfetto.dev\n  \
         tracebench export run.tbt --strace - | less\n  \
                 tracebench export run.tbt -c                      # per-syscall and per-thread summary\n  \
-        tracebench export runs/2026-11-22T15-57-21Z --csv latency.csv   # a dashboard run's latencies")]
+        tracebench export runs/2026-11-22T15-57-21Z --csv latency.csv   # a dashboard run's latencies\n  \
+        tracebench export run.tbt --requests req.csv --queue-csv queue.csv   # who served each request, and when")]
     Export(export::ExportArgs),
     /// Send HTTP load and measure every latency (like wrk, oha, or xargs -P curl)
     #[command(after_help = "Examples:\n  \

@@ -15,12 +15,14 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod attribution;
 mod capture;
 pub mod chrome;
 pub mod decode;
 mod engine;
 mod event;
 pub mod file;
+pub mod futexstat;
 pub mod jsonl;
 pub mod ptrace;
 pub mod sample;

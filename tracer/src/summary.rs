@@ -1,11 +1,16 @@
-//! `-c`: counts and times per syscall, like `strace -c`, and per thread
-//! the share of time spent in each state.
+//! `-c`: counts and times per syscall, like `strace -c`, per thread the
+//! share of time spent in each state, and the busiest futex words
+//! ([`crate::futexstat`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
+use syscalls::Sysno;
+
+use crate::attribution::Attributor;
 use crate::decode::syscall_name;
 use crate::event::{Event, EventKind, EventSink};
+use crate::futexstat::FutexStats;
 use crate::states::Timelines;
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -22,8 +27,13 @@ pub struct Summary {
     syscalls: BTreeMap<u32, Totals>,
     entered: HashMap<i32, (u32, u64)>,
     timelines: Timelines,
+    futex: FutexStats,
+    requests: Attributor,
     first_ns: Option<u64>,
 }
+
+/// Futex words listed in the summary.
+const FUTEX_TOP: usize = 10;
 
 impl Summary {
     /// An empty summary.
@@ -37,12 +47,24 @@ impl Summary {
             .get(&nr)
             .map_or((0, 0), |t| (t.calls, t.errors))
     }
+
+    /// The futex statistics behind the summary's futex section.
+    pub fn futex(&self) -> &FutexStats {
+        &self.futex
+    }
+
+    /// The request attribution behind the summary's requests section.
+    pub fn requests(&self) -> &Attributor {
+        &self.requests
+    }
 }
 
 impl EventSink for Summary {
     fn event(&mut self, event: &Event) {
         self.first_ns.get_or_insert(event.time_ns);
         self.timelines.apply(event);
+        self.futex.feed(event);
+        self.requests.feed(event, |_| {});
         match &event.kind {
             EventKind::SyscallEntry { nr, .. } => {
                 self.entered.insert(event.tid, (*nr, event.time_ns));
@@ -115,6 +137,12 @@ impl fmt::Display for Summary {
         )?;
 
         write!(f, "\n{}", self.timelines)?;
+        if self.syscalls.contains_key(&(Sysno::futex.id() as u32)) {
+            write!(f, "\n{}", self.futex.report(FUTEX_TOP))?;
+        }
+        if self.requests.stats().requests() > 0 {
+            write!(f, "\n{}", self.requests.stats())?;
+        }
         Ok(())
     }
 }
@@ -122,7 +150,6 @@ impl fmt::Display for Summary {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use syscalls::Sysno;
 
     #[test]
     fn counts_calls_errors_and_time() {
@@ -155,6 +182,8 @@ mod tests {
         assert_eq!(summary.calls(futex), (3, 1));
         let text = summary.to_string();
         assert!(text.contains("futex"), "{text}");
+        assert!(text.contains("futex words: 1 "), "{text}");
+        assert!(text.contains("1 EAGAIN"), "{text}");
         assert!(
             text.lines()
                 .any(|l| l.ends_with("total") && l.contains(" 3 ")),
