@@ -99,10 +99,36 @@ pub fn summary(app: &App) -> String {
             app.latency.max() as f64 / 1e6
         );
     }
+    let stats = app.requests.stats();
+    if stats.requests() > 0 {
+        let ms = |h: &hdrhistogram::Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1e6;
+        let _ = writeln!(
+            text,
+            "server side, from the trace: {} requests; queued p50 {:.1} ms, p99 {:.1} ms; served p50 {:.1} ms, p99 {:.1} ms",
+            stats.requests(),
+            ms(stats.queue_wait(), 0.5),
+            ms(stats.queue_wait(), 0.99),
+            ms(stats.service(), 0.5),
+            ms(stats.service(), 0.99)
+        );
+    }
+    let futex = app.futex.totals();
+    if futex.calls() > 0 {
+        let _ = writeln!(
+            text,
+            "futex: {} waits ({} EAGAIN, {} timed out), {} wakes waking {:.2} each, {} thundering herds",
+            futex.waits,
+            futex.eagain,
+            futex.timeouts,
+            futex.wakes,
+            futex.woken_per_wake(),
+            futex.herds
+        );
+    }
     let _ = writeln!(
         text,
-        "{:>8} {:<15} {:<7} {:<12} {:>9} {:>5}",
-        "tid", "name", "role", "state", "syscalls", "cpu"
+        "{:>8} {:<15} {:<7} {:<12} {:>9} {:>7} {:>5}",
+        "tid", "name", "role", "state", "syscalls", "served", "cpu"
     );
     for (tid, row) in &app.threads {
         let state = match app.state_of(*tid) {
@@ -111,10 +137,11 @@ pub fn summary(app: &App) -> String {
         };
         let _ = writeln!(
             text,
-            "{tid:>8} {:<15} {:<7} {state:<12} {:>9} {:>5}",
+            "{tid:>8} {:<15} {:<7} {state:<12} {:>9} {:>7} {:>5}",
             row.name,
             row.role(*tid),
             app.syscalls_of(*tid),
+            app.served_by(*tid),
             row.cpu
                 .map_or_else(|| "-".to_owned(), |c| format!("{c:.0}%"))
         );

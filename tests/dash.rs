@@ -59,6 +59,19 @@ fn without_a_terminal_it_says_so_and_prints_a_summary() {
     // 10 connections on 5 workers at 50 ms: about 100 requests a second.
     assert!(answered >= 50, "{summary}");
     assert!(summary.contains("latency p50"), "{summary}");
+    // Requests served per worker, attributed from the trace alone, add up
+    // to what the client saw answered (plus those still in flight when the
+    // load stopped, less any whose close the tracer missed at the stop).
+    let served: u64 = summary
+        .lines()
+        .filter(|l| l.contains(" worker-"))
+        .map(|l| l.split_whitespace().nth(5).unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert!(
+        served + 5 >= answered && served <= answered + 20,
+        "served {served}, answered {answered}: {summary}"
+    );
+    assert!(summary.contains("server side, from the trace"), "{summary}");
     // CPU per thread, from /proc, once a second.
     assert!(
         summary

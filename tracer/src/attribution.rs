@@ -446,7 +446,7 @@ enum Pending {
     Close { connection: u64 },
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 struct ThreadState {
     pending: Option<(u32, Pending)>,
     last_wait_return_ns: Option<u64>,
@@ -454,7 +454,7 @@ struct ThreadState {
 
 /// Follows accepted connections through a stream of events and emits one
 /// [`RequestRecord`] per request. See the module docs for the method.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Attributor {
     config: AttributorConfig,
     /// (process, descriptor) → connection id.

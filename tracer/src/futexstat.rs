@@ -254,7 +254,7 @@ struct PendingWake {
     went_back: u32,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 struct Word {
     stats: AddressStats,
     pending: VecDeque<PendingWake>,
@@ -267,7 +267,7 @@ enum Call {
     Other,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 struct ThreadFutex {
     /// The futex call it is inside: its word, kind and entry time.
     inside: Option<(FutexKey, Call, u64)>,
@@ -278,7 +278,7 @@ struct ThreadFutex {
 
 /// Futex statistics of a stream of events; see the module docs. Print the
 /// top words and the herds with [`FutexStats::report`] or `Display`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct FutexStats {
     config: FutexConfig,
     words: BTreeMap<FutexKey, Word>,

@@ -56,6 +56,13 @@ pub const KEYMAP: &[Binding] = &[
         live_only: false,
     },
     Binding {
+        keys: "f",
+        help: "futex words (waits, wakes, herds) or events",
+        matches: |k| k == KeyCode::Char('f'),
+        action: || Action::ToggleFutexPane,
+        live_only: false,
+    },
+    Binding {
         keys: "+, =",
         help: "timeline: show a shorter stretch",
         matches: |k| matches!(k, KeyCode::Char('+') | KeyCode::Char('=')),

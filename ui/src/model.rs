@@ -10,6 +10,9 @@ use tracebench_loadgen::stats::new_histogram;
 use tracebench_tracer::decode::{entry_args, exit_args, return_value, signal_name, syscall_name};
 use tracebench_tracer::states::ThreadState;
 
+use tracebench_tracer::attribution::Attributor;
+use tracebench_tracer::futexstat::FutexStats;
+
 use crate::history::StateHistory;
 use tracebench_tracer::{Event, EventKind, ExitStatus};
 
@@ -203,6 +206,8 @@ pub enum Action {
     LessLoad,
     /// Restart with the next server mode (the source does it).
     NextMode,
+    /// Show the futex words instead of the recent events, or back.
+    ToggleFutexPane,
 }
 
 /// Everything the dashboard shows.
@@ -256,6 +261,13 @@ pub struct App {
     pub filter: bool,
     /// The user asked to restart with the next server mode.
     pub restart: bool,
+    /// Requests followed from accept to close in the trace: who served
+    /// each, how long it queued, how long it took.
+    pub requests: Attributor,
+    /// Waits, wakes and herds per futex word.
+    pub futex: FutexStats,
+    /// The lower left pane shows the futex words instead of the events.
+    pub futex_pane: bool,
     /// Threads whose first own event arrived since the source last asked
     /// ([`App::take_unnamed`]), for it to look up their names.
     unnamed: Vec<i32>,
@@ -292,6 +304,9 @@ impl App {
             filter: false,
             restart: false,
             unnamed: Vec::new(),
+            requests: Attributor::new(),
+            futex: FutexStats::new(),
+            futex_pane: false,
             frozen: None,
         }
     }
@@ -361,6 +376,7 @@ impl App {
             }
             Action::MoreLoad | Action::LessLoad => {}
             Action::NextMode => self.restart = !self.replay,
+            Action::ToggleFutexPane => self.futex_pane = !self.futex_pane,
         }
         // Keys act on the frozen view too.
         if let Some(frozen) = self.frozen.as_mut() {
@@ -368,6 +384,7 @@ impl App {
             frozen.help = self.help;
             frozen.selected = self.selected;
             frozen.filter = self.filter;
+            frozen.futex_pane = self.futex_pane;
             frozen.connections = self.connections;
             frozen.paused = true;
         }
@@ -396,13 +413,21 @@ impl App {
 
     fn apply_event(&mut self, event: Event) {
         self.events += 1;
+        self.requests.feed(&event, |_| {});
+        self.futex.feed(&event);
         let at = event.time_ns;
         if at > self.now_ns + 1_000_000_000 {
             // About once a second: forget threads gone for longer than the
             // timeline shows (fork mode makes one per request).
             let horizon = at.saturating_sub(MAX_WINDOW_NS);
-            self.threads.retain(|_, row| {
-                row.history.current() != ThreadState::Exited || row.history.since_ns() >= horizon
+            let requests = &mut self.requests;
+            self.threads.retain(|tid, row| {
+                let keep = row.history.current() != ThreadState::Exited
+                    || row.history.since_ns() >= horizon;
+                if !keep {
+                    requests.stats_mut().forget_worker(*tid);
+                }
+                keep
             });
         }
         self.now_ns = self.now_ns.max(at);
@@ -493,6 +518,11 @@ impl App {
         self.threads
             .get(&tid)
             .map_or(self.now_ns, |t| t.history.since_ns())
+    }
+
+    /// Requests thread `tid` served (as attributed from the trace).
+    pub fn served_by(&self, tid: i32) -> u64 {
+        self.requests.stats().served_by(tid)
     }
 
     /// Traced syscalls thread `tid` completed.

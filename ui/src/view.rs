@@ -64,7 +64,11 @@ pub fn draw(frame: &mut Frame, app: &App) {
     draw_threads(frame, threads, app_view);
     let [events, load] =
         Layout::horizontal([Constraint::Percentage(40), Constraint::Percentage(60)]).areas(bottom);
-    draw_events(frame, events, app_view);
+    if app_view.futex_pane {
+        draw_futex(frame, events, app_view);
+    } else {
+        draw_events(frame, events, app_view);
+    }
     let [throughput, latency] =
         Layout::vertical([Constraint::Length(5), Constraint::Min(5)]).areas(load);
     draw_throughput(frame, throughput, app_view);
@@ -147,13 +151,14 @@ fn timeline_cells(app: &App, tid: i32, cells: usize) -> Line<'static> {
 }
 
 /// The thread table's columns before the timeline, and their widths.
-const THREAD_COLUMNS: [(&str, u16); 7] = [
+const THREAD_COLUMNS: [(&str, u16); 8] = [
     ("tid", 7),
     ("name", 10),
     ("role", 6),
     ("state", 17),
     ("for", 7),
     ("syscalls", 8),
+    ("served", 6),
     ("cpu", 4),
 ];
 
@@ -185,6 +190,11 @@ fn draw_threads(frame: &mut Frame, area: Rect, app: &App) {
                 .style(Style::default().fg(state_color(current))),
             ms(since).into(),
             app.syscalls_of(*tid).to_string().into(),
+            match app.served_by(*tid) {
+                0 => String::new(),
+                n => n.to_string(),
+            }
+            .into(),
             row.cpu
                 .map_or_else(String::new, |c| format!("{c:.0}%"))
                 .into(),
@@ -229,6 +239,49 @@ fn draw_events(frame: &mut Frame, area: Rect, app: &App) {
     );
 }
 
+fn draw_futex(frame: &mut Frame, area: Rect, app: &App) {
+    let height = area.height.saturating_sub(3) as usize;
+    let rows = app.futex.top(height).into_iter().map(|(key, word)| {
+        Row::new(vec![
+            format!("…{:05x}", key.addr & 0xf_ffff),
+            word.waits.to_string(),
+            word.wakes.to_string(),
+            format!("{:.1}", word.woken_per_wake()),
+            ms(word.wake_to_run.quantile_bound_ns(0.5)),
+            word.eagain.to_string(),
+            word.timeouts.to_string(),
+            word.herds.to_string(),
+        ])
+    });
+    let herds: u64 = app.futex.totals().herds;
+    let title = if herds > 0 {
+        format!(" futex words   {herds} thundering herds (f: events) ")
+    } else {
+        " futex words (f: events) ".to_owned()
+    };
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Length(6),
+            Constraint::Length(5),
+            Constraint::Length(5),
+            Constraint::Length(5),
+            Constraint::Length(5),
+            Constraint::Length(5),
+            Constraint::Length(3),
+            Constraint::Length(5),
+        ],
+    )
+    .header(
+        Row::new(vec![
+            "word", "waits", "wakes", "woken", "→run", "again", "t/o", "herds",
+        ])
+        .style(Style::default().add_modifier(Modifier::BOLD)),
+    )
+    .block(Block::bordered().title(title));
+    frame.render_widget(table, area);
+}
+
 fn draw_throughput(frame: &mut Frame, area: Rect, app: &App) {
     let width = area.width.saturating_sub(2) as usize;
     let data: Vec<u64> = app
@@ -254,8 +307,29 @@ fn draw_latency(frame: &mut Frame, area: Rect, app: &App) {
     let block = Block::bordered().title(" latency of the answered requests ");
     let inner = block.inner(area);
     frame.render_widget(block, area);
-    let [percentiles, area] =
-        Layout::vertical([Constraint::Length(1), Constraint::Min(1)]).areas(inner);
+    let [percentiles, server, area] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Length(1),
+        Constraint::Min(1),
+    ])
+    .areas(inner);
+    let stats = app.requests.stats();
+    if stats.requests() > 0 {
+        // The server's side, from the trace: the client's total minus this
+        // is the network and the listen backlog.
+        let (queue, service) = (stats.queue_wait(), stats.service());
+        let text = format!(
+            "server: queued p50 {} p99 {} · served p50 {} p99 {}",
+            ms(queue.value_at_quantile(0.5)),
+            ms(queue.value_at_quantile(0.99)),
+            ms(service.value_at_quantile(0.5)),
+            ms(service.value_at_quantile(0.99)),
+        );
+        frame.render_widget(
+            Paragraph::new(text).style(Style::default().fg(Color::Cyan)),
+            server,
+        );
+    }
     if !h.is_empty() {
         let text = format!(
             "p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
@@ -537,6 +611,12 @@ mod snapshots {
     fn events_pane() {
         let player = played();
         insta::assert_snapshot!(render(48, 13, |f| draw_events(f, f.area(), &player.app)));
+    }
+
+    #[test]
+    fn futex_pane() {
+        let player = played();
+        insta::assert_snapshot!(render(48, 13, |f| draw_futex(f, f.area(), &player.app)));
     }
 
     #[test]
