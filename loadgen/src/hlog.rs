@@ -133,10 +133,17 @@ impl<'a, 'b, W: Write> SecondsLog<'a, 'b, W> {
 
 /// Reads every interval of a log, with absolute start times.
 pub fn read_log(bytes: &[u8]) -> Result<Vec<Interval>, LoadError> {
+    let mut intervals = Vec::new();
+    for_each_interval(bytes, |interval| intervals.push(interval))?;
+    Ok(intervals)
+}
+
+/// Reads a log one interval at a time, handing each to `each`: a long log
+/// is read in the memory of one interval.
+pub fn for_each_interval(bytes: &[u8], mut each: impl FnMut(Interval)) -> Result<(), LoadError> {
     let error = io_error("reading an interval log");
     let mut base: Option<Duration> = None;
     let mut start_time: Option<Duration> = None;
-    let mut intervals = Vec::new();
     for entry in IntervalLogIterator::new(bytes) {
         match entry.map_err(|e| error(format_args!("{e:?}")))? {
             LogEntry::BaseTime(time) => base = Some(time),
@@ -158,7 +165,7 @@ pub fn read_log(bytes: &[u8]) -> Result<Vec<Interval>, LoadError> {
                     (None, Some(start)) if stamp + YEAR < start => start,
                     _ => Duration::ZERO,
                 };
-                intervals.push(Interval {
+                each(Interval {
                     start: origin + stamp,
                     duration: interval.duration(),
                     histogram,
@@ -166,7 +173,7 @@ pub fn read_log(bytes: &[u8]) -> Result<Vec<Interval>, LoadError> {
             }
         }
     }
-    Ok(intervals)
+    Ok(())
 }
 
 /// Adds logs interval by interval: intervals that start in the same

@@ -660,6 +660,35 @@ impl<R: Read> TraceReader<R> {
         self.truncated
     }
 
+    /// The byte offset of the next block: where [`TraceReader::read_block`]
+    /// goes on from, and where [`TraceReader::seek_block`] can come back to.
+    pub fn position(&self) -> u64 {
+        self.offset
+    }
+
+    /// The events of the next block (or what is left of the current one
+    /// after iterating); `Ok(None)` at the end of the events.
+    pub fn read_block(&mut self) -> Result<Option<Vec<Event>>, TraceFileError> {
+        let rest: Vec<Event> = self.decoded.by_ref().collect();
+        if !rest.is_empty() {
+            return Ok(Some(rest));
+        }
+        if self.finished {
+            return Ok(None);
+        }
+        match self.next_block() {
+            Ok(true) => Ok(Some(std::mem::take(&mut self.decoded).collect())),
+            Ok(false) => {
+                self.finished = true;
+                Ok(None)
+            }
+            Err(error) => {
+                self.finished = true;
+                Err(error)
+            }
+        }
+    }
+
     /// Reads the next block into `decoded`; `Ok(false)` at the end.
     fn next_block(&mut self) -> Result<bool, TraceFileError> {
         let mut header = [0u8; BLOCK_HEADER_BYTES];
@@ -759,6 +788,20 @@ impl<R: Read> Iterator for TraceReader<R> {
                 }
             }
         }
+    }
+}
+
+impl<R: Read + Seek> TraceReader<R> {
+    /// Goes back (or forward) to the block at `offset`, a
+    /// [`TraceReader::position`] seen earlier: blocks decode on their own,
+    /// so reading can start at any of them.
+    pub fn seek_block(&mut self, offset: u64) -> Result<(), TraceFileError> {
+        self.input.seek(SeekFrom::Start(offset))?;
+        self.offset = offset;
+        self.decoded = Vec::new().into_iter();
+        self.finished = false;
+        self.truncated = false;
+        Ok(())
     }
 }
 
@@ -998,5 +1041,57 @@ mod tests {
                 .windows(2)
                 .all(|w| w[0].first_ns < w[1].first_ns && w[0].offset < w[1].offset)
         );
+    }
+}
+
+#[cfg(test)]
+mod block_tests {
+    use super::*;
+    use crate::EventKind;
+
+    #[test]
+    fn reading_resumes_at_any_block_seen_before() {
+        let mut writer = TraceWriter::new(Vec::new(), &Header::now(vec![])).unwrap();
+        let events: Vec<Event> = (0..50_000u64)
+            .map(|i| Event {
+                time_ns: 1_000 + i * 10,
+                pid: 1,
+                tid: 1 + (i % 7) as i32,
+                kind: EventKind::SyscallEntry {
+                    nr: (i % 300) as u32,
+                    args: [i, 2, 3, 4, 5, 6],
+                    data: vec![],
+                },
+            })
+            .collect();
+        for event in &events {
+            writer.write_event(event).unwrap();
+        }
+        let bytes = writer.finish().unwrap();
+        let mut reader = TraceReader::new(std::io::Cursor::new(bytes)).unwrap();
+        let mut blocks = Vec::new();
+        let mut read = Vec::new();
+        loop {
+            let at = reader.position();
+            match reader.read_block().unwrap() {
+                Some(block) => {
+                    blocks.push((at, read.len()));
+                    read.extend(block);
+                }
+                None => break,
+            }
+        }
+        assert_eq!(read, events);
+        assert!(blocks.len() > 3, "several blocks: {}", blocks.len());
+        let (offset, first) = blocks[2];
+        reader.seek_block(offset).unwrap();
+        let again: Vec<Event> = reader.by_ref().map(Result::unwrap).collect();
+        assert_eq!(again, events[first..]);
+        // Iterating part of a block, then reading by blocks, loses nothing.
+        reader.seek_block(blocks[1].0).unwrap();
+        let head: Vec<Event> = reader.by_ref().take(3).map(Result::unwrap).collect();
+        let rest = reader.read_block().unwrap().unwrap();
+        assert_eq!(head[0], events[blocks[1].1]);
+        assert_eq!(rest[0], events[blocks[1].1 + 3]);
     }
 }

@@ -2,15 +2,16 @@
 //! pauses, changes speed, steps and seeks. The recording is the source;
 //! the model and the widgets are the live dashboard's.
 
-use std::io::{self, IsTerminal};
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{self, BufReader, IsTerminal};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crossterm::event::{self, Event as TermEvent, KeyCode, KeyEventKind};
 use tracebench_loadgen::Snapshot;
-use tracebench_loadgen::hlog::Interval;
 use tracebench_tracer::Event;
-use tracebench_tracer::file::TraceReader;
+use tracebench_tracer::file::{TraceFileError, TraceReader};
 
 use crate::keys::action_for;
 use crate::live::DashError;
@@ -19,18 +20,76 @@ use crate::model::{Action, App};
 /// Playback speeds, slowest first; the last one plays as fast as it can.
 pub const SPEEDS: [f64; 8] = [0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, f64::INFINITY];
 
-/// A recorded run, in memory, and where the playhead is.
+/// A model saved at a block boundary while the recording was first read:
+/// seeking restores the nearest one before the target and plays on from
+/// there, so no seek replays more than one checkpoint's worth of events.
+struct Checkpoint {
+    /// The time of the last event applied (0 for the start).
+    at_ns: u64,
+    /// Where the next block starts in the file.
+    offset: u64,
+    /// The intervals of the load already applied.
+    next_interval: usize,
+    /// The model after those events.
+    app: App,
+}
+
+/// The most checkpoints kept, whatever the recording's length: their
+/// memory is the replay's largest cost.
+const MAX_CHECKPOINTS: u64 = 32;
+/// The fewest events between two checkpoints.
+const MIN_CHECKPOINT_EVENTS: u64 = 50_000;
+
+/// One interval of the load's log, kept small: the values recorded in it
+/// and their counts (a full histogram takes a quarter megabyte).
+struct LoadInterval {
+    /// When it ends, on the trace's clock.
+    ends_ns: u64,
+    /// When it starts, since the start of the load.
+    start: Duration,
+    duration: Duration,
+    /// (value, count) for every recorded value.
+    counts: Vec<(u64, u64)>,
+}
+
+impl LoadInterval {
+    fn snapshot(&self, index: usize) -> Snapshot {
+        let mut latency = tracebench_loadgen::stats::new_histogram();
+        let mut answered = 0;
+        for &(value, count) in &self.counts {
+            latency.saturating_record_n(value, count);
+            answered += count;
+        }
+        Snapshot {
+            index: index as u64,
+            start: self.start,
+            duration: self.duration,
+            latency,
+            // The log keeps latencies only: every answer counts as a 200.
+            statuses: [(200u16, answered)].into_iter().collect(),
+            errors: Default::default(),
+            in_flight: 0,
+            warmup: false,
+        }
+    }
+}
+
+/// A recorded run and where the playhead is. The trace stays on disk: it
+/// is read once to place checkpoints, then read again from the nearest
+/// checkpoint on every seek back.
 pub struct Player {
     title: String,
-    events: Vec<Event>,
-    /// The load's intervals: when each ends, on the trace's clock, and what
-    /// it measured.
-    intervals: Vec<(u64, Snapshot)>,
+    reader: TraceReader<BufReader<File>>,
+    /// Events read from the file and not applied yet, oldest first.
+    pending: VecDeque<Event>,
+    checkpoints: Vec<Checkpoint>,
+    intervals: Vec<LoadInterval>,
     start_ns: u64,
     end_ns: u64,
+    /// Every event of the recording.
+    pub total_events: u64,
     /// Where the playhead is (trace clock, ns).
     pub playhead_ns: u64,
-    next_event: usize,
     next_interval: usize,
     /// Index into [`SPEEDS`].
     pub speed: usize,
@@ -44,56 +103,47 @@ pub struct Player {
     names: std::collections::HashMap<i32, String>,
 }
 
-/// Reads a run directory (or a bare trace file) into a [`Player`].
+fn read_error(path: &Path) -> impl Fn(TraceFileError) -> DashError + '_ {
+    move |e| DashError(format!("reading {}: {e}", path.display()))
+}
+
+/// Opens a run directory (or a bare trace file) for replay: reads it once
+/// through, checking every block and placing checkpoints.
 pub fn load(run: &Path) -> Result<Player, DashError> {
     let (trace_path, log_path) = if run.is_dir() {
         (run.join("trace.tbt"), Some(run.join("latency.hlog")))
     } else {
         (run.to_path_buf(), None)
     };
-    let mut reader = TraceReader::open(&trace_path)
+    let reader = TraceReader::open(&trace_path)
         .map_err(|e| DashError(format!("cannot read {}: {e}", trace_path.display())))?;
     let header = reader.header().clone();
-    let mut events = Vec::new();
-    for event in reader.by_ref() {
-        events
-            .push(event.map_err(|e| DashError(format!("reading {}: {e}", trace_path.display())))?);
-    }
-    let truncated = reader.truncated();
-    let intervals: Vec<Interval> = match log_path.filter(|p| p.exists()) {
-        Some(path) => {
-            let bytes = std::fs::read(&path)
-                .map_err(|e| DashError(format!("cannot read {}: {e}", path.display())))?;
-            tracebench_loadgen::hlog::read_log(&bytes)
-                .map_err(|e| DashError(format!("reading {}: {e}", path.display())))?
-        }
-        None => Vec::new(),
-    };
     // The trace's clock is CLOCK_MONOTONIC; the log's is the wall clock.
     // The trace header anchors one to the other.
     let to_trace_clock = |wall: Duration| -> u64 {
         let wall_ns = wall.as_nanos() as i128;
         (wall_ns - header.realtime_ns as i128 + header.monotonic_ns as i128).max(0) as u64
     };
-    let first_start = intervals.first().map_or(Duration::ZERO, |i| i.start);
-    let intervals = intervals
-        .into_iter()
-        .enumerate()
-        .map(|(index, interval)| {
-            let statuses = [(200u16, interval.histogram.len())].into_iter().collect();
-            let snapshot = Snapshot {
-                index: index as u64,
-                start: interval.start.saturating_sub(first_start),
+    let mut intervals = Vec::new();
+    if let Some(path) = log_path.filter(|p| p.exists()) {
+        let bytes = std::fs::read(&path)
+            .map_err(|e| DashError(format!("cannot read {}: {e}", path.display())))?;
+        let mut first_start = None;
+        tracebench_loadgen::hlog::for_each_interval(&bytes, |interval| {
+            let first = *first_start.get_or_insert(interval.start);
+            intervals.push(LoadInterval {
+                ends_ns: to_trace_clock(interval.start + interval.duration),
+                start: interval.start.saturating_sub(first),
                 duration: interval.duration,
-                latency: interval.histogram,
-                statuses,
-                errors: Default::default(),
-                in_flight: 0,
-                warmup: false,
-            };
-            (to_trace_clock(interval.start + interval.duration), snapshot)
+                counts: interval
+                    .histogram
+                    .iter_recorded()
+                    .map(|v| (v.value_iterated_to(), v.count_at_value()))
+                    .collect(),
+            });
         })
-        .collect();
+        .map_err(|e| DashError(format!("reading {}: {e}", path.display())))?;
+    }
     let names = if run.is_dir() {
         std::fs::read(run.join("threads.json"))
             .ok()
@@ -110,51 +160,101 @@ pub fn load(run: &Path) -> Result<Player, DashError> {
     } else {
         Default::default()
     };
-    let start_ns = events.first().map_or(0, |e| e.time_ns);
-    let end_ns = events.last().map_or(0, |e| e.time_ns);
+    // Checkpoints about evenly spread, at most MAX_CHECKPOINTS of them:
+    // the index tells how many events there are (a cut file has none; its
+    // size gives an estimate, at about ten bytes an event).
+    let expected_events = match tracebench_tracer::file::read_index(&trace_path) {
+        Ok(Some(blocks)) => blocks.iter().map(|b| u64::from(b.events)).sum(),
+        _ => std::fs::metadata(&trace_path).map_or(0, |m| m.len() / 10),
+    };
+    let spacing = (expected_events / MAX_CHECKPOINTS).max(MIN_CHECKPOINT_EVENTS);
     let title = format!("replay of {}", run.display());
-    let mut app = App::new(title.clone());
-    app.replay = true;
-    Ok(Player {
-        app,
-        title,
-        events,
+    let fresh = || {
+        let mut app = App::new(title.clone());
+        app.replay = true;
+        app
+    };
+    let mut player = Player {
+        title: title.clone(),
+        pending: VecDeque::new(),
+        checkpoints: vec![Checkpoint {
+            at_ns: 0,
+            offset: reader.position(),
+            next_interval: 0,
+            app: fresh(),
+        }],
         intervals,
-        start_ns,
-        end_ns,
-        playhead_ns: start_ns,
-        next_event: 0,
+        start_ns: 0,
+        end_ns: 0,
+        total_events: 0,
+        playhead_ns: 0,
         next_interval: 0,
         speed: 2,
         playing: true,
-        truncated,
+        app: fresh(),
+        truncated: false,
         names,
-    })
+        reader,
+    };
+    // The first pass: every event through the model once.
+    let mut since_checkpoint = 0;
+    let mut first = None;
+    loop {
+        let offset = player.reader.position();
+        if since_checkpoint >= spacing {
+            player.checkpoints.push(Checkpoint {
+                at_ns: player.end_ns,
+                offset,
+                next_interval: player.next_interval,
+                app: player.app.clone(),
+            });
+            since_checkpoint = 0;
+        }
+        let Some(block) = player
+            .reader
+            .read_block()
+            .map_err(read_error(&trace_path))?
+        else {
+            break;
+        };
+        since_checkpoint += block.len() as u64;
+        player.total_events += block.len() as u64;
+        if let (None, Some(event)) = (first, block.first()) {
+            first = Some(event.time_ns);
+        }
+        for event in block {
+            player.end_ns = player.end_ns.max(event.time_ns);
+            player.apply(event);
+        }
+    }
+    player.truncated = player.reader.truncated();
+    player.start_ns = first.unwrap_or(0);
+    player.end_ns = player.end_ns.max(player.start_ns);
+    player.restore(0);
+    player.playhead_ns = player.start_ns;
+    Ok(player)
 }
 
 impl Player {
-    /// Moves the playhead to `to_ns` (clamped to the recording), feeding the
-    /// model what lies in between; seeking back rebuilds the model from the
-    /// start.
-    pub fn seek(&mut self, to_ns: u64) {
-        let to_ns = to_ns.clamp(self.start_ns, self.end_ns);
-        if to_ns < self.playhead_ns {
-            let (selected, help, window) = (self.app.selected, self.app.help, self.app.window_ns);
-            self.app = App::new(self.title.clone());
-            self.app.replay = true;
-            self.app.selected = selected;
-            self.app.help = help;
-            self.app.window_ns = window;
-            self.next_event = 0;
-            self.next_interval = 0;
-        }
-        while let Some(event) = self.events.get(self.next_event) {
-            if event.time_ns > to_ns {
+    /// Applies one event and the load's intervals that ended before it.
+    fn apply(&mut self, event: Event) {
+        self.apply_intervals_until(event.time_ns);
+        self.app.update(Action::Trace(event));
+        self.name_new_threads();
+    }
+
+    fn apply_intervals_until(&mut self, to_ns: u64) {
+        while let Some(interval) = self.intervals.get(self.next_interval) {
+            if interval.ends_ns > to_ns {
                 break;
             }
-            self.app.update(Action::Trace(event.clone()));
-            self.next_event += 1;
+            let snapshot = interval.snapshot(self.next_interval);
+            self.app.update(Action::Load(snapshot));
+            self.next_interval += 1;
         }
+    }
+
+    fn name_new_threads(&mut self) {
         for tid in self.app.take_unnamed() {
             if let Some(name) = self.names.get(&tid) {
                 self.app.update(Action::Named {
@@ -163,16 +263,66 @@ impl Player {
                 });
             }
         }
-        // At the end, the last (partial) second counts too, though its
-        // nominal end lies past the last event.
-        let at_end = to_ns >= self.end_ns;
-        while let Some((ends_ns, snapshot)) = self.intervals.get(self.next_interval) {
-            if *ends_ns > to_ns && !at_end {
+    }
+
+    /// Puts the model back to checkpoint `index`, keeping what the user
+    /// set (selection, zoom, panes).
+    fn restore(&mut self, index: usize) {
+        let checkpoint = &self.checkpoints[index];
+        let mut app = checkpoint.app.clone();
+        app.selected = self.app.selected;
+        app.help = self.app.help;
+        app.window_ns = self.app.window_ns;
+        app.filter = self.app.filter;
+        app.futex_pane = self.app.futex_pane;
+        app.status = std::mem::take(&mut self.app.status);
+        self.app = app;
+        self.next_interval = checkpoint.next_interval;
+        self.pending.clear();
+        // The file was read through once already: a failure now means it
+        // changed underneath; the replay then ends where reading stops.
+        let _ = self.reader.seek_block(checkpoint.offset);
+        self.playhead_ns = checkpoint.at_ns.max(self.start_ns);
+    }
+
+    /// The next event not yet applied, read from the file if need be.
+    fn peek(&mut self) -> Option<&Event> {
+        if self.pending.is_empty() {
+            let block = self.reader.read_block().ok().flatten()?;
+            self.pending.extend(block);
+        }
+        self.pending.front()
+    }
+
+    /// Moves the playhead to `to_ns` (clamped to the recording), feeding the
+    /// model what lies in between; seeking back starts again from the last
+    /// checkpoint before `to_ns`.
+    pub fn seek(&mut self, to_ns: u64) {
+        let to_ns = to_ns.clamp(self.start_ns, self.end_ns);
+        let checkpoint = self
+            .checkpoints
+            .partition_point(|c| c.at_ns <= to_ns)
+            .saturating_sub(1);
+        let behind = to_ns < self.playhead_ns;
+        let far_ahead = self.checkpoints[checkpoint].at_ns > self.playhead_ns;
+        if behind || far_ahead {
+            self.restore(checkpoint);
+        }
+        while let Some(event) = self.peek() {
+            if event.time_ns > to_ns {
                 break;
             }
-            self.app.update(Action::Load(snapshot.clone()));
-            self.next_interval += 1;
+            let event = self.pending.pop_front().expect("peeked");
+            self.apply(event);
         }
+        // At the end, the last (partial) interval counts too, though its
+        // nominal end lies past the last event.
+        let last = if to_ns >= self.end_ns {
+            u64::MAX
+        } else {
+            to_ns
+        };
+        self.apply_intervals_until(last);
         self.playhead_ns = to_ns;
         self.app.now_ns = to_ns;
     }
@@ -180,14 +330,22 @@ impl Player {
     /// Moves to the next event, of the selected thread if one is selected.
     pub fn step(&mut self) {
         let selected = self.app.selected;
-        let next = self.events[self.next_event..]
-            .iter()
-            .find(|e| e.time_ns > self.playhead_ns && selected.is_none_or(|tid| e.tid == tid))
-            .map(|e| e.time_ns);
-        if let Some(at) = next {
-            self.playing = false;
-            self.seek(at);
+        let playhead = self.playhead_ns;
+        while let Some(event) = self.peek() {
+            let (at, tid) = (event.time_ns, event.tid);
+            let event = self.pending.pop_front().expect("peeked");
+            self.apply(event);
+            if at > playhead && selected.is_none_or(|s| s == tid) {
+                self.playing = false;
+                self.playhead_ns = at;
+                self.app.now_ns = at;
+                return;
+            }
         }
+        // Nothing more of that thread: the playhead stays where it was
+        // (the model, which read on to the end, is put back there).
+        self.playing = false;
+        self.seek(playhead);
     }
 
     /// When the recording starts (trace clock, ns).
@@ -391,5 +549,76 @@ mod tests {
         player.advance(Duration::from_millis(1));
         assert_eq!(player.playhead_ns, 5_000_000_000, "max plays to the end");
         assert!(!player.playing);
+    }
+
+    /// A recording of `n` syscalls on 8 threads, 10 µs apart.
+    fn long_recording(n: u64) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer =
+            TraceWriter::create(&dir.path().join("trace.tbt"), &Header::now(vec![])).unwrap();
+        for i in 0..n {
+            let tid = 100 + (i % 8) as i32;
+            let kind = if (i / 8) % 2 == 0 {
+                EventKind::SyscallEntry {
+                    nr: 202,
+                    args: [0x1000 + tid as u64, 128, 0, 0, 0, 0],
+                    data: vec![],
+                }
+            } else {
+                EventKind::SyscallExit {
+                    nr: 202,
+                    ret: 0,
+                    data: vec![],
+                }
+            };
+            writer.event(&Event {
+                time_ns: 1_000_000_000 + i * 10_000,
+                pid: 100,
+                tid,
+                kind,
+            });
+        }
+        writer.finish().unwrap();
+        dir
+    }
+
+    fn fingerprint(app: &App) -> Vec<String> {
+        let mut lines = vec![format!("events {} now {}", app.events, app.now_ns)];
+        for (tid, row) in &app.threads {
+            lines.push(format!(
+                "{tid} {:?} since {} syscalls {}",
+                app.state_of(*tid),
+                app.since_of(*tid),
+                row.syscalls
+            ));
+        }
+        lines.extend(app.recent.iter().map(|e| e.line(app.origin_ns)));
+        lines
+    }
+
+    #[test]
+    fn seeking_through_checkpoints_gives_the_model_a_straight_play_gives() {
+        let dir = long_recording(400_000);
+        let mut player = load(dir.path()).unwrap();
+        assert_eq!(player.total_events, 400_000);
+        assert!(
+            player.checkpoints.len() >= 4,
+            "{}",
+            player.checkpoints.len()
+        );
+        let start = player.start_ns();
+        let targets = [0.3, 0.9, 2.5, 3.1, 3.99].map(|s| start + (s * 1e9) as u64);
+        // Straight: forward only, event by event.
+        let mut straight = Vec::new();
+        for &target in &targets {
+            player.seek(target);
+            straight.push(fingerprint(&player.app));
+        }
+        // Jumping around: to the end, then back to each, in another order.
+        for &k in &[3usize, 0, 4, 1, 2] {
+            player.seek(u64::MAX);
+            player.seek(targets[k]);
+            assert_eq!(fingerprint(&player.app), straight[k], "target {k}");
+        }
     }
 }
