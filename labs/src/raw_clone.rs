@@ -38,11 +38,11 @@ pub const THREAD_FLAGS: u64 = (libc::CLONE_VM
     | libc::CLONE_SIGHAND
     | libc::CLONE_PARENT
     | libc::CLONE_THREAD
-    | libc::CLONE_IO) as u64;
+    | libc::CLONE_IO) as u32 as u64; // through u32: CLONE_IO is bit 31, and an i32 would sign-extend
 
 /// Added to [`THREAD_FLAGS`] so the parent can wait for the thread's end:
 /// the kernel clears the word passed as `child_tid` and wakes it as a futex.
-pub const JOIN_FLAG: u64 = libc::CLONE_CHILD_CLEARTID as u64;
+pub const JOIN_FLAG: u64 = libc::CLONE_CHILD_CLEARTID as u32 as u64;
 
 /// The smallest stack the lab accepts; the thread's function needs far
 /// less, but a mistake should fault in the guard gap, not in someone's data.
@@ -63,13 +63,23 @@ pub struct Options {
     /// Bytes of stack per thread, rounded up to whole pages
     /// ([`MIN_STACK`]..=[`MAX_STACK`]).
     pub stack_size: usize,
+    /// How long each thread sleeps (raw nanosleep) before it exits, at most
+    /// [`MAX_LINGER`]: long enough that the parent is already asleep in
+    /// `FUTEX_WAIT` on the `CLONE_CHILD_CLEARTID` word when the kernel
+    /// clears it, so a trace shows the join. Zero lets the threads race the
+    /// parent (it often finds them gone and never sleeps).
+    pub linger: Duration,
 }
+
+/// The longest a thread may linger.
+pub const MAX_LINGER: Duration = Duration::from_secs(1);
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             text: "Hello from two raw clone threads!".to_owned(),
             stack_size: 64 * 1024,
+            linger: Duration::from_millis(20),
         }
     }
 }
@@ -130,6 +140,11 @@ pub fn run(options: &Options, out: &mut impl Write) -> Result<Report> {
             "--stack-size must be {MIN_STACK} to {MAX_STACK} bytes"
         )));
     }
+    if options.linger > MAX_LINGER {
+        return Err(LabError::InvalidOption(
+            "--linger must be at most 1s".into(),
+        ));
+    }
     imp::run(options, out)
 }
 
@@ -148,7 +163,7 @@ pub fn flag_names(flags: u64) -> String {
     let mut rest = flags;
     let mut names: Vec<String> = Vec::new();
     for (bit, name) in NAMES {
-        let bit = bit as u64;
+        let bit = bit as u32 as u64;
         if rest & bit != 0 {
             names.push(name.to_owned());
             rest &= !bit;
@@ -236,6 +251,7 @@ mod imp {
         text: *const u8,
         len: usize,
         find_max: bool,
+        linger: libc::timespec,
         byte: AtomicU32,
         tid: AtomicU32,
         /// The `CLONE_CHILD_CLEARTID` word.
@@ -321,6 +337,17 @@ mod imp {
         }
         task.byte.store(u32::from(best), Ordering::Release);
         task.tid.store(tid as u32, Ordering::Release);
+        if task.linger.tv_sec != 0 || task.linger.tv_nsec != 0 {
+            // SAFETY: nanosleep reads the timespec in our task; the
+            // remainder pointer may be null. Its result does not matter.
+            unsafe {
+                syscalls::raw::syscall2(
+                    Sysno::nanosleep as usize,
+                    &task.linger as *const libc::timespec as usize,
+                    0,
+                )
+            };
+        }
         0
     }
 
@@ -420,6 +447,10 @@ mod imp {
                     text: text.as_ptr(),
                     len: text.len(),
                     find_max: job == Job::Max,
+                    linger: libc::timespec {
+                        tv_sec: options.linger.as_secs() as libc::time_t,
+                        tv_nsec: options.linger.subsec_nanos() as libc::c_long,
+                    },
                     byte: AtomicU32::new(0),
                     tid: AtomicU32::new(0),
                     running: AtomicU32::new(RUNNING),
@@ -575,6 +606,7 @@ mod tests {
         let options = Options {
             text: "x".to_owned(),
             stack_size: MIN_STACK,
+            linger: Duration::ZERO,
         };
         let report = run(&options, &mut Vec::new()).unwrap();
         assert_eq!(report.byte(Job::Min), Some(b'x'));

@@ -15,7 +15,10 @@
 //! giving does not leave the other waiting forever. Here each process
 //! takes one semaphore and gives the other, so its adjustments grow by one
 //! per round; the kernel caps them at 32767 (`SEMAEM`: semop would fail
-//! with `ERANGE`), hence [`MAX_ROUNDS`].
+//! with `ERANGE`), hence [`MAX_ROUNDS`]. And the undo at exit hands back
+//! what a process took and takes back what it gave: a child that exited
+//! right after its last turn could take away the parent's last turn, so
+//! the child waits for the parent's "done" before it exits.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
@@ -25,7 +28,7 @@ use crate::process::{ChildExit, ForkedChild, SharedMap};
 use crate::{LabError, Result};
 
 /// The most rounds: under the kernel's cap on a `SEM_UNDO` adjustment
-/// (32767; the parent takes its semaphore once per round and once more at
+/// (32767; each side takes its semaphore once per round and once more at
 /// the end).
 pub const MAX_ROUNDS: u32 = 32_000;
 
@@ -160,6 +163,10 @@ fn alternate(
                 return 3;
             }
         }
+        // Wait for the parent's "done" before exiting: see below.
+        if set.operate(CHILD_SEM, -1, wait_limit).is_err() {
+            return 4;
+        }
         0
     })?;
     for _ in 0..options.rounds {
@@ -170,6 +177,13 @@ fn alternate(
     }
     // The child's last turn gives the parent's semaphore back once more.
     set.operate(PARENT_SEM, -1, wait_limit)?;
+    // Only now may the child exit. Its exit applies its SEM_UNDO
+    // adjustments: −rounds to the parent's semaphore (it gave it that many
+    // times). Had it exited right after its last turn, that undo could
+    // zero the semaphore before the parent took it, and the parent would
+    // wait forever — the trap of SEM_UNDO on semaphores that one process
+    // takes and another gives.
+    set.operate(CHILD_SEM, 1, wait_limit)?;
     let exit = child.wait(wait_limit)?;
     if exit != ChildExit::Code(0) {
         return Err(LabError::Failed(format!("the child ended with {exit:?}")));
