@@ -3,6 +3,7 @@
 
 mod dash;
 mod export;
+mod lab;
 mod load;
 mod serve;
 mod trace;
@@ -22,6 +23,7 @@ use clap::{CommandFactory, Parser, Subcommand};
         tracebench serve --mode sync --addr 127.0.0.1:0\n  \
         tracebench trace -w run.tbt -- tracebench serve\n  \
         tracebench export run.tbt --chrome run.json\n  \
+        tracebench lab raw-clone\n  \
         tracebench completions bash > /etc/bash_completion.d/tracebench\n\n\
         Without a subcommand, tracebench opens the live dashboard on its defaults."
 )]
@@ -86,6 +88,14 @@ enum Command {
     /// Add HdrHistogram interval logs (.hlog) interval by interval
     #[command(after_help = "Example:\n  tracebench merge gen1.hlog gen2.hlog -o all.hlog")]
     Merge(load::MergeArgs),
+    /// The seed labs: small programs (race, raw clone, futex handshake, pipe, semaphore, locks) to run and trace
+    #[command(after_help = "Examples:\n  \
+        tracebench lab race --sync none                 # lost updates\n  \
+        tracebench lab raw-clone                        # threads from the raw clone syscall\n  \
+        tracebench trace -e trace=futex -- tracebench lab handshake --rounds 100\n  \
+        tracebench lab mutex --threads 8                # the spinlock past the CPU count\n\n\
+        Each lab's --help says what it teaches. docs/labs.md has traced excerpts and figures.")]
+    Lab(lab::LabArgs),
     /// Print a shell completion script to standard output
     #[command(after_help = "Example:\n  tracebench completions zsh > ~/.zfunc/_tracebench")]
     Completions {
@@ -105,6 +115,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Load(args)) => load::run(args).map(ExitCode::from),
         Some(Command::Merge(args)) => load::merge(args).map(|()| ExitCode::SUCCESS),
         Some(Command::Serve(args)) => serve::run(args.into()).map(|()| ExitCode::SUCCESS),
+        Some(Command::Lab(args)) => lab::run(args),
         Some(Command::Completions { shell }) => {
             clap_complete::generate(
                 shell,

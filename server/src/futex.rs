@@ -3,9 +3,13 @@
 //! A futex is a 32-bit word in user memory that the kernel can put threads to
 //! sleep on. `FUTEX_WAIT` sleeps only if the word still holds the value the
 //! caller expected (checked atomically in the kernel, which is what makes
-//! lost wake-ups avoidable); `FUTEX_WAKE` wakes up to `n` sleepers. All our
-//! futexes are process-private (`FUTEX_PRIVATE_FLAG`), which lets the kernel
-//! skip the shared-mapping lookup.
+//! lost wake-ups avoidable); `FUTEX_WAKE` wakes up to `n` sleepers. The
+//! server's futexes are process-private ([`wait`], [`wake`]:
+//! `FUTEX_PRIVATE_FLAG`), which lets the kernel skip the shared-mapping
+//! lookup. [`wait_shared`] and [`wake_shared`] leave the flag off, for the
+//! two cases where a private futex cannot work: a word in a `MAP_SHARED`
+//! page that several processes wait on, and the `CLONE_CHILD_CLEARTID` word,
+//! which the kernel wakes with a shared wake when the thread exits.
 //!
 //! Every call made through this module is counted per thread, so tests can
 //! check claims such as "an uncontended lock makes no system call".
@@ -45,6 +49,24 @@ pub enum WaitOutcome {
 /// The comparison and the sleep happen atomically in the kernel: a
 /// [`wake`] that follows a change of `word` can never be missed.
 pub fn wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> WaitOutcome {
+    raw_wait(
+        word,
+        libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+        expected,
+        timeout,
+    )
+}
+
+/// Like [`wait`], without `FUTEX_PRIVATE_FLAG`: the kernel keys the sleep
+/// on the page behind `word`, so a [`wake_shared`] from another process that
+/// maps the same page (`MAP_SHARED`) reaches it. Also the only way to sleep
+/// on a `CLONE_CHILD_CLEARTID` word: the kernel's wake at thread exit is a
+/// shared one, and a private sleeper would never see it.
+pub fn wait_shared(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> WaitOutcome {
+    raw_wait(word, libc::FUTEX_WAIT, expected, timeout)
+}
+
+fn raw_wait(word: &AtomicU32, op: i32, expected: u32, timeout: Option<Duration>) -> WaitOutcome {
     let timespec = timeout.map(|t| libc::timespec {
         tv_sec: t.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
         tv_nsec: t.subsec_nanos() as libc::c_long,
@@ -61,7 +83,7 @@ pub fn wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> WaitO
         libc::syscall(
             libc::SYS_futex,
             word.as_ptr(),
-            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+            op,
             expected,
             timespec_ptr,
             std::ptr::null::<u32>(),
@@ -85,6 +107,16 @@ pub fn wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> WaitO
 /// Wakes up to `count` threads sleeping in [`wait`] on `word`, and returns
 /// how many were woken.
 pub fn wake(word: &AtomicU32, count: u32) -> usize {
+    raw_wake(word, libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG, count)
+}
+
+/// Wakes up to `count` threads or processes sleeping in [`wait_shared`] on
+/// `word` (a private wake does not reach shared sleepers, nor the reverse).
+pub fn wake_shared(word: &AtomicU32, count: u32) -> usize {
+    raw_wake(word, libc::FUTEX_WAKE, count)
+}
+
+fn raw_wake(word: &AtomicU32, op: i32, count: u32) -> usize {
     FUTEX_CALLS.with(|c| c.set(c.get() + 1));
     let count = count.min(i32::MAX as u32);
     // SAFETY: `word` is a valid, aligned u32; FUTEX_WAKE only uses its
@@ -93,7 +125,7 @@ pub fn wake(word: &AtomicU32, count: u32) -> usize {
         libc::syscall(
             libc::SYS_futex,
             word.as_ptr(),
-            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            op,
             count,
             std::ptr::null::<libc::timespec>(),
             std::ptr::null::<u32>(),
@@ -152,5 +184,45 @@ mod tests {
         assert_eq!(calls_on_this_thread() - before, 2);
         let other = std::thread::spawn(calls_on_this_thread).join().unwrap();
         assert_eq!(other, 0);
+    }
+
+    #[test]
+    fn shared_wake_releases_a_shared_sleeper_and_is_counted() {
+        let word = Arc::new(AtomicU32::new(0));
+        let sleeper = {
+            let word = Arc::clone(&word);
+            std::thread::spawn(move || {
+                while word.load(Ordering::Acquire) == 0 {
+                    wait_shared(&word, 0, Some(Duration::from_secs(10)));
+                }
+                calls_on_this_thread()
+            })
+        };
+        std::thread::sleep(Duration::from_millis(20));
+        let before = calls_on_this_thread();
+        word.store(1, Ordering::Release);
+        wake_shared(&word, 1);
+        assert_eq!(calls_on_this_thread() - before, 1);
+        assert!(sleeper.join().unwrap() >= 1);
+    }
+
+    #[test]
+    fn a_private_wake_does_not_reach_a_shared_sleeper() {
+        // Different keys in the kernel: the private wake finds nobody, and
+        // the sleeper runs into its timeout.
+        let word = Arc::new(AtomicU32::new(0));
+        let sleeper = {
+            let word = Arc::clone(&word);
+            std::thread::spawn(move || wait_shared(&word, 0, Some(Duration::from_millis(300))))
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        // Without the store, only a wake that reaches the sleeper ends it
+        // early; a private wake returns 0 woken.
+        let mut woken = 0;
+        for _ in 0..5 {
+            woken += wake(&word, 1);
+        }
+        assert_eq!(woken, 0);
+        assert_eq!(sleeper.join().unwrap(), WaitOutcome::TimedOut);
     }
 }

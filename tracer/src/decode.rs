@@ -74,7 +74,9 @@ const CLONE_FLAGS: &[(u64, &str)] = &[
     (libc::CLONE_NEWUSER as u64, "CLONE_NEWUSER"),
     (libc::CLONE_NEWPID as u64, "CLONE_NEWPID"),
     (libc::CLONE_NEWNET as u64, "CLONE_NEWNET"),
-    (libc::CLONE_IO as u64, "CLONE_IO"),
+    // Bit 31: through u32, or the i32 constant would sign-extend and
+    // never match.
+    (libc::CLONE_IO as u32 as u64, "CLONE_IO"),
 ];
 
 /// `CLONE_VM|CLONE_THREAD|…`, with the exit signal (the low byte of
@@ -528,6 +530,15 @@ mod tests {
         assert_eq!(
             clone_flags((libc::CLONE_VFORK | libc::SIGCHLD) as u64),
             "CLONE_VFORK|SIGCHLD"
+        );
+    }
+
+    #[test]
+    fn clone_io_the_top_bit_is_named() {
+        // The kernel sees clone's flags as 32 bits: CLONE_IO is 0x80000000.
+        assert_eq!(
+            clone_flags(0x8000_0000 | libc::CLONE_VM as u64),
+            "CLONE_VM|CLONE_IO"
         );
     }
 
