@@ -32,14 +32,9 @@ pub struct DashArgs {
     /// default: what tells every thread's state in a server)
     #[arg(short = 'e', value_name = "EXPR")]
     expressions: Vec<String>,
-    /// Trace this running server (every thread; detached at the end)
-    /// instead of starting ours; needs --url
-    #[arg(
-        short = 'p',
-        value_name = "PID",
-        conflicts_with = "command",
-        requires = "url"
-    )]
+    /// Trace this running program (every thread; detached at the end)
+    /// instead of starting our server; with --url, load it too
+    #[arg(short = 'p', value_name = "PID", conflicts_with = "command")]
     pid: Option<i32>,
     /// Where the server given by -p or after -- serves HTTP (the load goes
     /// there)
@@ -54,8 +49,9 @@ pub struct DashArgs {
     /// Record the run here instead of runs/<time>/
     #[arg(long, value_name = "DIR")]
     record_dir: Option<std::path::PathBuf>,
-    /// Start and trace this server instead of ours (needs --url)
-    #[arg(last = true, value_name = "CMD", requires = "url")]
+    /// Start and trace this program instead of our server; with --url,
+    /// load it too (without, only watch it: `-- tracebench lab race`)
+    #[arg(last = true, value_name = "CMD")]
     command: Vec<std::ffi::OsString>,
 }
 
@@ -154,8 +150,8 @@ pub fn run(args: DashArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("cannot find the tracebench binary")?;
     let selection = tracebench_tracer::Selection::parse(&args.expressions)?;
     let traced = match (args.pid, args.command.split_first(), args.url) {
-        (Some(pid), _, Some(url)) => Traced::Attach { pid, url },
-        (None, Some((program, rest)), Some(url)) => Traced::Command {
+        (Some(pid), _, url) => Traced::Attach { pid, url },
+        (None, Some((program, rest)), url) => Traced::Command {
             program: program.clone(),
             args: rest.to_vec(),
             url,

@@ -393,10 +393,35 @@ fn a_running_server_is_attached_loaded_and_left_running() {
 }
 
 #[test]
+fn a_program_without_a_url_is_watched_without_load_until_it_ends() {
+    let started = Instant::now();
+    let output = Command::new(BIN)
+        .args(["dash", "--headless-for", "20s", "--no-record", "--"])
+        .args([BIN, "lab", "handshake", "--rounds", "200"])
+        .output()
+        .unwrap();
+    let summary = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(summary.contains("load: none"), "{summary}");
+    // Parent and child ping-pong through a shared futex word.
+    assert!(summary.contains("futex: "), "{summary}");
+    let exited = summary.lines().filter(|l| l.contains(" exited ")).count();
+    assert!(exited >= 2, "the lab's two processes: {summary}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the dashboard ends with the program, not at --headless-for"
+    );
+}
+
+#[test]
 fn dash_bad_input_fails_with_one_line() {
     for args in [
         &["dash", "--url", "http://127.0.0.1:1/"][..],
-        &["dash", "-p", "1"][..],
+        &["dash", "-p", "999999999", "--no-record"][..],
         &["dash", "--mode", "nonsense", "--no-record"][..],
         &["dash", "-e", "trace=nosuchcall", "--no-record"][..],
     ] {

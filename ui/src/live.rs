@@ -33,22 +33,23 @@ pub enum Traced {
         /// `--delay` of the server.
         delay: Duration,
     },
-    /// Any program, started under the tracer; the load goes to `url`.
+    /// Any program, started under the tracer; the load goes to `url`, if
+    /// any (a lab, say, is only watched).
     Command {
         /// The program (searched in PATH).
         program: std::ffi::OsString,
         /// Its arguments.
         args: Vec<std::ffi::OsString>,
         /// Where it serves HTTP.
-        url: String,
+        url: Option<String>,
     },
     /// A process already running: every thread is seized, and detached
-    /// again at the end; the load goes to `url`.
+    /// again at the end; the load goes to `url`, if any.
     Attach {
         /// Its pid.
         pid: i32,
         /// Where it serves HTTP.
-        url: String,
+        url: Option<String>,
     },
 }
 
@@ -86,16 +87,29 @@ impl DashConfig {
                 "server {mode} ({workers} workers, {} ms per request)",
                 delay.as_millis()
             ),
-            Traced::Command { program, url, .. } => {
-                format!("{} at {url}", program.to_string_lossy())
-            }
-            Traced::Attach { pid, url } => format!("pid {pid} at {url}"),
+            Traced::Command { program, url, .. } => match url {
+                Some(url) => format!("{} at {url}", program.to_string_lossy()),
+                None => program.to_string_lossy().into_owned(),
+            },
+            Traced::Attach { pid, url } => match url {
+                Some(url) => format!("pid {pid} at {url}"),
+                None => format!("pid {pid}"),
+            },
         };
-        let load = match self.rate {
-            Some(rate) => format!("open loop {rate} req/s"),
-            None => "closed loop".to_owned(),
+        let load = match (self.rate, self.load_url()) {
+            (_, None) => "none (no --url)".to_owned(),
+            (Some(rate), _) => format!("open loop {rate} req/s"),
+            (None, _) => "closed loop".to_owned(),
         };
         format!("{server}   load: {load}")
+    }
+
+    /// Where the load goes, if anywhere (our server: wherever it listens).
+    fn load_url(&self) -> Option<&str> {
+        match &self.traced {
+            Traced::Serve { .. } => Some(""),
+            Traced::Command { url, .. } | Traced::Attach { url, .. } => url.as_deref(),
+        }
     }
 
     /// The same dashboard on the next server mode, recorded beside this
@@ -180,12 +194,14 @@ pub fn run(config: &DashConfig) -> Result<Finished, DashError> {
             Err(e) => break Err(e),
         };
         let mut app = App::new(config.title());
-        app.connections = config.connections;
+        if config.load_url().is_some() {
+            app.connections = config.connections;
+        }
         let shown = match terminal.as_mut() {
             Some(terminal) => interactive(terminal, &mut app, &mut running, &config),
             None => {
                 let until = Instant::now() + config.headless_for;
-                while Instant::now() < until {
+                while Instant::now() < until && !running.traced_program_ended() {
                     running.feed(&mut app);
                     std::thread::sleep(Duration::from_millis(100));
                 }
@@ -281,7 +297,7 @@ impl Running {
                 let program = config.exe.clone().into_os_string();
                 (
                     tracebench_tracer::Target::Spawn { program, args },
-                    format!("http://{addr}/"),
+                    Some(format!("http://{addr}/")),
                 )
             }
             Traced::Command { program, args, url } => (
@@ -295,7 +311,9 @@ impl Running {
                 (tracebench_tracer::Target::Attach { pid: *pid }, url.clone())
             }
         };
-        let load_target = Target::parse(&url).map_err(|e| DashError(format!("--url: {e}")))?;
+        let load_target = url
+            .map(|url| Target::parse(&url).map_err(|e| DashError(format!("--url: {e}"))))
+            .transpose()?;
         let trace_file = match &config.record {
             Some(dir) => {
                 let command = match &target {
@@ -359,6 +377,20 @@ impl Running {
             }
             Err(_) => return Err(DashError("the tracer thread died".into())),
         }
+        let limit = Arc::new(AtomicUsize::new(config.connections));
+        let cancel = Arc::new(AtomicBool::new(false));
+        let (snapshots_tx, snapshots) = mpsc::channel();
+        let Some(load_target) = load_target else {
+            return Ok(Running {
+                tracer: Some(tracer),
+                loader: None,
+                cancel,
+                limit,
+                source,
+                snapshots,
+                cpu: CpuSampler::default(),
+            });
+        };
         let addr = load_target.addrs[0];
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(addr).is_err() {
@@ -375,13 +407,10 @@ impl Running {
         let mut load = LoadConfig::new(load_target);
         // Room for `]` to turn the concurrency up; the limit says how many
         // of these connections carry requests.
-        let limit = Arc::new(AtomicUsize::new(config.connections));
         load.connections = config.connections.max(MAX_LOAD_CONNECTIONS);
         load.live_limit = Some(Arc::clone(&limit));
         load.rate = config.rate;
         load.stop = StopAfter::Duration(Duration::from_secs(24 * 3600));
-        let cancel = Arc::new(AtomicBool::new(false));
-        let (snapshots_tx, snapshots) = mpsc::channel();
         let mut hlog_file = match &config.record {
             Some(dir) => {
                 let path = dir.join("latency.hlog");
@@ -427,6 +456,11 @@ impl Running {
             snapshots,
             cpu: CpuSampler::default(),
         })
+    }
+
+    /// Whether the traced program is gone (the tracer has returned).
+    fn traced_program_ended(&self) -> bool {
+        self.tracer.as_ref().is_none_or(|t| t.is_finished())
     }
 
     /// Hands everything the sources produced since the last call to the
