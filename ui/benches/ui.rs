@@ -38,7 +38,7 @@ impl Synthetic {
     fn refill(&mut self) {
         let request = self.i / 14;
         let worker = 1001 + (request % (THREADS as u64 - 1)) as i32;
-        let fd = 10 + (request % 50) as u64;
+        let fd = 10 + request % 50;
         let t = |k: u64| 1_000_000_000 + (request * 14 + k) * STEP_NS;
         let e = |k: u64, tid: i32, kind: EventKind| Event {
             time_ns: t(k),
