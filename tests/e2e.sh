@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# The dashboard end to end, as a user meets it, in a real terminal (tmux at
+# 120x40, a shell inside): the live view, then the replay of the recording
+# it made, then that recording's latency exported to CSV. `.ci/test` runs
+# it after the Rust tests, which build target/debug/tracebench.
+#
+# Checks, as issue 5 states them: after 5 s the screen shows at least 6
+# threads with states, a non-empty histogram and its percentiles; q ends
+# the program with status 0 within 2 s and the shell prompt returns; the
+# same for the replay; the CSV's total count is the recording's request
+# count.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bin=$PWD/target/debug/tracebench
+[ -x "$bin" ] || cargo build --locked --bin tracebench
+work=$(mktemp -d)
+session=tracebench-e2e-$$
+trap 'tmux kill-session -t "$session" 2>/dev/null || true; rm -rf "$work"' EXIT
+
+fail() {
+  echo "e2e: $1" >&2
+  echo "---- the screen:" >&2
+  tmux capture-pane -t "$session" -p >&2 || true
+  exit 1
+}
+
+screen() { tmux capture-pane -t "$session" -p; }
+
+# Waits up to $2 seconds for the screen to contain $1.
+wait_for() {
+  local deadline=$((SECONDS + $2))
+  while ! screen | grep -qF -- "$1"; do
+    ((SECONDS < deadline)) || return 1
+    sleep 0.1
+  done
+}
+
+# A plain shell whose prompt we know, so its return is visible.
+tmux new-session -d -s "$session" -x 120 -y 40 "env PS1='e2e\$ ' bash --norc --noprofile"
+wait_for 'e2e$' 10 || fail "no shell prompt"
+
+# Sends q and checks the program ends with 0 within 2 s and the prompt
+# comes back; $1 names the program for messages.
+quit_and_check() {
+  tmux send-keys -t "$session" q
+  local started=${EPOCHREALTIME/./}
+  wait_for "EXIT=" 10 || fail "$1: q did not end it"
+  local took_ms=$(((${EPOCHREALTIME/./} - started) / 1000))
+  screen | grep -qF "EXIT=0" || fail "$1: exit status not 0"
+  ((took_ms < 2000)) || fail "$1: q took ${took_ms} ms to end it (2 s allowed)"
+  wait_for 'e2e$' 2 || fail "$1: no prompt after it"
+  [ "$(screen | grep -v '^[[:space:]]*$' | tail -n 1)" = 'e2e$' ] ||
+    fail "$1: the prompt is not the last line"
+  echo "e2e: $1 quit with status 0 in ${took_ms} ms"
+}
+
+threads_with_states() {
+  screen | grep -cE '^│[0-9]+ .* (running|futex-wait|accept|sleep|io|syscall|exited) ' || true
+}
+
+# 1. The live dashboard on its defaults, recorded into $work/run.
+tmux send-keys -t "$session" "clear; $bin dash --record-dir $work/run; echo EXIT=\$?" Enter
+sleep 5
+wait_for "p99.9" 10 || fail "live: no latency percentiles"
+n=$(threads_with_states)
+((n >= 6)) || fail "live: $n threads with states (at least 6 wanted)"
+screen | grep -qE '█[0-9]+█|▁|▂|▃|▄|▅|▆|▇' || fail "live: an empty histogram"
+echo "e2e: live view shows $n threads with states, a histogram and percentiles"
+quit_and_check "live dashboard"
+answered=$(screen | grep -oE '^[0-9]+ answered' | tail -n 1 | cut -d' ' -f1)
+[ -n "$answered" ] || fail "live: no summary after quitting"
+
+# 2. The replay of that recording.
+tmux send-keys -t "$session" "clear; $bin replay $work/run; echo EXIT=\$?" Enter
+wait_for "replay of" 10 || fail "replay: no screen"
+tmux send-keys -t "$session" End
+wait_for "p99.9" 10 || fail "replay: no latency percentiles at the end"
+n=$(threads_with_states)
+((n >= 6)) || fail "replay: $n threads with states (at least 6 wanted)"
+echo "e2e: replay shows $n threads with states and percentiles"
+quit_and_check "replay"
+
+# 3. The recording's latencies as HdrHistogram CSV.
+"$bin" export "$work/run" --csv "$work/latency.csv"
+total=$(tail -n 1 "$work/latency.csv" | cut -d, -f3)
+[ "$total" = "$answered" ] ||
+  fail "export: the CSV counts $total requests, the recording $answered"
+echo "e2e: the CSV counts the recording's $total requests"
