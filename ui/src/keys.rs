@@ -98,6 +98,13 @@ pub const KEYMAP: &[Binding] = &[
         live_only: true,
     },
     Binding {
+        keys: "r",
+        help: "latency from here on only (mark a range); r again: all",
+        matches: |k| k == KeyCode::Char('r'),
+        action: || Action::MarkRange,
+        live_only: false,
+    },
+    Binding {
         keys: "e",
         help: "export the latency histogram (CSV, .hgrm)",
         matches: |k| k == KeyCode::Char('e'),

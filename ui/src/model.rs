@@ -208,6 +208,10 @@ pub enum Action {
     NextMode,
     /// Show the futex words instead of the recent events, or back.
     ToggleFutexPane,
+    /// Mark the present: the latency panes then count only the requests
+    /// answered between the mark and the present (or the playhead). Again:
+    /// forget the mark.
+    MarkRange,
 }
 
 /// Everything the dashboard shows.
@@ -268,6 +272,9 @@ pub struct App {
     pub futex: FutexStats,
     /// The lower left pane shows the futex words instead of the events.
     pub futex_pane: bool,
+    /// Where a range starts ([`Action::MarkRange`]): the time, and the
+    /// latencies answered by then.
+    pub range_mark: Option<(u64, Histogram<u64>)>,
     /// Threads whose first own event arrived since the source last asked
     /// ([`App::take_unnamed`]), for it to look up their names.
     unnamed: Vec<i32>,
@@ -307,6 +314,7 @@ impl App {
             requests: Attributor::new(),
             futex: FutexStats::new(),
             futex_pane: false,
+            range_mark: None,
             frozen: None,
         }
     }
@@ -377,6 +385,12 @@ impl App {
             Action::MoreLoad | Action::LessLoad => {}
             Action::NextMode => self.restart = !self.replay,
             Action::ToggleFutexPane => self.futex_pane = !self.futex_pane,
+            Action::MarkRange => {
+                self.range_mark = match self.range_mark.take() {
+                    Some(_) => None,
+                    None => Some((self.now_ns, self.latency.clone())),
+                };
+            }
         }
         // Keys act on the frozen view too.
         if let Some(frozen) = self.frozen.as_mut() {
@@ -385,6 +399,7 @@ impl App {
             frozen.selected = self.selected;
             frozen.filter = self.filter;
             frozen.futex_pane = self.futex_pane;
+            frozen.range_mark = self.range_mark.clone();
             frozen.connections = self.connections;
             frozen.paused = true;
         }
@@ -518,6 +533,24 @@ impl App {
         self.threads
             .get(&tid)
             .map_or(self.now_ns, |t| t.history.since_ns())
+    }
+
+    /// The latencies the view shows: all answered so far, or those between
+    /// the range mark and now (either way round: a replay can go back
+    /// before its mark).
+    pub fn shown_latency(&self) -> std::borrow::Cow<'_, Histogram<u64>> {
+        let Some((_, at_mark)) = &self.range_mark else {
+            return std::borrow::Cow::Borrowed(&self.latency);
+        };
+        let (later, earlier) = if self.latency.len() >= at_mark.len() {
+            (&self.latency, at_mark)
+        } else {
+            (at_mark, &self.latency)
+        };
+        let mut range = later.clone();
+        // Counts only grow, so the earlier histogram fits in the later.
+        let _ = range.subtract(earlier);
+        std::borrow::Cow::Owned(range)
     }
 
     /// Requests thread `tid` served (as attributed from the trace).
@@ -760,5 +793,23 @@ mod tests {
         replay.replay = true;
         replay.update(Action::NextMode);
         assert!(!replay.restart, "a replay has no server to restart");
+    }
+
+    #[test]
+    fn a_marked_range_counts_only_the_answers_inside_it() {
+        let mut app = App::new("test");
+        app.update(Action::Load(tracebench_loadgen_snapshot(5)));
+        app.update(Action::MarkRange);
+        assert_eq!(app.shown_latency().len(), 0, "nothing answered since");
+        app.update(Action::Load(tracebench_loadgen_snapshot(3)));
+        assert_eq!(app.shown_latency().len(), 3);
+        assert_eq!(app.latency.len(), 8, "the whole run is still counted");
+        // A replay rebuilt to before the mark: the range runs backwards.
+        let mut earlier = App::new("test");
+        earlier.update(Action::Load(tracebench_loadgen_snapshot(2)));
+        earlier.range_mark = app.range_mark.clone();
+        assert_eq!(earlier.shown_latency().len(), 3, "5 at the mark, 2 now");
+        app.update(Action::MarkRange);
+        assert_eq!(app.shown_latency().len(), 8);
     }
 }

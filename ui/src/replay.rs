@@ -275,6 +275,7 @@ impl Player {
         app.window_ns = self.app.window_ns;
         app.filter = self.app.filter;
         app.futex_pane = self.app.futex_pane;
+        app.range_mark = self.app.range_mark.take();
         app.status = std::mem::take(&mut self.app.status);
         self.app = app;
         self.next_interval = checkpoint.next_interval;

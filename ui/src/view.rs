@@ -303,8 +303,17 @@ fn draw_throughput(frame: &mut Frame, area: Rect, app: &App) {
 }
 
 fn draw_latency(frame: &mut Frame, area: Rect, app: &App) {
-    let h = &app.latency;
-    let block = Block::bordered().title(" latency of the answered requests ");
+    let shown = app.shown_latency();
+    let h = shown.as_ref();
+    let title = match &app.range_mark {
+        Some((mark, _)) => {
+            let at = |ns: u64| ns.saturating_sub(app.origin_ns) as f64 / 1e9;
+            let (from, to) = (at(*mark).min(at(app.now_ns)), at(*mark).max(at(app.now_ns)));
+            format!(" latency of the requests answered from {from:.1} s to {to:.1} s (r: all) ")
+        }
+        None => " latency of the answered requests ".to_owned(),
+    };
+    let block = Block::bordered().title(title);
     let inner = block.inner(area);
     frame.render_widget(block, area);
     let [percentiles, server, area] = Layout::vertical([
@@ -611,6 +620,15 @@ mod snapshots {
     fn events_pane() {
         let player = played();
         insta::assert_snapshot!(render(48, 13, |f| draw_events(f, f.area(), &player.app)));
+    }
+
+    #[test]
+    fn latency_pane_of_a_marked_range() {
+        let mut player = played();
+        player.seek(player.start_ns() + 300_000_000);
+        player.app.update(Action::MarkRange);
+        player.seek(player.start_ns() + 800_000_000);
+        insta::assert_snapshot!(render(72, 8, |f| draw_latency(f, f.area(), &player.app)));
     }
 
     #[test]
