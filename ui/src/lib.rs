@@ -4,9 +4,10 @@
 //!
 //! Built like gitui and bottom: a model updated by actions
 //! ([`model::App::update`], no I/O), widgets that only draw it
-//! ([`view::draw`]), one key map that also draws the help ([`keys`]), and a
-//! source ([`live`]) that turns the tracer's and the load generator's feeds
-//! into actions.
+//! ([`view::draw`]), one key map that also draws the help ([`keys`]), and
+//! two sources behind one interface ([`source::Source`], driven by one
+//! terminal loop): the live run ([`live`]), which turns the tracer's and the
+//! load generator's feeds into actions, and a recording ([`replay`]).
 #![warn(missing_docs)]
 
 pub mod history;
@@ -14,6 +15,7 @@ pub mod keys;
 pub mod live;
 pub mod model;
 pub mod replay;
+pub mod source;
 pub mod view;
 
 pub use live::{DashConfig, run};

@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crossterm::event::{self, Event as TermEvent, KeyEventKind};
 use hdrhistogram::serialization::V2DeflateSerializer;
 use tracebench_loadgen::hlog;
 use tracebench_loadgen::{LoadConfig, StopAfter, Target};
@@ -18,8 +17,8 @@ use tracebench_tracer::file::{Header, TraceWriter};
 use tracebench_tracer::sink::{ChannelSource, Tee};
 use tracebench_tracer::{Options, Selection, Session};
 
-use crate::keys::action_for;
 use crate::model::{Action, App, MAX_LOAD_CONNECTIONS};
+use crate::source::Source;
 
 /// What the dashboard traces and loads.
 #[derive(Debug, Clone)]
@@ -198,7 +197,15 @@ pub fn run(config: &DashConfig) -> Result<Finished, DashError> {
             app.connections = config.connections;
         }
         let shown = match terminal.as_mut() {
-            Some(terminal) => interactive(terminal, &mut app, &mut running, &config),
+            Some(terminal) => {
+                let mut live = LiveSource {
+                    running: &mut running,
+                    app: &mut app,
+                    config: &config,
+                };
+                crate::source::drive(terminal, &mut live)
+                    .map_err(|e| DashError(format!("terminal: {e}")))
+            }
             None => {
                 let until = Instant::now() + config.headless_for;
                 while Instant::now() < until && !running.traced_program_ended() {
@@ -596,50 +603,39 @@ pub fn export(app: &App, record: Option<&std::path::Path>) -> String {
     }
 }
 
-fn interactive(
-    terminal: &mut ratatui::DefaultTerminal,
-    app: &mut App,
-    running: &mut Running,
-    config: &DashConfig,
-) -> Result<(), DashError> {
-    let result = (|| -> io::Result<()> {
-        while !app.quit && !app.restart {
-            running.feed(app);
-            terminal.draw(|frame| crate::view::draw(frame, app))?;
-            if event::poll(Duration::from_millis(100))? {
-                match event::read()? {
-                    TermEvent::Key(key) if key.kind == KeyEventKind::Press => {
-                        let ctrl_c = key.code == crossterm::event::KeyCode::Char('c')
-                            && key
-                                .modifiers
-                                .contains(crossterm::event::KeyModifiers::CONTROL);
-                        if ctrl_c {
-                            app.update(Action::Quit);
-                        } else if let Some(action) = action_for(key.code) {
-                            match action {
-                                Action::Export => {
-                                    let status = export(app, config.record.as_deref());
-                                    app.update(Action::Status(status));
-                                }
-                                Action::NextMode if config.next_mode().is_none() => {
-                                    app.update(Action::Status(
-                                        "m restarts tracebench's own server only".into(),
-                                    ));
-                                }
-                                action => app.update(action),
-                            }
-                        }
-                    }
-                    TermEvent::Mouse(mouse) => match mouse.kind {
-                        event::MouseEventKind::ScrollDown => app.update(Action::SelectNext),
-                        event::MouseEventKind::ScrollUp => app.update(Action::SelectPrevious),
-                        _ => {}
-                    },
-                    _ => {}
-                }
+/// The live run as the dashboard's [`Source`].
+struct LiveSource<'a> {
+    running: &'a mut Running,
+    app: &'a mut App,
+    config: &'a DashConfig,
+}
+
+impl Source for LiveSource<'_> {
+    fn app(&mut self) -> &mut App {
+        self.app
+    }
+
+    fn pump(&mut self) {
+        self.running.feed(self.app);
+    }
+
+    fn on_key(&mut self, _key: crossterm::event::KeyCode) -> bool {
+        false
+    }
+
+    fn export_dir(&self) -> Option<&std::path::Path> {
+        self.config.record.as_deref()
+    }
+
+    fn refuses(&self, action: &Action) -> Option<String> {
+        match action {
+            Action::NextMode if self.config.next_mode().is_none() => {
+                Some("m restarts tracebench's own server only".into())
             }
+            Action::MoreLoad | Action::LessLoad if self.app.connections == 0 => {
+                Some("no load to change: give --url".into())
+            }
+            _ => None,
         }
-        Ok(())
-    })();
-    result.map_err(|e| DashError(format!("terminal: {e}")))
+    }
 }

@@ -8,14 +8,14 @@ use std::io::{self, BufReader, IsTerminal};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crossterm::event::{self, Event as TermEvent, KeyCode, KeyEventKind};
+use crossterm::event::KeyCode;
 use tracebench_loadgen::Snapshot;
 use tracebench_tracer::Event;
 use tracebench_tracer::file::{TraceFileError, TraceReader};
 
-use crate::keys::action_for;
 use crate::live::DashError;
 use crate::model::{Action, App};
+use crate::source::Source;
 
 /// Playback speeds, slowest first; the last one plays as fast as it can.
 pub const SPEEDS: [f64; 8] = [0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, f64::INFINITY];
@@ -101,6 +101,10 @@ pub struct Player {
     pub truncated: bool,
     /// Thread names the recording kept (threads.json), by tid.
     names: std::collections::HashMap<i32, String>,
+    /// Where `e` writes (the run's directory).
+    export_dir: Option<std::path::PathBuf>,
+    /// When the terminal loop last moved the playhead.
+    last_pump: Option<Instant>,
 }
 
 fn read_error(path: &Path) -> impl Fn(TraceFileError) -> DashError + '_ {
@@ -195,6 +199,8 @@ pub fn load(run: &Path) -> Result<Player, DashError> {
         truncated: false,
         names,
         reader,
+        export_dir: None,
+        last_pump: None,
     };
     // The first pass: every event through the model once.
     let mut since_checkpoint = 0;
@@ -445,41 +451,36 @@ pub fn run(run: &Path) -> Result<App, DashError> {
         player.seek(player.end_ns);
         return Ok(player.app);
     }
+    player.export_dir = run.is_dir().then(|| run.to_path_buf());
     let mut terminal =
         ratatui::try_init().map_err(|e| DashError(format!("cannot set up the terminal: {e}")))?;
-    let result = (|| -> io::Result<()> {
-        let mut last = Instant::now();
-        loop {
-            let now = Instant::now();
-            player.advance(now - last);
-            last = now;
-            player.app.title = player.status();
-            terminal.draw(|frame| crate::view::draw(frame, &player.app))?;
-            if event::poll(Duration::from_millis(50))?
-                && let TermEvent::Key(key) = event::read()?
-                && key.kind == KeyEventKind::Press
-            {
-                if player.on_key(key.code) {
-                    continue;
-                }
-                if let Some(action) = action_for(key.code) {
-                    // Space is play/pause here, handled above.
-                    if matches!(action, Action::Export) {
-                        let status = crate::live::export(&player.app, run.is_dir().then_some(run));
-                        player.app.update(Action::Status(status));
-                    } else {
-                        player.app.update(action);
-                    }
-                }
-                if player.app.quit {
-                    return Ok(());
-                }
-            }
-        }
-    })();
+    player.last_pump = Some(Instant::now());
+    let result = crate::source::drive(&mut terminal, &mut player);
     ratatui::restore();
     result.map_err(|e| DashError(format!("terminal: {e}")))?;
     Ok(player.app)
+}
+
+impl Source for Player {
+    fn app(&mut self) -> &mut App {
+        &mut self.app
+    }
+
+    fn pump(&mut self) {
+        let now = Instant::now();
+        let wall = self.last_pump.map_or(Duration::ZERO, |last| now - last);
+        self.last_pump = Some(now);
+        self.advance(wall);
+        self.app.title = self.status();
+    }
+
+    fn on_key(&mut self, key: KeyCode) -> bool {
+        Player::on_key(self, key)
+    }
+
+    fn export_dir(&self) -> Option<&Path> {
+        self.export_dir.as_deref()
+    }
 }
 
 #[cfg(test)]

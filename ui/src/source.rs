@@ -1,0 +1,79 @@
+//! The one interface behind which the live run and a recording feed the
+//! dashboard, and the terminal loop they share: keys, mouse, frames and the
+//! `e` export work the same way over both.
+
+use std::io;
+use std::path::Path;
+use std::time::Duration;
+
+use crossterm::event::{self, Event as TermEvent, KeyCode, KeyEventKind, KeyModifiers};
+
+use crate::keys::action_for;
+use crate::model::{Action, App};
+
+/// Where the dashboard's model gets its data.
+pub trait Source {
+    /// The model this source feeds.
+    fn app(&mut self) -> &mut App;
+    /// Brings the model up to date; called before every frame.
+    fn pump(&mut self);
+    /// Handles a key that means something to this source only (a replay's
+    /// play, seek and speed keys, say); true if it did.
+    fn on_key(&mut self, key: KeyCode) -> bool;
+    /// Where `e` writes its files (the recording's directory), if anywhere
+    /// but the current directory.
+    fn export_dir(&self) -> Option<&Path>;
+    /// Whether the model's action is one this source cannot carry out;
+    /// returns the status line that says so.
+    fn refuses(&self, action: &Action) -> Option<String> {
+        let _ = action;
+        None
+    }
+}
+
+/// How long to wait for input between two frames: about 10 frames a
+/// second, the rate a person reads a changing table at.
+const FRAME: Duration = Duration::from_millis(100);
+
+/// Draws `source`'s model and answers keys until the user quits (or asks
+/// for a restart); the terminal must be set up by the caller.
+pub fn drive(terminal: &mut ratatui::DefaultTerminal, source: &mut dyn Source) -> io::Result<()> {
+    loop {
+        source.pump();
+        let app = source.app();
+        if app.quit || app.restart {
+            return Ok(());
+        }
+        terminal.draw(|frame| crate::view::draw(frame, app))?;
+        if !event::poll(FRAME)? {
+            continue;
+        }
+        match event::read()? {
+            TermEvent::Key(key) if key.kind == KeyEventKind::Press => {
+                let ctrl_c =
+                    key.code == KeyCode::Char('c') && key.modifiers.contains(KeyModifiers::CONTROL);
+                if ctrl_c {
+                    source.app().update(Action::Quit);
+                } else if !source.on_key(key.code)
+                    && let Some(action) = action_for(key.code)
+                {
+                    if let Some(refusal) = source.refuses(&action) {
+                        source.app().update(Action::Status(refusal));
+                    } else if matches!(action, Action::Export) {
+                        let dir = source.export_dir().map(Path::to_path_buf);
+                        let status = crate::live::export(source.app(), dir.as_deref());
+                        source.app().update(Action::Status(status));
+                    } else {
+                        source.app().update(action);
+                    }
+                }
+            }
+            TermEvent::Mouse(mouse) => match mouse.kind {
+                event::MouseEventKind::ScrollDown => source.app().update(Action::SelectNext),
+                event::MouseEventKind::ScrollUp => source.app().update(Action::SelectPrevious),
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+}
