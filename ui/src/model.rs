@@ -241,6 +241,11 @@ pub struct App {
     pub events: u64,
     /// See [`Action::Dropped`].
     pub dropped: u64,
+    /// Events a second over the last second of trace.
+    pub events_per_s: f64,
+    /// When the last once-a-second upkeep ran (trace clock), and the
+    /// events seen by then.
+    tick: (u64, u64),
     /// Recent events, newest last.
     pub recent: VecDeque<RecentEvent>,
     /// Where the trace starts (ns): event times are shown from it.
@@ -298,6 +303,8 @@ impl App {
             elapsed_s: 0.0,
             events: 0,
             dropped: 0,
+            events_per_s: 0.0,
+            tick: (0, 0),
             recent: VecDeque::with_capacity(RECENT_EVENTS),
             origin_ns: 0,
 
@@ -431,9 +438,16 @@ impl App {
         self.requests.feed(&event, |_| {});
         self.futex.feed(&event);
         let at = event.time_ns;
-        if at > self.now_ns + 1_000_000_000 {
-            // About once a second: forget threads gone for longer than the
-            // timeline shows (fork mode makes one per request).
+        if at >= self.tick.0 + 1_000_000_000 {
+            // Once a second of trace: the event rate, and forget threads
+            // gone for longer than the timeline shows (fork mode makes one
+            // per request).
+            let (tick_ns, tick_events) = self.tick;
+            if tick_ns > 0 {
+                self.events_per_s =
+                    (self.events - tick_events) as f64 / ((at - tick_ns) as f64 / 1e9);
+            }
+            self.tick = (at, self.events);
             let horizon = at.saturating_sub(MAX_WINDOW_NS);
             let requests = &mut self.requests;
             self.threads.retain(|tid, row| {

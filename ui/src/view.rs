@@ -93,13 +93,14 @@ fn draw_header(frame: &mut Frame, area: Rect, app: &App) {
         String::new()
     };
     let counters = Line::from(format!(
-        "{:.0} s   {load}{:.0} req/s   {} answered   {} errors   {} in flight   {} events   {} dropped",
+        "{:.0} s   {load}{:.0} req/s   {} answered   {} errors   {} in flight   {} events ({:.0}/s)   {} dropped",
         app.elapsed_s,
         app.recent_rate(),
         app.completed,
         app.failed,
         app.in_flight,
         app.events,
+        app.events_per_s,
         app.dropped
     ));
     // Status messages (an export, say) go on the frame, where the long
