@@ -826,4 +826,26 @@ mod tests {
         app.update(Action::MarkRange);
         assert_eq!(app.shown_latency().len(), 8);
     }
+
+    #[test]
+    fn under_steady_events_exited_threads_go_and_the_rate_is_measured() {
+        let mut app = App::new("test");
+        app.update(event(
+            1,
+            7,
+            EventKind::Exited {
+                status: ExitStatus::Code(0),
+            },
+        ));
+        // Ten events a second for 70 s, never a second of silence.
+        for i in 1..=700u64 {
+            app.update(event(i * 100_000_000, 8, EventKind::Signal { signal: 10 }));
+        }
+        assert!(!app.threads.contains_key(&7), "gone a minute: forgotten");
+        assert!(
+            (app.events_per_s - 10.0).abs() < 0.5,
+            "{} events/s",
+            app.events_per_s
+        );
+    }
 }
