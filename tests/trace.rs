@@ -635,6 +635,25 @@ fn signals_stops_threads_and_a_non_leader_exec_behave_the_same_traced() {
 }
 
 #[test]
+fn the_traced_program_starts_as_it_would_untraced_without_a_parent_death_signal() {
+    let dir = tempdir();
+    let fixture = build_fixture("pdeathsig", dir.path());
+    let plain = Command::new(&fixture).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&plain.stdout), "pdeathsig=0\n");
+    for extra in [&[][..], &["--no-seccomp"][..]] {
+        let traced = Command::new(BIN)
+            .arg("trace")
+            .args(extra)
+            .args(["-o", "/dev/null", "--"])
+            .arg(&fixture)
+            .output()
+            .unwrap();
+        assert!(traced.status.success(), "{traced:?}");
+        assert_eq!(traced.stdout, plain.stdout, "{extra:?}");
+    }
+}
+
+#[test]
 fn sampling_reads_thread_states_without_stopping_anything() {
     let _serial = serial();
     let output = Command::new(BIN)

@@ -433,6 +433,10 @@ impl Engine {
                     }
                 }
                 libc::kill(libc::getpid(), libc::SIGSTOP);
+                // Continued: we are seized, and PTRACE_O_EXITKILL now kills
+                // us with the tracer. The program must not inherit a
+                // parent-death signal it never asked for (execve keeps it).
+                libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0);
                 if let Some(program) = &filter
                     && seccomp::install(program).is_err()
                 {
