@@ -635,6 +635,39 @@ fn signals_stops_threads_and_a_non_leader_exec_behave_the_same_traced() {
 }
 
 #[test]
+fn execve_shows_its_arguments_and_environment_as_strace_does() {
+    let args = [
+        "-e",
+        "trace=execve",
+        "-s",
+        "8",
+        "--",
+        "/bin/echo",
+        "hi",
+        "a very long argument",
+    ];
+    let ours = Command::new(BIN).arg("trace").args(args).output().unwrap();
+    let theirs = Command::new("strace")
+        .args(args)
+        .output()
+        .expect("strace is needed for this test; .ci/test installs it");
+    let execve_line = |stderr: &[u8]| -> String {
+        let text = String::from_utf8_lossy(stderr).into_owned();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("execve("))
+            .unwrap_or_else(|| panic!("no execve line in {text}"))
+            .to_owned();
+        // The environment's address differs from run to run.
+        let start = line.find(", 0x").unwrap();
+        let end = start + 2 + line[start + 2..].find(' ').unwrap();
+        format!("{}{}", &line[..start + 2], &line[end..])
+    };
+    assert_eq!(execve_line(&ours.stderr), execve_line(&theirs.stderr));
+    assert!(execve_line(&ours.stderr).contains(r#"["/bin/ech"..., "hi", "a very l"...]"#));
+}
+
+#[test]
 fn the_traced_program_starts_as_it_would_untraced_without_a_parent_death_signal() {
     let dir = tempdir();
     let fixture = build_fixture("pdeathsig", dir.path());

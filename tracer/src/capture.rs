@@ -26,8 +26,8 @@ pub fn at_entry(tid: Tid, nr: u64, args: &[u64; 6], limit: usize) -> Vec<u8> {
         return Vec::new();
     };
     match sysno {
-        Sysno::execve => read_c_string(tid, args[0], PATH_LIMIT),
-        Sysno::execveat => read_c_string(tid, args[1], PATH_LIMIT),
+        Sysno::execve => exec_data(tid, args[0], args[1], args[2], limit),
+        Sysno::execveat => exec_data(tid, args[1], args[2], args[3], limit),
         Sysno::write | Sysno::sendto => read_memory(tid, args[1], (args[2] as usize).min(limit)),
         Sysno::nanosleep => read_memory(tid, args[0], TIMESPEC_BYTES),
         Sysno::clock_nanosleep => read_memory(tid, args[2], TIMESPEC_BYTES),
@@ -40,6 +40,59 @@ pub fn at_entry(tid: Tid, nr: u64, args: &[u64; 6], limit: usize) -> Vec<u8> {
         Sysno::clone3 => read_memory(tid, args[0], (args[1] as usize).min(CLONE_ARGS_BYTES)),
         _ => Vec::new(),
     }
+}
+
+/// Most argv strings kept for an execve; the count of all is kept too.
+const EXEC_ARGS: usize = 32;
+/// Most argv or envp pointers counted.
+const EXEC_POINTERS: usize = 65_536;
+
+/// The pointers of a NULL-terminated array (argv, envp), at most `max`.
+fn read_pointers(tid: Tid, addr: u64, max: usize) -> Vec<u64> {
+    let mut pointers = Vec::new();
+    if addr == 0 {
+        return pointers;
+    }
+    // 64 pointers a read; a read that crosses into an unmapped page comes
+    // back short, and the next one starts where it stopped.
+    let mut at = addr;
+    while pointers.len() < max {
+        let chunk = read_memory(tid, at, 512);
+        if chunk.len() < 8 {
+            break;
+        }
+        for word in chunk.chunks_exact(8) {
+            let pointer = u64::from_ne_bytes(word.try_into().expect("8 bytes"));
+            if pointer == 0 || pointers.len() == max {
+                return pointers;
+            }
+            pointers.push(pointer);
+        }
+        at += (chunk.len() / 8 * 8) as u64;
+    }
+    pointers
+}
+
+/// What an execve carries, as [`crate::decode`] reads it: the path and a
+/// NUL; the number of arguments (u32, little-endian); the first
+/// [`EXEC_ARGS`] of them, each a flag byte (1: cut at `limit`), its bytes
+/// and a NUL; the number of environment variables (u32).
+fn exec_data(tid: Tid, path: u64, argv: u64, envp: u64, limit: usize) -> Vec<u8> {
+    let mut data = read_c_string(tid, path, PATH_LIMIT);
+    data.push(0);
+    let args = read_pointers(tid, argv, EXEC_POINTERS);
+    data.extend((args.len() as u32).to_le_bytes());
+    for &arg in args.iter().take(EXEC_ARGS) {
+        let mut text = read_c_string(tid, arg, limit + 1);
+        let cut = text.len() > limit;
+        text.truncate(limit);
+        data.push(u8::from(cut));
+        data.extend(text);
+        data.push(0);
+    }
+    let vars = read_pointers(tid, envp, EXEC_POINTERS).len();
+    data.extend((vars as u32).to_le_bytes());
+    data
 }
 
 /// Bytes to keep with a syscall exit (what the kernel wrote back).

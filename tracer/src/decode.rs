@@ -371,7 +371,7 @@ pub fn entry_args(nr: u32, args: &[u64; 6], data: &[u8]) -> String {
         ),
         Sysno::clone3 => format!("{}, {}", clone_args(data, a[0]), a[1]),
         Sysno::fork | Sysno::vfork => String::new(),
-        Sysno::execve => format!("{}, {}, {}", quoted(data, false), hex(a[1]), hex(a[2])),
+        Sysno::execve => exec_args(data, a[1], a[2]),
         Sysno::nanosleep => format!("{}, {}", timespec(data, a[0]), hex(a[1])),
         Sysno::clock_nanosleep => {
             let clock = match a[0] as i32 {
@@ -401,6 +401,48 @@ pub fn entry_args(nr: u32, args: &[u64; 6], data: &[u8]) -> String {
             }
         ),
         _ => a.iter().map(|&v| hex(v)).collect::<Vec<_>>().join(", "),
+    }
+}
+
+/// An execve's path and arrays as strace shows them:
+/// `"/bin/ls", ["ls", "-l"], 0x7ffd… /* 21 vars */`, from the layout the
+/// tracer captures (path NUL, argc, flagged args, envc); a bare path (the
+/// layout of older trace files) shows the arrays as pointers.
+pub fn exec_args(data: &[u8], argv: u64, envp: u64) -> String {
+    let parsed = (|| {
+        let end = data.iter().position(|&b| b == 0)?;
+        let (path, mut rest) = (&data[..end], &data[end + 1..]);
+        let take_u32 = |rest: &mut &[u8]| -> Option<u32> {
+            let (head, tail) = rest.split_at_checked(4)?;
+            *rest = tail;
+            Some(u32::from_le_bytes(head.try_into().ok()?))
+        };
+        let argc = take_u32(&mut rest)? as usize;
+        let mut args = Vec::new();
+        while args.len() < argc.min(64) && rest.len() > 4 {
+            let (&cut, tail) = rest.split_first()?;
+            let end = tail.iter().position(|&b| b == 0)?;
+            args.push(quoted(&tail[..end], cut == 1));
+            rest = &tail[end + 1..];
+        }
+        let envc = take_u32(&mut rest)?;
+        Some((path, argc, args, envc))
+    })();
+    match parsed {
+        Some((path, argc, args, envc)) => {
+            let more = if argc > args.len() { ", ..." } else { "" };
+            let argv = if argv == 0 {
+                "NULL".to_owned()
+            } else {
+                format!("[{}{more}]", args.join(", "))
+            };
+            format!(
+                "{}, {argv}, {} /* {envc} vars */",
+                quoted(path, false),
+                hex(envp)
+            )
+        }
+        None => format!("{}, {}, {}", quoted(data, false), hex(argv), hex(envp)),
     }
 }
 
@@ -581,5 +623,39 @@ mod tests {
             exit_args(nr(Sysno::read), &[3, 0x1000, 8192, 0, 0, 0], 3, b"GET"),
             "\"GET\", 8192"
         );
+    }
+
+    #[test]
+    fn execve_arrays_read_like_strace_and_old_traces_still_decode() {
+        let mut data = b"/bin/echo\0".to_vec();
+        data.extend(3u32.to_le_bytes());
+        for (cut, arg) in [(0u8, &b"echo"[..]), (0, b"hi"), (1, b"a very l")] {
+            data.push(cut);
+            data.extend(arg);
+            data.push(0);
+        }
+        data.extend(35u32.to_le_bytes());
+        assert_eq!(
+            exec_args(&data, 0x1000, 0x2000),
+            r#""/bin/echo", ["echo", "hi", "a very l"...], 0x2000 /* 35 vars */"#
+        );
+        // More arguments than were kept.
+        let mut many = b"/x\0".to_vec();
+        many.extend(40u32.to_le_bytes());
+        many.extend([0, b'a', 0]);
+        many.extend(0u32.to_le_bytes());
+        assert_eq!(
+            exec_args(&many, 0x1000, 0x2000),
+            r#""/x", ["a", ...], 0x2000 /* 0 vars */"#
+        );
+        // A trace written before arrays were captured: the path alone.
+        assert_eq!(
+            exec_args(b"/bin/ls", 0x1000, 0x2000),
+            r#""/bin/ls", 0x1000, 0x2000"#
+        );
+        // Damaged data never panics.
+        for cut in 0..data.len() {
+            let _ = exec_args(&data[..cut], 1, 2);
+        }
     }
 }
