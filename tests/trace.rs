@@ -635,6 +635,49 @@ fn signals_stops_threads_and_a_non_leader_exec_behave_the_same_traced() {
 }
 
 #[test]
+fn ctrl_c_in_the_window_before_the_blocking_wait_still_ends_the_trace() {
+    use std::io::BufRead;
+    // The test hook holds the window between the loop's last look at the
+    // interrupt flag and its blocking waitpid open for 300 ms, once the
+    // traced `sleep` is idle; a SIGINT landing there must not wait for the
+    // sleep's next event (30 s away).
+    let mut tracer = Command::new(BIN)
+        .args(["trace", "-o", "/dev/null", "--", "sleep", "30"])
+        .env("TRACEBENCH_TEST_INTERRUPT_WINDOW_MS", "300")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = tracer.stderr.take().unwrap();
+    let (opened_tx, opened) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("interrupt window open") {
+                let _ = opened_tx.send(());
+            }
+        }
+    });
+    opened
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the test hook's window never opened");
+    // SAFETY: kill has no memory preconditions; the pid is our child's.
+    unsafe { libc::kill(tracer.id() as i32, libc::SIGINT) };
+    let (ended, status) = eventually(Duration::from_secs(10), || match tracer.try_wait() {
+        Ok(Some(status)) => (true, Some(status)),
+        _ => (false, None),
+    });
+    if !ended {
+        let _ = tracer.kill();
+    }
+    assert!(ended, "the trace went on after Ctrl-C");
+    // Like strace, the exit status follows the tracee's: killed by our
+    // SIGKILL (EXITKILL) when we stop.
+    assert!(status.is_some_and(|s| !s.success()), "{status:?}");
+}
+
+#[test]
 fn execve_shows_its_arguments_and_environment_as_strace_does() {
     let args = [
         "-e",

@@ -87,8 +87,64 @@ static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 static TRACER_THREAD: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 static HANDLERS_INSTALLED: AtomicBool = AtomicBool::new(false);
 
+/// A POSIX timer (its `timer_t`, -1 when none: glibc's first timer is 0)
+/// that sends SIGINT to the
+/// thread running the ptrace loop. An interrupt landing after the loop
+/// checked the flag but before its blocking waitpid would otherwise wait
+/// for the tracee's next event (for ever, if the tracee is idle): the
+/// handler arms the timer, so the loop's thread is interrupted again 50 ms
+/// later, and again, until the loop has acted and removes the timer.
+static KICK_TIMER: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(-1);
+
 extern "C" fn on_interrupt(_: libc::c_int) {
     INTERRUPTED.store(true, Ordering::SeqCst);
+    let timer = KICK_TIMER.load(Ordering::SeqCst);
+    if timer != -1 {
+        let again = libc::itimerspec {
+            it_interval: libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            it_value: libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 50_000_000,
+            },
+        };
+        // SAFETY: timer_settime is async-signal-safe; the timer lives
+        // until the loop that created it clears KICK_TIMER first.
+        unsafe { libc::timer_settime(timer as libc::timer_t, 0, &again, std::ptr::null_mut()) };
+    }
+}
+
+/// Creates the [`KICK_TIMER`] aimed at the calling thread (only where our
+/// handler catches SIGINT: elsewhere SIGINT would kill the process).
+fn create_kick_timer() {
+    if !HANDLERS_INSTALLED.load(Ordering::SeqCst) {
+        return;
+    }
+    // SAFETY: a zeroed sigevent is valid; we fill in a thread-directed
+    // notification of SIGINT to this thread, and timer_create writes only
+    // to our local timer_t.
+    unsafe {
+        let mut event: libc::sigevent = std::mem::zeroed();
+        event.sigev_notify = libc::SIGEV_THREAD_ID;
+        event.sigev_signo = libc::SIGINT;
+        event.sigev_notify_thread_id = libc::gettid();
+        let mut timer: libc::timer_t = std::ptr::null_mut();
+        if libc::timer_create(libc::CLOCK_MONOTONIC, &mut event, &mut timer) == 0 {
+            KICK_TIMER.store(timer as i64, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Removes the [`KICK_TIMER`], if any.
+fn delete_kick_timer() {
+    let timer = KICK_TIMER.swap(-1, Ordering::SeqCst);
+    if timer != -1 {
+        // SAFETY: the timer was created by create_kick_timer and is no
+        // longer reachable from the handler.
+        unsafe { libc::timer_delete(timer as libc::timer_t) };
+    }
 }
 
 /// Makes SIGINT, SIGTERM and SIGHUP end the trace cleanly: a spawned
@@ -567,13 +623,21 @@ impl Engine {
     fn run(&mut self, sink: &mut dyn EventSink) -> Result<Outcome, TraceError> {
         // SAFETY: pthread_self has no preconditions.
         TRACER_THREAD.store(unsafe { libc::pthread_self() } as u64, Ordering::SeqCst);
+        create_kick_timer();
         let result = self.run_loop(sink);
+        delete_kick_timer();
         TRACER_THREAD.store(0, Ordering::SeqCst);
         result
     }
 
     fn run_loop(&mut self, sink: &mut dyn EventSink) -> Result<Outcome, TraceError> {
         let mut interrupt_handled = false;
+        // Only for tests of the interrupt race: the first wait, once the
+        // program runs, is entered this many ms after the flag was checked.
+        let mut test_interrupt_window = std::env::var("TRACEBENCH_TEST_INTERRUPT_WINDOW_MS")
+            .ok()
+            .and_then(|ms| ms.parse().ok())
+            .map(std::time::Duration::from_millis);
         loop {
             if INTERRUPTED.load(Ordering::SeqCst) && !interrupt_handled {
                 interrupt_handled = true;
@@ -586,9 +650,28 @@ impl Engine {
             }
             sink.idle(monotonic_ns());
             // Checked again after the sinks' work, to keep the window in
-            // which a signal can slip in before the blocking wait small.
+            // which a signal can slip in before the blocking wait small
+            // (one that does is caught by the kick timer).
             if INTERRUPTED.load(Ordering::SeqCst) && !interrupt_handled {
                 continue;
+            }
+            if test_interrupt_window.is_some() {
+                // Test hook: once the program is idle, hold the window
+                // open, and say so.
+                if let Ok(Some((tid, status))) = ptrace::wait_any(true) {
+                    self.handle(tid, status, sink);
+                    continue;
+                }
+                let asleep = std::fs::read_to_string(format!("/proc/{}/stat", self.root))
+                    .is_ok_and(|stat| stat.rsplit(") ").next().is_some_and(|s| s.starts_with('S')));
+                if !asleep {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    continue;
+                }
+                if let Some(window) = test_interrupt_window.take() {
+                    eprintln!("tracebench: test: interrupt window open");
+                    std::thread::sleep(window);
+                }
             }
             match ptrace::wait_any(false) {
                 Ok(Some((tid, status))) => self.handle(tid, status, sink),
