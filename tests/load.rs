@@ -125,6 +125,47 @@ fn a_live_limit_turns_the_concurrency_up_and_down_during_a_run() {
     drop(server);
 }
 
+#[test]
+fn open_loop_requests_that_never_get_an_answer_still_show_in_the_tail() {
+    let _serial = serial();
+    // A server that reads and never answers: every request times out, and
+    // with 4 connections the schedule falls behind at once.
+    let addr = misbehaving_server(|mut stream| {
+        read_request(&mut stream);
+        std::thread::sleep(Duration::from_secs(5));
+    });
+    let mut config = config(addr, "/");
+    config.rate = Some(50.0);
+    config.connections = 4;
+    config.timeout = Duration::from_millis(300);
+    config.stop = StopAfter::Duration(Duration::from_secs(1));
+    let report = run(&config, never_cancelled()).unwrap();
+    let stats = &report.stats;
+    assert_eq!(stats.completed(), 0);
+    let timeouts = stats.errors.get(&ErrorKind::Timeout).copied().unwrap_or(0);
+    assert!(timeouts >= 4, "{:?}", stats.errors);
+    // About 50 requests were due in the second; each is in the planned-time
+    // histogram: the timed out ones at >= 300 ms, the rest at their wait so
+    // far; none is an answer, so the actual-send histogram stays empty.
+    assert!(
+        (40..=60).contains(&stats.unanswered),
+        "{} unanswered, {:?}",
+        stats.unanswered,
+        stats.errors
+    );
+    assert_eq!(stats.corrected.len(), stats.unanswered);
+    assert!(stats.latency.is_empty());
+    assert!(
+        stats.corrected.max() >= 600_000_000,
+        "the backlog waited most of the second: max {} ns",
+        stats.corrected.max()
+    );
+    assert!(
+        stats.corrected.min() < 100_000_000,
+        "the last slots had just come due"
+    );
+}
+
 /// A test server that accepts on loopback and treats each connection with
 /// `behave`, until the test ends.
 fn misbehaving_server(behave: fn(std::net::TcpStream)) -> SocketAddr {

@@ -404,7 +404,10 @@ impl<'a> Worker<'a> {
             let now = Instant::now();
             if self.budget.ended(now) {
                 // Requests still in flight at the end are neither counted
-                // nor failed: the run is over.
+                // nor failed: the run is over. In the open loop they, and
+                // the requests due but never sent, still waited: that
+                // wait goes into the planned-time histogram.
+                self.count_unanswered_at_end(now);
                 break;
             }
             if self.conns.iter().all(|c| c.done) {
@@ -577,6 +580,44 @@ impl<'a> Worker<'a> {
         }
     }
 
+    /// Open loop, at the end of the run: every request in flight, and every
+    /// slot of the schedule that came and found no free connection, counts
+    /// as unanswered after the wait it had so far.
+    fn count_unanswered_at_end(&mut self, now: Instant) {
+        if !self.open_loop || now < self.budget.measure_from {
+            return;
+        }
+        let end = self.budget.deadline.map_or(now, |d| d.min(now));
+        for conn in &self.conns {
+            if conn.phase != Phase::Idle && conn.started >= self.budget.measure_from {
+                self.stats
+                    .record_unanswered(end.saturating_duration_since(conn.planned));
+            }
+        }
+        if let Some((due, gap)) = self.schedule.take() {
+            let due = due.max(self.budget.measure_from);
+            let mut slots = (end.saturating_duration_since(due).as_nanos() / gap.as_nanos().max(1))
+                as u64
+                + u64::from(due < end);
+            if let Some(remaining) = &self.budget.remaining {
+                // A -n run stopped early: only what the budget had left.
+                slots = slots.min(remaining.load(Ordering::Relaxed));
+            }
+            // Slots one gap apart waited end - due, end - due - gap, …: a
+            // huge backlog (a high rate, a long stall) is recorded in at
+            // most 10 000 strides of equal counts.
+            let stride = slots.div_ceil(10_000).max(1);
+            let mut slot = 0;
+            while slot < slots {
+                let n = stride.min(slots - slot);
+                let at = due + gap.saturating_mul(slot.min(u32::MAX as u64) as u32);
+                self.stats
+                    .record_unanswered_n(end.saturating_duration_since(at), n);
+                slot += n;
+            }
+        }
+    }
+
     /// Open loop: where in the free list the next connection to use is
     /// (the oldest free one the live limit lets in).
     fn next_free(&self) -> Option<usize> {
@@ -656,6 +697,11 @@ impl<'a> Worker<'a> {
 
     fn fail(&mut self, index: usize, kind: ErrorKind) {
         self.record_error(kind);
+        let conn = &self.conns[index];
+        if self.open_loop && kind == ErrorKind::Timeout && conn.started >= self.budget.measure_from
+        {
+            self.stats.record_unanswered(conn.planned.elapsed());
+        }
         let conn = &mut self.conns[index];
         conn.stream = None;
         conn.phase = Phase::Idle;

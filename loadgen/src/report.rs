@@ -123,6 +123,13 @@ impl fmt::Display for Summary<'_> {
                     ms(late.value_at_quantile(0.99) as f64),
                     ms(late.max() as f64)
                 )?;
+                if stats.unanswered > 0 {
+                    writeln!(
+                        f,
+                        "  unanswered: {} requests (timed out, or in flight or not yet sent at the end) count above at how long they had waited",
+                        stats.unanswered
+                    )?;
+                }
             }
             if !stats.connect.is_empty() {
                 writeln!(

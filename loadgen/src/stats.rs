@@ -99,6 +99,12 @@ pub struct Stats {
     /// time (the generator's own lateness, including waiting for a free
     /// connection).
     pub lateness: Histogram<u64>,
+    /// Open loop only: requests that never got an answer in time (timed
+    /// out, or still in flight or not yet sent when the run ended). Each
+    /// is in `corrected` at how long it had waited since its planned time
+    /// (a lower bound), so a stall longer than `--timeout` or than the
+    /// rest of the run still shows in the tail.
+    pub unanswered: u64,
     /// Bytes received.
     pub bytes: u64,
     /// Connections opened.
@@ -115,6 +121,7 @@ impl Default for Stats {
             lateness: new_histogram(),
             statuses: BTreeMap::new(),
             errors: BTreeMap::new(),
+            unanswered: 0,
             bytes: 0,
             connections: 0,
         }
@@ -151,6 +158,18 @@ impl Stats {
         self.lateness.saturating_record(nanos(late));
     }
 
+    /// Records an open-loop request that got no answer, having waited
+    /// `waited` since its planned time.
+    pub fn record_unanswered(&mut self, waited: Duration) {
+        self.record_unanswered_n(waited, 1);
+    }
+
+    /// Records `n` unanswered requests that each waited about `waited`.
+    pub fn record_unanswered_n(&mut self, waited: Duration, n: u64) {
+        self.corrected.saturating_record_n(nanos(waited), n);
+        self.unanswered += n;
+    }
+
     /// Records how long a connect took.
     pub fn record_connect(&mut self, took: Duration) {
         self.connect.saturating_record(nanos(took));
@@ -176,6 +195,7 @@ impl Stats {
         for (kind, n) in &other.errors {
             *self.errors.entry(*kind).or_insert(0) += n;
         }
+        self.unanswered += other.unanswered;
         self.bytes += other.bytes;
         self.connections += other.connections;
     }
