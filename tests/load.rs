@@ -166,6 +166,38 @@ fn open_loop_requests_that_never_get_an_answer_still_show_in_the_tail() {
     );
 }
 
+#[test]
+fn a_server_that_floods_its_answer_is_cut_off_at_the_size_cap() {
+    let _serial = serial();
+    // A head with no length, then bytes as fast as loopback takes them,
+    // for ever: reading must stop at the response cap, not at memory's end.
+    let addr = misbehaving_server(|mut stream| {
+        read_request(&mut stream);
+        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\n\r\n");
+        let block = vec![b'x'; 1 << 16];
+        while stream.write_all(&block).is_ok() {}
+    });
+    let mut config = config(addr, "/");
+    config.connections = 1;
+    config.threads = 1;
+    config.timeout = Duration::from_secs(20);
+    config.stop = StopAfter::Requests(2);
+    let started = Instant::now();
+    let report = run(&config, never_cancelled()).unwrap();
+    let stats = &report.stats;
+    assert_eq!(
+        stats.errors.get(&ErrorKind::BadResponse),
+        Some(&2),
+        "{:?}",
+        stats.errors
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "cut off at the cap, long before the timeout: {:?}",
+        started.elapsed()
+    );
+}
+
 /// A test server that accepts on loopback and treats each connection with
 /// `behave`, until the test ends.
 fn misbehaving_server(behave: fn(std::net::TcpStream)) -> SocketAddr {

@@ -17,7 +17,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use crate::LoadError;
 use crate::config::{LoadConfig, StopAfter};
-use crate::response::{Progress, progress};
+use crate::response::{Progress, progress_resuming};
 use crate::stats::{ErrorKind, Stats, new_histogram};
 
 /// How often workers report what they measured while the run goes on.
@@ -152,6 +152,9 @@ struct Conn {
     stream: Option<TcpStream>,
     phase: Phase,
     buf: Vec<u8>,
+    /// How much of a chunked answer's body is known good (see
+    /// [`progress_resuming`]).
+    checked: usize,
     sent: usize,
     started: Instant,
     connect_started: Instant,
@@ -321,6 +324,7 @@ impl<'a> Worker<'a> {
                 stream: None,
                 phase: Phase::Idle,
                 buf: Vec::with_capacity(4096),
+                checked: 0,
                 sent: 0,
                 started: now,
                 connect_started: now,
@@ -634,6 +638,7 @@ impl<'a> Worker<'a> {
         conn.planned = planned;
         conn.deadline = now + self.config.timeout;
         conn.buf.clear();
+        conn.checked = 0;
         conn.sent = 0;
         conn.first_byte = None;
         conn.reused = conn.stream.is_some();
@@ -774,6 +779,13 @@ impl<'a> Worker<'a> {
                 Ok(n) => {
                     conn.buf.extend_from_slice(&scratch[..n]);
                     conn.first_byte.get_or_insert_with(Instant::now);
+                    if conn.buf.len() > crate::response::MAX_RESPONSE {
+                        // Past the cap the answer is refused anyway: stop
+                        // reading, so a server that writes faster than we
+                        // read can neither grow the buffer nor hold this
+                        // loop (and the timers) for long.
+                        break;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -785,7 +797,7 @@ impl<'a> Worker<'a> {
                 }
             }
         }
-        match progress(&conn.buf, closed, self.head_request) {
+        match progress_resuming(&conn.buf, closed, self.head_request, &mut conn.checked) {
             Progress::Complete { head, len } => {
                 let now = Instant::now();
                 if conn.planned >= self.budget.measure_from {

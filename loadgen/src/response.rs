@@ -111,10 +111,14 @@ fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<Head>, ()> {
     }))
 }
 
-/// Where a chunked body ends, if all of it is in `body`.
-fn chunked_end(body: &[u8]) -> Result<Option<usize>, ()> {
-    let mut pos = 0;
+/// Where a chunked body ends, if all of it is in `body`. `checked` is
+/// where the previous call stopped (the start of a chunk's size line whose
+/// chunk was not all in yet); it is moved on, so bytes arriving a piece at a
+/// time are scanned once, not once per piece.
+fn chunked_end(body: &[u8], checked: &mut usize) -> Result<Option<usize>, ()> {
+    let mut pos = (*checked).min(body.len());
     loop {
+        *checked = pos;
         let Some(line_end) = body[pos..].windows(2).position(|w| w == b"\r\n") else {
             return Ok(None);
         };
@@ -156,6 +160,17 @@ fn chunked_end(body: &[u8]) -> Result<Option<usize>, ()> {
 /// that the request was a HEAD (whose answer has no body). Interim `1xx`
 /// answers (other than 101) are skipped: the final answer follows them.
 pub fn progress(buf: &[u8], closed: bool, head_request: bool) -> Progress {
+    progress_resuming(buf, closed, head_request, &mut 0)
+}
+
+/// [`progress`] for a buffer that only grows between calls: `checked`
+/// (0 for a new response) keeps how much of a chunked body is known good.
+pub fn progress_resuming(
+    buf: &[u8],
+    closed: bool,
+    head_request: bool,
+    checked: &mut usize,
+) -> Progress {
     if buf.len() > MAX_RESPONSE {
         return Progress::Invalid;
     }
@@ -175,7 +190,7 @@ pub fn progress(buf: &[u8], closed: bool, head_request: bool) -> Progress {
             Framing::Length(n) if n > MAX_RESPONSE => return Progress::Invalid,
             Framing::Length(n) if body.len() >= n => n,
             Framing::Length(_) => return Progress::Incomplete,
-            Framing::Chunked => match chunked_end(body) {
+            Framing::Chunked => match chunked_end(body, checked) {
                 Ok(Some(n)) => n,
                 Ok(None) => return Progress::Incomplete,
                 Err(()) => return Progress::Invalid,
@@ -260,5 +275,37 @@ mod tests {
         assert_eq!(complete(latin1, false), (200, latin1.len(), false));
         let huge = b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000000\r\n\r\n";
         assert_eq!(progress(huge, false, false), Progress::Invalid);
+    }
+
+    #[test]
+    fn a_chunked_body_arriving_in_pieces_is_scanned_once_and_ends_the_same() {
+        let mut raw =
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                .to_vec();
+        for i in 0..200 {
+            let chunk = vec![b'a' + (i % 26) as u8; 1 + i * 7 % 300];
+            raw.extend(format!("{:x};ext=1\r\n", chunk.len()).as_bytes());
+            raw.extend(&chunk);
+            raw.extend(b"\r\n");
+        }
+        raw.extend(b"0\r\nTrailer: x\r\n\r\n");
+        let whole = progress(&raw, false, false);
+        assert!(matches!(whole, Progress::Complete { len, .. } if len == raw.len()));
+        for piece in [1, 7, 64, 1000] {
+            let mut checked = 0;
+            let mut seen = None;
+            for end in (piece..raw.len()).step_by(piece).chain([raw.len()]) {
+                match progress_resuming(&raw[..end], false, false, &mut checked) {
+                    Progress::Complete { len, .. } => {
+                        seen = Some((end, len));
+                        break;
+                    }
+                    Progress::Incomplete => {}
+                    Progress::Invalid => panic!("invalid at {end} (pieces of {piece})"),
+                }
+            }
+            assert_eq!(seen, Some((raw.len(), raw.len())), "pieces of {piece}");
+            assert!(checked > raw.len() / 2, "the scan moved on: {checked}");
+        }
     }
 }
