@@ -198,6 +198,57 @@ fn a_server_that_floods_its_answer_is_cut_off_at_the_size_cap() {
     );
 }
 
+#[test]
+fn on_a_terminal_a_progress_bar_moves_and_the_summary_follows() {
+    let _serial = serial();
+    let server = ServerProcess::start(&["--delay", "10ms"]);
+    let session = format!("tracebench-load-{}", std::process::id());
+    let tmux = |args: &[&str]| {
+        Command::new("tmux")
+            .args(args)
+            .output()
+            .expect("tmux is needed for this test; .ci/test installs it")
+    };
+    let command = format!("{BIN} load -z 3s -c 2 http://{}/; sleep 30", server.addr);
+    let started = tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "120",
+        "-y",
+        "30",
+        &command,
+    ]);
+    assert!(started.status.success(), "{started:?}");
+    let screen = || {
+        String::from_utf8_lossy(&tmux(&["capture-pane", "-t", &session, "-p"]).stdout).into_owned()
+    };
+    // While it runs: the bar, with the milliseconds done out of 3000.
+    let (moving, during) = eventually(Duration::from_secs(10), || {
+        let text = screen();
+        let done: Option<u64> = text
+            .lines()
+            .find_map(|l| {
+                l.split("/3000 ms")
+                    .next()
+                    .filter(|_| l.contains("/3000 ms"))
+            })
+            .and_then(|l| l.split_whitespace().last()?.parse().ok());
+        (done.is_some_and(|d| d > 0 && d < 3000), text)
+    });
+    // At the end: the summary.
+    let (finished, after) = eventually(Duration::from_secs(15), || {
+        let text = screen();
+        (text.contains("Latency"), text)
+    });
+    let _ = tmux(&["kill-session", "-t", &session]);
+    assert!(moving, "no moving progress bar on the terminal:\n{during}");
+    assert!(during.contains('█'), "{during}");
+    assert!(finished, "no summary after the run:\n{after}");
+}
+
 /// A test server that accepts on loopback and treats each connection with
 /// `behave`, until the test ends.
 fn misbehaving_server(behave: fn(std::net::TcpStream)) -> SocketAddr {
