@@ -221,7 +221,12 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<()> {
             "tracebench: standard output is not a terminal, so no dashboard: the whole recording's summary"
         );
     }
-    let app = tracebench_ui::replay::run(&args.run)?;
-    print!("{}", summary(&app));
+    let replayed = tracebench_ui::replay::run(&args.run)?;
+    if replayed.truncated {
+        eprintln!(
+            "tracebench: the recording was cut short (the tracer did not finish it); replayed up to where it ends"
+        );
+    }
+    print!("{}", summary(&replayed.app));
     Ok(())
 }

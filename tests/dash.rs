@@ -436,3 +436,78 @@ fn dash_bad_input_fails_with_one_line() {
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn a_missing_corrupt_or_cut_recording_gives_one_line_and_a_clean_terminal() {
+    let _serial = serial();
+    let dir = tempdir();
+    let good = dir.path().join("good");
+    let output = Command::new(BIN)
+        .args(["dash", "--headless-for", "1s", "--record-dir"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let trace = std::fs::read(good.join("trace.tbt")).unwrap();
+    assert!(trace.len() > 4096, "{} bytes", trace.len());
+    // A flipped byte inside the first block, and a file cut in half.
+    let corrupt = dir.path().join("corrupt.tbt");
+    let mut bytes = trace.clone();
+    bytes[300] ^= 0xff;
+    std::fs::write(&corrupt, &bytes).unwrap();
+    let cut = dir.path().join("cut.tbt");
+    std::fs::write(&cut, &trace[..trace.len() / 2]).unwrap();
+    let missing = dir.path().join("nothing-here");
+
+    for (what, path) in [("missing", &missing), ("corrupt", &corrupt)] {
+        let output = Command::new(BIN).arg("replay").arg(path).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let errors: Vec<&str> = stderr
+            .lines()
+            .filter(|l| !l.contains("not a terminal"))
+            .collect();
+        assert!(!output.status.success(), "{what}");
+        assert_eq!(errors.len(), 1, "{what}: one line: {stderr}");
+        assert!(errors[0].starts_with("tracebench: "), "{what}: {stderr}");
+        assert!(output.stdout.is_empty(), "{what}");
+    }
+    // Cut short: it replays what there is and says so.
+    let output = Command::new(BIN).arg("replay").arg(&cut).output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("cut short"));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("trace events"));
+
+    // In a terminal: the error, the shell's prompt, and nothing of a
+    // dashboard left on the screen.
+    let session = format!("tracebench-bad-replay-{}", std::process::id());
+    assert!(
+        tmux(&[
+            "new-session",
+            "-d",
+            "-s",
+            &session,
+            "-x",
+            "120",
+            "-y",
+            "40",
+            "env PS1='ready$ ' bash --norc --noprofile",
+        ])
+        .status
+        .success()
+    );
+    let _ = wait_for_screen(&session, "ready$");
+    let command = format!("{BIN} replay {}; echo EXIT=$?", corrupt.display());
+    tmux(&["send-keys", "-t", &session, &command, "Enter"]);
+    let text = wait_for_screen(&session, "EXIT=1");
+    let _ = tmux(&["kill-session", "-t", &session]);
+    assert!(text.contains("EXIT=1"), "{text}");
+    assert!(text.contains("tracebench: reading"), "{text}");
+    assert!(
+        !text.contains("threads"),
+        "no dashboard left behind:\n{text}"
+    );
+    assert!(
+        text.lines().filter(|l| !l.trim().is_empty()).next_back() == Some("ready$"),
+        "{text}"
+    );
+}

@@ -445,11 +445,15 @@ pub const REPLAY_KEYS: &[(&str, &str)] = &[
 
 /// Replays `run` in the terminal; without one, prints the whole run's
 /// summary. Returns the model at the end.
-pub fn run(run: &Path) -> Result<App, DashError> {
+pub fn run(run: &Path) -> Result<Replayed, DashError> {
     let mut player = load(run)?;
+    let truncated = player.truncated;
     if !io::stdout().is_terminal() {
         player.seek(player.end_ns);
-        return Ok(player.app);
+        return Ok(Replayed {
+            app: player.app,
+            truncated,
+        });
     }
     player.export_dir = run.is_dir().then(|| run.to_path_buf());
     let mut terminal =
@@ -458,7 +462,18 @@ pub fn run(run: &Path) -> Result<App, DashError> {
     let result = crate::source::drive(&mut terminal, &mut player);
     ratatui::restore();
     result.map_err(|e| DashError(format!("terminal: {e}")))?;
-    Ok(player.app)
+    Ok(Replayed {
+        app: player.app,
+        truncated,
+    })
+}
+
+/// What a replay ended with.
+pub struct Replayed {
+    /// The model at the end, for a summary.
+    pub app: App,
+    /// The recording was cut short (it replayed up to where it ends).
+    pub truncated: bool,
 }
 
 impl Source for Player {
