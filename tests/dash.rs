@@ -507,7 +507,7 @@ fn a_missing_corrupt_or_cut_recording_gives_one_line_and_a_clean_terminal() {
         "no dashboard left behind:\n{text}"
     );
     assert!(
-        text.lines().filter(|l| !l.trim().is_empty()).next_back() == Some("ready$"),
+        text.lines().rfind(|l| !l.trim().is_empty()) == Some("ready$"),
         "{text}"
     );
 }
