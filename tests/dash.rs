@@ -228,7 +228,17 @@ fn in_a_terminal_it_draws_the_panes_and_answers_keys() {
     tmux(&["send-keys", "-t", &session, "m"]);
     let next_mode = wait_for_screen(&session, "server pool-std");
     let next_mode_live = wait_for_screen(&session, "  p99.9 ");
+    // A smaller window: the next frame fits it.
+    tmux(&["resize-window", "-t", &session, "-x", "100", "-y", "30"]);
+    let (resized, small) = eventually(Duration::from_secs(5), || {
+        let text = screen(&session);
+        // The frame's own corner, not a wider frame cut by the window.
+        let top = text.lines().next().unwrap_or_default().trim_end();
+        let fits = top.chars().count() == 100 && top.ends_with('┐');
+        (fits && text.contains("  p99.9 "), text)
+    });
     let still_there = !press_q_and_wait(&session);
+    assert!(resized, "not redrawn at 100x30:\n{small}");
     assert!(more_load.contains("c=20"), "{more_load}");
     assert!(next_mode.contains("server pool-std"), "{next_mode}");
     assert!(next_mode_live.contains("  p99.9 "), "{next_mode_live}");
