@@ -6,7 +6,8 @@ use std::fmt::Write as _;
 use crate::{ExperimentConfig, ModeResult};
 
 /// The CSV's header line, one column per number (times in seconds or
-/// milliseconds as the name says, memory in KiB).
+/// milliseconds as the name says, memory in KiB). `measured_s` has µs
+/// precision, so `deviation_pct` can be recomputed from the file.
 pub const CSV_HEADER: &str = "mode,requests,workers,delay_s,theory_s,measured_s,deviation_pct,\
     p50_ms,p99_ms,max_ms,answered,failed,cpu_user_s,cpu_system_s,cpu_s,\
     threads_created,processes_created,voluntary_switches,involuntary_switches,context_switches,\
@@ -24,7 +25,7 @@ pub fn csv(config: &ExperimentConfig, results: &[ModeResult]) -> String {
         let per_thread: Vec<String> = served.iter().map(|(_, n)| n.to_string()).collect();
         let _ = writeln!(
             out,
-            "{},{},{},{:.3},{:.3},{:.3},{:.1},{:.1},{:.1},{:.1},{},{},{:.3},{:.3},{:.3},{},{},{},{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{:.3},{:.3},{:.6},{:.1},{:.1},{:.1},{:.1},{},{},{:.3},{:.3},{:.3},{},{},{},{},{},{},{},{},{},{},{},{}",
             r.mode,
             config.requests,
             config.workers,
@@ -235,7 +236,7 @@ mod tests {
         assert_eq!(field("workers"), "5");
         assert_eq!(field("delay_s"), "1.000");
         assert_eq!(field("theory_s"), "2.000");
-        assert_eq!(field("measured_s"), "2.040");
+        assert_eq!(field("measured_s"), "2.040000");
         assert_eq!(field("deviation_pct"), "2.0");
         assert_eq!(field("p50_ms"), "1500.0");
         assert_eq!(field("p99_ms"), "2030.0");
