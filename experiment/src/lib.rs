@@ -402,6 +402,12 @@ fn run_mode(config: &ExperimentConfig, mode: Mode) -> Result<ModeResult, Experim
     // or the last requests would end at the kill (or not be seen at all).
     let answered_by_trace = report.stats.completed() as usize;
     server.wait_for_requests(answered_by_trace, DRAIN_TIMEOUT);
+    if tracebench_tracer::interrupted() {
+        return Err(ExperimentError::Interrupted {
+            mode,
+            completed: 0,
+        });
+    }
     // Before the stop: the server's memory is gone once it is killed.
     let peak_rss_kib = server.pid().and_then(measure::peak_rss_kib);
     let analysis = server.stop()?;
