@@ -74,7 +74,8 @@ pub enum ExperimentError {
     Interrupted {
         /// The mode that was running.
         mode: Mode,
-        /// How many modes had finished (and are in the written table).
+        /// How many modes had finished (and are in the written table);
+        /// [`run`] fills it in.
         completed: usize,
     },
 }
@@ -400,13 +401,10 @@ fn run_mode(config: &ExperimentConfig, mode: Mode) -> Result<ModeResult, Experim
     // The client has its answer before the server's close returns: give
     // the trace a moment to see every close before the server is killed,
     // or the last requests would end at the kill (or not be seen at all).
-    let answered_by_trace = report.stats.completed() as usize;
-    server.wait_for_requests(answered_by_trace, DRAIN_TIMEOUT);
+    let answered_to_client = report.stats.completed() as usize;
+    server.wait_for_requests(answered_to_client, DRAIN_TIMEOUT);
     if tracebench_tracer::interrupted() {
-        return Err(ExperimentError::Interrupted {
-            mode,
-            completed: 0,
-        });
+        return Err(ExperimentError::Interrupted { mode, completed: 0 });
     }
     // Before the stop: the server's memory is gone once it is killed.
     let peak_rss_kib = server.pid().and_then(measure::peak_rss_kib);
