@@ -2,6 +2,7 @@
 //! everything it runs lives in them.
 
 mod dash;
+mod experiment;
 mod export;
 mod lab;
 mod load;
@@ -24,6 +25,7 @@ use clap::{CommandFactory, Parser, Subcommand};
         tracebench trace -w run.tbt -- tracebench serve\n  \
         tracebench export run.tbt --chrome run.json\n  \
         tracebench lab raw-clone\n  \
+        tracebench experiment --quick\n  \
         tracebench completions bash > /etc/bash_completion.d/tracebench\n\n\
         Without a subcommand, tracebench opens the live dashboard on its defaults."
 )]
@@ -88,6 +90,15 @@ enum Command {
     /// Add HdrHistogram interval logs (.hlog) interval by interval
     #[command(after_help = "Example:\n  tracebench merge gen1.hlog gen2.hlog -o all.hlog")]
     Merge(load::MergeArgs),
+    /// The classic experiment: every server mode, traced, under N concurrent requests, against theory
+    #[command(after_help = "Examples:\n  \
+        tracebench experiment                            # N=10 requests of 1 s, pools of 5, every mode (~20 s)\n  \
+        tracebench experiment --quick --out /tmp/exp     # 200 ms per request, for a quick check\n  \
+        tracebench experiment --modes sync,pool-futex -c 20 --workers 4 --delay 500ms\n\n\
+        Writes table.md (also printed), table.csv, latency.svg, and per mode its trace \
+        (<mode>.tbt, for tracebench replay) and timeline-<mode>.svg. \
+        Theory: sync N·d, pools ⌈N/W⌉·d, thread and fork d. docs/experiments.md explains the results.")]
+    Experiment(experiment::ExperimentArgs),
     /// The seed labs: small programs (race, raw clone, futex handshake, pipe, semaphore, locks) to run and trace
     #[command(after_help = "Examples:\n  \
         tracebench lab race --sync none                 # lost updates\n  \
@@ -116,6 +127,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Merge(args)) => load::merge(args).map(|()| ExitCode::SUCCESS),
         Some(Command::Serve(args)) => serve::run(args.into()).map(|()| ExitCode::SUCCESS),
         Some(Command::Lab(args)) => lab::run(args),
+        Some(Command::Experiment(args)) => experiment::run(args).map(|()| ExitCode::SUCCESS),
         Some(Command::Completions { shell }) => {
             clap_complete::generate(
                 shell,

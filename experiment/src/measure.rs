@@ -1,0 +1,177 @@
+//! What the kernel says about the traced server: CPU time and context
+//! switches from `getrusage(RUSAGE_CHILDREN)`, peak memory from
+//! `/proc/PID/status`, and whether a port listens from `/proc/net/tcp`.
+
+use std::time::Duration;
+
+/// CPU time and context switches of this process's waited-for children
+/// and their waited-for descendants, as `getrusage(RUSAGE_CHILDREN)`
+/// counts them; [`ChildrenUsage::since`] turns two readings into what one
+/// server used.
+///
+/// Why this and not /proc: the traced server is our child (the tracer
+/// forks it), and once it is reaped the kernel has added to our
+/// children's totals everything it ever used: every thread, also those
+/// that exited long before (their times are folded into the process when
+/// they exit, and vanish from /proc/PID/task), and every child process it
+/// reaped itself (fork mode's per-connection children, whose /proc
+/// entries are gone by the time we could look). A /proc sample taken
+/// before stopping sees only the threads still alive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ChildrenUsage {
+    /// User-mode CPU time.
+    pub user: Duration,
+    /// Kernel-mode CPU time.
+    pub system: Duration,
+    /// Voluntary context switches (the task slept: a blocking syscall, a
+    /// futex wait, a sleep, and every ptrace stop).
+    pub voluntary_switches: u64,
+    /// Involuntary context switches (preempted while runnable).
+    pub involuntary_switches: u64,
+}
+
+impl ChildrenUsage {
+    /// The totals now.
+    pub fn now() -> ChildrenUsage {
+        // SAFETY: getrusage writes one struct rusage into memory we own;
+        // all zeroes is a valid value of it.
+        let usage = unsafe {
+            let mut usage: libc::rusage = std::mem::zeroed();
+            if libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) != 0 {
+                // Only EFAULT/EINVAL are possible, neither with these
+                // arguments; zeroes make the difference 0, not garbage.
+                return ChildrenUsage::default();
+            }
+            usage
+        };
+        let time = |t: libc::timeval| {
+            Duration::from_secs(t.tv_sec.max(0) as u64)
+                + Duration::from_micros(t.tv_usec.max(0) as u64)
+        };
+        ChildrenUsage {
+            user: time(usage.ru_utime),
+            system: time(usage.ru_stime),
+            voluntary_switches: usage.ru_nvcsw.max(0) as u64,
+            involuntary_switches: usage.ru_nivcsw.max(0) as u64,
+        }
+    }
+
+    /// What was added between `earlier` and `self`.
+    pub fn since(&self, earlier: &ChildrenUsage) -> ChildrenUsage {
+        ChildrenUsage {
+            user: self.user.saturating_sub(earlier.user),
+            system: self.system.saturating_sub(earlier.system),
+            voluntary_switches: self
+                .voluntary_switches
+                .saturating_sub(earlier.voluntary_switches),
+            involuntary_switches: self
+                .involuntary_switches
+                .saturating_sub(earlier.involuntary_switches),
+        }
+    }
+
+    /// User + system time.
+    pub fn cpu(&self) -> Duration {
+        self.user + self.system
+    }
+
+    /// Voluntary + involuntary switches.
+    pub fn context_switches(&self) -> u64 {
+        self.voluntary_switches + self.involuntary_switches
+    }
+}
+
+/// The peak resident set of process `pid` (VmHWM), KiB.
+pub fn peak_rss_kib(pid: i32) -> Option<u64> {
+    parse_vm_hwm(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
+}
+
+/// The `VmHWM:` line of a /proc/PID/status text, KiB.
+fn parse_vm_hwm(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let mut words = line["VmHWM:".len()..].split_whitespace();
+    let value = words.next()?.parse().ok()?;
+    (words.next() == Some("kB")).then_some(value)
+}
+
+/// Whether some socket listens on TCP `port` (IPv4 or IPv6), from
+/// /proc/net/tcp{,6}. Unlike a test connection, looking makes no
+/// connection the server would accept and the trace would count.
+pub fn is_listening(port: u16) -> bool {
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|table| {
+        std::fs::read_to_string(table).is_ok_and(|text| table_has_listener(&text, port))
+    })
+}
+
+/// Whether a /proc/net/tcp table has a socket in state LISTEN (0A) on
+/// local `port`.
+fn table_has_listener(table: &str, port: u16) -> bool {
+    const LISTEN: &str = "0A";
+    table.lines().skip(1).any(|line| {
+        let mut fields = line.split_whitespace();
+        let local = fields.nth(1);
+        let state = fields.nth(1);
+        let local_port = local
+            .and_then(|l| l.rsplit_once(':'))
+            .and_then(|(_, hex)| u16::from_str_radix(hex, 16).ok());
+        local_port == Some(port) && state == Some(LISTEN)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_peak_resident_set() {
+        let status =
+            "Name:\ttracebench\nVmPeak:\t  20000 kB\nVmHWM:\t    4321 kB\nVmRSS:\t 4000 kB\n";
+        assert_eq!(parse_vm_hwm(status), Some(4321));
+        assert_eq!(parse_vm_hwm("Name:\tx\n"), None);
+        assert_eq!(parse_vm_hwm("VmHWM:\tlots\n"), None);
+    }
+
+    #[test]
+    fn our_own_status_has_a_peak() {
+        let pid = std::process::id() as i32;
+        assert!(peak_rss_kib(pid).is_some_and(|kib| kib > 0));
+    }
+
+    #[test]
+    fn finds_a_listener_by_port_and_state() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+           0: 0100007F:0BB8 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 1 1 0 100 0 0 10 0\n\
+           1: 0100007F:1F90 0100007F:D431 01 00000000:00000000 00:00000000 00000000  1000        0 2 1 0 100 0 0 10 0\n";
+        assert!(table_has_listener(table, 3000));
+        // Established (01), not listening.
+        assert!(!table_has_listener(table, 8080));
+        assert!(!table_has_listener(table, 1));
+    }
+
+    #[test]
+    fn sees_a_real_listener() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        assert!(is_listening(port));
+        drop(listener);
+        assert!(!is_listening(port));
+    }
+
+    #[test]
+    fn usage_differences_never_underflow() {
+        let later = ChildrenUsage {
+            user: Duration::from_millis(30),
+            system: Duration::from_millis(20),
+            voluntary_switches: 10,
+            involuntary_switches: 2,
+        };
+        let earlier = ChildrenUsage {
+            user: Duration::from_millis(10),
+            ..Default::default()
+        };
+        let used = later.since(&earlier);
+        assert_eq!(used.cpu(), Duration::from_millis(40));
+        assert_eq!(used.context_switches(), 12);
+        assert_eq!(earlier.since(&later), ChildrenUsage::default());
+    }
+}

@@ -1,0 +1,240 @@
+//! Our server, spawned under our tracer on a thread of its own (ptrace
+//! ties a tracee to the thread that traces it), every event written to the
+//! mode's trace file and analysed as it arrives.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tracebench_server::Mode;
+use tracebench_tracer::attribution::{Attributor, RequestRecord};
+use tracebench_tracer::file::{Header, TraceWriter};
+use tracebench_tracer::futexstat::FutexStats;
+use tracebench_tracer::sink::Tee;
+use tracebench_tracer::{Creation, Event, EventKind, EventSink, Options, Session, Target};
+
+use crate::ExperimentError;
+use crate::measure::is_listening;
+
+/// How long a traced server may take to listen (a loaded machine, a debug
+/// build, ptrace stops on its start-up calls).
+const LISTEN_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// What the trace of one mode says, computed while it is recorded.
+#[derive(Default)]
+pub struct Analysis {
+    /// Per-request attribution.
+    attributor: Attributor,
+    /// Per-futex-word statistics.
+    pub futex: FutexStats,
+    /// Every request attributed, in order of completion.
+    pub requests: Vec<RequestRecord>,
+    /// `Spawned` events of kind thread.
+    pub threads_created: u64,
+    /// `Spawned` events of kind process or vfork.
+    pub processes_created: u64,
+    /// Syscall entries the tracer stopped at.
+    pub traced_syscalls: u64,
+    /// The traced program's pid, from its first event, for /proc.
+    server_pid: Arc<AtomicI32>,
+    /// `requests.len()`, for the thread waiting to stop the server.
+    attributed: Arc<AtomicUsize>,
+}
+
+impl EventSink for Analysis {
+    fn event(&mut self, event: &Event) {
+        // The first event is the spawned program's own (its exec).
+        let _ =
+            self.server_pid
+                .compare_exchange(0, event.pid, Ordering::Relaxed, Ordering::Relaxed);
+        match &event.kind {
+            EventKind::Spawned { creation, .. } => match creation {
+                Creation::Thread => self.threads_created += 1,
+                Creation::Process | Creation::Vfork => self.processes_created += 1,
+            },
+            EventKind::SyscallEntry { .. } => self.traced_syscalls += 1,
+            _ => {}
+        }
+        self.futex.feed(event);
+        let requests = &mut self.requests;
+        self.attributor
+            .feed(event, |request| requests.push(request.clone()));
+        self.attributed.store(requests.len(), Ordering::Relaxed);
+    }
+}
+
+/// The tracer thread's result: the analysis, and whether the trace file
+/// was completed.
+type TracerResult = (Analysis, Result<(), String>);
+
+/// A server of one mode, running traced. Dropping it stops the server
+/// (the tracer kills a program it spawned) and waits for the tracer, so no
+/// early return leaves a server running or stopped under a dead tracer.
+pub struct TracedServer {
+    mode: Mode,
+    addr: SocketAddr,
+    server_pid: Arc<AtomicI32>,
+    attributed: Arc<AtomicUsize>,
+    tracer: Option<JoinHandle<TracerResult>>,
+}
+
+impl TracedServer {
+    /// Starts `tracebench serve --mode MODE` (from `exe`) traced, recording
+    /// to `trace_path`, and returns once it listens.
+    pub fn start(
+        exe: &Path,
+        mode: Mode,
+        workers: usize,
+        delay: Duration,
+        trace_path: &Path,
+    ) -> Result<TracedServer, ExperimentError> {
+        let failed = |message: String| ExperimentError::Server { mode, message };
+        let addr = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| failed(format!("no free port on 127.0.0.1: {e}")))?;
+        let args: Vec<std::ffi::OsString> = vec![
+            "serve".into(),
+            "--mode".into(),
+            mode.name().into(),
+            "--workers".into(),
+            workers.to_string().into(),
+            "--delay".into(),
+            format!("{}us", delay.as_micros()).into(),
+            "--addr".into(),
+            addr.to_string().into(),
+        ];
+        let command = std::iter::once(exe.as_os_str())
+            .chain(args.iter().map(|a| a.as_os_str()))
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let file = TraceWriter::create(trace_path, &Header::now(command))
+            .map_err(|e| failed(format!("cannot create {}: {e}", trace_path.display())))?;
+        let target = Target::Spawn {
+            program: exe.as_os_str().to_owned(),
+            args,
+        };
+        let server_pid = Arc::new(AtomicI32::new(0));
+        let attributed = Arc::new(AtomicUsize::new(0));
+        let mut analysis = Analysis {
+            server_pid: Arc::clone(&server_pid),
+            attributed: Arc::clone(&attributed),
+            ..Analysis::default()
+        };
+        let (started_tx, started_rx) = mpsc::channel::<Result<(), String>>();
+        let tracer = std::thread::Builder::new()
+            .name(format!("tracer-{mode}"))
+            .spawn(move || -> TracerResult {
+                let options = Options {
+                    silence: true,
+                    ..Options::default()
+                };
+                // Start and run on this same thread: it owns every ptrace call.
+                let session = match Session::start(&target, &options) {
+                    Ok(session) => session,
+                    Err(e) => {
+                        let _ = started_tx.send(Err(e.to_string()));
+                        return (analysis, Ok(()));
+                    }
+                };
+                let _ = started_tx.send(Ok(()));
+                let mut file = file;
+                let ran = session.run(&mut Tee(vec![&mut file, &mut analysis]));
+                let finished = file.finish().map(drop).map_err(|e| e.to_string());
+                let outcome = match ran {
+                    Ok(_) => finished,
+                    Err(e) => Err(format!("the trace failed: {e}")),
+                };
+                (analysis, outcome)
+            })
+            .map_err(|e| failed(format!("cannot start the tracer thread: {e}")))?;
+        let mut server = TracedServer {
+            mode,
+            addr,
+            server_pid,
+            attributed,
+            tracer: Some(tracer),
+        };
+        match started_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(failed(format!("cannot trace the server: {e}"))),
+            Err(_) => return Err(failed("the tracer thread died".into())),
+        }
+        let deadline = Instant::now() + LISTEN_TIMEOUT;
+        while !is_listening(addr.port()) {
+            if server.tracer.as_ref().is_none_or(|t| t.is_finished()) {
+                let outcome = server.finish();
+                return Err(failed(format!(
+                    "the server exited before listening on {addr}{}",
+                    outcome.err().map(|e| format!(" ({e})")).unwrap_or_default()
+                )));
+            }
+            if Instant::now() > deadline || tracebench_tracer::interrupted() {
+                if tracebench_tracer::interrupted() {
+                    return Err(ExperimentError::Interrupted { mode, completed: 0 });
+                }
+                return Err(failed(format!(
+                    "the server did not listen on {addr} within {} s",
+                    LISTEN_TIMEOUT.as_secs()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(server)
+    }
+
+    /// The URL the server answers at.
+    pub fn url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+
+    /// The server's process id, once its first event was seen.
+    pub fn pid(&self) -> Option<i32> {
+        Some(self.server_pid.load(Ordering::Relaxed)).filter(|&pid| pid > 0)
+    }
+
+    /// Waits until the trace has attributed `requests` requests (the
+    /// server closed them), at most `limit`, or until Ctrl-C.
+    pub fn wait_for_requests(&self, requests: usize, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while self.attributed.load(Ordering::Relaxed) < requests
+            && Instant::now() < deadline
+            && !tracebench_tracer::interrupted()
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Stops the server (the tracer kills it and reaps it) and returns
+    /// what its trace said.
+    pub fn stop(mut self) -> Result<Analysis, ExperimentError> {
+        let mode = self.mode;
+        self.finish()
+            .map_err(|message| ExperimentError::Server { mode, message })
+    }
+
+    /// Asks the tracer to end (killing the server), waits for it, and
+    /// takes its result; `Err` if it already was taken.
+    fn finish(&mut self) -> Result<Analysis, String> {
+        let Some(tracer) = self.tracer.take() else {
+            return Err("the tracer already ended".into());
+        };
+        tracebench_tracer::request_stop();
+        match tracer.join() {
+            Ok((analysis, Ok(()))) => Ok(analysis),
+            Ok((_, Err(e))) => Err(e),
+            Err(_) => Err("the tracer thread panicked".into()),
+        }
+    }
+}
+
+impl Drop for TracedServer {
+    fn drop(&mut self) {
+        if self.tracer.is_some() {
+            let _ = self.finish();
+        }
+    }
+}

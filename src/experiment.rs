@@ -1,0 +1,107 @@
+//! `tracebench experiment`: every server mode, traced, under the same
+//! batch of concurrent requests, set beside its model.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use tracebench_experiment::{ExperimentConfig, ModeResult, parse_modes};
+use tracebench_server::Mode;
+
+use crate::parse_duration;
+
+/// The delay of `--quick`: long enough that one wave of requests stands
+/// well above the tracing and start-up costs (a few ms), short enough for
+/// CI (about 4 s for every mode).
+const QUICK_DELAY: Duration = Duration::from_millis(200);
+
+/// Arguments of `tracebench experiment`.
+#[derive(clap::Args, Debug)]
+pub struct ExperimentArgs {
+    /// N: concurrent requests, fired at once, one connection each
+    #[arg(short = 'c', long = "concurrency", default_value_t = 10)]
+    concurrency: usize,
+    /// d: the server's work per request (a nanosleep)
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    delay: Duration,
+    /// W: workers of the pool modes
+    #[arg(long, default_value_t = 5)]
+    workers: usize,
+    /// The modes to run, in order, comma-separated (or all)
+    #[arg(long, default_value = "all", value_name = "MODE,…")]
+    modes: String,
+    /// A short delay (200ms) for a quick check, as in CI; overrides --delay
+    #[arg(long)]
+    quick: bool,
+    /// The run directory (default: runs/experiment-<time>/)
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+}
+
+/// Runs the experiment, prints progress on stderr and the table on stdout.
+pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("cannot find the tracebench binary")?;
+    let out = args.out.unwrap_or_else(|| {
+        // runs/experiment-2026-11-22T15-57-21Z: sortable, no ':' to quote.
+        let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+        PathBuf::from("runs").join(format!("experiment-{}", stamp.replace(':', "-")))
+    });
+    let config = ExperimentConfig {
+        exe,
+        modes: parse_modes(&args.modes)?,
+        requests: args.concurrency,
+        delay: if args.quick { QUICK_DELAY } else { args.delay },
+        workers: args.workers,
+        out,
+    };
+    config.validate()?;
+    eprintln!(
+        "tracebench: {} concurrent requests of {} against {} mode(s), traced, into {}/",
+        config.requests,
+        humantime::format_duration(config.delay),
+        config.modes.len(),
+        config.out.display()
+    );
+    let experiment = tracebench_experiment::run(&config, progress)?;
+    print!(
+        "{}",
+        tracebench_experiment::table::markdown(&config, &experiment.results)
+    );
+    let files: Vec<String> = experiment
+        .files
+        .iter()
+        .map(|f| f.display().to_string())
+        .collect();
+    eprintln!(
+        "tracebench: wrote {}/: {}",
+        config.out.display(),
+        files.join(", ")
+    );
+    eprintln!(
+        "tracebench: replay a mode with `tracebench replay {}`",
+        config
+            .out
+            .join(tracebench_experiment::trace_file_name(config.modes[0]))
+            .display()
+    );
+    Ok(())
+}
+
+/// One line per mode on stderr: its start, then how it compared.
+fn progress(mode: Mode, result: Option<&ModeResult>) {
+    let mut err = std::io::stderr().lock();
+    let _ = match result {
+        None => write!(err, "  {:<10} running… ", mode.name()),
+        Some(r) => writeln!(
+            err,
+            "{:.3} s (theory {:.3} s, {:+.1} %), {} of {} requests attributed",
+            r.measured.as_secs_f64(),
+            r.theory.as_secs_f64(),
+            r.deviation_percent(),
+            r.attributed(),
+            r.answered + r.failed,
+        ),
+    };
+    let _ = err.flush();
+}
