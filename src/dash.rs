@@ -193,6 +193,7 @@ pub fn run(args: DashArgs) -> anyhow::Result<()> {
         rate: args.rate,
         headless_for: args.headless_for,
         record,
+        restarts: 0,
     };
     let finished = tracebench_ui::run(&config)?;
     print!("{}", summary(&finished.app));

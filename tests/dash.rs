@@ -243,7 +243,7 @@ fn in_a_terminal_it_draws_the_panes_and_answers_keys() {
     assert!(next_mode.contains("server pool-std"), "{next_mode}");
     assert!(next_mode_live.contains("  p99.9 "), "{next_mode_live}");
     assert!(
-        dir.path().join("run-pool-std").join("trace.tbt").exists(),
+        dir.path().join("run-1-pool-std").join("trace.tbt").exists(),
         "the second mode has its own recording"
     );
     assert!(paused.contains("[paused]"), "{paused}");
@@ -460,10 +460,13 @@ fn a_missing_corrupt_or_cut_recording_gives_one_line_and_a_clean_terminal() {
     assert!(output.status.success());
     let trace = std::fs::read(good.join("trace.tbt")).unwrap();
     assert!(trace.len() > 4096, "{} bytes", trace.len());
-    // A flipped byte inside the first block, and a file cut in half.
+    // A flipped byte inside the first block's checked payload (after the
+    // 14-byte preamble, the header body and the 24-byte block header), and
+    // a file cut in half.
     let corrupt = dir.path().join("corrupt.tbt");
     let mut bytes = trace.clone();
-    bytes[300] ^= 0xff;
+    let header_body = u32::from_le_bytes(trace[10..14].try_into().unwrap()) as usize;
+    bytes[14 + header_body + 24 + 10] ^= 0xff;
     std::fs::write(&corrupt, &bytes).unwrap();
     let cut = dir.path().join("cut.tbt");
     std::fs::write(&cut, &trace[..trace.len() / 2]).unwrap();

@@ -12,8 +12,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bin=$PWD/target/debug/tracebench
-[ -x "$bin" ] || cargo build --locked --bin tracebench
+# Always the binary of this tree (a no-op after `cargo test` built it).
+cargo build --locked --quiet --bin tracebench
+bin=${CARGO_TARGET_DIR:-$PWD/target}/debug/tracebench
 work=$(mktemp -d)
 session=tracebench-e2e-$$
 trap 'tmux kill-session -t "$session" 2>/dev/null || true; rm -rf "$work"' EXIT

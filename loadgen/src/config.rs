@@ -167,6 +167,12 @@ impl LoadConfig {
 
     /// The number of event-loop threads the run will use.
     pub fn effective_threads(&self) -> usize {
+        if self.rate.is_some() && self.live_limit.is_some() {
+            // Each thread keeps its share of the rate; a limit turned down
+            // below the thread count would leave a thread with no
+            // connection and its share of the rate unsent.
+            return 1;
+        }
         let threads = if self.threads == 0 {
             default_threads(self.keep_alive)
         } else {

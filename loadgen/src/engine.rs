@@ -593,19 +593,26 @@ impl<'a> Worker<'a> {
         }
         let end = self.budget.deadline.map_or(now, |d| d.min(now));
         for conn in &self.conns {
-            if conn.phase != Phase::Idle && conn.started >= self.budget.measure_from {
+            if conn.phase != Phase::Idle && conn.planned >= self.budget.measure_from {
                 self.stats
                     .record_unanswered(end.saturating_duration_since(conn.planned));
             }
         }
         if let Some((due, gap)) = self.schedule.take() {
             let due = due.max(self.budget.measure_from);
-            let mut slots = (end.saturating_duration_since(due).as_nanos() / gap.as_nanos().max(1))
-                as u64
-                + u64::from(due < end);
+            // Slots at due, due + gap, … before the end.
+            let mut slots = end
+                .saturating_duration_since(due)
+                .as_nanos()
+                .div_ceil(gap.as_nanos().max(1)) as u64;
             if let Some(remaining) = &self.budget.remaining {
-                // A -n run stopped early: only what the budget had left.
-                slots = slots.min(remaining.load(Ordering::Relaxed));
+                // A -n run stopped early: only what the budget had left,
+                // taken from it so the workers do not count it twice.
+                slots = remaining
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                        Some(n - n.min(slots))
+                    })
+                    .map_or(0, |before| before.min(slots));
             }
             // Slots one gap apart waited end - due, end - due - gap, …: a
             // huge backlog (a high rate, a long stall) is recorded in at
@@ -703,7 +710,7 @@ impl<'a> Worker<'a> {
     fn fail(&mut self, index: usize, kind: ErrorKind) {
         self.record_error(kind);
         let conn = &self.conns[index];
-        if self.open_loop && kind == ErrorKind::Timeout && conn.started >= self.budget.measure_from
+        if self.open_loop && kind == ErrorKind::Timeout && conn.planned >= self.budget.measure_from
         {
             self.stats.record_unanswered(conn.planned.elapsed());
         }

@@ -47,11 +47,15 @@ const EXEC_ARGS: usize = 32;
 /// Most argv or envp pointers counted.
 const EXEC_POINTERS: usize = 65_536;
 
-/// The pointers of a NULL-terminated array (argv, envp), at most `max`.
-fn read_pointers(tid: Tid, addr: u64, max: usize) -> Vec<u64> {
+/// The pointers of a NULL-terminated array (argv, envp), at most `max`;
+/// `None` if the array cannot be read at all (a bad pointer).
+fn read_pointers(tid: Tid, addr: u64, max: usize) -> Option<Vec<u64>> {
     let mut pointers = Vec::new();
     if addr == 0 {
-        return pointers;
+        return Some(pointers);
+    }
+    if read_memory(tid, addr, 8).len() < 8 {
+        return None;
     }
     // 64 pointers a read; a read that crosses into an unmapped page comes
     // back short, and the next one starts where it stopped.
@@ -64,33 +68,38 @@ fn read_pointers(tid: Tid, addr: u64, max: usize) -> Vec<u64> {
         for word in chunk.chunks_exact(8) {
             let pointer = u64::from_ne_bytes(word.try_into().expect("8 bytes"));
             if pointer == 0 || pointers.len() == max {
-                return pointers;
+                return Some(pointers);
             }
             pointers.push(pointer);
         }
         at += (chunk.len() / 8 * 8) as u64;
     }
-    pointers
+    Some(pointers)
 }
 
+/// The argc of [`exec_data`] when argv could not be read.
+pub const UNREADABLE_ARGV: u32 = u32::MAX;
+
 /// What an execve carries, as [`crate::decode`] reads it: the path and a
-/// NUL; the number of arguments (u32, little-endian); the first
-/// [`EXEC_ARGS`] of them, each a flag byte (1: cut at `limit`), its bytes
-/// and a NUL; the number of environment variables (u32).
+/// NUL; the number of arguments (u32, little-endian; [`UNREADABLE_ARGV`]
+/// for a bad pointer); the first [`EXEC_ARGS`] of them, each a flag byte
+/// (1: cut at `limit`), its bytes and a NUL; the number of environment
+/// variables (u32).
 fn exec_data(tid: Tid, path: u64, argv: u64, envp: u64, limit: usize) -> Vec<u8> {
     let mut data = read_c_string(tid, path, PATH_LIMIT);
     data.push(0);
     let args = read_pointers(tid, argv, EXEC_POINTERS);
-    data.extend((args.len() as u32).to_le_bytes());
-    for &arg in args.iter().take(EXEC_ARGS) {
-        let mut text = read_c_string(tid, arg, limit + 1);
+    let argc = args.as_ref().map_or(UNREADABLE_ARGV, |a| a.len() as u32);
+    data.extend(argc.to_le_bytes());
+    for &arg in args.iter().flatten().take(EXEC_ARGS) {
+        let mut text = read_c_string(tid, arg, limit.saturating_add(1).min(PATH_LIMIT));
         let cut = text.len() > limit;
         text.truncate(limit);
         data.push(u8::from(cut));
         data.extend(text);
         data.push(0);
     }
-    let vars = read_pointers(tid, envp, EXEC_POINTERS).len();
+    let vars = read_pointers(tid, envp, EXEC_POINTERS).map_or(0, |v| v.len());
     data.extend((vars as u32).to_le_bytes());
     data
 }

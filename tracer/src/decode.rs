@@ -372,6 +372,15 @@ pub fn entry_args(nr: u32, args: &[u64; 6], data: &[u8]) -> String {
         Sysno::clone3 => format!("{}, {}", clone_args(data, a[0]), a[1]),
         Sysno::fork | Sysno::vfork => String::new(),
         Sysno::execve => exec_args(data, a[1], a[2]),
+        Sysno::execveat => format!(
+            "{}, {}, {}",
+            dirfd(a[0]),
+            exec_args(data, a[2], a[3]),
+            match a[4] {
+                0 => "0".to_owned(),
+                flags => hex(flags),
+            }
+        ),
         Sysno::nanosleep => format!("{}, {}", timespec(data, a[0]), hex(a[1])),
         Sysno::clock_nanosleep => {
             let clock = match a[0] as i32 {
@@ -404,6 +413,15 @@ pub fn entry_args(nr: u32, args: &[u64; 6], data: &[u8]) -> String {
     }
 }
 
+/// A directory descriptor argument: `AT_FDCWD` or the number.
+fn dirfd(value: u64) -> String {
+    if value as i32 == libc::AT_FDCWD {
+        "AT_FDCWD".to_owned()
+    } else {
+        int(value)
+    }
+}
+
 /// An execve's path and arrays as strace shows them:
 /// `"/bin/ls", ["ls", "-l"], 0x7ffd… /* 21 vars */`, from the layout the
 /// tracer captures (path NUL, argc, flagged args, envc); a bare path (the
@@ -433,6 +451,9 @@ pub fn exec_args(data: &[u8], argv: u64, envp: u64) -> String {
             let more = if argc > args.len() { ", ..." } else { "" };
             let argv = if argv == 0 {
                 "NULL".to_owned()
+            } else if argc == u32::MAX as usize {
+                // The tracer could not read the array: its address.
+                hex(argv)
             } else {
                 format!("[{}{more}]", args.join(", "))
             };
@@ -657,5 +678,22 @@ mod tests {
         for cut in 0..data.len() {
             let _ = exec_args(&data[..cut], 1, 2);
         }
+        // An argv the tracer could not read shows as its address.
+        let mut bad = b"/x\0".to_vec();
+        bad.extend(u32::MAX.to_le_bytes());
+        bad.extend(3u32.to_le_bytes());
+        assert_eq!(
+            exec_args(&bad, 0xdead, 0x2000),
+            r#""/x", 0xdead, 0x2000 /* 3 vars */"#
+        );
+        let execveat = syscalls::Sysno::execveat.id() as u32;
+        assert_eq!(
+            entry_args(
+                execveat,
+                &[(-100i64) as u64, 0, 0x1000, 0x2000, 0, 0],
+                &data
+            ),
+            r#"AT_FDCWD, "/bin/echo", ["echo", "hi", "a very l"...], 0x2000 /* 35 vars */, 0"#
+        );
     }
 }

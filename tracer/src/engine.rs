@@ -100,6 +100,10 @@ extern "C" fn on_interrupt(_: libc::c_int) {
     INTERRUPTED.store(true, Ordering::SeqCst);
     let timer = KICK_TIMER.load(Ordering::SeqCst);
     if timer != -1 {
+        // The interrupted code may be about to read errno: keep it (a
+        // timer deleted meanwhile makes timer_settime fail with EINVAL).
+        // SAFETY: __errno_location returns this thread's errno.
+        let errno = unsafe { *libc::__errno_location() };
         let again = libc::itimerspec {
             it_interval: libc::timespec {
                 tv_sec: 0,
@@ -113,6 +117,8 @@ extern "C" fn on_interrupt(_: libc::c_int) {
         // SAFETY: timer_settime is async-signal-safe; the timer lives
         // until the loop that created it clears KICK_TIMER first.
         unsafe { libc::timer_settime(timer as libc::timer_t, 0, &again, std::ptr::null_mut()) };
+        // SAFETY: as above.
+        unsafe { *libc::__errno_location() = errno };
     }
 }
 
@@ -624,10 +630,17 @@ impl Engine {
         // SAFETY: pthread_self has no preconditions.
         TRACER_THREAD.store(unsafe { libc::pthread_self() } as u64, Ordering::SeqCst);
         create_kick_timer();
-        let result = self.run_loop(sink);
-        delete_kick_timer();
-        TRACER_THREAD.store(0, Ordering::SeqCst);
-        result
+        // Whatever way the loop ends (a sink may panic), nothing may keep
+        // aiming signals at this thread afterwards.
+        struct LoopRunning;
+        impl Drop for LoopRunning {
+            fn drop(&mut self) {
+                delete_kick_timer();
+                TRACER_THREAD.store(0, Ordering::SeqCst);
+            }
+        }
+        let _running = LoopRunning;
+        self.run_loop(sink)
     }
 
     fn run_loop(&mut self, sink: &mut dyn EventSink) -> Result<Outcome, TraceError> {
@@ -658,9 +671,14 @@ impl Engine {
             if test_interrupt_window.is_some() {
                 // Test hook: once the program is idle, hold the window
                 // open, and say so.
-                if let Ok(Some((tid, status))) = ptrace::wait_any(true) {
-                    self.handle(tid, status, sink);
-                    continue;
+                match ptrace::wait_any(true) {
+                    Ok(Some((tid, status))) => {
+                        self.handle(tid, status, sink);
+                        continue;
+                    }
+                    Ok(None) => {}
+                    // Nothing left to trace: no window to hold open.
+                    Err(_) => test_interrupt_window = None,
                 }
                 let asleep = std::fs::read_to_string(format!("/proc/{}/stat", self.root))
                     .is_ok_and(|stat| stat.rsplit(") ").next().is_some_and(|s| s.starts_with('S')));

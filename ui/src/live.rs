@@ -72,6 +72,9 @@ pub struct DashConfig {
     /// Record the run into this directory: `trace.tbt` (every traced
     /// event) and `latency.hlog` (the load generator's interval log).
     pub record: Option<PathBuf>,
+    /// How many times `m` restarted the dashboard before this run (0 for
+    /// the first).
+    pub restarts: usize,
 }
 
 impl DashConfig {
@@ -111,8 +114,10 @@ impl DashConfig {
         }
     }
 
-    /// The same dashboard on the next server mode, recorded beside this
-    /// one (`<dir>-<mode>`); `None` unless the dashboard starts the server.
+    /// The same dashboard on the next server mode, recorded beside the
+    /// first run (`<dir>-<n>-<mode>` for the n-th restart, so going round
+    /// the modes never overwrites a recording); `None` unless the
+    /// dashboard starts the server.
     pub fn next_mode(&self) -> Option<DashConfig> {
         let Traced::Serve {
             mode,
@@ -125,13 +130,19 @@ impl DashConfig {
         let position = self.modes.iter().position(|m| m == mode)?;
         let next = self.modes[(position + 1) % self.modes.len()].clone();
         let mut config = self.clone();
+        config.restarts = self.restarts + 1;
         config.record = self.record.as_ref().map(|dir| {
-            let name = dir.file_name().map_or_else(String::new, |n| {
-                n.to_string_lossy()
-                    .trim_end_matches(&format!("-{mode}"))
-                    .to_owned()
-            });
-            dir.with_file_name(format!("{name}-{next}"))
+            let name = dir
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+            // The first run's name: this one's without the suffix added
+            // for it (exactly that suffix, never a user's own).
+            let suffix = format!("-{}-{mode}", self.restarts);
+            let first = match self.restarts {
+                0 => name.as_str(),
+                _ => name.strip_suffix(&suffix).unwrap_or(&name),
+            };
+            dir.with_file_name(format!("{first}-{}-{next}", config.restarts))
         });
         config.traced = Traced::Serve {
             mode: next,
@@ -495,6 +506,9 @@ impl Running {
         for snapshot in self.snapshots.try_iter() {
             app.update(Action::Load(snapshot));
         }
+        // The trace's clock is CLOCK_MONOTONIC: an idle program's states
+        // age, and its timeline moves, without events.
+        app.update(Action::Tick(tracebench_tracer::monotonic_ns()));
         app.update(Action::Dropped(self.source.dropped.load(Ordering::Relaxed)));
     }
 
@@ -637,5 +651,52 @@ impl Source for LiveSource<'_> {
             }
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restarts_go_round_the_modes_and_never_reuse_a_recording() {
+        let mut config = DashConfig {
+            exe: "tracebench".into(),
+            traced: Traced::Serve {
+                mode: "pool-futex".into(),
+                workers: 5,
+                delay: Duration::from_millis(50),
+            },
+            modes: ["sync", "pool-futex", "pool-std"]
+                .map(String::from)
+                .to_vec(),
+            selection: Selection::default(),
+            connections: 10,
+            rate: None,
+            headless_for: Duration::from_secs(1),
+            record: Some("runs/T-pool-std".into()),
+            restarts: 0,
+        };
+        let mut seen = vec![config.record.clone().unwrap()];
+        for _ in 0..7 {
+            config = config.next_mode().unwrap();
+            seen.push(config.record.clone().unwrap());
+        }
+        let names: Vec<String> = seen.iter().map(|p| p.display().to_string()).collect();
+        assert_eq!(
+            names,
+            [
+                "runs/T-pool-std",
+                "runs/T-pool-std-1-pool-std",
+                "runs/T-pool-std-2-sync",
+                "runs/T-pool-std-3-pool-futex",
+                "runs/T-pool-std-4-pool-std",
+                "runs/T-pool-std-5-sync",
+                "runs/T-pool-std-6-pool-futex",
+                "runs/T-pool-std-7-pool-std",
+            ],
+            "a user's own name ending like a mode is kept whole"
+        );
+        assert!(matches!(&config.traced, Traced::Serve { mode, .. } if mode == "pool-std"));
     }
 }

@@ -208,6 +208,10 @@ pub enum Action {
     NextMode,
     /// Show the futex words instead of the recent events, or back.
     ToggleFutexPane,
+    /// Time passed: the trace clock (CLOCK_MONOTONIC) reads this now, even
+    /// if no event came (a live source sends it every frame, so an idle
+    /// program's states keep aging and its timeline keeps moving).
+    Tick(u64),
     /// Mark the present: the latency panes then count only the requests
     /// answered between the mark and the present (or the playhead). Again:
     /// forget the mark.
@@ -392,6 +396,12 @@ impl App {
             Action::MoreLoad | Action::LessLoad => {}
             Action::NextMode => self.restart = !self.replay,
             Action::ToggleFutexPane => self.futex_pane = !self.futex_pane,
+            Action::Tick(now_ns) => {
+                if self.origin_ns != 0 && now_ns > self.now_ns {
+                    self.upkeep(now_ns);
+                    self.now_ns = now_ns;
+                }
+            }
             Action::MarkRange => {
                 self.range_mark = match self.range_mark.take() {
                     Some(_) => None,
@@ -438,27 +448,7 @@ impl App {
         self.requests.feed(&event, |_| {});
         self.futex.feed(&event);
         let at = event.time_ns;
-        if at >= self.tick.0 + 1_000_000_000 {
-            // Once a second of trace: the event rate, and forget threads
-            // gone for longer than the timeline shows (fork mode makes one
-            // per request).
-            let (tick_ns, tick_events) = self.tick;
-            if tick_ns > 0 {
-                self.events_per_s =
-                    (self.events - tick_events) as f64 / ((at - tick_ns) as f64 / 1e9);
-            }
-            self.tick = (at, self.events);
-            let horizon = at.saturating_sub(MAX_WINDOW_NS);
-            let requests = &mut self.requests;
-            self.threads.retain(|tid, row| {
-                let keep = row.history.current() != ThreadState::Exited
-                    || row.history.since_ns() >= horizon;
-                if !keep {
-                    requests.stats_mut().forget_worker(*tid);
-                }
-                keep
-            });
-        }
+        self.upkeep(at);
         self.now_ns = self.now_ns.max(at);
         if self.origin_ns == 0 {
             self.origin_ns = at;
@@ -526,6 +516,30 @@ impl App {
             time_ns: at,
             tid: event.tid,
             what,
+        });
+    }
+
+    /// Once a second of trace time (`at`): the event rate, and forget
+    /// threads gone for longer than the timeline shows (fork mode makes one
+    /// per request).
+    fn upkeep(&mut self, at: u64) {
+        if at < self.tick.0 + 1_000_000_000 {
+            return;
+        }
+        let (tick_ns, tick_events) = self.tick;
+        if tick_ns > 0 {
+            self.events_per_s = (self.events - tick_events) as f64 / ((at - tick_ns) as f64 / 1e9);
+        }
+        self.tick = (at, self.events);
+        let horizon = at.saturating_sub(MAX_WINDOW_NS);
+        let requests = &mut self.requests;
+        self.threads.retain(|tid, row| {
+            let keep =
+                row.history.current() != ThreadState::Exited || row.history.since_ns() >= horizon;
+            if !keep {
+                requests.stats_mut().forget_worker(*tid);
+            }
+            keep
         });
     }
 
@@ -847,5 +861,27 @@ mod tests {
             "{} events/s",
             app.events_per_s
         );
+    }
+
+    #[test]
+    fn time_passes_without_events() {
+        let mut app = App::new("test");
+        app.update(Action::Tick(5));
+        assert_eq!(app.now_ns, 0, "no trace yet: nothing to age");
+        app.update(event(
+            1_000,
+            7,
+            EventKind::Exited {
+                status: ExitStatus::Code(0),
+            },
+        ));
+        app.update(event(2_000, 8, EventKind::Signal { signal: 10 }));
+        app.update(Action::Tick(1_500_000_000));
+        assert_eq!(app.now_ns, 1_500_000_000, "the states age");
+        app.update(Action::Tick(3_000_000_000));
+        assert_eq!(app.events_per_s, 0.0, "no events in the last second");
+        app.update(Action::Tick(MAX_WINDOW_NS + 5_000_000_000));
+        assert!(!app.threads.contains_key(&7), "forgotten while idle");
+        assert!(app.threads.contains_key(&8));
     }
 }

@@ -171,7 +171,7 @@ pub fn load(run: &Path) -> Result<Player, DashError> {
         Ok(Some(blocks)) => blocks.iter().map(|b| u64::from(b.events)).sum(),
         _ => std::fs::metadata(&trace_path).map_or(0, |m| m.len() / 10),
     };
-    let spacing = (expected_events / MAX_CHECKPOINTS).max(MIN_CHECKPOINT_EVENTS);
+    let mut spacing = (expected_events / MAX_CHECKPOINTS).max(MIN_CHECKPOINT_EVENTS);
     let title = format!("replay of {}", run.display());
     let fresh = || {
         let mut app = App::new(title.clone());
@@ -215,6 +215,17 @@ pub fn load(run: &Path) -> Result<Player, DashError> {
                 app: player.app.clone(),
             });
             since_checkpoint = 0;
+            if player.checkpoints.len() > MAX_CHECKPOINTS as usize {
+                // More events than the estimate said (a cut file): keep
+                // every other checkpoint (the start among them) and space
+                // the next ones twice as far.
+                let mut index = 0;
+                player.checkpoints.retain(|_| {
+                    index += 1;
+                    index % 2 == 1
+                });
+                spacing *= 2;
+            }
         }
         let Some(block) = player
             .reader
@@ -349,9 +360,14 @@ impl Player {
                 return;
             }
         }
-        // Nothing more of that thread: the playhead stays where it was
-        // (the model, which read on to the end, is put back there).
+        // Nothing more of that thread: the playhead stays where it was,
+        // and the model, which read on to the end, is rebuilt there.
         self.playing = false;
+        let checkpoint = self
+            .checkpoints
+            .partition_point(|c| c.at_ns <= playhead)
+            .saturating_sub(1);
+        self.restore(checkpoint);
         self.seek(playhead);
     }
 
@@ -544,6 +560,10 @@ mod tests {
         player.step();
         assert_eq!(player.playhead_ns, 4_000_000_000);
         assert!(!player.playing, "stepping pauses");
+        // Nothing more of thread 2: the playhead and the model stay put.
+        player.step();
+        assert_eq!(player.playhead_ns, 4_000_000_000);
+        assert_eq!(player.app.events, 4, "the model is that of the playhead");
         player.on_key(KeyCode::End);
         player.step();
         assert_eq!(player.playhead_ns, 5_000_000_000, "nothing after the end");
