@@ -221,6 +221,25 @@ fn in_a_terminal_it_draws_the_panes_and_answers_keys() {
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().ends_with(".csv"))
         .collect();
+    // The mouse wheel selects a thread (an SGR wheel-down report, as a
+    // terminal sends it once the dashboard asked for mouse reports); enter
+    // then filters the events on it.
+    let mouse_mode = String::from_utf8_lossy(
+        &tmux(&[
+            "display",
+            "-p",
+            "-t",
+            &session,
+            "#{mouse_sgr_flag}#{mouse_any_flag}",
+        ])
+        .stdout,
+    )
+    .trim()
+    .to_owned();
+    tmux(&["send-keys", "-t", &session, "-l", "\x1b[<65;30;10M"]);
+    tmux(&["send-keys", "-t", &session, "Enter"]);
+    let wheeled = wait_for_screen(&session, "recent events of");
+    tmux(&["send-keys", "-t", &session, "Enter"]);
     // Unpause; ] ] turns the load up from 10 to 20 connections, live.
     tmux(&["send-keys", "-t", &session, "Space", "]", "]"]);
     let more_load = wait_for_screen(&session, "c=20");
@@ -239,6 +258,8 @@ fn in_a_terminal_it_draws_the_panes_and_answers_keys() {
     });
     let still_there = !press_q_and_wait(&session);
     assert!(resized, "not redrawn at 100x30:\n{small}");
+    assert_eq!(mouse_mode, "11", "the dashboard asks for SGR mouse reports");
+    assert!(wheeled.contains("recent events of"), "{wheeled}");
     assert!(more_load.contains("c=20"), "{more_load}");
     assert!(next_mode.contains("server pool-std"), "{next_mode}");
     assert!(next_mode_live.contains("  p99.9 "), "{next_mode_live}");

@@ -53,6 +53,8 @@ quit_and_check() {
   wait_for 'e2e$' 2 || fail "$1: no prompt after it"
   [ "$(screen | grep -v '^[[:space:]]*$' | tail -n 1)" = 'e2e$' ] ||
     fail "$1: the prompt is not the last line"
+  [ "$(tmux display -p -t "$session" '#{alternate_on}#{mouse_any_flag}')" = 00 ] ||
+    fail "$1: the terminal was not given back (alternate screen or mouse reports still on)"
   echo "e2e: $1 quit with status 0 in ${took_ms} ms"
 }
 

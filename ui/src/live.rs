@@ -184,9 +184,8 @@ pub fn run(config: &DashConfig) -> Result<Finished, DashError> {
     let mut config = config.clone();
     let mut recordings = Vec::new();
     let mut terminal = if io::stdout().is_terminal() {
-        // ratatui::init restores the terminal from its panic hook too.
         Some(
-            ratatui::try_init()
+            crate::source::init_terminal()
                 .map_err(|e| DashError(format!("cannot set up the terminal: {e}")))?,
         )
     } else {
@@ -238,7 +237,7 @@ pub fn run(config: &DashConfig) -> Result<Finished, DashError> {
         }
     };
     if terminal.is_some() {
-        ratatui::restore();
+        crate::source::restore_terminal();
     }
     result.map(|app| Finished { app, recordings })
 }

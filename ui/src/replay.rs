@@ -472,11 +472,11 @@ pub fn run(run: &Path) -> Result<Replayed, DashError> {
         });
     }
     player.export_dir = run.is_dir().then(|| run.to_path_buf());
-    let mut terminal =
-        ratatui::try_init().map_err(|e| DashError(format!("cannot set up the terminal: {e}")))?;
+    let mut terminal = crate::source::init_terminal()
+        .map_err(|e| DashError(format!("cannot set up the terminal: {e}")))?;
     player.last_pump = Some(Instant::now());
     let result = crate::source::drive(&mut terminal, &mut player);
-    ratatui::restore();
+    crate::source::restore_terminal();
     result.map_err(|e| DashError(format!("terminal: {e}")))?;
     Ok(Replayed {
         app: player.app,

@@ -31,6 +31,27 @@ pub trait Source {
     }
 }
 
+/// Takes over the terminal: raw mode, the alternate screen, and mouse
+/// reports (the wheel selects threads). Every exit path gives it back: the
+/// caller calls [`restore_terminal`], and a panic does through the hook
+/// installed here (ratatui's own restores the rest).
+pub fn init_terminal() -> io::Result<ratatui::DefaultTerminal> {
+    let terminal = ratatui::try_init()?;
+    crossterm::execute!(io::stdout(), crossterm::event::EnableMouseCapture)?;
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let _ = crossterm::execute!(io::stdout(), crossterm::event::DisableMouseCapture);
+        previous(info);
+    }));
+    Ok(terminal)
+}
+
+/// Gives the terminal back as it was before [`init_terminal`].
+pub fn restore_terminal() {
+    let _ = crossterm::execute!(io::stdout(), crossterm::event::DisableMouseCapture);
+    ratatui::restore();
+}
+
 /// How long to wait for input between two frames: about 10 frames a
 /// second, the rate a person reads a changing table at.
 const FRAME: Duration = Duration::from_millis(100);
