@@ -8,7 +8,8 @@
 # threads with states, a non-empty histogram and its percentiles; q ends
 # the program with status 0 within 2 s and the shell prompt returns; the
 # same for the replay; the CSV's total count is the recording's request
-# count.
+# count. Then a panic (made by a test hook) must give the terminal back and
+# leave no traced server behind.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -90,3 +91,20 @@ total=$(tail -n 1 "$work/latency.csv" | cut -d, -f3)
 [ "$total" = "$answered" ] ||
   fail "export: the CSV counts $total requests, the recording $answered"
 echo "e2e: the CSV counts the recording's $total requests"
+
+# 4. A panic in the dashboard (a test hook makes one after 20 frames): the
+# terminal comes back (no alternate screen, no mouse reports), the exit
+# status says so, and the traced server does not outlive us.
+tmux send-keys -t "$session" "clear; TRACEBENCH_TEST_PANIC_AFTER_FRAMES=20 $bin dash --no-record; echo EXIT=\$?" Enter
+# (Not "EXIT=": the command line typed above holds that until clear runs.)
+wait_for "EXIT=101" 20 || fail "panic: the dashboard did not end with a panic's status 101"
+screen | grep -qF "panics on purpose" || fail "panic: the message is not on the screen"
+[ "$(tmux display -p -t "$session" '#{alternate_on}#{mouse_any_flag}')" = 00 ] ||
+  fail "panic: the terminal was not given back"
+wait_for 'e2e$' 2 || fail "panic: no prompt after it"
+for _ in $(seq 50); do
+  pgrep -f "$bin serve --mode pool-futex" >/dev/null || break
+  sleep 0.1
+done
+! pgrep -f "$bin serve --mode pool-futex" >/dev/null || fail "panic: the traced server outlived the dashboard"
+echo "e2e: a panic gives the terminal back and leaves no server behind"

@@ -59,7 +59,17 @@ const FRAME: Duration = Duration::from_millis(100);
 /// Draws `source`'s model and answers keys until the user quits (or asks
 /// for a restart); the terminal must be set up by the caller.
 pub fn drive(terminal: &mut ratatui::DefaultTerminal, source: &mut dyn Source) -> io::Result<()> {
+    // Test hook: panic after this many frames, to check that a panic gives
+    // the terminal back and leaves no traced program behind.
+    let panic_after: Option<u64> = std::env::var("TRACEBENCH_TEST_PANIC_AFTER_FRAMES")
+        .ok()
+        .and_then(|n| n.parse().ok());
+    let mut frames = 0u64;
     loop {
+        frames += 1;
+        if panic_after.is_some_and(|n| frames > n) {
+            panic!("test: the dashboard panics on purpose (TRACEBENCH_TEST_PANIC_AFTER_FRAMES)");
+        }
         source.pump();
         let app = source.app();
         if app.quit || app.restart {
