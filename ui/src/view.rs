@@ -214,7 +214,13 @@ fn draw_threads(frame: &mut Frame, area: Rect, app: &App) {
     let table = Table::new(rows, widths)
         .header(Row::new(header).style(Style::default().add_modifier(Modifier::BOLD)))
         .block(Block::bordered().title(legend()));
-    frame.render_widget(table, area);
+    // The selected row is kept in view: with more threads than rows (fork
+    // mode makes one per request), selecting scrolls the table.
+    let selected = app
+        .selected
+        .and_then(|tid| app.threads.keys().position(|t| *t == tid));
+    let mut state = ratatui::widgets::TableState::default().with_selected(selected);
+    frame.render_stateful_widget(table, area, &mut state);
 }
 
 fn draw_events(frame: &mut Frame, area: Rect, app: &App) {
@@ -532,6 +538,25 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("[paused]"), "{text}");
+    }
+
+    #[test]
+    fn selecting_a_thread_below_the_pane_scrolls_the_table_to_it() {
+        let mut app = App::new("many threads");
+        for tid in 1000..1060 {
+            app.update(Action::Trace(Event {
+                time_ns: 1,
+                pid: 1000,
+                tid,
+                kind: EventKind::Signal { signal: 10 },
+            }));
+        }
+        assert!(!screen(&app).contains("1050 "), "out of view at first");
+        for _ in 0..51 {
+            app.update(Action::SelectNext);
+        }
+        assert_eq!(app.selected, Some(1050));
+        assert!(screen(&app).contains("1050 "), "{}", screen(&app));
     }
 
     #[test]
