@@ -371,6 +371,46 @@ impl Player {
         self.seek(playhead);
     }
 
+    /// Moves back to the previous event, of the selected thread if one is
+    /// selected (the playhead stays if there is none).
+    pub fn step_back(&mut self) {
+        self.playing = false;
+        let selected = self.app.selected;
+        let playhead = self.playhead_ns;
+        // Scan from the last checkpoint before the playhead, and from
+        // earlier ones while nothing of the thread turns up.
+        let mut checkpoint = self
+            .checkpoints
+            .partition_point(|c| c.at_ns < playhead)
+            .saturating_sub(1);
+        let found = loop {
+            self.restore(checkpoint);
+            let mut last = None;
+            while let Some(event) = self.peek() {
+                if event.time_ns >= playhead {
+                    break;
+                }
+                if selected.is_none_or(|tid| tid == event.tid) {
+                    last = Some(event.time_ns);
+                }
+                self.pending.pop_front();
+            }
+            if last.is_some() || checkpoint == 0 {
+                break last;
+            }
+            checkpoint -= 1;
+        };
+        // The scan read past what the model holds: rebuild it at the
+        // event found (or where the playhead was).
+        let to = found.unwrap_or(playhead);
+        let checkpoint = self
+            .checkpoints
+            .partition_point(|c| c.at_ns <= to)
+            .saturating_sub(1);
+        self.restore(checkpoint);
+        self.seek(to);
+    }
+
     /// When the recording starts (trace clock, ns).
     pub fn start_ns(&self) -> u64 {
         self.start_ns
@@ -443,6 +483,7 @@ impl Player {
             KeyCode::Home => self.seek(self.start_ns),
             KeyCode::End => self.seek(self.end_ns),
             KeyCode::Char('n') => self.step(),
+            KeyCode::Char('p') => self.step_back(),
             _ => return false,
         }
         true
@@ -456,7 +497,10 @@ pub const REPLAY_KEYS: &[(&str, &str)] = &[
     ("← →", "seek 1 s back / forward"),
     ("PgUp PgDn", "seek 10 s back / forward"),
     ("Home End", "to the start / the end"),
-    ("n", "step to the next event (of the selected thread)"),
+    (
+        "n p",
+        "step to the next / previous event (of the selected thread)",
+    ),
 ];
 
 /// Replays `run` in the terminal; without one, prints the whole run's
@@ -567,6 +611,20 @@ mod tests {
         player.on_key(KeyCode::End);
         player.step();
         assert_eq!(player.playhead_ns, 5_000_000_000, "nothing after the end");
+        // Back, of thread 2: 4 s, then 2 s, then nothing before.
+        player.step_back();
+        assert_eq!(player.playhead_ns, 4_000_000_000);
+        assert_eq!(player.app.events, 4);
+        player.on_key(KeyCode::Char('p'));
+        assert_eq!(player.playhead_ns, 2_000_000_000);
+        assert_eq!(player.app.events, 2);
+        player.step_back();
+        assert_eq!(player.playhead_ns, 2_000_000_000, "nothing before");
+        assert_eq!(player.app.events, 2);
+        // Any thread: the event just before.
+        player.app.selected = None;
+        player.step_back();
+        assert_eq!(player.playhead_ns, 1_000_000_000);
     }
 
     #[test]
@@ -656,6 +714,21 @@ mod tests {
             player.seek(u64::MAX);
             player.seek(targets[k]);
             assert_eq!(fingerprint(&player.app), straight[k], "target {k}");
+        }
+        // Stepping back to thread 103's previous event lands where a
+        // straight play to that event would.
+        for &target in &targets[1..] {
+            player.seek(target);
+            player.app.selected = Some(103);
+            player.step_back();
+            let before = (target - 1_000_000_000 - 1) / 10_000;
+            let previous = (0..=before).rev().find(|i| i % 8 == 3).unwrap();
+            let expected = 1_000_000_000 + previous * 10_000;
+            assert_eq!(player.playhead_ns, expected);
+            let stepped = fingerprint(&player.app);
+            player.seek(start);
+            player.seek(expected);
+            assert_eq!(stepped, fingerprint(&player.app));
         }
     }
 }
