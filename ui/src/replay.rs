@@ -499,7 +499,7 @@ pub const REPLAY_KEYS: &[(&str, &str)] = &[
     ("Home End", "to the start / the end"),
     (
         "n p",
-        "step to the next / previous event (of the selected thread)",
+        "to the next / previous event (the selected thread's)",
     ),
 ];
 
