@@ -126,7 +126,7 @@ pub fn summary(app: &App) -> String {
         "{:>8} {:<15} {:<7} {:<12} {:>9} {:>7} {:>5}",
         "tid", "name", "role", "state", "syscalls", "served", "cpu"
     );
-    for (tid, row) in &app.threads {
+    for (tid, row) in app.listed_threads() {
         let state = match app.state_of(*tid) {
             ThreadState::FutexWait(_) => "futex-wait",
             other => other.label(),
@@ -140,6 +140,13 @@ pub fn summary(app: &App) -> String {
             app.served_by(*tid),
             row.cpu
                 .map_or_else(|| "-".to_owned(), |c| format!("{c:.0}%"))
+        );
+    }
+    let hidden = app.threads.len() - app.listed_threads().count();
+    if hidden > 0 {
+        let _ = writeln!(
+            text,
+            "({hidden} threads that exited earlier are not listed)"
         );
     }
     text

@@ -63,6 +63,13 @@ pub const KEYMAP: &[Binding] = &[
         live_only: false,
     },
     Binding {
+        keys: "x",
+        help: "list threads that exited in the last minute, or 5 s",
+        matches: |k| k == KeyCode::Char('x'),
+        action: || Action::ToggleExited,
+        live_only: false,
+    },
+    Binding {
         keys: "+, =",
         help: "timeline: show a shorter stretch",
         matches: |k| matches!(k, KeyCode::Char('+') | KeyCode::Char('=')),

@@ -24,6 +24,8 @@ pub const THROUGHPUT_HISTORY: usize = 600;
 pub const MIN_WINDOW_NS: u64 = 100_000_000;
 /// The longest stretch the timeline shows, and keeps (- zooms out to it).
 pub const MAX_WINDOW_NS: u64 = 60_000_000_000;
+/// How long an exited thread stays in the table unless `x` shows them all.
+pub const EXITED_SHOWN_NS: u64 = 5_000_000_000;
 /// The most load connections `]` turns up to.
 pub const MAX_LOAD_CONNECTIONS: usize = 256;
 
@@ -212,6 +214,9 @@ pub enum Action {
     /// if no event came (a live source sends it every frame, so an idle
     /// program's states keep aging and its timeline keeps moving).
     Tick(u64),
+    /// Show every thread that exited in the last minute, or only those of
+    /// the last few seconds.
+    ToggleExited,
     /// Mark the present: the latency panes then count only the requests
     /// answered between the mark and the present (or the playhead). Again:
     /// forget the mark.
@@ -281,6 +286,10 @@ pub struct App {
     pub futex: FutexStats,
     /// The lower left pane shows the futex words instead of the events.
     pub futex_pane: bool,
+    /// The table lists every thread that exited within the last minute
+    /// (fork and thread modes make one per request), not only the last
+    /// few seconds' ([`EXITED_SHOWN_NS`]).
+    pub show_exited: bool,
     /// Where a range starts ([`Action::MarkRange`]): the time, and the
     /// latencies answered by then.
     pub range_mark: Option<(u64, Histogram<u64>)>,
@@ -325,6 +334,7 @@ impl App {
             requests: Attributor::new(),
             futex: FutexStats::new(),
             futex_pane: false,
+            show_exited: false,
             range_mark: None,
             frozen: None,
         }
@@ -396,6 +406,7 @@ impl App {
             Action::MoreLoad | Action::LessLoad => {}
             Action::NextMode => self.restart = !self.replay,
             Action::ToggleFutexPane => self.futex_pane = !self.futex_pane,
+            Action::ToggleExited => self.show_exited = !self.show_exited,
             Action::Tick(now_ns) => {
                 if self.origin_ns != 0 && now_ns > self.now_ns {
                     self.upkeep(now_ns);
@@ -416,6 +427,7 @@ impl App {
             frozen.selected = self.selected;
             frozen.filter = self.filter;
             frozen.futex_pane = self.futex_pane;
+            frozen.show_exited = self.show_exited;
             frozen.range_mark = self.range_mark.clone();
             frozen.connections = self.connections;
             frozen.paused = true;
@@ -427,8 +439,19 @@ impl App {
         !self.filter || self.selected.is_none_or(|s| s == tid)
     }
 
+    /// The threads the table lists, in tid order: all but those that
+    /// exited more than [`EXITED_SHOWN_NS`] ago, unless `show_exited`.
+    pub fn listed_threads(&self) -> impl Iterator<Item = (&i32, &ThreadRow)> {
+        let horizon = self.now_ns.saturating_sub(EXITED_SHOWN_NS);
+        self.threads.iter().filter(move |(_, row)| {
+            self.show_exited
+                || row.history.current() != ThreadState::Exited
+                || row.history.since_ns() >= horizon
+        })
+    }
+
     fn select(&mut self, step: isize) {
-        let tids: Vec<i32> = self.view().threads.keys().copied().collect();
+        let tids: Vec<i32> = self.view().listed_threads().map(|(t, _)| *t).collect();
         if tids.is_empty() {
             return;
         }
@@ -883,5 +906,27 @@ mod tests {
         app.update(Action::Tick(MAX_WINDOW_NS + 5_000_000_000));
         assert!(!app.threads.contains_key(&7), "forgotten while idle");
         assert!(app.threads.contains_key(&8));
+    }
+
+    #[test]
+    fn threads_gone_a_while_leave_the_list_unless_x() {
+        let mut app = App::new("test");
+        app.update(event(
+            1_000,
+            7,
+            EventKind::Exited {
+                status: ExitStatus::Code(0),
+            },
+        ));
+        app.update(event(2_000, 8, EventKind::Signal { signal: 10 }));
+        let listed = |app: &App| app.listed_threads().map(|(t, _)| *t).collect::<Vec<_>>();
+        assert_eq!(listed(&app), [7, 8], "just exited: still listed");
+        app.update(Action::Tick(EXITED_SHOWN_NS + 2_000));
+        assert_eq!(listed(&app), [8]);
+        app.update(Action::SelectNext);
+        app.update(Action::SelectNext);
+        assert_eq!(app.selected, Some(8), "selection skips what is not listed");
+        app.update(Action::ToggleExited);
+        assert_eq!(listed(&app), [7, 8]);
     }
 }

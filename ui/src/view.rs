@@ -133,6 +133,16 @@ fn legend() -> Line<'static> {
     Line::from(spans)
 }
 
+/// How many exited threads the table leaves out, if any.
+fn hidden_note(app: &App) -> Line<'static> {
+    let hidden = app.threads.len() - app.listed_threads().count();
+    if hidden == 0 {
+        Line::default()
+    } else {
+        Line::from(format!(" {hidden} older exits hidden (x) ")).right_aligned()
+    }
+}
+
 /// One thread's last `app.window_ns` as coloured cells, oldest left.
 fn timeline_cells(app: &App, tid: i32, cells: usize) -> Line<'static> {
     let Some(row) = app.threads.get(&tid) else {
@@ -175,7 +185,7 @@ fn state_text(state: ThreadState) -> String {
 fn draw_threads(frame: &mut Frame, area: Rect, app: &App) {
     let fixed: u16 = THREAD_COLUMNS.iter().map(|(_, w)| w + 1).sum();
     let cells = area.width.saturating_sub(fixed + 2).max(10) as usize;
-    let rows = app.threads.iter().map(|(tid, row)| {
+    let rows = app.listed_threads().map(|(tid, row)| {
         let current = app.state_of(*tid);
         let since = app.now_ns.saturating_sub(app.since_of(*tid));
         let style = if app.selected == Some(*tid) {
@@ -213,12 +223,12 @@ fn draw_threads(frame: &mut Frame, area: Rect, app: &App) {
         .chain([format!("last {}", ms(app.window_ns))]);
     let table = Table::new(rows, widths)
         .header(Row::new(header).style(Style::default().add_modifier(Modifier::BOLD)))
-        .block(Block::bordered().title(legend()));
+        .block(Block::bordered().title(legend()).title(hidden_note(app)));
     // The selected row is kept in view: with more threads than rows (fork
     // mode makes one per request), selecting scrolls the table.
     let selected = app
         .selected
-        .and_then(|tid| app.threads.keys().position(|t| *t == tid));
+        .and_then(|tid| app.listed_threads().position(|(t, _)| *t == tid));
     let mut state = ratatui::widgets::TableState::default().with_selected(selected);
     frame.render_stateful_widget(table, area, &mut state);
 }
