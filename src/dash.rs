@@ -146,7 +146,7 @@ pub fn summary(app: &App) -> String {
     if hidden > 0 {
         let _ = writeln!(
             text,
-            "({hidden} threads that exited earlier are not listed)"
+            "({hidden} threads that exited more than 5 s before the end are not listed; the dashboard's x key lists them)"
         );
     }
     text

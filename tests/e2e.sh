@@ -95,16 +95,28 @@ echo "e2e: the CSV counts the recording's $total requests"
 # 4. A panic in the dashboard (a test hook makes one after 20 frames): the
 # terminal comes back (no alternate screen, no mouse reports), the exit
 # status says so, and the traced server does not outlive us.
-tmux send-keys -t "$session" "clear; TRACEBENCH_TEST_PANIC_AFTER_FRAMES=20 $bin dash --no-record; echo EXIT=\$?" Enter
+tmux send-keys -t "$session" "clear; RUST_BACKTRACE=0 TRACEBENCH_TEST_PANIC_AFTER_FRAMES=30 $bin dash --no-record; echo EXIT=\$?" Enter
+# The traced server: the child of the dashboard, the shell's child.
+shell=$(tmux display -p -t "$session" '#{pane_pid}')
+server=
+for _ in $(seq 50); do
+  dash=$(pgrep -P "$shell" | head -n 1)
+  [ -n "$dash" ] && server=$(pgrep -P "$dash" | head -n 1)
+  [ -n "$server" ] && break
+  sleep 0.05
+done
+[ -n "$server" ] || fail "panic: the dashboard's traced server never showed up"
 # (Not "EXIT=": the command line typed above holds that until clear runs.)
 wait_for "EXIT=101" 20 || fail "panic: the dashboard did not end with a panic's status 101"
 screen | grep -qF "panics on purpose" || fail "panic: the message is not on the screen"
 [ "$(tmux display -p -t "$session" '#{alternate_on}#{mouse_any_flag}')" = 00 ] ||
   fail "panic: the terminal was not given back"
 wait_for 'e2e$' 2 || fail "panic: no prompt after it"
+# Running, or stopped: anything but gone or a zombie waiting for its reaper.
+alive() { [ -e "/proc/$1/stat" ] && ! grep -q ') Z ' "/proc/$1/stat" 2>/dev/null; }
 for _ in $(seq 50); do
-  pgrep -f "$bin serve --mode pool-futex" >/dev/null || break
+  alive "$server" || break
   sleep 0.1
 done
-! pgrep -f "$bin serve --mode pool-futex" >/dev/null || fail "panic: the traced server outlived the dashboard"
+! alive "$server" || fail "panic: the traced server (pid $server) outlived the dashboard"
 echo "e2e: a panic gives the terminal back and leaves no server behind"

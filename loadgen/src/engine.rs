@@ -599,7 +599,14 @@ impl<'a> Worker<'a> {
             }
         }
         if let Some((due, gap)) = self.schedule.take() {
-            let due = due.max(self.budget.measure_from);
+            // The first slot of the schedule at or after the measured
+            // stretch's start (the grid does not move).
+            let mut due = due;
+            if due < self.budget.measure_from {
+                let behind = (self.budget.measure_from - due).as_nanos();
+                let steps = behind.div_ceil(gap.as_nanos().max(1));
+                due += gap.saturating_mul(steps.min(u32::MAX as u128) as u32);
+            }
             // Slots at due, due + gap, … before the end.
             let mut slots = end
                 .saturating_duration_since(due)

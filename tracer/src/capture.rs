@@ -91,10 +91,12 @@ fn exec_data(tid: Tid, path: u64, argv: u64, envp: u64, limit: usize) -> Vec<u8>
     let args = read_pointers(tid, argv, EXEC_POINTERS);
     let argc = args.as_ref().map_or(UNREADABLE_ARGV, |a| a.len() as u32);
     data.extend(argc.to_le_bytes());
+    // What is kept of each argument: -s bytes, at most a path's length.
+    let keep = limit.min(PATH_LIMIT);
     for &arg in args.iter().flatten().take(EXEC_ARGS) {
-        let mut text = read_c_string(tid, arg, limit.saturating_add(1).min(PATH_LIMIT));
-        let cut = text.len() > limit;
-        text.truncate(limit);
+        let mut text = read_c_string(tid, arg, keep + 1);
+        let cut = text.len() > keep;
+        text.truncate(keep);
         data.push(u8::from(cut));
         data.extend(text);
         data.push(0);

@@ -286,6 +286,10 @@ pub struct App {
     pub futex: FutexStats,
     /// The lower left pane shows the futex words instead of the events.
     pub futex_pane: bool,
+    /// The first row the thread table showed last frame: the table keeps
+    /// it from frame to frame and scrolls only when the selection leaves
+    /// the view (widget state, the one thing drawing writes).
+    pub table_offset: std::cell::Cell<usize>,
     /// The table lists every thread that exited within the last minute
     /// (fork and thread modes make one per request), not only the last
     /// few seconds' ([`EXITED_SHOWN_NS`]).
@@ -335,6 +339,7 @@ impl App {
             futex: FutexStats::new(),
             futex_pane: false,
             show_exited: false,
+            table_offset: std::cell::Cell::new(0),
             range_mark: None,
             frozen: None,
         }

@@ -292,6 +292,7 @@ impl Player {
         app.window_ns = self.app.window_ns;
         app.filter = self.app.filter;
         app.futex_pane = self.app.futex_pane;
+        app.show_exited = self.app.show_exited;
         app.range_mark = self.app.range_mark.take();
         app.status = std::mem::take(&mut self.app.status);
         self.app = app;
@@ -377,17 +378,24 @@ impl Player {
         self.playing = false;
         let selected = self.app.selected;
         let playhead = self.playhead_ns;
-        // Scan from the last checkpoint before the playhead, and from
-        // earlier ones while nothing of the thread turns up.
+        // Scan the stretch before the playhead from its checkpoint, then
+        // each earlier stretch up to where the later one began, until an
+        // event of the thread turns up: every event is read at most once,
+        // and the model is rebuilt only at the end.
         let mut checkpoint = self
             .checkpoints
             .partition_point(|c| c.at_ns < playhead)
             .saturating_sub(1);
+        let mut until = playhead;
         let found = loop {
-            self.restore(checkpoint);
+            let start = self.checkpoints[checkpoint].offset;
+            self.pending.clear();
+            if self.reader.seek_block(start).is_err() {
+                break None;
+            }
             let mut last = None;
             while let Some(event) = self.peek() {
-                if event.time_ns >= playhead {
+                if event.time_ns >= until {
                     break;
                 }
                 if selected.is_none_or(|tid| tid == event.tid) {
@@ -398,10 +406,10 @@ impl Player {
             if last.is_some() || checkpoint == 0 {
                 break last;
             }
+            until = self.checkpoints[checkpoint].at_ns.saturating_add(1);
             checkpoint -= 1;
         };
-        // The scan read past what the model holds: rebuild it at the
-        // event found (or where the playhead was).
+        // Rebuild the model at the event found (or where the playhead was).
         let to = found.unwrap_or(playhead);
         let checkpoint = self
             .checkpoints

@@ -33,15 +33,30 @@ pub trait Source {
 
 /// Takes over the terminal: raw mode, the alternate screen, and mouse
 /// reports (the wheel selects threads). Every exit path gives it back: the
-/// caller calls [`restore_terminal`], and a panic does through the hook
-/// installed here (ratatui's own restores the rest).
+/// caller calls [`restore_terminal`], and a panic of this (the drawing)
+/// thread does through the hooks installed here (ratatui's restores the
+/// rest). A panic on another thread leaves the terminal to the drawing
+/// thread, which is still using it, and is reported as usual.
 pub fn init_terminal() -> io::Result<ratatui::DefaultTerminal> {
+    type Hook = Box<dyn Fn(&std::panic::PanicHookInfo<'_>) + Sync + Send + 'static>;
+    let original: std::sync::Arc<Hook> = std::sync::Arc::new(std::panic::take_hook());
+    let report = std::sync::Arc::clone(&original);
+    std::panic::set_hook(Box::new(move |info| report(info)));
+    // ratatui wraps the hook in place with its own restoring one.
     let terminal = ratatui::try_init()?;
-    crossterm::execute!(io::stdout(), crossterm::event::EnableMouseCapture)?;
-    let previous = std::panic::take_hook();
+    if let Err(e) = crossterm::execute!(io::stdout(), crossterm::event::EnableMouseCapture) {
+        restore_terminal();
+        return Err(e);
+    }
+    let restoring = std::panic::take_hook();
+    let drawing_thread = std::thread::current().id();
     std::panic::set_hook(Box::new(move |info| {
-        let _ = crossterm::execute!(io::stdout(), crossterm::event::DisableMouseCapture);
-        previous(info);
+        if std::thread::current().id() == drawing_thread {
+            let _ = crossterm::execute!(io::stdout(), crossterm::event::DisableMouseCapture);
+            restoring(info);
+        } else {
+            original(info);
+        }
     }));
     Ok(terminal)
 }

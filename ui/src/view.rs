@@ -229,8 +229,11 @@ fn draw_threads(frame: &mut Frame, area: Rect, app: &App) {
     let selected = app
         .selected
         .and_then(|tid| app.listed_threads().position(|(t, _)| *t == tid));
-    let mut state = ratatui::widgets::TableState::default().with_selected(selected);
+    let mut state = ratatui::widgets::TableState::default()
+        .with_offset(app.table_offset.get())
+        .with_selected(selected);
     frame.render_stateful_widget(table, area, &mut state);
+    app.table_offset.set(state.offset());
 }
 
 fn draw_events(frame: &mut Frame, area: Rect, app: &App) {
@@ -566,7 +569,17 @@ mod tests {
             app.update(Action::SelectNext);
         }
         assert_eq!(app.selected, Some(1050));
-        assert!(screen(&app).contains("1050 "), "{}", screen(&app));
+        let shown = screen(&app);
+        assert!(shown.contains("1050 "), "{shown}");
+        // One row up stays in view: the table does not move.
+        let first_row = |text: &str| text.lines().find(|l| l.contains("│10")).map(str::to_owned);
+        let before = first_row(&shown);
+        app.update(Action::SelectPrevious);
+        assert_eq!(
+            first_row(&screen(&app)),
+            before,
+            "no scrolling within the view"
+        );
     }
 
     #[test]
