@@ -125,6 +125,7 @@ impl TracedServer {
             ..Analysis::default()
         };
         let (started_tx, started_rx) = mpsc::channel::<Result<(), String>>();
+        let trace_path_owned = trace_path.to_path_buf();
         let tracer = std::thread::Builder::new()
             .name(format!("tracer-{mode}"))
             .spawn(move || -> TracerResult {
@@ -136,6 +137,10 @@ impl TracedServer {
                 let session = match Session::start(&target, &options) {
                     Ok(session) => session,
                     Err(e) => {
+                        // Created first so a directory we cannot write to
+                        // fails before a server starts; no server, no trace.
+                        drop(file);
+                        let _ = std::fs::remove_file(&trace_path_owned);
                         let _ = started_tx.send(Err(e.to_string()));
                         return (analysis, Ok(()));
                     }
