@@ -10,6 +10,10 @@
  *   -DCONDVAR  two players hand a turn back and forth ROUNDS times under
  *              the mutex, waiting on the condvar for their turn: a lost
  *              wake-up leaves a player asleep for ever.
+ *   -DQUEUE    the bounded queue (capacity 1, its not_empty and not_full
+ *              condvars): two producers and two consumers move ITEMS items
+ *              each (check.sh: 1, already 12 million states); every item
+ *              arrives, and nobody sleeps for ever.
  *   -DSPURIOUS FUTEX_WAIT may also return without a wake, as the kernel
  *              allows: the code must re-check.
  *
@@ -27,14 +31,16 @@
 #ifndef ROUNDS
 #define ROUNDS 4
 #endif
+#ifndef ITEMS
+#define ITEMS 2
+#endif
 
 /* The mutex word: 0 unlocked, 1 locked, 2 locked and maybe waiters. */
 byte state = 0;
-/* Who sleeps in FUTEX_WAIT on which word: asleep[word * N + thread], word
- * MUTEX_WORD or CONDVAR_WORD. */
+/* Who sleeps in FUTEX_WAIT on which word: asleep[word * N + thread]; word
+ * 0 is the mutex's, word 1 + c condvar c's sequence. */
 #define MUTEX_WORD 0
-#define CONDVAR_WORD 1
-bool asleep[2 * N];
+bool asleep[3 * N];
 /* Threads inside the critical section. */
 byte inside = 0;
 
@@ -43,17 +49,17 @@ byte inside = 0;
 inline futex_wait(word, expected, which) {
     atomic {
         if
-        :: word == expected -> asleep[which * N + _pid] = true
+        :: word == expected -> asleep[(which) * N + _pid] = true
         :: else -> skip
         fi
     }
 #ifdef SPURIOUS
     if
-    :: asleep[which * N + _pid] == false -> skip
-    :: asleep[which * N + _pid] = false
+    :: asleep[(which) * N + _pid] == false -> skip
+    :: asleep[(which) * N + _pid] = false
     fi
 #else
-    asleep[which * N + _pid] == false
+    asleep[(which) * N + _pid] == false
 #endif
 }
 
@@ -62,8 +68,8 @@ inline futex_wake_one(which) {
     atomic {
         i = 0;
         do
-        :: i < N && asleep[which * N + i] -> asleep[which * N + i] = false; break
-        :: i < N && !asleep[which * N + i] -> i++
+        :: i < N && asleep[(which) * N + i] -> asleep[(which) * N + i] = false; break
+        :: i < N && !asleep[(which) * N + i] -> i++
         :: i >= N -> break
         od
     }
@@ -118,32 +124,36 @@ active [N] proctype worker() {
 }
 #endif
 
-#ifdef CONDVAR
-byte sequence = 0;
-byte waiters = 0;
-byte turn = 0;
+#if defined(CONDVAR) || defined(QUEUE)
+/* Condition variables: their sequence counters and waiter counts. */
+byte sequence[2];
+byte waiters[2];
 
-inline condvar_wait() {
-    atomic { waiters++ }
+inline condvar_wait(c) {
+    atomic { waiters[c]++ }
 #ifndef LATE_SEQUENCE
-    seen = sequence;
+    seen = sequence[c];
     unlock();
 #else
     unlock();
-    seen = sequence;
+    seen = sequence[c];
 #endif
-    futex_wait(sequence, seen, CONDVAR_WORD);
-    atomic { waiters-- }
+    futex_wait(sequence[c], seen, 1 + c);
+    atomic { waiters[c]-- }
     lock()
 }
 
-inline condvar_notify_one() {
-    atomic { sequence++ }
+inline condvar_notify_one(c) {
+    atomic { sequence[c]++ }
     if
-    :: waiters > 0 -> futex_wake_one(CONDVAR_WORD)
+    :: waiters[c] > 0 -> futex_wake_one(1 + c)
     :: else -> skip
     fi
 }
+#endif
+
+#ifdef CONDVAR
+byte turn = 0;
 
 active [2] proctype player() {
     byte i, old, seen;
@@ -151,9 +161,51 @@ active [2] proctype player() {
     lock();
     do
     :: turn >= ROUNDS -> break
-    :: turn < ROUNDS && turn % 2 != _pid -> condvar_wait()
-    :: turn < ROUNDS && turn % 2 == _pid -> turn++; condvar_notify_one()
+    :: turn < ROUNDS && turn % 2 != _pid -> condvar_wait(0)
+    :: turn < ROUNDS && turn % 2 == _pid -> turn++; condvar_notify_one(0)
     od;
     unlock()
 }
+#endif
+
+#ifdef QUEUE
+#define NOT_EMPTY 0
+#define NOT_FULL 1
+byte queued = 0;
+byte delivered = 0;
+
+/* Threads 0 and 1 produce, 2 and 3 consume (build with -DN=4). Every
+ * thread ending means every item was delivered; one left asleep is an
+ * invalid end state. */
+active [4] proctype queue_user() {
+    byte i, old, seen, moved = 0;
+    bool got;
+    do
+    :: moved == ITEMS -> break
+    :: moved < ITEMS && _pid < 2 ->
+        lock();
+        do
+        :: queued == 1 -> condvar_wait(NOT_FULL)
+        :: else -> break
+        od;
+        queued++;
+        assert(queued <= 1);
+        condvar_notify_one(NOT_EMPTY);
+        unlock();
+        moved++
+    :: moved < ITEMS && _pid >= 2 ->
+        lock();
+        do
+        :: queued == 0 -> condvar_wait(NOT_EMPTY)
+        :: else -> break
+        od;
+        assert(queued == 1);
+        queued--;
+        delivered++;
+        condvar_notify_one(NOT_FULL);
+        unlock();
+        moved++
+    od
+}
+
 #endif
