@@ -1,6 +1,6 @@
 //! What the kernel says about the traced server: CPU time and context
 //! switches from `getrusage(RUSAGE_CHILDREN)`, peak memory from
-//! `/proc/PID/status`, and whether a port listens from `/proc/net/tcp`.
+//! `/proc/PID/status`, and which port a process listens on from `/proc/PID/fd` and `/proc/net/tcp`.
 
 use std::time::Duration;
 
@@ -94,27 +94,43 @@ fn parse_vm_hwm(status: &str) -> Option<u64> {
     (words.next() == Some("kB")).then_some(value)
 }
 
-/// Whether some socket listens on TCP `port` (IPv4 or IPv6), from
-/// /proc/net/tcp{,6}. Unlike a test connection, looking makes no
-/// connection the server would accept and the trace would count.
-pub fn is_listening(port: u16) -> bool {
-    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|table| {
-        std::fs::read_to_string(table).is_ok_and(|text| table_has_listener(&text, port))
-    })
+/// The TCP port process `pid` listens on, if it does: its socket
+/// descriptors' inodes (from /proc/PID/fd) matched against the listening
+/// sockets of /proc/net/tcp{,6}. Asking the process itself, not the port,
+/// means another program's listener can never pass for our server's.
+pub fn listening_port_of(pid: i32) -> Option<u16> {
+    let inodes: Vec<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()?
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .filter_map(|target| {
+            let target = target.to_string_lossy().into_owned();
+            target
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()
+        })
+        .collect();
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .find_map(|table| {
+            let text = std::fs::read_to_string(table).ok()?;
+            listener_with_inode(&text, &inodes)
+        })
 }
 
-/// Whether a /proc/net/tcp table has a socket in state LISTEN (0A) on
-/// local `port`.
-fn table_has_listener(table: &str, port: u16) -> bool {
+/// The local port of the listening (0A) socket of a /proc/net/tcp table
+/// whose inode is one of `inodes`.
+fn listener_with_inode(table: &str, inodes: &[u64]) -> Option<u16> {
     const LISTEN: &str = "0A";
-    table.lines().skip(1).any(|line| {
-        let mut fields = line.split_whitespace();
-        let local = fields.nth(1);
-        let state = fields.nth(1);
-        let local_port = local
-            .and_then(|l| l.rsplit_once(':'))
-            .and_then(|(_, hex)| u16::from_str_radix(hex, 16).ok());
-        local_port == Some(port) && state == Some(LISTEN)
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (local, state, inode) = (fields.get(1)?, fields.get(3)?, fields.get(9)?);
+        if *state != LISTEN || !inodes.contains(&inode.parse().ok()?) {
+            return None;
+        }
+        u16::from_str_radix(local.rsplit_once(':')?.1, 16).ok()
     })
 }
 
@@ -138,23 +154,15 @@ mod tests {
     }
 
     #[test]
-    fn finds_a_listener_by_port_and_state() {
-        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
-           0: 0100007F:0BB8 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 1 1 0 100 0 0 10 0\n\
-           1: 0100007F:1F90 0100007F:D431 01 00000000:00000000 00:00000000 00000000  1000        0 2 1 0 100 0 0 10 0\n";
-        assert!(table_has_listener(table, 3000));
-        // Established (01), not listening.
-        assert!(!table_has_listener(table, 8080));
-        assert!(!table_has_listener(table, 1));
-    }
-
-    #[test]
-    fn sees_a_real_listener() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        assert!(is_listening(port));
-        drop(listener);
-        assert!(!is_listening(port));
+    fn picks_the_listener_with_one_of_our_inodes() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:0BB8 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 111 1 0000000000000000 100 0 0 10 0
+   1: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 222 1 0000000000000000 100 0 0 10 0
+   2: 0100007F:1F91 0100007F:0BB8 01 00000000:00000000 00:00000000 00000000     0        0 333 1 0000000000000000 100 0 0 10 0
+";
+        assert_eq!(listener_with_inode(table, &[222]), Some(0x1F90));
+        assert_eq!(listener_with_inode(table, &[333]), None, "not listening");
+        assert_eq!(listener_with_inode(table, &[444]), None, "not ours");
     }
 
     #[test]
@@ -173,5 +181,14 @@ mod tests {
         assert_eq!(used.cpu(), Duration::from_millis(40));
         assert_eq!(used.context_switches(), 12);
         assert_eq!(earlier.since(&later), ChildrenUsage::default());
+    }
+
+    #[test]
+    fn finds_the_port_a_process_listens_on_by_its_socket() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        assert_eq!(listening_port_of(std::process::id() as i32), Some(port));
+        drop(listener);
+        assert_eq!(listening_port_of(std::process::id() as i32), None);
     }
 }

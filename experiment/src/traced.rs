@@ -2,7 +2,7 @@
 //! ties a tracee to the thread that traces it), every event written to the
 //! mode's trace file and analysed as it arrives.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
@@ -18,7 +18,7 @@ use tracebench_tracer::sink::Tee;
 use tracebench_tracer::{Creation, Event, EventKind, EventSink, Options, Session, Target};
 
 use crate::ExperimentError;
-use crate::measure::is_listening;
+use crate::measure::listening_port_of;
 
 /// How long a traced server may take to listen (a loaded machine, a debug
 /// build, ptrace stops on its start-up calls).
@@ -93,9 +93,10 @@ impl TracedServer {
         trace_path: &Path,
     ) -> Result<TracedServer, ExperimentError> {
         let failed = |message: String| ExperimentError::Server { mode, message };
-        let addr = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| failed(format!("no free port on 127.0.0.1: {e}")))?;
+        // Port 0: the server takes a free port itself (no window in which
+        // another program could take one chosen for it), and we read which
+        // from its own listening socket.
+        let mut addr = SocketAddr::from(([127, 0, 0, 1], 0));
         let args: Vec<std::ffi::OsString> = vec![
             "serve".into(),
             "--mode".into(),
@@ -169,7 +170,13 @@ impl TracedServer {
             Err(_) => return Err(failed("the tracer thread died".into())),
         }
         let deadline = Instant::now() + LISTEN_TIMEOUT;
-        while !is_listening(addr.port()) {
+        loop {
+            let pid = server.server_pid.load(Ordering::Relaxed);
+            if let Some(port) = (pid > 0).then(|| listening_port_of(pid)).flatten() {
+                addr.set_port(port);
+                server.addr = addr;
+                break;
+            }
             if server.tracer.as_ref().is_none_or(|t| t.is_finished()) {
                 let outcome = server.finish();
                 return Err(failed(format!(
