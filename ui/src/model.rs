@@ -426,17 +426,27 @@ impl App {
             }
         }
         // Keys act on the frozen view too.
-        if let Some(frozen) = self.frozen.as_mut() {
-            frozen.status = self.status.clone();
-            frozen.help = self.help;
-            frozen.selected = self.selected;
-            frozen.filter = self.filter;
-            frozen.futex_pane = self.futex_pane;
-            frozen.show_exited = self.show_exited;
-            frozen.range_mark = self.range_mark.clone();
-            frozen.connections = self.connections;
+        if let Some(mut frozen) = self.frozen.take() {
+            frozen.carry_settings_from(self);
             frozen.paused = true;
+            self.frozen = Some(frozen);
         }
+    }
+
+    /// Takes over what the user set, as opposed to what the data made:
+    /// selection, filter, panes, zoom, range mark, load, help and status.
+    /// For a frozen copy while paused, and for a replay's model rebuilt
+    /// from a checkpoint.
+    pub fn carry_settings_from(&mut self, other: &App) {
+        self.status = other.status.clone();
+        self.help = other.help;
+        self.selected = other.selected;
+        self.filter = other.filter;
+        self.futex_pane = other.futex_pane;
+        self.show_exited = other.show_exited;
+        self.range_mark = other.range_mark.clone();
+        self.connections = other.connections;
+        self.window_ns = other.window_ns;
     }
 
     /// Whether the events pane shows only this thread's events.
@@ -933,5 +943,17 @@ mod tests {
         assert_eq!(app.selected, Some(8), "selection skips what is not listed");
         app.update(Action::ToggleExited);
         assert_eq!(listed(&app), [7, 8]);
+    }
+
+    #[test]
+    fn keys_act_on_the_frozen_view() {
+        let mut app = App::new("test");
+        let window = app.window_ns;
+        app.update(Action::TogglePause);
+        app.update(Action::ZoomIn);
+        app.update(Action::ToggleFutexPane);
+        assert_eq!(app.view().window_ns, window / 2, "zoom while paused");
+        assert!(app.view().futex_pane);
+        assert!(app.view().paused);
     }
 }

@@ -287,14 +287,7 @@ impl Player {
     fn restore(&mut self, index: usize) {
         let checkpoint = &self.checkpoints[index];
         let mut app = checkpoint.app.clone();
-        app.selected = self.app.selected;
-        app.help = self.app.help;
-        app.window_ns = self.app.window_ns;
-        app.filter = self.app.filter;
-        app.futex_pane = self.app.futex_pane;
-        app.show_exited = self.app.show_exited;
-        app.range_mark = self.app.range_mark.take();
-        app.status = std::mem::take(&mut self.app.status);
+        app.carry_settings_from(&self.app);
         self.app = app;
         self.next_interval = checkpoint.next_interval;
         self.pending.clear();
@@ -302,6 +295,14 @@ impl Player {
         // changed underneath; the replay then ends where reading stops.
         let _ = self.reader.seek_block(checkpoint.offset);
         self.playhead_ns = checkpoint.at_ns.max(self.start_ns);
+    }
+
+    /// The last checkpoint taken at or before `at_ns` (the first one, at
+    /// the start, if none).
+    fn checkpoint_at_or_before(&self, at_ns: u64) -> usize {
+        self.checkpoints
+            .partition_point(|c| c.at_ns <= at_ns)
+            .saturating_sub(1)
     }
 
     /// The next event not yet applied, read from the file if need be.
@@ -318,10 +319,7 @@ impl Player {
     /// checkpoint before `to_ns`.
     pub fn seek(&mut self, to_ns: u64) {
         let to_ns = to_ns.clamp(self.start_ns, self.end_ns);
-        let checkpoint = self
-            .checkpoints
-            .partition_point(|c| c.at_ns <= to_ns)
-            .saturating_sub(1);
+        let checkpoint = self.checkpoint_at_or_before(to_ns);
         let behind = to_ns < self.playhead_ns;
         let far_ahead = self.checkpoints[checkpoint].at_ns > self.playhead_ns;
         if behind || far_ahead {
@@ -364,10 +362,7 @@ impl Player {
         // Nothing more of that thread: the playhead stays where it was,
         // and the model, which read on to the end, is rebuilt there.
         self.playing = false;
-        let checkpoint = self
-            .checkpoints
-            .partition_point(|c| c.at_ns <= playhead)
-            .saturating_sub(1);
+        let checkpoint = self.checkpoint_at_or_before(playhead);
         self.restore(checkpoint);
         self.seek(playhead);
     }
@@ -382,10 +377,7 @@ impl Player {
         // each earlier stretch up to where the later one began, until an
         // event of the thread turns up: every event is read at most once,
         // and the model is rebuilt only at the end.
-        let mut checkpoint = self
-            .checkpoints
-            .partition_point(|c| c.at_ns < playhead)
-            .saturating_sub(1);
+        let mut checkpoint = self.checkpoint_at_or_before(playhead.saturating_sub(1));
         let mut until = playhead;
         let found = loop {
             let start = self.checkpoints[checkpoint].offset;
@@ -411,10 +403,7 @@ impl Player {
         };
         // Rebuild the model at the event found (or where the playhead was).
         let to = found.unwrap_or(playhead);
-        let checkpoint = self
-            .checkpoints
-            .partition_point(|c| c.at_ns <= to)
-            .saturating_sub(1);
+        let checkpoint = self.checkpoint_at_or_before(to);
         self.restore(checkpoint);
         self.seek(to);
     }
