@@ -22,17 +22,23 @@ fn servers_running() -> usize {
     count
 }
 
+/// Runs the dashboard without a terminal for `run_for`, recorded into
+/// `record`.
+fn record_headless(record: &std::path::Path, run_for: &str) -> std::process::Output {
+    Command::new(BIN)
+        .args(["dash", "--headless-for", run_for, "--record-dir"])
+        .arg(record)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn without_a_terminal_it_says_so_and_prints_a_summary() {
     let _serial = serial();
     let before = servers_running();
     let dir = tempdir();
     let record = dir.path().join("run");
-    let output = Command::new(BIN)
-        .args(["dash", "--headless-for", "2s", "--record-dir"])
-        .arg(&record)
-        .output()
-        .unwrap();
+    let output = record_headless(&record, "2s");
     assert!(
         output.status.success(),
         "{}",
@@ -43,19 +49,7 @@ fn without_a_terminal_it_says_so_and_prints_a_summary() {
     let summary = String::from_utf8(output.stdout).unwrap();
     let workers = summary.lines().filter(|l| l.contains(" worker-")).count();
     assert_eq!(workers, 5, "{summary}");
-    let answered: u64 = summary
-        .split_whitespace()
-        .next()
-        .and_then(|_| {
-            summary
-                .lines()
-                .nth(1)?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0);
+    let answered = answered_in(&summary);
     // 10 connections on 5 workers at 50 ms: about 100 requests a second.
     assert!(answered >= 50, "{summary}");
     assert!(summary.contains("latency p50"), "{summary}");
@@ -138,6 +132,23 @@ fn tmux(args: &[&str]) -> std::process::Output {
         .expect("tmux is needed for this test; .ci/test installs it")
 }
 
+/// Starts `command` in a detached tmux session `width` × 40.
+fn start_tmux(session: &str, width: u16, command: &str) -> std::process::ExitStatus {
+    let width = width.to_string();
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        session,
+        "-x",
+        &width,
+        "-y",
+        "40",
+        command,
+    ])
+    .status
+}
+
 fn screen(session: &str) -> String {
     String::from_utf8_lossy(&tmux(&["capture-pane", "-t", session, "-p"]).stdout).into_owned()
 }
@@ -176,18 +187,7 @@ fn in_a_terminal_it_draws_the_panes_and_answers_keys() {
         "{BIN} dash --record-dir {}",
         dir.path().join("run").display()
     );
-    let status = tmux(&[
-        "new-session",
-        "-d",
-        "-s",
-        &session,
-        "-x",
-        "120",
-        "-y",
-        "40",
-        &command,
-    ])
-    .status;
+    let status = start_tmux(&session, 120, &command);
     assert!(status.success());
     // The latency title appears with the first answered requests.
     let text = wait_for_screen(&session, "  p99.9 ");
@@ -288,21 +288,9 @@ fn a_recording_replays_headless_and_in_a_terminal() {
     let _serial = serial();
     let dir = tempdir();
     let record = dir.path().join("run");
-    let output = Command::new(BIN)
-        .args(["dash", "--headless-for", "2s", "--record-dir"])
-        .arg(&record)
-        .output()
-        .unwrap();
+    let output = record_headless(&record, "2s");
     assert!(output.status.success());
     let live = String::from_utf8(output.stdout).unwrap();
-    let answered = |summary: &str| -> u64 {
-        summary
-            .lines()
-            .nth(1)
-            .and_then(|l| l.split_whitespace().next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
-    };
 
     // Without a terminal: the whole recording's summary, the same counts.
     let output = Command::new(BIN)
@@ -316,7 +304,11 @@ fn a_recording_replays_headless_and_in_a_terminal() {
         String::from_utf8_lossy(&output.stderr)
     );
     let replayed = String::from_utf8(output.stdout).unwrap();
-    assert_eq!(answered(&replayed), answered(&live), "{live}\n{replayed}");
+    assert_eq!(
+        answered_in(&replayed),
+        answered_in(&live),
+        "{live}\n{replayed}"
+    );
     // At the end of the recording the server has stopped: its main thread
     // and five workers have exited.
     let exited = replayed.lines().filter(|l| l.contains(" exited ")).count();
@@ -331,21 +323,7 @@ fn a_recording_replays_headless_and_in_a_terminal() {
     // In a terminal: it plays, seeks to the end, and quits.
     let session = format!("tracebench-replay-{}", std::process::id());
     let command = format!("{BIN} replay {}", record.display());
-    assert!(
-        tmux(&[
-            "new-session",
-            "-d",
-            "-s",
-            &session,
-            "-x",
-            "150",
-            "-y",
-            "40",
-            &command
-        ])
-        .status
-        .success()
-    );
+    assert!(start_tmux(&session, 150, &command).success());
     let text = wait_for_screen(&session, "replay of");
     tmux(&["send-keys", "-t", &session, "End"]);
     let end = wait_for_screen(&session, "  p99.9 ");
@@ -473,11 +451,7 @@ fn a_missing_corrupt_or_cut_recording_gives_one_line_and_a_clean_terminal() {
     let _serial = serial();
     let dir = tempdir();
     let good = dir.path().join("good");
-    let output = Command::new(BIN)
-        .args(["dash", "--headless-for", "1s", "--record-dir"])
-        .arg(&good)
-        .output()
-        .unwrap();
+    let output = record_headless(&good, "1s");
     assert!(output.status.success());
     let trace = std::fs::read(good.join("trace.tbt")).unwrap();
     assert!(trace.len() > 4096, "{} bytes", trace.len());
@@ -514,21 +488,7 @@ fn a_missing_corrupt_or_cut_recording_gives_one_line_and_a_clean_terminal() {
     // In a terminal: the error, the shell's prompt, and nothing of a
     // dashboard left on the screen.
     let session = format!("tracebench-bad-replay-{}", std::process::id());
-    assert!(
-        tmux(&[
-            "new-session",
-            "-d",
-            "-s",
-            &session,
-            "-x",
-            "120",
-            "-y",
-            "40",
-            "env PS1='ready$ ' bash --norc --noprofile",
-        ])
-        .status
-        .success()
-    );
+    assert!(start_tmux(&session, 120, "env PS1='ready$ ' bash --norc --noprofile").success());
     let _ = wait_for_screen(&session, "ready$");
     let command = format!("{BIN} replay {}; echo EXIT=$?", corrupt.display());
     tmux(&["send-keys", "-t", &session, &command, "Enter"]);
