@@ -255,8 +255,7 @@ fn prepare_recording(dir: &std::path::Path, config: &DashConfig) -> Result<(), D
             "mode": mode, "workers": workers, "delay_ms": delay.as_millis() as u64,
         }),
         Traced::Command { program, args, url } => serde_json::json!({
-            "command": std::iter::once(program).chain(args)
-                .map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>(),
+            "command": command_line(program, args),
             "url": url,
         }),
         Traced::Attach { pid, url } => serde_json::json!({ "pid": pid, "url": url }),
@@ -275,6 +274,14 @@ fn prepare_recording(dir: &std::path::Path, config: &DashConfig) -> Result<(), D
     let path = dir.join("settings.json");
     std::fs::write(&path, format!("{settings:#}\n"))
         .map_err(|e| DashError(format!("cannot write {}: {e}", path.display())))
+}
+
+/// A command as text, for the recording's settings and trace header.
+fn command_line(program: &std::ffi::OsStr, args: &[std::ffi::OsString]) -> Vec<String> {
+    std::iter::once(program)
+        .chain(args.iter().map(|a| a.as_os_str()))
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect()
 }
 
 /// A traced server and the load against it, running on their threads.
@@ -334,10 +341,9 @@ impl Running {
         let trace_file = match &config.record {
             Some(dir) => {
                 let command = match &target {
-                    tracebench_tracer::Target::Spawn { program, args } => std::iter::once(program)
-                        .chain(args)
-                        .map(|a| a.to_string_lossy().into_owned())
-                        .collect(),
+                    tracebench_tracer::Target::Spawn { program, args } => {
+                        command_line(program, args)
+                    }
                     tracebench_tracer::Target::Attach { pid } => vec![format!("-p {pid}")],
                 };
                 let path = dir.join("trace.tbt");
