@@ -12,9 +12,7 @@
 //! a wave: |measured − theory| < d/2. That is robust to tens of ms of noise
 //! yet fails if any mode behaved like another model: the nearest wrong
 //! answers are a whole wave away (thread taking pool time: 2 waves
-//! instead of 1; a pool taking sync time: 10 instead of 2). pool-spin
-//! alone may be up to one wave late (see the test), since its spinning
-//! workers delay the start of every batch by up to ~0.2 s.
+//! instead of 1; a pool taking sync time: 10 instead of 2).
 
 mod common;
 
@@ -211,18 +209,8 @@ fn quick_experiment_writes_every_file_and_matches_theory() {
             (row.number("deviation_pct") - deviation).abs() < 0.1,
             "{context}"
         );
-        // pool-spin's five spinners starve the acceptor and the tracer of
-        // the two cores until they have work: its batch starts 0.05-0.2 s
-        // late whatever d is (docs/experiments.md). Its band is therefore
-        // (-d/2, +d): still clear of every other model's answer (1 wave,
-        // 10 waves) and of a third wave.
-        let late_allowed = if mode == "pool-spin" {
-            QUICK_DELAY_S
-        } else {
-            QUICK_DELAY_S / 2.0
-        };
         assert!(
-            measured - theory > -QUICK_DELAY_S / 2.0 && measured - theory < late_allowed,
+            (measured - theory).abs() < QUICK_DELAY_S / 2.0,
             "{mode}: {measured:.3} s is not {waves} wave(s) of {QUICK_DELAY_S} s; {stderr}"
         );
         // No request can beat the model: the slowest waits every wave.

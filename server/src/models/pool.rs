@@ -7,7 +7,8 @@
 //! * `pool-std`: std's `Mutex` and `Condvar` (themselves futex-based on
 //!   Linux): the baseline to compare with.
 //! * `pool-spin`: the lock is only ever tried, never slept on; idle workers
-//!   poll the queue in a loop and burn a core each.
+//!   poll the queue in a loop, yielding between polls, and burn every idle
+//!   core.
 
 use std::collections::VecDeque;
 use std::net::{TcpListener, TcpStream};
@@ -172,7 +173,11 @@ impl Handoff for SpinQueue {
                 return None;
             }
             drop(slots);
-            std::hint::spin_loop();
+            // Still a busy poll (an idle worker never leaves the run queue and
+            // burns its core), but it steps aside for any runnable thread: five
+            // spinners on two cores would otherwise make the acceptor, which
+            // feeds them, wait a scheduler slice for a core after every wake-up.
+            std::thread::yield_now();
         }
     }
     fn close(&self) {
