@@ -60,10 +60,15 @@ run_case() {
   case "$name" in
     untraced) "${on[@]}" "${SERVER[@]}" >/dev/null & ;;
     tracebench) "${on[@]}" "$BIN" trace -e "trace=$set" -w "$out" -- "${SERVER[@]}" >/dev/null 2>&1 & ;;
+    tracebench-no-poll-idle) "${on[@]}" "$BIN" trace --no-poll-idle -e "trace=$set" -w "$out" -- "${SERVER[@]}" >/dev/null 2>&1 & ;;
     tracebench-futex-wait) "${on[@]}" "$BIN" trace -e "trace=${set/futex,/}" -e futex=wait -w "$out" -- "${SERVER[@]}" >/dev/null 2>&1 & ;;
     tracebench-text) "${on[@]}" "$BIN" trace -e "trace=$set" -o "$out" -- "${SERVER[@]}" >/dev/null 2>&1 & ;;
     strace) "${on[@]}" strace -f -e "trace=$set" -o "$out" "${SERVER[@]}" >/dev/null 2>&1 & ;;
     strace-seccomp) "${on[@]}" strace -f --seccomp-bpf -e "trace=$set" -o "$out" "${SERVER[@]}" >/dev/null 2>&1 & ;;
+    # strace given what tracebench does by default: a CPU latency request
+    # of 0 (idle CPUs poll), held by fd 3 for as long as strace runs.
+    strace-poll-idle) "${on[@]}" bash -c 'exec 3>/dev/cpu_dma_latency && printf 0 >&3 && exec "$@"' _ \
+      strace -f -e "trace=$set" -o "$out" "${SERVER[@]}" >/dev/null 2>&1 & ;;
   esac
   tracer_pid=$!
   wait_port
@@ -88,6 +93,15 @@ median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 echo "## Tracing cost, $(date -u +%Y-%m-%d), $(nproc) cores, $MODE server, wrk -t1 -c10 -d$DURATION, Connection: close"
 echo
 echo "$(strace -V | head -1); kernel $(uname -r)."
+# tracebench asks idle CPUs to poll while it traces when it may write the
+# CPU latency QoS device (root); say which case this run measured.
+if [ -w /dev/cpu_dma_latency ]; then
+  poll_idle=true
+  echo "/dev/cpu_dma_latency is writable: tracebench holds idle CPUs polling while it traces (strace-poll-idle: strace given the same)."
+else
+  poll_idle=false
+  echo "/dev/cpu_dma_latency is not writable: every tracer here runs with idle CPUs halting."
+fi
 for set in "clone,clone3,futex,accept4" "default" "pinned"; do
   PINNED=0
   if [ "$set" = pinned ]; then
@@ -101,7 +115,8 @@ for set in "clone,clone3,futex,accept4" "default" "pinned"; do
     trace_set=$set
   fi
   declare -A rps=() per_request=()
-  cases=(untraced tracebench tracebench-futex-wait tracebench-text strace strace-seccomp)
+  cases=(untraced tracebench tracebench-no-poll-idle tracebench-futex-wait tracebench-text strace strace-seccomp)
+  $poll_idle && cases+=(strace-poll-idle)
   for run in $(seq "$RUNS"); do
     for name in "${cases[@]}"; do
       read -r r n b < <(run_case "$name" "$trace_set" "$work/$name.out")

@@ -49,6 +49,10 @@ pub struct DashArgs {
     /// Record the run here instead of runs/<time>/
     #[arg(long, value_name = "DIR")]
     record_dir: Option<std::path::PathBuf>,
+    /// Let idle CPUs halt while tracing (by default, as root, they poll so
+    /// ptrace stops are cheap; see `tracebench trace --help`)
+    #[arg(long)]
+    no_poll_idle: bool,
     /// Start and trace this program instead of our server; with --url,
     /// load it too (without, only watch it: `-- tracebench lab race`)
     #[arg(last = true, value_name = "CMD")]
@@ -69,6 +73,7 @@ impl Default for DashArgs {
             headless_for: Duration::from_secs(5),
             no_record: false,
             record_dir: None,
+            no_poll_idle: false,
             command: Vec::new(),
         }
     }
@@ -201,6 +206,7 @@ pub fn run(args: DashArgs) -> anyhow::Result<()> {
         headless_for: args.headless_for,
         record,
         restarts: 0,
+        poll_idle: !args.no_poll_idle,
     };
     let finished = tracebench_ui::run(&config)?;
     print!("{}", summary(&finished.app));

@@ -804,3 +804,72 @@ fn sampling_reads_thread_states_without_stopping_anything() {
     }
     assert!(server.stop().0.success());
 }
+
+/// The CPU latency the kernel grants now, in µs: the strictest request
+/// any process holds (about 2 000 s when none does).
+fn cpu_latency_limit_us() -> i32 {
+    let bytes = std::fs::read("/dev/cpu_dma_latency")
+        .expect("read /dev/cpu_dma_latency: the tracer's idle polling is tested as root");
+    i32::from_ne_bytes(bytes[..4].try_into().unwrap())
+}
+
+/// Whether `pid` holds /dev/cpu_dma_latency open (and so a request).
+fn holds_cpu_latency_request(pid: i32) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|fds| {
+            fds.flatten().any(|fd| {
+                std::fs::read_link(fd.path())
+                    .is_ok_and(|target| target == std::path::Path::new("/dev/cpu_dma_latency"))
+            })
+        })
+        .unwrap_or(false)
+}
+
+/// Starts `tracebench trace ARGS -o /dev/null -- sleep 30` and waits until
+/// the sleep runs traced.
+fn tracer_of_a_sleep(args: &[&str]) -> std::process::Child {
+    let tracer = Command::new(BIN)
+        .arg("trace")
+        .args(args)
+        .args(["-o", "/dev/null", "--", "sleep", "30"])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let sleeper = first_child_of(tracer.id() as i32);
+    let (execed, _) = eventually(Duration::from_secs(10), || {
+        let comm = std::fs::read_to_string(format!("/proc/{sleeper}/comm")).unwrap_or_default();
+        (comm.trim() == "sleep", ())
+    });
+    assert!(execed);
+    tracer
+}
+
+#[test]
+fn idle_cpus_poll_while_tracing_and_halt_again_after() {
+    let _serial = serial();
+    let before = cpu_latency_limit_us();
+
+    // By default the tracer holds a 0 µs request for as long as it traces.
+    let mut tracer = tracer_of_a_sleep(&[]);
+    assert!(holds_cpu_latency_request(tracer.id() as i32));
+    assert_eq!(cpu_latency_limit_us(), 0);
+    // Even killed with -9 it leaves nothing behind: the kernel withdraws
+    // the request with the dead process's files.
+    tracer.kill().unwrap();
+    tracer.wait().unwrap();
+    let (withdrawn, limit) = eventually(Duration::from_secs(5), || {
+        let limit = cpu_latency_limit_us();
+        (limit == before, limit)
+    });
+    assert!(
+        withdrawn,
+        "limit {limit} µs after the tracer died, {before} before"
+    );
+
+    // --no-poll-idle: no request at all.
+    let mut tracer = tracer_of_a_sleep(&["--no-poll-idle"]);
+    assert!(!holds_cpu_latency_request(tracer.id() as i32));
+    assert_eq!(cpu_latency_limit_us(), before);
+    tracer.kill().unwrap();
+    tracer.wait().unwrap();
+}

@@ -14,6 +14,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::cpu_latency::CpuLatencyRequest;
 use crate::event::{Creation, Event, EventKind, EventSink, ExitStatus};
 use crate::ptrace::{self, Stop, SyscallInfo, Tid};
 use crate::selection::Selection;
@@ -54,6 +55,12 @@ pub struct Options {
     /// Give a spawned program /dev/null for standard input, output and
     /// error (for a dashboard that owns the terminal).
     pub silence: bool,
+    /// While tracing, ask that idle CPUs poll instead of halting (a CPU
+    /// latency QoS request of 0 µs, see [`crate::cpu_latency`]), so the two
+    /// wake-ups of every ptrace stop need no interrupt and no idle exit.
+    /// Best effort: without write access to /dev/cpu_dma_latency (root's)
+    /// the trace runs without it.
+    pub poll_idle: bool,
 }
 
 impl Default for Options {
@@ -65,6 +72,7 @@ impl Default for Options {
             string_limit: 32,
             cpu: None,
             silence: false,
+            poll_idle: true,
         }
     }
 }
@@ -206,6 +214,8 @@ pub fn trace(
 /// seized) but whose events have not been read yet.
 pub struct Session {
     engine: Engine,
+    /// Held for as long as the session lives, through [`Session::run`].
+    idle_request: Option<CpuLatencyRequest>,
 }
 
 impl Session {
@@ -217,12 +227,28 @@ impl Session {
             // Before forking, so a spawned program inherits the mask.
             pin_to_cpu(cpu)?;
         }
+        // Before the program starts, so its start-up is traced at the same
+        // cost as the rest.
+        let idle_request = if options.poll_idle {
+            CpuLatencyRequest::poll_idle().ok()
+        } else {
+            None
+        };
         let mut engine = Engine::new(options.clone());
         match target {
             Target::Spawn { program, args } => engine.spawn(program, args)?,
             Target::Attach { pid } => engine.attach(*pid)?,
         }
-        Ok(Session { engine })
+        Ok(Session {
+            engine,
+            idle_request,
+        })
+    }
+
+    /// Whether idle CPUs are held polling for this session
+    /// ([`Options::poll_idle`] asked, and the request was granted).
+    pub fn polls_idle(&self) -> bool {
+        self.idle_request.is_some()
     }
 
     /// Whether the seccomp fast path is in use.

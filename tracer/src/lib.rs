@@ -18,6 +18,7 @@
 pub mod attribution;
 mod capture;
 pub mod chrome;
+pub mod cpu_latency;
 pub mod decode;
 mod engine;
 mod event;

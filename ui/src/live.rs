@@ -75,6 +75,8 @@ pub struct DashConfig {
     /// How many times `m` restarted the dashboard before this run (0 for
     /// the first).
     pub restarts: usize,
+    /// Ask idle CPUs to poll while tracing ([`Options::poll_idle`]).
+    pub poll_idle: bool,
 }
 
 impl DashConfig {
@@ -357,6 +359,7 @@ impl Running {
         let (sink, source) = tracebench_tracer::sink::channel(1 << 16);
         let (started_tx, started_rx) = mpsc::channel::<Result<(), String>>();
         let selection = config.selection.clone();
+        let poll_idle = config.poll_idle;
         let tracer = std::thread::Builder::new()
             .name("tracer".into())
             .spawn(move || {
@@ -365,6 +368,7 @@ impl Running {
                 let options = Options {
                     selection,
                     silence: true,
+                    poll_idle,
                     ..Options::default()
                 };
                 match Session::start(&target, &options) {
@@ -681,6 +685,7 @@ mod tests {
             headless_for: Duration::from_secs(1),
             record: Some("runs/T-pool-std".into()),
             restarts: 0,
+            poll_idle: true,
         };
         let mut seen = vec![config.record.clone().unwrap()];
         for _ in 0..7 {
