@@ -142,7 +142,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<u8> {
         follow_forks: true,
         string_limit: args.string_limit,
         cpu: args.cpu,
-        silence: false,
+        stdio: tracebench_tracer::ProgramStdio::Inherit,
         poll_idle: !args.no_poll_idle,
     };
 

@@ -427,6 +427,46 @@ fn a_program_without_a_url_is_watched_without_load_until_it_ends() {
 }
 
 #[test]
+fn the_programs_output_is_recorded_and_shown_in_its_pane() {
+    let _serial = serial();
+    // Headless: every line, stdout and stderr alike, lands in the
+    // recording's output.log and none on the dashboard's own output.
+    let dir = tempdir();
+    let record = dir.path().join("run");
+    let script = "echo to stdout; echo to stderr >&2; printf 'no newline at the end'";
+    let output = Command::new(BIN)
+        .args(["dash", "--headless-for", "20s", "--record-dir"])
+        .arg(&record)
+        .args(["--", "sh", "-c", script])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let log = std::fs::read_to_string(record.join("output.log")).unwrap();
+    assert_eq!(log, "to stdout\nto stderr\nno newline at the end");
+    let ours = String::from_utf8_lossy(&output.stdout);
+    assert!(!ours.contains("to stdout"), "{ours}");
+
+    // In a terminal: `o` shows the pane with the program's lines.
+    let session = format!("tracebench-output-{}", std::process::id());
+    let command = format!(
+        "{BIN} dash --no-record -- sh -c 'echo hello from the program; printf \"\\033[31mred\\033[0m\\n\"; sleep 30'"
+    );
+    assert!(start_tmux(&session, 120, &command).success());
+    wait_for_screen(&session, "recent events");
+    tmux(&["send-keys", "-t", &session, "o"]);
+    let text = wait_for_screen(&session, "hello from the program");
+    let _ = press_q_and_wait(&session);
+    assert!(text.contains("program output"), "{text}");
+    assert!(text.contains("hello from the program"), "{text}");
+    // The colour sequence is gone; its text stays.
+    assert!(text.lines().any(|l| l.contains("│red ")), "{text}");
+}
+
+#[test]
 fn dash_bad_input_fails_with_one_line() {
     for args in [
         &["dash", "--url", "http://127.0.0.1:1/"][..],

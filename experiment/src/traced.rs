@@ -131,7 +131,7 @@ impl TracedServer {
             .name(format!("tracer-{mode}"))
             .spawn(move || -> TracerResult {
                 let options = Options {
-                    silence: true,
+                    stdio: tracebench_tracer::ProgramStdio::Null,
                     ..Options::default()
                 };
                 // Start and run on this same thread: it owns every ptrace call.

@@ -10,8 +10,10 @@
 use std::collections::HashMap;
 use std::ffi::{CString, OsStr, OsString};
 use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::cpu_latency::CpuLatencyRequest;
@@ -52,9 +54,8 @@ pub struct Options {
     /// stop that crosses CPUs needs an inter-processor wake-up, which on
     /// virtual machines costs several times the stop itself.
     pub cpu: Option<usize>,
-    /// Give a spawned program /dev/null for standard input, output and
-    /// error (for a dashboard that owns the terminal).
-    pub silence: bool,
+    /// Where a spawned program's standard input, output and error go.
+    pub stdio: ProgramStdio,
     /// While tracing, ask that idle CPUs poll instead of halting (a CPU
     /// latency QoS request of 0 µs, see [`crate::cpu_latency`]), so the two
     /// wake-ups of every ptrace stop need no interrupt and no idle exit.
@@ -71,10 +72,25 @@ impl Default for Options {
             follow_forks: true,
             string_limit: 32,
             cpu: None,
-            silence: false,
+            stdio: ProgramStdio::Inherit,
             poll_idle: true,
         }
     }
+}
+
+/// Where a spawned program's standard streams go.
+#[derive(Debug, Clone, Default)]
+pub enum ProgramStdio {
+    /// Ours: the program shares the tracer's terminal or files.
+    #[default]
+    Inherit,
+    /// /dev/null for all three (a dashboard owns the terminal).
+    Null,
+    /// /dev/null for input; output and error both to this file descriptor,
+    /// typically a pipe's write end whose read end the caller drains.
+    /// The tracer's copy closes when the session ends, so the reader sees
+    /// end-of-file once the program and every child holding it are gone.
+    Capture(Arc<OwnedFd>),
 }
 
 /// How a trace ended.
@@ -491,7 +507,13 @@ impl Engine {
         };
 
         let dev_null = c"/dev/null";
-        let silence = self.options.silence;
+        // (stdin, stdout and stderr) from /dev/null, then this descriptor
+        // (if any) onto stdout and stderr.
+        let (null_stdio, capture) = match &self.options.stdio {
+            ProgramStdio::Inherit => (false, None),
+            ProgramStdio::Null => (true, None),
+            ProgramStdio::Capture(fd) => (true, Some(fd.as_raw_fd())),
+        };
         // SAFETY: getpid has no preconditions.
         let parent = unsafe { libc::getpid() };
         // SAFETY: the child runs only async-signal-safe system calls on
@@ -512,13 +534,19 @@ impl Engine {
                 if libc::getppid() != parent {
                     libc::_exit(125);
                 }
-                if silence {
+                if null_stdio {
                     let fd = libc::open(dev_null.as_ptr(), libc::O_RDWR);
                     if fd >= 0 {
                         for target in 0..3 {
                             libc::dup2(fd, target);
                         }
                     }
+                }
+                // dup2 clears close-on-exec on the copies, so the program
+                // keeps them and nothing else.
+                if let Some(fd) = capture {
+                    libc::dup2(fd, 1);
+                    libc::dup2(fd, 2);
                 }
                 libc::kill(libc::getpid(), libc::SIGSTOP);
                 // Continued: we are seized, and PTRACE_O_EXITKILL now kills

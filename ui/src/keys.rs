@@ -63,6 +63,13 @@ pub const KEYMAP: &[Binding] = &[
         live_only: false,
     },
     Binding {
+        keys: "o",
+        help: "the program's output (stdout, stderr) or events",
+        matches: |k| k == KeyCode::Char('o'),
+        action: || Action::ToggleOutputPane,
+        live_only: false,
+    },
+    Binding {
         keys: "x",
         help: "list threads that exited in the last minute, or 5 s",
         matches: |k| k == KeyCode::Char('x'),
@@ -106,7 +113,7 @@ pub const KEYMAP: &[Binding] = &[
     },
     Binding {
         keys: "r",
-        help: "latency from here on only (mark a range); r again: all",
+        help: "latency from here on only (a range); r again: all",
         matches: |k| k == KeyCode::Char('r'),
         action: || Action::MarkRange,
         live_only: false,

@@ -15,7 +15,7 @@ use tracebench_loadgen::hlog;
 use tracebench_loadgen::{LoadConfig, StopAfter, Target};
 use tracebench_tracer::file::{Header, TraceWriter};
 use tracebench_tracer::sink::{ChannelSource, Tee};
-use tracebench_tracer::{Options, Selection, Session};
+use tracebench_tracer::{Options, ProgramStdio, Selection, Session};
 
 use crate::model::{Action, App, MAX_LOAD_CONNECTIONS};
 use crate::source::Source;
@@ -205,6 +205,7 @@ pub fn run(config: &DashConfig) -> Result<Finished, DashError> {
             Err(e) => break Err(e),
         };
         let mut app = App::new(config.title());
+        app.captures_output = running.output.is_some();
         if config.load_url().is_some() {
             app.connections = config.connections;
         }
@@ -271,7 +272,10 @@ fn prepare_recording(dir: &std::path::Path, config: &DashConfig) -> Result<(), D
         "connections": config.connections,
         "rate": config.rate,
         "started_unix_s": started,
-        "files": { "trace": "trace.tbt", "latency": "latency.hlog", "thread names": "threads.json" },
+        "files": {
+            "trace": "trace.tbt", "latency": "latency.hlog", "thread names": "threads.json",
+            "program output": "output.log",
+        },
     });
     let path = dir.join("settings.json");
     std::fs::write(&path, format!("{settings:#}\n"))
@@ -295,6 +299,8 @@ struct Running {
     source: ChannelSource,
     snapshots: mpsc::Receiver<tracebench_loadgen::Snapshot>,
     cpu: CpuSampler,
+    /// Lines of the spawned program's output (none for an attached one).
+    output: Option<mpsc::Receiver<String>>,
 }
 
 impl Running {
@@ -356,6 +362,14 @@ impl Running {
             }
             None => None,
         };
+        let (stdio, output) = match &target {
+            tracebench_tracer::Target::Spawn { .. } => {
+                let log = config.record.as_ref().map(|dir| dir.join("output.log"));
+                let (write_end, lines) = capture_output(log.as_deref())?;
+                (ProgramStdio::Capture(Arc::new(write_end)), Some(lines))
+            }
+            tracebench_tracer::Target::Attach { .. } => (ProgramStdio::Inherit, None),
+        };
         let (sink, source) = tracebench_tracer::sink::channel(1 << 16);
         let (started_tx, started_rx) = mpsc::channel::<Result<(), String>>();
         let selection = config.selection.clone();
@@ -367,7 +381,7 @@ impl Running {
                 let _ = tracebench_tracer::stop_on_signals();
                 let options = Options {
                     selection,
-                    silence: true,
+                    stdio,
                     poll_idle,
                     ..Options::default()
                 };
@@ -416,6 +430,7 @@ impl Running {
                 source,
                 snapshots,
                 cpu: CpuSampler::default(),
+                output,
             });
         };
         let addr = load_target.addrs[0];
@@ -482,6 +497,7 @@ impl Running {
             source,
             snapshots,
             cpu: CpuSampler::default(),
+            output,
         })
     }
 
@@ -514,6 +530,11 @@ impl Running {
         }
         for snapshot in self.snapshots.try_iter() {
             app.update(Action::Load(snapshot));
+        }
+        if let Some(output) = &self.output {
+            for line in output.try_iter() {
+                app.update(Action::Output(line));
+            }
         }
         // The trace's clock is CLOCK_MONOTONIC: an idle program's states
         // age, and its timeline moves, without events.
@@ -550,7 +571,57 @@ impl Running {
     }
 }
 
-/// Hands everything the sources produced since the last call to the model.
+/// Lines the view may fall behind by before the reader drops some (the
+/// log keeps every one).
+const OUTPUT_BACKLOG: usize = 1024;
+/// The most bytes of output taken as one line.
+const OUTPUT_PIECE: u64 = 64 * 1024;
+
+/// A pipe for a spawned program's standard output and error: its write
+/// end (for [`ProgramStdio::Capture`]) and the lines read from the other
+/// end by a thread of ours, each also appended to `log` if given. The
+/// program is never slowed by the view: lines the view has not taken when
+/// [`OUTPUT_BACKLOG`] wait are dropped from it, not from the log. The
+/// thread ends at end-of-file, once the program and all its children have
+/// closed the pipe.
+fn capture_output(
+    log: Option<&std::path::Path>,
+) -> Result<(std::os::fd::OwnedFd, mpsc::Receiver<String>), DashError> {
+    use std::io::{BufRead, Read, Write};
+    let (read_end, write_end) = std::io::pipe()
+        .map_err(|e| DashError(format!("cannot make a pipe for the program's output: {e}")))?;
+    let mut log = match log {
+        Some(path) => Some(io::BufWriter::new(std::fs::File::create(path).map_err(
+            |e| DashError(format!("cannot create {}: {e}", path.display())),
+        )?)),
+        None => None,
+    };
+    let (lines_tx, lines) = mpsc::sync_channel(OUTPUT_BACKLOG);
+    std::thread::Builder::new()
+        .name("program output".into())
+        .spawn(move || {
+            let mut reader = io::BufReader::new(read_end);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                // A line without an end is taken in pieces.
+                match (&mut reader)
+                    .take(OUTPUT_PIECE)
+                    .read_until(b'\n', &mut line)
+                {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+                if let Some(log) = log.as_mut() {
+                    let _ = log.write_all(&line).and_then(|()| log.flush());
+                }
+                let _ = lines_tx.try_send(String::from_utf8_lossy(&line).into_owned());
+            }
+        })
+        .map_err(|e| DashError(format!("cannot start the output reader: {e}")))?;
+    Ok((write_end.into(), lines))
+}
+
 /// CPU time of threads, sampled from /proc about once a second.
 #[derive(Default)]
 struct CpuSampler {

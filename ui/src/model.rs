@@ -28,6 +28,22 @@ pub const MAX_WINDOW_NS: u64 = 60_000_000_000;
 pub const EXITED_SHOWN_NS: u64 = 5_000_000_000;
 /// The most load connections `]` turns up to.
 pub const MAX_LOAD_CONNECTIONS: usize = 256;
+/// Lines of the traced program's output the output pane keeps.
+pub const OUTPUT_LINES: usize = 500;
+/// Characters of one output line kept (a line is cut there).
+pub const OUTPUT_LINE_CHARS: usize = 400;
+
+/// What the lower left pane shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LowerPane {
+    /// The recent events, strace-style.
+    #[default]
+    Events,
+    /// Waits, wakes and herds per futex word.
+    Futex,
+    /// The traced program's standard output and error.
+    Output,
+}
 
 /// One row of the thread table: who the thread is and what it does.
 #[derive(Debug, Clone)]
@@ -210,6 +226,11 @@ pub enum Action {
     NextMode,
     /// Show the futex words instead of the recent events, or back.
     ToggleFutexPane,
+    /// Show the traced program's output instead of the recent events, or
+    /// back.
+    ToggleOutputPane,
+    /// The traced program wrote this line (standard output or error).
+    Output(String),
     /// Time passed: the trace clock (CLOCK_MONOTONIC) reads this now, even
     /// if no event came (a live source sends it every frame, so an idle
     /// program's states keep aging and its timeline keeps moving).
@@ -221,6 +242,61 @@ pub enum Action {
     /// answered between the mark and the present (or the playhead). Again:
     /// forget the mark.
     MarkRange,
+}
+
+/// A line of a program's output as a terminal would leave it, safe to draw
+/// inside ours: what follows the last carriage return (a progress bar's
+/// latest state), colour and cursor sequences removed, tabs expanded to
+/// 8-column stops, other control characters dropped, and the line cut at
+/// [`OUTPUT_LINE_CHARS`] characters.
+pub fn terminal_line(raw: &str) -> String {
+    let raw = raw.strip_suffix('\n').unwrap_or(raw);
+    let raw = raw.strip_suffix('\r').unwrap_or(raw);
+    let raw = raw.rsplit('\r').next().unwrap_or(raw);
+    let mut line = String::with_capacity(raw.len().min(OUTPUT_LINE_CHARS));
+    let mut width = 0;
+    let mut chars = raw.chars().peekable();
+    while let Some(c) = chars.next() {
+        if width >= OUTPUT_LINE_CHARS {
+            break;
+        }
+        match c {
+            '\u{1b}' => {
+                // CSI (ESC [ parameters final) or OSC (ESC ] ... BEL or
+                // ESC \): skipped whole; any other escape: ESC and its
+                // one following character.
+                match chars.next() {
+                    Some('[') => {
+                        for c in chars.by_ref() {
+                            if ('\u{40}'..='\u{7e}').contains(&c) {
+                                break;
+                            }
+                        }
+                    }
+                    Some(']') => {
+                        while let Some(c) = chars.next() {
+                            if c == '\u{7}' || (c == '\u{1b}' && chars.next_if_eq(&'\\').is_some())
+                            {
+                                break;
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            '\t' => {
+                let spaces = 8 - width % 8;
+                line.extend(std::iter::repeat_n(' ', spaces));
+                width += spaces;
+            }
+            c if c.is_control() => {}
+            c => {
+                line.push(c);
+                width += 1;
+            }
+        }
+    }
+    line
 }
 
 /// Everything the dashboard shows.
@@ -284,8 +360,14 @@ pub struct App {
     pub requests: Attributor,
     /// Waits, wakes and herds per futex word.
     pub futex: FutexStats,
-    /// The lower left pane shows the futex words instead of the events.
-    pub futex_pane: bool,
+    /// What the lower left pane shows.
+    pub lower_pane: LowerPane,
+    /// The traced program's last lines of output, newest last, made safe
+    /// to draw ([`terminal_line`]).
+    pub output: VecDeque<String>,
+    /// Whether the source captures the program's output at all (not for a
+    /// program we attached to, nor in a replay).
+    pub captures_output: bool,
     /// The first row the thread table showed last frame: the table keeps
     /// it from frame to frame and scrolls only when the selection leaves
     /// the view (widget state, the one thing drawing writes).
@@ -337,7 +419,9 @@ impl App {
             unnamed: Vec::new(),
             requests: Attributor::new(),
             futex: FutexStats::new(),
-            futex_pane: false,
+            lower_pane: LowerPane::Events,
+            output: VecDeque::new(),
+            captures_output: false,
             show_exited: false,
             table_offset: std::cell::Cell::new(0),
             range_mark: None,
@@ -410,7 +494,14 @@ impl App {
             }
             Action::MoreLoad | Action::LessLoad => {}
             Action::NextMode => self.restart = !self.replay,
-            Action::ToggleFutexPane => self.futex_pane = !self.futex_pane,
+            Action::ToggleFutexPane => self.toggle_lower_pane(LowerPane::Futex),
+            Action::ToggleOutputPane => self.toggle_lower_pane(LowerPane::Output),
+            Action::Output(line) => {
+                if self.output.len() == OUTPUT_LINES {
+                    self.output.pop_front();
+                }
+                self.output.push_back(terminal_line(&line));
+            }
             Action::ToggleExited => self.show_exited = !self.show_exited,
             Action::Tick(now_ns) => {
                 if self.origin_ns != 0 && now_ns > self.now_ns {
@@ -442,11 +533,20 @@ impl App {
         self.help = other.help;
         self.selected = other.selected;
         self.filter = other.filter;
-        self.futex_pane = other.futex_pane;
+        self.lower_pane = other.lower_pane;
         self.show_exited = other.show_exited;
         self.range_mark = other.range_mark.clone();
         self.connections = other.connections;
         self.window_ns = other.window_ns;
+    }
+
+    /// Shows `pane` in the lower left, or the events if it shows already.
+    fn toggle_lower_pane(&mut self, pane: LowerPane) {
+        self.lower_pane = if self.lower_pane == pane {
+            LowerPane::Events
+        } else {
+            pane
+        };
     }
 
     /// Whether the events pane shows only this thread's events.
@@ -953,7 +1053,53 @@ mod tests {
         app.update(Action::ZoomIn);
         app.update(Action::ToggleFutexPane);
         assert_eq!(app.view().window_ns, window / 2, "zoom while paused");
-        assert!(app.view().futex_pane);
+        assert_eq!(app.view().lower_pane, LowerPane::Futex);
         assert!(app.view().paused);
+    }
+
+    #[test]
+    fn the_output_pane_keeps_the_last_lines_and_takes_turns_with_the_futex_pane() {
+        let mut app = App::new("test");
+        for i in 0..OUTPUT_LINES + 3 {
+            app.update(Action::Output(format!("line {i}\n")));
+        }
+        assert_eq!(app.output.len(), OUTPUT_LINES);
+        assert_eq!(app.output.front().unwrap(), "line 3");
+        assert_eq!(
+            app.output.back().unwrap(),
+            &format!("line {}", OUTPUT_LINES + 2)
+        );
+
+        app.update(Action::ToggleOutputPane);
+        assert_eq!(app.lower_pane, LowerPane::Output);
+        app.update(Action::ToggleFutexPane);
+        assert_eq!(
+            app.lower_pane,
+            LowerPane::Futex,
+            "f goes to the futex words"
+        );
+        app.update(Action::ToggleOutputPane);
+        app.update(Action::ToggleOutputPane);
+        assert_eq!(app.lower_pane, LowerPane::Events, "o again: the events");
+    }
+
+    #[test]
+    fn program_output_is_made_safe_to_draw() {
+        // Colours go, the text stays.
+        assert_eq!(terminal_line("\u{1b}[1;31mred\u{1b}[0m ok\n"), "red ok");
+        // A progress bar redrawn with \r: its last state.
+        assert_eq!(terminal_line("10%\r50%\r100%\r\n"), "100%");
+        // A window title (OSC, ended by BEL or ST) and a lone escape.
+        assert_eq!(
+            terminal_line("\u{1b}]0;title\u{7}a\u{1b}]2;t\u{1b}\\b\u{1b}7c"),
+            "abc"
+        );
+        // Tabs to 8-column stops; other control characters dropped.
+        assert_eq!(terminal_line("a\tb\u{7}\u{8}c"), "a       bc");
+        // Cut at the limit, by characters, not bytes.
+        let long = "é".repeat(OUTPUT_LINE_CHARS + 10);
+        assert_eq!(terminal_line(&long).chars().count(), OUTPUT_LINE_CHARS);
+        // An escape cut off at the end of the line is not an error.
+        assert_eq!(terminal_line("x\u{1b}["), "x");
     }
 }

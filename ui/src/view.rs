@@ -10,7 +10,7 @@ use ratatui::widgets::{Bar, BarChart, BarGroup, Block, Clear, Paragraph, Row, Sp
 use tracebench_tracer::states::ThreadState;
 
 use crate::keys::KEYMAP;
-use crate::model::App;
+use crate::model::{App, LowerPane};
 
 /// The colour of a state, as in the thread table and the legend.
 pub fn state_color(state: ThreadState) -> Color {
@@ -64,10 +64,10 @@ pub fn draw(frame: &mut Frame, app: &App) {
     draw_threads(frame, threads, app_view);
     let [events, load] =
         Layout::horizontal([Constraint::Percentage(40), Constraint::Percentage(60)]).areas(bottom);
-    if app_view.futex_pane {
-        draw_futex(frame, events, app_view);
-    } else {
-        draw_events(frame, events, app_view);
+    match app_view.lower_pane {
+        LowerPane::Events => draw_events(frame, events, app_view),
+        LowerPane::Futex => draw_futex(frame, events, app_view),
+        LowerPane::Output => draw_output(frame, events, app_view),
     }
     let [throughput, latency] =
         Layout::vertical([Constraint::Length(5), Constraint::Min(5)]).areas(load);
@@ -257,6 +257,40 @@ fn draw_events(frame: &mut Frame, area: Rect, app: &App) {
         Paragraph::new(lines).block(Block::bordered().title(title)),
         area,
     );
+}
+
+/// The traced program's last lines of output, newest at the bottom.
+fn draw_output(frame: &mut Frame, area: Rect, app: &App) {
+    let block = Block::bordered().title(" program output (o: events) ");
+    let note = if !app.captures_output && app.replay {
+        Some("A replay has no program output: the recording's output.log has it.")
+    } else if !app.captures_output {
+        Some("A program we attached to writes where it always did: its output is not ours to show.")
+    } else if app.output.is_empty() {
+        Some("(no output yet)")
+    } else {
+        None
+    };
+    if let Some(note) = note {
+        frame.render_widget(
+            Paragraph::new(Line::styled(note, Style::default().fg(Color::DarkGray)))
+                .wrap(ratatui::widgets::Wrap { trim: true })
+                .block(block),
+            area,
+        );
+        return;
+    }
+    let height = area.height.saturating_sub(2) as usize;
+    let skip = app.output.len().saturating_sub(height);
+    let lines: Vec<Line> = app
+        .output
+        .iter()
+        .skip(skip)
+        .map(|line| Line::raw(line.as_str()))
+        .collect();
+    // Not wrapped, so the newest line is always the bottom row (all of
+    // every line is in the recording's output.log).
+    frame.render_widget(Paragraph::new(lines).block(block), area);
 }
 
 fn draw_futex(frame: &mut Frame, area: Rect, app: &App) {
@@ -684,6 +718,26 @@ mod snapshots {
     fn futex_pane() {
         let player = played();
         insta::assert_snapshot!(render(48, 13, |f| draw_futex(f, f.area(), &player.app)));
+    }
+
+    #[test]
+    fn output_pane() {
+        let mut player = played();
+        player.app.captures_output = true;
+        for line in [
+            "listening on http://127.0.0.1:8080 (mode pool-futex)",
+            "\u{1b}[32mserved\u{1b}[0m 10 requests",
+            "a line longer than the pane is cut at its edge, not wrapped",
+        ] {
+            player.app.update(Action::Output(line.into()));
+        }
+        insta::assert_snapshot!(render(48, 8, |f| draw_output(f, f.area(), &player.app)));
+    }
+
+    #[test]
+    fn output_pane_of_a_replay() {
+        let player = played();
+        insta::assert_snapshot!(render(48, 5, |f| draw_output(f, f.area(), &player.app)));
     }
 
     #[test]
