@@ -2,6 +2,7 @@
 //! [`App::update`] with an [`Action`]. No I/O happens here, so every
 //! behaviour can be tested without a terminal.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, VecDeque};
 
 use hdrhistogram::Histogram;
@@ -244,6 +245,34 @@ pub enum Action {
     MarkRange,
 }
 
+/// Where a marked range starts: the time, and the histograms as they were
+/// then, so the range's own are the difference.
+#[derive(Debug, Clone)]
+pub struct RangeMark {
+    /// Trace time of the mark (ns).
+    pub at_ns: u64,
+    /// The client's latencies answered by then.
+    pub latency: Histogram<u64>,
+    /// The server's queue waits attributed by then.
+    pub queue_wait: Histogram<u64>,
+    /// The server's service times attributed by then.
+    pub service: Histogram<u64>,
+}
+
+/// What was counted between two states of one growing histogram, in
+/// either order (a replay can go back before its mark).
+fn between(now: &Histogram<u64>, at_mark: &Histogram<u64>) -> Histogram<u64> {
+    let (later, earlier) = if now.len() >= at_mark.len() {
+        (now, at_mark)
+    } else {
+        (at_mark, now)
+    };
+    let mut range = later.clone();
+    // Counts only grow, so the earlier histogram fits in the later.
+    let _ = range.subtract(earlier);
+    range
+}
+
 /// A line of a program's output as a terminal would leave it, safe to draw
 /// inside ours: what follows the last carriage return (a progress bar's
 /// latest state), colour and cursor sequences removed, tabs expanded to
@@ -376,9 +405,8 @@ pub struct App {
     /// (fork and thread modes make one per request), not only the last
     /// few seconds' ([`EXITED_SHOWN_NS`]).
     pub show_exited: bool,
-    /// Where a range starts ([`Action::MarkRange`]): the time, and the
-    /// latencies answered by then.
-    pub range_mark: Option<(u64, Histogram<u64>)>,
+    /// Where a range starts ([`Action::MarkRange`]).
+    pub range_mark: Option<RangeMark>,
     /// Threads whose first own event arrived since the source last asked
     /// ([`App::take_unnamed`]), for it to look up their names.
     unnamed: Vec<i32>,
@@ -512,7 +540,12 @@ impl App {
             Action::MarkRange => {
                 self.range_mark = match self.range_mark.take() {
                     Some(_) => None,
-                    None => Some((self.now_ns, self.latency.clone())),
+                    None => Some(RangeMark {
+                        at_ns: self.now_ns,
+                        latency: self.latency.clone(),
+                        queue_wait: self.requests.stats().queue_wait().clone(),
+                        service: self.requests.stats().service().clone(),
+                    }),
                 };
             }
         }
@@ -704,19 +737,28 @@ impl App {
     /// The latencies the view shows: all answered so far, or those between
     /// the range mark and now (either way round: a replay can go back
     /// before its mark).
-    pub fn shown_latency(&self) -> std::borrow::Cow<'_, Histogram<u64>> {
-        let Some((_, at_mark)) = &self.range_mark else {
-            return std::borrow::Cow::Borrowed(&self.latency);
-        };
-        let (later, earlier) = if self.latency.len() >= at_mark.len() {
-            (&self.latency, at_mark)
-        } else {
-            (at_mark, &self.latency)
-        };
-        let mut range = later.clone();
-        // Counts only grow, so the earlier histogram fits in the later.
-        let _ = range.subtract(earlier);
-        std::borrow::Cow::Owned(range)
+    pub fn shown_latency(&self) -> Cow<'_, Histogram<u64>> {
+        match &self.range_mark {
+            Some(mark) => Cow::Owned(between(&self.latency, &mark.latency)),
+            None => Cow::Borrowed(&self.latency),
+        }
+    }
+
+    /// The server's side the view shows, as attributed from the trace:
+    /// queue waits and service times of every request so far, or of those
+    /// closed between the range mark and now.
+    pub fn shown_server_times(&self) -> (Cow<'_, Histogram<u64>>, Cow<'_, Histogram<u64>>) {
+        let stats = self.requests.stats();
+        match &self.range_mark {
+            Some(mark) => (
+                Cow::Owned(between(stats.queue_wait(), &mark.queue_wait)),
+                Cow::Owned(between(stats.service(), &mark.service)),
+            ),
+            None => (
+                Cow::Borrowed(stats.queue_wait()),
+                Cow::Borrowed(stats.service()),
+            ),
+        }
     }
 
     /// Requests thread `tid` served (as attributed from the trace).
@@ -977,6 +1019,51 @@ mod tests {
         assert_eq!(earlier.shown_latency().len(), 3, "5 at the mark, 2 now");
         app.update(Action::MarkRange);
         assert_eq!(app.shown_latency().len(), 8);
+    }
+
+    /// A sync server's request as the trace shows it: tid 100 accepts fd
+    /// at `at`, reads, writes, and closes it `service_ns` later.
+    fn served_request(app: &mut App, at: u64, fd: i64, service_ns: u64) {
+        use syscalls::Sysno;
+        let call = |app: &mut App, t: u64, sysno: Sysno, arg0: u64, ret: i64| {
+            let nr = sysno.id() as u32;
+            let args = [arg0, 0, 0, 0, 0, 0];
+            let data = vec![];
+            app.update(event(t, 100, EventKind::SyscallEntry { nr, args, data }));
+            let data = vec![];
+            app.update(event(t + 1, 100, EventKind::SyscallExit { nr, ret, data }));
+        };
+        call(app, at, Sysno::accept4, 3, fd);
+        call(app, at + 10, Sysno::recvfrom, fd as u64, 79);
+        call(app, at + service_ns / 2, Sysno::sendto, fd as u64, 125);
+        call(app, at + service_ns, Sysno::close, fd as u64, 0);
+    }
+
+    #[test]
+    fn a_marked_range_counts_only_the_server_times_inside_it() {
+        let mut app = App::new("test");
+        served_request(&mut app, 1_000, 4, 1_000);
+        app.update(Action::Tick(10_000));
+        app.update(Action::MarkRange);
+        let (queue, service) = app.shown_server_times();
+        assert_eq!(
+            (queue.len(), service.len()),
+            (0, 0),
+            "nothing since the mark"
+        );
+        served_request(&mut app, 20_000, 5, 900_000);
+        served_request(&mut app, 1_000_000, 6, 900_000);
+        let (queue, service) = app.shown_server_times();
+        assert_eq!((queue.len(), service.len()), (2, 2));
+        assert!(
+            service.min() >= 800_000,
+            "only the slow ones: {}",
+            service.min()
+        );
+        app.update(Action::MarkRange);
+        let (_, service) = app.shown_server_times();
+        assert_eq!(service.len(), 3, "r again: the whole run");
+        assert!(service.min() < 10_000);
     }
 
     #[test]

@@ -360,9 +360,12 @@ fn draw_latency(frame: &mut Frame, area: Rect, app: &App) {
     let shown = app.shown_latency();
     let h = shown.as_ref();
     let title = match &app.range_mark {
-        Some((mark, _)) => {
+        Some(mark) => {
             let at = |ns: u64| ns.saturating_sub(app.origin_ns) as f64 / 1e9;
-            let (from, to) = (at(*mark).min(at(app.now_ns)), at(*mark).max(at(app.now_ns)));
+            let (from, to) = (
+                at(mark.at_ns).min(at(app.now_ns)),
+                at(mark.at_ns).max(at(app.now_ns)),
+            );
             format!(" latency of the requests answered from {from:.1} s to {to:.1} s (r: all) ")
         }
         None => " latency of the answered requests ".to_owned(),
@@ -376,11 +379,10 @@ fn draw_latency(frame: &mut Frame, area: Rect, app: &App) {
         Constraint::Min(1),
     ])
     .areas(inner);
-    let stats = app.requests.stats();
-    if stats.requests() > 0 {
+    let (queue, service) = app.shown_server_times();
+    if !service.is_empty() {
         // The server's side, from the trace: the client's total minus this
         // is the network and the listen backlog.
-        let (queue, service) = (stats.queue_wait(), stats.service());
         let text = format!(
             "server: queued p50 {} p99 {} · served p50 {} p99 {}",
             ms(queue.value_at_quantile(0.5)),
