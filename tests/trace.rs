@@ -397,6 +397,15 @@ fn bad_input_fails_with_one_clear_line() {
         .spawn()
         .unwrap();
     let child = first_child_of(first.id() as i32);
+    // Only once the first tracer holds it: the child exists a moment
+    // before it is seized, and a second tracer coming in that moment would
+    // win (and the first would say so).
+    let tracer_line = format!("TracerPid:\t{}", first.id());
+    let (seized, status) = eventually(Duration::from_secs(10), || {
+        let status = std::fs::read_to_string(format!("/proc/{child}/status")).unwrap_or_default();
+        (status.lines().any(|l| l == tracer_line), status)
+    });
+    assert!(seized, "{status}");
     let (status, stderr) = run(&["trace", "-p", &child.to_string()]);
     first.kill().unwrap();
     first.wait().unwrap();
