@@ -84,11 +84,21 @@ impl Default for DashArgs {
 pub fn summary(app: &App) -> String {
     let mut text = String::new();
     let _ = writeln!(text, "{}", app.title);
-    let _ = writeln!(
-        text,
-        "{} answered, {} failed in {:.1} s; {} trace events ({} not shown live)",
-        app.completed, app.failed, app.elapsed_s, app.events, app.dropped
-    );
+    if app.elapsed_s > 0.0 {
+        let _ = writeln!(
+            text,
+            "{} answered, {} failed in {:.1} s; {} trace events ({} not shown live)",
+            app.completed, app.failed, app.elapsed_s, app.events, app.dropped
+        );
+    } else {
+        // No load ran: the trace's own span is the run's length.
+        let traced_s = app.now_ns.saturating_sub(app.origin_ns) as f64 / 1e9;
+        let _ = writeln!(
+            text,
+            "{} trace events over {traced_s:.1} s ({} not shown live)",
+            app.events, app.dropped
+        );
+    }
     if !app.latency.is_empty() {
         let ms = |q: f64| app.latency.value_at_quantile(q) as f64 / 1e6;
         let _ = writeln!(
@@ -157,10 +167,51 @@ pub fn summary(app: &App) -> String {
     text
 }
 
-/// Runs the dashboard.
-pub fn run(args: DashArgs) -> anyhow::Result<()> {
+/// A new, empty directory for a recording: `runs/<time>`, sortable and
+/// with no ':' to quote, or `runs/<time>-2`, `-3`… when dashboards start
+/// within the same second (created here, so two of them can never share
+/// one).
+fn new_run_dir() -> anyhow::Result<std::path::PathBuf> {
+    let runs = std::path::Path::new("runs");
+    std::fs::create_dir_all(runs).with_context(|| format!("cannot create {}", runs.display()))?;
+    let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+        .to_string()
+        .replace(':', "-");
+    for n in 1.. {
+        let name = if n == 1 {
+            stamp.clone()
+        } else {
+            format!("{stamp}-{n}")
+        };
+        let dir = runs.join(name);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).with_context(|| format!("cannot create {}", dir.display())),
+        }
+    }
+    unreachable!("some name is free")
+}
+
+/// Runs the dashboard. The exit status: 128 + the signal that ended the dashboard, or the
+/// traced program's own if it ended by itself (like `tracebench trace`),
+/// or 0.
+pub fn run(args: DashArgs) -> anyhow::Result<u8> {
     let exe = std::env::current_exe().context("cannot find the tracebench binary")?;
     let selection = tracebench_tracer::Selection::parse(&args.expressions)?;
+    // Checked here, as `serve` and `load` check them, rather than found
+    // out from a server that never listens or a load that never starts.
+    if args.workers == 0 {
+        anyhow::bail!("--workers must be at least 1");
+    }
+    if args.connections == 0 {
+        anyhow::bail!("-c must be at least 1");
+    }
+    if let Some(rate) = args.rate
+        && !(rate.is_finite() && rate > 0.0)
+    {
+        anyhow::bail!("--rate must be a positive number of requests per second, not {rate}");
+    }
     let traced = match (args.pid, args.command.split_first(), args.url) {
         (Some(pid), _, url) => Traced::Attach { pid, url },
         (None, Some((program, rest)), url) => Traced::Command {
@@ -180,19 +231,11 @@ pub fn run(args: DashArgs) -> anyhow::Result<()> {
             }
         }
     };
-    if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
-        eprintln!(
-            "tracebench: standard output is not a terminal, so no dashboard: running {} and printing a summary",
-            humantime::format_duration(args.headless_for)
-        );
-    }
-    let record = (!args.no_record).then(|| {
-        args.record_dir.clone().unwrap_or_else(|| {
-            // runs/2026-11-22T15-57-21Z: sortable, and no ':' to quote.
-            let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-            std::path::Path::new("runs").join(stamp.replace(':', "-"))
-        })
-    });
+    let record = match (args.no_record, args.record_dir) {
+        (true, _) => None,
+        (false, Some(dir)) => Some(dir),
+        (false, None) => Some(new_run_dir()?),
+    };
     let config = DashConfig {
         exe,
         traced,
@@ -212,11 +255,15 @@ pub fn run(args: DashArgs) -> anyhow::Result<()> {
     print!("{}", summary(&finished.app));
     for dir in &finished.recordings {
         println!(
-            "recorded to {}/ (trace.tbt, latency.hlog, settings.json)",
+            "recorded to {}/ (trace.tbt, latency.hlog, settings.json, threads.json, output.log)",
             dir.display()
         );
     }
-    Ok(())
+    Ok(match (finished.signal, finished.program_exit) {
+        (Some(signal), _) => 128u8.saturating_add(signal as u8),
+        (None, Some(status)) => status.shell_code().clamp(0, 255) as u8,
+        (None, None) => 0,
+    })
 }
 
 /// Arguments of `tracebench replay`.

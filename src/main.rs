@@ -137,9 +137,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Some(Command::Dash(args)) => dash::run(args).map(|()| ExitCode::SUCCESS),
+        Some(Command::Dash(args)) => dash::run(args).map(ExitCode::from),
         Some(Command::Replay(args)) => dash::replay(args).map(|()| ExitCode::SUCCESS),
-        None => dash::run(dash::DashArgs::default()).map(|()| ExitCode::SUCCESS),
+        None => dash::run(dash::DashArgs::default()).map(ExitCode::from),
     }
 }
 

@@ -467,12 +467,78 @@ fn the_programs_output_is_recorded_and_shown_in_its_pane() {
 }
 
 #[test]
+fn sigterm_or_a_closed_terminal_stops_it_like_q_and_the_exit_status_says_why() {
+    let _serial = serial();
+    let before = servers_running();
+    // Headless, SIGTERM: the load stops before the server, so no request
+    // fails, the summary is printed, and the status is 128 + 15.
+    let dash = std::process::Command::new(BIN)
+        .args(["dash", "--no-record", "--headless-for", "30s"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    // SAFETY: SIGTERM to the dashboard we started.
+    assert_eq!(unsafe { libc::kill(dash.id() as i32, libc::SIGTERM) }, 0);
+    let output = dash.wait_with_output().unwrap();
+    let summary = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(143), "{summary}");
+    assert!(answered_in(&summary) > 0, "{summary}");
+    assert!(summary.contains(" 0 failed"), "{summary}");
+    assert_eq!(servers_running(), before, "the traced server is gone");
+
+    // In a terminal that goes away (tmux kill-session: SIGHUP), the
+    // dashboard ends too instead of spinning on a dead terminal.
+    let dir = tempdir();
+    let marker = dir.path().join("hup-run");
+    let session = format!("tracebench-hup-{}", std::process::id());
+    let command = format!("{BIN} dash --record-dir {}", marker.display());
+    assert!(start_tmux(&session, 120, &command).success());
+    wait_for_screen(&session, "  p99.9 ");
+    let _ = tmux(&["kill-session", "-t", &session]);
+    let marker = marker.to_string_lossy().into_owned();
+    let (ended, left) = eventually(Duration::from_secs(10), || {
+        let left = dashboards_with(&marker);
+        (left.is_empty() && servers_running() == before, left)
+    });
+    assert!(ended, "still running after SIGHUP: {left:?}");
+
+    // A watched program that ends by itself gives its status, as `trace`.
+    let status = Command::new(BIN)
+        .args(["dash", "--no-record", "--headless-for", "20s", "--"])
+        .args(["sh", "-c", "exit 7"])
+        .output()
+        .unwrap()
+        .status;
+    assert_eq!(status.code(), Some(7));
+}
+
+/// The pids of dashboards whose command line contains `marker`.
+fn dashboards_with(marker: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            (cmdline.contains(" dash ") && cmdline.contains(marker)).then_some(pid)
+        })
+        .collect()
+}
+
+#[test]
 fn dash_bad_input_fails_with_one_line() {
     for args in [
         &["dash", "--url", "http://127.0.0.1:1/"][..],
         &["dash", "-p", "999999999", "--no-record"][..],
         &["dash", "--mode", "nonsense", "--no-record"][..],
         &["dash", "-e", "trace=nosuchcall", "--no-record"][..],
+        &["dash", "--workers", "0", "--no-record"][..],
+        &["dash", "-c", "0", "--no-record"][..],
+        &["dash", "--rate", "0", "--no-record"][..],
+        &["dash", "--no-record", "--url", "http://127.0.0.1:9/", "--"][..],
     ] {
         let output = Command::new(BIN).args(args).output().unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
@@ -483,6 +549,91 @@ fn dash_bad_input_fails_with_one_line() {
             "{args:?}: {stderr}"
         );
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn recordings_are_never_written_over_and_a_failed_start_leaves_none() {
+    let _serial = serial();
+    let dir = tempdir();
+    // A directory that holds anything is refused, and left as it was.
+    let taken = dir.path().join("taken");
+    std::fs::create_dir(&taken).unwrap();
+    std::fs::write(taken.join("trace.tbt"), b"an older run").unwrap();
+    let output = Command::new(BIN)
+        .args(["dash", "--headless-for", "1s", "--record-dir"])
+        .arg(&taken)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("never written over") && stderr.lines().count() == 1,
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(taken.join("trace.tbt")).unwrap(),
+        b"an older run"
+    );
+
+    // A server that dies before listening: its own words, and no run left.
+    let failed = dir.path().join("failed");
+    let output = Command::new(BIN)
+        .args(["dash", "--url", "http://127.0.0.1:9/", "--record-dir"])
+        .arg(&failed)
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "echo 'cannot bind: address in use' >&2; exit 3",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("exited before listening"), "{stderr}");
+    assert!(stderr.contains("cannot bind: address in use"), "{stderr}");
+    assert!(
+        !failed.exists(),
+        "a run that never started left its directory"
+    );
+
+    // Default names: two dashboards started in the same second get one
+    // directory each.
+    let first = Command::new(BIN)
+        .args(["dash", "--headless-for", "1s"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let second = Command::new(BIN)
+        .args(["dash", "--headless-for", "1s"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(second.status.success());
+    assert!(first.wait_with_output().unwrap().status.success());
+    let runs: Vec<_> = std::fs::read_dir(dir.path().join("runs"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    for run in runs {
+        let export = Command::new(BIN)
+            .arg("export")
+            .arg(&run)
+            .args(["--csv", "-"])
+            .output()
+            .unwrap();
+        assert!(
+            export.status.success(),
+            "{}: {}",
+            run.display(),
+            String::from_utf8_lossy(&export.stderr)
+        );
     }
 }
 

@@ -106,6 +106,11 @@ pub struct Outcome {
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+/// The first SIGINT, SIGTERM or SIGHUP from outside (0: none yet).
+static SIGNALLED: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+/// Whether such a signal ends the trace at once ([`stop_on_signals`]) or
+/// is only noted for the caller to act on ([`notice_signals`]).
+static STOP_ON_SIGNAL: AtomicBool = AtomicBool::new(true);
 /// The thread running the ptrace loop (its pthread_t), so another thread's
 /// [`request_stop`] can interrupt its waitpid; 0 when none runs.
 static TRACER_THREAD: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -120,8 +125,18 @@ static HANDLERS_INSTALLED: AtomicBool = AtomicBool::new(false);
 /// later, and again, until the loop has acted and removes the timer.
 static KICK_TIMER: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(-1);
 
-extern "C" fn on_interrupt(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
+extern "C" fn on_interrupt(signal: libc::c_int) {
+    // Once a stop is under way, a SIGINT is our own kick (request_stop's,
+    // or the timer's): only the kick below matters.
+    if !INTERRUPTED.load(Ordering::SeqCst) {
+        let _ = SIGNALLED.compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst);
+        if !STOP_ON_SIGNAL.load(Ordering::SeqCst) {
+            // The caller stops the trace when it is ready, with
+            // request_stop, which kicks the loop again.
+            return;
+        }
+        INTERRUPTED.store(true, Ordering::SeqCst);
+    }
     let timer = KICK_TIMER.load(Ordering::SeqCst);
     if timer != -1 {
         // The interrupted code may be about to read errno: keep it (a
@@ -181,6 +196,31 @@ fn delete_kick_timer() {
 /// program is killed, an attached one is detached and runs on. The handler
 /// is installed without SA_RESTART so a blocked waitpid returns at once.
 pub fn stop_on_signals() -> io::Result<()> {
+    STOP_ON_SIGNAL.store(true, Ordering::SeqCst);
+    install_handlers()
+}
+
+/// Catches SIGINT, SIGTERM and SIGHUP but only notes them
+/// ([`signalled`]): the trace goes on until the caller, which has its own
+/// things to stop first (a dashboard's load generator, say), calls
+/// [`request_stop`]. Without any handler those signals would kill the
+/// process and, through EXITKILL, the traced program with it, with nothing
+/// put away.
+pub fn notice_signals() -> io::Result<()> {
+    STOP_ON_SIGNAL.store(false, Ordering::SeqCst);
+    install_handlers()
+}
+
+/// The first SIGINT, SIGTERM or SIGHUP that arrived from outside since
+/// [`stop_on_signals`] or [`notice_signals`], if any.
+pub fn signalled() -> Option<i32> {
+    match SIGNALLED.load(Ordering::SeqCst) {
+        0 => None,
+        signal => Some(signal),
+    }
+}
+
+fn install_handlers() -> io::Result<()> {
     for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
         // SAFETY: a zeroed sigaction with our handler and an empty mask.
         unsafe {

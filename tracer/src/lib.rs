@@ -35,8 +35,8 @@ pub mod strace;
 pub mod summary;
 
 pub use engine::{
-    Options, Outcome, ProgramStdio, Session, Target, interrupted, monotonic_ns, request_stop,
-    stop_on_signals, trace,
+    Options, Outcome, ProgramStdio, Session, Target, interrupted, monotonic_ns, notice_signals,
+    request_stop, signalled, stop_on_signals, trace,
 };
 pub use event::{Creation, Event, EventKind, EventSink, ExitStatus};
 pub use selection::Selection;

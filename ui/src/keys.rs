@@ -21,9 +21,9 @@ pub struct Binding {
 /// Every key the dashboard knows.
 pub const KEYMAP: &[Binding] = &[
     Binding {
-        keys: "q, Esc",
+        keys: "q",
         help: "quit (a traced server we started is stopped)",
-        matches: |k| matches!(k, KeyCode::Char('q') | KeyCode::Esc),
+        matches: |k| k == KeyCode::Char('q'),
         action: || Action::Quit,
         live_only: false,
     },
@@ -132,6 +132,14 @@ pub const KEYMAP: &[Binding] = &[
         action: || Action::ToggleHelp,
         live_only: false,
     },
+    // Esc closes what is open; it never quits, which would stop the server.
+    Binding {
+        keys: "Esc",
+        help: "hide this help",
+        matches: |k| k == KeyCode::Esc,
+        action: || Action::HideHelp,
+        live_only: false,
+    },
 ];
 
 /// The action a key sends, if any.
@@ -155,5 +163,9 @@ mod tests {
         ));
         assert!(matches!(action_for(KeyCode::Tab), Some(Action::SelectNext)));
         assert!(action_for(KeyCode::Char('z')).is_none());
+        assert!(
+            matches!(action_for(KeyCode::Esc), Some(Action::HideHelp)),
+            "Esc must not quit: quitting stops the traced server"
+        );
     }
 }

@@ -177,6 +177,11 @@ pub struct Finished {
     pub app: App,
     /// Every recording made (one per server mode, with `m`).
     pub recordings: Vec<PathBuf>,
+    /// How the traced program ended, if it ended by itself (not stopped by
+    /// us at the end, nor an attached one that runs on).
+    pub program_exit: Option<tracebench_tracer::ExitStatus>,
+    /// The SIGINT, SIGTERM or SIGHUP that ended the dashboard, if any.
+    pub signal: Option<i32>,
 }
 
 /// Runs the dashboard until the user quits (or, without a terminal, for
@@ -185,6 +190,8 @@ pub struct Finished {
 pub fn run(config: &DashConfig) -> Result<Finished, DashError> {
     let mut config = config.clone();
     let mut recordings = Vec::new();
+    // The load's concurrency as the user left it before a restart.
+    let mut next_connections = None;
     let mut terminal = if io::stdout().is_terminal() {
         Some(
             crate::source::init_terminal()
@@ -202,12 +209,20 @@ pub fn run(config: &DashConfig) -> Result<Finished, DashError> {
         }
         let mut running = match Running::start(&config) {
             Ok(running) => running,
-            Err(e) => break Err(e),
+            Err(e) => {
+                // Nothing ran, so nothing was recorded: leave no run
+                // directory behind (prepare_recording found it empty).
+                if let Some(dir) = &config.record {
+                    let _ = std::fs::remove_dir_all(dir);
+                    recordings.pop();
+                }
+                break Err(e);
+            }
         };
         let mut app = App::new(config.title());
         app.captures_output = running.output.is_some();
         if config.load_url().is_some() {
-            app.connections = config.connections;
+            app.connections = next_connections.unwrap_or(config.connections);
         }
         let shown = match terminal.as_mut() {
             Some(terminal) => {
@@ -220,8 +235,19 @@ pub fn run(config: &DashConfig) -> Result<Finished, DashError> {
                     .map_err(|e| DashError(format!("terminal: {e}")))
             }
             None => {
+                // Said once the run has started, so that a run that cannot
+                // start says only why.
+                if recordings.len() <= 1 && config.restarts == 0 {
+                    eprintln!(
+                        "tracebench: standard output is not a terminal, so no dashboard: running {:?} and printing a summary",
+                        config.headless_for
+                    );
+                }
                 let until = Instant::now() + config.headless_for;
-                while Instant::now() < until && !running.traced_program_ended() {
+                while Instant::now() < until
+                    && !running.traced_program_ended()
+                    && tracebench_tracer::signalled().is_none()
+                {
                     running.feed(&mut app);
                     std::thread::sleep(Duration::from_millis(100));
                 }
@@ -230,23 +256,45 @@ pub fn run(config: &DashConfig) -> Result<Finished, DashError> {
                 Ok(())
             }
         };
-        running.stop(&mut app, config.record.as_deref());
+        let program_exit = running.stop(&mut app, config.record.as_deref());
         if let Err(e) = shown {
             break Err(e);
         }
         match app.restart.then(|| config.next_mode()).flatten() {
-            Some(next) => config = next,
-            None => break Ok(app),
+            Some(next) => {
+                // What the user set carries over to the next mode.
+                next_connections = (app.connections > 0).then_some(app.connections);
+                config = next;
+            }
+            None => break Ok((app, program_exit)),
         }
     };
     if terminal.is_some() {
         crate::source::restore_terminal();
     }
-    result.map(|app| Finished { app, recordings })
+    result.map(|(app, program_exit)| Finished {
+        app,
+        recordings,
+        program_exit,
+        signal: tracebench_tracer::signalled(),
+    })
 }
 
-/// Creates a recording's directory and its settings.json.
+/// Creates a recording's directory and its settings.json. A directory that
+/// already holds files is refused: a recording is never written over.
 fn prepare_recording(dir: &std::path::Path, config: &DashConfig) -> Result<(), DashError> {
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(DashError(format!(
+                    "{} already holds files, and a recording is never written over: choose another directory",
+                    dir.display()
+                )));
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(DashError(format!("cannot read {}: {e}", dir.display()))),
+    }
     std::fs::create_dir_all(dir)
         .map_err(|e| DashError(format!("cannot create {}: {e}", dir.display())))?;
     let traced = match &config.traced {
@@ -292,7 +340,8 @@ fn command_line(program: &std::ffi::OsStr, args: &[std::ffi::OsString]) -> Vec<S
 
 /// A traced server and the load against it, running on their threads.
 struct Running {
-    tracer: Option<std::thread::JoinHandle<()>>,
+    /// Returns how the traced program ended while traced, if it did.
+    tracer: Option<std::thread::JoinHandle<Option<tracebench_tracer::ExitStatus>>>,
     loader: Option<std::thread::JoinHandle<()>>,
     cancel: Arc<AtomicBool>,
     limit: Arc<AtomicUsize>,
@@ -377,8 +426,10 @@ impl Running {
         let tracer = std::thread::Builder::new()
             .name("tracer".into())
             .spawn(move || {
-                // The tracer thread owns every ptrace call.
-                let _ = tracebench_tracer::stop_on_signals();
+                // The tracer thread owns every ptrace call. A signal is
+                // only noted: the dashboard stops the load before the
+                // trace, as when the user quits.
+                let _ = tracebench_tracer::notice_signals();
                 let options = Options {
                     selection,
                     stdio,
@@ -390,22 +441,23 @@ impl Running {
                         let _ = started_tx.send(Ok(()));
                         let mut sink = sink;
                         // The file gets every event; the view may miss some.
-                        match trace_file {
+                        let outcome = match trace_file {
                             Some(mut file) => {
-                                let _ = session.run(&mut Tee(vec![&mut sink, &mut file]));
+                                let outcome = session.run(&mut Tee(vec![&mut sink, &mut file]));
                                 if let Err(e) = file.finish() {
                                     eprintln!(
                                         "tracebench: the recording's trace file is incomplete: {e}"
                                     );
                                 }
+                                outcome
                             }
-                            None => {
-                                let _ = session.run(&mut sink);
-                            }
-                        }
+                            None => session.run(&mut sink),
+                        };
+                        outcome.ok().and_then(|o| o.exit)
                     }
                     Err(e) => {
                         let _ = started_tx.send(Err(e.to_string()));
+                        None
                     }
                 }
             })
@@ -437,11 +489,21 @@ impl Running {
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(addr).is_err() {
             if Instant::now() > deadline || tracer.is_finished() {
+                let exited = tracer.is_finished();
                 tracebench_tracer::request_stop();
                 let _ = tracer.join();
-                return Err(DashError(format!(
-                    "the server did not listen on {addr} within 10 s"
-                )));
+                // The program's own last words say why, far better than we can.
+                let said = output
+                    .as_ref()
+                    .and_then(last_line)
+                    .map_or_else(String::new, |line| {
+                        format!(": {}", crate::model::terminal_line(&line))
+                    });
+                return Err(DashError(if exited {
+                    format!("the server exited before listening on {addr}{said}")
+                } else {
+                    format!("the server did not listen on {addr} within 10 s{said}")
+                }));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -544,16 +606,23 @@ impl Running {
 
     /// Stops the load, then the trace (a spawned server is killed, an
     /// attached one detached), and feeds the model what came last, so the
-    /// summary matches the recording.
-    fn stop(mut self, app: &mut App, record: Option<&std::path::Path>) {
+    /// summary matches the recording. Returns how the traced program ended
+    /// if it ended by itself, before we stopped it.
+    fn stop(
+        mut self,
+        app: &mut App,
+        record: Option<&std::path::Path>,
+    ) -> Option<tracebench_tracer::ExitStatus> {
+        let ended_by_itself = self.traced_program_ended();
         self.cancel.store(true, Ordering::SeqCst);
         if let Some(loader) = self.loader.take() {
             let _ = loader.join();
         }
         tracebench_tracer::request_stop();
-        if let Some(tracer) = self.tracer.take() {
-            let _ = tracer.join();
-        }
+        let exit = self
+            .tracer
+            .take()
+            .and_then(|tracer| tracer.join().ok().flatten());
         self.feed(app);
         if let Some(dir) = record {
             // Names come from /proc while the threads live; keep them for
@@ -567,6 +636,22 @@ impl Running {
                 dir.join("threads.json"),
                 serde_json::to_string_pretty(&names).unwrap_or_default(),
             );
+        }
+        exit.filter(|_| ended_by_itself)
+    }
+}
+
+/// The last non-blank line a program wrote, waiting briefly for the reader
+/// to reach the end of what it wrote.
+fn last_line(lines: &mpsc::Receiver<String>) -> Option<String> {
+    let mut last = None;
+    let deadline = Instant::now() + Duration::from_millis(500);
+    loop {
+        match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) if !line.trim().is_empty() => last = Some(line),
+            Ok(_) => {}
+            // The end of the output, or no more time to wait for it.
+            Err(_) => return last,
         }
     }
 }

@@ -209,6 +209,8 @@ pub enum Action {
     TogglePause,
     /// Show or hide the help overlay.
     ToggleHelp,
+    /// Hide the help overlay if shown.
+    HideHelp,
     /// Export the latency histogram (the source writes the file).
     Export,
     /// A line for the header's status (what an export wrote, say).
@@ -506,6 +508,7 @@ impl App {
                 };
             }
             Action::ToggleHelp => self.help = !self.help,
+            Action::HideHelp => self.help = false,
             // The source acts on it; the model only shows the outcome.
             Action::Export => {}
             Action::Status(text) => self.status = text,

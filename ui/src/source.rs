@@ -71,14 +71,64 @@ pub fn restore_terminal() {
 /// second, the rate a person reads a changing table at.
 const FRAME: Duration = Duration::from_millis(100);
 
+/// The controlling terminal, watched for input and hang-up before
+/// crossterm is asked for events: crossterm 0.29's reader spins for ever
+/// on a terminal that hung up (its read loop takes a 0-byte read for "more
+/// to come"), so a closed terminal window would leave the dashboard
+/// spinning, its server traced and its load running.
+struct TerminalWatch {
+    tty: Option<std::fs::File>,
+}
+
+impl TerminalWatch {
+    fn open() -> TerminalWatch {
+        TerminalWatch {
+            tty: std::fs::File::open("/dev/tty").ok(),
+        }
+    }
+
+    /// Waits up to `timeout` for input: true when some is pending; an
+    /// error (BrokenPipe) once the terminal has hung up.
+    fn wait(&self, timeout: Duration) -> io::Result<bool> {
+        use std::os::fd::AsRawFd;
+        let Some(tty) = &self.tty else {
+            return event::poll(timeout);
+        };
+        let mut watched = libc::pollfd {
+            fd: tty.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let millis = timeout.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: one valid pollfd, for the duration of the call.
+        let ready = unsafe { libc::poll(&mut watched, 1, millis) };
+        if ready < 0 {
+            let error = io::Error::last_os_error();
+            return match error.kind() {
+                io::ErrorKind::Interrupted => Ok(false),
+                _ => Err(error),
+            };
+        }
+        if watched.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the terminal hung up",
+            ));
+        }
+        Ok(ready > 0)
+    }
+}
+
 /// Draws `source`'s model and answers keys until the user quits (or asks
-/// for a restart); the terminal must be set up by the caller.
+/// for a restart, or a signal or a hang-up ends the dashboard); the
+/// terminal must be set up by the caller.
 pub fn drive(terminal: &mut ratatui::DefaultTerminal, source: &mut dyn Source) -> io::Result<()> {
     // Test hook: panic after this many frames, to check that a panic gives
     // the terminal back and leaves no traced program behind.
     let panic_after: Option<u64> = std::env::var("TRACEBENCH_TEST_PANIC_AFTER_FRAMES")
         .ok()
         .and_then(|n| n.parse().ok());
+    let watch = TerminalWatch::open();
     let mut frames = 0u64;
     loop {
         frames += 1;
@@ -87,39 +137,55 @@ pub fn drive(terminal: &mut ratatui::DefaultTerminal, source: &mut dyn Source) -
         }
         source.pump();
         let app = source.app();
-        if app.quit || app.restart {
+        // SIGTERM, SIGHUP or a SIGINT from outside: stop as `q` does, the
+        // load first, the traced program after.
+        if app.quit || app.restart || tracebench_tracer::signalled().is_some() {
             return Ok(());
         }
         terminal.draw(|frame| crate::view::draw(frame, app))?;
-        if !event::poll(FRAME)? {
-            continue;
+        match watch.wait(FRAME) {
+            Ok(_) => {}
+            // Nobody is left to draw for: stop as `q` does.
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
+            Err(e) => return Err(e),
         }
-        match event::read()? {
-            TermEvent::Key(key) if key.kind == KeyEventKind::Press => {
-                let ctrl_c =
-                    key.code == KeyCode::Char('c') && key.modifiers.contains(KeyModifiers::CONTROL);
-                if ctrl_c {
-                    source.app().update(Action::Quit);
-                } else if !source.on_key(key.code)
-                    && let Some(action) = action_for(key.code)
-                {
-                    if let Some(refusal) = source.refuses(&action) {
-                        source.app().update(Action::Status(refusal));
-                    } else if matches!(action, Action::Export) {
-                        let dir = source.export_dir().map(Path::to_path_buf);
-                        let status = crate::live::export(source.app(), dir.as_deref());
-                        source.app().update(Action::Status(status));
-                    } else {
-                        source.app().update(action);
-                    }
+        // Every event crossterm has for us, while the terminal is still
+        // there: input, and resizes, which come by a signal, not the
+        // terminal (asked every frame: crossterm's readiness is
+        // edge-triggered, and an edge left unread can hide the next key).
+        while watch.wait(Duration::ZERO).is_ok() && event::poll(Duration::ZERO)? {
+            handle(source, event::read()?);
+        }
+    }
+}
+
+/// Turns one terminal event into the model's action (or the source's).
+fn handle(source: &mut dyn Source, event: TermEvent) {
+    match event {
+        TermEvent::Key(key) if key.kind == KeyEventKind::Press => {
+            let ctrl_c =
+                key.code == KeyCode::Char('c') && key.modifiers.contains(KeyModifiers::CONTROL);
+            if ctrl_c {
+                source.app().update(Action::Quit);
+            } else if !source.on_key(key.code)
+                && let Some(action) = action_for(key.code)
+            {
+                if let Some(refusal) = source.refuses(&action) {
+                    source.app().update(Action::Status(refusal));
+                } else if matches!(action, Action::Export) {
+                    let dir = source.export_dir().map(Path::to_path_buf);
+                    let status = crate::live::export(source.app(), dir.as_deref());
+                    source.app().update(Action::Status(status));
+                } else {
+                    source.app().update(action);
                 }
             }
-            TermEvent::Mouse(mouse) => match mouse.kind {
-                event::MouseEventKind::ScrollDown => source.app().update(Action::SelectNext),
-                event::MouseEventKind::ScrollUp => source.app().update(Action::SelectPrevious),
-                _ => {}
-            },
-            _ => {}
         }
+        TermEvent::Mouse(mouse) => match mouse.kind {
+            event::MouseEventKind::ScrollDown => source.app().update(Action::SelectNext),
+            event::MouseEventKind::ScrollUp => source.app().update(Action::SelectPrevious),
+            _ => {}
+        },
+        _ => {}
     }
 }
