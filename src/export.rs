@@ -60,6 +60,69 @@ pub struct ExportArgs {
     server_csv: Option<PathBuf>,
 }
 
+impl ExportArgs {
+    /// Every file this export writes, with the option that names it
+    /// (standard output, `-`, left out).
+    fn outputs(&self) -> impl Iterator<Item = (&'static str, &Path)> {
+        [
+            ("--csv", &self.csv),
+            ("--hgrm", &self.hgrm),
+            ("--buckets-csv", &self.buckets_csv),
+            ("--chrome", &self.chrome),
+            ("--jsonl", &self.jsonl),
+            ("--strace", &self.strace),
+            ("--requests", &self.requests),
+            ("--queue-csv", &self.queue_csv),
+            ("--service-csv", &self.service_csv),
+            ("--server-csv", &self.server_csv),
+        ]
+        .into_iter()
+        .filter_map(|(option, path)| Some((option, path.as_deref()?)))
+        .filter(|(_, path)| *path != Path::new("-"))
+    }
+
+    /// Every file this export may read: the trace file, or a run
+    /// directory's trace and latency log.
+    fn inputs(&self) -> Vec<PathBuf> {
+        if self.trace.is_dir() {
+            vec![
+                self.trace.join("trace.tbt"),
+                self.trace.join("latency.hlog"),
+            ]
+        } else {
+            vec![self.trace.clone()]
+        }
+    }
+}
+
+/// Refuses an export that would write over one of its own inputs: outputs
+/// are truncated when created, before the input is read, so the recording
+/// would be lost. Files are compared by device and inode, which catches
+/// another spelling of the path, a symbolic link and a hard link alike.
+fn check_outputs_spare_inputs(args: &ExportArgs) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let identity = |path: &Path| std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
+    let inputs: Vec<_> = args
+        .inputs()
+        .into_iter()
+        .filter_map(|path| Some((identity(&path)?, path)))
+        .collect();
+    for (option, output) in args.outputs() {
+        // An output that does not exist yet cannot be an input.
+        let Some(id) = identity(output) else {
+            continue;
+        };
+        if let Some((_, input)) = inputs.iter().find(|(input_id, _)| *input_id == id) {
+            anyhow::bail!(
+                "{option} {} would overwrite the input {} (the same file); choose another file, or - for standard output",
+                output.display(),
+                input.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 fn create(path: &Path) -> anyhow::Result<Box<dyn Write>> {
     if path == Path::new("-") {
         return Ok(Box::new(std::io::stdout().lock()));
@@ -171,6 +234,7 @@ fn export_requests(args: &ExportArgs) -> anyhow::Result<()> {
 
 /// Runs `tracebench export`.
 pub fn run(mut args: ExportArgs) -> anyhow::Result<()> {
+    check_outputs_spare_inputs(&args)?;
     if args.csv.is_some() || args.hgrm.is_some() || args.buckets_csv.is_some() {
         let latency = run_latency(&args.trace)?;
         if let Some(path) = &args.csv {

@@ -545,3 +545,80 @@ fn a_missing_corrupt_or_cut_recording_gives_one_line_and_a_clean_terminal() {
         "{text}"
     );
 }
+
+#[test]
+fn export_refuses_to_write_over_its_own_input() {
+    let _serial = serial();
+    let dir = tempdir();
+    let record = dir.path().join("run");
+    assert!(record_headless(&record, "1s").status.success());
+    let file = dir.path().join("copy.tbt");
+    std::fs::copy(record.join("trace.tbt"), &file).unwrap();
+    // Other names for the same files: a symbolic link, and a path that
+    // goes round about.
+    let link = dir.path().join("link.hlog");
+    std::os::unix::fs::symlink(record.join("latency.hlog"), &link).unwrap();
+    let roundabout = record.join("..").join("run").join("trace.tbt");
+    let inputs = [
+        record.join("trace.tbt"),
+        record.join("latency.hlog"),
+        file.clone(),
+    ];
+    let before: Vec<Vec<u8>> = inputs.iter().map(|p| std::fs::read(p).unwrap()).collect();
+
+    let cases: [(&std::path::Path, &str, &std::path::Path); 5] = [
+        (&file, "--strace", &file),
+        (&record, "--csv", &record.join("latency.hlog")),
+        (&record, "--hgrm", &link),
+        (&record, "--jsonl", &roundabout),
+        (&record, "--chrome", &record.join("trace.tbt")),
+    ];
+    // Each time a fresh output comes first and the input last: none is
+    // written, not even the first.
+    for (input, option, output) in cases {
+        let fresh = dir.path().join("fresh.txt");
+        let result = Command::new(BIN)
+            .arg("export")
+            .arg(input)
+            .arg("--requests")
+            .arg(&fresh)
+            .arg(option)
+            .arg(output)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&result.stderr);
+        let what = format!("{option} {}", output.display());
+        assert!(!result.status.success(), "{what}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{what}: one line: {stderr}");
+        assert!(
+            stderr.starts_with(&format!("tracebench: {what} would overwrite the input ")),
+            "{stderr}"
+        );
+        assert!(!fresh.exists(), "{what}: nothing is written");
+        for (path, bytes) in inputs.iter().zip(&before) {
+            assert!(
+                std::fs::read(path).unwrap() == *bytes,
+                "{what}: {} changed",
+                path.display()
+            );
+        }
+    }
+    // Standard output and other files are still fine.
+    let output = Command::new(BIN)
+        .arg("export")
+        .arg(&record)
+        .args(["--csv", "-", "--strace"])
+        .arg(dir.path().join("run.txt"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        std::fs::read_to_string(dir.path().join("run.txt"))
+            .unwrap()
+            .contains("accept4")
+    );
+}
