@@ -235,10 +235,18 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<()> {
             "tracebench: standard output is not a terminal, so no dashboard: the whole recording's summary"
         );
     }
-    let replayed = tracebench_ui::replay::run(&args.run)?;
+    let player = tracebench_ui::replay::load(&args.run)?;
+    let log_damage = player.log_damage.clone();
+    let replayed = tracebench_ui::replay::play(player)?;
     if replayed.truncated {
         eprintln!(
             "tracebench: the recording was cut short (the tracer did not finish it); replayed up to where it ends"
+        );
+    }
+    if let Some(damage) = log_damage {
+        eprintln!(
+            "tracebench: {} is {damage}; replayed the latencies of the intervals before it, the rest of the log was ignored",
+            args.run.join("latency.hlog").display()
         );
     }
     print!("{}", summary(&replayed.app));

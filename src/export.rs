@@ -159,7 +159,8 @@ fn feed(path: &Path, sink: &mut dyn EventSink) -> anyhow::Result<u64> {
 }
 
 /// The whole run's latencies: every interval of the run's latency.hlog,
-/// added up.
+/// added up; of a log cut short or damaged, the intervals before the
+/// damage, with a warning.
 fn run_latency(run: &Path) -> anyhow::Result<hdrhistogram::Histogram<u64>> {
     let log = run.join("latency.hlog");
     if !run.is_dir() || !log.exists() {
@@ -169,11 +170,16 @@ fn run_latency(run: &Path) -> anyhow::Result<hdrhistogram::Histogram<u64>> {
         );
     }
     let bytes = std::fs::read(&log).with_context(|| format!("cannot read {}", log.display()))?;
-    let intervals = tracebench_loadgen::hlog::read_log(&bytes)
-        .with_context(|| format!("reading {}", log.display()))?;
     let mut total = tracebench_loadgen::stats::new_histogram();
-    for interval in &intervals {
+    let damage = tracebench_loadgen::hlog::for_each_interval(&bytes, |interval| {
         let _ = total.add(&interval.histogram);
+    })
+    .with_context(|| format!("reading {}", log.display()))?;
+    if let Some(damage) = damage {
+        eprintln!(
+            "tracebench export: {} is {damage}; exported the intervals before it, the rest of the log was ignored",
+            log.display()
+        );
     }
     Ok(total)
 }
