@@ -230,12 +230,14 @@ pub struct ReplayArgs {
 /// Replays a recording in the dashboard (or, without a terminal, prints
 /// the whole run's summary).
 pub fn replay(args: ReplayArgs) -> anyhow::Result<()> {
+    // The recording is read through before anything is said about it, so
+    // a recording that cannot be replayed gives its error alone.
+    let player = tracebench_ui::replay::load(&args.run)?;
     if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
         eprintln!(
             "tracebench: standard output is not a terminal, so no dashboard: the whole recording's summary"
         );
     }
-    let player = tracebench_ui::replay::load(&args.run)?;
     let log_damage = player.log_damage.clone();
     let replayed = tracebench_ui::replay::play(player)?;
     if replayed.truncated {
