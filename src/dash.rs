@@ -277,15 +277,25 @@ pub struct ReplayArgs {
 /// Replays a recording in the dashboard (or, without a terminal, prints
 /// the whole run's summary).
 pub fn replay(args: ReplayArgs) -> anyhow::Result<()> {
+    // The recording is read through before anything is said about it, so
+    // a recording that cannot be replayed gives its error alone.
+    let player = tracebench_ui::replay::load(&args.run)?;
     if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
         eprintln!(
             "tracebench: standard output is not a terminal, so no dashboard: the whole recording's summary"
         );
     }
-    let replayed = tracebench_ui::replay::run(&args.run)?;
+    let log_damage = player.log_damage.clone();
+    let replayed = tracebench_ui::replay::play(player)?;
     if replayed.truncated {
         eprintln!(
             "tracebench: the recording was cut short (the tracer did not finish it); replayed up to where it ends"
+        );
+    }
+    if let Some(damage) = log_damage {
+        eprintln!(
+            "tracebench: {} is {damage}; replayed the latencies of the intervals before it, the rest of the log was ignored",
+            args.run.join("latency.hlog").display()
         );
     }
     print!("{}", summary(&replayed.app));

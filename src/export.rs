@@ -60,6 +60,69 @@ pub struct ExportArgs {
     server_csv: Option<PathBuf>,
 }
 
+impl ExportArgs {
+    /// Every file this export writes, with the option that names it
+    /// (standard output, `-`, left out).
+    fn outputs(&self) -> impl Iterator<Item = (&'static str, &Path)> {
+        [
+            ("--csv", &self.csv),
+            ("--hgrm", &self.hgrm),
+            ("--buckets-csv", &self.buckets_csv),
+            ("--chrome", &self.chrome),
+            ("--jsonl", &self.jsonl),
+            ("--strace", &self.strace),
+            ("--requests", &self.requests),
+            ("--queue-csv", &self.queue_csv),
+            ("--service-csv", &self.service_csv),
+            ("--server-csv", &self.server_csv),
+        ]
+        .into_iter()
+        .filter_map(|(option, path)| Some((option, path.as_deref()?)))
+        .filter(|(_, path)| *path != Path::new("-"))
+    }
+
+    /// Every file this export may read: the trace file, or a run
+    /// directory's trace and latency log.
+    fn inputs(&self) -> Vec<PathBuf> {
+        if self.trace.is_dir() {
+            vec![
+                self.trace.join("trace.tbt"),
+                self.trace.join("latency.hlog"),
+            ]
+        } else {
+            vec![self.trace.clone()]
+        }
+    }
+}
+
+/// Refuses an export that would write over one of its own inputs: outputs
+/// are truncated when created, before the input is read, so the recording
+/// would be lost. Files are compared by device and inode, which catches
+/// another spelling of the path, a symbolic link and a hard link alike.
+fn check_outputs_spare_inputs(args: &ExportArgs) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let identity = |path: &Path| std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
+    let inputs: Vec<_> = args
+        .inputs()
+        .into_iter()
+        .filter_map(|path| Some((identity(&path)?, path)))
+        .collect();
+    for (option, output) in args.outputs() {
+        // An output that does not exist yet cannot be an input.
+        let Some(id) = identity(output) else {
+            continue;
+        };
+        if let Some((_, input)) = inputs.iter().find(|(input_id, _)| *input_id == id) {
+            anyhow::bail!(
+                "{option} {} would overwrite the input {} (the same file); choose another file, or - for standard output",
+                output.display(),
+                input.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 fn create(path: &Path) -> anyhow::Result<Box<dyn Write>> {
     if path == Path::new("-") {
         return Ok(Box::new(std::io::stdout().lock()));
@@ -96,7 +159,8 @@ fn feed(path: &Path, sink: &mut dyn EventSink) -> anyhow::Result<u64> {
 }
 
 /// The whole run's latencies: every interval of the run's latency.hlog,
-/// added up.
+/// added up; of a log cut short or damaged, the intervals before the
+/// damage, with a warning.
 fn run_latency(run: &Path) -> anyhow::Result<hdrhistogram::Histogram<u64>> {
     let log = run.join("latency.hlog");
     if !run.is_dir() || !log.exists() {
@@ -106,11 +170,16 @@ fn run_latency(run: &Path) -> anyhow::Result<hdrhistogram::Histogram<u64>> {
         );
     }
     let bytes = std::fs::read(&log).with_context(|| format!("cannot read {}", log.display()))?;
-    let intervals = tracebench_loadgen::hlog::read_log(&bytes)
-        .with_context(|| format!("reading {}", log.display()))?;
     let mut total = tracebench_loadgen::stats::new_histogram();
-    for interval in &intervals {
+    let damage = tracebench_loadgen::hlog::for_each_interval(&bytes, |interval| {
         let _ = total.add(&interval.histogram);
+    })
+    .with_context(|| format!("reading {}", log.display()))?;
+    if let Some(damage) = damage {
+        eprintln!(
+            "tracebench export: {} is {damage}; exported the intervals before it, the rest of the log was ignored",
+            log.display()
+        );
     }
     Ok(total)
 }
@@ -171,6 +240,7 @@ fn export_requests(args: &ExportArgs) -> anyhow::Result<()> {
 
 /// Runs `tracebench export`.
 pub fn run(mut args: ExportArgs) -> anyhow::Result<()> {
+    check_outputs_spare_inputs(&args)?;
     if args.csv.is_some() || args.hgrm.is_some() || args.buckets_csv.is_some() {
         let latency = run_latency(&args.trace)?;
         if let Some(path) = &args.csv {

@@ -661,13 +661,11 @@ fn a_missing_corrupt_or_cut_recording_gives_one_line_and_a_clean_terminal() {
     for (what, path) in [("missing", &missing), ("corrupt", &corrupt)] {
         let output = Command::new(BIN).arg("replay").arg(path).output().unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
-        let errors: Vec<&str> = stderr
-            .lines()
-            .filter(|l| !l.contains("not a terminal"))
-            .collect();
         assert!(!output.status.success(), "{what}");
-        assert_eq!(errors.len(), 1, "{what}: one line: {stderr}");
-        assert!(errors[0].starts_with("tracebench: "), "{what}: {stderr}");
+        // The error alone: no notice that there is no terminal before it.
+        assert_eq!(stderr.lines().count(), 1, "{what}: one line: {stderr}");
+        assert!(stderr.starts_with("tracebench: "), "{what}: {stderr}");
+        assert!(!stderr.contains("not a terminal"), "{what}: {stderr}");
         assert!(output.stdout.is_empty(), "{what}");
     }
     // Cut short: it replays what there is and says so.
@@ -694,5 +692,181 @@ fn a_missing_corrupt_or_cut_recording_gives_one_line_and_a_clean_terminal() {
     assert!(
         text.lines().rfind(|l| !l.trim().is_empty()) == Some("ready$"),
         "{text}"
+    );
+}
+
+/// The requests a `--csv` export counts: the total count of its last row.
+fn csv_total(csv: &str) -> u64 {
+    csv.lines()
+        .last()
+        .and_then(|l| l.split(',').nth(2))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no total in {csv}"))
+}
+
+#[test]
+fn a_cut_latency_log_replays_and_exports_the_intervals_before_the_cut() {
+    let _serial = serial();
+    let dir = tempdir();
+    let record = dir.path().join("run");
+    assert!(record_headless(&record, "2s").status.success());
+    let log = record.join("latency.hlog");
+    let whole = std::fs::read(&log).unwrap();
+    let answered_whole: u64 = tracebench_loadgen::hlog::read_log(&whole)
+        .unwrap()
+        .iter()
+        .map(|i| i.histogram.len())
+        .sum();
+    assert!(answered_whole > 0);
+    // Cut two thirds of the way in, mid-line (as a dashboard killed while
+    // writing would leave it).
+    let mut cut = whole.len() * 2 / 3;
+    while whole[cut - 1] == b'\n' {
+        cut += 1;
+    }
+    std::fs::write(&log, &whole[..cut]).unwrap();
+
+    let output = Command::new(BIN)
+        .arg("replay")
+        .arg(&record)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|l| !l.contains("not a terminal"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "one warning: {stderr}");
+    assert!(
+        warnings[0].starts_with("tracebench: ")
+            && warnings[0].contains("latency.hlog is cut short mid-line at byte")
+            && warnings[0].contains("the rest of the log was ignored"),
+        "{stderr}"
+    );
+    let replayed = String::from_utf8(output.stdout).unwrap();
+    let answered = answered_in(&replayed);
+    assert!(
+        answered > 0 && answered <= answered_whole,
+        "{answered} of {answered_whole}: {replayed}"
+    );
+    assert!(replayed.contains(" worker-"), "the trace is replayed whole");
+
+    let output = Command::new(BIN)
+        .arg("export")
+        .arg(&record)
+        .args(["--csv", "-"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("cut short")).collect();
+    assert_eq!(warnings.len(), 1, "one warning: {stderr}");
+    assert!(
+        warnings[0].starts_with("tracebench export: ") && warnings[0].contains("latency.hlog"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("ParseError"), "{stderr}");
+    let exported = csv_total(&String::from_utf8(output.stdout).unwrap());
+    assert_eq!(
+        exported, answered,
+        "replay and export read the same intervals"
+    );
+
+    // Not a log at all: one clear line naming the file, from both.
+    std::fs::write(&log, b"this is not an interval log\n").unwrap();
+    for args in [&["replay"][..], &["export", "--csv", "-"][..]] {
+        let output = Command::new(BIN)
+            .arg(args[0])
+            .arg(&record)
+            .args(&args[1..])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: one line: {stderr}");
+        assert!(
+            stderr.starts_with("tracebench: reading ")
+                && stderr.contains("latency.hlog: not an HdrHistogram interval log"),
+            "{args:?}: {stderr}"
+        );
+        assert!(output.stdout.is_empty(), "{args:?}");
+    }
+}
+
+#[test]
+fn export_refuses_to_write_over_its_own_input() {
+    let _serial = serial();
+    let dir = tempdir();
+    let record = dir.path().join("run");
+    assert!(record_headless(&record, "1s").status.success());
+    let file = dir.path().join("copy.tbt");
+    std::fs::copy(record.join("trace.tbt"), &file).unwrap();
+    // Other names for the same files: a symbolic link, and a path that
+    // goes round about.
+    let link = dir.path().join("link.hlog");
+    std::os::unix::fs::symlink(record.join("latency.hlog"), &link).unwrap();
+    let roundabout = record.join("..").join("run").join("trace.tbt");
+    let inputs = [
+        record.join("trace.tbt"),
+        record.join("latency.hlog"),
+        file.clone(),
+    ];
+    let before: Vec<Vec<u8>> = inputs.iter().map(|p| std::fs::read(p).unwrap()).collect();
+
+    let cases: [(&std::path::Path, &str, &std::path::Path); 5] = [
+        (&file, "--strace", &file),
+        (&record, "--csv", &record.join("latency.hlog")),
+        (&record, "--hgrm", &link),
+        (&record, "--jsonl", &roundabout),
+        (&record, "--chrome", &record.join("trace.tbt")),
+    ];
+    // Each time a fresh output comes first and the input last: none is
+    // written, not even the first.
+    for (input, option, output) in cases {
+        let fresh = dir.path().join("fresh.txt");
+        let result = Command::new(BIN)
+            .arg("export")
+            .arg(input)
+            .arg("--requests")
+            .arg(&fresh)
+            .arg(option)
+            .arg(output)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&result.stderr);
+        let what = format!("{option} {}", output.display());
+        assert!(!result.status.success(), "{what}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{what}: one line: {stderr}");
+        assert!(
+            stderr.starts_with(&format!("tracebench: {what} would overwrite the input ")),
+            "{stderr}"
+        );
+        assert!(!fresh.exists(), "{what}: nothing is written");
+        for (path, bytes) in inputs.iter().zip(&before) {
+            assert!(
+                std::fs::read(path).unwrap() == *bytes,
+                "{what}: {} changed",
+                path.display()
+            );
+        }
+    }
+    // Standard output and other files are still fine.
+    let output = Command::new(BIN)
+        .arg("export")
+        .arg(&record)
+        .args(["--csv", "-", "--strace"])
+        .arg(dir.path().join("run.txt"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        std::fs::read_to_string(dir.path().join("run.txt"))
+            .unwrap()
+            .contains("accept4")
     );
 }

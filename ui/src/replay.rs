@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use crossterm::event::KeyCode;
 use tracebench_loadgen::Snapshot;
+use tracebench_loadgen::hlog::Damage;
 use tracebench_tracer::Event;
 use tracebench_tracer::file::{TraceFileError, TraceReader};
 
@@ -99,6 +100,9 @@ pub struct Player {
     pub app: App,
     /// Whether the recording ended early (the file was cut short).
     pub truncated: bool,
+    /// Where the load's interval log (latency.hlog) stops being readable,
+    /// if it does: the intervals before it are replayed, the rest is not.
+    pub log_damage: Option<Damage>,
     /// Thread names the recording kept (threads.json), by tid.
     names: std::collections::HashMap<i32, String>,
     /// Where `e` writes (the run's directory).
@@ -129,11 +133,15 @@ pub fn load(run: &Path) -> Result<Player, DashError> {
         (wall_ns - header.realtime_ns as i128 + header.monotonic_ns as i128).max(0) as u64
     };
     let mut intervals = Vec::new();
+    let mut log_damage = None;
     if let Some(path) = log_path.filter(|p| p.exists()) {
         let bytes = std::fs::read(&path)
             .map_err(|e| DashError(format!("cannot read {}: {e}", path.display())))?;
         let mut first_start = None;
-        tracebench_loadgen::hlog::for_each_interval(&bytes, |interval| {
+        // Like a trace cut short, a log cut short (the dashboard was
+        // killed mid-line) or damaged keeps what precedes the damage: the
+        // run is not lost for a line of its latencies.
+        log_damage = tracebench_loadgen::hlog::for_each_interval(&bytes, |interval| {
             let first = *first_start.get_or_insert(interval.start);
             intervals.push(LoadInterval {
                 ends_ns: to_trace_clock(interval.start + interval.duration),
@@ -197,9 +205,10 @@ pub fn load(run: &Path) -> Result<Player, DashError> {
         playing: true,
         app: fresh(),
         truncated: false,
+        log_damage,
         names,
         reader,
-        export_dir: None,
+        export_dir: run.is_dir().then(|| run.to_path_buf()),
         last_pump: None,
     };
     // The first pass: every event through the model once.
@@ -438,10 +447,10 @@ impl Player {
             "{}   {} {speed}   {at:.1} s / {total:.1} s{}",
             self.title,
             if self.playing { "▶" } else { "⏸" },
-            if self.truncated {
-                "   (the recording ends early)"
-            } else {
-                ""
+            match (self.truncated, self.log_damage.is_some()) {
+                (true, _) => "   (the recording ends early)",
+                (false, true) => "   (the latency log ends early)",
+                (false, false) => "",
             }
         )
     }
@@ -500,10 +509,9 @@ pub const REPLAY_KEYS: &[(&str, &str)] = &[
     ),
 ];
 
-/// Replays `run` in the terminal; without one, prints the whole run's
-/// summary. Returns the model at the end.
-pub fn run(run: &Path) -> Result<Replayed, DashError> {
-    let mut player = load(run)?;
+/// Plays a loaded recording (see [`load`]) in the terminal; without one,
+/// plays it through to its end at once. Returns the model at the end.
+pub fn play(mut player: Player) -> Result<Replayed, DashError> {
     let truncated = player.truncated;
     if !io::stdout().is_terminal() {
         player.seek(player.end_ns);
@@ -512,7 +520,6 @@ pub fn run(run: &Path) -> Result<Replayed, DashError> {
             truncated,
         });
     }
-    player.export_dir = run.is_dir().then(|| run.to_path_buf());
     let mut terminal = crate::source::init_terminal()
         .map_err(|e| DashError(format!("cannot set up the terminal: {e}")))?;
     player.last_pump = Some(Instant::now());
@@ -588,6 +595,85 @@ mod tests {
         player.seek(2_000_000_000);
         assert_eq!(player.app.events, 2, "a rebuilt model, not a rewound one");
         assert_eq!(player.position(), (1.0, 4.0));
+    }
+
+    /// Writes a latency.hlog of `n` 100 ms intervals (interval i holds
+    /// i + 1 requests of 1 ms) into `dir`, on the clock of its trace.
+    fn write_latency_log(dir: &Path, n: u64) -> Vec<u8> {
+        use tracebench_loadgen::hlog::{Interval, write_log};
+        let header = TraceReader::open(&dir.join("trace.tbt"))
+            .unwrap()
+            .header()
+            .clone();
+        // The wall-clock time of the trace's first event (1 s in).
+        let wall = Duration::from_nanos(
+            (header.realtime_ns - header.monotonic_ns as i64 + 1_000_000_000) as u64,
+        );
+        let intervals: Vec<Interval> = (0..n)
+            .map(|i| {
+                let mut histogram = tracebench_loadgen::stats::new_histogram();
+                histogram.record_n(1_000_000, i + 1).unwrap();
+                Interval {
+                    start: wall + Duration::from_millis(100 * i),
+                    duration: Duration::from_millis(100),
+                    histogram,
+                }
+            })
+            .collect();
+        let mut bytes = Vec::new();
+        write_log(&mut bytes, std::time::UNIX_EPOCH + wall, &intervals).unwrap();
+        std::fs::write(dir.join("latency.hlog"), &bytes).unwrap();
+        bytes
+    }
+
+    #[test]
+    fn a_latency_log_cut_mid_line_replays_the_intervals_before_the_cut() {
+        let dir = recording();
+        let whole = write_latency_log(dir.path(), 10);
+        // Cut in the middle of the eighth interval's line.
+        let line_starts: Vec<usize> = whole
+            .iter()
+            .enumerate()
+            .filter(|&(at, _)| at > 0 && whole[at - 1] == b'\n' && whole[at].is_ascii_digit())
+            .map(|(at, _)| at)
+            .collect();
+        assert_eq!(line_starts.len(), 10);
+        std::fs::write(
+            dir.path().join("latency.hlog"),
+            &whole[..line_starts[7] + 20],
+        )
+        .unwrap();
+        let mut player = load(dir.path()).unwrap();
+        let damage = player.log_damage.clone().expect("the cut is reported");
+        assert!(damage.cut, "{damage}");
+        assert_eq!(damage.intervals, 7);
+        assert_eq!(damage.offset, line_starts[7]);
+        assert!(!player.truncated, "the trace itself is whole");
+        assert!(player.status().contains("latency log ends early"));
+        player.seek(u64::MAX);
+        assert_eq!(player.app.events, 5, "every event of the trace");
+        // The seven intervals before the cut, 1 + 2 + … + 7 requests.
+        assert_eq!(player.next_interval, 7);
+        let answered: u64 = player
+            .intervals
+            .iter()
+            .flat_map(|i| &i.counts)
+            .map(|c| c.1)
+            .sum();
+        assert_eq!(answered, 28);
+    }
+
+    #[test]
+    fn a_latency_log_that_is_no_log_is_an_error_naming_it() {
+        let dir = recording();
+        std::fs::write(dir.path().join("latency.hlog"), b"\x00\x01 not a log\n").unwrap();
+        let error = load(dir.path()).err().expect("an error").to_string();
+        assert!(error.starts_with("reading "), "{error}");
+        assert!(
+            error.contains("latency.hlog: not an HdrHistogram interval log"),
+            "{error}"
+        );
+        assert!(!error.contains('\n'), "{error}");
     }
 
     #[test]
