@@ -276,7 +276,8 @@ pub struct ReplayArgs {
 
 /// Replays a recording in the dashboard (or, without a terminal, prints
 /// the whole run's summary).
-pub fn replay(args: ReplayArgs) -> anyhow::Result<()> {
+/// The exit status: 128 + the signal that ended it, or 0.
+pub fn replay(args: ReplayArgs) -> anyhow::Result<u8> {
     // The recording is read through before anything is said about it, so
     // a recording that cannot be replayed gives its error alone.
     let player = tracebench_ui::replay::load(&args.run)?;
@@ -299,5 +300,5 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<()> {
         );
     }
     print!("{}", summary(&replayed.app));
-    Ok(())
+    Ok(tracebench_tracer::signalled().map_or(0, |signal| 128u8.saturating_add(signal as u8)))
 }

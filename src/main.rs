@@ -138,7 +138,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Dash(args)) => dash::run(args).map(ExitCode::from),
-        Some(Command::Replay(args)) => dash::replay(args).map(|()| ExitCode::SUCCESS),
+        Some(Command::Replay(args)) => dash::replay(args).map(ExitCode::from),
         None => dash::run(dash::DashArgs::default()).map(ExitCode::from),
     }
 }

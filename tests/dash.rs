@@ -504,6 +504,35 @@ fn sigterm_or_a_closed_terminal_stops_it_like_q_and_the_exit_status_says_why() {
     });
     assert!(ended, "still running after SIGHUP: {left:?}");
 
+    // A replay in a terminal: SIGTERM ends it as q does, 128 + 15.
+    let recording = dir.path().join("to-replay");
+    assert!(record_headless(&recording, "1s").status.success());
+    let session = format!("tracebench-replay-term-{}", std::process::id());
+    let command = format!(
+        "bash -c '{BIN} replay {}; echo EXIT=$?; sleep 30'",
+        recording.display()
+    );
+    assert!(start_tmux(&session, 120, &command).success());
+    wait_for_screen(&session, "replay of");
+    let marker = recording.to_string_lossy().into_owned();
+    let replays: Vec<i32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            (cmdline.starts_with(BIN) && cmdline.contains(" replay ") && cmdline.contains(&marker))
+                .then_some(pid)
+        })
+        .collect();
+    assert_eq!(replays.len(), 1, "{replays:?}");
+    // SAFETY: SIGTERM to the replay we started.
+    assert_eq!(unsafe { libc::kill(replays[0], libc::SIGTERM) }, 0);
+    let text = wait_for_screen(&session, "EXIT=");
+    let _ = tmux(&["kill-session", "-t", &session]);
+    assert!(text.contains("EXIT=143"), "{text}");
+
     // A watched program that ends by itself gives its status, as `trace`.
     let status = Command::new(BIN)
         .args(["dash", "--no-record", "--headless-for", "20s", "--"])

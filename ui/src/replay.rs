@@ -520,6 +520,9 @@ pub fn play(mut player: Player) -> Result<Replayed, DashError> {
             truncated,
         });
     }
+    // SIGTERM, SIGHUP or SIGINT end the replay as q does, the terminal
+    // given back (by default they would leave it in raw mode).
+    let _ = tracebench_tracer::notice_signals();
     let mut terminal = crate::source::init_terminal()
         .map_err(|e| DashError(format!("cannot set up the terminal: {e}")))?;
     player.last_pump = Some(Instant::now());
