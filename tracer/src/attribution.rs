@@ -587,6 +587,14 @@ impl Attributor {
         if conn.serving == Some((pid, tid)) && conn.segment.picked_up_ns.is_none() {
             let woke_for_it = last_wait.filter(|&w| w >= conn.segment.started_ns && w <= at);
             conn.segment.picked_up_ns = Some(woke_for_it.unwrap_or(at));
+            if woke_for_it.is_some() {
+                // One wake-up hands over one connection: the next one this
+                // worker takes without waiting again was popped later, when
+                // it first touches it.
+                if let Some(thread) = self.threads.get_mut(&tid) {
+                    thread.last_wait_return_ns = None;
+                }
+            }
         }
     }
 
@@ -926,6 +934,36 @@ mod tests {
         assert_eq!(attributor.stats().queue_wait().len(), 2);
         assert_eq!(attributor.open_connections(), 0);
         assert_eq!(attributor.counts().connections, 2);
+    }
+
+    #[test]
+    fn one_wake_up_is_the_pick_up_of_one_connection_only() {
+        // Two connections wait in the queue when the worker wakes; it
+        // serves the first, then pops the second without waiting again.
+        let (acceptor, worker) = (10, 11);
+        let mut s = Script::default();
+        s.wait_enter(0, 10, worker)
+            .accept(1, 100, 10, acceptor, 4)
+            .accept(101, 110, 10, acceptor, 5)
+            .leave(130, 10, worker, Sysno::futex, 0)
+            .call(140, 150, 10, worker, Sysno::recvfrom, 4, 79)
+            .call(160, 170, 10, worker, Sysno::sendto, 4, 125)
+            .call(180, 190, 10, worker, Sysno::close, 4, 0)
+            .call(200, 210, 10, worker, Sysno::recvfrom, 5, 79)
+            .call(220, 230, 10, worker, Sysno::sendto, 5, 125)
+            .call(240, 250, 10, worker, Sysno::close, 5, 0);
+        let (records, _) = s.run(AttributorConfig::default());
+        assert_eq!(records.len(), 2, "{records:?}");
+        assert_eq!(
+            records[0].picked_up_ns, 130,
+            "the wake-up was for the first"
+        );
+        assert_eq!(
+            (records[1].picked_up_ns, records[1].service_ns()),
+            (200, 50),
+            "the second was picked up at its first read, not at the old wake-up"
+        );
+        assert_eq!(records[1].queue_wait_ns(), 90);
     }
 
     #[test]
