@@ -107,6 +107,20 @@ fn check_outputs_spare_inputs(args: &ExportArgs) -> anyhow::Result<()> {
         .into_iter()
         .filter_map(|path| Some((identity(&path)?, path)))
         .collect();
+    // Two outputs on one file: the second would silently replace the first.
+    let outputs: Vec<_> = args.outputs().collect();
+    for (i, (option, output)) in outputs.iter().enumerate() {
+        let same = |other: &Path| match (identity(output), identity(other)) {
+            (Some(a), Some(b)) => a == b,
+            _ => std::path::absolute(output).ok() == std::path::absolute(other).ok(),
+        };
+        if let Some((other_option, _)) = outputs[..i].iter().find(|(_, other)| same(other)) {
+            anyhow::bail!(
+                "{other_option} and {option} both name {}: each output needs its own file",
+                output.display()
+            );
+        }
+    }
     for (option, output) in args.outputs() {
         // An output that does not exist yet cannot be an input.
         let Some(id) = identity(output) else {

@@ -880,6 +880,24 @@ fn export_refuses_to_write_over_its_own_input() {
             );
         }
     }
+    // Two outputs on one file: refused before either is written.
+    let twice = dir.path().join("twice.csv");
+    let result = Command::new(BIN)
+        .arg("export")
+        .arg(&record)
+        .arg("--csv")
+        .arg(&twice)
+        .arg("--hgrm")
+        .arg(dir.path().join(".").join("twice.csv"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(!result.status.success());
+    assert!(
+        stderr.contains("--csv and --hgrm both name") && stderr.lines().count() == 1,
+        "{stderr}"
+    );
+    assert!(!twice.exists());
     // Standard output and other files are still fine.
     let output = Command::new(BIN)
         .arg("export")
