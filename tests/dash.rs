@@ -32,6 +32,20 @@ fn record_headless(record: &std::path::Path, run_for: &str) -> std::process::Out
         .unwrap()
 }
 
+/// A fresh headless recording of `run_for`, in a directory removed with
+/// the returned guard.
+fn recorded_run(run_for: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempdir();
+    let record = dir.path().join("run");
+    let output = record_headless(&record, run_for);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (dir, record)
+}
+
 #[test]
 fn without_a_terminal_it_says_so_and_prints_a_summary() {
     let _serial = serial();
@@ -434,16 +448,11 @@ fn the_programs_output_is_recorded_and_shown_in_its_pane() {
     let dir = tempdir();
     let record = dir.path().join("run");
     let script = "echo to stdout; echo to stderr >&2; printf 'no newline at the end'";
-    let output = Command::new(BIN)
-        .args(["dash", "--headless-for", "20s", "--record-dir"])
-        .arg(&record)
-        .args(["--", "sh", "-c", script])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let output = succeeds(
+        Command::new(BIN)
+            .args(["dash", "--headless-for", "20s", "--record-dir"])
+            .arg(&record)
+            .args(["--", "sh", "-c", script]),
     );
     let log = std::fs::read_to_string(record.join("output.log")).unwrap();
     assert_eq!(log, "to stdout\nto stderr\nno newline at the end");
@@ -514,18 +523,7 @@ fn sigterm_or_a_closed_terminal_stops_it_like_q_and_the_exit_status_says_why() {
     );
     assert!(start_tmux(&session, 120, &command).success());
     wait_for_screen(&session, "replay of");
-    let marker = recording.to_string_lossy().into_owned();
-    let replays: Vec<i32> = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|entry| {
-            let pid = entry.file_name().to_str()?.parse().ok()?;
-            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
-            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            (cmdline.starts_with(BIN) && cmdline.contains(" replay ") && cmdline.contains(&marker))
-                .then_some(pid)
-        })
-        .collect();
+    let replays = ours_with(&[" replay ", &recording.to_string_lossy()]);
     assert_eq!(replays.len(), 1, "{replays:?}");
     // SAFETY: SIGTERM to the replay we started.
     assert_eq!(unsafe { libc::kill(replays[0], libc::SIGTERM) }, 0);
@@ -543,8 +541,14 @@ fn sigterm_or_a_closed_terminal_stops_it_like_q_and_the_exit_status_says_why() {
     assert_eq!(status.code(), Some(7));
 }
 
-/// The pids of dashboards whose command line contains `marker`.
+/// The pids of our dashboards whose command line contains `marker`.
 fn dashboards_with(marker: &str) -> Vec<i32> {
+    ours_with(&[" dash ", marker])
+}
+
+/// The pids of our processes whose command line contains every one of
+/// `words` (arguments joined by spaces).
+fn ours_with(words: &[&str]) -> Vec<i32> {
     std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
@@ -552,7 +556,7 @@ fn dashboards_with(marker: &str) -> Vec<i32> {
             let pid = entry.file_name().to_str()?.parse().ok()?;
             let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
             let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            (cmdline.contains(" dash ") && cmdline.contains(marker)).then_some(pid)
+            (cmdline.starts_with(BIN) && words.iter().all(|w| cmdline.contains(w))).then_some(pid)
         })
         .collect()
 }
@@ -589,16 +593,11 @@ fn recordings_are_never_written_over_and_a_failed_start_leaves_none() {
     let taken = dir.path().join("taken");
     std::fs::create_dir(&taken).unwrap();
     std::fs::write(taken.join("trace.tbt"), b"an older run").unwrap();
-    let output = Command::new(BIN)
-        .args(["dash", "--headless-for", "1s", "--record-dir"])
-        .arg(&taken)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success());
-    assert!(
-        stderr.contains("never written over") && stderr.lines().count() == 1,
-        "{stderr}"
+    fails_with_one_line(
+        Command::new(BIN)
+            .args(["dash", "--headless-for", "1s", "--record-dir"])
+            .arg(&taken),
+        "never written over",
     );
     assert_eq!(
         std::fs::read(taken.join("trace.tbt")).unwrap(),
@@ -607,21 +606,18 @@ fn recordings_are_never_written_over_and_a_failed_start_leaves_none() {
 
     // A server that dies before listening: its own words, and no run left.
     let failed = dir.path().join("failed");
-    let output = Command::new(BIN)
-        .args(["dash", "--url", "http://127.0.0.1:9/", "--record-dir"])
-        .arg(&failed)
-        .args([
-            "--",
-            "sh",
-            "-c",
-            "echo 'cannot bind: address in use' >&2; exit 3",
-        ])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success());
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("exited before listening"), "{stderr}");
+    let stderr = fails_with_one_line(
+        Command::new(BIN)
+            .args(["dash", "--url", "http://127.0.0.1:9/", "--record-dir"])
+            .arg(&failed)
+            .args([
+                "--",
+                "sh",
+                "-c",
+                "echo 'cannot bind: address in use' >&2; exit 3",
+            ]),
+        "exited before listening",
+    );
     assert!(stderr.contains("cannot bind: address in use"), "{stderr}");
     assert!(
         !failed.exists(),
@@ -651,17 +647,11 @@ fn recordings_are_never_written_over_and_a_failed_start_leaves_none() {
         .collect();
     assert_eq!(runs.len(), 2, "{runs:?}");
     for run in runs {
-        let export = Command::new(BIN)
-            .arg("export")
-            .arg(&run)
-            .args(["--csv", "-"])
-            .output()
-            .unwrap();
-        assert!(
-            export.status.success(),
-            "{}: {}",
-            run.display(),
-            String::from_utf8_lossy(&export.stderr)
+        succeeds(
+            Command::new(BIN)
+                .arg("export")
+                .arg(&run)
+                .args(["--csv", "-"]),
         );
     }
 }
@@ -736,9 +726,7 @@ fn csv_total(csv: &str) -> u64 {
 #[test]
 fn a_cut_latency_log_replays_and_exports_the_intervals_before_the_cut() {
     let _serial = serial();
-    let dir = tempdir();
-    let record = dir.path().join("run");
-    assert!(record_headless(&record, "2s").status.success());
+    let (_dir, record) = recorded_run("2s");
     let log = record.join("latency.hlog");
     let whole = std::fs::read(&log).unwrap();
     let answered_whole: u64 = tracebench_loadgen::hlog::read_log(&whole)
@@ -781,14 +769,13 @@ fn a_cut_latency_log_replays_and_exports_the_intervals_before_the_cut() {
     );
     assert!(replayed.contains(" worker-"), "the trace is replayed whole");
 
-    let output = Command::new(BIN)
-        .arg("export")
-        .arg(&record)
-        .args(["--csv", "-"])
-        .output()
-        .unwrap();
+    let output = succeeds(
+        Command::new(BIN)
+            .arg("export")
+            .arg(&record)
+            .args(["--csv", "-"]),
+    );
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stderr}");
     let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("cut short")).collect();
     assert_eq!(warnings.len(), 1, "one warning: {stderr}");
     assert!(
@@ -826,9 +813,7 @@ fn a_cut_latency_log_replays_and_exports_the_intervals_before_the_cut() {
 #[test]
 fn export_refuses_to_write_over_its_own_input() {
     let _serial = serial();
-    let dir = tempdir();
-    let record = dir.path().join("run");
-    assert!(record_headless(&record, "1s").status.success());
+    let (dir, record) = recorded_run("1s");
     let file = dir.path().join("copy.tbt");
     std::fs::copy(record.join("trace.tbt"), &file).unwrap();
     // Other names for the same files: a symbolic link, and a path that
@@ -882,34 +867,24 @@ fn export_refuses_to_write_over_its_own_input() {
     }
     // Two outputs on one file: refused before either is written.
     let twice = dir.path().join("twice.csv");
-    let result = Command::new(BIN)
-        .arg("export")
-        .arg(&record)
-        .arg("--csv")
-        .arg(&twice)
-        .arg("--hgrm")
-        .arg(dir.path().join(".").join("twice.csv"))
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&result.stderr);
-    assert!(!result.status.success());
-    assert!(
-        stderr.contains("--csv and --hgrm both name") && stderr.lines().count() == 1,
-        "{stderr}"
+    fails_with_one_line(
+        Command::new(BIN)
+            .arg("export")
+            .arg(&record)
+            .arg("--csv")
+            .arg(&twice)
+            .arg("--hgrm")
+            .arg(dir.path().join(".").join("twice.csv")),
+        "--csv and --hgrm both name",
     );
     assert!(!twice.exists());
     // Standard output and other files are still fine.
-    let output = Command::new(BIN)
-        .arg("export")
-        .arg(&record)
-        .args(["--csv", "-", "--strace"])
-        .arg(dir.path().join("run.txt"))
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    succeeds(
+        Command::new(BIN)
+            .arg("export")
+            .arg(&record)
+            .args(["--csv", "-", "--strace"])
+            .arg(dir.path().join("run.txt")),
     );
     assert!(
         std::fs::read_to_string(dir.path().join("run.txt"))

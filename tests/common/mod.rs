@@ -316,3 +316,29 @@ pub fn unused_loopback_addr() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap()
 }
+
+/// Runs `command` to its end and returns its output; fails the test, with
+/// the command's standard error, if it did not succeed.
+pub fn succeeds(command: &mut Command) -> std::process::Output {
+    let output = command.output().expect("the command starts");
+    assert!(
+        output.status.success(),
+        "{command:?} failed ({}): {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// Runs `command` to its end, which must fail with exactly one line on
+/// standard error containing `needle`; returns that line.
+pub fn fails_with_one_line(command: &mut Command, needle: &str) -> String {
+    let output = command.output().expect("the command starts");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!output.status.success(), "{command:?} succeeded: {stderr}");
+    assert!(
+        stderr.lines().count() == 1 && stderr.contains(needle),
+        "{command:?}: expected one line with {needle:?}, got: {stderr}"
+    );
+    stderr
+}
