@@ -687,6 +687,86 @@ fn ctrl_c_in_the_window_before_the_blocking_wait_still_ends_the_trace() {
 }
 
 #[test]
+fn ctrl_c_is_the_programs_to_handle_as_under_strace() {
+    use std::os::unix::process::CommandExt;
+    let _serial = serial();
+    // A terminal's Ctrl-C: SIGINT to the whole process group, tracer and
+    // server alike. The server drains and exits 0 by itself; so do we.
+    let dir = tempdir();
+    let out = dir.path().join("served.txt");
+    let tracer = Command::new(BIN)
+        .args(["trace", "-o", out.to_str().unwrap(), "--"])
+        .args([BIN, "serve", "--addr", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let server = first_child_of(tracer.id() as i32);
+    // Exec'd (before, the child is a copy of the tracer), then a moment
+    // to install its handlers and listen.
+    let (execed, _) = eventually(Duration::from_secs(10), || {
+        let cmdline = std::fs::read(format!("/proc/{server}/cmdline")).unwrap_or_default();
+        (cmdline.windows(6).any(|w| w == b"\0serve"), ())
+    });
+    assert!(execed);
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: SIGINT to the process group we made for the tracer.
+    assert_eq!(
+        unsafe { libc::kill(-(tracer.id() as i32), libc::SIGINT) },
+        0
+    );
+    let output = tracer.wait_with_output().unwrap();
+    let summary = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{summary}");
+    assert!(
+        summary.contains("workers"),
+        "the server's own summary: {summary}"
+    );
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(text.trim_end().ends_with("+++ exited with 0 +++"), "{text}");
+
+    // SIGINT to the tracer alone: passed on to the program (which dies of
+    // it, as sleep does), and the status follows.
+    let tracer = Command::new(BIN)
+        .args(["trace", "-o", "/dev/null", "--", "sleep", "30"])
+        .spawn()
+        .unwrap();
+    let sleeper = first_child_of(tracer.id() as i32);
+    let (execed, _) = eventually(Duration::from_secs(10), || {
+        let comm = std::fs::read_to_string(format!("/proc/{sleeper}/comm")).unwrap_or_default();
+        (comm.trim() == "sleep", ())
+    });
+    assert!(execed);
+    // SAFETY: SIGINT to our tracer.
+    assert_eq!(unsafe { libc::kill(tracer.id() as i32, libc::SIGINT) }, 0);
+    let status = tracer.wait_with_output().unwrap().status;
+    assert_eq!(status.code(), Some(128 + libc::SIGINT), "{status:?}");
+
+    // A program that ignores it: a second signal kills it.
+    let tracer = Command::new(BIN)
+        .args([
+            "trace",
+            "-o",
+            "/dev/null",
+            "--",
+            "sh",
+            "-c",
+            "trap '' INT; sleep 30",
+        ])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: SIGINT to our tracer, twice.
+    assert_eq!(unsafe { libc::kill(tracer.id() as i32, libc::SIGINT) }, 0);
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(unsafe { libc::kill(tracer.id() as i32, libc::SIGINT) }, 0);
+    let started = std::time::Instant::now();
+    let status = tracer.wait_with_output().unwrap().status;
+    assert_eq!(status.code(), Some(128 + libc::SIGKILL), "{status:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
 fn execve_shows_its_arguments_and_environment_as_strace_does() {
     let args = [
         "-e",

@@ -108,6 +108,11 @@ pub struct Outcome {
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 /// The first SIGINT, SIGTERM or SIGHUP from outside (0: none yet).
 static SIGNALLED: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+/// How many of those came from outside (not our own kicks).
+static EXTERNAL_SIGNALS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+/// [`request_stop`] was called: a spawned program is killed at once, not
+/// left to handle a signal.
+static FORCE_STOP: AtomicBool = AtomicBool::new(false);
 /// Whether such a signal ends the trace at once ([`stop_on_signals`]) or
 /// is only noted for the caller to act on ([`notice_signals`]).
 static STOP_ON_SIGNAL: AtomicBool = AtomicBool::new(true);
@@ -125,10 +130,13 @@ static HANDLERS_INSTALLED: AtomicBool = AtomicBool::new(false);
 /// later, and again, until the loop has acted and removes the timer.
 static KICK_TIMER: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(-1);
 
-extern "C" fn on_interrupt(signal: libc::c_int) {
-    // Once a stop is under way, a SIGINT is our own kick (request_stop's,
-    // or the timer's): only the kick below matters.
-    if !INTERRUPTED.load(Ordering::SeqCst) {
+extern "C" fn on_interrupt(signal: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // Our own kicks come from pthread_kill (request_stop) and the timer;
+    // anything else (kill(2), the terminal's Ctrl-C) is from outside.
+    // SAFETY: with SA_SIGINFO the kernel passes a valid siginfo_t.
+    let code = unsafe { (*info).si_code };
+    if code != libc::SI_TKILL && code != libc::SI_TIMER {
+        EXTERNAL_SIGNALS.fetch_add(1, Ordering::SeqCst);
         let _ = SIGNALLED.compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst);
         if !STOP_ON_SIGNAL.load(Ordering::SeqCst) {
             // The caller stops the trace when it is ready, with
@@ -136,6 +144,9 @@ extern "C" fn on_interrupt(signal: libc::c_int) {
             return;
         }
         INTERRUPTED.store(true, Ordering::SeqCst);
+    }
+    if !INTERRUPTED.load(Ordering::SeqCst) {
+        return;
     }
     let timer = KICK_TIMER.load(Ordering::SeqCst);
     if timer != -1 {
@@ -226,6 +237,7 @@ fn install_handlers() -> io::Result<()> {
         unsafe {
             let mut action: libc::sigaction = std::mem::zeroed();
             action.sa_sigaction = on_interrupt as *const () as usize;
+            action.sa_flags = libc::SA_SIGINFO;
             libc::sigemptyset(&mut action.sa_mask);
             if libc::sigaction(signal, &action, std::ptr::null_mut()) != 0 {
                 return Err(io::Error::last_os_error());
@@ -247,6 +259,7 @@ pub fn interrupted() -> bool {
 /// With [`stop_on_signals`] installed, the tracer's blocked waitpid is
 /// interrupted at once; otherwise the trace ends at its next stop.
 pub fn request_stop() {
+    FORCE_STOP.store(true, Ordering::SeqCst);
     INTERRUPTED.store(true, Ordering::SeqCst);
     let thread = TRACER_THREAD.load(Ordering::SeqCst);
     if thread != 0 && HANDLERS_INSTALLED.load(Ordering::SeqCst) {
@@ -279,6 +292,7 @@ impl Session {
     /// [`Session::run`]: ptrace binds a tracee to the tracing thread.
     pub fn start(target: &Target, options: &Options) -> Result<Session, TraceError> {
         INTERRUPTED.store(false, Ordering::SeqCst);
+        FORCE_STOP.store(false, Ordering::SeqCst);
         if let Some(cpu) = options.cpu {
             // Before forking, so a spawned program inherits the mask.
             pin_to_cpu(cpu)?;
@@ -366,7 +380,30 @@ struct Engine {
     starting: bool,
     exit: Option<ExitStatus>,
     detached: bool,
+    /// Interrupted from outside with a spawned program: the signal is the
+    /// program's to handle, as under strace (see [`GracefulStop`]).
+    graceful: Option<GracefulStop>,
+    /// The last signal a traced process was about to receive, and when.
+    last_signal: Option<(i32, std::time::Instant)>,
 }
+
+/// A spawned program given the chance to end by itself on the signal that
+/// interrupted us. A terminal's Ctrl-C reaches the whole foreground process
+/// group, the program included, so it usually has the signal already; one
+/// sent to the tracer alone (kill -INT, a closing terminal's SIGHUP to a
+/// backgrounded tracer) is passed on to it. A second signal, or
+/// [`request_stop`], kills it.
+#[derive(Debug, Clone, Copy)]
+struct GracefulStop {
+    signal: i32,
+    since: std::time::Instant,
+    /// The program was seen receiving it, or we passed it on.
+    delivered: bool,
+}
+
+/// How long the program may take to show it got the signal itself before
+/// we pass it on.
+const SIGNAL_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
 
 fn ptrace_options(seccomp: bool, follow_forks: bool, exit_kill: bool) -> libc::c_int {
     let mut options = libc::PTRACE_O_TRACESYSGOOD
@@ -515,6 +552,8 @@ impl Engine {
             starting: false,
             exit: None,
             detached: false,
+            graceful: None,
+            last_signal: None,
         }
     }
 
@@ -748,13 +787,25 @@ impl Engine {
         loop {
             if INTERRUPTED.load(Ordering::SeqCst) && !interrupt_handled {
                 interrupt_handled = true;
-                if self.spawned {
-                    self.kill_all();
-                } else {
+                if !self.spawned {
                     self.detach_all(sink);
                     break;
                 }
+                match signalled() {
+                    Some(signal) if !FORCE_STOP.load(Ordering::SeqCst) => {
+                        let delivered = self.last_signal.is_some_and(|(seen, at)| {
+                            seen == signal && at.elapsed() < SIGNAL_GRACE
+                        });
+                        self.graceful = Some(GracefulStop {
+                            signal,
+                            since: std::time::Instant::now(),
+                            delivered,
+                        });
+                    }
+                    _ => self.kill_all(),
+                }
             }
+            self.follow_graceful_stop();
             sink.idle(monotonic_ns());
             // Checked again after the sinks' work, to keep the window in
             // which a signal can slip in before the blocking wait small
@@ -809,6 +860,26 @@ impl Engine {
             detached: self.detached,
             seccomp: self.seccomp,
         })
+    }
+
+    /// While a spawned program handles the signal that interrupted us:
+    /// pass it on if the program did not get it, and kill on a second one.
+    /// The loop is kicked every 50 ms meanwhile (the handler's timer).
+    fn follow_graceful_stop(&mut self) {
+        let Some(mut stop) = self.graceful else {
+            return;
+        };
+        if FORCE_STOP.load(Ordering::SeqCst) || EXTERNAL_SIGNALS.load(Ordering::SeqCst) >= 2 {
+            self.graceful = None;
+            self.kill_all();
+            return;
+        }
+        if !stop.delivered && stop.since.elapsed() >= SIGNAL_GRACE {
+            // SAFETY: kill(2) on the process we started.
+            unsafe { libc::kill(self.root, stop.signal) };
+            stop.delivered = true;
+        }
+        self.graceful = Some(stop);
     }
 
     fn kill_all(&mut self) {
@@ -923,6 +994,12 @@ impl Engine {
                 self.on_event(tid, pid, now, event, signal, first_stop, sink)
             }
             Stop::Signal(signal) => {
+                self.last_signal = Some((signal, std::time::Instant::now()));
+                if let Some(stop) = self.graceful.as_mut()
+                    && stop.signal == signal
+                {
+                    stop.delivered = true;
+                }
                 if !(self.starting && tid == self.root && signal == libc::SIGCONT) {
                     self.emit(sink, tid, pid, now, EventKind::Signal { signal });
                 }
