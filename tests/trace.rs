@@ -386,9 +386,22 @@ fn bad_input_fails_with_one_clear_line() {
     let (status, stderr) = run(&["trace", "--", "no-such-program-here"]);
     assert!(!status.success());
     assert!(
-        stderr.starts_with("tracebench: cannot run no-such-program-here") && one_line(&stderr),
+        stderr.starts_with("tracebench: cannot run no-such-program-here: no such program in PATH")
+            && one_line(&stderr),
         "{stderr}"
     );
+    // A path that exists but cannot run says why, as execve would.
+    let dir = tempdir();
+    let plain = dir.path().join("not-executable");
+    std::fs::write(&plain, "#!/bin/sh\n").unwrap();
+    for (path, why) in [
+        (plain.as_path(), "Permission denied"),
+        (dir.path(), "Is a directory"),
+    ] {
+        let (status, stderr) = run(&["trace", "--", path.to_str().unwrap()]);
+        assert!(!status.success());
+        assert!(stderr.contains(why) && one_line(&stderr), "{stderr}");
+    }
 
     // A process that already has a tracer cannot get a second one.
     let mut first = Command::new(BIN)

@@ -502,15 +502,24 @@ fn resolve_program(program: &OsStr) -> Result<PathBuf, TraceError> {
     };
     let not_found = || TraceError::Spawn {
         program: program.to_string_lossy().into_owned(),
-        source: io::Error::from(io::ErrorKind::NotFound),
+        source: io::Error::new(io::ErrorKind::NotFound, "no such program in PATH"),
     };
     if program.as_bytes().contains(&b'/') {
         let path = PathBuf::from(program);
-        return if is_executable(&path) {
-            Ok(path)
-        } else {
-            Err(not_found())
+        if is_executable(&path) {
+            return Ok(path);
+        }
+        // Say why, as execve would: a directory, no execute permission, or
+        // nothing there.
+        let source = match std::fs::metadata(&path) {
+            Ok(meta) if meta.is_dir() => io::Error::from_raw_os_error(libc::EISDIR),
+            Ok(_) => io::Error::from_raw_os_error(libc::EACCES),
+            Err(e) => e,
         };
+        return Err(TraceError::Spawn {
+            program: program.to_string_lossy().into_owned(),
+            source,
+        });
     }
     let search = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
     std::env::split_paths(&search)
