@@ -135,7 +135,7 @@ pub fn at_exit(tid: Tid, nr: u64, args: &[u64; 6], ret: i64, limit: usize) -> Ve
 /// How many argument registers syscall `nr` reads, for the syscalls a
 /// server trace is made of (6 for the rest). The other registers hold
 /// leftovers of earlier calls: meaningless, and costly to store.
-fn arity(sysno: Sysno, args: &[u64; 6]) -> usize {
+pub(crate) fn arity(sysno: Sysno, args: &[u64; 6]) -> usize {
     match sysno {
         Sysno::fork | Sysno::vfork | Sysno::getpid | Sysno::gettid | Sysno::sched_yield => 0,
         Sysno::close | Sysno::exit | Sysno::exit_group | Sysno::brk | Sysno::dup => 1,

@@ -348,19 +348,50 @@ pub fn entry_args(nr: u32, args: &[u64; 6], data: &[u8]) -> String {
                     int(a[2]),
                     timespec(data, a[3])
                 )
-            } else if command == libc::FUTEX_WAKE {
-                format!("{}, {op}, {}", hex(a[0]), int(a[2]))
             } else {
-                format!(
-                    "{}, {op}, {}, {}, {}, {}",
-                    hex(a[0]),
-                    int(a[2]),
-                    a[3],
-                    hex(a[4]),
-                    a[5]
-                )
+                // As strace shows each command: only the arguments it
+                // reads, val2 (in the timeout register) and val3 as the
+                // 32-bit numbers they are.
+                let (uaddr, val, val2, uaddr2, val3) =
+                    (hex(a[0]), int(a[2]), a[3] as u32, hex(a[4]), a[5] as u32);
+                match command {
+                    libc::FUTEX_WAKE | libc::FUTEX_FD => format!("{uaddr}, {op}, {val}"),
+                    libc::FUTEX_UNLOCK_PI | libc::FUTEX_TRYLOCK_PI => format!("{uaddr}, {op}"),
+                    libc::FUTEX_LOCK_PI | 13 => {
+                        format!("{uaddr}, {op}, {}", timespec(data, a[3]))
+                    }
+                    libc::FUTEX_WAKE_BITSET => {
+                        let bitset = if val3 == u32::MAX {
+                            "FUTEX_BITSET_MATCH_ANY".to_owned()
+                        } else {
+                            format!("{val3:#x}")
+                        };
+                        format!("{uaddr}, {op}, {val}, NULL, NULL, {bitset}")
+                    }
+                    libc::FUTEX_REQUEUE => format!("{uaddr}, {op}, {val}, {val2}, {uaddr2}"),
+                    libc::FUTEX_CMP_REQUEUE | libc::FUTEX_CMP_REQUEUE_PI => {
+                        format!("{uaddr}, {op}, {val}, {val2}, {uaddr2}, {val3}")
+                    }
+                    libc::FUTEX_WAKE_OP => format!(
+                        "{uaddr}, {op}, {val}, {val2}, {uaddr2}, {}",
+                        futex_wake_op(val3)
+                    ),
+                    libc::FUTEX_WAIT_REQUEUE_PI => {
+                        format!("{uaddr}, {op}, {val}, {}, {uaddr2}", timespec(data, a[3]))
+                    }
+                    _ => format!("{uaddr}, {op}, {val}, {val2}, {uaddr2}, {val3}"),
+                }
             }
         }
+        Sysno::socket => format!(
+            "{}, {}, {}",
+            socket_domain(a[0]),
+            socket_type(a[1]),
+            int(a[2])
+        ),
+        Sysno::kill | Sysno::tkill => format!("{}, {}", int(a[0]), signal_or_zero(a[1])),
+        Sysno::tgkill => format!("{}, {}, {}", int(a[0]), int(a[1]), signal_or_zero(a[2])),
+        Sysno::wait4 => format!("{}, {}, {}, {}", int(a[0]), hex(a[1]), a[2], hex(a[3])),
         Sysno::clone => format!(
             "child_stack={}, flags={}, parent_tid={}, child_tidptr={}, tls={}",
             hex(a[1]),
@@ -409,7 +440,100 @@ pub fn entry_args(nr: u32, args: &[u64; 6], data: &[u8]) -> String {
                 _ => "?",
             }
         ),
-        _ => a.iter().map(|&v| hex(v)).collect::<Vec<_>>().join(", "),
+        // No decoder: the registers the call reads (what capture keeps),
+        // small values as numbers (descriptors, pids, sizes, flags) and
+        // the rest as addresses.
+        _ => a[..crate::capture::arity(sysno, a)]
+            .iter()
+            .map(|&v| match v {
+                0 => "0".to_owned(),
+                v if v < 1 << 20 => v.to_string(),
+                v if (v as i64) < 0 && (v as i64) > -4096 => (v as i64).to_string(),
+                v => hex(v),
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
+
+/// FUTEX_WAKE_OP's encoded operation, as strace writes it:
+/// `FUTEX_OP_SET<<28|0<<12|FUTEX_OP_CMP_GT<<24|0x1`.
+fn futex_wake_op(encoded: u32) -> String {
+    const OPS: [&str; 5] = [
+        "FUTEX_OP_SET",
+        "FUTEX_OP_ADD",
+        "FUTEX_OP_OR",
+        "FUTEX_OP_ANDN",
+        "FUTEX_OP_XOR",
+    ];
+    const CMPS: [&str; 6] = [
+        "FUTEX_OP_CMP_EQ",
+        "FUTEX_OP_CMP_NE",
+        "FUTEX_OP_CMP_LT",
+        "FUTEX_OP_CMP_LE",
+        "FUTEX_OP_CMP_GT",
+        "FUTEX_OP_CMP_GE",
+    ];
+    let op = (encoded >> 28) & 0x7;
+    let shift_flag = if encoded & (8 << 28) != 0 {
+        "FUTEX_OP_OPARG_SHIFT<<28|"
+    } else {
+        ""
+    };
+    let cmp = (encoded >> 24) & 0xf;
+    let oparg = (encoded >> 12) & 0xfff;
+    let cmparg = encoded & 0xfff;
+    let op = OPS
+        .get(op as usize)
+        .map_or_else(|| op.to_string(), |s| (*s).to_owned());
+    let cmp = CMPS
+        .get(cmp as usize)
+        .map_or_else(|| cmp.to_string(), |s| (*s).to_owned());
+    // C's %#x, as strace prints them: 0 has no 0x.
+    let c_hex = |v: u32| match v {
+        0 => "0".to_owned(),
+        v => format!("{v:#x}"),
+    };
+    format!(
+        "{shift_flag}{op}<<28|{}<<12|{cmp}<<24|{}",
+        c_hex(oparg),
+        c_hex(cmparg)
+    )
+}
+
+/// A signal argument: its name, or 0 (a probe for existence).
+fn signal_or_zero(value: u64) -> String {
+    match value as i32 {
+        0 => "0".to_owned(),
+        signal => signal_name(signal),
+    }
+}
+
+/// socket(2)'s domain: `AF_INET`, `AF_UNIX`…
+fn socket_domain(value: u64) -> String {
+    match value as i32 {
+        libc::AF_UNIX => "AF_UNIX".to_owned(),
+        libc::AF_INET => "AF_INET".to_owned(),
+        libc::AF_INET6 => "AF_INET6".to_owned(),
+        libc::AF_NETLINK => "AF_NETLINK".to_owned(),
+        libc::AF_PACKET => "AF_PACKET".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+/// socket(2)'s type with its flags: `SOCK_STREAM|SOCK_CLOEXEC`.
+fn socket_type(value: u64) -> String {
+    let flag_bits = (libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK) as u64;
+    let base = match (value & !flag_bits) as i32 {
+        libc::SOCK_STREAM => "SOCK_STREAM".to_owned(),
+        libc::SOCK_DGRAM => "SOCK_DGRAM".to_owned(),
+        libc::SOCK_RAW => "SOCK_RAW".to_owned(),
+        libc::SOCK_SEQPACKET => "SOCK_SEQPACKET".to_owned(),
+        other => other.to_string(),
+    };
+    match flags(value & flag_bits, SOCK_FLAGS, "") {
+        extra if extra.is_empty() => base,
+        extra => format!("{base}|{extra}"),
     }
 }
 
@@ -582,6 +706,73 @@ mod tests {
         assert_eq!(
             entry_args(nr(Sysno::futex), &wake, &[]),
             "0x55aa, FUTEX_WAKE_PRIVATE, 1"
+        );
+    }
+
+    #[test]
+    fn every_futex_command_shows_the_arguments_it_reads_as_strace_does() {
+        let futex = |command: i32, args: [u64; 4]| {
+            let op = (command | libc::FUTEX_PRIVATE_FLAG) as u64;
+            entry_args(
+                nr(Sysno::futex),
+                &[0x55aa, op, args[0], args[1], args[2], args[3]],
+                &[],
+            )
+        };
+        // val3 is 32 bits: a sign-extended register must not leak into it.
+        // glibc's condvar: FUTEX_OP(FUTEX_OP_SET, 0, FUTEX_OP_CMP_GT, 1).
+        let wake_op = 0x0400_0001u64 | 0xffff_ffff_0000_0000;
+        assert_eq!(
+            futex(libc::FUTEX_WAKE_OP, [1, 1, 0x66bb, wake_op]),
+            "0x55aa, FUTEX_WAKE_OP_PRIVATE, 1, 1, 0x66bb, \
+             FUTEX_OP_SET<<28|0<<12|FUTEX_OP_CMP_GT<<24|0x1"
+        );
+        assert_eq!(
+            futex(
+                libc::FUTEX_CMP_REQUEUE,
+                [1, 0x7fff_ffff, 0x66bb, 0xffff_ffff_0000_0000]
+            ),
+            "0x55aa, FUTEX_CMP_REQUEUE_PRIVATE, 1, 2147483647, 0x66bb, 0"
+        );
+        assert_eq!(
+            futex(libc::FUTEX_REQUEUE, [1, 5, 0x66bb, 0]),
+            "0x55aa, FUTEX_REQUEUE_PRIVATE, 1, 5, 0x66bb"
+        );
+        assert_eq!(
+            futex(libc::FUTEX_UNLOCK_PI, [0, 0, 0, 0]),
+            "0x55aa, FUTEX_UNLOCK_PI_PRIVATE"
+        );
+    }
+
+    #[test]
+    fn calls_without_a_decoder_show_only_their_arguments_numbers_as_numbers() {
+        let wait4 = [0x4831, 0x7ffe_1234_5678, 0, 0, 0x55, 0x66];
+        assert_eq!(
+            entry_args(nr(Sysno::wait4), &wait4, &[]),
+            "18481, 0x7ffe12345678, 0, NULL"
+        );
+        let socket = [
+            2,
+            (libc::SOCK_STREAM | libc::SOCK_CLOEXEC) as u64,
+            6,
+            9,
+            9,
+            9,
+        ];
+        assert_eq!(
+            entry_args(nr(Sysno::socket), &socket, &[]),
+            "AF_INET, SOCK_STREAM|SOCK_CLOEXEC, 6"
+        );
+        let tgkill = [0x4830, 0x4830, libc::SIGSEGV as u64, 7, 7, 7];
+        assert_eq!(
+            entry_args(nr(Sysno::tgkill), &tgkill, &[]),
+            "18480, 18480, SIGSEGV"
+        );
+        // pread64(fd, buf, count, offset): four registers, not six.
+        let pread = [3, 0x7f00_0000_1000, 4096, 0, 0xdead, 0xbeef];
+        assert_eq!(
+            entry_args(nr(Sysno::pread64), &pread, &[]),
+            "3, 0x7f0000001000, 4096, 0"
         );
     }
 
