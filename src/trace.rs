@@ -34,7 +34,8 @@ pub struct TraceArgs {
     /// Stop at every syscall instead of installing a seccomp filter
     #[arg(long)]
     no_seccomp: bool,
-    /// Prefix each line with the wall-clock time (-tt: microseconds)
+    /// Prefix each line with the time of day (-tt: with microseconds;
+    /// -ttt: seconds since the epoch, with microseconds)
     #[arg(short = 't', action = clap::ArgAction::Count)]
     absolute_time: u8,
     /// Prefix each line with the time since the previous line
@@ -51,7 +52,9 @@ pub struct TraceArgs {
     #[arg(long, value_enum, default_value_t = TextFormat::Strace)]
     format: TextFormat,
     /// Print a summary per syscall and per thread at the end instead of
-    /// every call (with -o, in addition to the calls)
+    /// every call (with -o, in addition to the calls). Its times are wall
+    /// time inside each call, as strace's -c -w (strace's -c alone counts
+    /// system CPU time)
     #[arg(short = 'c')]
     summary: bool,
     /// Do not stop the program at all: sample every thread's state from
@@ -164,8 +167,12 @@ pub fn run(args: TraceArgs) -> anyhow::Result<u8> {
             TextFormat::Strace => TextSink::Strace(StraceWriter::new(
                 out,
                 TextOptions {
-                    timestamps: if args.absolute_time > 0 {
+                    timestamps: if args.absolute_time >= 3 {
+                        Timestamps::Epoch
+                    } else if args.absolute_time == 2 {
                         Timestamps::Absolute
+                    } else if args.absolute_time == 1 {
+                        Timestamps::Seconds
                     } else if args.relative_time {
                         Timestamps::Relative
                     } else {
@@ -188,6 +195,9 @@ pub fn run(args: TraceArgs) -> anyhow::Result<u8> {
 
     tracebench_tracer::stop_on_signals().context("installing signal handlers")?;
     let session = Session::start(&target, &options)?;
+    if let Some(TextSink::Strace(writer)) = text.as_mut() {
+        writer.threads_at_start(session.thread_count());
+    }
     if attach {
         eprintln!(
             "tracebench trace: attached to {} threads; every syscall stops them \

@@ -197,16 +197,26 @@ pub fn signal_name(signal: i32) -> String {
 pub fn quoted(bytes: &[u8], truncated: bool) -> String {
     let mut text = String::with_capacity(bytes.len() + 2);
     text.push('"');
-    for &b in bytes {
+    for (i, &b) in bytes.iter().enumerate() {
         match b {
             b'"' => text.push_str("\\\""),
             b'\\' => text.push_str("\\\\"),
             b'\n' => text.push_str("\\n"),
             b'\r' => text.push_str("\\r"),
             b'\t' => text.push_str("\\t"),
+            0x0b => text.push_str("\\v"),
+            0x0c => text.push_str("\\f"),
             0x20..=0x7e => text.push(b as char),
             _ => {
-                let _ = write!(text, "\\x{b:02x}");
+                // Octal, as strace writes it (\0, \33, \177): the
+                // shortest form, or all three digits when a digit follows
+                // and would otherwise be read as part of it.
+                let digit_follows = bytes.get(i + 1).is_some_and(|n| (b'0'..=b'7').contains(n));
+                if digit_follows {
+                    let _ = write!(text, "\\{b:03o}");
+                } else {
+                    let _ = write!(text, "\\{b:o}");
+                }
             }
         }
     }
@@ -597,8 +607,10 @@ pub fn exit_args(nr: u32, args: &[u64; 6], ret: i64, data: &[u8]) -> String {
         return String::new();
     };
     let a = args;
+    // What the call wrote into the buffer: its bytes, "" at end of file,
+    // the address when it failed (nothing was written), as strace.
     let filled = |len: i64| {
-        if len > 0 {
+        if len >= 0 {
             buffer(data, len as u64)
         } else {
             hex(a[1])
@@ -745,6 +757,17 @@ mod tests {
     }
 
     #[test]
+    fn a_read_at_end_of_file_shows_an_empty_string() {
+        let read = [0, 0x7ffe_0000_1000, 8, 0, 0, 0];
+        assert_eq!(exit_args(nr(Sysno::read), &read, 0, &[]), "\"\", 8");
+        // Failed: nothing was written, the buffer is only an address.
+        assert_eq!(
+            exit_args(nr(Sysno::read), &read, -11, &[]),
+            "0x7ffe00001000, 8"
+        );
+    }
+
+    #[test]
     fn calls_without_a_decoder_show_only_their_arguments_numbers_as_numbers() {
         let wait4 = [0x4831, 0x7ffe_1234_5678, 0, 0, 0x55, 0x66];
         assert_eq!(
@@ -812,7 +835,12 @@ mod tests {
 
     #[test]
     fn buffers_addresses_and_times() {
-        assert_eq!(quoted(b"GET /\r\n\x01", true), "\"GET /\\r\\n\\x01\"...");
+        assert_eq!(quoted(b"GET /\r\n\x01", true), "\"GET /\\r\\n\\1\"...");
+        // Octal as strace: shortest, three digits before a digit.
+        assert_eq!(
+            quoted(b"\x1b[H\x7f\x00\x001", false),
+            "\"\\33[H\\177\\0\\0001\""
+        );
         let mut addr = vec![0u8; 16];
         addr[0..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
         addr[2..4].copy_from_slice(&8080u16.to_be_bytes());

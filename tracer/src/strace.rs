@@ -17,8 +17,12 @@ pub enum Timestamps {
     /// No timestamp.
     #[default]
     None,
+    /// Wall-clock time of day, to the second (`-t`).
+    Seconds,
     /// Wall-clock time with microseconds (`-tt`).
     Absolute,
+    /// Seconds since the epoch, with microseconds (`-ttt`).
+    Epoch,
     /// Seconds since the previous line (`-r`).
     Relative,
 }
@@ -46,6 +50,8 @@ pub struct StraceWriter<W: Write> {
     open_line: Option<i32>,
     pending: HashMap<i32, Pending>,
     threads_seen: HashSet<i32>,
+    /// Several threads were traced from the first line on (an attach).
+    several_from_start: bool,
     last_ns: Option<u64>,
     realtime_offset_ns: i128,
     error: Option<io::Error>,
@@ -70,10 +76,18 @@ impl<W: Write> StraceWriter<W> {
             open_line: None,
             pending: HashMap::new(),
             threads_seen: HashSet::new(),
+            several_from_start: false,
             last_ns: None,
             realtime_offset_ns: clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_MONOTONIC),
             error: None,
         }
+    }
+
+    /// Says that `threads` threads are traced before the first event (an
+    /// attach to a running program): with more than one, every line
+    /// carries its `[pid N]`, the first ones too, as strace's do.
+    pub fn threads_at_start(&mut self, threads: usize) {
+        self.several_from_start = threads > 1;
     }
 
     /// Flushes and returns the first write error, if any happened.
@@ -98,12 +112,20 @@ impl<W: Write> StraceWriter<W> {
 
     fn prefix(&mut self, event: &Event) -> String {
         let mut text = String::new();
-        if self.threads_seen.len() > 1 {
+        if self.threads_seen.len() > 1 || self.several_from_start {
             text += &format!("[pid {:>5}] ", event.tid);
         }
         match self.options.timestamps {
             Timestamps::None => {}
-            Timestamps::Absolute => {
+            Timestamps::Epoch => {
+                let wall = event.time_ns as i128 + self.realtime_offset_ns;
+                text += &format!(
+                    "{}.{:06} ",
+                    wall / 1_000_000_000,
+                    (wall % 1_000_000_000) / 1000
+                );
+            }
+            Timestamps::Seconds | Timestamps::Absolute => {
                 let wall = event.time_ns as i128 + self.realtime_offset_ns;
                 let seconds = (wall / 1_000_000_000) as libc::time_t;
                 let micros = (wall % 1_000_000_000) / 1000;
@@ -113,10 +135,11 @@ impl<W: Write> StraceWriter<W> {
                     libc::localtime_r(&seconds, &mut tm);
                     tm
                 };
-                text += &format!(
-                    "{:02}:{:02}:{:02}.{micros:06} ",
-                    tm.tm_hour, tm.tm_min, tm.tm_sec
-                );
+                text += &format!("{:02}:{:02}:{:02}", tm.tm_hour, tm.tm_min, tm.tm_sec);
+                if self.options.timestamps == Timestamps::Absolute {
+                    text += &format!(".{micros:06}");
+                }
+                text.push(' ');
             }
             Timestamps::Relative => {
                 let since = event
@@ -279,6 +302,85 @@ mod tests {
             tid,
             kind,
         }
+    }
+
+    #[test]
+    fn t_tt_and_ttt_stamp_lines_as_strace_does() {
+        let close = Sysno::close.id() as u32;
+        let stamp = |timestamps: Timestamps| {
+            let options = TextOptions {
+                timestamps,
+                ..TextOptions::default()
+            };
+            let mut writer = StraceWriter::new(Vec::new(), options);
+            let args = [3, 0, 0, 0, 0, 0];
+            let data = vec![];
+            writer.event(&event(
+                101,
+                1,
+                EventKind::SyscallEntry {
+                    nr: close,
+                    args,
+                    data,
+                },
+            ));
+            let data = vec![];
+            writer.event(&event(
+                101,
+                2,
+                EventKind::SyscallExit {
+                    nr: close,
+                    ret: 0,
+                    data,
+                },
+            ));
+            let text = String::from_utf8(writer.finish().unwrap()).unwrap();
+            text.split_once(' ').unwrap().0.to_owned()
+        };
+        let shape = |text: &str| -> String {
+            text.chars()
+                .map(|c| if c.is_ascii_digit() { '9' } else { c })
+                .collect()
+        };
+        assert_eq!(shape(&stamp(Timestamps::Seconds)), "99:99:99");
+        assert_eq!(shape(&stamp(Timestamps::Absolute)), "99:99:99.999999");
+        let epoch = stamp(Timestamps::Epoch);
+        let (seconds, micros) = epoch.split_once('.').unwrap();
+        assert!(seconds.parse::<u64>().unwrap() > 1_600_000_000, "{epoch}");
+        assert_eq!(micros.len(), 6, "{epoch}");
+    }
+
+    #[test]
+    fn after_an_attach_to_several_threads_the_first_line_names_its_thread() {
+        let close = Sysno::close.id() as u32;
+        let lines = |threads: usize| {
+            let mut writer = StraceWriter::new(Vec::new(), TextOptions::default());
+            writer.threads_at_start(threads);
+            let args = [3, 0, 0, 0, 0, 0];
+            let data = vec![];
+            writer.event(&event(
+                101,
+                1,
+                EventKind::SyscallEntry {
+                    nr: close,
+                    args,
+                    data,
+                },
+            ));
+            let data = vec![];
+            writer.event(&event(
+                101,
+                2,
+                EventKind::SyscallExit {
+                    nr: close,
+                    ret: 0,
+                    data,
+                },
+            ));
+            String::from_utf8(writer.finish().unwrap()).unwrap()
+        };
+        assert_eq!(lines(6), "[pid   101] close(3) = 0\n");
+        assert_eq!(lines(1), "close(3) = 0\n");
     }
 
     #[test]
