@@ -186,7 +186,7 @@ fn a_server_that_floods_its_answer_is_cut_off_at_the_size_cap() {
     let report = run(&config, never_cancelled()).unwrap();
     let stats = &report.stats;
     assert_eq!(
-        stats.errors.get(&ErrorKind::BadResponse),
+        stats.errors.get(&ErrorKind::TooLarge),
         Some(&2),
         "{:?}",
         stats.errors
@@ -321,6 +321,46 @@ fn every_failure_is_counted_under_its_kind_in_bounded_time() {
             report.stats.failed(),
             4,
             "{kind:?}: {:?}",
+            report.stats.errors
+        );
+    }
+}
+
+/// A 1 MiB response head: one header of 1 MiB, then an empty body.
+fn huge_head() -> Vec<u8> {
+    let mut head = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Big: ".to_vec();
+    head.extend(std::iter::repeat_n(b'b', 1 << 20));
+    head.extend_from_slice(b"\r\n\r\n");
+    head
+}
+
+#[test]
+fn a_head_over_the_limit_is_too_large_whether_it_comes_at_once_or_in_pieces() {
+    let _serial = serial();
+    let at_once = misbehaving_server(|mut s| {
+        read_request(&mut s);
+        let _ = s.write_all(&huge_head());
+    });
+    let in_pieces = misbehaving_server(|mut s| {
+        read_request(&mut s);
+        for piece in huge_head().chunks(8 * 1024) {
+            if s.write_all(piece).is_err() {
+                return;
+            }
+            let _ = s.flush();
+        }
+    });
+    for addr in [at_once, in_pieces] {
+        let mut config = config(addr, "/");
+        config.connections = 2;
+        config.stop = StopAfter::Requests(20);
+        config.timeout = Duration::from_secs(5);
+        let report = run(&config, never_cancelled()).unwrap();
+        assert_eq!(report.stats.completed(), 0, "{:?}", report.stats.statuses);
+        assert_eq!(
+            report.stats.errors.get(&ErrorKind::TooLarge),
+            Some(&20),
+            "{addr}: {:?}",
             report.stats.errors
         );
     }

@@ -839,6 +839,7 @@ impl<'a> Worker<'a> {
                 self.start_next(index);
             }
             Progress::Invalid => self.fail(index, ErrorKind::BadResponse),
+            Progress::TooLarge => self.fail(index, ErrorKind::TooLarge),
             Progress::Incomplete if closed => {
                 // A close before a whole answer is a bad response, unless
                 // it is a kept-alive connection the server had dropped.

@@ -178,7 +178,11 @@ impl fmt::Display for Summary<'_> {
             write!(f, "Errors:")?;
             for kind in ErrorKind::ALL {
                 if let Some(n) = stats.errors.get(&kind) {
-                    write!(f, " {} {n};", kind.label())?;
+                    write!(f, " {} {n}", kind.label())?;
+                    if let Some(why) = kind.explanation() {
+                        write!(f, " ({why})")?;
+                    }
+                    write!(f, ";")?;
                 }
             }
             writeln!(f)?;

@@ -31,18 +31,30 @@ pub enum ErrorKind {
     Write,
     /// The answer was not HTTP, or the connection closed mid-answer.
     BadResponse,
+    /// The answer's head was over 64 KiB, or the whole answer over 16 MiB
+    /// ([`crate::response::MAX_HEAD`], [`crate::response::MAX_RESPONSE`]).
+    TooLarge,
 }
 
 impl ErrorKind {
     /// Every kind, in report order.
-    pub const ALL: [ErrorKind; 6] = [
+    pub const ALL: [ErrorKind; 7] = [
         ErrorKind::Refused,
         ErrorKind::Reset,
         ErrorKind::Timeout,
         ErrorKind::Read,
         ErrorKind::Write,
         ErrorKind::BadResponse,
+        ErrorKind::TooLarge,
     ];
+
+    /// What the kind means, where the label alone does not say.
+    pub fn explanation(self) -> Option<&'static str> {
+        match self {
+            ErrorKind::TooLarge => Some("a head over 64 KiB or an answer over 16 MiB"),
+            _ => None,
+        }
+    }
 
     /// A short name.
     pub fn label(self) -> &'static str {
@@ -53,6 +65,7 @@ impl ErrorKind {
             ErrorKind::Read => "read",
             ErrorKind::Write => "write",
             ErrorKind::BadResponse => "bad response",
+            ErrorKind::TooLarge => "too large",
         }
     }
 
