@@ -24,7 +24,7 @@ use crate::parse_duration;
 pub struct LoadArgs {
     /// The URL to load (http:// only)
     url: String,
-    /// Connections at once
+    /// Connections at once (never more than -n)
     #[arg(short = 'c', long = "connections", default_value_t = 10)]
     connections: usize,
     /// Send exactly this many requests
@@ -148,7 +148,7 @@ fn json_summary(report: &tracebench_loadgen::Report, config: &LoadConfig) -> ser
         "url": format!("http://{}:{}{}", config.target.host, config.target.port, config.target.path),
         "load_model": if config.rate.is_some() { "open" } else { "closed" },
         "rate": config.rate,
-        "connections": config.connections,
+        "connections": config.effective_connections(),
         "keep_alive": config.keep_alive,
         "elapsed_s": secs,
         "completed": stats.completed(),

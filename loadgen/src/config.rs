@@ -165,6 +165,20 @@ impl LoadConfig {
         Ok(())
     }
 
+    /// The connections the run will use: `connections`, but never more
+    /// than a `-n` run has requests (the rest could only sit idle, and each
+    /// costs a slot in the event loop). Warm-up requests are not taken
+    /// from `-n`, so with a warm-up the cap would also throttle it; that is
+    /// accepted: `-n` smaller than `-c` is a short run either way.
+    pub fn effective_connections(&self) -> usize {
+        match self.stop {
+            StopAfter::Requests(n) => self
+                .connections
+                .min(usize::try_from(n).unwrap_or(usize::MAX)),
+            StopAfter::Duration(_) => self.connections,
+        }
+    }
+
     /// The number of event-loop threads the run will use.
     pub fn effective_threads(&self) -> usize {
         if self.rate.is_some() && self.live_limit.is_some() {
@@ -178,7 +192,7 @@ impl LoadConfig {
         } else {
             self.threads
         };
-        threads.min(self.connections).max(1)
+        threads.min(self.effective_connections()).max(1)
     }
 
     /// The request bytes, built once and sent as they are.

@@ -229,14 +229,14 @@ pub fn run_observed(
         cancel: Arc::clone(&cancel),
     };
     let threads = config.effective_threads();
+    let connections = config.effective_connections();
     let (ticks, reports) = mpsc::channel::<Tick>();
     let results: Vec<Result<Stats, LoadError>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|index| {
                 let ticks = ticks.clone();
                 // Connections are dealt out as evenly as they go.
-                let share = config.connections / threads
-                    + usize::from(index < config.connections % threads);
+                let share = connections / threads + usize::from(index < connections % threads);
                 let (request, budget) = (&request, &budget);
                 std::thread::Builder::new()
                     .name(format!("load-{index}"))
@@ -323,7 +323,9 @@ impl<'a> Worker<'a> {
             .map(|_| Conn {
                 stream: None,
                 phase: Phase::Idle,
-                buf: Vec::with_capacity(4096),
+                // Grown by the first answer: reserving up front would cost
+                // every connection, used or not, before the first request.
+                buf: Vec::new(),
                 checked: 0,
                 sent: 0,
                 started: now,
@@ -360,7 +362,9 @@ impl<'a> Worker<'a> {
     fn active(&self) -> usize {
         match &self.config.live_limit {
             Some(limit) => {
-                let limit = limit.load(Ordering::Relaxed).min(self.config.connections);
+                let limit = limit
+                    .load(Ordering::Relaxed)
+                    .min(self.config.effective_connections());
                 let share = limit / self.threads + usize::from(self.id < limit % self.threads);
                 share.min(self.conns.len())
             }

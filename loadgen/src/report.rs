@@ -193,7 +193,7 @@ impl fmt::Display for Summary<'_> {
                 "\nLoad model: open loop, {rate} requests/s on schedule, at most {} in flight; latency \
                  counts from each request's planned send time, so a stall cannot hide the requests \
                  it delayed.",
-                self.config.connections
+                self.config.effective_connections()
             ),
             None => writeln!(
                 f,
@@ -201,7 +201,7 @@ impl fmt::Display for Summary<'_> {
                  sending again, so a stalled server also stalls the requests that would have measured \
                  the stall (coordinated omission): these latencies can look better than users would \
                  see. --rate measures an open loop.",
-                self.config.connections
+                self.config.effective_connections()
             ),
         }
     }
