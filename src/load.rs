@@ -124,6 +124,9 @@ impl LoadArgs {
         }
         config.rate = self.rate;
         if let Some(n) = self.max_inflight {
+            if n == 0 {
+                bail!("--max-inflight must be at least 1");
+            }
             // In flight means on a connection: the pool is the bound.
             config.connections = n;
         }

@@ -485,6 +485,17 @@ fn bad_input_fails_with_one_clear_line() {
             "-n must be at least 1",
         ),
         (
+            &[
+                "load",
+                "http://127.0.0.1:9/",
+                "--rate",
+                "10",
+                "--max-inflight",
+                "0",
+            ][..],
+            "--max-inflight must be at least 1",
+        ),
+        (
             &["load", "http://127.0.0.1:9/", "--frobnicate"][..],
             "unexpected argument",
         ),
