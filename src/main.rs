@@ -9,6 +9,7 @@ mod load;
 mod serve;
 mod trace;
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -129,12 +130,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Lab(args)) => lab::run(args),
         Some(Command::Experiment(args)) => experiment::run(args).map(|()| ExitCode::SUCCESS),
         Some(Command::Completions { shell }) => {
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "tracebench",
-                &mut std::io::stdout(),
-            );
+            // clap_complete panics when its writer fails; into a buffer it
+            // cannot, and a reader that went away (`| head`) is then an
+            // ordinary BrokenPipe error, which main treats as success.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "tracebench", &mut script);
+            let mut stdout = std::io::stdout().lock();
+            stdout.write_all(&script)?;
+            stdout.flush()?;
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Dash(args)) => dash::run(args).map(ExitCode::from),

@@ -532,3 +532,32 @@ fn completions_are_generated() {
         "{script}"
     );
 }
+
+#[test]
+fn completions_into_a_closed_pipe_are_not_a_crash() {
+    // A pipe whose reading end is closed before the writer starts, as in
+    // `tracebench completions bash | true`: every write fails with EPIPE.
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills the two descriptors of the array we pass.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: both descriptors were just created and are owned here once.
+    let (read_end, write_end) = unsafe {
+        use std::os::fd::{FromRawFd, OwnedFd};
+        (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1]))
+    };
+    drop(read_end);
+    for shell in ["bash", "zsh", "fish"] {
+        let output = Command::new(BIN)
+            .args(["completions", shell])
+            .stdout(write_end.try_clone().unwrap())
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success() && output.stderr.is_empty(),
+            "{shell}: {} {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
