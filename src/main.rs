@@ -85,8 +85,11 @@ enum Command {
         tracebench load http://127.0.0.1:3000/ -c 10 -n 1000          # a new connection per request\n  \
         tracebench load http://127.0.0.1:3000/ -c 50 -z 30s --keep-alive --hgrm run.hgrm\n  \
         tracebench load 'http://127.0.0.1:3000/?delay=1s' -c 10 -n 10  # the classic experiment\n\n\
-        Exit status: 0 when every request succeeded; 1 when more than --max-errors failed \
-        or the target could not be reached.")]
+        Exit status: 0 when at least one request was answered and every request succeeded \
+        (an answer of 2xx or 3xx); 1 when more than --max-errors requests failed (an error, \
+        a timeout, or another status), when no request was answered at all, or on bad input. \
+        Requests the end of a -z run catches in flight are neither: the summary counts them. \
+        A run stopped by Ctrl-C is judged on what it measured until then.")]
     Load(load::LoadArgs),
     /// Add HdrHistogram interval logs (.hlog) interval by interval
     #[command(after_help = "Example:\n  tracebench merge gen1.hlog gen2.hlog -o all.hlog")]

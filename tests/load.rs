@@ -469,6 +469,54 @@ fn connections_are_capped_by_the_requests_of_n() {
 }
 
 #[test]
+fn the_exit_status_says_whether_every_request_succeeded() {
+    let _serial = serial();
+    // Accepts, reads the request, and never answers.
+    let silent = misbehaving_server(|mut s| {
+        read_request(&mut s);
+        std::thread::sleep(Duration::from_secs(30));
+    });
+    let output = Command::new(BIN)
+        .args(["load", &format!("http://{silent}/"), "-c", "2", "-z", "1s"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.lines().count() == 1
+            && stderr.contains("no request")
+            && stderr.contains("2 still in flight"),
+        "{stderr}"
+    );
+    let summary = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        summary.contains("0 answered, 0 failed, 2 still in flight at the end"),
+        "{summary}"
+    );
+
+    // Every request answered, with 404: failed requests, not successes.
+    let server = ServerProcess::start(&[]);
+    let url = format!("http://{}/nowhere", server.addr);
+    let stderr = fails_with_one_line(
+        Command::new(BIN).args(["load", &url, "-c", "1", "-n", "3"]),
+        "3 requests failed",
+    );
+    assert!(stderr.contains("3 × 404"), "{stderr}");
+    // Unless --max-errors allows them.
+    succeeds(Command::new(BIN).args(["load", &url, "-n", "3", "--max-errors", "3"]));
+    // A method the server does not serve: 405, a failure too.
+    let root = format!("http://{}/", server.addr);
+    let stderr = fails_with_one_line(
+        Command::new(BIN).args(["load", &root, "-X", "DELETE", "-n", "1"]),
+        "1 requests failed",
+    );
+    assert!(stderr.contains("405"), "{stderr}");
+    // And every answer a 200: success.
+    succeeds(Command::new(BIN).args(["load", &root, "-n", "3"]));
+    assert!(server.stop().0.success());
+}
+
+#[test]
 fn bad_input_fails_with_one_clear_line() {
     for (args, needle) in [
         (&["load", "not a url"][..], "bad URL"),
@@ -494,6 +542,18 @@ fn bad_input_fails_with_one_clear_line() {
                 "0",
             ][..],
             "--max-inflight must be at least 1",
+        ),
+        (
+            &["load", "http://127.0.0.1:9/", "-X", "BAD METHOD"][..],
+            "is not an HTTP method",
+        ),
+        (
+            &["load", "http://127.0.0.1:9/", "-X", "GET /x HTTP/1.1\r\nX:"][..],
+            "is not an HTTP method",
+        ),
+        (
+            &["load", "http://127.0.0.1:9/", "-H", "X-A: 1\r\nX-B: 2"][..],
+            "is not a valid header",
         ),
         (
             &["load", "http://127.0.0.1:9/", "--frobnicate"][..],

@@ -411,8 +411,9 @@ impl<'a> Worker<'a> {
         loop {
             let now = Instant::now();
             if self.budget.ended(now) {
-                // Requests still in flight at the end are neither counted
-                // nor failed: the run is over. In the open loop they, and
+                // Requests still in flight at the end are neither answered
+                // nor failed, only counted: the run is over. In the open
+                // loop they, and
                 // the requests due but never sent, still waited: that
                 // wait goes into the planned-time histogram.
                 self.count_unanswered_at_end(now);
@@ -590,9 +591,20 @@ impl<'a> Worker<'a> {
 
     /// Open loop, at the end of the run: every request in flight, and every
     /// slot of the schedule that came and found no free connection, counts
-    /// as unanswered after the wait it had so far.
+    /// as unanswered after the wait it had so far. Closed loop: the
+    /// requests in flight are counted as such.
     fn count_unanswered_at_end(&mut self, now: Instant) {
-        if !self.open_loop || now < self.budget.measure_from {
+        if now < self.budget.measure_from {
+            return;
+        }
+        if !self.open_loop {
+            // Closed loop: no schedule says when they should have ended, so
+            // they are only counted, for the summary to name.
+            self.stats.in_flight_at_end += self
+                .conns
+                .iter()
+                .filter(|c| c.phase != Phase::Idle && c.planned >= self.budget.measure_from)
+                .count() as u64;
             return;
         }
         let end = self.budget.deadline.map_or(now, |d| d.min(now));

@@ -49,9 +49,17 @@ impl fmt::Display for Summary<'_> {
                 100.0 * (completed - stats.non_success()) as f64 / attempted as f64
             )?;
         }
+        let in_flight = if stats.in_flight_at_end > 0 {
+            format!(
+                ", {} still in flight at the end (neither answered nor failed)",
+                stats.in_flight_at_end
+            )
+        } else {
+            String::new()
+        };
         writeln!(
             f,
-            "  Requests:      {completed} answered, {failed} failed, in {secs:.3} s"
+            "  Requests:      {completed} answered, {failed} failed{in_flight}, in {secs:.3} s"
         )?;
         writeln!(f, "  Requests/sec:  {:.1}", completed as f64 / secs)?;
         writeln!(

@@ -118,6 +118,11 @@ pub struct Stats {
     /// (a lower bound), so a stall longer than `--timeout` or than the
     /// rest of the run still shows in the tail.
     pub unanswered: u64,
+    /// Closed loop only: requests still waiting for their answer when the
+    /// run ended (`-z`'s deadline, or Ctrl-C). Neither answered nor
+    /// failed: the run ended under them. The open loop counts them in
+    /// `unanswered` instead.
+    pub in_flight_at_end: u64,
     /// Bytes received.
     pub bytes: u64,
     /// Connections opened.
@@ -135,6 +140,7 @@ impl Default for Stats {
             statuses: BTreeMap::new(),
             errors: BTreeMap::new(),
             unanswered: 0,
+            in_flight_at_end: 0,
             bytes: 0,
             connections: 0,
         }
@@ -209,6 +215,7 @@ impl Stats {
             *self.errors.entry(*kind).or_insert(0) += n;
         }
         self.unanswered += other.unanswered;
+        self.in_flight_at_end += other.in_flight_at_end;
         self.bytes += other.bytes;
         self.connections += other.connections;
     }
@@ -233,11 +240,12 @@ impl Stats {
         self.errors.values().sum()
     }
 
-    /// Requests answered with a status other than 2xx.
+    /// Requests answered with a status that is not a success: neither 2xx
+    /// nor 3xx (a redirect is the server working as meant).
     pub fn non_success(&self) -> u64 {
         self.statuses
             .iter()
-            .filter(|(s, _)| !(200..300).contains(*s))
+            .filter(|(s, _)| !(200..400).contains(*s))
             .map(|(_, n)| n)
             .sum()
     }
