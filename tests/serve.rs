@@ -505,6 +505,12 @@ fn bad_flags_and_busy_ports_fail_with_one_clear_line() {
     assert!(stderr.contains("invalid value 'turbo'"), "{stderr}");
     let (status, stderr) = run(&["serve", "--delay", "soon"]);
     assert!(!status.success(), "{stderr}");
+    let (status, stderr) = run(&["serve", "--delay", "1y"]);
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.lines().count() == 1 && stderr.contains("--delay must be at most 60s"),
+        "{stderr}"
+    );
     let (status, stderr) = run(&["serve", "--workers", "0"]);
     assert!(!status.success(), "{stderr}");
 
