@@ -44,7 +44,9 @@ enum Command {
         tracebench serve --mode pool-std --queue 10 --when-full reject\n  \
         curl 'http://127.0.0.1:3000/?delay=250ms'         # a per-request delay\n\n\
         Stop with Ctrl-C (or SIGTERM): accepting stops, queued and in-flight \
-        requests are served, a summary is printed, and the exit status is 0.")]
+        requests (those waiting in the listen backlog too) are served, a line on stderr \
+        says how many, a summary is printed, and the exit status is 0. A second Ctrl-C \
+        or SIGTERM while it drains exits at once, with status 128 + the signal.")]
     Serve(serve::ServeArgs),
     /// The live dashboard: our server, traced, under load (the default)
     #[command(after_help = "Examples:\n  \
