@@ -24,7 +24,7 @@ use crate::parse_duration;
 pub struct LoadArgs {
     /// The URL to load (http:// only)
     url: String,
-    /// Connections at once
+    /// Connections at once (never more than -n)
     #[arg(short = 'c', long = "connections", default_value_t = 10)]
     connections: usize,
     /// Send exactly this many requests
@@ -62,7 +62,8 @@ pub struct LoadArgs {
     /// Open loop: at most this many requests in flight (default: -c)
     #[arg(long, value_name = "N", requires = "rate")]
     max_inflight: Option<usize>,
-    /// Exit non-zero when more than this many requests fail
+    /// Exit non-zero when more than this many requests fail (an error, a
+    /// timeout, or an answer whose status is neither 2xx nor 3xx)
     #[arg(long, default_value_t = 0)]
     max_errors: u64,
     /// Write the latency distribution as HdrHistogram percentile CSV (ms)
@@ -124,6 +125,9 @@ impl LoadArgs {
         }
         config.rate = self.rate;
         if let Some(n) = self.max_inflight {
+            if n == 0 {
+                bail!("--max-inflight must be at least 1");
+            }
             // In flight means on a connection: the pool is the bound.
             config.connections = n;
         }
@@ -148,7 +152,7 @@ fn json_summary(report: &tracebench_loadgen::Report, config: &LoadConfig) -> ser
         "url": format!("http://{}:{}{}", config.target.host, config.target.port, config.target.path),
         "load_model": if config.rate.is_some() { "open" } else { "closed" },
         "rate": config.rate,
-        "connections": config.connections,
+        "connections": config.effective_connections(),
         "keep_alive": config.keep_alive,
         "elapsed_s": secs,
         "completed": stats.completed(),
@@ -159,6 +163,7 @@ fn json_summary(report: &tracebench_loadgen::Report, config: &LoadConfig) -> ser
                 "latency_ms": percentiles_ms(stats.primary()),
         "latency_from_actual_send_ms": (!stats.corrected.is_empty()).then(|| percentiles_ms(&stats.latency)),
         "unanswered_in_planned_latency": (!stats.corrected.is_empty()).then_some(stats.unanswered),
+        "in_flight_at_end": stats.in_flight_at_end,
         "lateness_ms": (!stats.lateness.is_empty()).then(|| percentiles_ms(&stats.lateness)),
         "connect_ms": percentiles_ms(&stats.connect),
         "first_byte_ms": percentiles_ms(&stats.first_byte),
@@ -257,22 +262,56 @@ pub fn run(args: LoadArgs) -> anyhow::Result<u8> {
         }
     }
     stdout.flush()?;
-    let failed = stats.failed();
-    if stats.completed() == 0 && failed > 0 {
-        let why: Vec<&str> = stats.errors.keys().map(|k| k.label()).collect();
-        bail!(
-            "cannot reach {}: every request failed ({})",
-            args.url,
-            why.join(", ")
-        );
-    }
-    if failed > args.max_errors {
-        bail!(
-            "{failed} requests failed (more than --max-errors {})",
-            args.max_errors
-        );
-    }
+    judge(stats, &args.url, args.max_errors)?;
     Ok(0)
+}
+
+/// The exit status `--help` promises: an error when nothing was answered,
+/// or when more than `max_errors` requests failed, counting as failed both
+/// the errors (refused, reset, timeout, …) and the answers whose status is
+/// neither 2xx nor 3xx. Requests the end of a `-z` run (or Ctrl-C) caught
+/// in flight are neither: the summary names them.
+fn judge(
+    stats: &tracebench_loadgen::stats::Stats,
+    url: &str,
+    max_errors: u64,
+) -> anyhow::Result<()> {
+    let failed = stats.failed();
+    if stats.completed() == 0 {
+        if failed > 0 {
+            let why: Vec<&str> = stats.errors.keys().map(|k| k.label()).collect();
+            bail!(
+                "cannot reach {url}: every request failed ({})",
+                why.join(", ")
+            );
+        }
+        bail!(
+            "no request to {url} was answered ({} still in flight at the end)",
+            stats.in_flight_at_end
+        );
+    }
+    let refused_answers = stats.non_success();
+    if failed + refused_answers > max_errors {
+        let statuses: Vec<String> = stats
+            .statuses
+            .iter()
+            .filter(|(status, _)| !(200..400).contains(*status))
+            .map(|(status, n)| format!("{n} × {status}"))
+            .collect();
+        let mut why = Vec::new();
+        if failed > 0 {
+            why.push(format!("{failed} errors"));
+        }
+        if refused_answers > 0 {
+            why.push(format!("answered {}", statuses.join(", ")));
+        }
+        bail!(
+            "{} requests failed ({}), more than --max-errors {max_errors}",
+            failed + refused_answers,
+            why.join("; ")
+        );
+    }
+    Ok(())
 }
 
 fn progress_bar(config: &LoadConfig) -> ProgressBar {

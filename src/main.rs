@@ -9,6 +9,7 @@ mod load;
 mod serve;
 mod trace;
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -43,7 +44,9 @@ enum Command {
         tracebench serve --mode pool-std --queue 10 --when-full reject\n  \
         curl 'http://127.0.0.1:3000/?delay=250ms'         # a per-request delay\n\n\
         Stop with Ctrl-C (or SIGTERM): accepting stops, queued and in-flight \
-        requests are served, a summary is printed, and the exit status is 0.")]
+        requests (those waiting in the listen backlog too) are served, a line on stderr \
+        says how many, a summary is printed, and the exit status is 0. A second Ctrl-C \
+        or SIGTERM while it drains exits at once, with status 128 + the signal.")]
     Serve(serve::ServeArgs),
     /// The live dashboard: our server, traced, under load (the default)
     #[command(after_help = "Examples:\n  \
@@ -84,8 +87,11 @@ enum Command {
         tracebench load http://127.0.0.1:3000/ -c 10 -n 1000          # a new connection per request\n  \
         tracebench load http://127.0.0.1:3000/ -c 50 -z 30s --keep-alive --hgrm run.hgrm\n  \
         tracebench load 'http://127.0.0.1:3000/?delay=1s' -c 10 -n 10  # the classic experiment\n\n\
-        Exit status: 0 when every request succeeded; 1 when more than --max-errors failed \
-        or the target could not be reached.")]
+        Exit status: 0 when at least one request was answered and every request succeeded \
+        (an answer of 2xx or 3xx); 1 when more than --max-errors requests failed (an error, \
+        a timeout, or another status), when no request was answered at all, or on bad input. \
+        Requests the end of a -z run catches in flight are neither: the summary counts them. \
+        A run stopped by Ctrl-C is judged on what it measured until then.")]
     Load(load::LoadArgs),
     /// Add HdrHistogram interval logs (.hlog) interval by interval
     #[command(after_help = "Example:\n  tracebench merge gen1.hlog gen2.hlog -o all.hlog")]
@@ -129,12 +135,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Lab(args)) => lab::run(args),
         Some(Command::Experiment(args)) => experiment::run(args).map(|()| ExitCode::SUCCESS),
         Some(Command::Completions { shell }) => {
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "tracebench",
-                &mut std::io::stdout(),
-            );
+            // clap_complete panics when its writer fails; into a buffer it
+            // cannot, and a reader that went away (`| head`) is then an
+            // ordinary BrokenPipe error, which main treats as success.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "tracebench", &mut script);
+            let mut stdout = std::io::stdout().lock();
+            stdout.write_all(&script)?;
+            stdout.flush()?;
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Dash(args)) => dash::run(args).map(ExitCode::from),

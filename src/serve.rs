@@ -36,7 +36,7 @@ pub struct ServeArgs {
     /// request has arrived (turns TCP_DEFER_ACCEPT off)
     #[arg(long)]
     no_defer_accept: bool,
-    /// Simulated work per request (a nanosleep), e.g. 200ms, 1s
+    /// Simulated work per request (a nanosleep), e.g. 200ms, 1s; at most 60s
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     delay: Duration,
     /// Serve several requests per connection when the client asks

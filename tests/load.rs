@@ -186,7 +186,7 @@ fn a_server_that_floods_its_answer_is_cut_off_at_the_size_cap() {
     let report = run(&config, never_cancelled()).unwrap();
     let stats = &report.stats;
     assert_eq!(
-        stats.errors.get(&ErrorKind::BadResponse),
+        stats.errors.get(&ErrorKind::TooLarge),
         Some(&2),
         "{:?}",
         stats.errors
@@ -326,6 +326,46 @@ fn every_failure_is_counted_under_its_kind_in_bounded_time() {
     }
 }
 
+/// A 1 MiB response head: one header of 1 MiB, then an empty body.
+fn huge_head() -> Vec<u8> {
+    let mut head = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Big: ".to_vec();
+    head.extend(std::iter::repeat_n(b'b', 1 << 20));
+    head.extend_from_slice(b"\r\n\r\n");
+    head
+}
+
+#[test]
+fn a_head_over_the_limit_is_too_large_whether_it_comes_at_once_or_in_pieces() {
+    let _serial = serial();
+    let at_once = misbehaving_server(|mut s| {
+        read_request(&mut s);
+        let _ = s.write_all(&huge_head());
+    });
+    let in_pieces = misbehaving_server(|mut s| {
+        read_request(&mut s);
+        for piece in huge_head().chunks(8 * 1024) {
+            if s.write_all(piece).is_err() {
+                return;
+            }
+            let _ = s.flush();
+        }
+    });
+    for addr in [at_once, in_pieces] {
+        let mut config = config(addr, "/");
+        config.connections = 2;
+        config.stop = StopAfter::Requests(20);
+        config.timeout = Duration::from_secs(5);
+        let report = run(&config, never_cancelled()).unwrap();
+        assert_eq!(report.stats.completed(), 0, "{:?}", report.stats.statuses);
+        assert_eq!(
+            report.stats.errors.get(&ErrorKind::TooLarge),
+            Some(&20),
+            "{addr}: {:?}",
+            report.stats.errors
+        );
+    }
+}
+
 #[test]
 fn the_cli_prints_a_summary_exports_histograms_and_sets_its_exit_status() {
     let _serial = serial();
@@ -392,6 +432,91 @@ fn the_cli_prints_a_summary_exports_histograms_and_sets_its_exit_status() {
 }
 
 #[test]
+fn connections_are_capped_by_the_requests_of_n() {
+    let _serial = serial();
+    let server = ServerProcess::start(&[]);
+    let started = Instant::now();
+    let output = succeeds(Command::new(BIN).args([
+        "load",
+        &format!("http://{}/", server.addr),
+        "-c",
+        "100000",
+        "-n",
+        "5",
+        "--json",
+    ]));
+    let took = started.elapsed();
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(json["connections"], 5, "{json}");
+    assert_eq!(json["completed"], 5, "{json}");
+    assert_eq!(json["connections_opened"], 5, "{json}");
+    // The largest child this test process has waited for: nothing here
+    // comes near 100 MB unless a connection slot costs memory up front
+    // (100 000 of them took 415 MB).
+    // SAFETY: getrusage fills the zeroed struct we pass.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    assert_eq!(
+        unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) },
+        0
+    );
+    assert!(
+        usage.ru_maxrss < 100 * 1024,
+        "peak RSS {} KiB",
+        usage.ru_maxrss
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert!(server.stop().0.success());
+}
+
+#[test]
+fn the_exit_status_says_whether_every_request_succeeded() {
+    let _serial = serial();
+    // Accepts, reads the request, and never answers.
+    let silent = misbehaving_server(|mut s| {
+        read_request(&mut s);
+        std::thread::sleep(Duration::from_secs(30));
+    });
+    let output = Command::new(BIN)
+        .args(["load", &format!("http://{silent}/"), "-c", "2", "-z", "1s"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.lines().count() == 1
+            && stderr.contains("no request")
+            && stderr.contains("2 still in flight"),
+        "{stderr}"
+    );
+    let summary = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        summary.contains("0 answered, 0 failed, 2 still in flight at the end"),
+        "{summary}"
+    );
+
+    // Every request answered, with 404: failed requests, not successes.
+    let server = ServerProcess::start(&[]);
+    let url = format!("http://{}/nowhere", server.addr);
+    let stderr = fails_with_one_line(
+        Command::new(BIN).args(["load", &url, "-c", "1", "-n", "3"]),
+        "3 requests failed",
+    );
+    assert!(stderr.contains("3 × 404"), "{stderr}");
+    // Unless --max-errors allows them.
+    succeeds(Command::new(BIN).args(["load", &url, "-n", "3", "--max-errors", "3"]));
+    // A method the server does not serve: 405, a failure too.
+    let root = format!("http://{}/", server.addr);
+    let stderr = fails_with_one_line(
+        Command::new(BIN).args(["load", &root, "-X", "DELETE", "-n", "1"]),
+        "1 requests failed",
+    );
+    assert!(stderr.contains("405"), "{stderr}");
+    // And every answer a 200: success.
+    succeeds(Command::new(BIN).args(["load", &root, "-n", "3"]));
+    assert!(server.stop().0.success());
+}
+
+#[test]
 fn bad_input_fails_with_one_clear_line() {
     for (args, needle) in [
         (&["load", "not a url"][..], "bad URL"),
@@ -406,6 +531,29 @@ fn bad_input_fails_with_one_clear_line() {
         (
             &["load", "http://127.0.0.1:9/", "-n", "0"][..],
             "-n must be at least 1",
+        ),
+        (
+            &[
+                "load",
+                "http://127.0.0.1:9/",
+                "--rate",
+                "10",
+                "--max-inflight",
+                "0",
+            ][..],
+            "--max-inflight must be at least 1",
+        ),
+        (
+            &["load", "http://127.0.0.1:9/", "-X", "BAD METHOD"][..],
+            "is not an HTTP method",
+        ),
+        (
+            &["load", "http://127.0.0.1:9/", "-X", "GET /x HTTP/1.1\r\nX:"][..],
+            "is not an HTTP method",
+        ),
+        (
+            &["load", "http://127.0.0.1:9/", "-H", "X-A: 1\r\nX-B: 2"][..],
+            "is not a valid header",
         ),
         (
             &["load", "http://127.0.0.1:9/", "--frobnicate"][..],

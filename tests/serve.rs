@@ -293,6 +293,95 @@ fn overload_with_reject_answers_200_or_503_and_leaks_nothing() {
 }
 
 #[test]
+fn sigterm_serves_the_connections_waiting_in_the_listen_backlog() {
+    let _serial = serial();
+    // One request in flight and three behind it that nothing has accepted
+    // yet: in sync mode they wait in the kernel's backlog, in a pool of one
+    // worker with a queue of one, one waits in the queue, one in the
+    // acceptor's hands and one in the backlog.
+    for args in [
+        &["--mode", "sync"][..],
+        &["--mode", "pool-futex", "--workers", "1", "--queue", "1"][..],
+        &["--mode", "thread"][..],
+    ] {
+        let mut all = args.to_vec();
+        all.extend(["--delay", "300ms"]);
+        let mut server = ServerProcess::start(&all);
+        let stderr = server.stderr_lines();
+        let addr = server.addr;
+        let clients = std::thread::spawn(move || concurrent_gets(addr, "/", 4).0);
+        std::thread::sleep(Duration::from_millis(150));
+        server.signal(libc::SIGTERM);
+        let results = clients.join().unwrap();
+        for result in &results {
+            assert_eq!(
+                result.as_ref().map(|r| r.status).ok(),
+                Some(200),
+                "{args:?}: {result:?}"
+            );
+        }
+        let (status, summary) = server.wait(Duration::from_secs(10));
+        assert!(status.success(), "{args:?}: {status}");
+        assert!(summary.contains("4 ok, 0 errors"), "{args:?}: {summary}");
+        let said = stderr.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert!(
+            said.contains("stopping; serving 4 queued and in-flight connections"),
+            "{args:?}: {said}"
+        );
+    }
+}
+
+#[test]
+fn a_second_signal_while_draining_exits_at_once_and_says_so() {
+    let _serial = serial();
+    for mode in ["thread", "fork", "sync", "pool-std"] {
+        let mut server = ServerProcess::start(&["--mode", mode, "--delay", "30s"]);
+        let stderr = server.stderr_lines();
+        let addr = server.addr;
+        let client = std::thread::spawn(move || get(addr, "/"));
+        std::thread::sleep(Duration::from_millis(300));
+        server.signal(libc::SIGINT);
+        let said = stderr.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert!(
+            said.contains("stopping; serving 1 queued and in-flight connections"),
+            "{mode}: {said}"
+        );
+        // Still draining: the request has 29 s to go.
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            TcpStream::connect(addr).is_err(),
+            "{mode} accepts while draining"
+        );
+        let pid = server.pid();
+        let children = children_of(pid);
+        let started = Instant::now();
+        server.signal(libc::SIGTERM);
+        let (status, _) = server.wait(Duration::from_secs(5));
+        assert!(started.elapsed() < Duration::from_secs(3), "{mode}");
+        assert_eq!(status.code(), Some(128 + libc::SIGTERM), "{mode}");
+        let said = stderr.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert!(
+            said.contains("second signal") && said.contains("dropping 1 connections"),
+            "{mode}: {said}"
+        );
+        assert!(
+            client.join().unwrap().is_err(),
+            "{mode}: the request was cut"
+        );
+        // A fork-mode child does not go on serving behind its parent's back.
+        for (child, _) in children {
+            let (gone, _) = eventually(Duration::from_secs(5), || {
+                (
+                    !std::path::Path::new(&format!("/proc/{child}")).exists(),
+                    (),
+                )
+            });
+            assert!(gone, "{mode}: child {child} outlived the server");
+        }
+    }
+}
+
+#[test]
 fn sigterm_stops_accepting_but_serves_what_is_in_flight_and_exits_0() {
     let _serial = serial();
     for (mode, in_flight) in [
@@ -505,6 +594,12 @@ fn bad_flags_and_busy_ports_fail_with_one_clear_line() {
     assert!(stderr.contains("invalid value 'turbo'"), "{stderr}");
     let (status, stderr) = run(&["serve", "--delay", "soon"]);
     assert!(!status.success(), "{stderr}");
+    let (status, stderr) = run(&["serve", "--delay", "1y"]);
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.lines().count() == 1 && stderr.contains("--delay must be at most 60s"),
+        "{stderr}"
+    );
     let (status, stderr) = run(&["serve", "--workers", "0"]);
     assert!(!status.success(), "{stderr}");
 
@@ -531,4 +626,33 @@ fn completions_are_generated() {
         script.contains("tracebench") && script.contains("--when-full"),
         "{script}"
     );
+}
+
+#[test]
+fn completions_into_a_closed_pipe_are_not_a_crash() {
+    // A pipe whose reading end is closed before the writer starts, as in
+    // `tracebench completions bash | true`: every write fails with EPIPE.
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills the two descriptors of the array we pass.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: both descriptors were just created and are owned here once.
+    let (read_end, write_end) = unsafe {
+        use std::os::fd::{FromRawFd, OwnedFd};
+        (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1]))
+    };
+    drop(read_end);
+    for shell in ["bash", "zsh", "fish"] {
+        let output = Command::new(BIN)
+            .args(["completions", shell])
+            .stdout(write_end.try_clone().unwrap())
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success() && output.stderr.is_empty(),
+            "{shell}: {} {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
 }

@@ -76,6 +76,15 @@ pub fn default_threads(keep_alive: bool) -> usize {
     if keep_alive { (cpus / 2).max(1) } else { cpus }
 }
 
+/// Whether `text` is an HTTP token (RFC 9110 §5.6.2): what a method or a
+/// header name must be.
+fn is_token(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
 /// When a run ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopAfter {
@@ -148,6 +157,23 @@ impl LoadConfig {
         if self.stop == StopAfter::Duration(Duration::ZERO) {
             return Err(LoadError::BadConfig("-z must be longer than 0".into()));
         }
+        // The method and headers go into the request as they are: a space,
+        // CR or LF in them would make another request line or header.
+        if !is_token(&self.method) {
+            return Err(LoadError::BadConfig(format!(
+                "-X {:?} is not an HTTP method (letters, digits and !#$%&'*+-.^_`|~ only)",
+                self.method
+            )));
+        }
+        for (name, value) in &self.headers {
+            if !is_token(name) || value.contains(['\r', '\n', '\0']) {
+                return Err(LoadError::BadConfig(format!(
+                    "-H {:?} is not a valid header (a name of letters, digits and \
+                     !#$%&'*+-.^_`|~, a value without CR, LF or NUL)",
+                    format!("{name}: {value}")
+                )));
+            }
+        }
         if self.timeout.is_zero() {
             return Err(LoadError::BadConfig(
                 "--timeout must be longer than 0".into(),
@@ -165,6 +191,20 @@ impl LoadConfig {
         Ok(())
     }
 
+    /// The connections the run will use: `connections`, but never more
+    /// than a `-n` run has requests (the rest could only sit idle, and each
+    /// costs a slot in the event loop). Warm-up requests are not taken
+    /// from `-n`, so with a warm-up the cap would also throttle it; that is
+    /// accepted: `-n` smaller than `-c` is a short run either way.
+    pub fn effective_connections(&self) -> usize {
+        match self.stop {
+            StopAfter::Requests(n) => self
+                .connections
+                .min(usize::try_from(n).unwrap_or(usize::MAX)),
+            StopAfter::Duration(_) => self.connections,
+        }
+    }
+
     /// The number of event-loop threads the run will use.
     pub fn effective_threads(&self) -> usize {
         if self.rate.is_some() && self.live_limit.is_some() {
@@ -178,7 +218,7 @@ impl LoadConfig {
         } else {
             self.threads
         };
-        threads.min(self.connections).max(1)
+        threads.min(self.effective_connections()).max(1)
     }
 
     /// The request bytes, built once and sent as they are.
@@ -235,6 +275,27 @@ mod tests {
         assert!(https.contains("https is not supported"), "{https}");
         assert!(Target::parse("not a url").is_err());
         assert!(Target::parse("ftp://127.0.0.1/").is_err());
+    }
+
+    #[test]
+    fn methods_and_headers_that_would_break_the_request_are_refused() {
+        let mut config = LoadConfig::new(Target::parse("http://127.0.0.1:3000/").unwrap());
+        for method in ["GET", "PATCH", "M-SEARCH", "X_1"] {
+            config.method = method.into();
+            assert!(config.validate().is_ok(), "{method}");
+        }
+        for method in ["BAD METHOD", "GET\r\nX: 1", "GET\n", "", "G\u{e9}T"] {
+            config.method = method.into();
+            let error = config.validate().unwrap_err().to_string();
+            assert!(error.starts_with("-X ") && !error.contains('\n'), "{error}");
+        }
+        config.method = "GET".into();
+        config.headers = vec![("X-A".into(), "1\r\nX-B: 2".into())];
+        assert!(config.validate().is_err());
+        config.headers = vec![("X A".into(), "1".into())];
+        assert!(config.validate().is_err());
+        config.headers = vec![("X-A".into(), "a b, c".into())];
+        assert!(config.validate().is_ok());
     }
 
     #[test]

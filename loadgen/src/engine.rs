@@ -229,14 +229,14 @@ pub fn run_observed(
         cancel: Arc::clone(&cancel),
     };
     let threads = config.effective_threads();
+    let connections = config.effective_connections();
     let (ticks, reports) = mpsc::channel::<Tick>();
     let results: Vec<Result<Stats, LoadError>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|index| {
                 let ticks = ticks.clone();
                 // Connections are dealt out as evenly as they go.
-                let share = config.connections / threads
-                    + usize::from(index < config.connections % threads);
+                let share = connections / threads + usize::from(index < connections % threads);
                 let (request, budget) = (&request, &budget);
                 std::thread::Builder::new()
                     .name(format!("load-{index}"))
@@ -323,7 +323,9 @@ impl<'a> Worker<'a> {
             .map(|_| Conn {
                 stream: None,
                 phase: Phase::Idle,
-                buf: Vec::with_capacity(4096),
+                // Grown by the first answer: reserving up front would cost
+                // every connection, used or not, before the first request.
+                buf: Vec::new(),
                 checked: 0,
                 sent: 0,
                 started: now,
@@ -360,7 +362,9 @@ impl<'a> Worker<'a> {
     fn active(&self) -> usize {
         match &self.config.live_limit {
             Some(limit) => {
-                let limit = limit.load(Ordering::Relaxed).min(self.config.connections);
+                let limit = limit
+                    .load(Ordering::Relaxed)
+                    .min(self.config.effective_connections());
                 let share = limit / self.threads + usize::from(self.id < limit % self.threads);
                 share.min(self.conns.len())
             }
@@ -407,8 +411,9 @@ impl<'a> Worker<'a> {
         loop {
             let now = Instant::now();
             if self.budget.ended(now) {
-                // Requests still in flight at the end are neither counted
-                // nor failed: the run is over. In the open loop they, and
+                // Requests still in flight at the end are neither answered
+                // nor failed, only counted: the run is over. In the open
+                // loop they, and
                 // the requests due but never sent, still waited: that
                 // wait goes into the planned-time histogram.
                 self.count_unanswered_at_end(now);
@@ -586,9 +591,20 @@ impl<'a> Worker<'a> {
 
     /// Open loop, at the end of the run: every request in flight, and every
     /// slot of the schedule that came and found no free connection, counts
-    /// as unanswered after the wait it had so far.
+    /// as unanswered after the wait it had so far. Closed loop: the
+    /// requests in flight are counted as such.
     fn count_unanswered_at_end(&mut self, now: Instant) {
-        if !self.open_loop || now < self.budget.measure_from {
+        if now < self.budget.measure_from {
+            return;
+        }
+        if !self.open_loop {
+            // Closed loop: no schedule says when they should have ended, so
+            // they are only counted, for the summary to name.
+            self.stats.in_flight_at_end += self
+                .conns
+                .iter()
+                .filter(|c| c.phase != Phase::Idle && c.planned >= self.budget.measure_from)
+                .count() as u64;
             return;
         }
         let end = self.budget.deadline.map_or(now, |d| d.min(now));
@@ -839,6 +855,7 @@ impl<'a> Worker<'a> {
                 self.start_next(index);
             }
             Progress::Invalid => self.fail(index, ErrorKind::BadResponse),
+            Progress::TooLarge => self.fail(index, ErrorKind::TooLarge),
             Progress::Incomplete if closed => {
                 // A close before a whole answer is a bad response, unless
                 // it is a kept-alive connection the server had dropped.

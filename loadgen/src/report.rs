@@ -49,9 +49,17 @@ impl fmt::Display for Summary<'_> {
                 100.0 * (completed - stats.non_success()) as f64 / attempted as f64
             )?;
         }
+        let in_flight = if stats.in_flight_at_end > 0 {
+            format!(
+                ", {} still in flight at the end (neither answered nor failed)",
+                stats.in_flight_at_end
+            )
+        } else {
+            String::new()
+        };
         writeln!(
             f,
-            "  Requests:      {completed} answered, {failed} failed, in {secs:.3} s"
+            "  Requests:      {completed} answered, {failed} failed{in_flight}, in {secs:.3} s"
         )?;
         writeln!(f, "  Requests/sec:  {:.1}", completed as f64 / secs)?;
         writeln!(
@@ -178,7 +186,11 @@ impl fmt::Display for Summary<'_> {
             write!(f, "Errors:")?;
             for kind in ErrorKind::ALL {
                 if let Some(n) = stats.errors.get(&kind) {
-                    write!(f, " {} {n};", kind.label())?;
+                    write!(f, " {} {n}", kind.label())?;
+                    if let Some(why) = kind.explanation() {
+                        write!(f, " ({why})")?;
+                    }
+                    write!(f, ";")?;
                 }
             }
             writeln!(f)?;
@@ -189,7 +201,7 @@ impl fmt::Display for Summary<'_> {
                 "\nLoad model: open loop, {rate} requests/s on schedule, at most {} in flight; latency \
                  counts from each request's planned send time, so a stall cannot hide the requests \
                  it delayed.",
-                self.config.connections
+                self.config.effective_connections()
             ),
             None => writeln!(
                 f,
@@ -197,7 +209,7 @@ impl fmt::Display for Summary<'_> {
                  sending again, so a stalled server also stalls the requests that would have measured \
                  the stall (coordinated omission): these latencies can look better than users would \
                  see. --rate measures an open loop.",
-                self.config.connections
+                self.config.effective_connections()
             ),
         }
     }

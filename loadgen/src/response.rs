@@ -38,12 +38,32 @@ pub enum Progress {
     },
     /// Not an HTTP/1.x response.
     Invalid,
+    /// A head over [`MAX_HEAD`] or an answer over [`MAX_RESPONSE`]: refused
+    /// whatever the bytes are, so the verdict does not depend on how the
+    /// answer was split into reads.
+    TooLarge,
+}
+
+/// Why bytes cannot be a response we accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    Invalid,
+    TooLarge,
+}
+
+impl From<Refusal> for Progress {
+    fn from(refusal: Refusal) -> Progress {
+        match refusal {
+            Refusal::Invalid => Progress::Invalid,
+            Refusal::TooLarge => Progress::TooLarge,
+        }
+    }
 }
 
 const MAX_HEADERS: usize = 64;
-/// A head longer than this is refused as invalid.
-const MAX_HEAD: usize = 64 * 1024;
-/// A response longer than this is refused as invalid: the generator keeps
+/// A head longer than this is refused ([`Progress::TooLarge`]).
+pub const MAX_HEAD: usize = 64 * 1024;
+/// A response longer than this is refused ([`Progress::TooLarge`]): the generator keeps
 /// each answer in memory until it is complete.
 pub const MAX_RESPONSE: usize = 16 * 1024 * 1024;
 
@@ -54,16 +74,20 @@ fn lists(value: &[u8], token: &str) -> bool {
         .any(|part| part.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
 
-fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<Head>, ()> {
+fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<Head>, Refusal> {
+    use Refusal::Invalid;
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut response = httparse::Response::new(&mut headers);
+    // The limit applies to the head however it arrived: a head that came
+    // in one read is as long as the same head in pieces.
     let len = match response.parse(buf) {
+        Ok(httparse::Status::Complete(len)) if len > MAX_HEAD => return Err(Refusal::TooLarge),
         Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => return Err(()),
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => return Err(Refusal::TooLarge),
         Ok(httparse::Status::Partial) => return Ok(None),
-        Err(_) => return Err(()),
+        Err(_) => return Err(Invalid),
     };
-    let status = response.code.ok_or(())?;
+    let status = response.code.ok_or(Invalid)?;
     let http10 = response.version == Some(0);
     let mut keep_alive = !http10;
     let mut content_length = None;
@@ -72,8 +96,8 @@ fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<Head>, ()> {
     // bytes that are not UTF-8 (a Latin-1 cookie) without harm.
     for header in response.headers.iter() {
         if header.name.eq_ignore_ascii_case("content-length") {
-            let text = std::str::from_utf8(header.value).map_err(|_| ())?;
-            content_length = Some(text.trim().parse::<usize>().map_err(|_| ())?);
+            let text = std::str::from_utf8(header.value).map_err(|_| Invalid)?;
+            content_length = Some(text.trim().parse::<usize>().map_err(|_| Invalid)?);
         } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
             // The last coding decides ("gzip, chunked" is chunked).
             let last = header
@@ -115,16 +139,17 @@ fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<Head>, ()> {
 /// where the previous call stopped (the start of a chunk's size line whose
 /// chunk was not all in yet); it is moved on, so bytes arriving a piece at a
 /// time are scanned once, not once per piece.
-fn chunked_end(body: &[u8], checked: &mut usize) -> Result<Option<usize>, ()> {
+fn chunked_end(body: &[u8], checked: &mut usize) -> Result<Option<usize>, Refusal> {
+    use Refusal::Invalid;
     let mut pos = (*checked).min(body.len());
     loop {
         *checked = pos;
         let Some(line_end) = body[pos..].windows(2).position(|w| w == b"\r\n") else {
             return Ok(None);
         };
-        let line = std::str::from_utf8(&body[pos..pos + line_end]).map_err(|_| ())?;
+        let line = std::str::from_utf8(&body[pos..pos + line_end]).map_err(|_| Invalid)?;
         let size_text = line.split(';').next().unwrap_or("").trim();
-        let size = usize::from_str_radix(size_text, 16).map_err(|_| ())?;
+        let size = usize::from_str_radix(size_text, 16).map_err(|_| Invalid)?;
         pos += line_end + 2;
         if size == 0 {
             // Trailers end with an empty line.
@@ -141,15 +166,15 @@ fn chunked_end(body: &[u8], checked: &mut usize) -> Result<Option<usize>, ()> {
         let next = pos
             .checked_add(size)
             .and_then(|p| p.checked_add(2))
-            .ok_or(())?;
+            .ok_or(Refusal::TooLarge)?;
         if next > MAX_RESPONSE {
-            return Err(());
+            return Err(Refusal::TooLarge);
         }
         if body.len() < next {
             return Ok(None);
         }
         if &body[next - 2..next] != b"\r\n" {
-            return Err(());
+            return Err(Invalid);
         }
         pos = next;
     }
@@ -172,14 +197,14 @@ pub fn progress_resuming(
     checked: &mut usize,
 ) -> Progress {
     if buf.len() > MAX_RESPONSE {
-        return Progress::Invalid;
+        return Progress::TooLarge;
     }
     let mut offset = 0;
     loop {
         let head = match parse_head(&buf[offset..], head_request) {
             Ok(Some(head)) => head,
             Ok(None) => return Progress::Incomplete,
-            Err(()) => return Progress::Invalid,
+            Err(refusal) => return refusal.into(),
         };
         if (100..200).contains(&head.status) && head.status != 101 {
             offset += head.len;
@@ -187,13 +212,13 @@ pub fn progress_resuming(
         }
         let body = &buf[offset + head.len..];
         let body_len = match head.framing {
-            Framing::Length(n) if n > MAX_RESPONSE => return Progress::Invalid,
+            Framing::Length(n) if n > MAX_RESPONSE => return Progress::TooLarge,
             Framing::Length(n) if body.len() >= n => n,
             Framing::Length(_) => return Progress::Incomplete,
             Framing::Chunked => match chunked_end(body, checked) {
                 Ok(Some(n)) => n,
                 Ok(None) => return Progress::Incomplete,
-                Err(()) => return Progress::Invalid,
+                Err(refusal) => return refusal.into(),
             },
             Framing::UntilClose if closed => body.len(),
             Framing::UntilClose => return Progress::Incomplete,
@@ -274,7 +299,7 @@ mod tests {
         let latin1 = b"HTTP/1.1 200 OK\r\nSet-Cookie: caf\xe9\r\nConnection: close, upgrade\r\nContent-Length: 0\r\n\r\n";
         assert_eq!(complete(latin1, false), (200, latin1.len(), false));
         let huge = b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000000\r\n\r\n";
-        assert_eq!(progress(huge, false, false), Progress::Invalid);
+        assert_eq!(progress(huge, false, false), Progress::TooLarge);
     }
 
     #[test]
@@ -301,11 +326,55 @@ mod tests {
                         break;
                     }
                     Progress::Incomplete => {}
-                    Progress::Invalid => panic!("invalid at {end} (pieces of {piece})"),
+                    other @ (Progress::Invalid | Progress::TooLarge) => {
+                        panic!("{other:?} at {end} (pieces of {piece})")
+                    }
                 }
             }
             assert_eq!(seen, Some((raw.len(), raw.len())), "pieces of {piece}");
             assert!(checked > raw.len() / 2, "the scan moved on: {checked}");
         }
+    }
+
+    #[test]
+    fn a_head_over_the_limit_is_refused_however_it_arrives() {
+        let mut big = b"HTTP/1.1 200 OK\r\n".to_vec();
+        while big.len() <= MAX_HEAD {
+            big.extend_from_slice(b"X-Padding: ");
+            big.extend(std::iter::repeat_n(b'p', 10_000));
+            big.extend_from_slice(b"\r\n");
+        }
+        big.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+        // All at once: the head parses completely, and is still too long.
+        assert_eq!(progress(&big, false, false), Progress::TooLarge);
+        assert_eq!(progress(&big, true, false), Progress::TooLarge);
+        // In pieces: refused as soon as it passes the limit, never accepted.
+        for piece in [1000, 4096, 60_000] {
+            let mut checked = 0;
+            let verdicts: Vec<Progress> = (piece..big.len())
+                .step_by(piece)
+                .chain([big.len()])
+                .map(|end| progress_resuming(&big[..end], false, false, &mut checked))
+                .collect();
+            assert!(
+                verdicts
+                    .iter()
+                    .all(|v| matches!(v, Progress::Incomplete | Progress::TooLarge)),
+                "pieces of {piece}: {verdicts:?}"
+            );
+            assert_eq!(
+                verdicts.last(),
+                Some(&Progress::TooLarge),
+                "pieces of {piece}"
+            );
+        }
+        // Just under the limit is fine.
+        let mut ok = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Padding: ".to_vec();
+        ok.extend(std::iter::repeat_n(b'p', MAX_HEAD - ok.len() - 4));
+        ok.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(ok.len(), MAX_HEAD);
+        assert!(
+            matches!(progress(&ok, false, false), Progress::Complete { len, .. } if len == MAX_HEAD)
+        );
     }
 }

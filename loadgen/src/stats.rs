@@ -31,18 +31,30 @@ pub enum ErrorKind {
     Write,
     /// The answer was not HTTP, or the connection closed mid-answer.
     BadResponse,
+    /// The answer's head was over 64 KiB, or the whole answer over 16 MiB
+    /// ([`crate::response::MAX_HEAD`], [`crate::response::MAX_RESPONSE`]).
+    TooLarge,
 }
 
 impl ErrorKind {
     /// Every kind, in report order.
-    pub const ALL: [ErrorKind; 6] = [
+    pub const ALL: [ErrorKind; 7] = [
         ErrorKind::Refused,
         ErrorKind::Reset,
         ErrorKind::Timeout,
         ErrorKind::Read,
         ErrorKind::Write,
         ErrorKind::BadResponse,
+        ErrorKind::TooLarge,
     ];
+
+    /// What the kind means, where the label alone does not say.
+    pub fn explanation(self) -> Option<&'static str> {
+        match self {
+            ErrorKind::TooLarge => Some("a head over 64 KiB or an answer over 16 MiB"),
+            _ => None,
+        }
+    }
 
     /// A short name.
     pub fn label(self) -> &'static str {
@@ -53,6 +65,7 @@ impl ErrorKind {
             ErrorKind::Read => "read",
             ErrorKind::Write => "write",
             ErrorKind::BadResponse => "bad response",
+            ErrorKind::TooLarge => "too large",
         }
     }
 
@@ -105,6 +118,11 @@ pub struct Stats {
     /// (a lower bound), so a stall longer than `--timeout` or than the
     /// rest of the run still shows in the tail.
     pub unanswered: u64,
+    /// Closed loop only: requests still waiting for their answer when the
+    /// run ended (`-z`'s deadline, or Ctrl-C). Neither answered nor
+    /// failed: the run ended under them. The open loop counts them in
+    /// `unanswered` instead.
+    pub in_flight_at_end: u64,
     /// Bytes received.
     pub bytes: u64,
     /// Connections opened.
@@ -122,6 +140,7 @@ impl Default for Stats {
             statuses: BTreeMap::new(),
             errors: BTreeMap::new(),
             unanswered: 0,
+            in_flight_at_end: 0,
             bytes: 0,
             connections: 0,
         }
@@ -196,6 +215,7 @@ impl Stats {
             *self.errors.entry(*kind).or_insert(0) += n;
         }
         self.unanswered += other.unanswered;
+        self.in_flight_at_end += other.in_flight_at_end;
         self.bytes += other.bytes;
         self.connections += other.connections;
     }
@@ -220,11 +240,12 @@ impl Stats {
         self.errors.values().sum()
     }
 
-    /// Requests answered with a status other than 2xx.
+    /// Requests answered with a status that is not a success: neither 2xx
+    /// nor 3xx (a redirect is the server working as meant).
     pub fn non_success(&self) -> u64 {
         self.statuses
             .iter()
-            .filter(|(s, _)| !(200..300).contains(*s))
+            .filter(|(s, _)| !(200..400).contains(*s))
             .map(|(_, n)| n)
             .sum()
     }

@@ -13,7 +13,8 @@ pub const MAX_HEAD_BYTES: usize = 8 * 1024;
 /// The largest request body we read and discard; a longer one is answered
 /// 413.
 pub const MAX_BODY_BYTES: u64 = 1024 * 1024;
-/// The longest delay a client may ask for in the URL.
+/// The longest delay a client may ask for in the URL, and the longest
+/// `--delay` (a server whose every request outlives any client is a typo).
 pub const MAX_URL_DELAY: Duration = Duration::from_secs(60);
 /// The page every successful request gets.
 pub const HELLO_BODY: &[u8] = b"<h1>Hello, World!</h1>";

@@ -216,6 +216,12 @@ impl Server {
                 "--backlog must be at least 1".into(),
             ));
         }
+        if config.connection.delay > http::MAX_URL_DELAY {
+            return Err(ServerError::InvalidConfig(format!(
+                "--delay must be at most {}s, as for ?delay= in a request",
+                http::MAX_URL_DELAY.as_secs()
+            )));
+        }
         if config.connection.read_timeout.is_zero() {
             return Err(ServerError::InvalidConfig(
                 "--read-timeout must be more than 0".into(),

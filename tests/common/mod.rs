@@ -78,6 +78,20 @@ impl ServerProcess {
         })
     }
 
+    /// The server's standard error, line by line, as it comes.
+    pub fn stderr_lines(&mut self) -> mpsc::Receiver<String> {
+        let stderr = self.child.as_mut().unwrap().stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        rx
+    }
+
     pub fn pid(&self) -> i32 {
         self.child.as_ref().unwrap().id() as i32
     }

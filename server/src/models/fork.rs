@@ -10,7 +10,8 @@ use std::io;
 use std::net::TcpListener;
 use std::os::fd::AsRawFd;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use crate::http::{Buffers, serve_connection};
@@ -23,6 +24,8 @@ use crate::{Config, ServerError};
 static IN_USE: AtomicBool = AtomicBool::new(false);
 static REAPED: AtomicU64 = AtomicU64::new(0);
 static CRASHED: AtomicU64 = AtomicU64::new(0);
+/// The server's count of active connections, which a reaped child leaves.
+static ACTIVE: AtomicPtr<AtomicUsize> = AtomicPtr::new(std::ptr::null_mut());
 
 extern "C" fn on_sigchld(_: libc::c_int) {
     // SAFETY: errno is saved and restored around waitpid, which is
@@ -42,6 +45,10 @@ fn reap(flags: libc::c_int) -> libc::pid_t {
     let pid = unsafe { libc::waitpid(-1, &mut status, flags) };
     if pid > 0 {
         REAPED.fetch_add(1, Ordering::SeqCst);
+        // SAFETY: set, from a live Arc, only while `serve` runs and holds it.
+        if let Some(active) = unsafe { ACTIVE.load(Ordering::SeqCst).as_ref() } {
+            active.fetch_sub(1, Ordering::SeqCst);
+        }
         if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
             CRASHED.fetch_add(1, Ordering::SeqCst);
         }
@@ -117,6 +124,8 @@ fn serve(
     let parent_tally = Tally::new();
     REAPED.store(0, Ordering::SeqCst);
     CRASHED.store(0, Ordering::SeqCst);
+    let active = stop.active();
+    ACTIVE.store(Arc::as_ptr(&active).cast_mut(), Ordering::SeqCst);
     // SA_RESTART: accept4 resumes after the handler instead of failing
     // with EINTR; SA_NOCLDSTOP: a stopped child (say, under a debugger) is
     // not an exit.
@@ -141,6 +150,7 @@ fn serve(
             -1 => {
                 eprintln!("tracebench serve: fork: {}", io::Error::last_os_error());
                 parent_tally.record(Outcome::Io);
+                stop.done();
             }
             0 => {
                 // The child ignores Ctrl-C and SIGTERM: the parent decides
@@ -148,6 +158,19 @@ fn serve(
                 let _ = set_handler(libc::SIGINT, libc::SIG_IGN, 0);
                 let _ = set_handler(libc::SIGTERM, libc::SIG_IGN, 0);
                 let _ = set_handler(libc::SIGCHLD, libc::SIG_DFL, 0);
+                // A second signal makes the parent exit at once; its
+                // children must not go on serving behind its back.
+                // SAFETY: prctl on ourselves; getppid checks the parent did
+                // not exit before the request was made.
+                unsafe {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    if libc::getppid() == 1 {
+                        libc::_exit(1);
+                    }
+                }
+                // Copies of connections taken from the backlog at a stop
+                // would keep them open until this child exits.
+                stop.close_stashed_in_child();
                 // SAFETY: the child's copy of the listener; closing it leaves
                 // the parent's untouched, and nothing in the child uses it.
                 unsafe { libc::close(listener.as_raw_fd()) };
@@ -172,6 +195,7 @@ fn serve(
             break;
         }
     }
+    ACTIVE.store(std::ptr::null_mut(), Ordering::SeqCst);
     result?;
 
     let mut counts = tally.get().snapshot();

@@ -39,6 +39,7 @@ fn run_sync(
     let mut buffers = Buffers::default();
     while let Some(stream) = accept(listener, stop).map_err(ServerError::os("accept"))? {
         serve_connection(stream, &config.connection, &tally, &mut buffers);
+        stop.done();
     }
     Ok(Summary {
         mode: config.mode.name().into(),

@@ -236,12 +236,14 @@ fn run_with<Q: Handoff>(
         let queue = Arc::clone(&queue);
         let tallies = Arc::clone(&tallies);
         let settings = config.connection.clone();
+        let active = stop.active();
         let spawned = std::thread::Builder::new()
             .name(format!("worker-{index}"))
             .spawn(move || {
                 let mut buffers = Buffers::default();
                 while let Some(stream) = queue.pop() {
                     serve_connection(stream, &settings, &tallies[index + 1], &mut buffers);
+                    active.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
                 }
             });
         match spawned {
@@ -305,6 +307,7 @@ fn accept_loop<Q: Handoff>(
         };
         if let Some(stream) = refused {
             reject(stream, acceptor_tally);
+            stop.done();
         }
     }
     Ok(())

@@ -38,12 +38,14 @@ pub(super) fn run(
         let settings = config.connection.clone();
         let thread_tally = Arc::clone(&tally);
         let thread_running = Arc::clone(&running);
+        let active = stop.active();
         peak = peak.max(running.fetch_add(1, Ordering::Relaxed) + 1);
         let spawn = std::thread::Builder::new()
             .name(format!("conn-{spawned}"))
             .spawn(move || {
                 serve_connection(stream, &settings, &thread_tally, &mut Buffers::default());
                 thread_running.fetch_sub(1, Ordering::Relaxed);
+                active.fetch_sub(1, Ordering::SeqCst);
             });
         match spawn {
             Ok(handle) => {
@@ -52,6 +54,7 @@ pub(super) fn run(
             }
             Err(e) => {
                 running.fetch_sub(1, Ordering::Relaxed);
+                stop.done();
                 // The closure, and so the connection, is dropped: the client
                 // sees a close, and we keep serving the others.
                 eprintln!("tracebench serve: cannot start a thread: {e}");
