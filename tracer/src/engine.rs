@@ -204,8 +204,10 @@ fn delete_kick_timer() {
 }
 
 /// Makes SIGINT, SIGTERM and SIGHUP end the trace cleanly: a spawned
-/// program is killed, an attached one is detached and runs on. The handler
-/// is installed without SA_RESTART so a blocked waitpid returns at once.
+/// program gets the signal to handle, as under strace (passed on if it did
+/// not get it itself; a second signal kills it), and the trace ends when it
+/// does; an attached one is detached and runs on. The handler is installed
+/// without SA_RESTART so a blocked waitpid returns at once.
 pub fn stop_on_signals() -> io::Result<()> {
     STOP_ON_SIGNAL.store(true, Ordering::SeqCst);
     install_handlers()
