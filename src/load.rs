@@ -298,16 +298,18 @@ fn judge(
             .filter(|(status, _)| !(200..400).contains(*status))
             .map(|(status, n)| format!("{n} × {status}"))
             .collect();
+        let plural =
+            |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
         let mut why = Vec::new();
         if failed > 0 {
-            why.push(format!("{failed} errors"));
+            why.push(plural(failed, "error", "errors"));
         }
         if refused_answers > 0 {
             why.push(format!("answered {}", statuses.join(", ")));
         }
         bail!(
-            "{} requests failed ({}), more than --max-errors {max_errors}",
-            failed + refused_answers,
+            "{} failed ({}), more than --max-errors {max_errors}",
+            plural(failed + refused_answers, "request", "requests"),
             why.join("; ")
         );
     }

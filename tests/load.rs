@@ -508,7 +508,7 @@ fn the_exit_status_says_whether_every_request_succeeded() {
     let root = format!("http://{}/", server.addr);
     let stderr = fails_with_one_line(
         Command::new(BIN).args(["load", &root, "-X", "DELETE", "-n", "1"]),
-        "1 requests failed",
+        "1 request failed",
     );
     assert!(stderr.contains("405"), "{stderr}");
     // And every answer a 200: success.
