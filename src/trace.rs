@@ -70,7 +70,7 @@ pub struct TraceArgs {
     /// Let idle CPUs halt while tracing. By default (when
     /// /dev/cpu_dma_latency is writable, i.e. as root) idle CPUs are asked
     /// to poll, so a ptrace stop's wake-ups skip the interrupt and idle
-    /// exit: 2-3x the throughput of a traced server on a VM, for idle CPUs
+    /// exit: about twice the throughput of a traced server on a VM, for idle CPUs
     /// that spin
     #[arg(long)]
     no_poll_idle: bool,
