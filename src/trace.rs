@@ -52,7 +52,7 @@ pub struct TraceArgs {
     #[arg(long, value_enum, default_value_t = TextFormat::Strace)]
     format: TextFormat,
     /// Print a summary per syscall and per thread at the end instead of
-    /// every call (with -o, in addition to the calls). Its times are wall
+    /// every call (with -o, after the calls in that file). Its times are wall
     /// time inside each call, as strace's -c -w (strace's -c alone counts
     /// system CPU time)
     #[arg(short = 'c')]
@@ -230,7 +230,19 @@ pub fn run(args: TraceArgs) -> anyhow::Result<u8> {
         );
     }
     if let Some(summary) = summary {
-        eprint!("{summary}");
+        // With -o (strace text), after the calls in the same file, as
+        // strace -C -o does; a JSON lines file stays JSON lines.
+        match &args.output {
+            Some(path) if args.format == TextFormat::Strace => {
+                use std::io::Write as _;
+                std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(path)
+                    .and_then(|mut file| write!(file, "{summary}"))
+                    .with_context(|| format!("writing the summary to {}", path.display()))?;
+            }
+            _ => eprint!("{summary}"),
+        }
     }
     if outcome.detached {
         eprintln!("tracebench trace: detached; the program runs on");

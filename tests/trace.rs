@@ -783,6 +783,29 @@ fn ctrl_c_is_the_programs_to_handle_as_under_strace() {
 }
 
 #[test]
+fn with_c_and_o_the_summary_follows_the_calls_in_the_file() {
+    let dir = tempdir();
+    let out = dir.path().join("calls.txt");
+    let output = succeeds(
+        Command::new(BIN)
+            .args(["trace", "-c", "-e", "trace=write", "-o"])
+            .arg(&out)
+            .args(["--", "sh", "-c", "echo one; echo two"])
+            .stdout(Stdio::null()),
+    );
+    let text = std::fs::read_to_string(&out).unwrap();
+    let calls = text.find("write(1, \"one\\n\", 4) = 4").expect(&text);
+    let table = text.find("% time").expect(&text);
+    assert!(calls < table, "the calls, then the summary: {text}");
+    assert!(text.contains(" write\n"), "{text}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !stderr.contains("% time"),
+        "not on standard error too: {stderr}"
+    );
+}
+
+#[test]
 fn execve_shows_its_arguments_and_environment_as_strace_does() {
     let args = [
         "-e",
