@@ -308,18 +308,7 @@ fn sigterm_serves_the_connections_waiting_in_the_listen_backlog() {
         all.extend(["--delay", "300ms"]);
         let mut server = ServerProcess::start(&all);
         let stderr = server.stderr_lines();
-        let addr = server.addr;
-        let clients = std::thread::spawn(move || concurrent_gets(addr, "/", 4).0);
-        std::thread::sleep(Duration::from_millis(150));
-        server.signal(libc::SIGTERM);
-        let results = clients.join().unwrap();
-        for result in &results {
-            assert_eq!(
-                result.as_ref().map(|r| r.status).ok(),
-                Some(200),
-                "{args:?}: {result:?}"
-            );
-        }
+        sigterm_amid_requests(&server, 4, &format!("{args:?}"));
         let (status, summary) = server.wait(Duration::from_secs(10));
         assert!(status.success(), "{args:?}: {status}");
         assert!(summary.contains("4 ok, 0 errors"), "{args:?}: {summary}");
@@ -381,6 +370,22 @@ fn a_second_signal_while_draining_exits_at_once_and_says_so() {
     }
 }
 
+/// Sends `n` concurrent GETs, SIGTERMs the server 150 ms in (while they
+/// are served or queued), and checks that every one was answered 200.
+fn sigterm_amid_requests(server: &ServerProcess, n: usize, case: &str) {
+    let addr = server.addr;
+    let clients = std::thread::spawn(move || concurrent_gets(addr, "/", n).0);
+    std::thread::sleep(Duration::from_millis(150));
+    server.signal(libc::SIGTERM);
+    for result in clients.join().unwrap() {
+        assert_eq!(
+            result.as_ref().map(|r| r.status).ok(),
+            Some(200),
+            "{case}: {result:?}"
+        );
+    }
+}
+
 #[test]
 fn sigterm_stops_accepting_but_serves_what_is_in_flight_and_exits_0() {
     let _serial = serial();
@@ -393,17 +398,7 @@ fn sigterm_stops_accepting_but_serves_what_is_in_flight_and_exits_0() {
     ] {
         let server = ServerProcess::start(&["--mode", mode, "--workers", "5", "--delay", "400ms"]);
         let addr = server.addr;
-        let clients = std::thread::spawn(move || concurrent_gets(addr, "/", in_flight).0);
-        std::thread::sleep(Duration::from_millis(150));
-        server.signal(libc::SIGTERM);
-        let results = clients.join().unwrap();
-        for result in &results {
-            assert_eq!(
-                result.as_ref().map(|r| r.status).ok(),
-                Some(200),
-                "{mode}: {result:?}"
-            );
-        }
+        sigterm_amid_requests(&server, in_flight, mode);
         let mut server = server;
         let (status, summary) = server.wait(Duration::from_secs(10));
         assert!(status.success(), "{mode}: {status}");

@@ -743,16 +743,7 @@ fn ctrl_c_is_the_programs_to_handle_as_under_strace() {
 
     // SIGINT to the tracer alone: passed on to the program (which dies of
     // it, as sleep does), and the status follows.
-    let tracer = Command::new(BIN)
-        .args(["trace", "-o", "/dev/null", "--", "sleep", "30"])
-        .spawn()
-        .unwrap();
-    let sleeper = first_child_of(tracer.id() as i32);
-    let (execed, _) = eventually(Duration::from_secs(10), || {
-        let comm = std::fs::read_to_string(format!("/proc/{sleeper}/comm")).unwrap_or_default();
-        (comm.trim() == "sleep", ())
-    });
-    assert!(execed);
+    let tracer = tracer_of_a_sleep(&[]);
     // SAFETY: SIGINT to our tracer.
     assert_eq!(unsafe { libc::kill(tracer.id() as i32, libc::SIGINT) }, 0);
     let status = tracer.wait_with_output().unwrap().status;

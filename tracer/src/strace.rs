@@ -304,38 +304,44 @@ mod tests {
         }
     }
 
+    /// One `close(3) = 0` by thread 101, as written with `options` after
+    /// an attach to `threads` threads.
+    fn a_close(options: TextOptions, threads: usize) -> String {
+        let close = Sysno::close.id() as u32;
+        let mut writer = StraceWriter::new(Vec::new(), options);
+        writer.threads_at_start(threads);
+        let args = [3, 0, 0, 0, 0, 0];
+        let data = vec![];
+        writer.event(&event(
+            101,
+            1,
+            EventKind::SyscallEntry {
+                nr: close,
+                args,
+                data,
+            },
+        ));
+        let data = vec![];
+        writer.event(&event(
+            101,
+            2,
+            EventKind::SyscallExit {
+                nr: close,
+                ret: 0,
+                data,
+            },
+        ));
+        String::from_utf8(writer.finish().unwrap()).unwrap()
+    }
+
     #[test]
     fn t_tt_and_ttt_stamp_lines_as_strace_does() {
-        let close = Sysno::close.id() as u32;
         let stamp = |timestamps: Timestamps| {
             let options = TextOptions {
                 timestamps,
                 ..TextOptions::default()
             };
-            let mut writer = StraceWriter::new(Vec::new(), options);
-            let args = [3, 0, 0, 0, 0, 0];
-            let data = vec![];
-            writer.event(&event(
-                101,
-                1,
-                EventKind::SyscallEntry {
-                    nr: close,
-                    args,
-                    data,
-                },
-            ));
-            let data = vec![];
-            writer.event(&event(
-                101,
-                2,
-                EventKind::SyscallExit {
-                    nr: close,
-                    ret: 0,
-                    data,
-                },
-            ));
-            let text = String::from_utf8(writer.finish().unwrap()).unwrap();
-            text.split_once(' ').unwrap().0.to_owned()
+            a_close(options, 1).split_once(' ').unwrap().0.to_owned()
         };
         let shape = |text: &str| -> String {
             text.chars()
@@ -352,35 +358,11 @@ mod tests {
 
     #[test]
     fn after_an_attach_to_several_threads_the_first_line_names_its_thread() {
-        let close = Sysno::close.id() as u32;
-        let lines = |threads: usize| {
-            let mut writer = StraceWriter::new(Vec::new(), TextOptions::default());
-            writer.threads_at_start(threads);
-            let args = [3, 0, 0, 0, 0, 0];
-            let data = vec![];
-            writer.event(&event(
-                101,
-                1,
-                EventKind::SyscallEntry {
-                    nr: close,
-                    args,
-                    data,
-                },
-            ));
-            let data = vec![];
-            writer.event(&event(
-                101,
-                2,
-                EventKind::SyscallExit {
-                    nr: close,
-                    ret: 0,
-                    data,
-                },
-            ));
-            String::from_utf8(writer.finish().unwrap()).unwrap()
-        };
-        assert_eq!(lines(6), "[pid   101] close(3) = 0\n");
-        assert_eq!(lines(1), "close(3) = 0\n");
+        assert_eq!(
+            a_close(TextOptions::default(), 6),
+            "[pid   101] close(3) = 0\n"
+        );
+        assert_eq!(a_close(TextOptions::default(), 1), "close(3) = 0\n");
     }
 
     #[test]
