@@ -22,6 +22,16 @@ fn servers_running() -> usize {
     count
 }
 
+/// Waits (at most 5 s) for the count of our traced servers to come back
+/// to `before`: none left running.
+fn assert_servers_back_to(before: usize) {
+    let (gone, n) = eventually(Duration::from_secs(5), || {
+        let n = servers_running();
+        (n == before, n)
+    });
+    assert!(gone, "{n} traced servers left running");
+}
+
 /// Runs the dashboard without a terminal for `run_for`, recorded into
 /// `record`.
 fn record_headless(record: &std::path::Path, run_for: &str) -> std::process::Output {
@@ -290,11 +300,7 @@ fn in_a_terminal_it_draws_the_panes_and_answers_keys() {
         "e writes the latency CSV into the run directory"
     );
     assert!(!still_there, "q did not quit");
-    let (gone, n) = eventually(Duration::from_secs(5), || {
-        let n = servers_running();
-        (n == before, n)
-    });
-    assert!(gone, "{n} traced servers left running");
+    assert_servers_back_to(before);
 }
 
 #[test]
@@ -307,16 +313,7 @@ fn a_recording_replays_headless_and_in_a_terminal() {
     let live = String::from_utf8(output.stdout).unwrap();
 
     // Without a terminal: the whole recording's summary, the same counts.
-    let output = Command::new(BIN)
-        .arg("replay")
-        .arg(&record)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let output = succeeds(Command::new(BIN).arg("replay").arg(&record));
     let replayed = String::from_utf8(output.stdout).unwrap();
     assert_eq!(
         answered_in(&replayed),
@@ -378,11 +375,7 @@ fn another_server_started_after_two_dashes_is_traced_and_loaded() {
     assert!(answered_in(&summary) >= 20, "{summary}");
     // Thread mode starts a thread per connection: the table saw many.
     assert!(summary.lines().count() > 10, "{summary}");
-    let (gone, n) = eventually(Duration::from_secs(5), || {
-        let n = servers_running();
-        (n == before, n)
-    });
-    assert!(gone, "{n} traced servers left running");
+    assert_servers_back_to(before);
 }
 
 #[test]
