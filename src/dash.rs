@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use anyhow::Context;
-use tracebench_tracer::states::ThreadState;
+use tracebench_analysis::states::ThreadState;
 use tracebench_ui::live::Traced;
 use tracebench_ui::{App, DashConfig};
 
@@ -198,7 +198,7 @@ fn new_run_dir() -> anyhow::Result<std::path::PathBuf> {
 /// or 0.
 pub fn run(args: DashArgs) -> anyhow::Result<u8> {
     let exe = std::env::current_exe().context("cannot find the tracebench binary")?;
-    let selection = tracebench_tracer::Selection::parse(&args.expressions)?;
+    let selection = tracebench_trace::Selection::parse(&args.expressions)?;
     // Checked here, as `serve` and `load` check them, rather than found
     // out from a server that never listens or a load that never starts.
     if args.workers == 0 {
@@ -249,7 +249,7 @@ pub fn run(args: DashArgs) -> anyhow::Result<u8> {
         headless_for: args.headless_for,
         record,
         restarts: 0,
-        poll_idle: !args.no_poll_idle,
+        capture: crate::capture::ptrace_starter(!args.no_poll_idle),
     };
     let finished = tracebench_ui::run(&config)?;
     print!("{}", summary(&finished.app));
@@ -300,5 +300,7 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<u8> {
         );
     }
     print!("{}", summary(&replayed.app));
-    Ok(tracebench_tracer::signalled().map_or(0, |signal| 128u8.saturating_add(signal as u8)))
+    Ok(replayed
+        .signal
+        .map_or(0, |signal| 128u8.saturating_add(signal as u8)))
 }

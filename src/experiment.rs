@@ -54,6 +54,7 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
         delay: if args.quick { QUICK_DELAY } else { args.delay },
         workers: args.workers,
         out,
+        capture: crate::capture::ptrace_starter(true),
     };
     config.validate()?;
     eprintln!(

@@ -5,13 +5,13 @@ use std::io::{BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use tracebench_analysis::attribution::{Attributor, RequestRecord};
+use tracebench_export::jsonl::JsonlWriter;
+use tracebench_export::strace::{StraceWriter, TextOptions, Timestamps};
+use tracebench_export::summary::Summary;
 use tracebench_loadgen::export::{VALUE_UNIT, write_buckets_csv, write_hgrm, write_percentile_csv};
-use tracebench_tracer::EventSink;
-use tracebench_tracer::attribution::{Attributor, RequestRecord};
-use tracebench_tracer::file::{TraceFileError, TraceReader};
-use tracebench_tracer::jsonl::JsonlWriter;
-use tracebench_tracer::strace::{StraceWriter, TextOptions, Timestamps};
-use tracebench_tracer::summary::Summary;
+use tracebench_trace::EventSink;
+use tracebench_trace::format::{TraceFileError, TraceReader};
 
 /// Arguments of `tracebench export`.
 #[derive(clap::Args, Debug)]
@@ -184,7 +184,7 @@ fn run_latency(run: &Path) -> anyhow::Result<hdrhistogram::Histogram<u64>> {
         );
     }
     let bytes = std::fs::read(&log).with_context(|| format!("cannot read {}", log.display()))?;
-    let mut total = tracebench_loadgen::stats::new_histogram();
+    let mut total = tracebench_loadgen::stats::latency_histogram();
     let damage = tracebench_loadgen::hlog::for_each_interval(&bytes, |interval| {
         let _ = total.add(&interval.histogram);
     })
@@ -212,7 +212,7 @@ fn export_requests(args: &ExportArgs) -> anyhow::Result<()> {
     };
     let mut attributor = Attributor::new();
     let mut failed: Option<std::io::Error> = None;
-    let mut sink = |event: &tracebench_tracer::Event| {
+    let mut sink = |event: &tracebench_trace::Event| {
         attributor.feed(event, |request| {
             if let (Some((out, _)), None) = (rows.as_mut(), &failed)
                 && let Err(e) = request.write_csv(out).and_then(|()| writeln!(out))
@@ -324,7 +324,7 @@ pub fn run(mut args: ExportArgs) -> anyhow::Result<()> {
                 None
             }
         });
-        tracebench_tracer::chrome::write(stream, create(path)?)
+        tracebench_export::chrome::write(stream, create(path)?)
             .with_context(|| format!("writing {}", path.display()))?;
         if let Some(e) = error {
             return Err(e).with_context(|| format!("reading {}", args.trace.display()));

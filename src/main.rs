@@ -1,6 +1,7 @@
 //! `tracebench`: the command line. This file only wires the crates together;
 //! everything it runs lives in them.
 
+mod capture;
 mod dash;
 mod experiment;
 mod export;

@@ -6,12 +6,15 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::ValueEnum;
-use tracebench_tracer::file::{Header, TraceWriter};
-use tracebench_tracer::jsonl::JsonlWriter;
-use tracebench_tracer::sink::Tee;
-use tracebench_tracer::strace::{StraceWriter, TextOptions, Timestamps};
-use tracebench_tracer::summary::Summary;
-use tracebench_tracer::{EventSink, Options, Selection, Session, Target};
+use tracebench_analysis::states::Timelines;
+use tracebench_capture_ptrace::{PtraceCapture, PtraceOptions};
+use tracebench_capture_sample::SampleCapture;
+use tracebench_export::jsonl::JsonlWriter;
+use tracebench_export::strace::{StraceWriter, TextOptions, Timestamps};
+use tracebench_export::summary::Summary;
+use tracebench_trace::format::{Header, TraceWriter};
+use tracebench_trace::sink::Tee;
+use tracebench_trace::{Backend, Capture, EventSink, ProgramStdio, Selection, Tracee};
 
 #[derive(clap::Args, Debug)]
 pub struct TraceArgs {
@@ -60,7 +63,7 @@ pub struct TraceArgs {
     /// Do not stop the program at all: sample every thread's state from
     /// /proc HZ times a second and print the share of time in each state
     /// (statistical; no calls, arguments or return values)
-    #[arg(long, value_name = "HZ", conflicts_with_all = ["trace_file", "summary", "no_seccomp"])]
+    #[arg(long, value_name = "HZ", conflicts_with_all = ["summary", "no_seccomp"])]
     sample: Option<u32>,
     /// Run the tracer and the started program on this CPU only: far
     /// cheaper ptrace stops on VMs, but the program loses its other CPUs
@@ -114,191 +117,216 @@ impl TextSink {
 /// traced program's, like strace).
 pub fn run(args: TraceArgs) -> anyhow::Result<u8> {
     let _ = args.follow;
+    let (tracee, command_line) = tracee_of(&args)?;
     if let Some(hz) = args.sample {
-        return sample(args, hz);
+        return sample(&args, &tracee, hz);
     }
-    let selection = Selection::parse(&args.expressions)?;
-    let command_line: Vec<String>;
-    let target = match args.pid {
-        Some(pid) => {
-            command_line = vec!["-p".into(), pid.to_string()];
-            Target::Attach { pid }
-        }
-        None => {
-            command_line = args
-                .command
-                .iter()
-                .map(|w| w.to_string_lossy().into_owned())
-                .collect();
-            let mut command = args.command.into_iter();
-            let program = command.next().context("no command to trace")?;
-            Target::Spawn {
-                program,
-                args: command.collect::<Vec<OsString>>(),
-            }
-        }
-    };
-    let attach = matches!(target, Target::Attach { .. });
-    let options = Options {
-        selection,
+    let attach = matches!(tracee, Tracee::Attach { .. });
+    let options = PtraceOptions {
+        selection: Selection::parse(&args.expressions)?,
         seccomp: !args.no_seccomp && !attach,
         follow_forks: true,
         string_limit: args.string_limit,
         cpu: args.cpu,
-        stdio: tracebench_tracer::ProgramStdio::Inherit,
+        stdio: ProgramStdio::Inherit,
         poll_idle: !args.no_poll_idle,
     };
-
     // Open every output before starting, so a bad path fails before the
     // program runs.
-    // Like strace, calls go to standard error by default; with -c or -w
-    // alone the summary or the recording is what was asked for.
-    let mut text = if args.output.is_none() && (args.summary || args.trace_file.is_some()) {
-        None
-    } else {
-        let out: Box<dyn Write> = match &args.output {
-            Some(path) => Box::new(std::io::BufWriter::new(
-                std::fs::File::create(path)
-                    .with_context(|| format!("cannot create {}", path.display()))?,
-            )),
-            None => Box::new(std::io::stderr()),
-        };
-        Some(match args.format {
-            TextFormat::Strace => TextSink::Strace(StraceWriter::new(
-                out,
-                TextOptions {
-                    timestamps: if args.absolute_time >= 3 {
-                        Timestamps::Epoch
-                    } else if args.absolute_time == 2 {
-                        Timestamps::Absolute
-                    } else if args.absolute_time == 1 {
-                        Timestamps::Seconds
-                    } else if args.relative_time {
-                        Timestamps::Relative
-                    } else {
-                        Timestamps::None
-                    },
-                    durations: args.durations,
-                },
-            )),
-            TextFormat::Jsonl => TextSink::Jsonl(JsonlWriter::new(out)),
-        })
-    };
-    let mut file = match &args.trace_file {
-        Some(path) => Some(
-            TraceWriter::create(path, &Header::now(command_line))
-                .with_context(|| format!("cannot create {}", path.display()))?,
-        ),
-        None => None,
-    };
-    let mut summary = args.summary.then(Summary::new);
-
-    tracebench_tracer::stop_on_signals().context("installing signal handlers")?;
-    let session = Session::start(&target, &options)?;
-    if let Some(TextSink::Strace(writer)) = text.as_mut() {
-        writer.threads_at_start(session.thread_count());
+    let mut outputs = Outputs::open(&args, command_line, Backend::Ptrace)?;
+    let capture = PtraceCapture::start(&tracee, &options)?;
+    let _signals = tracebench_trace::signals::forward_to(&capture.stop_handle())
+        .context("installing signal handlers")?;
+    if let Some(TextSink::Strace(writer)) = outputs.text.as_mut() {
+        writer.threads_at_start(capture.thread_count());
     }
     if attach {
         eprintln!(
             "tracebench trace: attached to {} threads; every syscall stops them \
              (no seccomp filter on a running process); Ctrl-C detaches",
-            session.thread_count()
+            capture.thread_count()
         );
     }
-    let mut sinks: Vec<&mut dyn EventSink> = Vec::new();
-    if let Some(text) = text.as_mut() {
-        sinks.push(text.as_sink());
-    }
-    if let Some(file) = file.as_mut() {
-        sinks.push(file);
-    }
-    if let Some(summary) = summary.as_mut() {
-        sinks.push(summary);
-    }
-    let outcome = session.run(&mut Tee(sinks))?;
-
-    if let Some(text) = text {
-        text.finish().context("writing the trace")?;
-    }
-    if let (Some(file), Some(path)) = (file, &args.trace_file) {
-        let events = file.events();
-        file.finish()
-            .with_context(|| format!("writing {}", path.display()))?;
-        eprintln!(
-            "tracebench trace: {events} events written to {}",
-            path.display()
-        );
-    }
-    if let Some(summary) = summary {
-        // With -o (strace text), after the calls in the same file, as
-        // strace -C -o does; a JSON lines file stays JSON lines.
-        match &args.output {
-            Some(path) if args.format == TextFormat::Strace => {
-                use std::io::Write as _;
-                std::fs::OpenOptions::new()
-                    .append(true)
-                    .open(path)
-                    .and_then(|mut file| write!(file, "{summary}"))
-                    .with_context(|| format!("writing the summary to {}", path.display()))?;
-            }
-            _ => eprint!("{summary}"),
-        }
-    }
-    if outcome.detached {
+    let end = Box::new(capture).run(&mut Tee(outputs.sinks()))?;
+    outputs.finish(&args)?;
+    if end.detached {
         eprintln!("tracebench trace: detached; the program runs on");
     }
-    Ok(outcome
+    Ok(end
         .exit
         .map_or(0, |status| status.shell_code().clamp(0, 255) as u8))
 }
 
-/// `trace --sample HZ`: no ptrace at all, only /proc.
-fn sample(args: TraceArgs, hz: u32) -> anyhow::Result<u8> {
-    use tracebench_tracer::states::Timelines;
-
-    tracebench_tracer::stop_on_signals().context("installing signal handlers")?;
-    let mut timelines = Timelines::new();
-    let started = std::time::Instant::now();
-    let (rounds, code) = match args.pid {
-        Some(pid) => {
-            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-                anyhow::bail!("no process with pid {pid}");
-            }
-            let rounds = tracebench_tracer::sample::run(pid, hz, &mut timelines, || {
-                !tracebench_tracer::interrupted()
-            })?;
-            (rounds, 0)
-        }
+/// What to trace, and the command line the trace file's header records.
+fn tracee_of(args: &TraceArgs) -> anyhow::Result<(Tracee, Vec<String>)> {
+    Ok(match args.pid {
+        Some(pid) => (Tracee::Attach { pid }, vec!["-p".into(), pid.to_string()]),
         None => {
-            let mut command = args.command.iter();
+            let command_line = args
+                .command
+                .iter()
+                .map(|w| w.to_string_lossy().into_owned())
+                .collect();
+            let mut command = args.command.iter().cloned();
             let program = command.next().context("no command to trace")?;
-            let mut child = std::process::Command::new(program)
-                .args(command)
-                .spawn()
-                .with_context(|| format!("cannot run {}", program.to_string_lossy()))?;
-            let pid = child.id() as i32;
-            let mut status = None;
-            let rounds = tracebench_tracer::sample::run(pid, hz, &mut timelines, || {
-                if tracebench_tracer::interrupted() {
-                    let _ = child.kill();
-                }
-                status = child.try_wait().ok().flatten();
-                status.is_none()
-            })?;
-            let status = match status {
-                Some(status) => status,
-                None => child.wait().context("waiting for the program")?,
+            let tracee = Tracee::Spawn {
+                program,
+                args: command.collect::<Vec<OsString>>(),
             };
-            use std::os::unix::process::ExitStatusExt;
-            let code = status
-                .code()
-                .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
-            (rounds, code.clamp(0, 255) as u8)
+            (tracee, command_line)
         }
+    })
+}
+
+/// Where the events of `trace` go: the text (-o or standard error), the
+/// trace file (-w) and the summary (-c).
+struct Outputs {
+    text: Option<TextSink>,
+    file: Option<TraceWriter<std::io::BufWriter<std::fs::File>>>,
+    summary: Option<Summary>,
+}
+
+impl Outputs {
+    fn open(
+        args: &TraceArgs,
+        command_line: Vec<String>,
+        backend: Backend,
+    ) -> anyhow::Result<Outputs> {
+        let file = match &args.trace_file {
+            Some(path) => Some(
+                TraceWriter::create(path, &Header::now(command_line, backend))
+                    .with_context(|| format!("cannot create {}", path.display()))?,
+            ),
+            None => None,
+        };
+        Ok(Outputs {
+            text: text_sink(args)?,
+            file,
+            summary: args.summary.then(Summary::new),
+        })
+    }
+
+    fn sinks(&mut self) -> Vec<&mut dyn EventSink> {
+        let mut sinks: Vec<&mut dyn EventSink> = Vec::new();
+        if let Some(text) = self.text.as_mut() {
+            sinks.push(text.as_sink());
+        }
+        if let Some(file) = self.file.as_mut() {
+            sinks.push(file);
+        }
+        if let Some(summary) = self.summary.as_mut() {
+            sinks.push(summary);
+        }
+        sinks
+    }
+
+    /// Writes out what is buffered, the file's index, and the summary.
+    fn finish(self, args: &TraceArgs) -> anyhow::Result<()> {
+        if let Some(text) = self.text {
+            text.finish().context("writing the trace")?;
+        }
+        if let (Some(file), Some(path)) = (self.file, &args.trace_file) {
+            let events = file.events();
+            file.finish()
+                .with_context(|| format!("writing {}", path.display()))?;
+            eprintln!(
+                "tracebench trace: {events} events written to {}",
+                path.display()
+            );
+        }
+        if let Some(summary) = self.summary {
+            // With -o (strace text), after the calls in the same file, as
+            // strace -C -o does; a JSON lines file stays JSON lines.
+            match &args.output {
+                Some(path) if args.format == TextFormat::Strace => {
+                    std::fs::OpenOptions::new()
+                        .append(true)
+                        .open(path)
+                        .and_then(|mut file| write!(file, "{summary}"))
+                        .with_context(|| format!("writing the summary to {}", path.display()))?;
+                }
+                _ => eprint!("{summary}"),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The text output: like strace, calls go to standard error by default;
+/// with -c or -w alone the summary or the recording is what was asked for.
+fn text_sink(args: &TraceArgs) -> anyhow::Result<Option<TextSink>> {
+    if args.output.is_none() && (args.summary || args.trace_file.is_some()) {
+        return Ok(None);
+    }
+    let out: Box<dyn Write> = match &args.output {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot create {}", path.display()))?,
+        )),
+        None => Box::new(std::io::stderr()),
     };
+    let timestamps = match (args.absolute_time, args.relative_time) {
+        (3.., _) => Timestamps::Epoch,
+        (2, _) => Timestamps::Absolute,
+        (1, _) => Timestamps::Seconds,
+        (0, true) => Timestamps::Relative,
+        (0, false) => Timestamps::None,
+    };
+    Ok(Some(match args.format {
+        TextFormat::Strace => TextSink::Strace(StraceWriter::new(
+            out,
+            TextOptions {
+                timestamps,
+                durations: args.durations,
+            },
+        )),
+        TextFormat::Jsonl => TextSink::Jsonl(JsonlWriter::new(out)),
+    }))
+}
+
+/// Counts the sampler's rounds: it is idle once after each.
+struct Rounds(u64);
+
+impl EventSink for Rounds {
+    fn event(&mut self, _: &tracebench_trace::Event) {}
+
+    fn idle(&mut self, _: u64) {
+        self.0 += 1;
+    }
+}
+
+/// `trace --sample HZ`: no ptrace at all, only /proc; the share of time
+/// each thread spent in each state (and with -w, the samples themselves).
+fn sample(args: &TraceArgs, tracee: &Tracee, hz: u32) -> anyhow::Result<u8> {
+    let (_, command_line) = tracee_of(args)?;
+    let mut file = match &args.trace_file {
+        Some(path) => Some(
+            TraceWriter::create(path, &Header::now(command_line, Backend::Sample))
+                .with_context(|| format!("cannot create {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let capture = SampleCapture::start(tracee, hz, &ProgramStdio::Inherit)?;
+    let _signals = tracebench_trace::signals::forward_to(&capture.stop_handle())
+        .context("installing signal handlers")?;
+    let mut timelines = Timelines::new();
+    let mut rounds = Rounds(0);
+    let started = std::time::Instant::now();
+    let end = {
+        let mut sinks: Vec<&mut dyn EventSink> = vec![&mut timelines, &mut rounds];
+        if let Some(file) = file.as_mut() {
+            sinks.push(file);
+        }
+        Box::new(capture).run(&mut Tee(sinks))?
+    };
+    if let (Some(file), Some(path)) = (file, &args.trace_file) {
+        file.finish()
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     let table = format!(
-        "{timelines}{rounds} samples at {hz} Hz over {:.1} s (states are sampled, not traced: \
+        "{timelines}{} samples at {hz} Hz over {:.1} s (states are sampled, not traced: \
          short calls are missed)\n",
+        rounds.0,
         started.elapsed().as_secs_f64()
     );
     match &args.output {
@@ -306,5 +334,7 @@ fn sample(args: TraceArgs, hz: u32) -> anyhow::Result<u8> {
             .with_context(|| format!("cannot write {}", path.display()))?,
         None => eprint!("{table}"),
     }
-    Ok(code)
+    Ok(end
+        .exit
+        .map_or(0, |status| status.shell_code().clamp(0, 255) as u8))
 }

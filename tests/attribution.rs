@@ -10,10 +10,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use tracebench_tracer::attribution::{Attributor, RequestEnd, RequestRecord};
-use tracebench_tracer::decode::syscall_name;
-use tracebench_tracer::file::TraceReader;
-use tracebench_tracer::{Creation, Event, EventKind};
+use tracebench_analysis::attribution::{Attributor, RequestEnd, RequestRecord};
+use tracebench_export::render::syscall_name;
+use tracebench_trace::format::TraceReader;
+use tracebench_trace::{Creation, Event, EventKind};
 
 /// A recorded run: the trace file and the server's process id.
 struct Run {
@@ -205,7 +205,7 @@ fn a_pool_futex_run_of_50_requests_is_attributed_to_its_workers() {
 
     // The futex section of the same trace: the workers' condition variable
     // word saw waits, and wakes matched to them.
-    let mut futex = tracebench_tracer::futexstat::FutexStats::new();
+    let mut futex = tracebench_analysis::futexstat::FutexStats::new();
     for event in &events {
         futex.feed(event);
     }

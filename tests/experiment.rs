@@ -22,8 +22,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use tracebench_tracer::attribution::Attributor;
-use tracebench_tracer::file::TraceReader;
+use tracebench_analysis::attribution::Attributor;
+use tracebench_trace::format::TraceReader;
 
 const MODES: [&str; 6] = [
     "sync",

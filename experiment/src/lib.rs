@@ -6,7 +6,7 @@
 //! N·d, a pool of W ⌈N/W⌉·d, thread and fork d), with the client's
 //! latency, the server's CPU time, the threads and processes it created,
 //! its context switches, futex waits, peak memory, and which thread served
-//! which request (from the trace alone, [`tracebench_tracer::attribution`]).
+//! which request (from the trace alone, [`tracebench_analysis::attribution`]).
 //!
 //! [`run`] writes a run directory: `table.md` and `table.csv`, one trace
 //! file per mode (`<mode>.tbt`, for `tracebench replay`), `latency.svg`,
@@ -24,9 +24,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use tracebench_analysis::attribution::RequestRecord;
 use tracebench_loadgen::{LoadConfig, StopAfter, Target};
 use tracebench_server::Mode;
-use tracebench_tracer::attribution::RequestRecord;
+use tracebench_trace::CaptureStarter;
+use tracebench_trace::signals::Noticed;
 
 pub use measure::ChildrenUsage;
 
@@ -99,6 +101,8 @@ pub struct ExperimentConfig {
     pub workers: usize,
     /// The run directory to write.
     pub out: PathBuf,
+    /// The capture backend that traces the server.
+    pub capture: CaptureStarter,
 }
 
 /// The most concurrent requests: each is a connection, a thread or a
@@ -109,7 +113,7 @@ pub const MAX_WORKERS: usize = 4096;
 
 impl ExperimentConfig {
     /// The article's experiment: every mode, N = 10, d = 1 s, W = 5.
-    pub fn classic(exe: PathBuf, out: PathBuf) -> Self {
+    pub fn classic(exe: PathBuf, out: PathBuf, capture: CaptureStarter) -> Self {
         ExperimentConfig {
             exe,
             modes: Mode::ALL.to_vec(),
@@ -117,6 +121,7 @@ impl ExperimentConfig {
             delay: Duration::from_secs(1),
             workers: 5,
             out,
+            capture,
         }
     }
 
@@ -279,18 +284,19 @@ pub fn run(
 ) -> Result<Experiment, ExperimentError> {
     config.validate()?;
     create_dir(&config.out)?;
-    // Ctrl-C must reach the tracer (it kills the traced server) instead of
+    // Ctrl-C must stop the traced server (the capture does) instead of
     // killing us with the server still attached to our ptrace.
-    tracebench_tracer::stop_on_signals().map_err(|e| ExperimentError::Server {
-        mode: config.modes[0],
-        message: format!("cannot install the signal handlers: {e}"),
-    })?;
+    let (_watch, noticed) =
+        tracebench_trace::signals::notice().map_err(|e| ExperimentError::Server {
+            mode: config.modes[0],
+            message: format!("cannot install the signal handlers: {e}"),
+        })?;
     let mut results = Vec::new();
     let mut files = Vec::new();
     let mut outcome = Ok(());
     for &mode in &config.modes {
         on_mode(mode, None);
-        match run_mode(config, mode) {
+        match run_mode(config, mode, &noticed) {
             Ok(result) => {
                 files.push(PathBuf::from(trace_file_name(mode)));
                 on_mode(mode, Some(&result));
@@ -365,14 +371,17 @@ fn write_outputs(
 }
 
 /// Starts `mode` traced, fires the batch, measures, and stops the server.
-fn run_mode(config: &ExperimentConfig, mode: Mode) -> Result<ModeResult, ExperimentError> {
+fn run_mode(
+    config: &ExperimentConfig,
+    mode: Mode,
+    noticed: &Noticed,
+) -> Result<ModeResult, ExperimentError> {
     let theory = theory::theoretical_time(mode, config.requests, config.workers, config.delay);
     let before = ChildrenUsage::now();
     let trace_path = config.out.join(trace_file_name(mode));
     // Dropping the server on any early return stops it.
-    let server =
-        traced::TracedServer::start(&config.exe, mode, config.workers, config.delay, &trace_path)?;
-    if tracebench_tracer::interrupted() {
+    let server = traced::TracedServer::start(config, mode, &trace_path, noticed)?;
+    if noticed.first().is_some() {
         return Err(ExperimentError::Interrupted { mode, completed: 0 });
     }
 
@@ -388,22 +397,23 @@ fn run_mode(config: &ExperimentConfig, mode: Mode) -> Result<ModeResult, Experim
     let cancel = Arc::new(AtomicBool::new(false));
     let report = {
         let cancel_on_signal = Arc::clone(&cancel);
+        let noticed = noticed.clone();
         tracebench_loadgen::run_observed(&load, Arc::clone(&cancel), move |_| {
-            if tracebench_tracer::interrupted() {
+            if noticed.first().is_some() {
                 cancel_on_signal.store(true, Ordering::SeqCst);
             }
         })
         .map_err(|source| ExperimentError::Load { mode, source })?
     };
-    if report.cancelled || tracebench_tracer::interrupted() {
+    if report.cancelled || noticed.first().is_some() {
         return Err(ExperimentError::Interrupted { mode, completed: 0 });
     }
     // The client has its answer before the server's close returns: give
     // the trace a moment to see every close before the server is killed,
     // or the last requests would end at the kill (or not be seen at all).
     let answered_to_client = report.stats.completed() as usize;
-    server.wait_for_requests(answered_to_client, DRAIN_TIMEOUT);
-    if tracebench_tracer::interrupted() {
+    server.wait_for_requests(answered_to_client, DRAIN_TIMEOUT, noticed);
+    if noticed.first().is_some() {
         return Err(ExperimentError::Interrupted { mode, completed: 0 });
     }
     // Before the stop: the server's memory is gone once it is killed.
@@ -442,11 +452,31 @@ fn run_mode(config: &ExperimentConfig, mode: Mode) -> Result<ModeResult, Experim
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
+    /// A capture starter for tests that never trace.
+    pub(crate) fn never_started() -> CaptureStarter {
+        CaptureStarter {
+            backend: tracebench_trace::Backend::Ptrace,
+            start: std::sync::Arc::new(
+                |_: &tracebench_trace::Tracee,
+                 _: tracebench_trace::ProgramStdio,
+                 _: &tracebench_trace::Selection| {
+                    Err(tracebench_trace::CaptureError::BadArgument(
+                        "not started in this test".into(),
+                    ))
+                },
+            ),
+        }
+    }
+
     fn config() -> ExperimentConfig {
-        ExperimentConfig::classic(PathBuf::from("tracebench"), PathBuf::from("out"))
+        ExperimentConfig::classic(
+            PathBuf::from("tracebench"),
+            PathBuf::from("out"),
+            crate::tests::never_started(),
+        )
     }
 
     fn message(result: Result<impl std::fmt::Debug, ExperimentError>) -> String {
@@ -494,7 +524,7 @@ mod tests {
 
     #[test]
     fn requests_per_thread_follow_the_first_pick_up() {
-        use tracebench_tracer::attribution::RequestEnd;
+        use tracebench_analysis::attribution::RequestEnd;
         let request = |tid: i32, picked_up_ns: u64| RequestRecord {
             connection: 0,
             index_on_connection: 0,

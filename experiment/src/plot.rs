@@ -249,8 +249,8 @@ fn draw_timeline(result: &ModeResult, svg: &mut String) -> Result<(), String> {
 mod tests {
     use std::time::Duration;
 
+    use tracebench_analysis::attribution::{RequestEnd, RequestRecord};
     use tracebench_server::Mode;
-    use tracebench_tracer::attribution::{RequestEnd, RequestRecord};
 
     use super::*;
     use crate::ChildrenUsage;

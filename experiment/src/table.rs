@@ -156,8 +156,8 @@ mod tests {
     use std::path::PathBuf;
     use std::time::Duration;
 
+    use tracebench_analysis::attribution::{RequestEnd, RequestRecord};
     use tracebench_server::Mode;
-    use tracebench_tracer::attribution::{RequestEnd, RequestRecord};
 
     use super::*;
     use crate::ChildrenUsage;
@@ -218,7 +218,11 @@ mod tests {
     fn config() -> ExperimentConfig {
         ExperimentConfig {
             modes: vec![Mode::PoolFutex],
-            ..ExperimentConfig::classic(PathBuf::from("tracebench"), PathBuf::from("out"))
+            ..ExperimentConfig::classic(
+                PathBuf::from("tracebench"),
+                PathBuf::from("out"),
+                crate::tests::never_started(),
+            )
         }
     }
 

@@ -10,15 +10,18 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use tracebench_analysis::attribution::{Attributor, RequestRecord};
+use tracebench_analysis::futexstat::FutexStats;
 use tracebench_server::Mode;
-use tracebench_tracer::attribution::{Attributor, RequestRecord};
-use tracebench_tracer::file::{Header, TraceWriter};
-use tracebench_tracer::futexstat::FutexStats;
-use tracebench_tracer::sink::Tee;
-use tracebench_tracer::{Creation, Event, EventKind, EventSink, Options, Session, Target};
+use tracebench_trace::format::{Header, TraceWriter};
+use tracebench_trace::signals::Noticed;
+use tracebench_trace::sink::Tee;
+use tracebench_trace::{
+    Creation, Event, EventKind, EventSink, ProgramStdio, Selection, StopHandle, Tracee,
+};
 
-use crate::ExperimentError;
 use crate::measure::listening_port_of;
+use crate::{ExperimentConfig, ExperimentError};
 
 /// How long a traced server may take to listen (a loaded machine, a debug
 /// build, ptrace stops on its start-up calls).
@@ -71,6 +74,55 @@ impl EventSink for Analysis {
 /// was completed.
 type TracerResult = (Analysis, Result<(), String>);
 
+/// Starts the capture on a thread of its own (a ptrace capture binds its
+/// tracee to the thread that started it), every event to `file` and
+/// `analysis`; returns the thread and the handle that stops the capture.
+fn spawn_tracer(
+    config: &ExperimentConfig,
+    tracee: Tracee,
+    file: TraceWriter<std::io::BufWriter<std::fs::File>>,
+    trace_path: &Path,
+    mut analysis: Analysis,
+) -> Result<(JoinHandle<TracerResult>, StopHandle), String> {
+    let (started_tx, started_rx) = mpsc::channel::<Result<StopHandle, String>>();
+    let trace_path = trace_path.to_path_buf();
+    let starter = config.capture.clone();
+    let selection = Selection::default();
+    let tracer = std::thread::Builder::new()
+        .name("tracer".into())
+        .spawn(move || -> TracerResult {
+            let capture = match (starter.start)(&tracee, ProgramStdio::Null, &selection) {
+                Ok(capture) => capture,
+                Err(e) => {
+                    // Created first so a directory we cannot write to
+                    // fails before a server starts; no server, no trace.
+                    drop(file);
+                    let _ = std::fs::remove_file(&trace_path);
+                    let _ = started_tx.send(Err(e.to_string()));
+                    return (analysis, Ok(()));
+                }
+            };
+            let _ = started_tx.send(Ok(capture.stop_handle()));
+            let mut file = file;
+            let ran = capture.run(&mut Tee(vec![&mut file, &mut analysis]));
+            let finished = file.finish().map(drop).map_err(|e| e.to_string());
+            let outcome = match ran {
+                Ok(_) => finished,
+                Err(e) => Err(format!("the trace failed: {e}")),
+            };
+            (analysis, outcome)
+        })
+        .map_err(|e| format!("cannot start the tracer thread: {e}"))?;
+    match started_rx.recv() {
+        Ok(Ok(stop)) => Ok((tracer, stop)),
+        Ok(Err(e)) => {
+            let _ = tracer.join();
+            Err(format!("cannot trace the server: {e}"))
+        }
+        Err(_) => Err("the tracer thread died".into()),
+    }
+}
+
 /// A server of one mode, running traced. Dropping it stops the server
 /// (the tracer kills a program it spawned) and waits for the tracer, so no
 /// early return leaves a server running or stopped under a dead tracer.
@@ -80,31 +132,34 @@ pub struct TracedServer {
     server_pid: Arc<AtomicI32>,
     attributed: Arc<AtomicUsize>,
     tracer: Option<JoinHandle<TracerResult>>,
+    /// Ends the capture (and with it the server).
+    stop: StopHandle,
 }
 
 impl TracedServer {
-    /// Starts `tracebench serve --mode MODE` (from `exe`) traced, recording
-    /// to `trace_path`, and returns once it listens.
+    /// Starts `tracebench serve --mode MODE` (from `config.exe`) traced by
+    /// `config.capture`, recording to `trace_path`, and returns once it
+    /// listens (or once `noticed` has a signal).
     pub fn start(
-        exe: &Path,
+        config: &ExperimentConfig,
         mode: Mode,
-        workers: usize,
-        delay: Duration,
         trace_path: &Path,
+        noticed: &Noticed,
     ) -> Result<TracedServer, ExperimentError> {
         let failed = |message: String| ExperimentError::Server { mode, message };
+        let exe = &config.exe;
         // Port 0: the server takes a free port itself (no window in which
         // another program could take one chosen for it), and we read which
         // from its own listening socket.
-        let mut addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        let addr = SocketAddr::from(([127, 0, 0, 1], 0));
         let args: Vec<std::ffi::OsString> = vec![
             "serve".into(),
             "--mode".into(),
             mode.name().into(),
             "--workers".into(),
-            workers.to_string().into(),
+            config.workers.to_string().into(),
             "--delay".into(),
-            format!("{}us", delay.as_micros()).into(),
+            format!("{}us", config.delay.as_micros()).into(),
             "--addr".into(),
             addr.to_string().into(),
         ];
@@ -112,90 +167,64 @@ impl TracedServer {
             .chain(args.iter().map(|a| a.as_os_str()))
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
-        let file = TraceWriter::create(trace_path, &Header::now(command))
+        let file = TraceWriter::create(trace_path, &Header::now(command, config.capture.backend))
             .map_err(|e| failed(format!("cannot create {}: {e}", trace_path.display())))?;
-        let target = Target::Spawn {
+        let tracee = Tracee::Spawn {
             program: exe.as_os_str().to_owned(),
             args,
         };
-        let server_pid = Arc::new(AtomicI32::new(0));
-        let attributed = Arc::new(AtomicUsize::new(0));
-        let mut analysis = Analysis {
-            server_pid: Arc::clone(&server_pid),
-            attributed: Arc::clone(&attributed),
-            ..Analysis::default()
-        };
-        let (started_tx, started_rx) = mpsc::channel::<Result<(), String>>();
-        let trace_path_owned = trace_path.to_path_buf();
-        let tracer = std::thread::Builder::new()
-            .name(format!("tracer-{mode}"))
-            .spawn(move || -> TracerResult {
-                let options = Options {
-                    stdio: tracebench_tracer::ProgramStdio::Null,
-                    ..Options::default()
-                };
-                // Start and run on this same thread: it owns every ptrace call.
-                let session = match Session::start(&target, &options) {
-                    Ok(session) => session,
-                    Err(e) => {
-                        // Created first so a directory we cannot write to
-                        // fails before a server starts; no server, no trace.
-                        drop(file);
-                        let _ = std::fs::remove_file(&trace_path_owned);
-                        let _ = started_tx.send(Err(e.to_string()));
-                        return (analysis, Ok(()));
-                    }
-                };
-                let _ = started_tx.send(Ok(()));
-                let mut file = file;
-                let ran = session.run(&mut Tee(vec![&mut file, &mut analysis]));
-                let finished = file.finish().map(drop).map_err(|e| e.to_string());
-                let outcome = match ran {
-                    Ok(_) => finished,
-                    Err(e) => Err(format!("the trace failed: {e}")),
-                };
-                (analysis, outcome)
-            })
-            .map_err(|e| failed(format!("cannot start the tracer thread: {e}")))?;
         let mut server = TracedServer {
             mode,
             addr,
-            server_pid,
-            attributed,
-            tracer: Some(tracer),
+            server_pid: Arc::new(AtomicI32::new(0)),
+            attributed: Arc::new(AtomicUsize::new(0)),
+            tracer: None,
+            stop: StopHandle::new(),
         };
-        match started_rx.recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(failed(format!("cannot trace the server: {e}"))),
-            Err(_) => return Err(failed("the tracer thread died".into())),
-        }
+        let analysis = Analysis {
+            server_pid: Arc::clone(&server.server_pid),
+            attributed: Arc::clone(&server.attributed),
+            ..Analysis::default()
+        };
+        let (tracer, stop) = spawn_tracer(config, tracee, file, trace_path, analysis)
+            .map_err(|message| failed(message))?;
+        server.tracer = Some(tracer);
+        server.stop = stop;
+        server.wait_until_listening(noticed)?;
+        Ok(server)
+    }
+
+    /// Waits until the traced server listens, and learns its port.
+    fn wait_until_listening(&mut self, noticed: &Noticed) -> Result<(), ExperimentError> {
+        let mode = self.mode;
+        let failed = |message: String| ExperimentError::Server { mode, message };
         let deadline = Instant::now() + LISTEN_TIMEOUT;
         loop {
-            let pid = server.server_pid.load(Ordering::Relaxed);
+            let pid = self.server_pid.load(Ordering::Relaxed);
             if let Some(port) = (pid > 0).then(|| listening_port_of(pid)).flatten() {
-                addr.set_port(port);
-                server.addr = addr;
-                break;
+                self.addr.set_port(port);
+                return Ok(());
             }
-            if server.tracer.as_ref().is_none_or(|t| t.is_finished()) {
-                let outcome = server.finish();
+            if self.tracer.as_ref().is_none_or(|t| t.is_finished()) {
+                let outcome = self.finish();
                 return Err(failed(format!(
-                    "the server exited before listening on {addr}{}",
+                    "the server exited before listening on {}{}",
+                    self.addr,
                     outcome.err().map(|e| format!(" ({e})")).unwrap_or_default()
                 )));
             }
-            if Instant::now() > deadline || tracebench_tracer::interrupted() {
-                if tracebench_tracer::interrupted() {
-                    return Err(ExperimentError::Interrupted { mode, completed: 0 });
-                }
+            if noticed.first().is_some() {
+                return Err(ExperimentError::Interrupted { mode, completed: 0 });
+            }
+            if Instant::now() > deadline {
                 return Err(failed(format!(
-                    "the server did not listen on {addr} within {} s",
+                    "the server did not listen on {} within {} s",
+                    self.addr,
                     LISTEN_TIMEOUT.as_secs()
                 )));
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        Ok(server)
     }
 
     /// The URL the server answers at.
@@ -210,11 +239,11 @@ impl TracedServer {
 
     /// Waits until the trace has attributed `requests` requests (the
     /// server closed them), at most `limit`, or until Ctrl-C.
-    pub fn wait_for_requests(&self, requests: usize, limit: Duration) {
+    pub fn wait_for_requests(&self, requests: usize, limit: Duration, noticed: &Noticed) {
         let deadline = Instant::now() + limit;
         while self.attributed.load(Ordering::Relaxed) < requests
             && Instant::now() < deadline
-            && !tracebench_tracer::interrupted()
+            && noticed.first().is_none()
         {
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -234,7 +263,7 @@ impl TracedServer {
         let Some(tracer) = self.tracer.take() else {
             return Err("the tracer already ended".into());
         };
-        tracebench_tracer::request_stop();
+        self.stop.stop();
         match tracer.join() {
             Ok((analysis, Ok(()))) => Ok(analysis),
             Ok((_, Err(e))) => Err(e),

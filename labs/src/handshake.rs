@@ -121,8 +121,7 @@ pub fn run(options: &Options, out: &mut impl Write) -> Result<Report> {
         child_waits: AtomicU64::new(0),
         child_waits_not_slept: AtomicU64::new(0),
     })?;
-    let mut round_trip_ns = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)
-        .map_err(|e| LabError::Failed(format!("histogram: {e}")))?;
+    let mut round_trip_ns = tracebench_histogram::latency_histogram();
 
     let child = ForkedChild::spawn(|| answer(&shared, rounds))?;
     // SAFETY: getpid has no preconditions.

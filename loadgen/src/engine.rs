@@ -18,7 +18,7 @@ use mio::{Events, Interest, Poll, Token};
 use crate::LoadError;
 use crate::config::{LoadConfig, StopAfter};
 use crate::response::{Progress, progress_resuming};
-use crate::stats::{ErrorKind, Stats, new_histogram};
+use crate::stats::{ErrorKind, Stats, latency_histogram};
 
 /// How often workers report what they measured while the run goes on.
 pub const SNAPSHOT_INTERVAL: Duration = Duration::from_millis(100);
@@ -61,7 +61,7 @@ impl Snapshot {
             index,
             start,
             duration: SNAPSHOT_INTERVAL,
-            latency: new_histogram(),
+            latency: latency_histogram(),
             statuses: BTreeMap::new(),
             errors: BTreeMap::new(),
             in_flight: 0,

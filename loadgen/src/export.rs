@@ -122,10 +122,10 @@ pub fn write_buckets_csv<W: Write>(histogram: &Histogram<u64>, mut out: W) -> io
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stats::new_histogram;
+    use crate::stats::latency_histogram;
 
     fn sample() -> Histogram<u64> {
-        let mut h = new_histogram();
+        let mut h = latency_histogram();
         for ms in 1..=1000u64 {
             h.record(ms * 1_000_000).unwrap();
         }

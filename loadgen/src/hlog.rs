@@ -15,7 +15,7 @@ use hdrhistogram::serialization::{Deserializer, V2DeflateSerializer};
 
 use crate::LoadError;
 use crate::engine::Snapshot;
-use crate::stats::new_histogram;
+use crate::stats::latency_histogram;
 
 /// Values in logs are nanoseconds; tools show them divided by this
 /// (milliseconds).
@@ -110,7 +110,7 @@ impl<'a, 'b, W: Write> SecondsLog<'a, 'b, W> {
         }
         let (_, histogram) = self
             .current
-            .get_or_insert_with(|| (second, new_histogram()));
+            .get_or_insert_with(|| (second, latency_histogram()));
         let _ = histogram.add(&snapshot.latency);
         Ok(())
     }
@@ -286,7 +286,7 @@ pub fn merge(logs: &[Vec<Interval>], period: Duration) -> Vec<Interval> {
             let entry = merged.entry(slot).or_insert_with(|| Interval {
                 start: Duration::from_nanos((slot * period_ns) as u64),
                 duration: period,
-                histogram: new_histogram(),
+                histogram: latency_histogram(),
             });
             // Histograms from other tools may have other bounds; adding
             // can then fail for values beyond ours, which saturate instead.
@@ -307,7 +307,7 @@ mod tests {
     use super::*;
 
     fn interval(start_s: u64, values_ms: &[u64]) -> Interval {
-        let mut histogram = new_histogram();
+        let mut histogram = latency_histogram();
         for v in values_ms {
             histogram.record(v * 1_000_000).unwrap();
         }
@@ -345,11 +345,11 @@ mod tests {
         );
         assert_eq!(merged.len(), 3);
         assert_eq!(merged[0].histogram.len(), 4);
-        let mut all = new_histogram();
+        let mut all = latency_histogram();
         for i in a.iter().chain(&b) {
             all.add(&i.histogram).unwrap();
         }
-        let mut total = new_histogram();
+        let mut total = latency_histogram();
         for i in &merged {
             total.add(&i.histogram).unwrap();
         }

@@ -8,13 +8,7 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
-/// The highest latency a histogram holds; longer ones are clamped to it.
-pub const MAX_LATENCY_NS: u64 = 60_000_000_000;
-
-/// A latency histogram as every part of tracebench records it.
-pub fn new_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, MAX_LATENCY_NS, 3).expect("valid histogram bounds")
-}
+pub use tracebench_histogram::{MAX_LATENCY_NS, latency_histogram};
 
 /// Why a request failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -132,11 +126,11 @@ pub struct Stats {
 impl Default for Stats {
     fn default() -> Self {
         Stats {
-            latency: new_histogram(),
-            connect: new_histogram(),
-            first_byte: new_histogram(),
-            corrected: new_histogram(),
-            lateness: new_histogram(),
+            latency: latency_histogram(),
+            connect: latency_histogram(),
+            first_byte: latency_histogram(),
+            corrected: latency_histogram(),
+            lateness: latency_histogram(),
             statuses: BTreeMap::new(),
             errors: BTreeMap::new(),
             unanswered: 0,

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
-use tracebench_tracer::file::{Header, TraceWriter};
-use tracebench_tracer::{Event, EventKind, EventSink};
+use tracebench_trace::format::{Header, TraceWriter};
+use tracebench_trace::{Event, EventKind, EventSink};
 use tracebench_ui::model::{Action, App};
 
 const THREADS: i32 = 100;
@@ -46,9 +46,18 @@ impl Synthetic {
             tid,
             kind,
         };
-        let entry =
-            |nr: u32, args: [u64; 6], data: Vec<u8>| EventKind::SyscallEntry { nr, args, data };
-        let exit = |nr: u32, ret: i64, data: Vec<u8>| EventKind::SyscallExit { nr, ret, data };
+        let entry = |nr: u32, args: [u64; 6], data: Vec<u8>| EventKind::SyscallEntry {
+            nr,
+            args,
+            data,
+            data_capture: tracebench_trace::DataCapture::Captured,
+        };
+        let exit = |nr: u32, ret: i64, data: Vec<u8>| EventKind::SyscallExit {
+            nr,
+            ret,
+            data,
+            data_capture: tracebench_trace::DataCapture::Captured,
+        };
         let (accept4, futex, recvfrom, nanosleep, sendto, close) = (288, 202, 45, 35, 44, 3);
         let request_bytes = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
         self.queue = vec![
@@ -138,7 +147,11 @@ fn frame(app: &App) {
 }
 
 fn write_recording(dir: &std::path::Path, events: u64) {
-    let mut writer = TraceWriter::create(&dir.join("trace.tbt"), &Header::now(vec![])).unwrap();
+    let mut writer = TraceWriter::create(
+        &dir.join("trace.tbt"),
+        &Header::now(vec![], tracebench_trace::Backend::Ptrace),
+    )
+    .unwrap();
     for event in Synthetic::new().take(events as usize) {
         writer.event(&event);
     }

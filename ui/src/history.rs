@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 
-use tracebench_tracer::states::ThreadState;
+use tracebench_analysis::states::ThreadState;
 
 /// The kinds of state the timeline colours, in the order of their codes.
 pub const KINDS: [ThreadState; 7] = [

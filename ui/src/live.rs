@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use hdrhistogram::serialization::V2DeflateSerializer;
 use tracebench_loadgen::hlog;
 use tracebench_loadgen::{LoadConfig, StopAfter, Target};
-use tracebench_tracer::file::{Header, TraceWriter};
-use tracebench_tracer::sink::{ChannelSource, Tee};
-use tracebench_tracer::{Options, ProgramStdio, Selection, Session};
+use tracebench_trace::format::{Header, TraceWriter};
+use tracebench_trace::sink::{ChannelSource, Tee};
+use tracebench_trace::{CaptureStarter, ProgramStdio, Selection, StopHandle, Tracee};
 
 use crate::model::{Action, App, MAX_LOAD_CONNECTIONS};
 use crate::source::Source;
@@ -75,8 +75,8 @@ pub struct DashConfig {
     /// How many times `m` restarted the dashboard before this run (0 for
     /// the first).
     pub restarts: usize,
-    /// Ask idle CPUs to poll while tracing ([`Options::poll_idle`]).
-    pub poll_idle: bool,
+    /// How to start a capture: the backend the binary chose.
+    pub capture: CaptureStarter,
 }
 
 impl DashConfig {
@@ -179,7 +179,7 @@ pub struct Finished {
     pub recordings: Vec<PathBuf>,
     /// How the traced program ended, if it ended by itself (not stopped by
     /// us at the end, nor an attached one that runs on).
-    pub program_exit: Option<tracebench_tracer::ExitStatus>,
+    pub program_exit: Option<tracebench_trace::ExitStatus>,
     /// The SIGINT, SIGTERM or SIGHUP that ended the dashboard, if any.
     pub signal: Option<i32>,
 }
@@ -188,6 +188,10 @@ pub struct Finished {
 /// `headless_for`), then stops the load and the traced server (an attached
 /// one is detached and runs on). `m` restarts it on the next server mode.
 pub fn run(config: &DashConfig) -> Result<Finished, DashError> {
+    // SIGTERM, SIGHUP or a SIGINT from outside stop the dashboard as `q`
+    // does: the load first, the traced program after.
+    let (_watch, noticed) = tracebench_trace::signals::notice()
+        .map_err(|e| DashError(format!("cannot catch signals: {e}")))?;
     let mut config = config.clone();
     let mut recordings = Vec::new();
     // The load's concurrency as the user left it before a restart.
@@ -231,7 +235,7 @@ pub fn run(config: &DashConfig) -> Result<Finished, DashError> {
                     app: &mut app,
                     config: &config,
                 };
-                crate::source::drive(terminal, &mut live)
+                crate::source::drive(terminal, &mut live, &noticed)
                     .map_err(|e| DashError(format!("terminal: {e}")))
             }
             None => {
@@ -246,7 +250,7 @@ pub fn run(config: &DashConfig) -> Result<Finished, DashError> {
                 let until = Instant::now() + config.headless_for;
                 while Instant::now() < until
                     && !running.traced_program_ended()
-                    && tracebench_tracer::signalled().is_none()
+                    && noticed.first().is_none()
                 {
                     running.feed(&mut app);
                     std::thread::sleep(Duration::from_millis(100));
@@ -276,7 +280,7 @@ pub fn run(config: &DashConfig) -> Result<Finished, DashError> {
         app,
         recordings,
         program_exit,
-        signal: tracebench_tracer::signalled(),
+        signal: noticed.first(),
     })
 }
 
@@ -338,10 +342,181 @@ fn command_line(program: &std::ffi::OsStr, args: &[std::ffi::OsString]) -> Vec<S
         .collect()
 }
 
+/// What to trace for `config`, and where it serves HTTP.
+fn tracee_of(config: &DashConfig) -> Result<(Tracee, Option<String>), DashError> {
+    Ok(match &config.traced {
+        Traced::Serve {
+            mode,
+            workers,
+            delay,
+        } => {
+            let addr =
+                free_port().map_err(|e| DashError(format!("no free port on 127.0.0.1: {e}")))?;
+            let args: Vec<std::ffi::OsString> = vec![
+                "serve".into(),
+                "--mode".into(),
+                mode.into(),
+                "--workers".into(),
+                workers.to_string().into(),
+                "--delay".into(),
+                format!("{}ms", delay.as_millis()).into(),
+                "--addr".into(),
+                addr.to_string().into(),
+            ];
+            let program = config.exe.clone().into_os_string();
+            (
+                Tracee::Spawn { program, args },
+                Some(format!("http://{addr}/")),
+            )
+        }
+        Traced::Command { program, args, url } => (
+            Tracee::Spawn {
+                program: program.clone(),
+                args: args.clone(),
+            },
+            url.clone(),
+        ),
+        Traced::Attach { pid, url } => (Tracee::Attach { pid: *pid }, url.clone()),
+    })
+}
+
+/// The recording's trace file, if the run is recorded.
+fn open_trace_file(
+    config: &DashConfig,
+    tracee: &Tracee,
+) -> Result<Option<TraceWriter<std::io::BufWriter<std::fs::File>>>, DashError> {
+    let Some(dir) = &config.record else {
+        return Ok(None);
+    };
+    let command = match tracee {
+        Tracee::Spawn { program, args } => command_line(program, args),
+        Tracee::Attach { pid } => vec![format!("-p {pid}")],
+    };
+    let path = dir.join("trace.tbt");
+    let header = Header::now(command, config.capture.backend);
+    TraceWriter::create(&path, &header)
+        .map(Some)
+        .map_err(|e| DashError(format!("cannot create {}: {e}", path.display())))
+}
+
+/// Starts the capture on its own thread (a ptrace capture binds its
+/// tracees to the thread that started it); returns the thread, which
+/// returns how the traced program ended, and the handle that stops it.
+fn start_tracer(
+    config: &DashConfig,
+    tracee: Tracee,
+    stdio: ProgramStdio,
+    mut sink: tracebench_trace::sink::ChannelSink,
+    trace_file: Option<TraceWriter<std::io::BufWriter<std::fs::File>>>,
+) -> Result<(TracerThread, StopHandle), DashError> {
+    let (started_tx, started_rx) = mpsc::channel::<Result<StopHandle, String>>();
+    let selection = config.selection.clone();
+    let starter = config.capture.clone();
+    let tracer = std::thread::Builder::new()
+        .name("tracer".into())
+        .spawn(move || {
+            let capture = match (starter.start)(&tracee, stdio, &selection) {
+                Ok(capture) => capture,
+                Err(e) => {
+                    let _ = started_tx.send(Err(e.to_string()));
+                    return None;
+                }
+            };
+            let _ = started_tx.send(Ok(capture.stop_handle()));
+            // The file gets every event; the view may miss some.
+            let end = match trace_file {
+                Some(mut file) => {
+                    let end = capture.run(&mut Tee(vec![&mut sink, &mut file]));
+                    if let Err(e) = file.finish() {
+                        eprintln!("tracebench: the recording's trace file is incomplete: {e}");
+                    }
+                    end
+                }
+                None => capture.run(&mut sink),
+            };
+            end.ok().and_then(|end| end.exit)
+        })
+        .map_err(|e| DashError(format!("cannot start the tracer thread: {e}")))?;
+    match started_rx.recv() {
+        Ok(Ok(stop)) => Ok((tracer, stop)),
+        Ok(Err(e)) => {
+            let _ = tracer.join();
+            Err(DashError(format!("cannot trace the server: {e}")))
+        }
+        Err(_) => Err(DashError("the tracer thread died".into())),
+    }
+}
+
+/// Starts the load against `target` on its own thread, recording its
+/// interval log if the run is recorded.
+fn start_load(
+    config: &DashConfig,
+    target: Target,
+    running: &Running,
+) -> Result<
+    (
+        std::thread::JoinHandle<()>,
+        mpsc::Receiver<tracebench_loadgen::Snapshot>,
+    ),
+    DashError,
+> {
+    let (snapshots_tx, snapshots) = mpsc::channel();
+    let mut load = LoadConfig::new(target);
+    // Room for `]` to turn the concurrency up; the limit says how many
+    // of these connections carry requests.
+    load.connections = config.connections.max(MAX_LOAD_CONNECTIONS);
+    load.live_limit = Some(Arc::clone(&running.limit));
+    load.rate = config.rate;
+    load.stop = StopAfter::Duration(Duration::from_secs(24 * 3600));
+    let mut hlog_file = match &config.record {
+        Some(dir) => {
+            let path = dir.join("latency.hlog");
+            Some(
+                std::fs::File::create(&path)
+                    .map_err(|e| DashError(format!("cannot create {}: {e}", path.display())))?,
+            )
+        }
+        None => None,
+    };
+    let loader = {
+        let cancel = Arc::clone(&running.cancel);
+        std::thread::Builder::new()
+            .name("load".into())
+            .spawn(move || {
+                let mut serializer = V2DeflateSerializer::new();
+                let mut log = hlog_file.as_mut().and_then(|file| {
+                    hlog::begin(
+                        file,
+                        &mut serializer,
+                        "tracebench dash; values in nanoseconds; 100 ms intervals",
+                    )
+                    .ok()
+                });
+                let _ = tracebench_loadgen::run_observed(&load, cancel, |s| {
+                    // Every 100 ms interval, empty ones too: a replay
+                    // redraws the throughput and the latency as they
+                    // were, not a second at a time.
+                    if let Some(log) = log.as_mut() {
+                        let _ = log.write_histogram(&s.latency, s.start, s.duration, None);
+                    }
+                    let _ = snapshots_tx.send(s.clone());
+                });
+            })
+            .map_err(|e| DashError(format!("cannot start the load thread: {e}")))?
+    };
+    Ok((loader, snapshots))
+}
+
+/// The thread running the capture; it returns how the traced program
+/// ended while traced, if it did.
+type TracerThread = std::thread::JoinHandle<Option<tracebench_trace::ExitStatus>>;
+
 /// A traced server and the load against it, running on their threads.
 struct Running {
     /// Returns how the traced program ended while traced, if it did.
-    tracer: Option<std::thread::JoinHandle<Option<tracebench_tracer::ExitStatus>>>,
+    tracer: Option<TracerThread>,
+    /// Ends the capture.
+    stop: StopHandle,
     loader: Option<std::thread::JoinHandle<()>>,
     cancel: Arc<AtomicBool>,
     limit: Arc<AtomicUsize>,
@@ -356,144 +531,56 @@ impl Running {
     /// Starts the tracer (which spawns or attaches), waits for the server
     /// to listen, and starts the load.
     fn start(config: &DashConfig) -> Result<Running, DashError> {
-        let (target, url) = match &config.traced {
-            Traced::Serve {
-                mode,
-                workers,
-                delay,
-            } => {
-                let addr = free_port()
-                    .map_err(|e| DashError(format!("no free port on 127.0.0.1: {e}")))?;
-                let args: Vec<std::ffi::OsString> = vec![
-                    "serve".into(),
-                    "--mode".into(),
-                    mode.into(),
-                    "--workers".into(),
-                    workers.to_string().into(),
-                    "--delay".into(),
-                    format!("{}ms", delay.as_millis()).into(),
-                    "--addr".into(),
-                    addr.to_string().into(),
-                ];
-                let program = config.exe.clone().into_os_string();
-                (
-                    tracebench_tracer::Target::Spawn { program, args },
-                    Some(format!("http://{addr}/")),
-                )
-            }
-            Traced::Command { program, args, url } => (
-                tracebench_tracer::Target::Spawn {
-                    program: program.clone(),
-                    args: args.clone(),
-                },
-                url.clone(),
-            ),
-            Traced::Attach { pid, url } => {
-                (tracebench_tracer::Target::Attach { pid: *pid }, url.clone())
-            }
-        };
+        let (tracee, url) = tracee_of(config)?;
         let load_target = url
             .map(|url| Target::parse(&url).map_err(|e| DashError(format!("--url: {e}"))))
             .transpose()?;
-        let trace_file = match &config.record {
-            Some(dir) => {
-                let command = match &target {
-                    tracebench_tracer::Target::Spawn { program, args } => {
-                        command_line(program, args)
-                    }
-                    tracebench_tracer::Target::Attach { pid } => vec![format!("-p {pid}")],
-                };
-                let path = dir.join("trace.tbt");
-                Some(
-                    TraceWriter::create(&path, &Header::now(command))
-                        .map_err(|e| DashError(format!("cannot create {}: {e}", path.display())))?,
-                )
-            }
-            None => None,
-        };
-        let (stdio, output) = match &target {
-            tracebench_tracer::Target::Spawn { .. } => {
+        let trace_file = open_trace_file(config, &tracee)?;
+        let (stdio, output) = match &tracee {
+            Tracee::Spawn { .. } => {
                 let log = config.record.as_ref().map(|dir| dir.join("output.log"));
                 let (write_end, lines) = capture_output(log.as_deref())?;
                 (ProgramStdio::Capture(Arc::new(write_end)), Some(lines))
             }
-            tracebench_tracer::Target::Attach { .. } => (ProgramStdio::Inherit, None),
+            Tracee::Attach { .. } => (ProgramStdio::Inherit, None),
         };
-        let (sink, source) = tracebench_tracer::sink::channel(1 << 16);
-        let (started_tx, started_rx) = mpsc::channel::<Result<(), String>>();
-        let selection = config.selection.clone();
-        let poll_idle = config.poll_idle;
-        let tracer = std::thread::Builder::new()
-            .name("tracer".into())
-            .spawn(move || {
-                // The tracer thread owns every ptrace call. A signal is
-                // only noted: the dashboard stops the load before the
-                // trace, as when the user quits.
-                let _ = tracebench_tracer::notice_signals();
-                let options = Options {
-                    selection,
-                    stdio,
-                    poll_idle,
-                    ..Options::default()
-                };
-                match Session::start(&target, &options) {
-                    Ok(session) => {
-                        let _ = started_tx.send(Ok(()));
-                        let mut sink = sink;
-                        // The file gets every event; the view may miss some.
-                        let outcome = match trace_file {
-                            Some(mut file) => {
-                                let outcome = session.run(&mut Tee(vec![&mut sink, &mut file]));
-                                if let Err(e) = file.finish() {
-                                    eprintln!(
-                                        "tracebench: the recording's trace file is incomplete: {e}"
-                                    );
-                                }
-                                outcome
-                            }
-                            None => session.run(&mut sink),
-                        };
-                        outcome.ok().and_then(|o| o.exit)
-                    }
-                    Err(e) => {
-                        let _ = started_tx.send(Err(e.to_string()));
-                        None
-                    }
-                }
-            })
-            .map_err(|e| DashError(format!("cannot start the tracer thread: {e}")))?;
-        match started_rx.recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                let _ = tracer.join();
-                return Err(DashError(format!("cannot trace the server: {e}")));
-            }
-            Err(_) => return Err(DashError("the tracer thread died".into())),
-        }
-        let limit = Arc::new(AtomicUsize::new(config.connections));
-        let cancel = Arc::new(AtomicBool::new(false));
-        let (snapshots_tx, snapshots) = mpsc::channel();
+        let (sink, source) = tracebench_trace::sink::channel(1 << 16);
+        let (tracer, stop) = start_tracer(config, tracee, stdio, sink, trace_file)?;
+        let mut running = Running {
+            tracer: Some(tracer),
+            stop,
+            loader: None,
+            cancel: Arc::new(AtomicBool::new(false)),
+            limit: Arc::new(AtomicUsize::new(config.connections)),
+            source,
+            snapshots: mpsc::channel().1,
+            cpu: CpuSampler::default(),
+            output,
+        };
         let Some(load_target) = load_target else {
-            return Ok(Running {
-                tracer: Some(tracer),
-                loader: None,
-                cancel,
-                limit,
-                source,
-                snapshots,
-                cpu: CpuSampler::default(),
-                output,
-            });
+            return Ok(running);
         };
-        let addr = load_target.addrs[0];
+        running.wait_for_listen(load_target.addrs[0])?;
+        let (loader, snapshots) = start_load(config, load_target, &running)?;
+        running.loader = Some(loader);
+        running.snapshots = snapshots;
+        Ok(running)
+    }
+
+    /// Waits until the server accepts connections at `addr` (10 s at most);
+    /// if it never does, stops the trace and says why.
+    fn wait_for_listen(&mut self, addr: SocketAddr) -> Result<(), DashError> {
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(addr).is_err() {
-            if Instant::now() > deadline || tracer.is_finished() {
-                let exited = tracer.is_finished();
-                tracebench_tracer::request_stop();
-                let _ = tracer.join();
+            let exited = self.traced_program_ended();
+            if Instant::now() > deadline || exited {
+                self.stop.stop();
+                if let Some(tracer) = self.tracer.take() {
+                    let _ = tracer.join();
+                }
                 // The program's own last words say why, far better than we can.
-                let said = output
+                let said = self
+                    .output
                     .as_ref()
                     .and_then(last_line)
                     .map_or_else(String::new, |line| {
@@ -507,60 +594,7 @@ impl Running {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-
-        let mut load = LoadConfig::new(load_target);
-        // Room for `]` to turn the concurrency up; the limit says how many
-        // of these connections carry requests.
-        load.connections = config.connections.max(MAX_LOAD_CONNECTIONS);
-        load.live_limit = Some(Arc::clone(&limit));
-        load.rate = config.rate;
-        load.stop = StopAfter::Duration(Duration::from_secs(24 * 3600));
-        let mut hlog_file = match &config.record {
-            Some(dir) => {
-                let path = dir.join("latency.hlog");
-                Some(
-                    std::fs::File::create(&path)
-                        .map_err(|e| DashError(format!("cannot create {}: {e}", path.display())))?,
-                )
-            }
-            None => None,
-        };
-        let loader = {
-            let cancel = Arc::clone(&cancel);
-            std::thread::Builder::new()
-                .name("load".into())
-                .spawn(move || {
-                    let mut serializer = V2DeflateSerializer::new();
-                    let mut log = hlog_file.as_mut().and_then(|file| {
-                        hlog::begin(
-                            file,
-                            &mut serializer,
-                            "tracebench dash; values in nanoseconds; 100 ms intervals",
-                        )
-                        .ok()
-                    });
-                    let _ = tracebench_loadgen::run_observed(&load, cancel, |s| {
-                        // Every 100 ms interval, empty ones too: a replay
-                        // redraws the throughput and the latency as they
-                        // were, not a second at a time.
-                        if let Some(log) = log.as_mut() {
-                            let _ = log.write_histogram(&s.latency, s.start, s.duration, None);
-                        }
-                        let _ = snapshots_tx.send(s.clone());
-                    });
-                })
-                .map_err(|e| DashError(format!("cannot start the load thread: {e}")))?
-        };
-        Ok(Running {
-            tracer: Some(tracer),
-            loader: Some(loader),
-            cancel,
-            limit,
-            source,
-            snapshots,
-            cpu: CpuSampler::default(),
-            output,
-        })
+        Ok(())
     }
 
     /// Whether the traced program is gone (the tracer has returned).
@@ -600,7 +634,7 @@ impl Running {
         }
         // The trace's clock is CLOCK_MONOTONIC: an idle program's states
         // age, and its timeline moves, without events.
-        app.update(Action::Tick(tracebench_tracer::monotonic_ns()));
+        app.update(Action::Tick(tracebench_trace::clock::monotonic_ns()));
         app.update(Action::Dropped(self.source.dropped.load(Ordering::Relaxed)));
     }
 
@@ -612,13 +646,13 @@ impl Running {
         mut self,
         app: &mut App,
         record: Option<&std::path::Path>,
-    ) -> Option<tracebench_tracer::ExitStatus> {
+    ) -> Option<tracebench_trace::ExitStatus> {
         let ended_by_itself = self.traced_program_ended();
         self.cancel.store(true, Ordering::SeqCst);
         if let Some(loader) = self.loader.take() {
             let _ = loader.join();
         }
-        tracebench_tracer::request_stop();
+        self.stop.stop();
         let exit = self
             .tracer
             .take()
@@ -822,6 +856,7 @@ impl Source for LiveSource<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tracebench_trace::{Backend, CaptureError};
 
     #[test]
     fn restarts_go_round_the_modes_and_never_reuse_a_recording() {
@@ -841,7 +876,12 @@ mod tests {
             headless_for: Duration::from_secs(1),
             record: Some("runs/T-pool-std".into()),
             restarts: 0,
-            poll_idle: true,
+            capture: CaptureStarter {
+                backend: Backend::Ptrace,
+                start: Arc::new(|_: &Tracee, _: ProgramStdio, _: &Selection| {
+                    Err(CaptureError::BadArgument("not started in this test".into()))
+                }),
+            },
         };
         let mut seen = vec![config.record.clone().unwrap()];
         for _ in 0..7 {

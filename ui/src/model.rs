@@ -6,16 +6,18 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, VecDeque};
 
 use hdrhistogram::Histogram;
+use tracebench_analysis::states::ThreadState;
+use tracebench_export::render::{
+    entry_args_of, exit_args_of, return_value, signal_name, syscall_name,
+};
 use tracebench_loadgen::Snapshot;
-use tracebench_loadgen::stats::new_histogram;
-use tracebench_tracer::decode::{entry_args, exit_args, return_value, signal_name, syscall_name};
-use tracebench_tracer::states::ThreadState;
+use tracebench_loadgen::stats::latency_histogram;
 
-use tracebench_tracer::attribution::Attributor;
-use tracebench_tracer::futexstat::FutexStats;
+use tracebench_analysis::attribution::Attributor;
+use tracebench_analysis::futexstat::FutexStats;
 
 use crate::history::StateHistory;
-use tracebench_tracer::{Event, EventKind, ExitStatus};
+use tracebench_trace::{DataCapture, Event, EventKind, ExitStatus, Sampled};
 
 /// How many recent events the events pane keeps.
 pub const RECENT_EVENTS: usize = 200;
@@ -61,7 +63,7 @@ pub struct ThreadRow {
     pub history: StateHistory,
     /// The syscall it is in: number, entry time, arguments, entry data
     /// (kept for the events pane's line when it returns).
-    pending: Option<(u32, u64, [u64; 6], Vec<u8>)>,
+    pending: Option<(u32, u64, [u64; 6], Vec<u8>, DataCapture)>,
     /// Whether an event of its own arrived (a thread names itself early,
     /// so by then its name is worth reading).
     seen: bool,
@@ -112,14 +114,17 @@ pub enum Recent {
     Call {
         /// The syscall.
         nr: u32,
-        /// Its arguments and the data read at entry, if the entry was seen.
-        entry: Option<([u64; 6], Vec<u8>)>,
+        /// Its arguments and the data read at entry (and whether it was
+        /// captured), if the entry was seen.
+        entry: Option<([u64; 6], Vec<u8>, DataCapture)>,
         /// When it was entered, if seen.
         entry_ns: Option<u64>,
         /// Its return value.
         ret: i64,
         /// The data read at exit.
         exit_data: Vec<u8>,
+        /// Whether the exit's data was captured.
+        exit_capture: DataCapture,
     },
     /// Anything else: a thread started or exited, a signal, an exec.
     Other(EventKind),
@@ -137,6 +142,7 @@ impl RecentEvent {
                 entry_ns,
                 ret,
                 exit_data,
+                exit_capture,
             } => {
                 let name = syscall_name(*nr);
                 let result = return_value(*nr, *ret);
@@ -144,11 +150,11 @@ impl RecentEvent {
                     .map(|e| format!(" <{:.6}>", self.time_ns.saturating_sub(e) as f64 / 1e9))
                     .unwrap_or_default();
                 match entry {
-                    Some((args, entry_data)) => {
+                    Some((args, entry_data, entry_capture)) => {
                         // Arguments filled in by the kernel continue
                         // those known at entry.
-                        let shown = entry_args(*nr, args, entry_data)
-                            + &exit_args(*nr, args, *ret, exit_data);
+                        let shown = entry_args_of(*nr, args, entry_data, *entry_capture)
+                            + &exit_args_of(*nr, args, *ret, exit_data, *exit_capture);
                         format!("{name}({shown}) = {result}{took}")
                     }
                     None => format!("<... {name} resumed>) = {result}"),
@@ -424,7 +430,7 @@ impl App {
             threads: BTreeMap::new(),
             window_ns: 5_000_000_000,
             now_ns: 0,
-            latency: new_histogram(),
+            latency: latency_histogram(),
             throughput: VecDeque::with_capacity(THROUGHPUT_HISTORY),
             completed: 0,
             failed: 0,
@@ -636,21 +642,32 @@ impl App {
             self.unnamed.push(event.tid);
         }
         let what = match event.kind {
-            EventKind::SyscallEntry { nr, args, data } => {
+            EventKind::SyscallEntry {
+                nr,
+                args,
+                data,
+                data_capture,
+            } => {
                 row.history.enter(ThreadState::of_syscall(nr, &args), at);
-                row.pending = Some((nr, at, args, data));
+                row.pending = Some((nr, at, args, data, data_capture));
                 return;
             }
-            EventKind::SyscallExit { nr, ret, data } => {
+            EventKind::SyscallExit {
+                nr,
+                ret,
+                data,
+                data_capture,
+            } => {
                 row.syscalls += 1;
                 row.history.enter(ThreadState::Running, at);
                 let entry = row.pending.take().filter(|(entered, ..)| *entered == nr);
                 Recent::Call {
                     nr,
                     entry_ns: entry.as_ref().map(|(_, at, ..)| *at),
-                    entry: entry.map(|(_, _, args, data)| (args, data)),
+                    entry: entry.map(|(_, _, args, data, capture)| (args, data, capture)),
                     ret,
                     exit_data: data,
+                    exit_capture: data_capture,
                 }
             }
             EventKind::Exited { .. } => {
@@ -680,6 +697,16 @@ impl App {
                     former.history.enter(ThreadState::Exited, at);
                 }
                 Recent::Other(EventKind::Exec { former_tid })
+            }
+            EventKind::Sampled { seen } => {
+                // A state seen, not a call: the timeline shows it.
+                let state = match seen {
+                    Sampled::Running => ThreadState::Running,
+                    Sampled::Blocked { nr, args } => ThreadState::of_syscall(nr, &args),
+                    Sampled::Gone => ThreadState::Exited,
+                };
+                row.history.enter(state, at);
+                return;
             }
             other => Recent::Other(other),
         };
@@ -796,7 +823,8 @@ fn load_step(connections: usize) -> usize {
 mod tests {
     use super::*;
     use std::time::Duration;
-    use tracebench_tracer::Creation;
+    use tracebench_trace::Creation;
+    use tracebench_trace::DataCapture;
 
     fn event(time_ns: u64, tid: i32, kind: EventKind) -> Action {
         Action::Trace(Event {
@@ -828,6 +856,7 @@ mod tests {
                 nr: futex,
                 args: wait,
                 data: vec![],
+                data_capture: DataCapture::Captured,
             },
         ));
         app.update(Action::Named {
@@ -849,6 +878,7 @@ mod tests {
                 nr: futex,
                 ret: 0,
                 data: vec![],
+                data_capture: DataCapture::Captured,
             },
         ));
         assert_eq!(app.state_of(101), ThreadState::Running);
@@ -890,7 +920,7 @@ mod tests {
     }
 
     fn tracebench_loadgen_snapshot(answered: u64) -> Snapshot {
-        let mut latency = new_histogram();
+        let mut latency = latency_histogram();
         for _ in 0..answered {
             latency.record(1_000_000).unwrap();
         }
@@ -1032,9 +1062,27 @@ mod tests {
             let nr = sysno.id() as u32;
             let args = [arg0, 0, 0, 0, 0, 0];
             let data = vec![];
-            app.update(event(t, 100, EventKind::SyscallEntry { nr, args, data }));
+            app.update(event(
+                t,
+                100,
+                EventKind::SyscallEntry {
+                    nr,
+                    args,
+                    data,
+                    data_capture: DataCapture::Captured,
+                },
+            ));
             let data = vec![];
-            app.update(event(t + 1, 100, EventKind::SyscallExit { nr, ret, data }));
+            app.update(event(
+                t + 1,
+                100,
+                EventKind::SyscallExit {
+                    nr,
+                    ret,
+                    data,
+                    data_capture: DataCapture::Captured,
+                },
+            ));
         };
         call(app, at, Sysno::accept4, 3, fd);
         call(app, at + 10, Sysno::recvfrom, fd as u64, 79);

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use crossterm::event::KeyCode;
 use tracebench_loadgen::Snapshot;
 use tracebench_loadgen::hlog::Damage;
-use tracebench_tracer::Event;
-use tracebench_tracer::file::{TraceFileError, TraceReader};
+use tracebench_trace::Event;
+use tracebench_trace::format::{TraceFileError, TraceReader};
 
 use crate::live::DashError;
 use crate::model::{Action, App};
@@ -55,7 +55,7 @@ struct LoadInterval {
 
 impl LoadInterval {
     fn snapshot(&self, index: usize) -> Snapshot {
-        let mut latency = tracebench_loadgen::stats::new_histogram();
+        let mut latency = tracebench_loadgen::stats::latency_histogram();
         let mut answered = 0;
         for &(value, count) in &self.counts {
             latency.saturating_record_n(value, count);
@@ -175,7 +175,7 @@ pub fn load(run: &Path) -> Result<Player, DashError> {
     // Checkpoints about evenly spread, at most MAX_CHECKPOINTS of them:
     // the index tells how many events there are (a cut file has none; its
     // size gives an estimate, at about ten bytes an event).
-    let expected_events = match tracebench_tracer::file::read_index(&trace_path) {
+    let expected_events = match tracebench_trace::format::read_index(&trace_path) {
         Ok(Some(blocks)) => blocks.iter().map(|b| u64::from(b.events)).sum(),
         _ => std::fs::metadata(&trace_path).map_or(0, |m| m.len() / 10),
     };
@@ -518,20 +518,23 @@ pub fn play(mut player: Player) -> Result<Replayed, DashError> {
         return Ok(Replayed {
             app: player.app,
             truncated,
+            signal: None,
         });
     }
     // SIGTERM, SIGHUP or SIGINT end the replay as q does, the terminal
     // given back (by default they would leave it in raw mode).
-    let _ = tracebench_tracer::notice_signals();
+    let (_watch, noticed) = tracebench_trace::signals::notice()
+        .map_err(|e| DashError(format!("cannot catch signals: {e}")))?;
     let mut terminal = crate::source::init_terminal()
         .map_err(|e| DashError(format!("cannot set up the terminal: {e}")))?;
     player.last_pump = Some(Instant::now());
-    let result = crate::source::drive(&mut terminal, &mut player);
+    let result = crate::source::drive(&mut terminal, &mut player, &noticed);
     crate::source::restore_terminal();
     result.map_err(|e| DashError(format!("terminal: {e}")))?;
     Ok(Replayed {
         app: player.app,
         truncated,
+        signal: noticed.first(),
     })
 }
 
@@ -541,6 +544,8 @@ pub struct Replayed {
     pub app: App,
     /// The recording was cut short (it replayed up to where it ends).
     pub truncated: bool,
+    /// The signal (SIGTERM, SIGHUP, SIGINT) that ended the replay, if one did.
+    pub signal: Option<i32>,
 }
 
 impl Source for Player {
@@ -568,13 +573,17 @@ impl Source for Player {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tracebench_tracer::file::{Header, TraceWriter};
-    use tracebench_tracer::{EventKind, EventSink};
+    use tracebench_trace::DataCapture;
+    use tracebench_trace::format::{Header, TraceWriter};
+    use tracebench_trace::{EventKind, EventSink};
 
     fn recording() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
-        let mut writer =
-            TraceWriter::create(&dir.path().join("trace.tbt"), &Header::now(vec![])).unwrap();
+        let mut writer = TraceWriter::create(
+            &dir.path().join("trace.tbt"),
+            &Header::now(vec![], tracebench_trace::Backend::Ptrace),
+        )
+        .unwrap();
         for (i, tid) in [1, 2, 1, 2, 1].into_iter().enumerate() {
             writer.event(&Event {
                 time_ns: 1_000_000_000 * (i as u64 + 1),
@@ -614,7 +623,7 @@ mod tests {
         );
         let intervals: Vec<Interval> = (0..n)
             .map(|i| {
-                let mut histogram = tracebench_loadgen::stats::new_histogram();
+                let mut histogram = tracebench_loadgen::stats::latency_histogram();
                 histogram.record_n(1_000_000, i + 1).unwrap();
                 Interval {
                     start: wall + Duration::from_millis(100 * i),
@@ -735,8 +744,11 @@ mod tests {
     /// A recording of `n` syscalls on 8 threads, 10 µs apart.
     fn long_recording(n: u64) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
-        let mut writer =
-            TraceWriter::create(&dir.path().join("trace.tbt"), &Header::now(vec![])).unwrap();
+        let mut writer = TraceWriter::create(
+            &dir.path().join("trace.tbt"),
+            &Header::now(vec![], tracebench_trace::Backend::Ptrace),
+        )
+        .unwrap();
         for i in 0..n {
             let tid = 100 + (i % 8) as i32;
             let kind = if (i / 8) % 2 == 0 {
@@ -744,12 +756,14 @@ mod tests {
                     nr: 202,
                     args: [0x1000 + tid as u64, 128, 0, 0, 0, 0],
                     data: vec![],
+                    data_capture: DataCapture::Captured,
                 }
             } else {
                 EventKind::SyscallExit {
                     nr: 202,
                     ret: 0,
                     data: vec![],
+                    data_capture: DataCapture::Captured,
                 }
             };
             writer.event(&Event {

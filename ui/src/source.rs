@@ -5,6 +5,7 @@
 use std::io;
 use std::path::Path;
 use std::time::Duration;
+use tracebench_trace::signals::Noticed;
 
 use crossterm::event::{self, Event as TermEvent, KeyCode, KeyEventKind, KeyModifiers};
 
@@ -122,7 +123,11 @@ impl TerminalWatch {
 /// Draws `source`'s model and answers keys until the user quits (or asks
 /// for a restart, or a signal or a hang-up ends the dashboard); the
 /// terminal must be set up by the caller.
-pub fn drive(terminal: &mut ratatui::DefaultTerminal, source: &mut dyn Source) -> io::Result<()> {
+pub fn drive(
+    terminal: &mut ratatui::DefaultTerminal,
+    source: &mut dyn Source,
+    noticed: &Noticed,
+) -> io::Result<()> {
     // Test hook: panic after this many frames, to check that a panic gives
     // the terminal back and leaves no traced program behind.
     let panic_after: Option<u64> = std::env::var("TRACEBENCH_TEST_PANIC_AFTER_FRAMES")
@@ -139,7 +144,7 @@ pub fn drive(terminal: &mut ratatui::DefaultTerminal, source: &mut dyn Source) -
         let app = source.app();
         // SIGTERM, SIGHUP or a SIGINT from outside: stop as `q` does, the
         // load first, the traced program after.
-        if app.quit || app.restart || tracebench_tracer::signalled().is_some() {
+        if app.quit || app.restart || noticed.first().is_some() {
             return Ok(());
         }
         terminal.draw(|frame| crate::view::draw(frame, app))?;

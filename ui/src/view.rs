@@ -7,7 +7,7 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Bar, BarChart, BarGroup, Block, Clear, Paragraph, Row, Sparkline, Table};
-use tracebench_tracer::states::ThreadState;
+use tracebench_analysis::states::ThreadState;
 
 use crate::keys::KEYMAP;
 use crate::model::{App, LowerPane};
@@ -477,7 +477,8 @@ mod tests {
     use crate::model::Action;
     use ratatui::Terminal;
     use ratatui::backend::TestBackend;
-    use tracebench_tracer::{Creation, Event, EventKind};
+    use tracebench_trace::DataCapture;
+    use tracebench_trace::{Creation, Event, EventKind};
 
     fn screen(app: &App) -> String {
         let mut terminal = Terminal::new(TestBackend::new(150, 36)).unwrap();
@@ -521,6 +522,7 @@ mod tests {
                 nr: futex,
                 args: [0xbeef, 128, 0, 0, 0, 0],
                 data: vec![],
+                data_capture: DataCapture::Captured,
             },
         ));
         app.update(e(
@@ -530,6 +532,7 @@ mod tests {
                 nr: accept4,
                 args: [3, 0, 0, 0, 0, 0],
                 data: vec![],
+                data_capture: DataCapture::Captured,
             },
         ));
         app.update(Action::Named {
@@ -540,7 +543,7 @@ mod tests {
             tid: 10,
             name: "tracebench".into(),
         });
-        let mut latency = tracebench_loadgen::stats::new_histogram();
+        let mut latency = tracebench_loadgen::stats::latency_histogram();
         for _ in 0..90 {
             latency.record(101_000_000).unwrap();
         }

@@ -1,0 +1,423 @@
+//! What each thread was doing, and when: a timeline of states built from
+//! events alone, for the dashboard, the exporters and `-c`.
+//!
+//! A thread is `Running` between syscalls it was seen in, and in the state
+//! its syscall implies while inside one (a FUTEX_WAIT is `FutexWait`, an
+//! accept4 is `Accept`, …). Syscalls that are not traced are invisible, so
+//! "Running" means "not inside a traced syscall".
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use syscalls::Sysno;
+
+use tracebench_trace::syscall::is_futex_wait;
+use tracebench_trace::{Event, EventKind, EventSink, Sampled};
+
+/// What a thread is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ThreadState {
+    /// Not inside a traced syscall.
+    Running,
+    /// Sleeping in a futex wait on this address.
+    FutexWait(u64),
+    /// Waiting for a connection (accept, accept4).
+    Accept,
+    /// Sleeping on purpose (nanosleep, clock_nanosleep).
+    Sleep,
+    /// Reading, writing, polling or closing.
+    Io,
+    /// Inside another traced syscall (its number).
+    Syscall(u32),
+    /// Gone.
+    Exited,
+}
+
+impl ThreadState {
+    /// The state a thread is in while inside syscall `nr` with `args`.
+    pub fn of_syscall(nr: u32, args: &[u64; 6]) -> ThreadState {
+        match Sysno::new(nr as usize) {
+            Some(Sysno::futex) if is_futex_wait(args[1]) => ThreadState::FutexWait(args[0]),
+            Some(Sysno::accept | Sysno::accept4) => ThreadState::Accept,
+            Some(Sysno::nanosleep | Sysno::clock_nanosleep) => ThreadState::Sleep,
+            Some(
+                Sysno::read
+                | Sysno::write
+                | Sysno::recvfrom
+                | Sysno::sendto
+                | Sysno::readv
+                | Sysno::writev
+                | Sysno::close
+                | Sysno::poll
+                | Sysno::ppoll
+                | Sysno::epoll_wait
+                | Sysno::epoll_pwait
+                | Sysno::select
+                | Sysno::pselect6,
+            ) => ThreadState::Io,
+            _ => ThreadState::Syscall(nr),
+        }
+    }
+
+    /// A short name for tables: `futex-wait`, `accept`, `sleep`, …
+    pub fn label(self) -> &'static str {
+        match self {
+            ThreadState::Running => "running",
+            ThreadState::FutexWait(_) => "futex-wait",
+            ThreadState::Accept => "accept",
+            ThreadState::Sleep => "sleep",
+            ThreadState::Io => "io",
+            ThreadState::Syscall(_) => "syscall",
+            ThreadState::Exited => "exited",
+        }
+    }
+}
+
+/// One stretch of time a thread spent in one state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Interval {
+    /// When it started (CLOCK_MONOTONIC ns).
+    pub start_ns: u64,
+    /// When it ended; `None` while it lasts.
+    pub end_ns: Option<u64>,
+    /// The state.
+    pub state: ThreadState,
+}
+
+/// The timeline of one thread.
+#[derive(Debug, Clone, Default)]
+pub struct ThreadTimeline {
+    /// Its process.
+    pub pid: i32,
+    /// Its intervals, oldest first, without gaps after the first.
+    pub intervals: Vec<Interval>,
+    /// Traced syscalls it completed.
+    pub syscalls: u64,
+}
+
+impl ThreadTimeline {
+    /// The state it was in at `at_ns` (`None` before its first interval).
+    pub fn state_at(&self, at_ns: u64) -> Option<ThreadState> {
+        let after = self.intervals.partition_point(|i| i.start_ns <= at_ns);
+        after.checked_sub(1).map(|i| self.intervals[i].state)
+    }
+
+    /// The state it is in now.
+    pub fn current(&self) -> ThreadState {
+        self.intervals
+            .last()
+            .map_or(ThreadState::Running, |i| i.state)
+    }
+
+    /// Since when it has been in its current state.
+    pub fn since_ns(&self) -> Option<u64> {
+        self.intervals.last().map(|i| i.start_ns)
+    }
+
+    fn enter(&mut self, state: ThreadState, at: u64) {
+        if let Some(last) = self.intervals.last_mut() {
+            if last.state == state {
+                return;
+            }
+            last.end_ns = Some(at);
+        }
+        self.intervals.push(Interval {
+            start_ns: at,
+            end_ns: None,
+            state,
+        });
+    }
+
+    /// Nanoseconds spent in each kind of state up to `now` (open
+    /// intervals are counted up to `now`).
+    pub fn time_by_state(&self, now_ns: u64) -> BTreeMap<&'static str, u64> {
+        let mut totals = BTreeMap::new();
+        for interval in &self.intervals {
+            let end = interval.end_ns.unwrap_or(now_ns).max(interval.start_ns);
+            *totals.entry(interval.state.label()).or_insert(0) += end - interval.start_ns;
+        }
+        totals
+    }
+}
+
+/// Every thread's timeline, fed event by event.
+#[derive(Debug, Clone, Default)]
+pub struct Timelines {
+    threads: BTreeMap<i32, ThreadTimeline>,
+    last_ns: u64,
+}
+
+impl Timelines {
+    /// An empty model.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Updates the model with one event.
+    pub fn apply(&mut self, event: &Event) {
+        self.last_ns = self.last_ns.max(event.time_ns);
+        let thread = self
+            .threads
+            .entry(event.tid)
+            .or_insert_with(|| ThreadTimeline {
+                pid: event.pid,
+                ..ThreadTimeline::default()
+            });
+        match &event.kind {
+            EventKind::SyscallEntry { nr, args, .. } => {
+                thread.enter(ThreadState::of_syscall(*nr, args), event.time_ns)
+            }
+            EventKind::SyscallExit { .. } => {
+                thread.syscalls += 1;
+                thread.enter(ThreadState::Running, event.time_ns);
+            }
+            EventKind::Exited { .. } => thread.enter(ThreadState::Exited, event.time_ns),
+            EventKind::Sampled { seen } => {
+                let state = match seen {
+                    Sampled::Running => ThreadState::Running,
+                    Sampled::Blocked { nr, args } => ThreadState::of_syscall(*nr, args),
+                    Sampled::Gone => ThreadState::Exited,
+                };
+                thread.enter(state, event.time_ns);
+            }
+            EventKind::Exec { former_tid } if *former_tid != event.tid => {
+                // The exec'ing thread took over the leader's tid.
+                if let Some(mut former) = self.threads.remove(former_tid) {
+                    former.enter(ThreadState::Exited, event.time_ns);
+                    self.threads.insert(*former_tid, former);
+                }
+            }
+            EventKind::Spawned {
+                child_tid,
+                child_pid,
+                ..
+            } => {
+                let at = event.time_ns;
+                let child = self
+                    .threads
+                    .entry(*child_tid)
+                    .or_insert_with(|| ThreadTimeline {
+                        pid: *child_pid,
+                        ..ThreadTimeline::default()
+                    });
+                if child.intervals.is_empty() {
+                    child.enter(ThreadState::Running, at);
+                }
+            }
+            _ => {
+                if thread.intervals.is_empty() {
+                    thread.enter(ThreadState::Running, event.time_ns);
+                }
+            }
+        }
+    }
+
+    /// The threads, by tid.
+    pub fn threads(&self) -> &BTreeMap<i32, ThreadTimeline> {
+        &self.threads
+    }
+
+    /// The time of the latest event applied.
+    pub fn last_ns(&self) -> u64 {
+        self.last_ns
+    }
+
+    /// Forgets threads that exited before `before_ns` (a fork-per-connection
+    /// server leaves one per request); returns their tids.
+    pub fn forget_exited_before(&mut self, before_ns: u64) -> Vec<i32> {
+        let gone: Vec<i32> = self
+            .threads
+            .iter()
+            .filter(|(_, t)| {
+                t.current() == ThreadState::Exited && t.since_ns().is_some_and(|s| s < before_ns)
+            })
+            .map(|(tid, _)| *tid)
+            .collect();
+        for tid in &gone {
+            self.threads.remove(tid);
+        }
+        gone
+    }
+
+    /// Forgets intervals that ended before `before_ns`, so a long live view
+    /// keeps bounded memory (the current interval of each thread stays).
+    pub fn prune_before(&mut self, before_ns: u64) {
+        for thread in self.threads.values_mut() {
+            let keep_from = thread
+                .intervals
+                .iter()
+                .position(|i| i.end_ns.is_none_or(|end| end >= before_ns))
+                .unwrap_or(thread.intervals.len());
+            thread.intervals.drain(..keep_from);
+        }
+    }
+
+    /// Records that thread `tid` of process `pid` was seen in `state` at
+    /// `at_ns` (for sources that observe states rather than events, such
+    /// as sampling /proc).
+    pub fn observe(&mut self, tid: i32, pid: i32, state: ThreadState, at_ns: u64) {
+        self.last_ns = self.last_ns.max(at_ns);
+        self.threads
+            .entry(tid)
+            .or_insert_with(|| ThreadTimeline {
+                pid,
+                ..ThreadTimeline::default()
+            })
+            .enter(state, at_ns);
+    }
+}
+
+impl EventSink for Timelines {
+    fn event(&mut self, event: &Event) {
+        self.apply(event);
+    }
+
+    /// Time passes without events too: a sampler emits only changes, and
+    /// a thread still blocked now has been blocked until now.
+    fn idle(&mut self, now_ns: u64) {
+        self.last_ns = self.last_ns.max(now_ns);
+    }
+}
+
+/// The per-thread table: syscalls seen and the share of its life each
+/// thread spent in each state.
+impl fmt::Display for Timelines {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "    tid   syscalls  running  futex-wait   accept    sleep       io  syscall"
+        )?;
+        for (tid, thread) in &self.threads {
+            let times = thread.time_by_state(self.last_ns);
+            let lived: u64 = times
+                .iter()
+                .filter(|(k, _)| **k != "exited")
+                .map(|(_, v)| v)
+                .sum();
+            let share = |label: &str| {
+                let ns = times.get(label).copied().unwrap_or(0);
+                if lived > 0 {
+                    format!("{:>7.1}%", 100.0 * ns as f64 / lived as f64)
+                } else {
+                    format!("{:>8}", "-")
+                }
+            };
+            writeln!(
+                f,
+                "{tid:>7} {:>10} {} {:>11} {} {} {} {}",
+                thread.syscalls,
+                share("running"),
+                share("futex-wait"),
+                share("accept"),
+                share("sleep"),
+                share("io"),
+                share("syscall"),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracebench_trace::DataCapture;
+
+    fn at(time_ns: u64, tid: i32, kind: EventKind) -> Event {
+        Event {
+            time_ns,
+            pid: 1,
+            tid,
+            kind,
+        }
+    }
+
+    #[test]
+    fn states_follow_syscalls() {
+        let futex = Sysno::futex.id() as u32;
+        let accept4 = Sysno::accept4.id() as u32;
+        let wait = [
+            0xabc,
+            libc::FUTEX_WAIT as u64 | libc::FUTEX_PRIVATE_FLAG as u64,
+            0,
+            0,
+            0,
+            0,
+        ];
+        let mut model = Timelines::new();
+        model.apply(&at(
+            0,
+            1,
+            EventKind::Spawned {
+                child_tid: 2,
+                child_pid: 1,
+                creation: tracebench_trace::Creation::Thread,
+            },
+        ));
+        model.apply(&at(
+            10,
+            2,
+            EventKind::SyscallEntry {
+                nr: futex,
+                args: wait,
+                data: vec![],
+                data_capture: DataCapture::Captured,
+            },
+        ));
+        model.apply(&at(
+            20,
+            1,
+            EventKind::SyscallEntry {
+                nr: accept4,
+                args: [3, 0, 0, 0, 0, 0],
+                data: vec![],
+                data_capture: DataCapture::Captured,
+            },
+        ));
+        assert_eq!(model.threads()[&2].current(), ThreadState::FutexWait(0xabc));
+        assert_eq!(model.threads()[&1].current(), ThreadState::Accept);
+        model.apply(&at(
+            50,
+            2,
+            EventKind::SyscallExit {
+                nr: futex,
+                ret: 0,
+                data: vec![],
+                data_capture: DataCapture::Captured,
+            },
+        ));
+        model.apply(&at(
+            60,
+            2,
+            EventKind::Exited {
+                status: tracebench_trace::ExitStatus::Code(0),
+            },
+        ));
+        let worker = &model.threads()[&2];
+        assert_eq!(worker.current(), ThreadState::Exited);
+        assert_eq!(worker.syscalls, 1);
+        let times = worker.time_by_state(100);
+        assert_eq!(times["futex-wait"], 40);
+        assert_eq!(times["running"], 10 + 10);
+    }
+
+    #[test]
+    fn state_at_and_pruning() {
+        let mut model = Timelines::new();
+        model.observe(1, 1, ThreadState::Running, 0);
+        model.observe(1, 1, ThreadState::Sleep, 100);
+        model.observe(1, 1, ThreadState::Running, 200);
+        let thread = &model.threads()[&1];
+        assert_eq!(thread.state_at(50), Some(ThreadState::Running));
+        assert_eq!(thread.state_at(150), Some(ThreadState::Sleep));
+        assert_eq!(thread.state_at(999), Some(ThreadState::Running));
+        model.prune_before(150);
+        assert_eq!(model.threads()[&1].intervals.len(), 2);
+        model.prune_before(10_000);
+        assert_eq!(
+            model.threads()[&1].intervals.len(),
+            1,
+            "the current interval stays"
+        );
+    }
+}

@@ -1,0 +1,135 @@
+//! Attaching to a running process, and letting go of it.
+
+use std::path::Path;
+
+use tracebench_trace::{CaptureError, EventSink};
+
+use super::{Engine, Thread, ptrace_options};
+use crate::proc::{task_state, tgid_of, tracer_of};
+use crate::ptrace::{self, Stop, Tid};
+
+impl Engine {
+    /// Seizes every thread of `pid`, re-reading /proc/PID/task until a
+    /// pass finds no new thread (threads may be created while we attach),
+    /// then interrupts each so the loop can start tracing it.
+    pub(crate) fn attach(&mut self, pid: i32) -> Result<(), CaptureError> {
+        if pid <= 0 || !Path::new(&format!("/proc/{pid}")).exists() {
+            return Err(CaptureError::NoSuchProcess(pid));
+        }
+        if tgid_of(pid) != pid {
+            return Err(CaptureError::BadArgument(format!(
+                "{pid} is a thread, not a process; use its process id"
+            )));
+        }
+        self.root = pid;
+        let options = ptrace_options(false, self.options.follow_forks, false);
+        loop {
+            let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+                .map_err(|_| CaptureError::NoSuchProcess(pid))?;
+            let mut new = 0;
+            for task in tasks.flatten() {
+                let Some(tid) = task
+                    .file_name()
+                    .to_str()
+                    .and_then(|t| t.parse::<Tid>().ok())
+                else {
+                    continue;
+                };
+                if self.threads.contains_key(&tid) {
+                    continue;
+                }
+                if task_state(tid) == Some('Z') {
+                    // A leader that exited before its threads: nothing to
+                    // trace, and it cannot be seized.
+                    continue;
+                }
+                match ptrace::seize(tid, options) {
+                    Ok(()) => {
+                        new += 1;
+                        self.threads.insert(tid, Thread::new(pid));
+                        let _ = ptrace::interrupt(tid);
+                    }
+                    Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+                    // A thread created by one we already seized is traced
+                    // through PTRACE_O_TRACECLONE: ours already, and its
+                    // first stop is on its way.
+                    Err(e)
+                        if e.raw_os_error() == Some(libc::EPERM)
+                            && tracer_of(tid) == Some(std::process::id() as Tid) =>
+                    {
+                        new += 1;
+                        self.threads.insert(tid, Thread::new(pid));
+                    }
+                    Err(e) if e.raw_os_error() == Some(libc::EPERM) && self.threads.is_empty() => {
+                        return Err(CaptureError::NotPermitted {
+                            pid,
+                            why: "another tracer, another user, or kernel.yama.ptrace_scope; try as root".into(),
+                        });
+                    }
+                    // Exiting as we looked: gone.
+                    Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
+                    Err(source) => {
+                        return Err(CaptureError::Os {
+                            what: "PTRACE_SEIZE",
+                            source,
+                        });
+                    }
+                }
+            }
+            if new == 0 {
+                break;
+            }
+        }
+        if self.threads.is_empty() {
+            return Err(CaptureError::NoSuchProcess(pid));
+        }
+        Ok(())
+    }
+
+    /// Lets go of every thread so the program runs on as if never traced.
+    /// A thread must be in a ptrace-stop to be detached: interrupt each,
+    /// wait for its stop, and pass on a signal it was about to receive.
+    pub(super) fn detach_all(&mut self, sink: &mut dyn EventSink) {
+        // Threads past PTRACE_EVENT_EXIT never stop again: do not wait for
+        // them (a zombie leader would hold the loop forever).
+        self.threads.retain(|_, t| !t.exiting);
+        for &tid in self.threads.keys() {
+            let _ = ptrace::interrupt(tid);
+        }
+        while !self.threads.is_empty() {
+            let (tid, status) = match ptrace::wait_any(false) {
+                Ok(Some(stop)) => stop,
+                Ok(None) => continue,
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                Err(_) => break,
+            };
+            match Stop::from_status(status) {
+                Some(Stop::Exited(_) | Stop::Killed(_)) | None => self.handle(tid, status, sink),
+                Some(Stop::Signal(signal)) => {
+                    let _ = ptrace::detach(tid, signal);
+                    self.threads.remove(&tid);
+                }
+                Some(Stop::Event(
+                    libc::PTRACE_EVENT_CLONE | libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK,
+                    _,
+                )) => {
+                    // A task born while we let go is ours too: wait for its
+                    // first stop and detach it as well.
+                    if let Ok(child) = ptrace::event_message(tid) {
+                        self.threads
+                            .entry(child as Tid)
+                            .or_insert_with(|| Thread::new(child as Tid));
+                    }
+                    let _ = ptrace::detach(tid, 0);
+                    self.threads.remove(&tid);
+                }
+                Some(_) => {
+                    let _ = ptrace::detach(tid, 0);
+                    self.threads.remove(&tid);
+                }
+            }
+            self.threads.retain(|_, t| !t.exiting);
+        }
+        self.detached = true;
+    }
+}

@@ -1,0 +1,189 @@
+//! Chrome trace event JSON, which ui.perfetto.dev and chrome://tracing
+//! open: a named track per thread, each traced syscall a slice from entry
+//! to exit, thread creation, exit, signals and exec as instants.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{self, Write};
+
+use serde_json::json;
+
+use crate::render::{entry_args_of, return_value, signal_name, syscall_name};
+use tracebench_trace::{Event, EventKind, ExitStatus};
+
+struct Open {
+    nr: u32,
+    start_ns: u64,
+    text: String,
+}
+
+/// Streams `events` to `out` as one Chrome trace JSON document.
+pub fn write<W: Write>(events: impl IntoIterator<Item = Event>, mut out: W) -> io::Result<W> {
+    out.write_all(b"{\"displayTimeUnit\":\"ns\",\"traceEvents\":[\n")?;
+    let mut first_record = true;
+    let mut emit = |out: &mut W, value: serde_json::Value| -> io::Result<()> {
+        if !first_record {
+            out.write_all(b",\n")?;
+        }
+        first_record = false;
+        serde_json::to_writer(&mut *out, &value)?;
+        Ok(())
+    };
+    let mut origin: Option<u64> = None;
+    let mut named: HashSet<i32> = HashSet::new();
+    let mut open: HashMap<i32, Open> = HashMap::new();
+    let mut last_ns = 0;
+    let micros = |ns: u64, origin: u64| (ns.saturating_sub(origin)) as f64 / 1000.0;
+    for event in events {
+        let origin = *origin.get_or_insert(event.time_ns);
+        last_ns = last_ns.max(event.time_ns);
+        let (pid, tid) = (event.pid, event.tid);
+        if named.insert(tid) {
+            emit(
+                &mut out,
+                json!({"name": "thread_name", "ph": "M", "pid": pid, "tid": tid,
+                "args": {"name": if pid == tid { format!("{tid} (main)") } else { tid.to_string() }}}),
+            )?;
+        }
+        let ts = micros(event.time_ns, origin);
+        let instant = |name: String| json!({"name": name, "ph": "i", "s": "t", "pid": pid, "tid": tid, "ts": ts});
+        match &event.kind {
+            EventKind::SyscallEntry {
+                nr,
+                args,
+                data,
+                data_capture,
+            } => {
+                open.insert(
+                    tid,
+                    Open {
+                        nr: *nr,
+                        start_ns: event.time_ns,
+                        text: entry_args_of(*nr, args, data, *data_capture),
+                    },
+                );
+            }
+            EventKind::SyscallExit { nr, ret, .. } => {
+                let (start_ns, text) = match open.remove(&tid) {
+                    Some(o) if o.nr == *nr => (o.start_ns, o.text),
+                    _ => (event.time_ns, String::new()),
+                };
+                emit(
+                    &mut out,
+                    json!({"name": syscall_name(*nr), "cat": "syscall", "ph": "X", "pid": pid, "tid": tid,
+                    "ts": micros(start_ns, origin), "dur": micros(event.time_ns, start_ns),
+                    "args": {"args": text, "ret": return_value(*nr, *ret)}}),
+                )?;
+            }
+            EventKind::Spawned { child_tid, .. } => {
+                emit(&mut out, instant(format!("spawn {child_tid}")))?
+            }
+            EventKind::Exited { status } => {
+                let name = match status {
+                    ExitStatus::Code(code) => format!("exit {code}"),
+                    ExitStatus::Signal(signal) => format!("killed by {}", signal_name(*signal)),
+                };
+                emit(&mut out, instant(name))?;
+            }
+            EventKind::Signal { signal } => emit(&mut out, instant(signal_name(*signal)))?,
+            EventKind::GroupStop { signal } => emit(
+                &mut out,
+                instant(format!("stopped by {}", signal_name(*signal))),
+            )?,
+            EventKind::Exec { .. } => emit(&mut out, instant("exec".to_owned()))?,
+            // Sampled states are timelines, not calls: the dashboard and
+            // `-c` show them.
+            EventKind::Sampled { .. } => {}
+        }
+    }
+    // Calls still in progress when the trace ended run to its end.
+    let origin = origin.unwrap_or(0);
+    let mut unfinished: Vec<_> = open.into_iter().collect();
+    unfinished.sort_by_key(|(tid, _)| *tid);
+    for (tid, o) in unfinished {
+        emit(
+            &mut out,
+            json!({"name": syscall_name(o.nr), "cat": "syscall", "ph": "X", "tid": tid,
+            "pid": tid, "ts": micros(o.start_ns, origin), "dur": micros(last_ns, o.start_ns),
+            "args": {"args": o.text, "ret": "unfinished"}}),
+        )?;
+    }
+    out.write_all(b"\n]}\n")?;
+    out.flush()?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use syscalls::Sysno;
+    use tracebench_trace::DataCapture;
+
+    #[test]
+    fn slices_and_instants_form_valid_json() {
+        let futex = Sysno::futex.id() as u32;
+        let e = |time_ns, tid, kind| Event {
+            time_ns,
+            pid: 1,
+            tid,
+            kind,
+        };
+        let events = vec![
+            e(
+                1_000,
+                1,
+                EventKind::Spawned {
+                    child_tid: 2,
+                    child_pid: 1,
+                    creation: tracebench_trace::Creation::Thread,
+                },
+            ),
+            e(
+                2_000,
+                2,
+                EventKind::SyscallEntry {
+                    nr: futex,
+                    args: [16, 128, 0, 0, 0, 0],
+                    data: vec![],
+                    data_capture: DataCapture::Captured,
+                },
+            ),
+            e(
+                9_000,
+                2,
+                EventKind::SyscallExit {
+                    nr: futex,
+                    ret: 0,
+                    data: vec![],
+                    data_capture: DataCapture::Captured,
+                },
+            ),
+            e(
+                9_500,
+                1,
+                EventKind::SyscallEntry {
+                    nr: futex,
+                    args: [16, 128, 1, 0, 0, 0],
+                    data: vec![],
+                    data_capture: DataCapture::Captured,
+                },
+            ),
+        ];
+        let bytes = write(events, Vec::new()).unwrap();
+        let doc: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        let records = doc["traceEvents"].as_array().unwrap();
+        let slice = records
+            .iter()
+            .find(|r| r["ph"] == "X" && r["tid"] == 2)
+            .unwrap();
+        assert_eq!(slice["name"], "futex");
+        assert_eq!(slice["ts"], 1.0);
+        assert_eq!(slice["dur"], 7.0);
+        assert!(
+            records
+                .iter()
+                .any(|r| r["ph"] == "i" && r["name"] == "spawn 2")
+        );
+        assert!(records.iter().any(|r| r["args"]["ret"] == "unfinished"));
+        assert_eq!(records.iter().filter(|r| r["ph"] == "M").count(), 2);
+    }
+}

@@ -1,0 +1,520 @@
+//! strace-compatible text output.
+//!
+//! Lines look like `strace -f`'s: `[pid  1234] futex(0x7f…,
+//! FUTEX_WAIT_PRIVATE, 0, NULL) = 0`. A call that blocks while another
+//! thread does something is split as strace splits it, into
+//! `… <unfinished ...>` and `[pid 1234] <... futex resumed>) = 0`.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{self, Write};
+
+use crate::render::{entry_args_of, exit_args_of, return_value, signal_name, syscall_name};
+use tracebench_trace::{Event, EventKind, EventSink, ExitStatus};
+
+/// When to print a timestamp before each line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Timestamps {
+    /// No timestamp.
+    #[default]
+    None,
+    /// Wall-clock time of day, to the second (`-t`).
+    Seconds,
+    /// Wall-clock time with microseconds (`-tt`).
+    Absolute,
+    /// Seconds since the epoch, with microseconds (`-ttt`).
+    Epoch,
+    /// Seconds since the previous line (`-r`).
+    Relative,
+}
+
+/// Options of the text format.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TextOptions {
+    /// Timestamps before each line.
+    pub timestamps: Timestamps,
+    /// Time spent in each syscall, `<0.000123>` at the end (`-T`).
+    pub durations: bool,
+}
+
+struct Pending {
+    nr: u32,
+    args: [u64; 6],
+    entry_ns: u64,
+}
+
+/// Writes events as strace would print them.
+pub struct StraceWriter<W: Write> {
+    out: W,
+    options: TextOptions,
+    /// The thread whose entry line is still open (no newline yet).
+    open_line: Option<i32>,
+    pending: HashMap<i32, Pending>,
+    threads_seen: HashSet<i32>,
+    /// Several threads were traced from the first line on (an attach).
+    several_from_start: bool,
+    last_ns: Option<u64>,
+    realtime_offset_ns: i128,
+    error: Option<io::Error>,
+}
+
+fn clock_ns(clock: libc::clockid_t) -> i128 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes only to our local timespec.
+    unsafe { libc::clock_gettime(clock, &mut now) };
+    now.tv_sec as i128 * 1_000_000_000 + now.tv_nsec as i128
+}
+
+impl<W: Write> StraceWriter<W> {
+    /// A writer to `out`.
+    pub fn new(out: W, options: TextOptions) -> Self {
+        StraceWriter {
+            out,
+            options,
+            open_line: None,
+            pending: HashMap::new(),
+            threads_seen: HashSet::new(),
+            several_from_start: false,
+            last_ns: None,
+            realtime_offset_ns: clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_MONOTONIC),
+            error: None,
+        }
+    }
+
+    /// Says that `threads` threads are traced before the first event (an
+    /// attach to a running program): with more than one, every line
+    /// carries its `[pid N]`, the first ones too, as strace's do.
+    pub fn threads_at_start(&mut self, threads: usize) {
+        self.several_from_start = threads > 1;
+    }
+
+    /// Flushes and returns the first write error, if any happened.
+    pub fn finish(mut self) -> io::Result<W> {
+        if self.open_line.take().is_some() {
+            self.write(" <unfinished ...>\n".to_owned());
+        }
+        if let Some(error) = self.error.take() {
+            return Err(error);
+        }
+        self.out.flush()?;
+        Ok(self.out)
+    }
+
+    fn write(&mut self, text: String) {
+        if self.error.is_none()
+            && let Err(e) = self.out.write_all(text.as_bytes())
+        {
+            self.error = Some(e);
+        }
+    }
+
+    fn prefix(&mut self, event: &Event) -> String {
+        let mut text = String::new();
+        if self.threads_seen.len() > 1 || self.several_from_start {
+            text += &format!("[pid {:>5}] ", event.tid);
+        }
+        match self.options.timestamps {
+            Timestamps::None => {}
+            Timestamps::Epoch => {
+                let wall = event.time_ns as i128 + self.realtime_offset_ns;
+                text += &format!(
+                    "{}.{:06} ",
+                    wall / 1_000_000_000,
+                    (wall % 1_000_000_000) / 1000
+                );
+            }
+            Timestamps::Seconds | Timestamps::Absolute => {
+                let wall = event.time_ns as i128 + self.realtime_offset_ns;
+                let seconds = (wall / 1_000_000_000) as libc::time_t;
+                let micros = (wall % 1_000_000_000) / 1000;
+                // SAFETY: localtime_r fills our local tm from our local time_t.
+                let tm = unsafe {
+                    let mut tm: libc::tm = std::mem::zeroed();
+                    libc::localtime_r(&seconds, &mut tm);
+                    tm
+                };
+                text += &format!("{:02}:{:02}:{:02}", tm.tm_hour, tm.tm_min, tm.tm_sec);
+                if self.options.timestamps == Timestamps::Absolute {
+                    text += &format!(".{micros:06}");
+                }
+                text.push(' ');
+            }
+            Timestamps::Relative => {
+                let since = event
+                    .time_ns
+                    .saturating_sub(self.last_ns.unwrap_or(event.time_ns));
+                text += &format!(
+                    "{:>3}.{:06} ",
+                    since / 1_000_000_000,
+                    (since % 1_000_000_000) / 1000
+                );
+            }
+        }
+        self.last_ns = Some(event.time_ns);
+        text
+    }
+
+    /// Ends another thread's open entry line before printing for `tid`.
+    fn interrupt_open_line(&mut self, tid: i32) {
+        if let Some(open) = self.open_line
+            && open != tid
+        {
+            self.write(" <unfinished ...>\n".to_owned());
+            self.open_line = None;
+        }
+    }
+
+    fn duration(&self, pending: Option<&Pending>, now: u64) -> String {
+        match (self.options.durations, pending) {
+            (true, Some(p)) => {
+                let spent = now.saturating_sub(p.entry_ns);
+                format!(
+                    " <{}.{:06}>",
+                    spent / 1_000_000_000,
+                    (spent % 1_000_000_000) / 1000
+                )
+            }
+            _ => String::new(),
+        }
+    }
+}
+
+impl<W: Write> EventSink for StraceWriter<W> {
+    fn event(&mut self, event: &Event) {
+        self.threads_seen.insert(event.tid);
+        let tid = event.tid;
+        match &event.kind {
+            EventKind::SyscallEntry {
+                nr,
+                args,
+                data,
+                data_capture,
+            } => {
+                self.interrupt_open_line(tid);
+                let prefix = self.prefix(event);
+                self.write(format!(
+                    "{prefix}{}({}",
+                    syscall_name(*nr),
+                    entry_args_of(*nr, args, data, *data_capture)
+                ));
+                self.open_line = Some(tid);
+                self.pending.insert(
+                    tid,
+                    Pending {
+                        nr: *nr,
+                        args: *args,
+                        entry_ns: event.time_ns,
+                    },
+                );
+            }
+            EventKind::SyscallExit {
+                nr,
+                ret,
+                data,
+                data_capture,
+            } => {
+                let pending = self.pending.remove(&tid);
+                let args = pending.as_ref().map_or([0; 6], |p| p.args);
+                let tail = format!(
+                    "{}) = {}{}\n",
+                    exit_args_of(*nr, &args, *ret, data, *data_capture),
+                    return_value(*nr, *ret),
+                    self.duration(pending.as_ref(), event.time_ns)
+                );
+                if self.open_line == Some(tid) {
+                    self.open_line = None;
+                    self.write(tail);
+                } else {
+                    self.interrupt_open_line(tid);
+                    let prefix = self.prefix(event);
+                    self.write(format!("{prefix}<... {} resumed>{tail}", syscall_name(*nr)));
+                }
+            }
+            EventKind::Exited { status } => {
+                if let Some(pending) = self.pending.remove(&tid) {
+                    // exit, exit_group, or a call the thread died in.
+                    if self.open_line == Some(tid) {
+                        self.write(") = ?\n".to_owned());
+                        self.open_line = None;
+                    } else {
+                        self.interrupt_open_line(tid);
+                        let prefix = self.prefix(event);
+                        self.write(format!(
+                            "{prefix}<... {} resumed>) = ?\n",
+                            syscall_name(pending.nr)
+                        ));
+                    }
+                }
+                self.interrupt_open_line(tid);
+                let prefix = self.prefix(event);
+                let text = match status {
+                    ExitStatus::Code(code) => format!("{prefix}+++ exited with {code} +++\n"),
+                    ExitStatus::Signal(signal) => {
+                        format!("{prefix}+++ killed by {} +++\n", signal_name(*signal))
+                    }
+                };
+                self.write(text);
+            }
+            EventKind::Signal { signal } => {
+                self.interrupt_open_line(tid);
+                let prefix = self.prefix(event);
+                self.write(format!("{prefix}--- {} ---\n", signal_name(*signal)));
+            }
+            EventKind::GroupStop { signal } => {
+                self.interrupt_open_line(tid);
+                let prefix = self.prefix(event);
+                self.write(format!(
+                    "{prefix}--- stopped by {} ---\n",
+                    signal_name(*signal)
+                ));
+            }
+            EventKind::Spawned { child_tid, .. } => {
+                self.threads_seen.insert(*child_tid);
+            }
+            EventKind::Exec { former_tid } if *former_tid != tid => {
+                // A non-leader exec'ed: the old leader is gone (its last
+                // call never returns) and the execing thread, still inside
+                // execve, now answers to the leader's tid.
+                if self.open_line.take().is_some() {
+                    self.write(" <unfinished ...>\n".to_owned());
+                }
+                if let Some(gone) = self.pending.remove(&tid) {
+                    let prefix = self.prefix(event);
+                    self.write(format!(
+                        "{prefix}<... {} resumed>) = ?\n",
+                        syscall_name(gone.nr)
+                    ));
+                }
+                let prefix = self.prefix(event);
+                self.write(format!(
+                    "{prefix}+++ superseded by execve in pid {former_tid} +++\n"
+                ));
+                if let Some(execve) = self.pending.remove(former_tid) {
+                    self.pending.insert(tid, execve);
+                }
+            }
+            EventKind::Exec { .. } => {}
+            // strace has no line for a sample; -c and the dashboard show them.
+            EventKind::Sampled { .. } => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use syscalls::Sysno;
+    use tracebench_trace::DataCapture;
+
+    fn event(tid: i32, time_ns: u64, kind: EventKind) -> Event {
+        Event {
+            time_ns,
+            pid: 100,
+            tid,
+            kind,
+        }
+    }
+
+    /// One `close(3) = 0` by thread 101, as written with `options` after
+    /// an attach to `threads` threads.
+    fn a_close(options: TextOptions, threads: usize) -> String {
+        let close = Sysno::close.id() as u32;
+        let mut writer = StraceWriter::new(Vec::new(), options);
+        writer.threads_at_start(threads);
+        let args = [3, 0, 0, 0, 0, 0];
+        let data = vec![];
+        writer.event(&event(
+            101,
+            1,
+            EventKind::SyscallEntry {
+                nr: close,
+                args,
+                data,
+                data_capture: DataCapture::Captured,
+            },
+        ));
+        let data = vec![];
+        writer.event(&event(
+            101,
+            2,
+            EventKind::SyscallExit {
+                nr: close,
+                ret: 0,
+                data,
+                data_capture: DataCapture::Captured,
+            },
+        ));
+        String::from_utf8(writer.finish().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn t_tt_and_ttt_stamp_lines_as_strace_does() {
+        let stamp = |timestamps: Timestamps| {
+            let options = TextOptions {
+                timestamps,
+                ..TextOptions::default()
+            };
+            a_close(options, 1).split_once(' ').unwrap().0.to_owned()
+        };
+        let shape = |text: &str| -> String {
+            text.chars()
+                .map(|c| if c.is_ascii_digit() { '9' } else { c })
+                .collect()
+        };
+        assert_eq!(shape(&stamp(Timestamps::Seconds)), "99:99:99");
+        assert_eq!(shape(&stamp(Timestamps::Absolute)), "99:99:99.999999");
+        let epoch = stamp(Timestamps::Epoch);
+        let (seconds, micros) = epoch.split_once('.').unwrap();
+        assert!(seconds.parse::<u64>().unwrap() > 1_600_000_000, "{epoch}");
+        assert_eq!(micros.len(), 6, "{epoch}");
+    }
+
+    #[test]
+    fn after_an_attach_to_several_threads_the_first_line_names_its_thread() {
+        assert_eq!(
+            a_close(TextOptions::default(), 6),
+            "[pid   101] close(3) = 0\n"
+        );
+        assert_eq!(a_close(TextOptions::default(), 1), "close(3) = 0\n");
+    }
+
+    #[test]
+    fn interleaved_calls_split_like_strace() {
+        let futex = Sysno::futex.id() as u32;
+        let close = Sysno::close.id() as u32;
+        let wait = [
+            0x10,
+            (libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG) as u64,
+            0,
+            0,
+            0,
+            0,
+        ];
+        let mut writer = StraceWriter::new(Vec::new(), TextOptions::default());
+        for e in [
+            event(
+                100,
+                1,
+                EventKind::Spawned {
+                    child_tid: 101,
+                    child_pid: 100,
+                    creation: tracebench_trace::Creation::Thread,
+                },
+            ),
+            event(
+                101,
+                2,
+                EventKind::SyscallEntry {
+                    nr: futex,
+                    args: wait,
+                    data: vec![],
+                    data_capture: DataCapture::Captured,
+                },
+            ),
+            event(
+                100,
+                3,
+                EventKind::SyscallEntry {
+                    nr: close,
+                    args: [4, 0, 0, 0, 0, 0],
+                    data: vec![],
+                    data_capture: DataCapture::Captured,
+                },
+            ),
+            event(
+                100,
+                4,
+                EventKind::SyscallExit {
+                    nr: close,
+                    ret: 0,
+                    data: vec![],
+                    data_capture: DataCapture::Captured,
+                },
+            ),
+            event(
+                101,
+                5,
+                EventKind::SyscallExit {
+                    nr: futex,
+                    ret: 0,
+                    data: vec![],
+                    data_capture: DataCapture::Captured,
+                },
+            ),
+            event(
+                101,
+                6,
+                EventKind::Exited {
+                    status: ExitStatus::Code(0),
+                },
+            ),
+        ] {
+            writer.event(&e);
+        }
+        let text = String::from_utf8(writer.finish().unwrap()).unwrap();
+        assert_eq!(
+            text,
+            "[pid   101] futex(0x10, FUTEX_WAIT_PRIVATE, 0, NULL <unfinished ...>\n\
+             [pid   100] close(4) = 0\n\
+             [pid   101] <... futex resumed>) = 0\n\
+             [pid   101] +++ exited with 0 +++\n"
+        );
+    }
+
+    #[test]
+    fn durations_and_exit_group() {
+        let exit_group = Sysno::exit_group.id() as u32;
+        let read = Sysno::read.id() as u32;
+        let options = TextOptions {
+            timestamps: Timestamps::Relative,
+            durations: true,
+        };
+        let mut writer = StraceWriter::new(Vec::new(), options);
+        writer.event(&event(
+            7,
+            1_000,
+            EventKind::SyscallEntry {
+                nr: read,
+                args: [0, 1, 10, 0, 0, 0],
+                data: vec![],
+                data_capture: DataCapture::Captured,
+            },
+        ));
+        writer.event(&event(
+            7,
+            2_501_000,
+            EventKind::SyscallExit {
+                nr: read,
+                ret: 2,
+                data: b"hi".to_vec(),
+                data_capture: DataCapture::Captured,
+            },
+        ));
+        writer.event(&event(
+            7,
+            3_000_000,
+            EventKind::SyscallEntry {
+                nr: exit_group,
+                args: [3; 6],
+                data: vec![],
+                data_capture: DataCapture::Captured,
+            },
+        ));
+        writer.event(&event(
+            7,
+            3_000_100,
+            EventKind::Exited {
+                status: ExitStatus::Code(3),
+            },
+        ));
+        let text = String::from_utf8(writer.finish().unwrap()).unwrap();
+        assert_eq!(
+            text,
+            "  0.000000 read(0, \"hi\", 10) = 2 <0.002500>\n  \
+             0.002999 exit_group(3) = ?\n  \
+             0.000000 +++ exited with 3 +++\n"
+        );
+    }
+}

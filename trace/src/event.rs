@@ -1,0 +1,159 @@
+//! What the tracer reports: one [`Event`] per thing a tracee did, in the
+//! order the tracer saw them.
+
+/// One observation of one thread.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// CLOCK_MONOTONIC, nanoseconds, when the tracer saw the stop.
+    pub time_ns: u64,
+    /// The process (thread group) id.
+    pub pid: i32,
+    /// The thread id.
+    pub tid: i32,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+/// How a new task shares with its creator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Creation {
+    /// A thread of the same process (CLONE_THREAD).
+    Thread,
+    /// A new process (fork, or clone without CLONE_THREAD).
+    Process,
+    /// A new process whose parent waits for its exec or exit (vfork).
+    Vfork,
+}
+
+/// The kinds of [`Event`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventKind {
+    /// A selected syscall was entered.
+    SyscallEntry {
+        /// Its number.
+        nr: u32,
+        /// Its six argument registers.
+        args: [u64; 6],
+        /// Bytes the tracee passed in by pointer, read at entry (a path,
+        /// the first bytes of a write, a timespec, a sockaddr).
+        data: Vec<u8>,
+        /// Whether `data` holds all the backend meant to read.
+        data_capture: DataCapture,
+    },
+    /// A selected syscall returned.
+    SyscallExit {
+        /// Its number.
+        nr: u32,
+        /// Its return value; -4095..=-1 is a negated errno.
+        ret: i64,
+        /// Bytes the kernel filled in, read at exit (the first bytes of a
+        /// read, a peer address).
+        data: Vec<u8>,
+        /// Whether `data` holds all the backend meant to read.
+        data_capture: DataCapture,
+    },
+    /// This thread created another task.
+    Spawned {
+        /// The new task's id.
+        child_tid: i32,
+        /// The new task's process id (equal to `child_tid` unless a thread).
+        child_pid: i32,
+        /// Thread, process or vfork.
+        creation: Creation,
+    },
+    /// This thread is gone.
+    Exited {
+        /// How it ended.
+        status: ExitStatus,
+    },
+    /// A signal is about to be delivered to this thread.
+    Signal {
+        /// The signal number.
+        signal: i32,
+    },
+    /// This thread completed an execve; it is now the process leader.
+    Exec {
+        /// The thread that called execve (differs from `tid` when a
+        /// non-leader thread exec'ed).
+        former_tid: i32,
+    },
+    /// The thread was stopped by a stop signal (group-stop).
+    GroupStop {
+        /// The stopping signal.
+        signal: i32,
+    },
+    /// A sampler looked at this thread (the `sample` backend): what it was
+    /// doing at this instant. Nothing is known of the time between samples.
+    Sampled {
+        /// What it was seen doing.
+        seen: Sampled,
+    },
+}
+
+/// Whether a syscall event carries the memory behind its pointer
+/// arguments. What a backend could not read is said so, never invented:
+/// exporters show the raw pointer instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DataCapture {
+    /// Everything meant to be read was read (perhaps nothing: a call with
+    /// no pointer argument, or an empty buffer).
+    #[default]
+    Captured,
+    /// Some of it: the tracee's memory ended early (an unmapped page).
+    Partial,
+    /// None: the backend cannot read the tracee's memory (perf).
+    NotCaptured,
+}
+
+/// What a sampler saw a thread doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sampled {
+    /// On a CPU or runnable, not inside a syscall.
+    Running,
+    /// Blocked inside syscall `nr` with these argument registers.
+    Blocked {
+        /// Its number.
+        nr: u32,
+        /// Its six argument registers.
+        args: [u64; 6],
+    },
+    /// Gone since the last look (its exit status is not known).
+    Gone,
+}
+
+/// How a thread or process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// exit(code).
+    Code(i32),
+    /// Killed by a signal.
+    Signal(i32),
+}
+
+impl ExitStatus {
+    /// The status a shell would report: the code, or 128 + the signal.
+    pub fn shell_code(self) -> i32 {
+        match self {
+            ExitStatus::Code(code) => code,
+            ExitStatus::Signal(signal) => 128 + signal,
+        }
+    }
+}
+
+/// Receives events as the tracer produces them. It runs on the tracer's
+/// thread, while a tracee waits: it must be quick, and never block on a
+/// slow consumer.
+pub trait EventSink {
+    /// Called for every event, in order.
+    fn event(&mut self, event: &Event);
+
+    /// Called when the tracer has handled every pending stop and is about
+    /// to wait for more (with CLOCK_MONOTONIC now): a chance to flush.
+    fn idle(&mut self, _now_ns: u64) {}
+}
+
+impl<F: FnMut(&Event)> EventSink for F {
+    fn event(&mut self, event: &Event) {
+        self(event)
+    }
+}
