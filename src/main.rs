@@ -1,5 +1,8 @@
 //! `tracebench`: the command line. This file only wires the crates together;
 //! everything it runs lives in them.
+// The doc comments of the argument structs are clap's --help text, where
+// runs/<time>/ is meant literally, not as HTML.
+#![allow(rustdoc::invalid_html_tags)]
 
 mod capture;
 mod dash;

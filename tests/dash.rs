@@ -1,6 +1,8 @@
 //! The dashboard end to end: our server under our tracer and our load
 //! generator, once without a terminal (a plain summary) and once in a real
 //! terminal under tmux, driven by keys.
+// A test reads as one story, start to finish: no line limit here.
+#![allow(clippy::too_many_lines)]
 
 mod common;
 

@@ -1,6 +1,8 @@
 //! `tracebench serve` end to end: every concurrency model, run as a real
 //! process on a loopback port and judged from the outside, by its answers,
 //! its timing, and what /proc says about it.
+// A test reads as one story, start to finish: no line limit here.
+#![allow(clippy::too_many_lines)]
 
 mod common;
 

@@ -1,6 +1,8 @@
 //! `tracebench trace` end to end, on real programs: our own server traced
 //! through real requests (and compared with strace -f on the same run
 //! shape), attach and detach, EXITKILL, and bad input.
+// A test reads as one story, start to finish: no line limit here.
+#![allow(clippy::too_many_lines)]
 
 mod common;
 
@@ -727,10 +729,8 @@ fn ctrl_c_is_the_programs_to_handle_as_under_strace() {
     assert!(execed);
     std::thread::sleep(Duration::from_millis(500));
     // SAFETY: SIGINT to the process group we made for the tracer.
-    assert_eq!(
-        unsafe { libc::kill(-(tracer.id() as i32), libc::SIGINT) },
-        0
-    );
+    let sent = unsafe { libc::kill(-(tracer.id() as i32), libc::SIGINT) };
+    assert_eq!(sent, 0);
     let output = tracer.wait_with_output().unwrap();
     let summary = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(0), "{summary}");
@@ -764,9 +764,10 @@ fn ctrl_c_is_the_programs_to_handle_as_under_strace() {
         .unwrap();
     std::thread::sleep(Duration::from_millis(500));
     // SAFETY: SIGINT to our tracer, twice.
-    assert_eq!(unsafe { libc::kill(tracer.id() as i32, libc::SIGINT) }, 0);
+    let interrupt = || unsafe { libc::kill(tracer.id() as i32, libc::SIGINT) };
+    assert_eq!(interrupt(), 0);
     std::thread::sleep(Duration::from_millis(400));
-    assert_eq!(unsafe { libc::kill(tracer.id() as i32, libc::SIGINT) }, 0);
+    assert_eq!(interrupt(), 0);
     let started = std::time::Instant::now();
     let status = tracer.wait_with_output().unwrap().status;
     assert_eq!(status.code(), Some(128 + libc::SIGKILL), "{status:?}");

@@ -2,7 +2,7 @@
 //! every thread and child of a program and records the syscalls asked for
 //! with their timestamps, their arguments and the memory behind pointer
 //! arguments (paths, buffers, addresses), into any
-//! [`EventSink`](tracebench_trace::EventSink).
+//! [`tracebench_trace::EventSink`].
 //!
 //! ```no_run
 //! use tracebench_capture_ptrace::{PtraceCapture, PtraceOptions};

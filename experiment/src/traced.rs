@@ -186,8 +186,8 @@ impl TracedServer {
             attributed: Arc::clone(&server.attributed),
             ..Analysis::default()
         };
-        let (tracer, stop) = spawn_tracer(config, tracee, file, trace_path, analysis)
-            .map_err(|message| failed(message))?;
+        let (tracer, stop) =
+            spawn_tracer(config, tracee, file, trace_path, analysis).map_err(failed)?;
         server.tracer = Some(tracer);
         server.stop = stop;
         server.wait_until_listening(noticed)?;

@@ -181,6 +181,60 @@ impl<W: Write> StraceWriter<W> {
     }
 }
 
+impl<W: Write> StraceWriter<W> {
+    /// A thread's end: the call it died in, then `+++ exited with N +++`.
+    fn exited(&mut self, event: &Event, status: ExitStatus) {
+        let tid = event.tid;
+        if let Some(pending) = self.pending.remove(&tid) {
+            // exit, exit_group, or a call the thread died in.
+            if self.open_line == Some(tid) {
+                self.write(") = ?\n".to_owned());
+                self.open_line = None;
+            } else {
+                self.interrupt_open_line(tid);
+                let prefix = self.prefix(event);
+                self.write(format!(
+                    "{prefix}<... {} resumed>) = ?\n",
+                    syscall_name(pending.nr)
+                ));
+            }
+        }
+        self.interrupt_open_line(tid);
+        let prefix = self.prefix(event);
+        let text = match status {
+            ExitStatus::Code(code) => format!("{prefix}+++ exited with {code} +++\n"),
+            ExitStatus::Signal(signal) => {
+                format!("{prefix}+++ killed by {} +++\n", signal_name(signal))
+            }
+        };
+        self.write(text);
+    }
+
+    /// A non-leader exec'ed: the old leader is gone (its last call never
+    /// returns) and the execing thread, still inside execve, now answers
+    /// to the leader's tid.
+    fn superseded(&mut self, event: &Event, former_tid: i32) {
+        let tid = event.tid;
+        if self.open_line.take().is_some() {
+            self.write(" <unfinished ...>\n".to_owned());
+        }
+        if let Some(gone) = self.pending.remove(&tid) {
+            let prefix = self.prefix(event);
+            self.write(format!(
+                "{prefix}<... {} resumed>) = ?\n",
+                syscall_name(gone.nr)
+            ));
+        }
+        let prefix = self.prefix(event);
+        self.write(format!(
+            "{prefix}+++ superseded by execve in pid {former_tid} +++\n"
+        ));
+        if let Some(execve) = self.pending.remove(&former_tid) {
+            self.pending.insert(tid, execve);
+        }
+    }
+}
+
 impl<W: Write> EventSink for StraceWriter<W> {
     fn event(&mut self, event: &Event) {
         self.threads_seen.insert(event.tid);
@@ -232,31 +286,7 @@ impl<W: Write> EventSink for StraceWriter<W> {
                     self.write(format!("{prefix}<... {} resumed>{tail}", syscall_name(*nr)));
                 }
             }
-            EventKind::Exited { status } => {
-                if let Some(pending) = self.pending.remove(&tid) {
-                    // exit, exit_group, or a call the thread died in.
-                    if self.open_line == Some(tid) {
-                        self.write(") = ?\n".to_owned());
-                        self.open_line = None;
-                    } else {
-                        self.interrupt_open_line(tid);
-                        let prefix = self.prefix(event);
-                        self.write(format!(
-                            "{prefix}<... {} resumed>) = ?\n",
-                            syscall_name(pending.nr)
-                        ));
-                    }
-                }
-                self.interrupt_open_line(tid);
-                let prefix = self.prefix(event);
-                let text = match status {
-                    ExitStatus::Code(code) => format!("{prefix}+++ exited with {code} +++\n"),
-                    ExitStatus::Signal(signal) => {
-                        format!("{prefix}+++ killed by {} +++\n", signal_name(*signal))
-                    }
-                };
-                self.write(text);
-            }
+            EventKind::Exited { status } => self.exited(event, *status),
             EventKind::Signal { signal } => {
                 self.interrupt_open_line(tid);
                 let prefix = self.prefix(event);
@@ -274,26 +304,7 @@ impl<W: Write> EventSink for StraceWriter<W> {
                 self.threads_seen.insert(*child_tid);
             }
             EventKind::Exec { former_tid } if *former_tid != tid => {
-                // A non-leader exec'ed: the old leader is gone (its last
-                // call never returns) and the execing thread, still inside
-                // execve, now answers to the leader's tid.
-                if self.open_line.take().is_some() {
-                    self.write(" <unfinished ...>\n".to_owned());
-                }
-                if let Some(gone) = self.pending.remove(&tid) {
-                    let prefix = self.prefix(event);
-                    self.write(format!(
-                        "{prefix}<... {} resumed>) = ?\n",
-                        syscall_name(gone.nr)
-                    ));
-                }
-                let prefix = self.prefix(event);
-                self.write(format!(
-                    "{prefix}+++ superseded by execve in pid {former_tid} +++\n"
-                ));
-                if let Some(execve) = self.pending.remove(former_tid) {
-                    self.pending.insert(tid, execve);
-                }
+                self.superseded(event, *former_tid)
             }
             EventKind::Exec { .. } => {}
             // strace has no line for a sample; -c and the dashboard show them.

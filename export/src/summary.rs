@@ -1,6 +1,6 @@
 //! `-c`: counts and times per syscall, like `strace -c`, per thread the
 //! share of time spent in each state, and the busiest futex words
-//! ([`crate::futexstat`]).
+//! ([`tracebench_analysis::futexstat`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;

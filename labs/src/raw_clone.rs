@@ -425,6 +425,8 @@ mod imp {
         }
     }
 
+    // Over 100 lines: to be split into named steps (issue 12).
+    #[allow(clippy::too_many_lines)]
     pub(super) fn run(options: &Options, out: &mut impl Write) -> Result<Report> {
         let page = page_size();
         let stack_size = options.stack_size.div_ceil(page) * page;

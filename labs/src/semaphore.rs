@@ -338,6 +338,7 @@ impl Drop for SemaphoreSet {
         // so should that change.
         // SAFETY: getpid has no preconditions; IPC_RMID takes only the id.
         if !self.removed && unsafe { libc::getpid() } == self.owner {
+            // SAFETY: semctl(IPC_RMID) on the set we created.
             unsafe { libc::semctl(self.id, 0, libc::IPC_RMID) };
         }
     }

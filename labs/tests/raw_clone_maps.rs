@@ -1,7 +1,8 @@
 //! raw-clone leaves no stack mapped: /proc/self/maps counted before and
 //! after. Alone in its own test binary, so no other test thread maps or
 //! unmaps memory (thread stacks, allocator arenas) between the counts.
-
+// A test reads as one story, start to finish: no line limit here.
+#![allow(clippy::too_many_lines)]
 #![cfg(target_arch = "x86_64")]
 
 use tracebench_labs::raw_clone::{self, Job, Options};

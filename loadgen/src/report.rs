@@ -34,8 +34,9 @@ pub struct Summary<'a> {
     pub config: &'a LoadConfig,
 }
 
-impl fmt::Display for Summary<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Summary<'_> {
+    /// Counts, rates, bytes and connections.
+    fn totals(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let stats = &self.report.stats;
         let secs = self.report.elapsed.as_secs_f64().max(1e-9);
         let completed = stats.completed();
@@ -80,6 +81,13 @@ impl fmt::Display for Summary<'_> {
                 "  Interrupted:   the run was stopped early; these are the measurements so far"
             )?;
         }
+        Ok(())
+    }
+
+    /// The latency percentiles, the details of an open loop, the phases,
+    /// and the histogram.
+    fn latency(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let stats = &self.report.stats;
         let open_loop = !stats.corrected.is_empty();
         let h = if open_loop {
             &stats.corrected
@@ -94,7 +102,10 @@ impl fmt::Display for Summary<'_> {
             ("p99.9", 0.999),
             ("p99.99", 0.9999),
         ];
-        if !h.is_empty() {
+        if h.is_empty() {
+            return Ok(());
+        }
+        {
             if open_loop {
                 writeln!(
                     f,
@@ -115,29 +126,7 @@ impl fmt::Display for Summary<'_> {
                 ms(h.stdev())
             )?;
             if open_loop {
-                let actual = &stats.latency;
-                let late = &stats.lateness;
-                writeln!(
-                    f,
-                    "  from the actual send: p50 {}, p99 {}, max {}",
-                    ms(actual.value_at_quantile(0.5) as f64),
-                    ms(actual.value_at_quantile(0.99) as f64),
-                    ms(actual.max() as f64)
-                )?;
-                writeln!(
-                    f,
-                    "  sent late by: p50 {}, p99 {}, max {} (the generator's own lateness, and waits for a free connection)",
-                    ms(late.value_at_quantile(0.5) as f64),
-                    ms(late.value_at_quantile(0.99) as f64),
-                    ms(late.max() as f64)
-                )?;
-                if stats.unanswered > 0 {
-                    writeln!(
-                        f,
-                        "  unanswered: {} requests (timed out, or in flight or not yet sent at the end) count above at how long they had waited",
-                        stats.unanswered
-                    )?;
-                }
+                self.open_loop_details(f)?;
             }
             if !stats.connect.is_empty() {
                 writeln!(
@@ -149,32 +138,45 @@ impl fmt::Display for Summary<'_> {
                     ms(stats.first_byte.value_at_quantile(0.99) as f64),
                 )?;
             }
-            writeln!(f, "\nHistogram (log-spaced buckets):")?;
-            let (low, high) = (h.min().max(1) as f64, h.max().max(1) as f64);
-            let rows: usize = if h.max() > h.min() { 10 } else { 1 };
-            let ratio = (high / low).powf(1.0 / rows as f64);
-            // Every recorded value goes to exactly one row, by its value.
-            let mut counts = vec![0u64; rows];
-            for value in h.iter_recorded() {
-                let v = value.value_iterated_to().max(1) as f64;
-                let row = if ratio > 1.0 {
-                    ((v / low).ln() / ratio.ln()).floor() as usize
-                } else {
-                    0
-                };
-                counts[row.min(rows - 1)] += value.count_at_value();
-            }
-            let most = counts.iter().copied().max().unwrap_or(1).max(1);
-            for (i, count) in counts.iter().enumerate() {
-                let upper = if i + 1 == rows {
-                    high
-                } else {
-                    low * ratio.powi(i as i32 + 1)
-                };
-                let bar = "■".repeat((count * 40).div_ceil(most) as usize);
-                writeln!(f, "  {:>12} [{count:>8}] {bar}", ms(upper))?;
-            }
+            latency_histogram(f, h)?;
         }
+        Ok(())
+    }
+
+    /// What only an open loop has: the latency from the actual send, how
+    /// late sends were, and the requests never answered.
+    fn open_loop_details(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let stats = &self.report.stats;
+        let actual = &stats.latency;
+        let late = &stats.lateness;
+        writeln!(
+            f,
+            "  from the actual send: p50 {}, p99 {}, max {}",
+            ms(actual.value_at_quantile(0.5) as f64),
+            ms(actual.value_at_quantile(0.99) as f64),
+            ms(actual.max() as f64)
+        )?;
+        writeln!(
+            f,
+            "  sent late by: p50 {}, p99 {}, max {} (the generator's own lateness, and waits for a free connection)",
+            ms(late.value_at_quantile(0.5) as f64),
+            ms(late.value_at_quantile(0.99) as f64),
+            ms(late.max() as f64)
+        )?;
+        if stats.unanswered > 0 {
+            writeln!(
+                f,
+                "  unanswered: {} requests (timed out, or in flight or not yet sent at the end) count above at how long they had waited",
+                stats.unanswered
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Status codes and errors by kind.
+    fn statuses_and_errors(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let stats = &self.report.stats;
+        let failed = stats.failed();
         if !stats.statuses.is_empty() {
             write!(f, "\nStatus codes:")?;
             for (status, n) in &stats.statuses {
@@ -195,6 +197,11 @@ impl fmt::Display for Summary<'_> {
             }
             writeln!(f)?;
         }
+        Ok(())
+    }
+
+    /// What the load model means for the numbers above.
+    fn load_model(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.config.rate {
             Some(rate) => writeln!(
                 f,
@@ -212,5 +219,44 @@ impl fmt::Display for Summary<'_> {
                 self.config.effective_connections()
             ),
         }
+    }
+}
+
+/// The latency histogram as rows of log-spaced buckets.
+fn latency_histogram(f: &mut fmt::Formatter<'_>, h: &hdrhistogram::Histogram<u64>) -> fmt::Result {
+    writeln!(f, "\nHistogram (log-spaced buckets):")?;
+    let (low, high) = (h.min().max(1) as f64, h.max().max(1) as f64);
+    let rows: usize = if h.max() > h.min() { 10 } else { 1 };
+    let ratio = (high / low).powf(1.0 / rows as f64);
+    // Every recorded value goes to exactly one row, by its value.
+    let mut counts = vec![0u64; rows];
+    for value in h.iter_recorded() {
+        let v = value.value_iterated_to().max(1) as f64;
+        let row = if ratio > 1.0 {
+            ((v / low).ln() / ratio.ln()).floor() as usize
+        } else {
+            0
+        };
+        counts[row.min(rows - 1)] += value.count_at_value();
+    }
+    let most = counts.iter().copied().max().unwrap_or(1).max(1);
+    for (i, count) in counts.iter().enumerate() {
+        let upper = if i + 1 == rows {
+            high
+        } else {
+            low * ratio.powi(i as i32 + 1)
+        };
+        let bar = "■".repeat((count * 40).div_ceil(most) as usize);
+        writeln!(f, "  {:>12} [{count:>8}] {bar}", ms(upper))?;
+    }
+    Ok(())
+}
+
+impl fmt::Display for Summary<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.totals(f)?;
+        self.latency(f)?;
+        self.statuses_and_errors(f)?;
+        self.load_model(f)
     }
 }

@@ -301,7 +301,7 @@ extern "C" fn on_stop_signal(signal: libc::c_int) {
 /// of connections it still serves; a second signal while it does exits
 /// the process at once with status 128 + the signal. The handler is
 /// process-wide; the last handle registered wins. Call
-/// [`forget_signal_listener`] before that listener is closed.
+/// `forget_signal_listener` before that listener is closed.
 pub fn stop_on_signals(handle: &StopHandle) -> io::Result<()> {
     SIGNAL_LISTENER_FD.store(handle.0.listener.as_raw_fd(), Ordering::SeqCst);
     // Leaked on purpose: a handler on another thread may still read the

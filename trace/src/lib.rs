@@ -1,7 +1,7 @@
 //! The trace model of tracebench, the same whatever captured it: one
 //! [`Event`] per thing a traced thread did, the sinks events flow into,
 //! the syscall selection (`-e`) and the facts about syscalls every layer
-//! shares, the clock, the trace file ([`format`]), and the [`Capture`]
+//! shares, the clock, the trace file ([`format`](mod@format)), and the [`Capture`]
 //! interface every capture backend implements.
 //!
 //! Nothing here stops, reads or signals a traced program: that is the

@@ -1,6 +1,8 @@
 //! The trace file reader against hostile input: random bytes, random cuts
 //! and random damage give a clean error or a clean early end, never a
 //! panic, and a cut never invents an event.
+// A test reads as one story, start to finish: no line limit here.
+#![allow(clippy::too_many_lines)]
 
 use proptest::prelude::*;
 use tracebench_trace::format::{Header, TraceReader, TraceWriter};

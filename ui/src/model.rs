@@ -48,6 +48,10 @@ pub enum LowerPane {
     Output,
 }
 
+/// A syscall entered and not yet returned: number, entry time,
+/// arguments, and the data read at entry with whether it was captured.
+type PendingCall = (u32, u64, [u64; 6], Vec<u8>, DataCapture);
+
 /// One row of the thread table: who the thread is and what it does.
 #[derive(Debug, Clone)]
 pub struct ThreadRow {
@@ -63,7 +67,7 @@ pub struct ThreadRow {
     pub history: StateHistory,
     /// The syscall it is in: number, entry time, arguments, entry data
     /// (kept for the events pane's line when it returns).
-    pending: Option<(u32, u64, [u64; 6], Vec<u8>, DataCapture)>,
+    pending: Option<PendingCall>,
     /// Whether an event of its own arrived (a thread names itself early,
     /// so by then its name is worth reading).
     seen: bool,

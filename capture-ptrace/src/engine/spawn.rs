@@ -12,12 +12,28 @@ use tracebench_trace::{CaptureError, ProgramStdio};
 use super::{Engine, Thread, ptrace_options};
 use crate::{ptrace, seccomp};
 
-impl Engine {
-    /// Forks, lets the child stop itself, seizes it, and lets it install
-    /// the seccomp filter and exec. Stopping first matters: a filter that
-    /// returns SECCOMP_RET_TRACE with no tracer attached fails the syscall
-    /// with ENOSYS.
-    pub(crate) fn spawn(&mut self, program: &OsStr, args: &[OsString]) -> Result<(), CaptureError> {
+/// Everything the child needs between fork and exec, prepared before the
+/// fork: after it, the child may only make system calls (no allocation,
+/// no lock).
+struct ExecImage {
+    path: CString,
+    /// Owners of the pointers in `argv` and `envp`.
+    _strings: (Vec<CString>, Vec<CString>),
+    argv: Vec<*const libc::c_char>,
+    envp: Vec<*const libc::c_char>,
+    filter: Option<seccompiler::BpfProgram>,
+    /// stdin, stdout and stderr from /dev/null…
+    null_stdio: bool,
+    /// …then this descriptor (if any) onto stdout and stderr.
+    output: Option<libc::c_int>,
+}
+
+impl ExecImage {
+    fn new(
+        program: &OsStr,
+        args: &[OsString],
+        options: &crate::PtraceOptions,
+    ) -> Result<ExecImage, CaptureError> {
         let path = c_string(resolve_program(program)?.as_os_str())?;
         let argv_owned: Vec<CString> = std::iter::once(program)
             .chain(args.iter().map(OsString::as_os_str))
@@ -31,28 +47,87 @@ impl Engine {
                 CString::new(pair.as_bytes()).ok()
             })
             .collect();
-        let mut argv: Vec<*const libc::c_char> = argv_owned.iter().map(|a| a.as_ptr()).collect();
-        argv.push(std::ptr::null());
-        let mut envp: Vec<*const libc::c_char> = envp_owned.iter().map(|e| e.as_ptr()).collect();
-        envp.push(std::ptr::null());
-        let filter = if self.options.seccomp {
-            Some(seccomp::filter(&self.options.selection)?)
-        } else {
-            None
+        let pointers = |strings: &[CString]| {
+            let mut pointers: Vec<*const libc::c_char> =
+                strings.iter().map(|s| s.as_ptr()).collect();
+            pointers.push(std::ptr::null());
+            pointers
         };
-
-        let dev_null = c"/dev/null";
-        // (stdin, stdout and stderr) from /dev/null, then this descriptor
-        // (if any) onto stdout and stderr.
-        let (null_stdio, capture) = match &self.options.stdio {
+        let (null_stdio, output) = match &options.stdio {
             ProgramStdio::Inherit => (false, None),
             ProgramStdio::Null => (true, None),
             ProgramStdio::Capture(fd) => (true, Some(fd.as_raw_fd())),
         };
+        Ok(ExecImage {
+            path,
+            argv: pointers(&argv_owned),
+            envp: pointers(&envp_owned),
+            _strings: (argv_owned, envp_owned),
+            filter: match options.seccomp {
+                true => Some(seccomp::filter(&options.selection)?),
+                false => None,
+            },
+            null_stdio,
+            output,
+        })
+    }
+
+    /// The child's side of the fork: set up its streams, stop itself until
+    /// seized, install the filter, exec. Never returns.
+    ///
+    /// # Safety
+    /// Only in the child of a fork, which runs nothing else.
+    unsafe fn exec_in_child(&self, parent: libc::pid_t) -> ! {
+        // SAFETY: only system calls on memory prepared before the fork;
+        // nothing here allocates or takes a lock.
+        unsafe {
+            // Until PTRACE_O_EXITKILL covers us, die with the tracer
+            // rather than stay stopped forever if it is killed.
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+            if libc::getppid() != parent {
+                libc::_exit(125);
+            }
+            if self.null_stdio {
+                let fd = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+                if fd >= 0 {
+                    for target in 0..3 {
+                        libc::dup2(fd, target);
+                    }
+                }
+            }
+            // dup2 clears close-on-exec on the copies, so the program
+            // keeps them and nothing else.
+            if let Some(fd) = self.output {
+                libc::dup2(fd, 1);
+                libc::dup2(fd, 2);
+            }
+            libc::kill(libc::getpid(), libc::SIGSTOP);
+            // Continued: we are seized, and PTRACE_O_EXITKILL now kills
+            // us with the tracer. The program must not inherit a
+            // parent-death signal it never asked for (execve keeps it).
+            libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0);
+            if let Some(program) = &self.filter
+                && seccomp::install(program).is_err()
+            {
+                libc::_exit(126);
+            }
+            libc::execve(self.path.as_ptr(), self.argv.as_ptr(), self.envp.as_ptr());
+            libc::_exit(127);
+        }
+    }
+}
+
+impl Engine {
+    /// Forks, lets the child stop itself, seizes it, and lets it install
+    /// the seccomp filter and exec. Stopping first matters: a filter that
+    /// returns SECCOMP_RET_TRACE with no tracer attached fails the syscall
+    /// with ENOSYS.
+    pub(crate) fn spawn(&mut self, program: &OsStr, args: &[OsString]) -> Result<(), CaptureError> {
+        let image = ExecImage::new(program, args, &self.options)?;
         // SAFETY: getpid has no preconditions.
         let parent = unsafe { libc::getpid() };
-        // SAFETY: the child runs only async-signal-safe system calls on
-        // memory prepared above (kill, prctl, seccomp, execve, _exit).
+        // SAFETY: the child runs only exec_in_child, which makes
+        // async-signal-safe system calls on memory prepared above.
         let pid = unsafe { libc::fork() };
         if pid < 0 {
             return Err(CaptureError::Os {
@@ -61,46 +136,24 @@ impl Engine {
             });
         }
         if pid == 0 {
-            // SAFETY: see above; nothing here allocates or takes a lock.
-            unsafe {
-                // Until PTRACE_O_EXITKILL covers us, die with the tracer
-                // rather than stay stopped forever if it is killed.
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
-                if libc::getppid() != parent {
-                    libc::_exit(125);
-                }
-                if null_stdio {
-                    let fd = libc::open(dev_null.as_ptr(), libc::O_RDWR);
-                    if fd >= 0 {
-                        for target in 0..3 {
-                            libc::dup2(fd, target);
-                        }
-                    }
-                }
-                // dup2 clears close-on-exec on the copies, so the program
-                // keeps them and nothing else.
-                if let Some(fd) = capture {
-                    libc::dup2(fd, 1);
-                    libc::dup2(fd, 2);
-                }
-                libc::kill(libc::getpid(), libc::SIGSTOP);
-                // Continued: we are seized, and PTRACE_O_EXITKILL now kills
-                // us with the tracer. The program must not inherit a
-                // parent-death signal it never asked for (execve keeps it).
-                libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0);
-                if let Some(program) = &filter
-                    && seccomp::install(program).is_err()
-                {
-                    libc::_exit(126);
-                }
-                libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr());
-                libc::_exit(127);
-            }
+            // SAFETY: we are the child of that fork.
+            unsafe { image.exec_in_child(parent) }
         }
         self.spawned = true;
         self.starting = true;
         self.root = pid;
-        // Wait until the child has stopped itself, then seize it.
+        let seccomp = image.filter.is_some();
+        self.seize_stopped_child(pid, seccomp)?;
+        self.seccomp = seccomp;
+        self.threads.insert(pid, Thread::new(pid));
+        // SAFETY: continue our own stopped child.
+        unsafe { libc::kill(pid, libc::SIGCONT) };
+        Ok(())
+    }
+
+    /// Waits until our child `pid` has stopped itself, then seizes it (or
+    /// kills and reaps it, never leaving it stopped).
+    fn seize_stopped_child(&mut self, pid: libc::pid_t, seccomp: bool) -> Result<(), CaptureError> {
         let mut status = 0;
         let waited = loop {
             // SAFETY: waitpid writes only to our local status.
@@ -117,11 +170,7 @@ impl Engine {
         }
         // Children inherit the filter, and a SECCOMP_RET_TRACE with no
         // tracer fails the syscall with ENOSYS: with seccomp, follow them.
-        let options = ptrace_options(
-            filter.is_some(),
-            self.options.follow_forks || filter.is_some(),
-            true,
-        );
+        let options = ptrace_options(seccomp, self.options.follow_forks || seccomp, true);
         if let Err(source) = ptrace::seize(pid, options) {
             // SAFETY: our own child; do not leave it stopped forever, nor
             // a zombie.
@@ -134,10 +183,6 @@ impl Engine {
                 source,
             });
         }
-        self.seccomp = filter.is_some();
-        self.threads.insert(pid, Thread::new(pid));
-        // SAFETY: continue our own stopped child.
-        unsafe { libc::kill(pid, libc::SIGCONT) };
         Ok(())
     }
 }

@@ -1,0 +1,192 @@
+//! Processes and threads: clone flags and clone_args, signals, execve's
+//! path, arguments and environment.
+
+use std::fmt::Write;
+
+use super::text::{flags, hex, quoted};
+
+pub(super) const CLONE_FLAGS: &[(u64, &str)] = &[
+    (libc::CLONE_VM as u64, "CLONE_VM"),
+    (libc::CLONE_FS as u64, "CLONE_FS"),
+    (libc::CLONE_FILES as u64, "CLONE_FILES"),
+    (libc::CLONE_SIGHAND as u64, "CLONE_SIGHAND"),
+    (libc::CLONE_PIDFD as u64, "CLONE_PIDFD"),
+    (libc::CLONE_PTRACE as u64, "CLONE_PTRACE"),
+    (libc::CLONE_VFORK as u64, "CLONE_VFORK"),
+    (libc::CLONE_PARENT as u64, "CLONE_PARENT"),
+    (libc::CLONE_THREAD as u64, "CLONE_THREAD"),
+    (libc::CLONE_NEWNS as u64, "CLONE_NEWNS"),
+    (libc::CLONE_SYSVSEM as u64, "CLONE_SYSVSEM"),
+    (libc::CLONE_SETTLS as u64, "CLONE_SETTLS"),
+    (libc::CLONE_PARENT_SETTID as u64, "CLONE_PARENT_SETTID"),
+    (libc::CLONE_CHILD_CLEARTID as u64, "CLONE_CHILD_CLEARTID"),
+    (libc::CLONE_DETACHED as u64, "CLONE_DETACHED"),
+    (libc::CLONE_UNTRACED as u64, "CLONE_UNTRACED"),
+    (libc::CLONE_CHILD_SETTID as u64, "CLONE_CHILD_SETTID"),
+    (libc::CLONE_NEWCGROUP as u64, "CLONE_NEWCGROUP"),
+    (libc::CLONE_NEWUTS as u64, "CLONE_NEWUTS"),
+    (libc::CLONE_NEWIPC as u64, "CLONE_NEWIPC"),
+    (libc::CLONE_NEWUSER as u64, "CLONE_NEWUSER"),
+    (libc::CLONE_NEWPID as u64, "CLONE_NEWPID"),
+    (libc::CLONE_NEWNET as u64, "CLONE_NEWNET"),
+    // Bit 31: through u32, or the i32 constant would sign-extend and
+    // never match.
+    (libc::CLONE_IO as u32 as u64, "CLONE_IO"),
+];
+
+/// `CLONE_VM|CLONE_THREAD|…`, with the exit signal (the low byte of
+/// clone's flags) named at the end as strace does.
+pub fn clone_flags(value: u64) -> String {
+    let signal = value & 0xff;
+    let mut text = flags(value & !0xff, CLONE_FLAGS, "");
+    if signal != 0 {
+        if !text.is_empty() {
+            text.push('|');
+        }
+        text += &signal_name(signal as i32);
+    }
+    if text.is_empty() {
+        "0".to_owned()
+    } else {
+        text
+    }
+}
+
+/// The `struct clone_args` of clone3, from captured bytes.
+pub(super) fn clone_args(bytes: &[u8], pointer: u64) -> String {
+    let field = |i: usize| {
+        bytes
+            .get(i * 8..i * 8 + 8)
+            .map(|b| u64::from_ne_bytes(b.try_into().expect("8 bytes")))
+    };
+    match (field(0), field(4), field(5), field(6)) {
+        (Some(flags), Some(exit_signal), Some(stack), Some(stack_size)) => {
+            let mut text = format!("{{flags={}", flags_or_zero(flags));
+            if exit_signal != 0 {
+                let _ = write!(text, ", exit_signal={}", signal_name(exit_signal as i32));
+            }
+            let _ = write!(text, ", stack={}, stack_size={stack_size:#x}", hex(stack));
+            if let Some(tls) = field(7).filter(|&t| t != 0) {
+                let _ = write!(text, ", tls={tls:#x}");
+            }
+            text.push('}');
+            text
+        }
+        _ => hex(pointer),
+    }
+}
+
+pub(super) fn flags_or_zero(flags: u64) -> String {
+    if flags == 0 {
+        "0".to_owned()
+    } else {
+        flags_clone_only(flags)
+    }
+}
+
+pub(super) fn flags_clone_only(value: u64) -> String {
+    flags(value, CLONE_FLAGS, "0")
+}
+
+/// `SIGINT`, `SIGRTMIN+3`, or the number.
+pub fn signal_name(signal: i32) -> String {
+    let names = [
+        (libc::SIGHUP, "SIGHUP"),
+        (libc::SIGINT, "SIGINT"),
+        (libc::SIGQUIT, "SIGQUIT"),
+        (libc::SIGILL, "SIGILL"),
+        (libc::SIGTRAP, "SIGTRAP"),
+        (libc::SIGABRT, "SIGABRT"),
+        (libc::SIGBUS, "SIGBUS"),
+        (libc::SIGFPE, "SIGFPE"),
+        (libc::SIGKILL, "SIGKILL"),
+        (libc::SIGUSR1, "SIGUSR1"),
+        (libc::SIGSEGV, "SIGSEGV"),
+        (libc::SIGUSR2, "SIGUSR2"),
+        (libc::SIGPIPE, "SIGPIPE"),
+        (libc::SIGALRM, "SIGALRM"),
+        (libc::SIGTERM, "SIGTERM"),
+        (libc::SIGSTKFLT, "SIGSTKFLT"),
+        (libc::SIGCHLD, "SIGCHLD"),
+        (libc::SIGCONT, "SIGCONT"),
+        (libc::SIGSTOP, "SIGSTOP"),
+        (libc::SIGTSTP, "SIGTSTP"),
+        (libc::SIGTTIN, "SIGTTIN"),
+        (libc::SIGTTOU, "SIGTTOU"),
+        (libc::SIGURG, "SIGURG"),
+        (libc::SIGXCPU, "SIGXCPU"),
+        (libc::SIGXFSZ, "SIGXFSZ"),
+        (libc::SIGVTALRM, "SIGVTALRM"),
+        (libc::SIGPROF, "SIGPROF"),
+        (libc::SIGWINCH, "SIGWINCH"),
+        (libc::SIGIO, "SIGIO"),
+        (libc::SIGPWR, "SIGPWR"),
+        (libc::SIGSYS, "SIGSYS"),
+    ];
+    if let Some((_, name)) = names.iter().find(|(n, _)| *n == signal) {
+        return (*name).to_owned();
+    }
+    // Real-time signals are named as strace names them, from the kernel's
+    // SIGRTMIN (32); glibc's SIGRTMIN is higher, as it keeps two or three.
+    const KERNEL_SIGRTMIN: i32 = 32;
+    if signal == KERNEL_SIGRTMIN {
+        return "SIGRTMIN".to_owned();
+    }
+    if (KERNEL_SIGRTMIN + 1..=64).contains(&signal) {
+        return format!("SIGRT_{}", signal - KERNEL_SIGRTMIN);
+    }
+    signal.to_string()
+}
+
+/// A signal argument: its name, or 0 (a probe for existence).
+pub(super) fn signal_or_zero(value: u64) -> String {
+    match value as i32 {
+        0 => "0".to_owned(),
+        signal => signal_name(signal),
+    }
+}
+
+/// An execve's path and arrays as strace shows them:
+/// `"/bin/ls", ["ls", "-l"], 0x7ffd… /* 21 vars */`, from the layout the
+/// tracer captures (path NUL, argc, flagged args, envc); a bare path (the
+/// layout of older trace files) shows the arrays as pointers.
+pub fn exec_args(data: &[u8], argv: u64, envp: u64) -> String {
+    let parsed = (|| {
+        let end = data.iter().position(|&b| b == 0)?;
+        let (path, mut rest) = (&data[..end], &data[end + 1..]);
+        let take_u32 = |rest: &mut &[u8]| -> Option<u32> {
+            let (head, tail) = rest.split_at_checked(4)?;
+            *rest = tail;
+            Some(u32::from_le_bytes(head.try_into().ok()?))
+        };
+        let argc = take_u32(&mut rest)? as usize;
+        let mut args = Vec::new();
+        while args.len() < argc.min(64) && rest.len() > 4 {
+            let (&cut, tail) = rest.split_first()?;
+            let end = tail.iter().position(|&b| b == 0)?;
+            args.push(quoted(&tail[..end], cut == 1));
+            rest = &tail[end + 1..];
+        }
+        let envc = take_u32(&mut rest)?;
+        Some((path, argc, args, envc))
+    })();
+    match parsed {
+        Some((path, argc, args, envc)) => {
+            let more = if argc > args.len() { ", ..." } else { "" };
+            let argv = if argv == 0 {
+                "NULL".to_owned()
+            } else if argc == u32::MAX as usize {
+                // The tracer could not read the array: its address.
+                hex(argv)
+            } else {
+                format!("[{}{more}]", args.join(", "))
+            };
+            format!(
+                "{}, {argv}, {} /* {envc} vars */",
+                quoted(path, false),
+                hex(envp)
+            )
+        }
+        None => format!("{}, {}, {}", quoted(data, false), hex(argv), hex(envp)),
+    }
+}

@@ -1,0 +1,98 @@
+//! The pieces every renderer is made of, as strace prints them: numbers,
+//! addresses, flag sets, quoted strings and buffers, timespecs.
+
+use std::fmt::Write;
+
+pub(super) fn hex(value: u64) -> String {
+    if value == 0 {
+        "NULL".to_owned()
+    } else {
+        format!("{value:#x}")
+    }
+}
+
+pub(super) fn int(value: u64) -> String {
+    (value as i32).to_string()
+}
+
+/// Flag names with their values; prints `A|B|0x40` for leftovers.
+pub(super) fn flags(value: u64, names: &[(u64, &str)], zero: &str) -> String {
+    if value == 0 {
+        return zero.to_owned();
+    }
+    let mut rest = value;
+    let mut parts = Vec::new();
+    for &(bit, name) in names {
+        if bit != 0 && rest & bit == bit {
+            parts.push(name.to_owned());
+            rest &= !bit;
+        }
+    }
+    if rest != 0 {
+        parts.push(format!("{rest:#x}"));
+    }
+    parts.join("|")
+}
+
+/// A C string (or buffer) the way strace quotes it: escapes for
+/// non-printable bytes, `...` when cut at the limit.
+pub fn quoted(bytes: &[u8], truncated: bool) -> String {
+    let mut text = String::with_capacity(bytes.len() + 2);
+    text.push('"');
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b'"' => text.push_str("\\\""),
+            b'\\' => text.push_str("\\\\"),
+            b'\n' => text.push_str("\\n"),
+            b'\r' => text.push_str("\\r"),
+            b'\t' => text.push_str("\\t"),
+            0x0b => text.push_str("\\v"),
+            0x0c => text.push_str("\\f"),
+            0x20..=0x7e => text.push(b as char),
+            _ => {
+                // Octal, as strace writes it (\0, \33, \177): the
+                // shortest form, or all three digits when a digit follows
+                // and would otherwise be read as part of it.
+                let digit_follows = bytes.get(i + 1).is_some_and(|n| (b'0'..=b'7').contains(n));
+                if digit_follows {
+                    let _ = write!(text, "\\{b:03o}");
+                } else {
+                    let _ = write!(text, "\\{b:o}");
+                }
+            }
+        }
+    }
+    text.push('"');
+    if truncated {
+        text.push_str("...");
+    }
+    text
+}
+
+pub(super) fn buffer(data: &[u8], length: u64) -> String {
+    quoted(data, (data.len() as u64) < length)
+}
+
+/// `{tv_sec=1, tv_nsec=500}` from 16 captured bytes, or the pointer.
+pub fn timespec(bytes: &[u8], pointer: u64) -> String {
+    if pointer == 0 {
+        return "NULL".to_owned();
+    }
+    match (bytes.get(0..8), bytes.get(8..16)) {
+        (Some(sec), Some(nsec)) => {
+            let sec = i64::from_ne_bytes(sec.try_into().expect("8 bytes"));
+            let nsec = i64::from_ne_bytes(nsec.try_into().expect("8 bytes"));
+            format!("{{tv_sec={sec}, tv_nsec={nsec}}}")
+        }
+        _ => hex(pointer),
+    }
+}
+
+/// A directory descriptor argument: `AT_FDCWD` or the number.
+pub(super) fn dirfd(value: u64) -> String {
+    if value as i32 == libc::AT_FDCWD {
+        "AT_FDCWD".to_owned()
+    } else {
+        int(value)
+    }
+}
