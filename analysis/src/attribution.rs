@@ -530,8 +530,13 @@ impl Attributor {
             EventKind::Spawned { .. }
             | EventKind::Signal { .. }
             | EventKind::GroupStop { .. }
-            // A sample shows a state, never a request's start or end.
-            | EventKind::Sampled { .. } => {}
+            // A sample or the scheduler shows a state, never a request's
+            // start or end.
+            | EventKind::Sampled { .. }
+            | EventKind::OffCpu { .. }
+            | EventKind::OnCpu { .. }
+            | EventKind::Woken { .. }
+            | EventKind::Lost { .. } => {}
             EventKind::Exited { .. } => {
                 self.threads.remove(&tid);
                 // The leader's exit is the process's: its descriptors close.

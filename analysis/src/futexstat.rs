@@ -178,6 +178,12 @@ pub struct AddressStats {
     pub wakes_by_woken: [u64; WOKEN_BUCKETS],
     /// From a wake's entry to the return of a waiter it woke, ns.
     pub wake_to_run: DurationSummary,
+    /// With the scheduler's events (the perf backend), the first part of
+    /// wake-to-run: from the wake's entry until the waiter was runnable.
+    pub wake_to_runnable: DurationSummary,
+    /// …and the second: from runnable until it ran on a CPU (its wait in
+    /// the run queue).
+    pub runnable_to_running: DurationSummary,
     /// Waits that returned 0 with no traced wake to match.
     pub unmatched_wakeups: u64,
     /// Wakes flagged as thundering herds.
@@ -219,6 +225,8 @@ impl AddressStats {
             *mine += theirs;
         }
         self.wake_to_run.add(&other.wake_to_run);
+        self.wake_to_runnable.add(&other.wake_to_runnable);
+        self.runnable_to_running.add(&other.runnable_to_running);
         self.unmatched_wakeups += other.unmatched_wakeups;
         self.herds += other.herds;
         self.other_ops += other.other_ops;
@@ -274,7 +282,21 @@ struct ThreadFutex {
     /// A wake that woke it and whose verdict (back to waiting or not) is
     /// still open.
     woken_by: Option<(FutexKey, u64)>,
+    /// While inside a wait, what the scheduler said (perf backend): when it
+    /// was made runnable and by whom, and when it then got a CPU.
+    scheduled: Option<Scheduled>,
 }
+
+/// A waiter's wake-up as the scheduler saw it.
+#[derive(Debug, Clone, Copy)]
+struct Scheduled {
+    runnable_ns: u64,
+    waker_tid: i32,
+    running_ns: Option<u64>,
+}
+
+/// The most (waker, woken) pairs [`FutexStats::wakeups`] keeps.
+const MAX_WAKEUP_PAIRS: usize = 4096;
 
 /// Futex statistics of a stream of events; see the module docs. Print the
 /// top words and the herds with [`FutexStats::report`] or `Display`.
@@ -288,6 +310,10 @@ pub struct FutexStats {
     untracked_calls: u64,
     wait_time: Histogram<u64>,
     wake_to_run: Histogram<u64>,
+    wake_to_runnable: Histogram<u64>,
+    runnable_to_running: Histogram<u64>,
+    /// Futex wake-ups by (waker tid, woken tid), from the scheduler.
+    wakeups: BTreeMap<(i32, i32), u64>,
     first_ns: Option<u64>,
 }
 
@@ -331,6 +357,9 @@ impl FutexStats {
             untracked_calls: 0,
             wait_time: latency_histogram(),
             wake_to_run: latency_histogram(),
+            wake_to_runnable: latency_histogram(),
+            runnable_to_running: latency_histogram(),
+            wakeups: BTreeMap::new(),
             first_ns: None,
         }
     }
@@ -382,6 +411,24 @@ impl FutexStats {
         &self.wake_to_run
     }
 
+    /// From a wake's entry until its waiter was runnable, every matched
+    /// waiter the scheduler was seen for (perf backend), ns.
+    pub fn wake_to_runnable(&self) -> &Histogram<u64> {
+        &self.wake_to_runnable
+    }
+
+    /// From runnable until on a CPU, the same waiters, ns.
+    pub fn runnable_to_running(&self) -> &Histogram<u64> {
+        &self.runnable_to_running
+    }
+
+    /// Who woke whom out of a futex wait: (waker tid, woken tid) and how
+    /// often, from the scheduler's wake-up events (perf backend; empty
+    /// otherwise). A waker tid of 0 is an interrupt or the idle task.
+    pub fn wakeups(&self) -> &BTreeMap<(i32, i32), u64> {
+        &self.wakeups
+    }
+
     /// A printable table of the `top` busiest words and the herds.
     pub fn report(&self, top: usize) -> FutexReport<'_> {
         FutexReport { stats: self, top }
@@ -399,6 +446,7 @@ impl FutexStats {
                 self.settle_verdict(tid, call.map(|c| (key, c)));
                 let thread = self.threads.entry(tid).or_default();
                 thread.inside = None;
+                thread.scheduled = None;
                 let Some(call) = call else {
                     return;
                 };
@@ -441,7 +489,53 @@ impl FutexStats {
                 self.settle_verdict(tid, None);
                 self.threads.remove(&tid);
             }
+            EventKind::Woken { waker_tid, .. } => self.scheduler_woke(tid, *waker_tid, at),
+            EventKind::OnCpu { .. } => {
+                if let Some(scheduled) = self
+                    .threads
+                    .get_mut(&tid)
+                    .and_then(|t| t.scheduled.as_mut())
+                {
+                    scheduled.running_ns.get_or_insert(at);
+                }
+            }
             _ => {}
+        }
+    }
+
+    /// The scheduler made `tid` runnable: if it sleeps in a futex wait,
+    /// remember when and by whom, for the wait's return.
+    fn scheduler_woke(&mut self, tid: i32, waker_tid: i32, at: u64) {
+        let Some(thread) = self.threads.get_mut(&tid) else {
+            return;
+        };
+        if matches!(thread.inside, Some((_, Call::Wait, _))) && thread.scheduled.is_none() {
+            thread.scheduled = Some(Scheduled {
+                runnable_ns: at,
+                waker_tid,
+                running_ns: None,
+            });
+        }
+    }
+
+    /// A matched waiter's wake-to-run split by the scheduler's events, if
+    /// they were seen.
+    fn record_scheduled(&mut self, key: FutexKey, tid: i32, wake_entry_ns: u64) {
+        let Some(scheduled) = self.threads.get_mut(&tid).and_then(|t| t.scheduled.take()) else {
+            return;
+        };
+        let to_runnable = scheduled.runnable_ns.saturating_sub(wake_entry_ns);
+        let running_ns = scheduled.running_ns.unwrap_or(scheduled.runnable_ns);
+        let queued = running_ns.saturating_sub(scheduled.runnable_ns);
+        if let Some(word) = self.words.get_mut(&key) {
+            word.stats.wake_to_runnable.record(to_runnable);
+            word.stats.runnable_to_running.record(queued);
+        }
+        self.wake_to_runnable.saturating_record(to_runnable);
+        self.runnable_to_running.saturating_record(queued);
+        let pair = (scheduled.waker_tid, tid);
+        if self.wakeups.contains_key(&pair) || self.wakeups.len() < MAX_WAKEUP_PAIRS {
+            *self.wakeups.entry(pair).or_insert(0) += 1;
         }
     }
 
@@ -504,9 +598,10 @@ impl FutexStats {
         };
         wake.matched += 1;
         let latency = at - wake.entry_ns;
-        let id = wake.id;
+        let (id, wake_entry_ns) = (wake.id, wake.entry_ns);
         word.stats.wake_to_run.record(latency);
         self.wake_to_run.saturating_record(latency);
+        self.record_scheduled(key, tid, wake_entry_ns);
         self.threads.entry(tid).or_default().woken_by = Some((key, id));
         self.try_complete(key, id);
     }
@@ -688,6 +783,30 @@ impl fmt::Display for FutexReport<'_> {
                 String::new()
             }
         )?;
+        if stats.wake_to_runnable.is_empty() {
+            writeln!(
+                f,
+                "wake->runnable, runnable->running (run-queue wait), who woke whom: needs --backend perf"
+            )?;
+        } else {
+            writeln!(
+                f,
+                "of which wake->runnable p50 {:.1} p99 {:.1}, runnable->running p50 {:.1} p99 {:.1} usecs over {} waiters the scheduler was seen for",
+                us(stats.wake_to_runnable.value_at_quantile(0.5)),
+                us(stats.wake_to_runnable.value_at_quantile(0.99)),
+                us(stats.runnable_to_running.value_at_quantile(0.5)),
+                us(stats.runnable_to_running.value_at_quantile(0.99)),
+                stats.wake_to_runnable.len()
+            )?;
+            let mut pairs: Vec<_> = stats.wakeups.iter().collect();
+            pairs.sort_by(|a, b| b.1.cmp(a.1));
+            let shown: Vec<String> = pairs
+                .iter()
+                .take(self.top)
+                .map(|((waker, woken), n)| format!("{waker}->{woken} x{n}"))
+                .collect();
+            writeln!(f, "who woke whom (waker->woken): {}", shown.join(", "))?;
+        }
         if stats.untracked_calls > 0 {
             writeln!(
                 f,
@@ -725,8 +844,7 @@ impl fmt::Display for FutexReport<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tracebench_trace::DataCapture;
-    use tracebench_trace::ExitStatus;
+    use tracebench_trace::{DataCapture, ExitStatus, OffCpuReason};
 
     const A: u64 = 0x100;
     const B: u64 = 0x200;
@@ -792,6 +910,57 @@ mod tests {
                 },
             )
         }
+    }
+
+    #[test]
+    fn the_schedulers_events_split_wake_to_run_and_say_who_woke_whom() {
+        let mut f = Fixture(Vec::new());
+        f.wait(0, 2, A)
+            .push(
+                5,
+                2,
+                EventKind::OffCpu {
+                    reason: OffCpuReason::Sleep,
+                },
+            )
+            .enter(40, 3, A, libc::FUTEX_WAKE)
+            .push(
+                50,
+                2,
+                EventKind::Woken {
+                    waker_tid: 3,
+                    waker_pid: PID,
+                },
+            )
+            .leave(60, 3, 1)
+            .push(70, 2, EventKind::OnCpu { cpu: 1 })
+            .leave(80, 2, 0);
+        let mut stats = FutexStats::new();
+        for event in &f.0 {
+            stats.feed(event);
+        }
+        let word = stats.get(PID, A).unwrap();
+        assert_eq!(word.wake_to_run.total_ns, 40);
+        assert_eq!(word.wake_to_runnable.total_ns, 10);
+        assert_eq!(word.runnable_to_running.total_ns, 20);
+        assert_eq!(stats.wakeups().get(&(3, 2)), Some(&1));
+        let report = stats.report(5).to_string();
+        assert!(
+            report.contains("who woke whom (waker->woken): 3->2 x1"),
+            "{report}"
+        );
+        // Without the scheduler's events the report says what is missing.
+        let mut plain = FutexStats::new();
+        for event in f.0.iter().filter(|e| {
+            matches!(
+                e.kind,
+                EventKind::SyscallEntry { .. } | EventKind::SyscallExit { .. }
+            )
+        }) {
+            plain.feed(event);
+        }
+        assert!(plain.report(5).to_string().contains("needs --backend perf"));
+        assert!(plain.wakeups().is_empty());
     }
 
     /// A notify_all that wakes three waiters, two of which go straight back

@@ -12,7 +12,7 @@ use std::fmt;
 use syscalls::Sysno;
 
 use tracebench_trace::syscall::is_futex_wait;
-use tracebench_trace::{Event, EventKind, EventSink, Sampled};
+use tracebench_trace::{Event, EventKind, EventSink, OffCpuReason, Sampled};
 
 /// What a thread is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -29,6 +29,12 @@ pub enum ThreadState {
     Io,
     /// Inside another traced syscall (its number).
     Syscall(u32),
+    /// Woken or preempted, waiting for a CPU (seen only with the `perf`
+    /// backend, which sees the scheduler).
+    Runnable,
+    /// Asleep outside any traced syscall (seen only with the `perf`
+    /// backend).
+    Blocked,
     /// Gone.
     Exited,
 }
@@ -68,6 +74,8 @@ impl ThreadState {
             ThreadState::Sleep => "sleep",
             ThreadState::Io => "io",
             ThreadState::Syscall(_) => "syscall",
+            ThreadState::Runnable => "runnable",
+            ThreadState::Blocked => "blocked",
             ThreadState::Exited => "exited",
         }
     }
@@ -172,6 +180,21 @@ impl Timelines {
                 thread.enter(ThreadState::Running, event.time_ns);
             }
             EventKind::Exited { .. } => thread.enter(ThreadState::Exited, event.time_ns),
+            EventKind::Woken { .. }
+            | EventKind::OffCpu {
+                reason: OffCpuReason::Preempted,
+            } => thread.enter(ThreadState::Runnable, event.time_ns),
+            EventKind::OffCpu { .. } => {
+                // Asleep: inside a traced syscall its state says why;
+                // outside one, all we know is that it sleeps.
+                if matches!(
+                    thread.current(),
+                    ThreadState::Running | ThreadState::Runnable
+                ) {
+                    thread.enter(ThreadState::Blocked, event.time_ns);
+                }
+            }
+            EventKind::OnCpu { .. } => thread.enter(ThreadState::Running, event.time_ns),
             EventKind::Sampled { seen } => {
                 let state = match seen {
                     Sampled::Running => ThreadState::Running,
@@ -283,9 +306,16 @@ impl EventSink for Timelines {
 /// thread spent in each state.
 impl fmt::Display for Timelines {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The scheduler's columns only when a backend saw the scheduler.
+        let scheduler = self.threads.values().any(|t| {
+            t.intervals
+                .iter()
+                .any(|i| matches!(i.state, ThreadState::Runnable | ThreadState::Blocked))
+        });
         writeln!(
             f,
-            "    tid   syscalls  running  futex-wait   accept    sleep       io  syscall"
+            "    tid   syscalls  running  futex-wait   accept    sleep       io  syscall{}",
+            if scheduler { " runnable  blocked" } else { "" }
         )?;
         for (tid, thread) in &self.threads {
             let times = thread.time_by_state(self.last_ns);
@@ -302,7 +332,7 @@ impl fmt::Display for Timelines {
                     format!("{:>8}", "-")
                 }
             };
-            writeln!(
+            write!(
                 f,
                 "{tid:>7} {:>10} {} {:>11} {} {} {} {}",
                 thread.syscalls,
@@ -312,6 +342,16 @@ impl fmt::Display for Timelines {
                 share("sleep"),
                 share("io"),
                 share("syscall"),
+            )?;
+            if scheduler {
+                write!(f, " {} {}", share("runnable"), share("blocked"))?;
+            }
+            writeln!(f)?;
+        }
+        if !scheduler {
+            writeln!(
+                f,
+                "(runnable, waiting for a CPU: needs --backend perf, which sees the scheduler)"
             )?;
         }
         Ok(())
@@ -330,6 +370,70 @@ mod tests {
             tid,
             kind,
         }
+    }
+
+    #[test]
+    fn the_scheduler_shows_runnable_and_blocked() {
+        let mut model = Timelines::new();
+        let futex_wait = [0x10, libc::FUTEX_WAIT as u64, 0, 0, 0, 0];
+        model.apply(&at(
+            0,
+            7,
+            EventKind::SyscallEntry {
+                nr: libc::SYS_futex as u32,
+                args: futex_wait,
+                data: vec![],
+                data_capture: tracebench_trace::DataCapture::NotCaptured,
+            },
+        ));
+        model.apply(&at(
+            10,
+            7,
+            EventKind::OffCpu {
+                reason: OffCpuReason::Sleep,
+            },
+        ));
+        let thread = &model.threads()[&7];
+        assert_eq!(
+            thread.current(),
+            ThreadState::FutexWait(0x10),
+            "asleep in its wait"
+        );
+        model.apply(&at(
+            100,
+            7,
+            EventKind::Woken {
+                waker_tid: 8,
+                waker_pid: 1,
+            },
+        ));
+        assert_eq!(model.threads()[&7].current(), ThreadState::Runnable);
+        model.apply(&at(130, 7, EventKind::OnCpu { cpu: 0 }));
+        assert_eq!(model.threads()[&7].current(), ThreadState::Running);
+        model.apply(&at(
+            200,
+            7,
+            EventKind::OffCpu {
+                reason: OffCpuReason::Preempted,
+            },
+        ));
+        assert_eq!(model.threads()[&7].current(), ThreadState::Runnable);
+        model.apply(&at(220, 7, EventKind::OnCpu { cpu: 1 }));
+        model.apply(&at(
+            300,
+            7,
+            EventKind::OffCpu {
+                reason: OffCpuReason::DiskSleep,
+            },
+        ));
+        assert_eq!(
+            model.threads()[&7].current(),
+            ThreadState::Blocked,
+            "asleep outside a traced call"
+        );
+        let times = model.threads()[&7].time_by_state(400);
+        assert_eq!(times["runnable"], 30 + 20);
+        assert!(model.to_string().contains("runnable"));
     }
 
     #[test]

@@ -8,12 +8,22 @@ use std::io::{self, Write};
 use serde_json::json;
 
 use crate::render::{entry_args_of, return_value, signal_name, syscall_name};
-use tracebench_trace::{Event, EventKind, ExitStatus};
+use tracebench_trace::{Event, EventKind, ExitStatus, OffCpuReason};
 
 struct Open {
     nr: u32,
     start_ns: u64,
     text: String,
+}
+
+/// The name of an off-CPU slice.
+fn off_cpu_name(reason: OffCpuReason) -> &'static str {
+    match reason {
+        OffCpuReason::Preempted => "preempted (runnable)",
+        OffCpuReason::Sleep => "off-cpu (sleep)",
+        OffCpuReason::DiskSleep => "off-cpu (disk sleep)",
+        OffCpuReason::Other => "off-cpu",
+    }
 }
 
 /// Streams `events` to `out` as one Chrome trace JSON document.
@@ -31,6 +41,8 @@ pub fn write<W: Write>(events: impl IntoIterator<Item = Event>, mut out: W) -> i
     let mut origin: Option<u64> = None;
     let mut named: HashSet<i32> = HashSet::new();
     let mut open: HashMap<i32, Open> = HashMap::new();
+    // Threads off their CPU (perf backend): since when, and why.
+    let mut off_cpu: HashMap<i32, (u64, OffCpuReason)> = HashMap::new();
     let mut last_ns = 0;
     let micros = |ns: u64, origin: u64| (ns.saturating_sub(origin)) as f64 / 1000.0;
     for event in events {
@@ -81,6 +93,7 @@ pub fn write<W: Write>(events: impl IntoIterator<Item = Event>, mut out: W) -> i
                 let name = match status {
                     ExitStatus::Code(code) => format!("exit {code}"),
                     ExitStatus::Signal(signal) => format!("killed by {}", signal_name(*signal)),
+                    ExitStatus::Unknown => "exit".to_owned(),
                 };
                 emit(&mut out, instant(name))?;
             }
@@ -93,6 +106,25 @@ pub fn write<W: Write>(events: impl IntoIterator<Item = Event>, mut out: W) -> i
             // Sampled states are timelines, not calls: the dashboard and
             // `-c` show them.
             EventKind::Sampled { .. } => {}
+            EventKind::OffCpu { reason } => {
+                off_cpu.insert(tid, (event.time_ns, *reason));
+            }
+            EventKind::OnCpu { .. } => {
+                if let Some((since, reason)) = off_cpu.remove(&tid) {
+                    emit(
+                        &mut out,
+                        json!({"name": off_cpu_name(reason), "cat": "sched", "ph": "X", "pid": pid,
+                        "tid": tid, "ts": micros(since, origin), "dur": micros(event.time_ns, since)}),
+                    )?;
+                }
+            }
+            EventKind::Woken { waker_tid, .. } => {
+                emit(&mut out, instant(format!("woken by {waker_tid}")))?
+            }
+            EventKind::Lost { cpu, count } => emit(
+                &mut out,
+                instant(format!("{count} events lost (CPU {cpu} buffer full)")),
+            )?,
         }
     }
     // Calls still in progress when the trace ended run to its end.

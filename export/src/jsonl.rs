@@ -6,7 +6,9 @@ use std::io::{self, Write};
 use serde_json::{Value, json};
 
 use crate::render::{entry_args_of, return_value, signal_name, syscall_name};
-use tracebench_trace::{Creation, DataCapture, Event, EventKind, EventSink, ExitStatus, Sampled};
+use tracebench_trace::{
+    Creation, DataCapture, Event, EventKind, EventSink, ExitStatus, OffCpuReason, Sampled,
+};
 
 /// How `data_capture` is spelled in the JSON.
 fn capture_name(capture: DataCapture) -> &'static str {
@@ -86,7 +88,22 @@ pub fn to_json(event: &Event) -> Value {
         EventKind::GroupStop { signal } => {
             json!({ "type": "group_stop", "signal": signal_name(*signal) })
         }
+        EventKind::Exited {
+            status: ExitStatus::Unknown,
+        } => json!({ "type": "exited" }),
         EventKind::Exec { former_tid } => json!({ "type": "exec", "former_tid": former_tid }),
+        EventKind::OffCpu { reason } => json!({ "type": "off_cpu", "reason": match reason {
+            OffCpuReason::Preempted => "preempted",
+            OffCpuReason::Sleep => "sleep",
+            OffCpuReason::DiskSleep => "disk_sleep",
+            OffCpuReason::Other => "other",
+        }}),
+        EventKind::OnCpu { cpu } => json!({ "type": "on_cpu", "cpu": cpu }),
+        EventKind::Woken {
+            waker_tid,
+            waker_pid,
+        } => json!({ "type": "woken", "waker_tid": waker_tid, "waker_pid": waker_pid }),
+        EventKind::Lost { cpu, count } => json!({ "type": "lost", "cpu": cpu, "count": count }),
     };
     if let (Value::Object(target), Value::Object(extra)) = (&mut object, fields) {
         target.extend(extra);

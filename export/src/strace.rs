@@ -203,6 +203,7 @@ impl<W: Write> StraceWriter<W> {
         let prefix = self.prefix(event);
         let text = match status {
             ExitStatus::Code(code) => format!("{prefix}+++ exited with {code} +++\n"),
+            ExitStatus::Unknown => format!("{prefix}+++ exited (status not captured) +++\n"),
             ExitStatus::Signal(signal) => {
                 format!("{prefix}+++ killed by {} +++\n", signal_name(signal))
             }
@@ -307,8 +308,19 @@ impl<W: Write> EventSink for StraceWriter<W> {
                 self.superseded(event, *former_tid)
             }
             EventKind::Exec { .. } => {}
-            // strace has no line for a sample; -c and the dashboard show them.
-            EventKind::Sampled { .. } => {}
+            // strace has no line for a sample or the scheduler's view;
+            // -c and the dashboard show them.
+            EventKind::Sampled { .. }
+            | EventKind::OffCpu { .. }
+            | EventKind::OnCpu { .. }
+            | EventKind::Woken { .. } => {}
+            EventKind::Lost { cpu, count } => {
+                // A gap in every thread's story: said where it happened.
+                self.interrupt_open_line(tid);
+                self.write(format!(
+                    "--- {count} events lost: the ring buffer of CPU {cpu} was full ---\n"
+                ));
+            }
         }
     }
 }

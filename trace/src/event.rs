@@ -88,6 +88,46 @@ pub enum EventKind {
         /// What it was seen doing.
         seen: Sampled,
     },
+    /// The scheduler took this thread off its CPU (the `perf` backend).
+    OffCpu {
+        /// Why: preempted while still runnable, or asleep.
+        reason: OffCpuReason,
+    },
+    /// The scheduler put this thread on a CPU (the `perf` backend).
+    OnCpu {
+        /// The CPU.
+        cpu: u32,
+    },
+    /// This thread was made runnable (the `perf` backend): from here until
+    /// it is on a CPU, it waits for one.
+    Woken {
+        /// The thread that woke it (0: an interrupt, or the idle task).
+        waker_tid: i32,
+        /// That thread's process (0 when `waker_tid` is).
+        waker_pid: i32,
+    },
+    /// The kernel dropped events because a ring buffer was full (the
+    /// `perf` backend). Said, never hidden: the trace has a gap here. The
+    /// event's `tid` and `pid` are 0.
+    Lost {
+        /// The CPU whose buffer overflowed.
+        cpu: u32,
+        /// How many events were dropped.
+        count: u64,
+    },
+}
+
+/// Why a thread left its CPU, from the scheduler's `prev_state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OffCpuReason {
+    /// Still runnable: another task took the CPU (it waits for one).
+    Preempted,
+    /// Asleep, interruptibly (S): a futex wait, accept, a sleep, I/O.
+    Sleep,
+    /// Asleep, uninterruptibly (D): usually the disk or the kernel.
+    DiskSleep,
+    /// Stopped, traced, exiting or another state.
+    Other,
 }
 
 /// Whether a syscall event carries the memory behind its pointer
@@ -128,14 +168,19 @@ pub enum ExitStatus {
     Code(i32),
     /// Killed by a signal.
     Signal(i32),
+    /// Gone, but how was not seen: the `perf` backend sees a thread exit
+    /// without its exit code (the tracepoint does not carry it).
+    Unknown,
 }
 
 impl ExitStatus {
-    /// The status a shell would report: the code, or 128 + the signal.
+    /// The status a shell would report: the code, or 128 + the signal (0
+    /// when unknown).
     pub fn shell_code(self) -> i32 {
         match self {
             ExitStatus::Code(code) => code,
             ExitStatus::Signal(signal) => 128 + signal,
+            ExitStatus::Unknown => 0,
         }
     }
 }

@@ -32,5 +32,7 @@ pub use capture::{
     Backend, Capture, CaptureEnd, CaptureError, CaptureStarter, ProgramStdio, StartCapture,
     StopHandle, Tracee,
 };
-pub use event::{Creation, DataCapture, Event, EventKind, EventSink, ExitStatus, Sampled};
+pub use event::{
+    Creation, DataCapture, Event, EventKind, EventSink, ExitStatus, OffCpuReason, Sampled,
+};
 pub use selection::{Selection, SelectionError};

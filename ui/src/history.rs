@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use tracebench_analysis::states::ThreadState;
 
 /// The kinds of state the timeline colours, in the order of their codes.
-pub const KINDS: [ThreadState; 7] = [
+pub const KINDS: [ThreadState; 9] = [
     ThreadState::Running,
     ThreadState::FutexWait(0),
     ThreadState::Accept,
@@ -19,6 +19,8 @@ pub const KINDS: [ThreadState; 7] = [
     ThreadState::Io,
     ThreadState::Syscall(0),
     ThreadState::Exited,
+    ThreadState::Runnable,
+    ThreadState::Blocked,
 ];
 
 /// The one-byte code of a state's kind (an index into [`KINDS`]).
@@ -31,6 +33,8 @@ pub fn kind_code(state: ThreadState) -> u8 {
         ThreadState::Io => 4,
         ThreadState::Syscall(_) => 5,
         ThreadState::Exited => 6,
+        ThreadState::Runnable => 7,
+        ThreadState::Blocked => 8,
     }
 }
 

@@ -17,7 +17,7 @@ use tracebench_analysis::attribution::Attributor;
 use tracebench_analysis::futexstat::FutexStats;
 
 use crate::history::StateHistory;
-use tracebench_trace::{DataCapture, Event, EventKind, ExitStatus, Sampled};
+use tracebench_trace::{DataCapture, Event, EventKind, ExitStatus, OffCpuReason, Sampled};
 
 /// How many recent events the events pane keeps.
 pub const RECENT_EVENTS: usize = 200;
@@ -166,6 +166,7 @@ impl RecentEvent {
             }
             Recent::Other(EventKind::Exited { status }) => match status {
                 ExitStatus::Code(code) => format!("+++ exited with {code} +++"),
+                ExitStatus::Unknown => "+++ exited (status not captured) +++".to_owned(),
                 ExitStatus::Signal(signal) => {
                     format!("+++ killed by {} +++", signal_name(*signal))
                 }
@@ -367,6 +368,9 @@ pub struct App {
     pub events: u64,
     /// See [`Action::Dropped`].
     pub dropped: u64,
+    /// Events the kernel lost before the capture could read them (a full
+    /// ring buffer of the perf backend), all CPUs.
+    pub lost: u64,
     /// Events a second over the last second of trace.
     pub events_per_s: f64,
     /// When the last once-a-second upkeep ran (trace clock), and the
@@ -442,6 +446,7 @@ impl App {
             elapsed_s: 0.0,
             events: 0,
             dropped: 0,
+            lost: 0,
             events_per_s: 0.0,
             tick: (0, 0),
             recent: VecDeque::with_capacity(RECENT_EVENTS),
@@ -629,6 +634,11 @@ impl App {
 
     fn apply_event(&mut self, event: Event) {
         self.events += 1;
+        if let EventKind::Lost { count, .. } = event.kind {
+            // A gap in the trace, not a thread's doing.
+            self.lost += count;
+            return;
+        }
         self.requests.feed(&event, |_| {});
         self.futex.feed(&event);
         let at = event.time_ns;
@@ -701,6 +711,27 @@ impl App {
                     former.history.enter(ThreadState::Exited, at);
                 }
                 Recent::Other(EventKind::Exec { former_tid })
+            }
+            EventKind::Woken { .. }
+            | EventKind::OffCpu {
+                reason: OffCpuReason::Preempted,
+            } => {
+                row.history.enter(ThreadState::Runnable, at);
+                return;
+            }
+            EventKind::OffCpu { .. } => {
+                // Asleep: inside a traced call its state says why.
+                if matches!(
+                    row.history.current(),
+                    ThreadState::Running | ThreadState::Runnable
+                ) {
+                    row.history.enter(ThreadState::Blocked, at);
+                }
+                return;
+            }
+            EventKind::OnCpu { .. } => {
+                row.history.enter(ThreadState::Running, at);
+                return;
             }
             EventKind::Sampled { seen } => {
                 // A state seen, not a call: the timeline shows it.

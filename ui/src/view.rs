@@ -22,6 +22,9 @@ pub fn state_color(state: ThreadState) -> Color {
         ThreadState::Io => Color::Magenta,
         ThreadState::Syscall(_) => Color::White,
         ThreadState::Exited => Color::DarkGray,
+        // Waiting for a CPU: the colour of trouble.
+        ThreadState::Runnable => Color::Red,
+        ThreadState::Blocked => Color::Gray,
     }
 }
 
@@ -92,8 +95,15 @@ fn draw_header(frame: &mut Frame, area: Rect, app: &App) {
     } else {
         String::new()
     };
+    // Events the kernel lost are said only when there are some (only the
+    // perf backend can lose any).
+    let lost = if app.lost > 0 {
+        format!("   {} LOST by the kernel", app.lost)
+    } else {
+        String::new()
+    };
     let counters = Line::from(format!(
-        "{:.0} s   {load}{:.0} req/s   {} answered   {} errors   {} in flight   {} events ({:.0}/s)   {} dropped",
+        "{:.0} s   {load}{:.0} req/s   {} answered   {} errors   {} in flight   {} events ({:.0}/s)   {} dropped{lost}",
         app.elapsed_s,
         app.recent_rate(),
         app.completed,

@@ -339,7 +339,7 @@ mod tests {
 #[cfg(test)]
 mod version_2_tests {
     use super::*;
-    use crate::{DataCapture, Event, EventKind, EventSink, Sampled};
+    use crate::{DataCapture, Event, EventKind, EventSink, ExitStatus, OffCpuReason, Sampled};
 
     #[test]
     fn the_backend_data_markers_and_samples_round_trip() {
@@ -381,6 +381,28 @@ mod version_2_tests {
             },
             EventKind::Sampled {
                 seen: Sampled::Gone,
+            },
+            EventKind::OffCpu {
+                reason: OffCpuReason::Preempted,
+            },
+            EventKind::OffCpu {
+                reason: OffCpuReason::DiskSleep,
+            },
+            EventKind::OnCpu { cpu: 1 },
+            EventKind::Woken {
+                waker_tid: 12,
+                waker_pid: 10,
+            },
+            EventKind::Woken {
+                waker_tid: 0,
+                waker_pid: 0,
+            },
+            EventKind::Lost {
+                cpu: 1,
+                count: 1 << 40,
+            },
+            EventKind::Exited {
+                status: ExitStatus::Unknown,
             },
         ];
         let events: Vec<Event> = kinds

@@ -2,7 +2,7 @@
 //! then the fields of its kind (docs/trace-format.md, "Records").
 
 use super::varint::{Cursor, put_bytes, put_signed, put_varint};
-use crate::event::{Creation, DataCapture, Event, EventKind, ExitStatus, Sampled};
+use crate::event::{Creation, DataCapture, Event, EventKind, ExitStatus, OffCpuReason, Sampled};
 
 const KIND_ENTRY: u8 = 1;
 const KIND_EXIT: u8 = 2;
@@ -12,6 +12,10 @@ const KIND_SIGNAL: u8 = 5;
 const KIND_EXEC: u8 = 6;
 const KIND_GROUP_STOP: u8 = 7;
 const KIND_SAMPLED: u8 = 8;
+const KIND_OFF_CPU: u8 = 9;
+const KIND_ON_CPU: u8 = 10;
+const KIND_WOKEN: u8 = 11;
+const KIND_LOST: u8 = 12;
 /// Tag bit: the record carries captured bytes (otherwise it has none and
 /// no length byte either).
 const TAG_DATA: u8 = 0x80;
@@ -83,6 +87,10 @@ fn tag_of(kind: &EventKind, last_entry: Option<u32>) -> (u8, &[u8]) {
         EventKind::Exec { .. } => (KIND_EXEC, &[]),
         EventKind::GroupStop { .. } => (KIND_GROUP_STOP, &[]),
         EventKind::Sampled { .. } => (KIND_SAMPLED, &[]),
+        EventKind::OffCpu { .. } => (KIND_OFF_CPU, &[]),
+        EventKind::OnCpu { .. } => (KIND_ON_CPU, &[]),
+        EventKind::Woken { .. } => (KIND_WOKEN, &[]),
+        EventKind::Lost { .. } => (KIND_LOST, &[]),
     }
 }
 
@@ -156,14 +164,17 @@ fn encode_fields(out: &mut Vec<u8>, kind: &EventKind, same_nr: bool) {
                 Creation::Vfork => 2,
             });
         }
-        EventKind::Exited { status } => {
-            let (how, value) = match status {
-                ExitStatus::Code(code) => (0, code),
-                ExitStatus::Signal(signal) => (1, signal),
-            };
-            out.push(how);
-            put_signed(out, (*value).into());
-        }
+        EventKind::Exited { status } => match status {
+            ExitStatus::Code(code) => {
+                out.push(0);
+                put_signed(out, (*code).into());
+            }
+            ExitStatus::Signal(signal) => {
+                out.push(1);
+                put_signed(out, (*signal).into());
+            }
+            ExitStatus::Unknown => out.push(2),
+        },
         EventKind::Signal { signal } | EventKind::GroupStop { signal } => {
             put_signed(out, (*signal).into())
         }
@@ -176,6 +187,24 @@ fn encode_fields(out: &mut Vec<u8>, kind: &EventKind, same_nr: bool) {
             }
             Sampled::Gone => out.push(2),
         },
+        EventKind::OffCpu { reason } => out.push(match reason {
+            OffCpuReason::Preempted => 0,
+            OffCpuReason::Sleep => 1,
+            OffCpuReason::DiskSleep => 2,
+            OffCpuReason::Other => 3,
+        }),
+        EventKind::OnCpu { cpu } => put_varint(out, (*cpu).into()),
+        EventKind::Woken {
+            waker_tid,
+            waker_pid,
+        } => {
+            put_signed(out, (*waker_tid).into());
+            put_signed(out, (*waker_pid).into());
+        }
+        EventKind::Lost { cpu, count } => {
+            put_varint(out, (*cpu).into());
+            put_varint(out, *count);
+        }
     }
 }
 
@@ -290,6 +319,7 @@ fn decode_other(cursor: &mut Cursor<'_>, kind: u8) -> Option<EventKind> {
             status: match cursor.byte()? {
                 0 => ExitStatus::Code(cursor.int()?),
                 1 => ExitStatus::Signal(cursor.int()?),
+                2 => ExitStatus::Unknown,
                 _ => return None,
             },
         },
@@ -312,6 +342,33 @@ fn decode_other(cursor: &mut Cursor<'_>, kind: u8) -> Option<EventKind> {
                 2 => Sampled::Gone,
                 _ => return None,
             },
+        },
+        _ => decode_scheduler(cursor, kind)?,
+    })
+}
+
+/// The fields of a scheduler record (the perf backend's kinds).
+fn decode_scheduler(cursor: &mut Cursor<'_>, kind: u8) -> Option<EventKind> {
+    Some(match kind {
+        KIND_OFF_CPU => EventKind::OffCpu {
+            reason: match cursor.byte()? {
+                0 => OffCpuReason::Preempted,
+                1 => OffCpuReason::Sleep,
+                2 => OffCpuReason::DiskSleep,
+                3 => OffCpuReason::Other,
+                _ => return None,
+            },
+        },
+        KIND_ON_CPU => EventKind::OnCpu {
+            cpu: u32::try_from(cursor.varint()?).ok()?,
+        },
+        KIND_WOKEN => EventKind::Woken {
+            waker_tid: cursor.int()?,
+            waker_pid: cursor.int()?,
+        },
+        KIND_LOST => EventKind::Lost {
+            cpu: u32::try_from(cursor.varint()?).ok()?,
+            count: cursor.varint()?,
         },
         _ => return None,
     })
