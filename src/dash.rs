@@ -53,6 +53,8 @@ pub struct DashArgs {
     /// ptrace stops are cheap; see `tracebench trace --help`)
     #[arg(long)]
     no_poll_idle: bool,
+    #[command(flatten)]
+    capture: crate::capture::CaptureArgs,
     /// Start and trace this program instead of our server; with --url,
     /// load it too (without, only watch it: `-- tracebench lab race`)
     #[arg(last = true, value_name = "CMD")]
@@ -74,6 +76,7 @@ impl Default for DashArgs {
             no_record: false,
             record_dir: None,
             no_poll_idle: false,
+            capture: crate::capture::CaptureArgs::default(),
             command: Vec::new(),
         }
     }
@@ -249,7 +252,7 @@ pub fn run(args: DashArgs) -> anyhow::Result<u8> {
         headless_for: args.headless_for,
         record,
         restarts: 0,
-        capture: crate::capture::ptrace_starter(!args.no_poll_idle),
+        capture: args.capture.starter(!args.no_poll_idle),
     };
     let finished = tracebench_ui::run(&config)?;
     print!("{}", summary(&finished.app));

@@ -37,6 +37,8 @@ pub struct ExperimentArgs {
     /// The run directory (default: runs/experiment-<time>/)
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
+    #[command(flatten)]
+    capture: crate::capture::CaptureArgs,
 }
 
 /// Runs the experiment, prints progress on stderr and the table on stdout.
@@ -54,7 +56,7 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
         delay: if args.quick { QUICK_DELAY } else { args.delay },
         workers: args.workers,
         out,
-        capture: crate::capture::ptrace_starter(true),
+        capture: args.capture.starter(true),
     };
     config.validate()?;
     eprintln!(

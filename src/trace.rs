@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::ValueEnum;
 use tracebench_analysis::states::Timelines;
+use tracebench_capture_perf::{PerfCapture, PerfOptions};
 use tracebench_capture_ptrace::{PtraceCapture, PtraceOptions};
 use tracebench_capture_sample::SampleCapture;
 use tracebench_export::jsonl::JsonlWriter;
@@ -77,6 +78,8 @@ pub struct TraceArgs {
     /// that spin
     #[arg(long)]
     no_poll_idle: bool,
+    #[command(flatten)]
+    capture: crate::capture::CaptureArgs,
     /// The program to start and its arguments
     #[arg(last = true, value_name = "CMD", required_unless_present = "pid")]
     command: Vec<std::ffi::OsString>,
@@ -122,8 +125,59 @@ pub fn run(args: TraceArgs) -> anyhow::Result<u8> {
         return sample(&args, &tracee, hz);
     }
     let attach = matches!(tracee, Tracee::Attach { .. });
+    let selection = Selection::parse(&args.expressions)?;
+    let backend = args.capture.resolve();
+    // Open every output before starting, so a bad path fails before the
+    // program runs.
+    let mut outputs = Outputs::open(&args, command_line, backend)?;
+    let capture: Box<dyn Capture> = match backend {
+        Backend::Perf => {
+            let options = PerfOptions {
+                selection,
+                stdio: ProgramStdio::Inherit,
+                buffer_bytes: args.capture.buffer_size,
+            };
+            let capture = PerfCapture::start(&tracee, &options)?;
+            if attach {
+                eprintln!(
+                    "tracebench trace: following every thread through kernel tracepoints; \
+                     nothing is stopped; Ctrl-C lets go"
+                );
+            }
+            Box::new(capture)
+        }
+        _ => Box::new(start_ptrace(&args, &tracee, selection, &mut outputs)?),
+    };
+    let _signals = tracebench_trace::signals::forward_to(&capture.stop_handle())
+        .context("installing signal handlers")?;
+    let end = capture.run(&mut Tee(outputs.sinks()))?;
+    outputs.finish(&args)?;
+    if end.lost_events > 0 {
+        eprintln!(
+            "tracebench trace: {} events LOST: the kernel's ring buffers were full \
+             (the trace has gaps; a larger --buffer-size helps)",
+            end.lost_events
+        );
+    }
+    if end.detached {
+        eprintln!("tracebench trace: detached; the program runs on");
+    }
+    Ok(end
+        .exit
+        .map_or(0, |status| status.shell_code().clamp(0, 255) as u8))
+}
+
+/// Starts the ptrace backend, telling the strace writer how many threads
+/// it follows from the start.
+fn start_ptrace(
+    args: &TraceArgs,
+    tracee: &Tracee,
+    selection: Selection,
+    outputs: &mut Outputs,
+) -> anyhow::Result<PtraceCapture> {
+    let attach = matches!(tracee, Tracee::Attach { .. });
     let options = PtraceOptions {
-        selection: Selection::parse(&args.expressions)?,
+        selection,
         seccomp: !args.no_seccomp && !attach,
         follow_forks: true,
         string_limit: args.string_limit,
@@ -131,12 +185,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<u8> {
         stdio: ProgramStdio::Inherit,
         poll_idle: !args.no_poll_idle,
     };
-    // Open every output before starting, so a bad path fails before the
-    // program runs.
-    let mut outputs = Outputs::open(&args, command_line, Backend::Ptrace)?;
-    let capture = PtraceCapture::start(&tracee, &options)?;
-    let _signals = tracebench_trace::signals::forward_to(&capture.stop_handle())
-        .context("installing signal handlers")?;
+    let capture = PtraceCapture::start(tracee, &options)?;
     if let Some(TextSink::Strace(writer)) = outputs.text.as_mut() {
         writer.threads_at_start(capture.thread_count());
     }
@@ -147,14 +196,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<u8> {
             capture.thread_count()
         );
     }
-    let end = Box::new(capture).run(&mut Tee(outputs.sinks()))?;
-    outputs.finish(&args)?;
-    if end.detached {
-        eprintln!("tracebench trace: detached; the program runs on");
-    }
-    Ok(end
-        .exit
-        .map_or(0, |status| status.shell_code().clamp(0, 255) as u8))
+    Ok(capture)
 }
 
 /// What to trace, and the command line the trace file's header records.

@@ -292,6 +292,10 @@ struct ThreadFutex {
 struct Scheduled {
     runnable_ns: u64,
     waker_tid: i32,
+    /// The entry of the futex wake the waker was inside, if it was: the
+    /// exact wake, even across processes (where a shared futex's words
+    /// are counted apart and matching by word cannot pair them).
+    wake_entry_ns: Option<u64>,
     running_ns: Option<u64>,
 }
 
@@ -506,6 +510,10 @@ impl FutexStats {
     /// The scheduler made `tid` runnable: if it sleeps in a futex wait,
     /// remember when and by whom, for the wait's return.
     fn scheduler_woke(&mut self, tid: i32, waker_tid: i32, at: u64) {
+        let wake_entry_ns = match self.threads.get(&waker_tid).and_then(|t| t.inside) {
+            Some((_, Call::Wake { .. }, entered)) => Some(entered),
+            _ => None,
+        };
         let Some(thread) = self.threads.get_mut(&tid) else {
             return;
         };
@@ -513,25 +521,33 @@ impl FutexStats {
             thread.scheduled = Some(Scheduled {
                 runnable_ns: at,
                 waker_tid,
+                wake_entry_ns,
                 running_ns: None,
             });
         }
     }
 
-    /// A matched waiter's wake-to-run split by the scheduler's events, if
-    /// they were seen.
-    fn record_scheduled(&mut self, key: FutexKey, tid: i32, wake_entry_ns: u64) {
-        let Some(scheduled) = self.threads.get_mut(&tid).and_then(|t| t.scheduled.take()) else {
-            return;
-        };
-        let to_runnable = scheduled.runnable_ns.saturating_sub(wake_entry_ns);
+    /// A woken waiter's wake-to-run split by the scheduler's events: from
+    /// the wake (`wake_ns`, if known) to runnable, and runnable to running.
+    fn record_scheduled(
+        &mut self,
+        key: FutexKey,
+        tid: i32,
+        scheduled: Scheduled,
+        wake_ns: Option<u64>,
+    ) {
         let running_ns = scheduled.running_ns.unwrap_or(scheduled.runnable_ns);
         let queued = running_ns.saturating_sub(scheduled.runnable_ns);
+        let to_runnable = wake_ns.map(|w| scheduled.runnable_ns.saturating_sub(w));
         if let Some(word) = self.words.get_mut(&key) {
-            word.stats.wake_to_runnable.record(to_runnable);
+            if let Some(ns) = to_runnable {
+                word.stats.wake_to_runnable.record(ns);
+            }
             word.stats.runnable_to_running.record(queued);
         }
-        self.wake_to_runnable.saturating_record(to_runnable);
+        if let Some(ns) = to_runnable {
+            self.wake_to_runnable.saturating_record(ns);
+        }
         self.runnable_to_running.saturating_record(queued);
         let pair = (scheduled.waker_tid, tid);
         if self.wakeups.contains_key(&pair) || self.wakeups.len() < MAX_WAKEUP_PAIRS {
@@ -561,7 +577,17 @@ impl FutexStats {
                     self.wait_time.saturating_record(slept);
                 }
                 if ret == 0 {
-                    self.match_waiter(key, tid, at);
+                    let scheduled = self.threads.get_mut(&tid).and_then(|t| t.scheduled.take());
+                    // The scheduler names the exact wake, even across
+                    // processes; without it, matching by word does.
+                    let matched = self.match_waiter(key, tid, at);
+                    let exact = scheduled.and_then(|s| s.wake_entry_ns);
+                    if let Some(wake_ns) = exact.or(matched) {
+                        self.record_wake_to_run(key, at.saturating_sub(wake_ns));
+                    }
+                    if let Some(scheduled) = scheduled {
+                        self.record_scheduled(key, tid, scheduled, exact.or(matched));
+                    }
                 }
             }
             Call::Wake { id } => {
@@ -584,26 +610,29 @@ impl FutexStats {
     }
 
     /// A waiter on `key` returned 0 at `at`: find the wake that woke it.
-    fn match_waiter(&mut self, key: FutexKey, tid: i32, at: u64) {
-        let Some(word) = self.words.get_mut(&key) else {
-            return;
-        };
+    /// Returns the matched wake's entry time.
+    fn match_waiter(&mut self, key: FutexKey, tid: i32, at: u64) -> Option<u64> {
+        let word = self.words.get_mut(&key)?;
         let candidate = word
             .pending
             .iter_mut()
             .find(|w| w.entry_ns <= at && w.woke.is_none_or(|n| w.matched < n));
         let Some(wake) = candidate else {
             word.stats.unmatched_wakeups += 1;
-            return;
+            return None;
         };
         wake.matched += 1;
-        let latency = at - wake.entry_ns;
         let (id, wake_entry_ns) = (wake.id, wake.entry_ns);
-        word.stats.wake_to_run.record(latency);
-        self.wake_to_run.saturating_record(latency);
-        self.record_scheduled(key, tid, wake_entry_ns);
         self.threads.entry(tid).or_default().woken_by = Some((key, id));
         self.try_complete(key, id);
+        Some(wake_entry_ns)
+    }
+
+    fn record_wake_to_run(&mut self, key: FutexKey, latency: u64) {
+        if let Some(word) = self.words.get_mut(&key) {
+            word.stats.wake_to_run.record(latency);
+        }
+        self.wake_to_run.saturating_record(latency);
     }
 
     /// Thread `tid` enters a syscall (`call`: a futex call on a word) or
@@ -715,6 +744,68 @@ pub struct FutexReport<'a> {
     top: usize,
 }
 
+impl FutexReport<'_> {
+    /// What the scheduler's events add (perf backend), or that they are
+    /// missing.
+    fn scheduler(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let stats = self.stats;
+        let us = |ns: u64| ns as f64 / 1e3;
+        if stats.runnable_to_running.is_empty() {
+            writeln!(
+                f,
+                "wake->runnable, runnable->running (run-queue wait), who woke whom: needs --backend perf"
+            )?;
+        } else {
+            writeln!(
+                f,
+                "of which wake->runnable p50 {:.1} p99 {:.1}, runnable->running p50 {:.1} p99 {:.1} usecs over {} woken waiters the scheduler was seen for",
+                us(stats.wake_to_runnable.value_at_quantile(0.5)),
+                us(stats.wake_to_runnable.value_at_quantile(0.99)),
+                us(stats.runnable_to_running.value_at_quantile(0.5)),
+                us(stats.runnable_to_running.value_at_quantile(0.99)),
+                stats.runnable_to_running.len()
+            )?;
+            let mut pairs: Vec<_> = stats.wakeups.iter().collect();
+            pairs.sort_by(|a, b| b.1.cmp(a.1));
+            let shown: Vec<String> = pairs
+                .iter()
+                .take(self.top)
+                .map(|((waker, woken), n)| format!("{waker}->{woken} x{n}"))
+                .collect();
+            writeln!(f, "who woke whom (waker->woken): {}", shown.join(", "))?;
+        }
+        Ok(())
+    }
+
+    /// The thundering herds, the latest `top` of them.
+    fn herds(&self, f: &mut fmt::Formatter<'_>, herds: u64) -> fmt::Result {
+        let stats = self.stats;
+        if herds == 0 {
+            writeln!(
+                f,
+                "thundering herds: none (no wake started >= {} waiters that mostly went back to sleep)",
+                stats.config.herd_threshold
+            )?;
+        } else {
+            writeln!(f, "thundering herds: {herds}")?;
+            let start = stats.first_ns.unwrap_or(0);
+            for herd in stats.herds.iter().rev().take(self.top).rev() {
+                writeln!(
+                    f,
+                    "  HERD at +{:.6}s pid {} {:#x}: one wake by tid {} woke {}, {} went straight back to waiting",
+                    herd.wake_ns.saturating_sub(start) as f64 / 1e9,
+                    herd.key.pid,
+                    herd.key.addr,
+                    herd.waker_tid,
+                    herd.woken,
+                    herd.went_back
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl fmt::Display for FutexReport<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let stats = self.stats;
@@ -783,30 +874,7 @@ impl fmt::Display for FutexReport<'_> {
                 String::new()
             }
         )?;
-        if stats.wake_to_runnable.is_empty() {
-            writeln!(
-                f,
-                "wake->runnable, runnable->running (run-queue wait), who woke whom: needs --backend perf"
-            )?;
-        } else {
-            writeln!(
-                f,
-                "of which wake->runnable p50 {:.1} p99 {:.1}, runnable->running p50 {:.1} p99 {:.1} usecs over {} waiters the scheduler was seen for",
-                us(stats.wake_to_runnable.value_at_quantile(0.5)),
-                us(stats.wake_to_runnable.value_at_quantile(0.99)),
-                us(stats.runnable_to_running.value_at_quantile(0.5)),
-                us(stats.runnable_to_running.value_at_quantile(0.99)),
-                stats.wake_to_runnable.len()
-            )?;
-            let mut pairs: Vec<_> = stats.wakeups.iter().collect();
-            pairs.sort_by(|a, b| b.1.cmp(a.1));
-            let shown: Vec<String> = pairs
-                .iter()
-                .take(self.top)
-                .map(|((waker, woken), n)| format!("{waker}->{woken} x{n}"))
-                .collect();
-            writeln!(f, "who woke whom (waker->woken): {}", shown.join(", "))?;
-        }
+        self.scheduler(f)?;
         if stats.untracked_calls > 0 {
             writeln!(
                 f,
@@ -814,30 +882,7 @@ impl fmt::Display for FutexReport<'_> {
                 stats.untracked_calls, stats.config.max_addresses
             )?;
         }
-        let herds: u64 = total.herds;
-        if herds == 0 {
-            writeln!(
-                f,
-                "thundering herds: none (no wake started >= {} waiters that mostly went back to sleep)",
-                stats.config.herd_threshold
-            )?;
-        } else {
-            writeln!(f, "thundering herds: {herds}")?;
-            let start = stats.first_ns.unwrap_or(0);
-            for herd in stats.herds.iter().rev().take(self.top).rev() {
-                writeln!(
-                    f,
-                    "  HERD at +{:.6}s pid {} {:#x}: one wake by tid {} woke {}, {} went straight back to waiting",
-                    herd.wake_ns.saturating_sub(start) as f64 / 1e9,
-                    herd.key.pid,
-                    herd.key.addr,
-                    herd.waker_tid,
-                    herd.woken,
-                    herd.went_back
-                )?;
-            }
-        }
-        Ok(())
+        self.herds(f, total.herds)
     }
 }
 

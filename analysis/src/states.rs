@@ -81,6 +81,42 @@ impl ThreadState {
     }
 }
 
+/// What an event that only tells a thread's state (the scheduler's, or a
+/// sampler's) does to a thread now in `current`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Observed {
+    /// It is in this state from now on.
+    Enter(ThreadState),
+    /// Its state stays as it is.
+    Keep,
+    /// The event is not one of those (a syscall, a spawn, an exit…).
+    NotAState,
+}
+
+/// The state that `kind` says a thread is in, if it only says that: woken
+/// or preempted means runnable; asleep keeps the state of the traced call
+/// it sleeps in, or is blocked outside one; on a CPU means running; a
+/// sample says what it saw.
+pub fn observed_state(kind: &EventKind, current: ThreadState) -> Observed {
+    match kind {
+        EventKind::Woken { .. }
+        | EventKind::OffCpu {
+            reason: OffCpuReason::Preempted,
+        } => Observed::Enter(ThreadState::Runnable),
+        EventKind::OffCpu { .. } => match current {
+            ThreadState::Running | ThreadState::Runnable => Observed::Enter(ThreadState::Blocked),
+            _ => Observed::Keep,
+        },
+        EventKind::OnCpu { .. } => Observed::Enter(ThreadState::Running),
+        EventKind::Sampled { seen } => Observed::Enter(match seen {
+            Sampled::Running => ThreadState::Running,
+            Sampled::Blocked { nr, args } => ThreadState::of_syscall(*nr, args),
+            Sampled::Gone => ThreadState::Exited,
+        }),
+        _ => Observed::NotAState,
+    }
+}
+
 /// One stretch of time a thread spent in one state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Interval {
@@ -171,6 +207,11 @@ impl Timelines {
                 pid: event.pid,
                 ..ThreadTimeline::default()
             });
+        match observed_state(&event.kind, thread.current()) {
+            Observed::Enter(state) => return thread.enter(state, event.time_ns),
+            Observed::Keep => return,
+            Observed::NotAState => {}
+        }
         match &event.kind {
             EventKind::SyscallEntry { nr, args, .. } => {
                 thread.enter(ThreadState::of_syscall(*nr, args), event.time_ns)
@@ -180,29 +221,6 @@ impl Timelines {
                 thread.enter(ThreadState::Running, event.time_ns);
             }
             EventKind::Exited { .. } => thread.enter(ThreadState::Exited, event.time_ns),
-            EventKind::Woken { .. }
-            | EventKind::OffCpu {
-                reason: OffCpuReason::Preempted,
-            } => thread.enter(ThreadState::Runnable, event.time_ns),
-            EventKind::OffCpu { .. } => {
-                // Asleep: inside a traced syscall its state says why;
-                // outside one, all we know is that it sleeps.
-                if matches!(
-                    thread.current(),
-                    ThreadState::Running | ThreadState::Runnable
-                ) {
-                    thread.enter(ThreadState::Blocked, event.time_ns);
-                }
-            }
-            EventKind::OnCpu { .. } => thread.enter(ThreadState::Running, event.time_ns),
-            EventKind::Sampled { seen } => {
-                let state = match seen {
-                    Sampled::Running => ThreadState::Running,
-                    Sampled::Blocked { nr, args } => ThreadState::of_syscall(*nr, args),
-                    Sampled::Gone => ThreadState::Exited,
-                };
-                thread.enter(state, event.time_ns);
-            }
             EventKind::Exec { former_tid } if *former_tid != event.tid => {
                 // The exec'ing thread took over the leader's tid.
                 if let Some(mut former) = self.threads.remove(former_tid) {

@@ -29,31 +29,62 @@ fn off_cpu_name(reason: OffCpuReason) -> &'static str {
 /// Streams `events` to `out` as one Chrome trace JSON document.
 pub fn write<W: Write>(events: impl IntoIterator<Item = Event>, mut out: W) -> io::Result<W> {
     out.write_all(b"{\"displayTimeUnit\":\"ns\",\"traceEvents\":[\n")?;
-    let mut first_record = true;
-    let mut emit = |out: &mut W, value: serde_json::Value| -> io::Result<()> {
-        if !first_record {
-            out.write_all(b",\n")?;
-        }
-        first_record = false;
-        serde_json::to_writer(&mut *out, &value)?;
-        Ok(())
+    let mut document = Document {
+        out,
+        first_record: true,
+        origin: None,
+        named: HashSet::new(),
+        open: HashMap::new(),
+        off_cpu: HashMap::new(),
+        last_ns: 0,
     };
-    let mut origin: Option<u64> = None;
-    let mut named: HashSet<i32> = HashSet::new();
-    let mut open: HashMap<i32, Open> = HashMap::new();
-    // Threads off their CPU (perf backend): since when, and why.
-    let mut off_cpu: HashMap<i32, (u64, OffCpuReason)> = HashMap::new();
-    let mut last_ns = 0;
-    let micros = |ns: u64, origin: u64| (ns.saturating_sub(origin)) as f64 / 1000.0;
     for event in events {
-        let origin = *origin.get_or_insert(event.time_ns);
-        last_ns = last_ns.max(event.time_ns);
+        document.event(&event)?;
+    }
+    document.finish()
+}
+
+fn micros(ns: u64, origin: u64) -> f64 {
+    ns.saturating_sub(origin) as f64 / 1000.0
+}
+
+/// A Chrome trace being written.
+struct Document<W: Write> {
+    out: W,
+    first_record: bool,
+    origin: Option<u64>,
+    /// Threads whose name record is out.
+    named: HashSet<i32>,
+    /// Calls entered and not yet returned, by thread.
+    open: HashMap<i32, Open>,
+    /// Threads off their CPU (perf backend): since when, and why.
+    off_cpu: HashMap<i32, (u64, OffCpuReason)>,
+    last_ns: u64,
+}
+
+impl<W: Write> Document<W> {
+    fn emit(&mut self, value: serde_json::Value) -> io::Result<()> {
+        if !self.first_record {
+            self.out.write_all(b",\n")?;
+        }
+        self.first_record = false;
+        serde_json::to_writer(&mut self.out, &value)?;
+        Ok(())
+    }
+
+    fn event(&mut self, event: &Event) -> io::Result<()> {
+        let origin = *self.origin.get_or_insert(event.time_ns);
+        self.last_ns = self.last_ns.max(event.time_ns);
         let (pid, tid) = (event.pid, event.tid);
-        if named.insert(tid) {
-            emit(
-                &mut out,
+        if self.named.insert(tid) {
+            let name = if pid == tid {
+                format!("{tid} (main)")
+            } else {
+                tid.to_string()
+            };
+            self.emit(
                 json!({"name": "thread_name", "ph": "M", "pid": pid, "tid": tid,
-                "args": {"name": if pid == tid { format!("{tid} (main)") } else { tid.to_string() }}}),
+                "args": {"name": name}}),
             )?;
         }
         let ts = micros(event.time_ns, origin);
@@ -65,83 +96,80 @@ pub fn write<W: Write>(events: impl IntoIterator<Item = Event>, mut out: W) -> i
                 data,
                 data_capture,
             } => {
-                open.insert(
+                let text = entry_args_of(*nr, args, data, *data_capture);
+                let start_ns = event.time_ns;
+                self.open.insert(
                     tid,
                     Open {
                         nr: *nr,
-                        start_ns: event.time_ns,
-                        text: entry_args_of(*nr, args, data, *data_capture),
+                        start_ns,
+                        text,
                     },
                 );
             }
             EventKind::SyscallExit { nr, ret, .. } => {
-                let (start_ns, text) = match open.remove(&tid) {
+                let (start_ns, text) = match self.open.remove(&tid) {
                     Some(o) if o.nr == *nr => (o.start_ns, o.text),
                     _ => (event.time_ns, String::new()),
                 };
-                emit(
-                    &mut out,
-                    json!({"name": syscall_name(*nr), "cat": "syscall", "ph": "X", "pid": pid, "tid": tid,
+                self.emit(json!({"name": syscall_name(*nr), "cat": "syscall", "ph": "X", "pid": pid, "tid": tid,
                     "ts": micros(start_ns, origin), "dur": micros(event.time_ns, start_ns),
-                    "args": {"args": text, "ret": return_value(*nr, *ret)}}),
-                )?;
+                    "args": {"args": text, "ret": return_value(*nr, *ret)}}))?;
             }
-            EventKind::Spawned { child_tid, .. } => {
-                emit(&mut out, instant(format!("spawn {child_tid}")))?
+            EventKind::OffCpu { reason } => {
+                self.off_cpu.insert(tid, (event.time_ns, *reason));
             }
-            EventKind::Exited { status } => {
-                let name = match status {
-                    ExitStatus::Code(code) => format!("exit {code}"),
-                    ExitStatus::Signal(signal) => format!("killed by {}", signal_name(*signal)),
-                    ExitStatus::Unknown => "exit".to_owned(),
-                };
-                emit(&mut out, instant(name))?;
+            EventKind::OnCpu { .. } => {
+                if let Some((since, reason)) = self.off_cpu.remove(&tid) {
+                    self.emit(json!({"name": off_cpu_name(reason), "cat": "sched", "ph": "X", "pid": pid,
+                        "tid": tid, "ts": micros(since, origin), "dur": micros(event.time_ns, since)}))?;
+                }
             }
-            EventKind::Signal { signal } => emit(&mut out, instant(signal_name(*signal)))?,
-            EventKind::GroupStop { signal } => emit(
-                &mut out,
-                instant(format!("stopped by {}", signal_name(*signal))),
-            )?,
-            EventKind::Exec { .. } => emit(&mut out, instant("exec".to_owned()))?,
             // Sampled states are timelines, not calls: the dashboard and
             // `-c` show them.
             EventKind::Sampled { .. } => {}
-            EventKind::OffCpu { reason } => {
-                off_cpu.insert(tid, (event.time_ns, *reason));
-            }
-            EventKind::OnCpu { .. } => {
-                if let Some((since, reason)) = off_cpu.remove(&tid) {
-                    emit(
-                        &mut out,
-                        json!({"name": off_cpu_name(reason), "cat": "sched", "ph": "X", "pid": pid,
-                        "tid": tid, "ts": micros(since, origin), "dur": micros(event.time_ns, since)}),
-                    )?;
+            other => {
+                if let Some(name) = instant_name(other) {
+                    self.emit(instant(name))?;
                 }
             }
-            EventKind::Woken { waker_tid, .. } => {
-                emit(&mut out, instant(format!("woken by {waker_tid}")))?
-            }
-            EventKind::Lost { cpu, count } => emit(
-                &mut out,
-                instant(format!("{count} events lost (CPU {cpu} buffer full)")),
-            )?,
         }
+        Ok(())
     }
-    // Calls still in progress when the trace ended run to its end.
-    let origin = origin.unwrap_or(0);
-    let mut unfinished: Vec<_> = open.into_iter().collect();
-    unfinished.sort_by_key(|(tid, _)| *tid);
-    for (tid, o) in unfinished {
-        emit(
-            &mut out,
-            json!({"name": syscall_name(o.nr), "cat": "syscall", "ph": "X", "tid": tid,
-            "pid": tid, "ts": micros(o.start_ns, origin), "dur": micros(last_ns, o.start_ns),
-            "args": {"args": o.text, "ret": "unfinished"}}),
-        )?;
+
+    /// Calls still in progress when the trace ended run to its end; then
+    /// the document is closed.
+    fn finish(mut self) -> io::Result<W> {
+        let origin = self.origin.unwrap_or(0);
+        let mut unfinished: Vec<_> = std::mem::take(&mut self.open).into_iter().collect();
+        unfinished.sort_by_key(|(tid, _)| *tid);
+        for (tid, o) in unfinished {
+            self.emit(json!({"name": syscall_name(o.nr), "cat": "syscall", "ph": "X", "tid": tid,
+                "pid": tid, "ts": micros(o.start_ns, origin), "dur": micros(self.last_ns, o.start_ns),
+                "args": {"args": o.text, "ret": "unfinished"}}))?;
+        }
+        self.out.write_all(b"\n]}\n")?;
+        self.out.flush()?;
+        Ok(self.out)
     }
-    out.write_all(b"\n]}\n")?;
-    out.flush()?;
-    Ok(out)
+}
+
+/// The name of the instant an event of this kind shows as, if any.
+fn instant_name(kind: &EventKind) -> Option<String> {
+    Some(match kind {
+        EventKind::Spawned { child_tid, .. } => format!("spawn {child_tid}"),
+        EventKind::Exited { status } => match status {
+            ExitStatus::Code(code) => format!("exit {code}"),
+            ExitStatus::Signal(signal) => format!("killed by {}", signal_name(*signal)),
+            ExitStatus::Unknown => "exit".to_owned(),
+        },
+        EventKind::Signal { signal } => signal_name(*signal),
+        EventKind::GroupStop { signal } => format!("stopped by {}", signal_name(*signal)),
+        EventKind::Exec { .. } => "exec".to_owned(),
+        EventKind::Woken { waker_tid, .. } => format!("woken by {waker_tid}"),
+        EventKind::Lost { cpu, count } => format!("{count} events lost (CPU {cpu} buffer full)"),
+        _ => return None,
+    })
 }
 
 #[cfg(test)]

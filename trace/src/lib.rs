@@ -23,6 +23,7 @@ pub mod capture;
 pub mod clock;
 mod event;
 pub mod format;
+pub mod program;
 pub mod selection;
 pub mod signals;
 pub mod sink;

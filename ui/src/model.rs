@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, VecDeque};
 
 use hdrhistogram::Histogram;
-use tracebench_analysis::states::ThreadState;
+use tracebench_analysis::states::{Observed, ThreadState, observed_state};
 use tracebench_export::render::{
     entry_args_of, exit_args_of, return_value, signal_name, syscall_name,
 };
@@ -17,7 +17,7 @@ use tracebench_analysis::attribution::Attributor;
 use tracebench_analysis::futexstat::FutexStats;
 
 use crate::history::StateHistory;
-use tracebench_trace::{DataCapture, Event, EventKind, ExitStatus, OffCpuReason, Sampled};
+use tracebench_trace::{DataCapture, Event, EventKind, ExitStatus};
 
 /// How many recent events the events pane keeps.
 pub const RECENT_EVENTS: usize = 200;
@@ -655,6 +655,12 @@ impl App {
             row.seen = true;
             self.unnamed.push(event.tid);
         }
+        match observed_state(&event.kind, row.history.current()) {
+            // A state seen, not a call: the timeline shows it.
+            Observed::Enter(state) => return row.history.enter(state, at),
+            Observed::Keep => return,
+            Observed::NotAState => {}
+        }
         let what = match event.kind {
             EventKind::SyscallEntry {
                 nr,
@@ -711,37 +717,6 @@ impl App {
                     former.history.enter(ThreadState::Exited, at);
                 }
                 Recent::Other(EventKind::Exec { former_tid })
-            }
-            EventKind::Woken { .. }
-            | EventKind::OffCpu {
-                reason: OffCpuReason::Preempted,
-            } => {
-                row.history.enter(ThreadState::Runnable, at);
-                return;
-            }
-            EventKind::OffCpu { .. } => {
-                // Asleep: inside a traced call its state says why.
-                if matches!(
-                    row.history.current(),
-                    ThreadState::Running | ThreadState::Runnable
-                ) {
-                    row.history.enter(ThreadState::Blocked, at);
-                }
-                return;
-            }
-            EventKind::OnCpu { .. } => {
-                row.history.enter(ThreadState::Running, at);
-                return;
-            }
-            EventKind::Sampled { seen } => {
-                // A state seen, not a call: the timeline shows it.
-                let state = match seen {
-                    Sampled::Running => ThreadState::Running,
-                    Sampled::Blocked { nr, args } => ThreadState::of_syscall(nr, &args),
-                    Sampled::Gone => ThreadState::Exited,
-                };
-                row.history.enter(state, at);
-                return;
             }
             other => Recent::Other(other),
         };

@@ -1,13 +1,11 @@
 //! Starting a program under the tracer: fork, let the child stop itself,
 //! seize it, and let it install the seccomp filter and exec.
 
-use std::ffi::{CString, OsStr, OsString};
+use std::ffi::{OsStr, OsString};
 use std::io;
-use std::os::fd::AsRawFd;
-use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
 
-use tracebench_trace::{CaptureError, ProgramStdio};
+use tracebench_trace::CaptureError;
+use tracebench_trace::program::{ExecStrings, StdioPlan};
 
 use super::{Engine, Thread, ptrace_options};
 use crate::{ptrace, seccomp};
@@ -16,16 +14,12 @@ use crate::{ptrace, seccomp};
 /// fork: after it, the child may only make system calls (no allocation,
 /// no lock).
 struct ExecImage {
-    path: CString,
-    /// Owners of the pointers in `argv` and `envp`.
-    _strings: (Vec<CString>, Vec<CString>),
+    /// Owner of the pointers in `argv` and `envp`.
+    strings: ExecStrings,
     argv: Vec<*const libc::c_char>,
     envp: Vec<*const libc::c_char>,
     filter: Option<seccompiler::BpfProgram>,
-    /// stdin, stdout and stderr from /dev/null…
-    null_stdio: bool,
-    /// …then this descriptor (if any) onto stdout and stderr.
-    output: Option<libc::c_int>,
+    stdio: StdioPlan,
 }
 
 impl ExecImage {
@@ -34,41 +28,16 @@ impl ExecImage {
         args: &[OsString],
         options: &crate::PtraceOptions,
     ) -> Result<ExecImage, CaptureError> {
-        let path = c_string(resolve_program(program)?.as_os_str())?;
-        let argv_owned: Vec<CString> = std::iter::once(program)
-            .chain(args.iter().map(OsString::as_os_str))
-            .map(c_string)
-            .collect::<Result<_, _>>()?;
-        let envp_owned: Vec<CString> = std::env::vars_os()
-            .filter_map(|(k, v)| {
-                let mut pair = k;
-                pair.push("=");
-                pair.push(v);
-                CString::new(pair.as_bytes()).ok()
-            })
-            .collect();
-        let pointers = |strings: &[CString]| {
-            let mut pointers: Vec<*const libc::c_char> =
-                strings.iter().map(|s| s.as_ptr()).collect();
-            pointers.push(std::ptr::null());
-            pointers
-        };
-        let (null_stdio, output) = match &options.stdio {
-            ProgramStdio::Inherit => (false, None),
-            ProgramStdio::Null => (true, None),
-            ProgramStdio::Capture(fd) => (true, Some(fd.as_raw_fd())),
-        };
+        let strings = ExecStrings::new(program, args)?;
         Ok(ExecImage {
-            path,
-            argv: pointers(&argv_owned),
-            envp: pointers(&envp_owned),
-            _strings: (argv_owned, envp_owned),
+            argv: strings.argv_pointers(),
+            envp: strings.envp_pointers(),
+            strings,
             filter: match options.seccomp {
                 true => Some(seccomp::filter(&options.selection)?),
                 false => None,
             },
-            null_stdio,
-            output,
+            stdio: StdioPlan::new(&options.stdio),
         })
     }
 
@@ -87,20 +56,7 @@ impl ExecImage {
             if libc::getppid() != parent {
                 libc::_exit(125);
             }
-            if self.null_stdio {
-                let fd = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
-                if fd >= 0 {
-                    for target in 0..3 {
-                        libc::dup2(fd, target);
-                    }
-                }
-            }
-            // dup2 clears close-on-exec on the copies, so the program
-            // keeps them and nothing else.
-            if let Some(fd) = self.output {
-                libc::dup2(fd, 1);
-                libc::dup2(fd, 2);
-            }
+            self.stdio.apply_in_child();
             libc::kill(libc::getpid(), libc::SIGSTOP);
             // Continued: we are seized, and PTRACE_O_EXITKILL now kills
             // us with the tracer. The program must not inherit a
@@ -111,7 +67,11 @@ impl ExecImage {
             {
                 libc::_exit(126);
             }
-            libc::execve(self.path.as_ptr(), self.argv.as_ptr(), self.envp.as_ptr());
+            libc::execve(
+                self.strings.path.as_ptr(),
+                self.argv.as_ptr(),
+                self.envp.as_ptr(),
+            );
             libc::_exit(127);
         }
     }
@@ -206,46 +166,4 @@ pub(crate) fn pin_to_cpu(cpu: usize) -> Result<(), CaptureError> {
         )));
     }
     Ok(())
-}
-
-/// Finds `program` the way execvp would, so "not found" is reported by us,
-/// clearly, before anything is forked.
-fn resolve_program(program: &OsStr) -> Result<PathBuf, CaptureError> {
-    let is_executable = |path: &Path| {
-        CString::new(path.as_os_str().as_bytes())
-            // SAFETY: access(2) reads the NUL-terminated path.
-            .map(|c| unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0 && path.is_file())
-            .unwrap_or(false)
-    };
-    let not_found = || CaptureError::Spawn {
-        program: program.to_string_lossy().into_owned(),
-        source: io::Error::new(io::ErrorKind::NotFound, "no such program in PATH"),
-    };
-    if program.as_bytes().contains(&b'/') {
-        let path = PathBuf::from(program);
-        if is_executable(&path) {
-            return Ok(path);
-        }
-        // Say why, as execve would: a directory, no execute permission, or
-        // nothing there.
-        let source = match std::fs::metadata(&path) {
-            Ok(meta) if meta.is_dir() => io::Error::from_raw_os_error(libc::EISDIR),
-            Ok(_) => io::Error::from_raw_os_error(libc::EACCES),
-            Err(e) => e,
-        };
-        return Err(CaptureError::Spawn {
-            program: program.to_string_lossy().into_owned(),
-            source,
-        });
-    }
-    let search = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
-    std::env::split_paths(&search)
-        .map(|dir| dir.join(program))
-        .find(|candidate| is_executable(candidate))
-        .ok_or_else(not_found)
-}
-
-fn c_string(text: &OsStr) -> Result<CString, CaptureError> {
-    CString::new(text.as_bytes())
-        .map_err(|_| CaptureError::BadArgument(format!("{text:?} contains a NUL byte")))
 }

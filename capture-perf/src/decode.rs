@@ -1,0 +1,300 @@
+//! Turning ring-buffer records into [`Event`]s: tracepoint samples (the
+//! syscalls, wake-ups, execs and signals), the kernel's context-switch
+//! records (on and off CPU), its fork and exit records, and its count of
+//! records lost.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use tracebench_trace::syscall::used_args;
+use tracebench_trace::{
+    Creation, DataCapture, Event, EventKind, ExitStatus, OffCpuReason, Selection,
+};
+
+use crate::sys;
+
+/// The ids of the tracepoints the backend opened.
+#[derive(Debug, Clone, Copy)]
+pub struct Ids {
+    pub sys_enter: u64,
+    pub sys_exit: u64,
+    pub waking: u64,
+    pub exec: u64,
+    pub signal: u64,
+}
+
+/// Where a sample's raw tracepoint data starts: header (8), pid and tid
+/// (8), time (8), raw size (4).
+const RAW: usize = 28;
+/// The trailer of every other record (`sample_id_all` with TID and TIME):
+/// pid, tid and time, at its end.
+const TRAILER: usize = 16;
+
+fn u16_at(bytes: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_ne_bytes(bytes.get(at..at + 2)?.try_into().ok()?))
+}
+fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_ne_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
+}
+fn i32_at(bytes: &[u8], at: usize) -> Option<i32> {
+    Some(i32::from_ne_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
+}
+fn u64_at(bytes: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_ne_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
+}
+
+/// Which syscall records go on, decided in time order after the CPUs'
+/// rings are merged (a thread that migrated while blocked has its entry in
+/// one ring and its exit in another): entries the selection wants, and an
+/// exit only after its entry, as under ptrace.
+pub struct Pairing {
+    selection: Selection,
+    inside: HashMap<i32, u32>,
+}
+
+impl Pairing {
+    /// Pairing for `selection`.
+    pub fn new(selection: Selection) -> Pairing {
+        Pairing {
+            selection,
+            inside: HashMap::new(),
+        }
+    }
+
+    /// Whether `event`, the next in time order, goes on.
+    pub fn keep(&mut self, event: &Event) -> bool {
+        match &event.kind {
+            EventKind::SyscallEntry { nr, args, .. } => {
+                if self.selection.matches(u64::from(*nr), args) {
+                    self.inside.insert(event.tid, *nr);
+                    true
+                } else {
+                    self.inside.remove(&event.tid);
+                    false
+                }
+            }
+            EventKind::SyscallExit { nr, .. } => self.inside.remove(&event.tid) == Some(*nr),
+            EventKind::Exited { .. } => {
+                self.inside.remove(&event.tid);
+                true
+            }
+            _ => true,
+        }
+    }
+}
+
+/// What the decoder knows across records.
+pub struct Decoder {
+    ids: Ids,
+    /// The threads we trace (tid → process), learned from their records.
+    tracked: HashMap<i32, i32>,
+    /// The process we spawned or attached to.
+    root: i32,
+    /// When its leader's exit was seen (its status comes from wait).
+    pub root_exit_ns: Option<u64>,
+    /// Records the kernel dropped, all CPUs.
+    pub lost: u64,
+    /// The last signal delivered to the root process, and when we read it.
+    pub root_signal: Option<(i32, Instant)>,
+}
+
+impl Decoder {
+    /// A decoder for a trace of `root`'s process tree.
+    pub fn new(ids: Ids, root: i32) -> Decoder {
+        Decoder {
+            ids,
+            tracked: HashMap::from([(root, root)]),
+            root,
+            root_exit_ns: None,
+            lost: 0,
+            root_signal: None,
+        }
+    }
+
+    /// Follows `tid` of process `pid` from now on (threads found when
+    /// attaching).
+    pub fn track(&mut self, tid: i32, pid: i32) {
+        self.tracked.insert(tid, pid);
+    }
+
+    /// Decodes one record read from CPU `cpu`'s ring into `out`.
+    pub fn record(&mut self, cpu: u32, record: &[u8], out: &mut Vec<Event>) {
+        let (Some(kind), Some(misc)) = (u32_at(record, 0), u16_at(record, 4)) else {
+            return;
+        };
+        let _ = self.decode(kind, misc, cpu, record, out);
+    }
+
+    fn decode(
+        &mut self,
+        kind: u32,
+        misc: u16,
+        cpu: u32,
+        record: &[u8],
+        out: &mut Vec<Event>,
+    ) -> Option<()> {
+        match kind {
+            sys::RECORD_SAMPLE => self.sample(record, out),
+            sys::RECORD_SWITCH => self.switch(misc, cpu, record, out),
+            sys::RECORD_FORK | sys::RECORD_EXIT => self.task(kind, record, out),
+            sys::RECORD_LOST => {
+                let count = u64_at(record, 16)?;
+                self.lost += count;
+                let time_ns = u64_at(record, record.len().checked_sub(8)?)?;
+                out.push(Event {
+                    time_ns,
+                    pid: 0,
+                    tid: 0,
+                    kind: EventKind::Lost { cpu, count },
+                });
+                Some(())
+            }
+            _ => Some(()),
+        }
+    }
+
+    /// A tracepoint sample.
+    fn sample(&mut self, record: &[u8], out: &mut Vec<Event>) -> Option<()> {
+        let pid = i32_at(record, 8)?;
+        let tid = i32_at(record, 12)?;
+        let time_ns = u64_at(record, 16)?;
+        let raw = record.get(RAW..)?;
+        let id = u64::from(u16_at(raw, 0)?);
+        let event = |kind| Event {
+            time_ns,
+            pid,
+            tid,
+            kind,
+        };
+        if id == self.ids.waking {
+            // Fires in the waker: the woken thread is in the payload.
+            let woken = i32_at(raw, 24)?;
+            let &woken_pid = self.tracked.get(&woken)?;
+            out.push(Event {
+                time_ns,
+                pid: woken_pid,
+                tid: woken,
+                kind: EventKind::Woken {
+                    waker_tid: tid,
+                    waker_pid: pid,
+                },
+            });
+            return Some(());
+        }
+        self.tracked.entry(tid).or_insert(pid);
+        if id == self.ids.sys_enter {
+            let nr = u64_at(raw, 8)?;
+            let mut args = [0u64; 6];
+            for (i, arg) in args.iter_mut().enumerate() {
+                *arg = u64_at(raw, 16 + 8 * i)?;
+            }
+            // Entries the selection does not want (FUTEX_WAKE under
+            // futex=wait) still go on: the pairing after the merge needs
+            // them to drop their exits (see [`Pairing`]).
+            out.push(event(EventKind::SyscallEntry {
+                nr: nr as u32,
+                args: used_args(nr, args),
+                data: Vec::new(),
+                data_capture: DataCapture::NotCaptured,
+            }));
+        } else if id == self.ids.sys_exit {
+            out.push(event(EventKind::SyscallExit {
+                nr: u64_at(raw, 8)? as u32,
+                ret: u64_at(raw, 16)? as i64,
+                data: Vec::new(),
+                data_capture: DataCapture::NotCaptured,
+            }));
+        } else if id == self.ids.exec {
+            let new_pid = i32_at(raw, 12)?;
+            let former_tid = i32_at(raw, 16)?;
+            if former_tid != new_pid {
+                self.tracked.remove(&former_tid);
+            }
+            self.tracked.insert(new_pid, new_pid);
+            out.push(Event {
+                time_ns,
+                pid: new_pid,
+                tid: new_pid,
+                kind: EventKind::Exec { former_tid },
+            });
+        } else if id == self.ids.signal {
+            let signal = i32_at(raw, 8)?;
+            if pid == self.root {
+                self.root_signal = Some((signal, Instant::now()));
+            }
+            out.push(event(EventKind::Signal { signal }));
+        }
+        Some(())
+    }
+
+    /// A context switch of one of our threads on `cpu`.
+    fn switch(&mut self, misc: u16, cpu: u32, record: &[u8], out: &mut Vec<Event>) -> Option<()> {
+        let trailer = record.len().checked_sub(TRAILER)?;
+        let pid = i32_at(record, trailer)?;
+        let tid = i32_at(record, trailer + 4)?;
+        let time_ns = u64_at(record, trailer + 8)?;
+        let kind = if misc & sys::MISC_SWITCH_OUT == 0 {
+            EventKind::OnCpu { cpu }
+        } else if misc & sys::MISC_SWITCH_OUT_PREEMPT != 0 {
+            EventKind::OffCpu {
+                reason: OffCpuReason::Preempted,
+            }
+        } else {
+            EventKind::OffCpu {
+                reason: OffCpuReason::Sleep,
+            }
+        };
+        out.push(Event {
+            time_ns,
+            pid,
+            tid,
+            kind,
+        });
+        Some(())
+    }
+
+    /// A task created or gone: `{pid, ppid, tid, ptid, time}`.
+    fn task(&mut self, kind: u32, record: &[u8], out: &mut Vec<Event>) -> Option<()> {
+        let pid = i32_at(record, 8)?;
+        let ppid = i32_at(record, 12)?;
+        let tid = i32_at(record, 16)?;
+        let ptid = i32_at(record, 20)?;
+        let time_ns = u64_at(record, 24)?;
+        if kind == sys::RECORD_FORK {
+            if self.tracked.insert(tid, pid).is_some() {
+                // Seen already (another event of the parent said so).
+                return Some(());
+            }
+            out.push(Event {
+                time_ns,
+                pid: ppid,
+                tid: ptid,
+                kind: EventKind::Spawned {
+                    child_tid: tid,
+                    child_pid: pid,
+                    creation: if pid == ppid {
+                        Creation::Thread
+                    } else {
+                        Creation::Process
+                    },
+                },
+            });
+            return Some(());
+        }
+        self.tracked.remove(&tid)?;
+        if tid == self.root {
+            // Its status comes from wait(2), when we reap it.
+            self.root_exit_ns = Some(time_ns);
+            return Some(());
+        }
+        out.push(Event {
+            time_ns,
+            pid,
+            tid,
+            kind: EventKind::Exited {
+                status: ExitStatus::Unknown,
+            },
+        });
+        Some(())
+    }
+}

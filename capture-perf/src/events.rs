@@ -1,0 +1,286 @@
+//! Opening the backend's events: for each thread we follow and each CPU,
+//! one event per tracepoint, inherited by every thread and child the
+//! thread creates later; all of a CPU's events write into one ring buffer.
+//! Plus, per CPU, one machine-wide `sched_waking`: a per-thread one only
+//! sees the wake-ups our threads do, not those done to them.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
+
+use tracebench_trace::{Backend, CaptureError, Selection};
+
+use crate::decode::Ids;
+use crate::ring::Ring;
+use crate::sys::{self, PerfEventAttr};
+use crate::tracefs;
+
+/// One tracepoint to open per thread and CPU, and its in-kernel filter.
+struct Tracepoint {
+    id: u64,
+    filter: Option<std::ffi::CString>,
+}
+
+/// Every event of a capture and the rings they write to. Dropping it
+/// closes and unmaps everything: nothing of ours stays in the kernel.
+pub struct Events {
+    per_thread: Vec<Tracepoint>,
+    waking: u64,
+    /// One ring per online CPU: (cpu, ring, the descriptor it maps).
+    pub rings: Vec<(u32, Ring, OwnedFd)>,
+    /// Every other descriptor, kept open for as long as we capture.
+    fds: Vec<OwnedFd>,
+    /// Data pages of each ring (a power of two).
+    pages: usize,
+    /// Our open-file limit before we raised it, for a spawned program to
+    /// get back: it must not inherit what we needed.
+    pub original_file_limit: libc::rlimit,
+}
+
+/// The CPUs the kernel has online (`0-3,6`).
+fn online_cpus() -> Result<Vec<u32>, CaptureError> {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/online").map_err(|source| {
+        CaptureError::Os {
+            what: "reading /sys/devices/system/cpu/online",
+            source,
+        }
+    })?;
+    let mut cpus = Vec::new();
+    for range in text.trim().split(',').filter(|r| !r.is_empty()) {
+        let (first, last) = range.split_once('-').unwrap_or((range, range));
+        let parse = |n: &str| {
+            n.parse::<u32>()
+                .map_err(|_| CaptureError::BadArgument(format!("odd online CPU list {text:?}")))
+        };
+        cpus.extend(parse(first)?..=parse(last)?);
+    }
+    Ok(cpus)
+}
+
+/// The in-kernel filter of raw_syscalls for `selection`: only its calls
+/// reach the ring, so the others cost (almost) nothing.
+fn syscall_filter(selection: &Selection) -> Option<std::ffi::CString> {
+    if selection.syscalls().count() >= 300 {
+        return None; // all of them
+    }
+    let terms: Vec<String> = selection
+        .syscalls()
+        .map(|s| format!("id == {}", s.id()))
+        .collect();
+    std::ffi::CString::new(terms.join(" || ")).ok()
+}
+
+/// Why perf_event_open failed, for the user.
+pub fn open_error(error: io::Error, pid: i32) -> CaptureError {
+    let paranoid = std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
+        .map(|p| p.trim().to_owned())
+        .unwrap_or_else(|_| "?".into());
+    let why = match error.raw_os_error() {
+        Some(libc::ESRCH) => return CaptureError::NoSuchProcess(pid),
+        Some(libc::EACCES | libc::EPERM) => format!(
+            "perf_event_open: {error}: kernel tracepoints need root or CAP_PERFMON \
+             (kernel.perf_event_paranoid is {paranoid}); or use --backend ptrace"
+        ),
+        Some(libc::EMFILE | libc::ENFILE) => {
+            format!("perf_event_open: {error}: too many events for the open-file limit (ulimit -n)")
+        }
+        Some(libc::ENOSYS | libc::ENOENT | libc::ENODEV) => {
+            format!("perf_event_open: {error}: this kernel has no perf events")
+        }
+        _ => format!("perf_event_open: {error}"),
+    };
+    CaptureError::Unavailable {
+        backend: Backend::Perf,
+        why,
+    }
+}
+
+impl Events {
+    /// Finds the tracepoints; opens nothing yet. `buffer_bytes` per CPU,
+    /// rounded up to a power-of-two number of pages.
+    pub fn new(selection: &Selection, buffer_bytes: usize) -> Result<(Events, Ids), CaptureError> {
+        let root = tracefs::root()?;
+        let ids = tracepoint_ids(&root)?;
+        let filter = syscall_filter(selection);
+        let per_thread = vec![
+            Tracepoint {
+                id: ids.sys_enter,
+                filter: filter.clone(),
+            },
+            Tracepoint {
+                id: ids.sys_exit,
+                filter,
+            },
+            Tracepoint {
+                id: ids.exec,
+                filter: None,
+            },
+            Tracepoint {
+                id: ids.signal,
+                filter: None,
+            },
+        ];
+        let pages = (buffer_bytes / 4096).max(2).next_power_of_two();
+        let original_file_limit = raise_file_limit();
+        Ok((
+            Events {
+                per_thread,
+                waking: ids.waking,
+                rings: Vec::new(),
+                fds: Vec::new(),
+                pages,
+                original_file_limit,
+            },
+            ids,
+        ))
+    }
+
+    fn attr(&self, id: u64) -> PerfEventAttr {
+        PerfEventAttr {
+            kind: sys::PERF_TYPE_TRACEPOINT,
+            size: std::mem::size_of::<PerfEventAttr>() as u32,
+            config: id,
+            sample_period: 1,
+            sample_type: sys::SAMPLE_TID | sys::SAMPLE_TIME | sys::SAMPLE_RAW,
+            flags: sys::FLAG_SAMPLE_ID_ALL | sys::FLAG_USE_CLOCKID | sys::FLAG_WATERMARK,
+            // Wake the reader when a quarter of the ring is full (it also
+            // reads every 100 ms): few wake-ups, room to spare.
+            wakeup_watermark: (self.pages * 4096 / 4) as u32,
+            clockid: libc::CLOCK_MONOTONIC,
+            ..PerfEventAttr::default()
+        }
+    }
+
+    /// Opens every per-thread event of `tid` on every online CPU,
+    /// disabled; `on_exec`: enabled by the kernel when it execs.
+    pub fn open_thread(&mut self, tid: i32, on_exec: bool) -> Result<(), CaptureError> {
+        for cpu in online_cpus()? {
+            for i in 0..self.per_thread.len() {
+                let tracepoint = &self.per_thread[i];
+                let mut attr = self.attr(tracepoint.id);
+                attr.flags |= sys::FLAG_DISABLED | sys::FLAG_INHERIT;
+                if on_exec {
+                    attr.flags |= sys::FLAG_ENABLE_ON_EXEC;
+                }
+                if i == 0 {
+                    // One event per thread and CPU tells of its context
+                    // switches and of the tasks it creates and ends.
+                    attr.flags |= sys::FLAG_CONTEXT_SWITCH | sys::FLAG_TASK;
+                }
+                let fd =
+                    sys::perf_event_open(&attr, tid, cpu as i32).map_err(|e| open_error(e, tid))?;
+                if let Some(filter) = &self.per_thread[i].filter {
+                    sys::ioctl(&fd, sys::IOC_SET_FILTER, filter.as_ptr() as libc::c_ulong)
+                        .map_err(|source| CaptureError::Os {
+                            what: "setting the syscall filter (PERF_EVENT_IOC_SET_FILTER)",
+                            source,
+                        })?;
+                }
+                self.attach_to_ring(cpu, fd)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens, then closes, one syscall event on ourselves: whether we may.
+    pub fn probe(&mut self) -> Result<(), CaptureError> {
+        let attr = self.attr(self.per_thread[0].id);
+        sys::perf_event_open(&attr, 0, -1)
+            .map(drop)
+            .map_err(|e| open_error(e, 0))
+    }
+
+    /// Opens the machine-wide wake-up event of every CPU (after the
+    /// threads', whose rings it writes to); enabled at once.
+    pub fn open_wakeups(&mut self) -> Result<(), CaptureError> {
+        for cpu in online_cpus()? {
+            let attr = self.attr(self.waking);
+            let fd = sys::perf_event_open(&attr, -1, cpu as i32).map_err(|e| open_error(e, -1))?;
+            self.attach_to_ring(cpu, fd)?;
+        }
+        Ok(())
+    }
+
+    /// The first event of a CPU maps its ring; the others write into it.
+    fn attach_to_ring(&mut self, cpu: u32, fd: OwnedFd) -> Result<(), CaptureError> {
+        match self.rings.iter().find(|(c, ..)| *c == cpu) {
+            Some((_, _, leader)) => {
+                sys::ioctl(
+                    &fd,
+                    sys::IOC_SET_OUTPUT,
+                    leader.as_raw_fd() as libc::c_ulong,
+                )
+                .map_err(|source| CaptureError::Os {
+                    what: "sharing a CPU's ring buffer (PERF_EVENT_IOC_SET_OUTPUT)",
+                    source,
+                })?;
+                self.fds.push(fd);
+            }
+            None => {
+                let ring = Ring::map(&fd, self.pages).map_err(|source| CaptureError::Os {
+                    what: "mapping a ring buffer (--buffer-size too large for the locked-memory limit?)",
+                    source,
+                })?;
+                self.rings.push((cpu, ring, fd));
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts every event opened disabled (attach mode).
+    pub fn enable(&self) -> Result<(), CaptureError> {
+        let all = self
+            .fds
+            .iter()
+            .chain(self.rings.iter().map(|(_, _, fd)| fd));
+        for fd in all {
+            sys::ioctl(fd, sys::IOC_ENABLE, 0).map_err(|source| CaptureError::Os {
+                what: "enabling an event",
+                source,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// The ids of the tracepoints, each checked for the fields we read.
+fn tracepoint_ids(root: &Path) -> Result<Ids, CaptureError> {
+    Ok(Ids {
+        sys_enter: tracefs::tracepoint(
+            root,
+            "raw_syscalls",
+            "sys_enter",
+            &[("id", 8), ("args", 16)],
+        )?,
+        sys_exit: tracefs::tracepoint(root, "raw_syscalls", "sys_exit", &[("id", 8), ("ret", 16)])?,
+        waking: tracefs::tracepoint(root, "sched", "sched_waking", &[("pid", 24)])?,
+        exec: tracefs::tracepoint(
+            root,
+            "sched",
+            "sched_process_exec",
+            &[("pid", 12), ("old_pid", 16)],
+        )?,
+        signal: tracefs::tracepoint(root, "signal", "signal_deliver", &[("sig", 8)])?,
+    })
+}
+
+/// Events are descriptors (threads × CPUs × tracepoints): take every one
+/// the hard limit allows. Returns the limit as it was.
+fn raise_file_limit() -> libc::rlimit {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write our local structs.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            libc::setrlimit(libc::RLIMIT_NOFILE, &raised);
+        }
+    }
+    limit
+}

@@ -1,0 +1,388 @@
+//! The perf capture backend of tracebench: the kernel's tracepoints, read
+//! through one perf_event ring buffer per CPU, so the traced program is
+//! never stopped. Besides the selected syscalls (filtered in the kernel),
+//! it sees what ptrace cannot: the scheduler's view, when each thread went
+//! off and on a CPU and who woke it. It cannot read the program's memory:
+//! pointer arguments are marked as not captured, never invented.
+//!
+//! Needs root or CAP_PERFMON, and tracefs (mounted if missing, as root).
+//! The design, and what was measured to choose it, is in
+//! docs/design/perf-backend-research.md.
+//!
+//! ```no_run
+//! use tracebench_capture_perf::{PerfCapture, PerfOptions};
+//! use tracebench_trace::{Capture, Event, Tracee};
+//! let tracee = Tracee::Spawn { program: "ls".into(), args: vec![] };
+//! let capture = PerfCapture::start(&tracee, &PerfOptions::default())?;
+//! let mut count = 0;
+//! let end = Box::new(capture).run(&mut |_: &Event| count += 1)?;
+//! println!("{count} events, {} lost", end.lost_events);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod decode;
+mod events;
+mod ring;
+mod spawn;
+mod sys;
+mod tracefs;
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use tracebench_trace::clock::monotonic_ns;
+use tracebench_trace::{
+    Backend, Capture, CaptureEnd, CaptureError, Event, EventKind, EventSink, ExitStatus,
+    ProgramStdio, Selection, StopHandle, Tracee,
+};
+
+use decode::{Decoder, Pairing};
+use events::Events;
+
+/// How to capture.
+#[derive(Debug, Clone)]
+pub struct PerfOptions {
+    /// The syscalls to record (filtered in the kernel).
+    pub selection: Selection,
+    /// Where a spawned program's standard streams go.
+    pub stdio: ProgramStdio,
+    /// Bytes of ring buffer per CPU (rounded up to a power-of-two number
+    /// of pages). A full buffer loses events, counted and shown.
+    pub buffer_bytes: usize,
+}
+
+/// The default ring size per CPU: 4 MiB, tens of thousands of events.
+pub const DEFAULT_BUFFER_BYTES: usize = 4 << 20;
+
+impl Default for PerfOptions {
+    fn default() -> Self {
+        PerfOptions {
+            selection: Selection::default(),
+            stdio: ProgramStdio::Inherit,
+            buffer_bytes: DEFAULT_BUFFER_BYTES,
+        }
+    }
+}
+
+/// Whether this backend can run here: tracefs found (or mounted) and a
+/// tracepoint event allowed; the error says what is missing and how to get
+/// it. Opens one event on ourselves and closes it at once.
+pub fn available() -> Result<(), CaptureError> {
+    let (mut events, _) = Events::new(&Selection::default(), 8192)?;
+    events.probe()
+}
+
+/// How long the reader sleeps at most between two reads of the rings.
+const READ_INTERVAL: Duration = Duration::from_millis(100);
+/// How long a spawned program may take to show it got the signal that
+/// interrupted us before we pass it on (as the ptrace backend does).
+const SIGNAL_GRACE: Duration = Duration::from_millis(100);
+
+/// A perf capture whose events are open (the program spawned and held
+/// until they were, or every thread of a running one followed).
+pub struct PerfCapture {
+    events: Events,
+    decoder: Decoder,
+    pairing: Pairing,
+    root: i32,
+    spawned: bool,
+    /// Readable once the root process has exited.
+    pidfd: OwnedFd,
+    /// Written by the stop handle's waker.
+    wake: OwnedFd,
+    stop: StopHandle,
+}
+
+fn pidfd_open(pid: i32) -> Result<OwnedFd, CaptureError> {
+    // SAFETY: pidfd_open takes a pid and flags, and returns a descriptor.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        let source = io::Error::last_os_error();
+        if source.raw_os_error() == Some(libc::ESRCH) {
+            return Err(CaptureError::NoSuchProcess(pid));
+        }
+        return Err(CaptureError::Os {
+            what: "pidfd_open",
+            source,
+        });
+    }
+    // SAFETY: a fresh descriptor, ours alone.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+fn eventfd() -> Result<OwnedFd, CaptureError> {
+    // SAFETY: eventfd takes two integers and returns a descriptor.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if fd < 0 {
+        return Err(CaptureError::Os {
+            what: "eventfd",
+            source: io::Error::last_os_error(),
+        });
+    }
+    // SAFETY: a fresh descriptor, ours alone.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The threads of process `pid`, from /proc.
+fn threads_of(pid: i32) -> Result<Vec<i32>, CaptureError> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map_err(|_| CaptureError::NoSuchProcess(pid))?;
+    Ok(tasks
+        .flatten()
+        .filter_map(|task| task.file_name().to_str()?.parse().ok())
+        .collect())
+}
+
+impl PerfCapture {
+    /// Spawns or attaches, with every event open and enabled (a spawned
+    /// program's at its exec).
+    pub fn start(tracee: &Tracee, options: &PerfOptions) -> Result<PerfCapture, CaptureError> {
+        let (mut events, ids) = Events::new(&options.selection, options.buffer_bytes)?;
+        let (root, spawned, decoder) = match tracee {
+            Tracee::Spawn { program, args } => {
+                let limit = events.original_file_limit;
+                let mut held = spawn::fork_held(program, args, &options.stdio, limit)?;
+                events.open_thread(held.pid, true)?;
+                events.open_wakeups()?;
+                let decoder = Decoder::new(ids, held.pid);
+                let pidfd = pidfd_open(held.pid)?;
+                held.release()?;
+                let pairing = Pairing::new(options.selection.clone());
+                return PerfCapture::assemble(events, decoder, pairing, held.pid, true, pidfd);
+            }
+            Tracee::Attach { pid } => (*pid, false, Decoder::new(ids, *pid)),
+        };
+        let mut decoder = decoder;
+        attach(&mut events, &mut decoder, root)?;
+        let pidfd = pidfd_open(root)?;
+        let pairing = Pairing::new(options.selection.clone());
+        PerfCapture::assemble(events, decoder, pairing, root, spawned, pidfd)
+    }
+
+    fn assemble(
+        events: Events,
+        decoder: Decoder,
+        pairing: Pairing,
+        root: i32,
+        spawned: bool,
+        pidfd: OwnedFd,
+    ) -> Result<PerfCapture, CaptureError> {
+        Ok(PerfCapture {
+            events,
+            decoder,
+            pairing,
+            root,
+            spawned,
+            pidfd,
+            wake: eventfd()?,
+            stop: StopHandle::new(),
+        })
+    }
+
+    /// Waits until a ring has a quarter filled, a stop is asked for, the
+    /// program exits, or [`READ_INTERVAL`] passes; whether it exited.
+    fn wait(&self) -> bool {
+        let mut fds: Vec<libc::pollfd> = self
+            .events
+            .rings
+            .iter()
+            .map(|(_, _, fd)| fd.as_raw_fd())
+            .chain([self.wake.as_raw_fd(), self.pidfd.as_raw_fd()])
+            .map(|fd| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        // SAFETY: poll reads and writes our array of pollfds.
+        unsafe {
+            libc::poll(
+                fds.as_mut_ptr(),
+                fds.len() as libc::nfds_t,
+                READ_INTERVAL.as_millis() as i32,
+            )
+        };
+        let mut counter = 0u64;
+        // SAFETY: reads 8 bytes into our counter (resets the eventfd).
+        unsafe { libc::read(self.wake.as_raw_fd(), (&mut counter as *mut u64).cast(), 8) };
+        fds.last().is_some_and(|p| p.revents != 0)
+    }
+
+    /// Reads every ring into `pending`.
+    fn drain(&mut self, pending: &mut Vec<Event>) {
+        let decoder = &mut self.decoder;
+        for (cpu, ring, _) in &mut self.events.rings {
+            let cpu = *cpu;
+            ring.drain(|record| decoder.record(cpu, record, pending));
+        }
+    }
+
+    /// The spawned program's exit status, once it has exited (reaped).
+    fn reap(&self) -> Option<ExitStatus> {
+        let mut status = 0;
+        // SAFETY: waitpid on our own child, writing our local status.
+        let reaped = unsafe { libc::waitpid(self.root, &mut status, libc::WNOHANG) };
+        (reaped == self.root).then(|| {
+            if libc::WIFSIGNALED(status) {
+                ExitStatus::Signal(libc::WTERMSIG(status))
+            } else {
+                ExitStatus::Code(libc::WEXITSTATUS(status))
+            }
+        })
+    }
+}
+
+/// Follows every thread of running process `pid`: one scan of
+/// /proc/PID/task, as `perf record -p` does (a thread created during the
+/// scan by one not yet followed can be missed; every later one inherits).
+fn attach(events: &mut Events, decoder: &mut Decoder, pid: i32) -> Result<(), CaptureError> {
+    if pid <= 0 || !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        return Err(CaptureError::NoSuchProcess(pid));
+    }
+    let mut followed = 0;
+    for tid in threads_of(pid)? {
+        match events.open_thread(tid, false) {
+            Ok(()) => {
+                decoder.track(tid, pid);
+                followed += 1;
+            }
+            // Gone as we looked.
+            Err(CaptureError::NoSuchProcess(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if followed == 0 {
+        return Err(CaptureError::NoSuchProcess(pid));
+    }
+    events.open_wakeups()?;
+    events.enable()
+}
+
+/// Hands `sink` every pending event older than `before`, in time order
+/// (each CPU's ring is in order; merged here).
+fn emit_before(
+    pending: &mut Vec<Event>,
+    before: u64,
+    pairing: &mut Pairing,
+    sink: &mut dyn EventSink,
+) {
+    pending.sort_by_key(|e| e.time_ns);
+    let ready = pending.partition_point(|e| e.time_ns < before);
+    for event in pending.drain(..ready) {
+        if pairing.keep(&event) {
+            sink.event(&event);
+        }
+    }
+}
+
+/// Where a stop request stands.
+#[derive(Default)]
+struct Stopping {
+    /// The signal passed on (or seen delivered), and since when we wait.
+    graceful: Option<(i32, Instant, bool)>,
+    killed: bool,
+}
+
+impl PerfCapture {
+    /// Acts on a stop request; whether to let go now (attach mode).
+    fn follow_stop(&mut self, stopping: &mut Stopping) -> bool {
+        if !self.stop.requested() {
+            return false;
+        }
+        if !self.spawned {
+            return true;
+        }
+        if self.stop.forced() || self.stop.signals() >= 2 {
+            if !stopping.killed {
+                // SAFETY: kill(2) on the program we started.
+                unsafe { libc::kill(self.root, libc::SIGKILL) };
+                stopping.killed = true;
+            }
+            return false;
+        }
+        let Some(signal) = self.stop.signal() else {
+            return false;
+        };
+        let (_, since, delivered) =
+            stopping
+                .graceful
+                .get_or_insert((signal, Instant::now(), false));
+        // A terminal's Ctrl-C reaches the program itself: do not repeat it.
+        if self
+            .decoder
+            .root_signal
+            .is_some_and(|(seen, at)| seen == signal && at + SIGNAL_GRACE >= *since)
+        {
+            *delivered = true;
+        }
+        if !*delivered && since.elapsed() >= SIGNAL_GRACE {
+            // SAFETY: kill(2) on the program we started.
+            unsafe { libc::kill(self.root, signal) };
+            *delivered = true;
+        }
+        false
+    }
+
+    /// The root's end, as the last event: its real status when we reaped
+    /// it, unknown when it was only attached.
+    fn root_exit(&self, exit: Option<ExitStatus>) -> Option<Event> {
+        let time_ns = self.decoder.root_exit_ns?;
+        Some(Event {
+            time_ns,
+            pid: self.root,
+            tid: self.root,
+            kind: EventKind::Exited {
+                status: exit.unwrap_or(ExitStatus::Unknown),
+            },
+        })
+    }
+}
+
+impl Capture for PerfCapture {
+    fn backend(&self) -> Backend {
+        Backend::Perf
+    }
+
+    fn stop_handle(&self) -> StopHandle {
+        self.stop.clone()
+    }
+
+    fn run(mut self: Box<Self>, sink: &mut dyn EventSink) -> Result<CaptureEnd, CaptureError> {
+        let wake = self.wake.as_raw_fd();
+        self.stop.set_waker(move || {
+            // SAFETY: 8 bytes from a local to our eventfd, which outlives
+            // the waker (cleared below before the capture is dropped).
+            unsafe { libc::write(wake, (&1u64 as *const u64).cast(), 8) };
+        });
+        let mut pending = Vec::new();
+        let mut stopping = Stopping::default();
+        let mut before = 0;
+        let mut end = CaptureEnd::default();
+        loop {
+            let exited = self.wait();
+            // Anything stamped before the previous read began is in some
+            // ring by now: safe to order and hand on.
+            let read_at = monotonic_ns();
+            self.drain(&mut pending);
+            emit_before(&mut pending, before, &mut self.pairing, sink);
+            before = read_at;
+            sink.idle(read_at);
+            if self.follow_stop(&mut stopping) {
+                end.detached = true;
+                break;
+            }
+            if exited {
+                end.exit = if self.spawned { self.reap() } else { None };
+                break;
+            }
+        }
+        self.stop.clear_waker();
+        self.drain(&mut pending);
+        pending.extend(self.root_exit(end.exit));
+        emit_before(&mut pending, u64::MAX, &mut self.pairing, sink);
+        sink.idle(monotonic_ns());
+        end.lost_events = self.decoder.lost;
+        Ok(end)
+    }
+}

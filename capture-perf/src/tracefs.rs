@@ -1,0 +1,112 @@
+//! Finding the kernel's tracepoints: their ids, read from tracefs, and a
+//! check that the fields this backend reads sit where it reads them (a
+//! kernel that moved one is refused with a clear message, never misread).
+
+use std::path::{Path, PathBuf};
+
+use tracebench_trace::{Backend, CaptureError};
+
+const MOUNTS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
+
+fn unavailable(why: String) -> CaptureError {
+    CaptureError::Unavailable {
+        backend: Backend::Perf,
+        why,
+    }
+}
+
+/// Where tracefs is mounted; mounts it at /sys/kernel/tracing when it is
+/// not and we may (root), as `perf` does.
+pub fn root() -> Result<PathBuf, CaptureError> {
+    for mount in MOUNTS {
+        if Path::new(mount).join("events").is_dir() {
+            return Ok(PathBuf::from(mount));
+        }
+    }
+    // SAFETY: mount(2) with NUL-terminated constant strings and no data.
+    let mounted = unsafe {
+        libc::mount(
+            c"nodev".as_ptr(),
+            c"/sys/kernel/tracing".as_ptr(),
+            c"tracefs".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    } == 0;
+    if mounted && Path::new(MOUNTS[0]).join("events").is_dir() {
+        return Ok(PathBuf::from(MOUNTS[0]));
+    }
+    Err(unavailable(format!(
+        "tracefs is not mounted and could not be mounted ({}); as root: mount -t tracefs nodev /sys/kernel/tracing",
+        std::io::Error::last_os_error()
+    )))
+}
+
+/// A tracepoint's id, checked against the fields we read: `(name, offset)`
+/// pairs that its format must have.
+pub fn tracepoint(
+    tracefs: &Path,
+    system: &str,
+    name: &str,
+    fields: &[(&str, usize)],
+) -> Result<u64, CaptureError> {
+    let dir = tracefs.join("events").join(system).join(name);
+    let read = |file: &str| {
+        std::fs::read_to_string(dir.join(file)).map_err(|e| match e.kind() {
+            std::io::ErrorKind::PermissionDenied => unavailable(format!(
+                "cannot read {}: tracefs is root's (run as root)",
+                dir.join(file).display()
+            )),
+            _ => unavailable(format!(
+                "no tracepoint {system}:{name} in this kernel ({}: {e})",
+                dir.display()
+            )),
+        })
+    };
+    let id = read("id")?
+        .trim()
+        .parse()
+        .map_err(|_| unavailable(format!("{system}:{name} has an unreadable id")))?;
+    let format = read("format")?;
+    for &(field, offset) in fields {
+        if field_offset(&format, field) != Some(offset) {
+            return Err(unavailable(format!(
+                "{system}:{name} has no field {field} at offset {offset} in this kernel; its layout changed"
+            )));
+        }
+    }
+    Ok(id)
+}
+
+/// The offset of `field` in a tracepoint's `format` text.
+fn field_offset(format: &str, field: &str) -> Option<usize> {
+    format.lines().find_map(|line| {
+        let line = line.trim();
+        let declaration = line.strip_prefix("field:")?.split(';').next()?;
+        let name = declaration.split_whitespace().last()?;
+        let name = name.split('[').next()?;
+        if name != field {
+            return None;
+        }
+        line.split(';')
+            .find_map(|part| part.trim().strip_prefix("offset:"))
+            .and_then(|offset| offset.parse().ok())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_field_offsets_from_a_format() {
+        let format = "name: sys_enter\nID: 443\nformat:\n\
+            \tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\
+            \tfield:long id;\toffset:8;\tsize:8;\tsigned:1;\n\
+            \tfield:unsigned long args[6];\toffset:16;\tsize:48;\tsigned:0;\n";
+        assert_eq!(field_offset(format, "id"), Some(8));
+        assert_eq!(field_offset(format, "args"), Some(16));
+        assert_eq!(field_offset(format, "common_type"), Some(0));
+        assert_eq!(field_offset(format, "ret"), None);
+    }
+}
