@@ -43,13 +43,15 @@ fn u64_at(bytes: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_ne_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
 }
 
-/// Which syscall records go on, decided in time order after the CPUs'
-/// rings are merged (a thread that migrated while blocked has its entry in
-/// one ring and its exit in another): entries the selection wants, and an
-/// exit only after its entry, as under ptrace.
+/// Which records go on, decided in time order after the CPUs' rings are
+/// merged (a thread that migrated while blocked has its entry in one ring
+/// and its exit in another): syscall entries the selection wants, an exit
+/// only after its entry, as under ptrace, and wake-ups of our threads only.
 pub struct Pairing {
     selection: Selection,
     inside: HashMap<i32, u32>,
+    /// Our threads and their processes, as the stream has shown them.
+    ours: HashMap<i32, i32>,
 }
 
 impl Pairing {
@@ -58,11 +60,44 @@ impl Pairing {
         Pairing {
             selection,
             inside: HashMap::new(),
+            ours: HashMap::new(),
         }
     }
 
-    /// Whether `event`, the next in time order, goes on.
-    pub fn keep(&mut self, event: &Event) -> bool {
+    /// Counts `tid` of process `pid` as ours from the start.
+    pub fn track(&mut self, tid: i32, pid: i32) {
+        self.ours.insert(tid, pid);
+    }
+
+    /// Whether `event`, the next in time order, goes on (a wake-up gets
+    /// the woken thread's process filled in).
+    pub fn keep(&mut self, event: &mut Event) -> bool {
+        match &event.kind {
+            EventKind::Woken { .. } => {
+                return match self.ours.get(&event.tid) {
+                    Some(&pid) => {
+                        event.pid = pid;
+                        true
+                    }
+                    None => false,
+                };
+            }
+            EventKind::Lost { .. } => return true,
+            EventKind::Spawned {
+                child_tid,
+                child_pid,
+                ..
+            } => {
+                self.ours.insert(*child_tid, *child_pid);
+            }
+            EventKind::Exec { former_tid } => {
+                self.ours.remove(former_tid);
+            }
+            _ => {}
+        }
+        if !matches!(event.kind, EventKind::Exited { .. }) {
+            self.ours.insert(event.tid, event.pid);
+        }
         match &event.kind {
             EventKind::SyscallEntry { nr, args, .. } => {
                 if self.selection.matches(u64::from(*nr), args) {
@@ -76,6 +111,7 @@ impl Pairing {
             EventKind::SyscallExit { nr, .. } => self.inside.remove(&event.tid) == Some(*nr),
             EventKind::Exited { .. } => {
                 self.inside.remove(&event.tid);
+                self.ours.remove(&event.tid);
                 true
             }
             _ => true,
@@ -167,12 +203,13 @@ impl Decoder {
             kind,
         };
         if id == self.ids.waking {
-            // Fires in the waker: the woken thread is in the payload.
+            // Machine-wide, and fired in the waker: the woken thread is in
+            // the payload. Whether it is ours is decided after the merge
+            // (its creation may sit in another CPU's ring), by [`Pairing`].
             let woken = i32_at(raw, 24)?;
-            let &woken_pid = self.tracked.get(&woken)?;
             out.push(Event {
                 time_ns,
-                pid: woken_pid,
+                pid: 0,
                 tid: woken,
                 kind: EventKind::Woken {
                     waker_tid: tid,

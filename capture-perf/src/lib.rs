@@ -148,15 +148,16 @@ impl PerfCapture {
                 let decoder = Decoder::new(ids, held.pid);
                 let pidfd = pidfd_open(held.pid)?;
                 held.release()?;
-                let pairing = Pairing::new(options.selection.clone());
+                let mut pairing = Pairing::new(options.selection.clone());
+                pairing.track(held.pid, held.pid);
                 return PerfCapture::assemble(events, decoder, pairing, held.pid, true, pidfd);
             }
             Tracee::Attach { pid } => (*pid, false, Decoder::new(ids, *pid)),
         };
         let mut decoder = decoder;
-        attach(&mut events, &mut decoder, root)?;
+        let mut pairing = Pairing::new(options.selection.clone());
+        attach(&mut events, &mut decoder, &mut pairing, root)?;
         let pidfd = pidfd_open(root)?;
-        let pairing = Pairing::new(options.selection.clone());
         PerfCapture::assemble(events, decoder, pairing, root, spawned, pidfd)
     }
 
@@ -236,7 +237,12 @@ impl PerfCapture {
 /// Follows every thread of running process `pid`: one scan of
 /// /proc/PID/task, as `perf record -p` does (a thread created during the
 /// scan by one not yet followed can be missed; every later one inherits).
-fn attach(events: &mut Events, decoder: &mut Decoder, pid: i32) -> Result<(), CaptureError> {
+fn attach(
+    events: &mut Events,
+    decoder: &mut Decoder,
+    pairing: &mut Pairing,
+    pid: i32,
+) -> Result<(), CaptureError> {
     if pid <= 0 || !std::path::Path::new(&format!("/proc/{pid}")).exists() {
         return Err(CaptureError::NoSuchProcess(pid));
     }
@@ -245,6 +251,7 @@ fn attach(events: &mut Events, decoder: &mut Decoder, pid: i32) -> Result<(), Ca
         match events.open_thread(tid, false) {
             Ok(()) => {
                 decoder.track(tid, pid);
+                pairing.track(tid, pid);
                 followed += 1;
             }
             // Gone as we looked.
@@ -269,8 +276,8 @@ fn emit_before(
 ) {
     pending.sort_by_key(|e| e.time_ns);
     let ready = pending.partition_point(|e| e.time_ns < before);
-    for event in pending.drain(..ready) {
-        if pairing.keep(&event) {
+    for mut event in pending.drain(..ready) {
+        if pairing.keep(&mut event) {
             sink.event(&event);
         }
     }

@@ -1,0 +1,547 @@
+//! The perf backend against real programs and real peers. CI runs as
+//! root, which this backend needs (or CAP_PERFMON); the tests that need it
+//! say so plainly if they cannot get it, rather than pass.
+//!
+//! The central check runs one program under two tracers at once: the perf
+//! backend outside, strace -f (or our ptrace backend) inside. Tracepoints
+//! fire for a ptraced program like for any other, so both see the very
+//! same threads and calls, and their per-thread counts must be equal.
+#![allow(clippy::too_many_lines)]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{ServerProcess, serial, tempdir, threads_of};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tracebench");
+
+/// The calls compared: creation of threads and processes, their ends, and
+/// the futex, pipe and socket calls the labs and the server are made of.
+const SET: &str = "clone,clone3,fork,vfork,execve,exit,exit_group,futex,read,write,accept4,close,pipe2,semop,semtimedop,nanosleep,clock_nanosleep,wait4";
+
+/// Per thread, per syscall name: how many calls were entered.
+type Counts = BTreeMap<i32, BTreeMap<String, u64>>;
+
+fn assert_root() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "the perf backend tests need root (CI runs as root); run them with sudo"
+    );
+}
+
+/// Counts one call. A thread's count starts again at its execve: what the
+/// inner tracer's own child did before it exec'ed the program is seen by
+/// the outer perf backend only, and is not the program's.
+fn count(counts: &mut Counts, tid: i32, name: &str) {
+    let calls = counts.entry(tid).or_default();
+    if name == "execve" {
+        calls.clear();
+    }
+    *calls.entry(name.to_owned()).or_insert(0) += 1;
+}
+
+/// The syscall entries per thread of a trace file, from its JSON lines.
+fn counts_of_trace(file: &Path) -> Counts {
+    let output = Command::new(BIN)
+        .args(["export", "--jsonl", "-"])
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let mut counts = Counts::new();
+    for line in String::from_utf8(output.stdout).unwrap().lines() {
+        let event: serde_json::Value = serde_json::from_str(line).unwrap();
+        if event["type"] == "syscall_entry" {
+            let tid = event["tid"].as_i64().unwrap() as i32;
+            count(&mut counts, tid, event["name"].as_str().unwrap());
+        }
+    }
+    counts
+}
+
+/// The same from strace -f -o text: one count per call, at its start.
+fn counts_of_strace(file: &Path) -> Counts {
+    let mut counts = Counts::new();
+    for line in std::fs::read_to_string(file).unwrap().lines() {
+        let Some((pid, rest)) = line.split_once(' ') else {
+            continue;
+        };
+        let Ok(tid) = pid.trim().parse::<i32>() else {
+            continue;
+        };
+        let rest = rest.trim_start();
+        if rest.starts_with("<...") || rest.starts_with("+++") || rest.starts_with("---") {
+            continue;
+        }
+        if let Some((name, _)) = rest.split_once('(') {
+            *counts
+                .entry(tid)
+                .or_default()
+                .entry(name.to_owned())
+                .or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+/// `perf` (outside) and the inner tracer's counts of the same threads:
+/// only the threads the inner tracer traced (perf also sees the inner
+/// tracer itself).
+fn same_threads(perf: &Counts, inner: &Counts) -> Counts {
+    perf.iter()
+        .filter(|(tid, _)| inner.contains_key(tid))
+        .map(|(tid, calls)| (*tid, calls.clone()))
+        .collect()
+}
+
+/// Runs `inner` (a tracer command around the program) under the perf
+/// backend; returns the perf trace's path.
+fn under_perf(dir: &Path, inner: &[&str]) -> std::path::PathBuf {
+    let perf_file = dir.join("perf.tbt");
+    let output = Command::new(BIN)
+        .args(["trace", "--backend", "perf", "--buffer-size", "64M", "-e"])
+        .arg(format!("trace={SET}"))
+        .arg("-w")
+        .arg(&perf_file)
+        .arg("--")
+        .args(inner)
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("LOST"), "events lost: {stderr}");
+    perf_file
+}
+
+#[test]
+fn labs_per_thread_counts_equal_strace_f_and_the_ptrace_backend() {
+    assert_root();
+    let _serial = serial();
+    let labs: [&[&str]; 5] = [
+        &["lab", "race", "--threads", "4", "--sync", "futex-mutex", "--target", "20000"],
+        &["lab", "raw-clone"],
+        &["lab", "pipe"],
+        &["lab", "semaphore"],
+        &["lab", "handshake", "--rounds", "2000"],
+    ];
+    for lab in labs {
+        let dir = tempdir();
+        // strace -f inside, perf outside: one run, the same threads.
+        let strace_file = dir.path().join("strace.txt");
+        let strace_path = strace_file.to_str().unwrap();
+        let expression = format!("trace={SET}");
+        let mut inner = vec![
+            "strace",
+            "-f",
+            "-qq",
+            "-e",
+            &expression,
+            "-o",
+            strace_path,
+            BIN,
+        ];
+        inner.extend_from_slice(lab);
+        let perf = counts_of_trace(&under_perf(dir.path(), &inner));
+        let strace = counts_of_strace(&strace_file);
+        assert!(strace.len() >= 2, "{lab:?}: {strace:?}");
+        assert_eq!(
+            same_threads(&perf, &strace),
+            strace,
+            "{lab:?}: perf vs strace -f"
+        );
+
+        // Our ptrace backend inside, perf outside.
+        let ptrace_file = dir.path().join("ptrace.tbt");
+        let ptrace_path = ptrace_file.to_str().unwrap();
+        let mut inner = vec![
+            BIN,
+            "trace",
+            "--no-poll-idle",
+            "-e",
+            &expression,
+            "-w",
+            ptrace_path,
+            "--",
+            BIN,
+        ];
+        inner.extend_from_slice(lab);
+        let perf = counts_of_trace(&under_perf(dir.path(), &inner));
+        let ptrace = counts_of_trace(&ptrace_file);
+        assert_eq!(
+            same_threads(&perf, &ptrace),
+            ptrace,
+            "{lab:?}: perf vs ptrace"
+        );
+    }
+}
+
+/// Thread and process creations, per creating thread, from a trace's
+/// `spawned` events.
+fn spawns_of_trace(file: &Path) -> BTreeMap<i32, BTreeSet<i64>> {
+    let output = Command::new(BIN)
+        .args(["export", "--jsonl", "-"])
+        .arg(file)
+        .output()
+        .unwrap();
+    let mut spawns: BTreeMap<i32, BTreeSet<i64>> = BTreeMap::new();
+    for line in String::from_utf8(output.stdout).unwrap().lines() {
+        let event: serde_json::Value = serde_json::from_str(line).unwrap();
+        if event["type"] == "spawned" {
+            spawns
+                .entry(event["tid"].as_i64().unwrap() as i32)
+                .or_default()
+                .insert(event["child_tid"].as_i64().unwrap());
+        }
+    }
+    spawns
+}
+
+#[test]
+fn a_loaded_server_counts_alike_under_both_backends_and_its_creations_too() {
+    assert_root();
+    let _serial = serial();
+    let dir = tempdir();
+    let ptrace_file = dir.path().join("ptrace.tbt");
+    let perf_file = dir.path().join("perf.tbt");
+    let expression = format!("trace={SET}");
+    // perf outside, our ptrace backend inside, the server inside that.
+    let mut tracer = Command::new(BIN);
+    tracer
+        .args([
+            "trace",
+            "--backend",
+            "perf",
+            "--buffer-size",
+            "64M",
+            "-e",
+            &expression,
+            "-w",
+        ])
+        .arg(&perf_file)
+        .args([
+            "--",
+            BIN,
+            "trace",
+            "--no-poll-idle",
+            "-e",
+            &expression,
+            "-w",
+        ])
+        .arg(&ptrace_file)
+        .args([
+            "--",
+            BIN,
+            "serve",
+            "--mode",
+            "pool-futex",
+            "--workers",
+            "3",
+            "--addr",
+            "127.0.0.1:0",
+        ]);
+    let mut server = ServerProcess::start_command(&mut tracer).unwrap();
+    let addr = server.addr;
+    let load = Command::new(BIN)
+        .args(["load", "-c", "6", "-n", "60"])
+        .arg(format!("http://{addr}/"))
+        .output()
+        .unwrap();
+    assert!(load.status.success(), "{load:?}");
+    // SIGINT to the whole group, as a terminal's Ctrl-C: the server drains.
+    server.signal(libc::SIGINT);
+    let (status, stderr) = server.wait(Duration::from_secs(20));
+    assert!(status.success(), "{status:?} {stderr}");
+    let ptrace = counts_of_trace(&ptrace_file);
+    let perf = counts_of_trace(&perf_file);
+    assert_eq!(same_threads(&perf, &ptrace), ptrace);
+    let accepted: u64 = ptrace.values().filter_map(|c| c.get("accept4")).sum();
+    assert!(accepted >= 60, "{ptrace:?}");
+    let ptrace_spawns = spawns_of_trace(&ptrace_file);
+    let perf_spawns: BTreeMap<_, _> = spawns_of_trace(&perf_file)
+        .into_iter()
+        .filter(|(tid, _)| ptrace.contains_key(tid))
+        .collect();
+    assert_eq!(perf_spawns, ptrace_spawns, "who created which thread");
+}
+
+#[test]
+fn handshake_wakes_name_the_other_process_and_run_queue_waits_are_sane() {
+    assert_root();
+    let _serial = serial();
+    let dir = tempdir();
+    let file = dir.path().join("perf.tbt");
+    let output = Command::new(BIN)
+        .args([
+            "trace",
+            "--backend",
+            "perf",
+            "--buffer-size",
+            "64M",
+            "-e",
+            "trace=futex",
+            "-w",
+        ])
+        .arg(&file)
+        .args(["--", BIN, "lab", "handshake", "--rounds", "2000"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let lab = String::from_utf8_lossy(&output.stdout);
+    let output = Command::new(BIN)
+        .args(["export", "--jsonl", "-"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let events: Vec<serde_json::Value> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let pid_of = |e: &serde_json::Value| e["pid"].as_i64().unwrap();
+    let pids: BTreeSet<i64> = events
+        .iter()
+        .filter(|e| e["type"] == "syscall_entry")
+        .map(pid_of)
+        .collect();
+    assert_eq!(pids.len(), 2, "parent and child: {pids:?}");
+    // Every FUTEX_WAKE that woke someone (returned 1) is followed, before
+    // it returns, by a wake-up of a thread of the other process, naming
+    // the waker.
+    let mut inside_wake: BTreeMap<i64, usize> = BTreeMap::new();
+    let mut checked = 0;
+    for (i, event) in events.iter().enumerate() {
+        let tid = event["tid"].as_i64().unwrap_or(0);
+        match event["type"].as_str() {
+            Some("syscall_entry") if event["text"].as_str().unwrap().contains("FUTEX_WAKE") => {
+                inside_wake.insert(tid, i);
+            }
+            Some("syscall_exit") if event["ret"] == 1 => {
+                let Some(start) = inside_wake.remove(&tid) else {
+                    continue;
+                };
+                let woken = events[start..i]
+                    .iter()
+                    .find(|e| e["type"] == "woken" && e["waker_tid"].as_i64() == Some(tid));
+                let woken = woken
+                    .unwrap_or_else(|| panic!("no wake-up by {tid} in {:?}", &events[start..=i]));
+                assert_ne!(pid_of(woken), pid_of(event), "the other process is woken");
+                checked += 1;
+            }
+            Some("syscall_exit") => {
+                inside_wake.remove(&tid);
+            }
+            _ => {}
+        }
+    }
+    assert!(checked > 500, "only {checked} wakes that woke someone");
+    // Run-queue waits: from woken to on a CPU, never negative, and below
+    // the lab's own worst round trip.
+    let max_round_trip_us: f64 = lab
+        .lines()
+        .find(|l| l.starts_with("round trip "))
+        .and_then(|l| l.split("max ").nth(1))
+        .and_then(|m| m.split_whitespace().next())
+        .and_then(|m| m.parse().ok())
+        .unwrap_or_else(|| panic!("no round trip in {lab}"));
+    let mut woken_at: BTreeMap<i64, u64> = BTreeMap::new();
+    let mut waits = 0;
+    for event in &events {
+        let tid = event["tid"].as_i64().unwrap_or(0);
+        let at = event["time_ns"].as_u64().unwrap();
+        match event["type"].as_str() {
+            Some("woken") => {
+                woken_at.entry(tid).or_insert(at);
+            }
+            Some("on_cpu") => {
+                if let Some(since) = woken_at.remove(&tid) {
+                    assert!(at >= since);
+                    assert!(((at - since) as f64) < max_round_trip_us * 1000.0 + 1e6);
+                    waits += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(waits > 100, "{waits} run-queue waits seen");
+    let summary = Command::new(BIN)
+        .args(["export", "-c"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let summary = String::from_utf8_lossy(&summary.stdout);
+    assert!(summary.contains("runnable->running"), "{summary}");
+    assert!(summary.contains("who woke whom"), "{summary}");
+}
+
+#[test]
+fn attaching_to_a_loaded_server_never_stops_it_and_leaves_nothing_behind() {
+    assert_root();
+    let _serial = serial();
+    let mut server = ServerProcess::start(&["--workers", "3"]);
+    let pid = server.pid();
+    let fds_before = common::open_fds(pid);
+    let tracer = Command::new(BIN)
+        .args(["trace", "--backend", "perf", "-c", "-p", &pid.to_string()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let loader = Command::new(BIN)
+        .args(["load", "-c", "4", "-z", "2s"])
+        .arg(format!("http://{}/", server.addr))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // While it runs: no thread of the server is ever stopped or traced.
+    let until = std::time::Instant::now() + Duration::from_millis(1800);
+    let mut looks = 0;
+    while std::time::Instant::now() < until {
+        for (tid, name, state, _) in threads_of(pid) {
+            assert!(state != 't' && state != 'T', "{name} ({tid}) stopped");
+            let status = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status"))
+                .unwrap_or_default();
+            assert!(status.contains("TracerPid:\t0"), "{name} traced");
+        }
+        looks += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let load = loader.wait_with_output().unwrap();
+    assert!(load.status.success(), "the server kept serving: {load:?}");
+    // SAFETY: SIGINT to the tracer we started.
+    assert_eq!(unsafe { libc::kill(tracer.id() as i32, libc::SIGINT) }, 0);
+    let traced = tracer.wait_with_output().unwrap();
+    assert!(traced.status.success(), "{traced:?}");
+    let stderr = String::from_utf8_lossy(&traced.stderr);
+    assert!(stderr.contains("accept4"), "{stderr}");
+    assert!(
+        stderr.contains("runnable"),
+        "the scheduler's columns: {stderr}"
+    );
+    assert!(looks > 20);
+    // Nothing of ours is left: no perf descriptor anywhere in our tree,
+    // and tracefs as it was.
+    assert_eq!(common::open_fds(pid), fds_before);
+    let tracing = Path::new("/sys/kernel/tracing/events/raw_syscalls/sys_enter");
+    assert_eq!(
+        std::fs::read_to_string(tracing.join("enable"))
+            .unwrap()
+            .trim(),
+        "0"
+    );
+    assert_eq!(
+        std::fs::read_to_string(tracing.join("filter"))
+            .unwrap()
+            .trim(),
+        "none"
+    );
+    let own: usize = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter(|fd| {
+            std::fs::read_link(fd.path())
+                .is_ok_and(|target| target.to_string_lossy().contains("perf_event"))
+        })
+        .count();
+    assert_eq!(own, 0);
+    assert!(server.stop().0.success());
+}
+
+#[test]
+fn a_tiny_buffer_under_a_busy_program_loses_events_and_says_so() {
+    assert_root();
+    let _serial = serial();
+    let dir = tempdir();
+    let file = dir.path().join("perf.tbt");
+    let output = Command::new(BIN)
+        .args([
+            "trace",
+            "--backend",
+            "perf",
+            "--buffer-size",
+            "8K",
+            "-e",
+            "trace=futex,write",
+            "-w",
+        ])
+        .arg(&file)
+        .args(["--", BIN, "lab", "handshake", "--rounds", "20000"])
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lost: u64 = stderr
+        .lines()
+        .find_map(|l| {
+            let rest = l.strip_prefix("tracebench trace: ")?;
+            rest.split_once(" events LOST")?.0.parse().ok()
+        })
+        .unwrap_or_else(|| panic!("no loss said: {stderr}"));
+    assert!(lost > 0);
+    // The file reads back whole, with the losses in it.
+    let text = Command::new(BIN)
+        .args(["export", "--strace", "-"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(text.status.success());
+    let text = String::from_utf8_lossy(&text.stdout);
+    let in_file: u64 = text
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("--- ")?
+                .split(" events lost")
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    assert_eq!(in_file, lost, "every loss is in the file");
+}
+
+#[test]
+fn without_the_privilege_perf_says_what_is_missing_and_auto_falls_back() {
+    assert_root();
+    let _serial = serial();
+    // An unprivileged user: nobody, with no capabilities.
+    let run_as_nobody = |backend: &str| {
+        Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--inh-caps=-all",
+                "--",
+            ])
+            .args([
+                BIN,
+                "trace",
+                "--backend",
+                backend,
+                "-e",
+                "trace=write",
+                "--",
+                "true",
+            ])
+            .output()
+            .unwrap()
+    };
+    let perf = run_as_nobody("perf");
+    assert!(!perf.status.success());
+    let stderr = String::from_utf8_lossy(&perf.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("perf backend is not available") && stderr.contains("root"),
+        "{stderr}"
+    );
+    let auto = run_as_nobody("auto");
+    let stderr = String::from_utf8_lossy(&auto.stderr);
+    assert!(auto.status.success(), "{stderr}");
+    assert!(stderr.contains("using the ptrace backend"), "{stderr}");
+}
