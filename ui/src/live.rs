@@ -17,6 +17,7 @@ use tracebench_trace::format::{Header, TraceWriter};
 use tracebench_trace::sink::{ChannelSource, Tee};
 use tracebench_trace::{CaptureStarter, ProgramStdio, Selection, StopHandle, Tracee};
 
+use crate::error::DashError;
 use crate::model::{Action, App, MAX_LOAD_CONNECTIONS};
 use crate::source::Source;
 
@@ -155,18 +156,6 @@ impl DashConfig {
     }
 }
 
-/// Why the dashboard could not run.
-#[derive(Debug)]
-pub struct DashError(pub String);
-
-impl std::fmt::Display for DashError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for DashError {}
-
 fn free_port() -> io::Result<SocketAddr> {
     TcpListener::bind("127.0.0.1:0")?.local_addr()
 }
@@ -190,17 +179,13 @@ pub struct Finished {
 pub fn run(config: &DashConfig) -> Result<Finished, DashError> {
     // SIGTERM, SIGHUP or a SIGINT from outside stop the dashboard as `q`
     // does: the load first, the traced program after.
-    let (_watch, noticed) = tracebench_trace::signals::notice()
-        .map_err(|e| DashError(format!("cannot catch signals: {e}")))?;
+    let (_watch, noticed) = tracebench_trace::signals::notice().map_err(DashError::Signals)?;
     let mut config = config.clone();
     let mut recordings = Vec::new();
     // The load's concurrency as the user left it before a restart.
     let mut next_connections = None;
     let mut terminal = if io::stdout().is_terminal() {
-        Some(
-            crate::source::init_terminal()
-                .map_err(|e| DashError(format!("cannot set up the terminal: {e}")))?,
-        )
+        Some(crate::terminal::init().map_err(DashError::TerminalSetup)?)
     } else {
         None
     };
@@ -235,8 +220,7 @@ pub fn run(config: &DashConfig) -> Result<Finished, DashError> {
                     app: &mut app,
                     config: &config,
                 };
-                crate::source::drive(terminal, &mut live, &noticed)
-                    .map_err(|e| DashError(format!("terminal: {e}")))
+                crate::terminal::drive(terminal, &mut live, &noticed).map_err(DashError::Terminal)
             }
             None => {
                 // Said once the run has started, so that a run that cannot
@@ -274,7 +258,7 @@ pub fn run(config: &DashConfig) -> Result<Finished, DashError> {
         }
     };
     if terminal.is_some() {
-        crate::source::restore_terminal();
+        crate::terminal::restore();
     }
     result.map(|(app, program_exit)| Finished {
         app,
@@ -290,17 +274,21 @@ fn prepare_recording(dir: &std::path::Path, config: &DashConfig) -> Result<(), D
     match std::fs::read_dir(dir) {
         Ok(mut entries) => {
             if entries.next().is_some() {
-                return Err(DashError(format!(
-                    "{} already holds files, and a recording is never written over: choose another directory",
-                    dir.display()
-                )));
+                return Err(DashError::RecordingNotEmpty(dir.to_path_buf()));
             }
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(DashError(format!("cannot read {}: {e}", dir.display()))),
+        Err(error) => {
+            return Err(DashError::ReadRecording {
+                path: dir.to_path_buf(),
+                error,
+            });
+        }
     }
-    std::fs::create_dir_all(dir)
-        .map_err(|e| DashError(format!("cannot create {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(dir).map_err(|error| DashError::CreateRecording {
+        path: dir.to_path_buf(),
+        error,
+    })?;
     let traced = match &config.traced {
         Traced::Serve {
             mode,
@@ -331,7 +319,7 @@ fn prepare_recording(dir: &std::path::Path, config: &DashConfig) -> Result<(), D
     });
     let path = dir.join("settings.json");
     std::fs::write(&path, format!("{settings:#}\n"))
-        .map_err(|e| DashError(format!("cannot write {}: {e}", path.display())))
+        .map_err(|error| DashError::WriteSettings { path, error })
 }
 
 /// A command as text, for the recording's settings and trace header.
@@ -350,8 +338,7 @@ fn tracee_of(config: &DashConfig) -> Result<(Tracee, Option<String>), DashError>
             workers,
             delay,
         } => {
-            let addr =
-                free_port().map_err(|e| DashError(format!("no free port on 127.0.0.1: {e}")))?;
+            let addr = free_port().map_err(DashError::NoFreePort)?;
             let args: Vec<std::ffi::OsString> = vec![
                 "serve".into(),
                 "--mode".into(),
@@ -396,7 +383,7 @@ fn open_trace_file(
     let header = Header::now(command, config.capture.backend);
     TraceWriter::create(&path, &header)
         .map(Some)
-        .map_err(|e| DashError(format!("cannot create {}: {e}", path.display())))
+        .map_err(|error| DashError::CreateTrace { path, error })
 }
 
 /// Starts the capture on its own thread (a ptrace capture binds its
@@ -436,14 +423,17 @@ fn start_tracer(
             };
             end.ok().and_then(|end| end.exit)
         })
-        .map_err(|e| DashError(format!("cannot start the tracer thread: {e}")))?;
+        .map_err(|error| DashError::Thread {
+            name: "tracer thread",
+            error,
+        })?;
     match started_rx.recv() {
         Ok(Ok(stop)) => Ok((tracer, stop)),
         Ok(Err(e)) => {
             let _ = tracer.join();
-            Err(DashError(format!("cannot trace the server: {e}")))
+            Err(DashError::TracerStart(e))
         }
-        Err(_) => Err(DashError("the tracer thread died".into())),
+        Err(_) => Err(DashError::TracerDied),
     }
 }
 
@@ -473,7 +463,7 @@ fn start_load(
             let path = dir.join("latency.hlog");
             Some(
                 std::fs::File::create(&path)
-                    .map_err(|e| DashError(format!("cannot create {}: {e}", path.display())))?,
+                    .map_err(|error| DashError::CreateRecording { path, error })?,
             )
         }
         None => None,
@@ -502,7 +492,10 @@ fn start_load(
                     let _ = snapshots_tx.send(s.clone());
                 });
             })
-            .map_err(|e| DashError(format!("cannot start the load thread: {e}")))?
+            .map_err(|error| DashError::Thread {
+                name: "load thread",
+                error,
+            })?
     };
     Ok((loader, snapshots))
 }
@@ -533,7 +526,7 @@ impl Running {
     fn start(config: &DashConfig) -> Result<Running, DashError> {
         let (tracee, url) = tracee_of(config)?;
         let load_target = url
-            .map(|url| Target::parse(&url).map_err(|e| DashError(format!("--url: {e}"))))
+            .map(|url| Target::parse(&url).map_err(DashError::Url))
             .transpose()?;
         let trace_file = open_trace_file(config, &tracee)?;
         let (stdio, output) = match &tracee {
@@ -586,11 +579,11 @@ impl Running {
                     .map_or_else(String::new, |line| {
                         format!(": {}", crate::model::terminal_line(&line))
                     });
-                return Err(DashError(if exited {
-                    format!("the server exited before listening on {addr}{said}")
+                return Err(if exited {
+                    DashError::ExitedBeforeListening { addr, said }
                 } else {
-                    format!("the server did not listen on {addr} within 10 s{said}")
-                }));
+                    DashError::DidNotListen { addr, said }
+                });
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -707,11 +700,13 @@ fn capture_output(
     log: Option<&std::path::Path>,
 ) -> Result<(std::os::fd::OwnedFd, mpsc::Receiver<String>), DashError> {
     use std::io::{BufRead, Read, Write};
-    let (read_end, write_end) = std::io::pipe()
-        .map_err(|e| DashError(format!("cannot make a pipe for the program's output: {e}")))?;
+    let (read_end, write_end) = std::io::pipe().map_err(DashError::OutputPipe)?;
     let mut log = match log {
         Some(path) => Some(io::BufWriter::new(std::fs::File::create(path).map_err(
-            |e| DashError(format!("cannot create {}: {e}", path.display())),
+            |error| DashError::CreateRecording {
+                path: path.to_path_buf(),
+                error,
+            },
         )?)),
         None => None,
     };
@@ -737,7 +732,10 @@ fn capture_output(
                 let _ = lines_tx.try_send(String::from_utf8_lossy(&line).into_owned());
             }
         })
-        .map_err(|e| DashError(format!("cannot start the output reader: {e}")))?;
+        .map_err(|error| DashError::Thread {
+            name: "output reader",
+            error,
+        })?;
     Ok((write_end.into(), lines))
 }
 
@@ -785,34 +783,6 @@ impl CpuSampler {
             }
             self.ticks.insert(tid, ticks);
         }
-    }
-}
-
-/// Writes the latency histogram so far as percentile CSV and .hgrm (into
-/// the recording's directory, or the current one), and says where.
-pub fn export(app: &App, record: Option<&std::path::Path>) -> String {
-    let dir = record.unwrap_or(std::path::Path::new("."));
-    let stamp = (app.elapsed_s * 10.0) as u64;
-    let csv = dir.join(format!("latency-at-{}.{}s.csv", stamp / 10, stamp % 10));
-    let hgrm = csv.with_extension("hgrm");
-    // What the view shows: every answer, or those of the marked range.
-    let latency = app.shown_latency();
-    let written = std::fs::File::create(&csv)
-        .and_then(|f| {
-            tracebench_loadgen::export::write_percentile_csv(&latency, io::BufWriter::new(f))
-                .map(drop)
-        })
-        .and_then(|()| std::fs::File::create(&hgrm))
-        .and_then(|f| {
-            tracebench_loadgen::export::write_hgrm(&latency, io::BufWriter::new(f)).map(drop)
-        });
-    match written {
-        Ok(()) => format!(
-            "exported {} requests to {} and .hgrm",
-            latency.len(),
-            csv.display()
-        ),
-        Err(e) => format!("export failed: {e}"),
     }
 }
 

@@ -14,7 +14,8 @@ use tracebench_loadgen::hlog::Damage;
 use tracebench_trace::Event;
 use tracebench_trace::format::{TraceFileError, TraceReader};
 
-use crate::live::DashError;
+use crate::error::DashError;
+use crate::keys::{ReplayAction, replay_action_for};
 use crate::model::{Action, App};
 use crate::source::Source;
 
@@ -112,7 +113,10 @@ pub struct Player {
 }
 
 fn read_error(path: &Path) -> impl Fn(TraceFileError) -> DashError + '_ {
-    move |e| DashError(format!("reading {}: {e}", path.display()))
+    move |error| DashError::ReadTrace {
+        path: path.to_path_buf(),
+        error,
+    }
 }
 
 /// Opens a run directory (or a bare trace file) for replay: reads it once
@@ -125,8 +129,10 @@ pub fn load(run: &Path) -> Result<Player, DashError> {
     } else {
         (run.to_path_buf(), None)
     };
-    let reader = TraceReader::open(&trace_path)
-        .map_err(|e| DashError(format!("cannot read {}: {e}", trace_path.display())))?;
+    let reader = TraceReader::open(&trace_path).map_err(|error| DashError::OpenTrace {
+        path: trace_path.clone(),
+        error,
+    })?;
     let header = reader.header().clone();
     // The trace's clock is CLOCK_MONOTONIC; the log's is the wall clock.
     // The trace header anchors one to the other.
@@ -137,8 +143,10 @@ pub fn load(run: &Path) -> Result<Player, DashError> {
     let mut intervals = Vec::new();
     let mut log_damage = None;
     if let Some(path) = log_path.filter(|p| p.exists()) {
-        let bytes = std::fs::read(&path)
-            .map_err(|e| DashError(format!("cannot read {}: {e}", path.display())))?;
+        let bytes = std::fs::read(&path).map_err(|error| DashError::OpenLatencyLog {
+            path: path.clone(),
+            error,
+        })?;
         let mut first_start = None;
         // Like a trace cut short, a log cut short (the dashboard was
         // killed mid-line) or damaged keeps what precedes the damage: the
@@ -156,7 +164,10 @@ pub fn load(run: &Path) -> Result<Player, DashError> {
                     .collect(),
             });
         })
-        .map_err(|e| DashError(format!("reading {}: {e}", path.display())))?;
+        .map_err(|error| DashError::ReadLatencyLog {
+            path: path.clone(),
+            error,
+        })?;
     }
     let names = if run.is_dir() {
         std::fs::read(run.join("threads.json"))
@@ -477,39 +488,37 @@ impl Player {
 
     /// Handles a replay key; false if the key is not a replay key.
     pub fn on_key(&mut self, key: KeyCode) -> bool {
-        const SECOND: u64 = 1_000_000_000;
-        match key {
-            KeyCode::Char(' ') => self.playing = !self.playing,
-            KeyCode::Char('>') | KeyCode::Char('.') => {
-                self.speed = (self.speed + 1).min(SPEEDS.len() - 1)
+        match replay_action_for(key) {
+            Some(action) => {
+                self.perform(action);
+                true
             }
-            KeyCode::Char('<') | KeyCode::Char(',') => self.speed = self.speed.saturating_sub(1),
-            KeyCode::Right => self.seek(self.playhead_ns.saturating_add(SECOND)),
-            KeyCode::Left => self.seek(self.playhead_ns.saturating_sub(SECOND)),
-            KeyCode::PageDown => self.seek(self.playhead_ns.saturating_add(10 * SECOND)),
-            KeyCode::PageUp => self.seek(self.playhead_ns.saturating_sub(10 * SECOND)),
-            KeyCode::Home => self.seek(self.start_ns),
-            KeyCode::End => self.seek(self.end_ns),
-            KeyCode::Char('n') => self.step(),
-            KeyCode::Char('p') => self.step_back(),
-            _ => return false,
+            None => false,
         }
-        true
+    }
+
+    /// Carries out a replay key's action.
+    pub fn perform(&mut self, action: ReplayAction) {
+        const SECOND: u64 = 1_000_000_000;
+        match action {
+            ReplayAction::PlayPause => self.playing = !self.playing,
+            ReplayAction::Faster => self.speed = (self.speed + 1).min(SPEEDS.len() - 1),
+            ReplayAction::Slower => self.speed = self.speed.saturating_sub(1),
+            ReplayAction::Seek(seconds) => {
+                let by = seconds.unsigned_abs() * SECOND;
+                self.seek(if seconds < 0 {
+                    self.playhead_ns.saturating_sub(by)
+                } else {
+                    self.playhead_ns.saturating_add(by)
+                });
+            }
+            ReplayAction::ToStart => self.seek(self.start_ns),
+            ReplayAction::ToEnd => self.seek(self.end_ns),
+            ReplayAction::NextEvent => self.step(),
+            ReplayAction::PreviousEvent => self.step_back(),
+        }
     }
 }
-
-/// The replay keys, for the help overlay.
-pub const REPLAY_KEYS: &[(&str, &str)] = &[
-    ("space", "play or pause"),
-    ("< >", "slower / faster (x0.25 to x16, max)"),
-    ("← →", "seek 1 s back / forward"),
-    ("PgUp PgDn", "seek 10 s back / forward"),
-    ("Home End", "to the start / the end"),
-    (
-        "n p",
-        "to the next / previous event (the selected thread's)",
-    ),
-];
 
 /// Plays a loaded recording (see [`load`]) in the terminal; without one,
 /// plays it through to its end at once. Returns the model at the end.
@@ -525,14 +534,12 @@ pub fn play(mut player: Player) -> Result<Replayed, DashError> {
     }
     // SIGTERM, SIGHUP or SIGINT end the replay as q does, the terminal
     // given back (by default they would leave it in raw mode).
-    let (_watch, noticed) = tracebench_trace::signals::notice()
-        .map_err(|e| DashError(format!("cannot catch signals: {e}")))?;
-    let mut terminal = crate::source::init_terminal()
-        .map_err(|e| DashError(format!("cannot set up the terminal: {e}")))?;
+    let (_watch, noticed) = tracebench_trace::signals::notice().map_err(DashError::Signals)?;
+    let mut terminal = crate::terminal::init().map_err(DashError::TerminalSetup)?;
     player.last_pump = Some(Instant::now());
-    let result = crate::source::drive(&mut terminal, &mut player, &noticed);
-    crate::source::restore_terminal();
-    result.map_err(|e| DashError(format!("terminal: {e}")))?;
+    let result = crate::terminal::drive(&mut terminal, &mut player, &noticed);
+    crate::terminal::restore();
+    result.map_err(DashError::Terminal)?;
     Ok(Replayed {
         app: player.app,
         truncated,

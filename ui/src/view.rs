@@ -9,7 +9,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Bar, BarChart, BarGroup, Block, Clear, Paragraph, Row, Sparkline, Table};
 use tracebench_analysis::states::ThreadState;
 
-use crate::keys::KEYMAP;
+use crate::keys::help_lines;
 use crate::model::{App, LowerPane};
 
 /// The colour of a state, as in the thread table and the legend.
@@ -440,21 +440,8 @@ fn draw_latency(frame: &mut Frame, area: Rect, app: &App) {
 fn draw_help(frame: &mut Frame, replay: bool) {
     let area = frame.area();
     let width = 66.min(area.width);
-    let replay_keys: &[(&str, &str)] = if replay {
-        crate::replay::REPLAY_KEYS
-    } else {
-        &[]
-    };
-    // In a replay, space plays and pauses instead of freezing the view.
-    let lines: Vec<Line> = replay_keys
-        .iter()
-        .copied()
-        .chain(
-            KEYMAP
-                .iter()
-                .filter(|b| !(replay && (b.live_only || b.keys == "space")))
-                .map(|b| (b.keys, b.help)),
-        )
+    let lines: Vec<Line> = help_lines(replay)
+        .into_iter()
         .map(|(keys, help)| Line::from(format!("{keys:>10}  {help}")))
         .collect();
     let height = (lines.len() as u16 + 2).min(area.height);
