@@ -9,7 +9,7 @@ use crate::model::App;
 /// the recording's directory, or the current one), and says where.
 pub fn write_latency(app: &App, record: Option<&std::path::Path>) -> String {
     let dir = record.unwrap_or(std::path::Path::new("."));
-    let stamp = (app.elapsed_s * 10.0) as u64;
+    let stamp = (app.data.elapsed_s * 10.0) as u64;
     let csv = dir.join(format!("latency-at-{}.{}s.csv", stamp / 10, stamp % 10));
     let hgrm = csv.with_extension("hgrm");
     // What the view shows: every answer, or those of the marked range.

@@ -211,7 +211,7 @@ pub fn run(config: &DashConfig) -> Result<Finished, DashError> {
         let mut app = App::new(config.title());
         app.captures_output = running.output.is_some();
         if config.load_url().is_some() {
-            app.connections = next_connections.unwrap_or(config.connections);
+            app.view_state.connections = next_connections.unwrap_or(config.connections);
         }
         let shown = match terminal.as_mut() {
             Some(terminal) => {
@@ -251,7 +251,8 @@ pub fn run(config: &DashConfig) -> Result<Finished, DashError> {
         match app.restart.then(|| config.next_mode()).flatten() {
             Some(next) => {
                 // What the user set carries over to the next mode.
-                next_connections = (app.connections > 0).then_some(app.connections);
+                next_connections =
+                    (app.view_state.connections > 0).then_some(app.view_state.connections);
                 config = next;
             }
             None => break Ok((app, program_exit)),
@@ -598,16 +599,17 @@ impl Running {
     /// Hands everything the sources produced since the last call to the
     /// model, and the model's load concurrency to the load generator.
     fn feed(&mut self, app: &mut App) {
-        if app.connections > 0 {
-            self.limit.store(app.connections, Ordering::Relaxed);
+        if app.view_state.connections > 0 {
+            self.limit
+                .store(app.view_state.connections, Ordering::Relaxed);
         }
         self.cpu.sample(app);
         for event in self.source.receiver.try_iter().take(100_000) {
             app.update(Action::Trace(event));
         }
-        for tid in app.take_unnamed() {
+        for tid in app.data.take_unnamed() {
             // The source, not the model, does the I/O.
-            let Some(pid) = app.threads.get(&tid).map(|row| row.pid) else {
+            let Some(pid) = app.data.threads.get(&tid).map(|row| row.pid) else {
                 continue;
             };
             if let Ok(name) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")) {
@@ -655,6 +657,7 @@ impl Running {
             // Names come from /proc while the threads live; keep them for
             // a replay.
             let names: std::collections::BTreeMap<String, &str> = app
+                .data
                 .threads
                 .iter()
                 .map(|(tid, row)| (tid.to_string(), row.name.as_str()))
@@ -768,6 +771,7 @@ impl CpuSampler {
         // SAFETY: sysconf has no preconditions.
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
         let threads: Vec<(i32, i32)> = app
+            .data
             .threads
             .iter()
             .map(|(tid, row)| (*tid, row.pid))
@@ -815,7 +819,7 @@ impl Source for LiveSource<'_> {
             Action::NextMode if self.config.next_mode().is_none() => {
                 Some("m restarts tracebench's own server only".into())
             }
-            Action::MoreLoad | Action::LessLoad if self.app.connections == 0 => {
+            Action::MoreLoad | Action::LessLoad if self.app.view_state.connections == 0 => {
                 Some("no load to change: give --url".into())
             }
             _ => None,

@@ -16,7 +16,7 @@ use tracebench_trace::format::{TraceFileError, TraceReader};
 
 use crate::error::DashError;
 use crate::keys::{ReplayAction, replay_action_for};
-use crate::model::{Action, App};
+use crate::model::{Action, App, RunData};
 use crate::source::Source;
 
 /// Playback speeds, slowest first; the last one plays as fast as it can.
@@ -32,8 +32,8 @@ struct Checkpoint {
     offset: u64,
     /// The intervals of the load already applied.
     next_interval: usize,
-    /// The model after those events.
-    app: App,
+    /// The model's data after those events.
+    data: RunData,
 }
 
 /// The most checkpoints kept, whatever the recording's length: their
@@ -206,7 +206,7 @@ pub fn load(run: &Path) -> Result<Player, DashError> {
             at_ns: 0,
             offset: reader.position(),
             next_interval: 0,
-            app: fresh(),
+            data: RunData::default(),
         }],
         intervals,
         start_ns: 0,
@@ -234,7 +234,7 @@ pub fn load(run: &Path) -> Result<Player, DashError> {
                 at_ns: player.end_ns,
                 offset,
                 next_interval: player.next_interval,
-                app: player.app.clone(),
+                data: player.app.data.clone(),
             });
             since_checkpoint = 0;
             if player.checkpoints.len() > MAX_CHECKPOINTS as usize {
@@ -294,7 +294,7 @@ impl Player {
     }
 
     fn name_new_threads(&mut self) {
-        for tid in self.app.take_unnamed() {
+        for tid in self.app.data.take_unnamed() {
             if let Some(name) = self.names.get(&tid) {
                 self.app.update(Action::Named {
                     tid,
@@ -304,13 +304,11 @@ impl Player {
         }
     }
 
-    /// Puts the model back to checkpoint `index`, keeping what the user
-    /// set (selection, zoom, panes).
+    /// Puts the model's data back to checkpoint `index`, keeping what
+    /// the user set (selection, zoom, panes: the view's state).
     fn restore(&mut self, index: usize) {
         let checkpoint = &self.checkpoints[index];
-        let mut app = checkpoint.app.clone();
-        app.carry_settings_from(&self.app);
-        self.app = app;
+        self.app.data = checkpoint.data.clone();
         self.next_interval = checkpoint.next_interval;
         self.pending.clear();
         // The file was read through once already: a failure now means it
@@ -363,12 +361,12 @@ impl Player {
         };
         self.apply_intervals_until(last);
         self.playhead_ns = to_ns;
-        self.app.now_ns = to_ns;
+        self.app.data.now_ns = to_ns;
     }
 
     /// Moves to the next event, of the selected thread if one is selected.
     pub fn step(&mut self) {
-        let selected = self.app.selected;
+        let selected = self.app.view_state.selected;
         let playhead = self.playhead_ns;
         while let Some(event) = self.peek() {
             let (at, tid) = (event.time_ns, event.tid);
@@ -377,7 +375,7 @@ impl Player {
             if at > playhead && selected.is_none_or(|s| s == tid) {
                 self.playing = false;
                 self.playhead_ns = at;
-                self.app.now_ns = at;
+                self.app.data.now_ns = at;
                 return;
             }
         }
@@ -393,7 +391,7 @@ impl Player {
     /// selected (the playhead stays if there is none).
     pub fn step_back(&mut self) {
         self.playing = false;
-        let selected = self.app.selected;
+        let selected = self.app.view_state.selected;
         let playhead = self.playhead_ns;
         // Scan the stretch before the playhead from its checkpoint, then
         // each earlier stretch up to where the later one began, until an
@@ -610,11 +608,14 @@ mod tests {
         let dir = recording();
         let mut player = load(dir.path()).unwrap();
         player.seek(3_500_000_000);
-        assert_eq!(player.app.events, 3);
+        assert_eq!(player.app.data.events, 3);
         player.seek(u64::MAX);
-        assert_eq!(player.app.events, 5);
+        assert_eq!(player.app.data.events, 5);
         player.seek(2_000_000_000);
-        assert_eq!(player.app.events, 2, "a rebuilt model, not a rewound one");
+        assert_eq!(
+            player.app.data.events, 2,
+            "a rebuilt model, not a rewound one"
+        );
         assert_eq!(player.position(), (1.0, 4.0));
     }
 
@@ -672,7 +673,7 @@ mod tests {
         assert!(!player.truncated, "the trace itself is whole");
         assert!(player.status().contains("latency log ends early"));
         player.seek(u64::MAX);
-        assert_eq!(player.app.events, 5, "every event of the trace");
+        assert_eq!(player.app.data.events, 5, "every event of the trace");
         // The seven intervals before the cut, 1 + 2 + … + 7 requests.
         assert_eq!(player.next_interval, 7);
         let answered: u64 = player
@@ -702,7 +703,7 @@ mod tests {
         let dir = recording();
         let mut player = load(dir.path()).unwrap();
         player.seek(0);
-        player.app.selected = Some(2);
+        player.app.view_state.selected = Some(2);
         player.step();
         assert_eq!(player.playhead_ns, 2_000_000_000);
         player.step();
@@ -711,22 +712,25 @@ mod tests {
         // Nothing more of thread 2: the playhead and the model stay put.
         player.step();
         assert_eq!(player.playhead_ns, 4_000_000_000);
-        assert_eq!(player.app.events, 4, "the model is that of the playhead");
+        assert_eq!(
+            player.app.data.events, 4,
+            "the model is that of the playhead"
+        );
         player.on_key(KeyCode::End);
         player.step();
         assert_eq!(player.playhead_ns, 5_000_000_000, "nothing after the end");
         // Back, of thread 2: 4 s, then 2 s, then nothing before.
         player.step_back();
         assert_eq!(player.playhead_ns, 4_000_000_000);
-        assert_eq!(player.app.events, 4);
+        assert_eq!(player.app.data.events, 4);
         player.on_key(KeyCode::Char('p'));
         assert_eq!(player.playhead_ns, 2_000_000_000);
-        assert_eq!(player.app.events, 2);
+        assert_eq!(player.app.data.events, 2);
         player.step_back();
         assert_eq!(player.playhead_ns, 2_000_000_000, "nothing before");
-        assert_eq!(player.app.events, 2);
+        assert_eq!(player.app.data.events, 2);
         // Any thread: the event just before.
-        player.app.selected = None;
+        player.app.view_state.selected = None;
         player.step_back();
         assert_eq!(player.playhead_ns, 1_000_000_000);
     }
@@ -787,16 +791,19 @@ mod tests {
     }
 
     fn fingerprint(app: &App) -> Vec<String> {
-        let mut lines = vec![format!("events {} now {}", app.events, app.now_ns)];
-        for (tid, row) in &app.threads {
+        let mut lines = vec![format!(
+            "events {} now {}",
+            app.data.events, app.data.now_ns
+        )];
+        for (tid, row) in &app.data.threads {
             lines.push(format!(
                 "{tid} {:?} since {} syscalls {}",
-                app.state_of(*tid),
-                app.since_of(*tid),
+                app.data.state_of(*tid),
+                app.data.since_of(*tid),
                 row.syscalls
             ));
         }
-        lines.extend(app.recent.iter().map(|e| e.line(app.origin_ns)));
+        lines.extend(app.data.recent.iter().map(|e| e.line(app.data.origin_ns)));
         lines
     }
 
@@ -828,7 +835,7 @@ mod tests {
         // straight play to that event would.
         for &target in &targets[1..] {
             player.seek(target);
-            player.app.selected = Some(103);
+            player.app.view_state.selected = Some(103);
             player.step_back();
             let before = (target - 1_000_000_000 - 1) / 10_000;
             let previous = (0..=before).rev().find(|i| i % 8 == 3).unwrap();
