@@ -12,7 +12,7 @@ use crossterm::event::KeyCode;
 use tracebench_loadgen::Snapshot;
 use tracebench_loadgen::hlog::Damage;
 use tracebench_trace::Event;
-use tracebench_trace::format::{TraceFileError, TraceReader};
+use tracebench_trace::format::{Header, TraceFileError, TraceReader};
 
 use crate::error::DashError;
 use crate::keys::{ReplayAction, replay_action_for};
@@ -121,8 +121,6 @@ fn read_error(path: &Path) -> impl Fn(TraceFileError) -> DashError + '_ {
 
 /// Opens a run directory (or a bare trace file) for replay: reads it once
 /// through, checking every block and placing checkpoints.
-// Over 100 lines: to be split into named steps (issue 12).
-#[allow(clippy::too_many_lines)]
 pub fn load(run: &Path) -> Result<Player, DashError> {
     let (trace_path, log_path) = if run.is_dir() {
         (run.join("trace.tbt"), Some(run.join("latency.hlog")))
@@ -133,74 +131,20 @@ pub fn load(run: &Path) -> Result<Player, DashError> {
         path: trace_path.clone(),
         error,
     })?;
-    let header = reader.header().clone();
-    // The trace's clock is CLOCK_MONOTONIC; the log's is the wall clock.
-    // The trace header anchors one to the other.
-    let to_trace_clock = |wall: Duration| -> u64 {
-        let wall_ns = wall.as_nanos() as i128;
-        (wall_ns - header.realtime_ns as i128 + header.monotonic_ns as i128).max(0) as u64
+    let (intervals, log_damage) = match log_path.filter(|p| p.exists()) {
+        Some(path) => read_latency_log(&path, reader.header())?,
+        None => (Vec::new(), None),
     };
-    let mut intervals = Vec::new();
-    let mut log_damage = None;
-    if let Some(path) = log_path.filter(|p| p.exists()) {
-        let bytes = std::fs::read(&path).map_err(|error| DashError::OpenLatencyLog {
-            path: path.clone(),
-            error,
-        })?;
-        let mut first_start = None;
-        // Like a trace cut short, a log cut short (the dashboard was
-        // killed mid-line) or damaged keeps what precedes the damage: the
-        // run is not lost for a line of its latencies.
-        log_damage = tracebench_loadgen::hlog::for_each_interval(&bytes, |interval| {
-            let first = *first_start.get_or_insert(interval.start);
-            intervals.push(LoadInterval {
-                ends_ns: to_trace_clock(interval.start + interval.duration),
-                start: interval.start.saturating_sub(first),
-                duration: interval.duration,
-                counts: interval
-                    .histogram
-                    .iter_recorded()
-                    .map(|v| (v.value_iterated_to(), v.count_at_value()))
-                    .collect(),
-            });
-        })
-        .map_err(|error| DashError::ReadLatencyLog {
-            path: path.clone(),
-            error,
-        })?;
-    }
     let names = if run.is_dir() {
-        std::fs::read(run.join("threads.json"))
-            .ok()
-            .and_then(|bytes| {
-                serde_json::from_slice::<std::collections::HashMap<String, String>>(&bytes).ok()
-            })
-            .map(|names| {
-                names
-                    .into_iter()
-                    .filter_map(|(tid, name)| Some((tid.parse().ok()?, name)))
-                    .collect()
-            })
-            .unwrap_or_default()
+        read_thread_names(run)
     } else {
         Default::default()
     };
-    // Checkpoints about evenly spread, at most MAX_CHECKPOINTS of them:
-    // the index tells how many events there are (a cut file has none; its
-    // size gives an estimate, at about ten bytes an event).
-    let expected_events = match tracebench_trace::format::read_index(&trace_path) {
-        Ok(Some(blocks)) => blocks.iter().map(|b| u64::from(b.events)).sum(),
-        _ => std::fs::metadata(&trace_path).map_or(0, |m| m.len() / 10),
-    };
-    let mut spacing = (expected_events / MAX_CHECKPOINTS).max(MIN_CHECKPOINT_EVENTS);
     let title = format!("replay of {}", run.display());
-    let fresh = || {
-        let mut app = App::new(title.clone());
-        app.replay = true;
-        app
-    };
+    let mut app = App::new(title.clone());
+    app.replay = true;
     let mut player = Player {
-        title: title.clone(),
+        title,
         pending: VecDeque::new(),
         checkpoints: vec![Checkpoint {
             at_ns: 0,
@@ -216,7 +160,7 @@ pub fn load(run: &Path) -> Result<Player, DashError> {
         next_interval: 0,
         speed: 2,
         playing: true,
-        app: fresh(),
+        app,
         truncated: false,
         log_damage,
         names,
@@ -224,54 +168,134 @@ pub fn load(run: &Path) -> Result<Player, DashError> {
         export_dir: run.is_dir().then(|| run.to_path_buf()),
         last_pump: None,
     };
-    // The first pass: every event through the model once.
-    let mut since_checkpoint = 0;
-    let mut first = None;
-    loop {
-        let offset = player.reader.position();
-        if since_checkpoint >= spacing {
-            player.checkpoints.push(Checkpoint {
-                at_ns: player.end_ns,
-                offset,
-                next_interval: player.next_interval,
-                data: player.app.data.clone(),
-            });
-            since_checkpoint = 0;
-            if player.checkpoints.len() > MAX_CHECKPOINTS as usize {
-                // More events than the estimate said (a cut file): keep
-                // every other checkpoint (the start among them) and space
-                // the next ones twice as far.
-                let mut index = 0;
-                player.checkpoints.retain(|_| {
-                    index += 1;
-                    index % 2 == 1
-                });
-                spacing *= 2;
+    player.first_pass(&trace_path)?;
+    Ok(player)
+}
+
+/// The load's interval log at `path`, each interval placed on the trace's
+/// clock with `header`'s anchor, and where the log stops being readable,
+/// if it does.
+fn read_latency_log(
+    path: &Path,
+    header: &Header,
+) -> Result<(Vec<LoadInterval>, Option<Damage>), DashError> {
+    let bytes = std::fs::read(path).map_err(|error| DashError::OpenLatencyLog {
+        path: path.to_path_buf(),
+        error,
+    })?;
+    // The trace's clock is CLOCK_MONOTONIC; the log's is the wall clock.
+    // The trace header anchors one to the other.
+    let to_trace_clock = |wall: Duration| -> u64 {
+        let wall_ns = wall.as_nanos() as i128;
+        (wall_ns - header.realtime_ns as i128 + header.monotonic_ns as i128).max(0) as u64
+    };
+    let mut intervals = Vec::new();
+    let mut first_start = None;
+    // Like a trace cut short, a log cut short (the dashboard was killed
+    // mid-line) or damaged keeps what precedes the damage: the run is not
+    // lost for a line of its latencies.
+    let damage = tracebench_loadgen::hlog::for_each_interval(&bytes, |interval| {
+        let first = *first_start.get_or_insert(interval.start);
+        intervals.push(LoadInterval {
+            ends_ns: to_trace_clock(interval.start + interval.duration),
+            start: interval.start.saturating_sub(first),
+            duration: interval.duration,
+            counts: interval
+                .histogram
+                .iter_recorded()
+                .map(|v| (v.value_iterated_to(), v.count_at_value()))
+                .collect(),
+        });
+    })
+    .map_err(|error| DashError::ReadLatencyLog {
+        path: path.to_path_buf(),
+        error,
+    })?;
+    Ok((intervals, damage))
+}
+
+/// The thread names a run directory kept (threads.json), by tid; none if
+/// the file is missing or unreadable.
+fn read_thread_names(run: &Path) -> std::collections::HashMap<i32, String> {
+    std::fs::read(run.join("threads.json"))
+        .ok()
+        .and_then(|bytes| {
+            serde_json::from_slice::<std::collections::HashMap<String, String>>(&bytes).ok()
+        })
+        .map(|names| {
+            names
+                .into_iter()
+                .filter_map(|(tid, name)| Some((tid.parse().ok()?, name)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Events between two checkpoints, for at most [`MAX_CHECKPOINTS`] of
+/// them about evenly spread: the index tells how many events there are (a
+/// cut file has none; its size gives an estimate, at about ten bytes an
+/// event).
+fn checkpoint_spacing(trace_path: &Path) -> u64 {
+    let expected_events = match tracebench_trace::format::read_index(trace_path) {
+        Ok(Some(blocks)) => blocks.iter().map(|b| u64::from(b.events)).sum(),
+        _ => std::fs::metadata(trace_path).map_or(0, |m| m.len() / 10),
+    };
+    (expected_events / MAX_CHECKPOINTS).max(MIN_CHECKPOINT_EVENTS)
+}
+
+impl Player {
+    /// The first pass: every event through the model once, checkpoints
+    /// placed on the way; then back to the start.
+    fn first_pass(&mut self, trace_path: &Path) -> Result<(), DashError> {
+        let mut spacing = checkpoint_spacing(trace_path);
+        let mut since_checkpoint = 0;
+        let mut first = None;
+        loop {
+            if since_checkpoint >= spacing {
+                self.place_checkpoint(&mut spacing);
+                since_checkpoint = 0;
+            }
+            let Some(block) = self.reader.read_block().map_err(read_error(trace_path))? else {
+                break;
+            };
+            since_checkpoint += block.len() as u64;
+            self.total_events += block.len() as u64;
+            if let (None, Some(event)) = (first, block.first()) {
+                first = Some(event.time_ns);
+            }
+            for event in block {
+                self.end_ns = self.end_ns.max(event.time_ns);
+                self.apply(event);
             }
         }
-        let Some(block) = player
-            .reader
-            .read_block()
-            .map_err(read_error(&trace_path))?
-        else {
-            break;
-        };
-        since_checkpoint += block.len() as u64;
-        player.total_events += block.len() as u64;
-        if let (None, Some(event)) = (first, block.first()) {
-            first = Some(event.time_ns);
-        }
-        for event in block {
-            player.end_ns = player.end_ns.max(event.time_ns);
-            player.apply(event);
+        self.truncated = self.reader.truncated();
+        self.start_ns = first.unwrap_or(0);
+        self.end_ns = self.end_ns.max(self.start_ns);
+        self.restore(0);
+        self.playhead_ns = self.start_ns;
+        Ok(())
+    }
+
+    /// Saves the model as it is at the next block; past
+    /// [`MAX_CHECKPOINTS`] (more events than the estimate said: a cut
+    /// file), keeps every other checkpoint (the start among them) and
+    /// doubles `spacing` for the next ones.
+    fn place_checkpoint(&mut self, spacing: &mut u64) {
+        self.checkpoints.push(Checkpoint {
+            at_ns: self.end_ns,
+            offset: self.reader.position(),
+            next_interval: self.next_interval,
+            data: self.app.data.clone(),
+        });
+        if self.checkpoints.len() > MAX_CHECKPOINTS as usize {
+            let mut index = 0;
+            self.checkpoints.retain(|_| {
+                index += 1;
+                index % 2 == 1
+            });
+            *spacing *= 2;
         }
     }
-    player.truncated = player.reader.truncated();
-    player.start_ns = first.unwrap_or(0);
-    player.end_ns = player.end_ns.max(player.start_ns);
-    player.restore(0);
-    player.playhead_ns = player.start_ns;
-    Ok(player)
 }
 
 impl Player {
