@@ -612,10 +612,10 @@ impl Running {
             let Some(pid) = app.data.threads.get(&tid).map(|row| row.pid) else {
                 continue;
             };
-            if let Ok(name) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")) {
+            if let Some(stat) = task_stat(pid, tid) {
                 app.update(Action::Named {
                     tid,
-                    name: name.trim().to_owned(),
+                    name: stat.comm.trim().to_owned(),
                 });
             }
         }
@@ -742,6 +742,17 @@ fn capture_output(
     Ok((write_end.into(), lines))
 }
 
+/// /proc/PID/task/TID/stat of a thread, through the procfs crate: its
+/// name (`comm`, the same as the task's comm file) and its CPU ticks.
+fn task_stat(pid: i32, tid: i32) -> Option<procfs::process::Stat> {
+    procfs::process::Process::new(pid)
+        .ok()?
+        .task_from_tid(tid)
+        .ok()?
+        .stat()
+        .ok()
+}
+
 /// CPU time of threads, sampled from /proc about once a second.
 #[derive(Default)]
 struct CpuSampler {
@@ -752,12 +763,8 @@ struct CpuSampler {
 impl CpuSampler {
     /// user + system ticks of a thread (fields 14 and 15 of its stat).
     fn ticks_of(pid: i32, tid: i32) -> Option<u64> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
-        let fields: Vec<&str> = stat
-            .get(stat.rfind(')')? + 2..)?
-            .split_whitespace()
-            .collect();
-        Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+        let stat = task_stat(pid, tid)?;
+        Some(stat.utime + stat.stime)
     }
 
     fn sample(&mut self, app: &mut App) {
@@ -768,8 +775,7 @@ impl CpuSampler {
             None => None,
         };
         self.last = Some(now);
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        let hz = procfs::ticks_per_second().max(1) as f64;
         let threads: Vec<(i32, i32)> = app
             .data
             .threads
@@ -831,6 +837,16 @@ impl Source for LiveSource<'_> {
 mod tests {
     use super::*;
     use tracebench_trace::{Backend, CaptureError};
+
+    #[test]
+    fn reads_a_threads_name_and_cpu_ticks_from_proc() {
+        let pid = std::process::id() as i32;
+        // The main thread: named after the test binary (15 characters).
+        let stat = task_stat(pid, pid).expect("our own main thread");
+        assert!(stat.comm.starts_with("tracebench_ui"), "{}", stat.comm);
+        assert!(CpuSampler::ticks_of(pid, pid).is_some());
+        assert!(task_stat(pid, -5).is_none(), "no such thread");
+    }
 
     #[test]
     fn restarts_go_round_the_modes_and_never_reuse_a_recording() {
