@@ -474,15 +474,7 @@ mod imp {
             print_thread(out, &report)?;
             threads.push(report);
         }
-        writeln!(
-            out,
-            "  joined: FUTEX_WAIT on each CLONE_CHILD_CLEARTID word until the kernel cleared it at exit"
-        )?;
-        writeln!(
-            out,
-            "  stacks unmapped: {stacks_unmapped} of {} (gone from /proc/self/maps)",
-            ranges.len()
-        )?;
+        print_end(out, stacks_unmapped, ranges.len())?;
         Ok(Report {
             flags,
             threads,
@@ -582,6 +574,19 @@ mod imp {
             stack.unmap()?;
         }
         Ok(ranges)
+    }
+
+    /// How the threads were joined, and how many stacks are gone.
+    fn print_end(out: &mut impl Write, stacks_unmapped: usize, stacks: usize) -> Result<()> {
+        writeln!(
+            out,
+            "  joined: FUTEX_WAIT on each CLONE_CHILD_CLEARTID word until the kernel cleared it at exit"
+        )?;
+        writeln!(
+            out,
+            "  stacks unmapped: {stacks_unmapped} of {stacks} (gone from /proc/self/maps)"
+        )?;
+        Ok(())
     }
 
     /// What one thread found, and where its stack was.

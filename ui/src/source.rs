@@ -1,7 +1,7 @@
 //! The one interface behind which the live run and a recording feed the
-//! dashboard; [`crate::terminal::drive`] runs either of them in the
-//! terminal, so keys, mouse, frames and the `e` export work the same way
-//! over both.
+//! dashboard. The terminal loop (`terminal::drive`, which depends on this
+//! module, never the other way) runs either of them, so keys, mouse,
+//! frames and the `e` export work the same way over both.
 
 use std::path::Path;
 
