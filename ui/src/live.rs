@@ -14,6 +14,7 @@ use hdrhistogram::serialization::V2DeflateSerializer;
 use tracebench_loadgen::hlog;
 use tracebench_loadgen::{LoadConfig, StopAfter, Target};
 use tracebench_trace::format::{Header, TraceWriter};
+use tracebench_trace::signals::Noticed;
 use tracebench_trace::sink::{ChannelSource, Tee};
 use tracebench_trace::{CaptureStarter, ProgramStdio, Selection, StopHandle, Tracee};
 
@@ -190,23 +191,9 @@ pub fn run(config: &DashConfig) -> Result<Finished, DashError> {
         None
     };
     let result = loop {
-        if let Some(dir) = &config.record {
-            if let Err(e) = prepare_recording(dir, &config) {
-                break Err(e);
-            }
-            recordings.push(dir.clone());
-        }
-        let mut running = match Running::start(&config) {
+        let mut running = match start_recorded(&config, &mut recordings) {
             Ok(running) => running,
-            Err(e) => {
-                // Nothing ran, so nothing was recorded: leave no run
-                // directory behind (prepare_recording found it empty).
-                if let Some(dir) = &config.record {
-                    let _ = std::fs::remove_dir_all(dir);
-                    recordings.pop();
-                }
-                break Err(e);
-            }
+            Err(e) => break Err(e),
         };
         let mut app = App::new(config.title());
         app.captures_output = running.output.is_some();
@@ -231,16 +218,7 @@ pub fn run(config: &DashConfig) -> Result<Finished, DashError> {
                         config.headless_for
                     );
                 }
-                let until = Instant::now() + config.headless_for;
-                while Instant::now() < until
-                    && !running.traced_program_ended()
-                    && noticed.first().is_none()
-                {
-                    running.feed(&mut app);
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                // The last CPU sample, while the threads still live.
-                running.feed(&mut app);
+                run_headless(&mut running, &mut app, config.headless_for, &noticed);
                 Ok(())
             }
         };
@@ -267,6 +245,38 @@ pub fn run(config: &DashConfig) -> Result<Finished, DashError> {
         program_exit,
         signal: noticed.first(),
     })
+}
+
+/// Prepares the recording of `config`'s run, if it is recorded (and
+/// adds it to `recordings`), and starts the run. A run that cannot start
+/// recorded nothing, so it leaves no run directory behind.
+fn start_recorded(
+    config: &DashConfig,
+    recordings: &mut Vec<PathBuf>,
+) -> Result<Running, DashError> {
+    if let Some(dir) = &config.record {
+        prepare_recording(dir, config)?;
+        recordings.push(dir.clone());
+    }
+    Running::start(config).inspect_err(|_| {
+        // prepare_recording found the directory empty.
+        if let Some(dir) = &config.record {
+            let _ = std::fs::remove_dir_all(dir);
+            recordings.pop();
+        }
+    })
+}
+
+/// Without a terminal: feeds the model for `duration`, or until the
+/// traced program ends or a signal comes, then once more.
+fn run_headless(running: &mut Running, app: &mut App, duration: Duration, noticed: &Noticed) {
+    let until = Instant::now() + duration;
+    while Instant::now() < until && !running.traced_program_ended() && noticed.first().is_none() {
+        running.feed(app);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The last CPU sample, while the threads still live.
+    running.feed(app);
 }
 
 /// Creates a recording's directory and its settings.json. A directory that
