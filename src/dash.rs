@@ -87,33 +87,37 @@ impl Default for DashArgs {
 pub fn summary(app: &App) -> String {
     let mut text = String::new();
     let _ = writeln!(text, "{}", app.title);
-    if app.elapsed_s > 0.0 {
+    if app.data.elapsed_s > 0.0 {
         let _ = writeln!(
             text,
             "{} answered, {} failed in {:.1} s; {} trace events ({} not shown live)",
-            app.completed, app.failed, app.elapsed_s, app.events, app.dropped
+            app.data.completed,
+            app.data.failed,
+            app.data.elapsed_s,
+            app.data.events,
+            app.data.dropped
         );
     } else {
         // No load ran: the trace's own span is the run's length.
-        let traced_s = app.now_ns.saturating_sub(app.origin_ns) as f64 / 1e9;
+        let traced_s = app.data.now_ns.saturating_sub(app.data.origin_ns) as f64 / 1e9;
         let _ = writeln!(
             text,
             "{} trace events over {traced_s:.1} s ({} not shown live)",
-            app.events, app.dropped
+            app.data.events, app.data.dropped
         );
     }
-    if !app.latency.is_empty() {
-        let ms = |q: f64| app.latency.value_at_quantile(q) as f64 / 1e6;
+    if !app.data.latency.is_empty() {
+        let ms = |q: f64| app.data.latency.value_at_quantile(q) as f64 / 1e6;
         let _ = writeln!(
             text,
             "latency p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
             ms(0.5),
             ms(0.9),
             ms(0.99),
-            app.latency.max() as f64 / 1e6
+            app.data.latency.max() as f64 / 1e6
         );
     }
-    let stats = app.requests.stats();
+    let stats = app.data.requests.stats();
     if stats.requests() > 0 {
         let ms = |h: &hdrhistogram::Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1e6;
         let _ = writeln!(
@@ -126,7 +130,7 @@ pub fn summary(app: &App) -> String {
             ms(stats.service(), 0.99)
         );
     }
-    let futex = app.futex.totals();
+    let futex = app.data.futex.totals();
     if futex.calls() > 0 {
         let _ = writeln!(
             text,
@@ -145,7 +149,7 @@ pub fn summary(app: &App) -> String {
         "tid", "name", "role", "state", "syscalls", "served", "cpu"
     );
     for (tid, row) in app.listed_threads() {
-        let state = match app.state_of(*tid) {
+        let state = match app.data.state_of(*tid) {
             ThreadState::FutexWait(_) => "futex-wait",
             other => other.label(),
         };
@@ -154,13 +158,13 @@ pub fn summary(app: &App) -> String {
             "{tid:>8} {:<15} {:<7} {state:<12} {:>9} {:>7} {:>5}",
             row.name,
             row.role(*tid),
-            app.syscalls_of(*tid),
-            app.served_by(*tid),
+            app.data.syscalls_of(*tid),
+            app.data.served_by(*tid),
             row.cpu
                 .map_or_else(|| "-".to_owned(), |c| format!("{c:.0}%"))
         );
     }
-    let hidden = app.threads.len() - app.listed_threads().count();
+    let hidden = app.data.threads.len() - app.listed_threads().count();
     if hidden > 0 {
         let _ = writeln!(
             text,

@@ -8,7 +8,7 @@ use anyhow::Context;
 use tracebench_analysis::attribution::{Attributor, RequestRecord};
 use tracebench_export::jsonl::JsonlWriter;
 use tracebench_export::strace::{StraceWriter, TextOptions, Timestamps};
-use tracebench_export::summary::Summary;
+use tracebench_export::summary::TraceSummary;
 use tracebench_loadgen::export::{VALUE_UNIT, write_buckets_csv, write_hgrm, write_percentile_csv};
 use tracebench_trace::EventSink;
 use tracebench_trace::format::{TraceFileError, TraceReader};
@@ -332,7 +332,7 @@ pub fn run(mut args: ExportArgs) -> anyhow::Result<()> {
         warn_if_truncated(&reader, &args.trace, count);
     }
     if args.summary {
-        let mut summary = Summary::new();
+        let mut summary = TraceSummary::new();
         feed(&args.trace, &mut summary)?;
         write!(std::io::stdout().lock(), "{summary}").context("writing the summary")?;
     }

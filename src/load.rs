@@ -14,7 +14,7 @@ use std::io::IsTerminal;
 use std::time::SystemTime;
 use tracebench_loadgen::export::{VALUE_UNIT, write_buckets_csv, write_hgrm, write_percentile_csv};
 use tracebench_loadgen::hlog::{self, SecondsLog};
-use tracebench_loadgen::report::Summary;
+use tracebench_loadgen::report::LoadSummary;
 use tracebench_loadgen::{LoadConfig, StopAfter, Target};
 
 use crate::parse_duration;
@@ -249,7 +249,7 @@ pub fn run(args: LoadArgs) -> anyhow::Result<u8> {
         write!(
             stdout,
             "{}",
-            Summary {
+            LoadSummary {
                 report: &report,
                 config: &config
             }

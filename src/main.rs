@@ -3,6 +3,9 @@
 // The doc comments of the argument structs are clap's --help text, where
 // runs/<time>/ is meant literally, not as HTML.
 #![allow(rustdoc::invalid_html_tags)]
+// The binary only wires crates: any unsafe code belongs in the crate that
+// needs it.
+#![forbid(unsafe_code)]
 
 mod capture;
 mod dash;

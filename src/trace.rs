@@ -12,7 +12,7 @@ use tracebench_capture_ptrace::{PtraceCapture, PtraceOptions};
 use tracebench_capture_sample::SampleCapture;
 use tracebench_export::jsonl::JsonlWriter;
 use tracebench_export::strace::{StraceWriter, TextOptions, Timestamps};
-use tracebench_export::summary::Summary;
+use tracebench_export::summary::TraceSummary;
 use tracebench_trace::format::{Header, TraceWriter};
 use tracebench_trace::sink::Tee;
 use tracebench_trace::{Backend, Capture, EventSink, ProgramStdio, Selection, Tracee};
@@ -225,7 +225,7 @@ fn tracee_of(args: &TraceArgs) -> anyhow::Result<(Tracee, Vec<String>)> {
 struct Outputs {
     text: Option<TextSink>,
     file: Option<TraceWriter<std::io::BufWriter<std::fs::File>>>,
-    summary: Option<Summary>,
+    summary: Option<TraceSummary>,
 }
 
 impl Outputs {
@@ -244,7 +244,7 @@ impl Outputs {
         Ok(Outputs {
             text: text_sink(args)?,
             file,
-            summary: args.summary.then(Summary::new),
+            summary: args.summary.then(TraceSummary::new),
         })
     }
 

@@ -28,9 +28,9 @@ type Counts = BTreeMap<i32, BTreeMap<String, u64>>;
 
 fn assert_root() {
     // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
     assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
+        euid, 0,
         "the perf backend tests need root (CI runs as root); run them with sudo"
     );
 }
@@ -125,7 +125,16 @@ fn labs_per_thread_counts_equal_strace_f_and_the_ptrace_backend() {
     assert_root();
     let _serial = serial();
     let labs: [&[&str]; 5] = [
-        &["lab", "race", "--threads", "4", "--sync", "futex-mutex", "--target", "20000"],
+        &[
+            "lab",
+            "race",
+            "--threads",
+            "4",
+            "--sync",
+            "futex-mutex",
+            "--target",
+            "20000",
+        ],
         &["lab", "raw-clone"],
         &["lab", "pipe"],
         &["lab", "semaphore"],
@@ -384,7 +393,7 @@ fn handshake_wakes_name_the_other_process_and_run_queue_waits_are_sane() {
 fn attaching_to_a_loaded_server_never_stops_it_and_leaves_nothing_behind() {
     assert_root();
     let _serial = serial();
-    let mut server = ServerProcess::start(&["--workers", "3"]);
+    let server = ServerProcess::start(&["--workers", "3"]);
     let pid = server.pid();
     let fds_before = common::open_fds(pid);
     let tracer = Command::new(BIN)

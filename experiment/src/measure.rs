@@ -1,8 +1,13 @@
 //! What the kernel says about the traced server: CPU time and context
 //! switches from `getrusage(RUSAGE_CHILDREN)`, peak memory from
-//! `/proc/PID/status`, and which port a process listens on from `/proc/PID/fd` and `/proc/net/tcp`.
+//! `/proc/PID/status`, and which port a process listens on from
+//! `/proc/PID/fd` and `/proc/net/tcp`; /proc is read through the procfs
+//! crate, which parses all three.
 
 use std::time::Duration;
+
+use procfs::net::{TcpNetEntry, TcpState};
+use procfs::process::{FDTarget, Process};
 
 /// CPU time and context switches of this process's waited-for children
 /// and their waited-for descendants, as `getrusage(RUSAGE_CHILDREN)`
@@ -83,15 +88,7 @@ impl ChildrenUsage {
 
 /// The peak resident set of process `pid` (VmHWM), KiB.
 pub fn peak_rss_kib(pid: i32) -> Option<u64> {
-    parse_vm_hwm(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
-}
-
-/// The `VmHWM:` line of a /proc/PID/status text, KiB.
-fn parse_vm_hwm(status: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let mut words = line["VmHWM:".len()..].split_whitespace();
-    let value = words.next()?.parse().ok()?;
-    (words.next() == Some("kB")).then_some(value)
+    Process::new(pid).ok()?.status().ok()?.vmhwm
 }
 
 /// The TCP port process `pid` listens on, if it does: its socket
@@ -99,38 +96,24 @@ fn parse_vm_hwm(status: &str) -> Option<u64> {
 /// sockets of /proc/net/tcp{,6}. Asking the process itself, not the port,
 /// means another program's listener can never pass for our server's.
 pub fn listening_port_of(pid: i32) -> Option<u16> {
-    let inodes: Vec<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+    let inodes: Vec<u64> = Process::new(pid)
+        .ok()?
+        .fd()
         .ok()?
         .flatten()
-        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
-        .filter_map(|target| {
-            let target = target.to_string_lossy().into_owned();
-            target
-                .strip_prefix("socket:[")?
-                .strip_suffix(']')?
-                .parse()
-                .ok()
+        .filter_map(|fd| match fd.target {
+            FDTarget::Socket(inode) => Some(inode),
+            _ => None,
         })
         .collect();
-    ["/proc/net/tcp", "/proc/net/tcp6"]
-        .iter()
-        .find_map(|table| {
-            let text = std::fs::read_to_string(table).ok()?;
-            listener_with_inode(&text, &inodes)
-        })
-}
-
-/// The local port of the listening (0A) socket of a /proc/net/tcp table
-/// whose inode is one of `inodes`.
-fn listener_with_inode(table: &str, inodes: &[u64]) -> Option<u16> {
-    const LISTEN: &str = "0A";
-    table.lines().skip(1).find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let (local, state, inode) = (fields.get(1)?, fields.get(3)?, fields.get(9)?);
-        if *state != LISTEN || !inodes.contains(&inode.parse().ok()?) {
-            return None;
-        }
-        u16::from_str_radix(local.rsplit_once(':')?.1, 16).ok()
+    let tables: [fn() -> procfs::ProcResult<Vec<TcpNetEntry>>; 2] =
+        [procfs::net::tcp, procfs::net::tcp6];
+    tables.iter().find_map(|table| {
+        table()
+            .ok()?
+            .into_iter()
+            .find(|entry| entry.state == TcpState::Listen && inodes.contains(&entry.inode))
+            .map(|entry| entry.local_address.port())
     })
 }
 
@@ -139,30 +122,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_the_peak_resident_set() {
-        let status =
-            "Name:\ttracebench\nVmPeak:\t  20000 kB\nVmHWM:\t    4321 kB\nVmRSS:\t 4000 kB\n";
-        assert_eq!(parse_vm_hwm(status), Some(4321));
-        assert_eq!(parse_vm_hwm("Name:\tx\n"), None);
-        assert_eq!(parse_vm_hwm("VmHWM:\tlots\n"), None);
-    }
-
-    #[test]
     fn our_own_status_has_a_peak() {
         let pid = std::process::id() as i32;
         assert!(peak_rss_kib(pid).is_some_and(|kib| kib > 0));
-    }
-
-    #[test]
-    fn picks_the_listener_with_one_of_our_inodes() {
-        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
-   0: 0100007F:0BB8 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 111 1 0000000000000000 100 0 0 10 0
-   1: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 222 1 0000000000000000 100 0 0 10 0
-   2: 0100007F:1F91 0100007F:0BB8 01 00000000:00000000 00:00000000 00000000     0        0 333 1 0000000000000000 100 0 0 10 0
-";
-        assert_eq!(listener_with_inode(table, &[222]), Some(0x1F90));
-        assert_eq!(listener_with_inode(table, &[333]), None, "not listening");
-        assert_eq!(listener_with_inode(table, &[444]), None, "not ours");
     }
 
     #[test]

@@ -23,7 +23,7 @@ struct Totals {
 
 /// Collects the statistics as events arrive; print it with `Display`.
 #[derive(Debug, Default)]
-pub struct Summary {
+pub struct TraceSummary {
     syscalls: BTreeMap<u32, Totals>,
     entered: HashMap<i32, (u32, u64)>,
     timelines: Timelines,
@@ -35,7 +35,7 @@ pub struct Summary {
 /// Futex words listed in the summary.
 const FUTEX_TOP: usize = 10;
 
-impl Summary {
+impl TraceSummary {
     /// An empty summary.
     pub fn new() -> Self {
         Self::default()
@@ -59,7 +59,7 @@ impl Summary {
     }
 }
 
-impl EventSink for Summary {
+impl EventSink for TraceSummary {
     fn event(&mut self, event: &Event) {
         self.first_ns.get_or_insert(event.time_ns);
         self.timelines.apply(event);
@@ -85,7 +85,7 @@ impl EventSink for Summary {
     }
 }
 
-impl fmt::Display for Summary {
+impl fmt::Display for TraceSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let all_ns: u64 = self.syscalls.values().map(|t| t.total_ns).sum();
         writeln!(
@@ -161,7 +161,7 @@ mod tests {
             tid: 1,
             kind,
         };
-        let mut summary = Summary::new();
+        let mut summary = TraceSummary::new();
         for (start, ret) in [(0u64, 0i64), (100, -11), (200, 1)] {
             summary.event(&e(
                 start,

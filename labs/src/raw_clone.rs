@@ -425,40 +425,15 @@ mod imp {
         }
     }
 
-    // Over 100 lines: to be split into named steps (issue 12).
-    #[allow(clippy::too_many_lines)]
     pub(super) fn run(options: &Options, out: &mut impl Write) -> Result<Report> {
         let page = page_size();
         let stack_size = options.stack_size.div_ceil(page) * page;
         let flags = THREAD_FLAGS | JOIN_FLAG;
-        let text = options.text.as_bytes();
-        writeln!(
-            out,
-            "raw-clone: 2 threads from clone(2) on mmap'd stacks ({} KiB each, MAP_GROWSDOWN)",
-            stack_size / 1024
-        )?;
-        writeln!(out, "  flags {} ({flags:#x})", flag_names(flags))?;
-        writeln!(out, "  text  {:?} ({} bytes)", options.text, text.len())?;
+        print_setup(out, options, stack_size, flags)?;
 
         let jobs = [Job::Min, Job::Max];
         // Boxed so their addresses stay put while the threads use them.
-        let tasks: Vec<Box<Task>> = jobs
-            .iter()
-            .map(|&job| {
-                Box::new(Task {
-                    text: text.as_ptr(),
-                    len: text.len(),
-                    find_max: job == Job::Max,
-                    linger: libc::timespec {
-                        tv_sec: options.linger.as_secs() as libc::time_t,
-                        tv_nsec: options.linger.subsec_nanos() as libc::c_long,
-                    },
-                    byte: AtomicU32::new(0),
-                    tid: AtomicU32::new(0),
-                    running: AtomicU32::new(RUNNING),
-                })
-            })
-            .collect();
+        let tasks: Vec<Box<Task>> = jobs.iter().map(|&job| task_for(job, options)).collect();
         let mut stacks = Vec::with_capacity(jobs.len());
         for _ in jobs {
             stacks.push(Stack::map(stack_size)?);
@@ -468,49 +443,15 @@ mod imp {
             .map(|stack| vm_flags_of(stack.base as usize))
             .collect();
 
-        let mut tids = Vec::with_capacity(jobs.len());
-        let mut failure = None;
-        for (task, stack) in tasks.iter().zip(&stacks) {
-            // SAFETY: the stack is ours and stays mapped until the thread
-            // is joined (or is leaked if it never is); the task and its
-            // `running` word are boxed and outlive the join; THREAD_FLAGS
-            // holds CLONE_VM.
-            let tid = unsafe {
-                clone_thread(
-                    flags,
-                    stack.top(),
-                    &task.running,
-                    thread_main,
-                    &**task as *const Task,
-                )
-            };
-            if tid < 0 {
-                failure = Some(LabError::Os {
-                    what: "clone",
-                    source: std::io::Error::from_raw_os_error(-tid as i32),
-                });
-                // This task's thread never started: nothing will clear
-                // its word.
-                task.running.store(0, Ordering::Release);
-                break;
-            }
-            tids.push(tid as i32);
+        let (tids, failure) = start_threads(flags, &tasks, &stacks);
+        if let Err(error) = join_all(&tasks) {
+            // A thread may still run on its stack and read its task: leak
+            // both rather than free memory in use.
+            std::mem::forget(stacks);
+            std::mem::forget(tasks);
+            return Err(error);
         }
-
-        let deadline = Instant::now() + JOIN_TIMEOUT;
-        for task in &tasks {
-            if let Err(error) = join(task, deadline) {
-                // A thread may still run on its stack and read its task:
-                // leak both rather than free memory in use.
-                std::mem::forget(stacks);
-                std::mem::forget(tasks);
-                return Err(error);
-            }
-        }
-        let ranges: Vec<(usize, usize)> = stacks.iter().map(|s| (s.base as usize, s.len)).collect();
-        for stack in stacks {
-            stack.unmap()?;
-        }
+        let ranges = unmap_all(stacks)?;
         if let Some(error) = failure {
             return Err(error);
         }
@@ -530,47 +471,148 @@ mod imp {
                 stack: ranges[index],
                 stack_vm_flags: vm_flags[index].clone(),
             };
-            writeln!(
-                out,
-                "  thread {} ({}) found the {} byte: {}",
-                report.tid,
-                match job {
-                    Job::Min => "min",
-                    Job::Max => "max",
-                },
-                match job {
-                    Job::Min => "smallest",
-                    Job::Max => "largest",
-                },
-                show_byte(report.byte)
-            )?;
-            writeln!(
-                out,
-                "    stack {:#x}-{:#x}{}",
-                report.stack.0,
-                report.stack.0 + report.stack.1,
-                report
-                    .stack_vm_flags
-                    .as_deref()
-                    .map(|flags| format!(", VmFlags: {flags}"))
-                    .unwrap_or_default()
-            )?;
+            print_thread(out, &report)?;
             threads.push(report);
         }
+        print_end(out, stacks_unmapped, ranges.len())?;
+        Ok(Report {
+            flags,
+            threads,
+            stacks_unmapped,
+        })
+    }
+
+    /// What the lab does, before it does it: stacks, flags, text.
+    fn print_setup(
+        out: &mut impl Write,
+        options: &Options,
+        stack_size: usize,
+        flags: u64,
+    ) -> Result<()> {
+        writeln!(
+            out,
+            "raw-clone: 2 threads from clone(2) on mmap'd stacks ({} KiB each, MAP_GROWSDOWN)",
+            stack_size / 1024
+        )?;
+        writeln!(out, "  flags {} ({flags:#x})", flag_names(flags))?;
+        writeln!(
+            out,
+            "  text  {:?} ({} bytes)",
+            options.text,
+            options.text.len()
+        )?;
+        Ok(())
+    }
+
+    /// The task of `job` over `options.text`.
+    fn task_for(job: Job, options: &Options) -> Box<Task> {
+        let text = options.text.as_bytes();
+        Box::new(Task {
+            text: text.as_ptr(),
+            len: text.len(),
+            find_max: job == Job::Max,
+            linger: libc::timespec {
+                tv_sec: options.linger.as_secs() as libc::time_t,
+                tv_nsec: options.linger.subsec_nanos() as libc::c_long,
+            },
+            byte: AtomicU32::new(0),
+            tid: AtomicU32::new(0),
+            running: AtomicU32::new(RUNNING),
+        })
+    }
+
+    /// Clones a thread for each task on its stack: the tids of those
+    /// started, and why the next one did not start, if one did not.
+    fn start_threads(
+        flags: u64,
+        tasks: &[Box<Task>],
+        stacks: &[Stack],
+    ) -> (Vec<i32>, Option<LabError>) {
+        let mut tids = Vec::with_capacity(tasks.len());
+        for (task, stack) in tasks.iter().zip(stacks) {
+            // SAFETY: the stack is ours and stays mapped until the thread
+            // is joined (or is leaked if it never is); the task and its
+            // `running` word are boxed and outlive the join; THREAD_FLAGS
+            // holds CLONE_VM.
+            let tid = unsafe {
+                clone_thread(
+                    flags,
+                    stack.top(),
+                    &task.running,
+                    thread_main,
+                    &**task as *const Task,
+                )
+            };
+            if tid < 0 {
+                // This task's thread never started: nothing will clear
+                // its word.
+                task.running.store(0, Ordering::Release);
+                let failure = LabError::Os {
+                    what: "clone",
+                    source: std::io::Error::from_raw_os_error(-tid as i32),
+                };
+                return (tids, Some(failure));
+            }
+            tids.push(tid as i32);
+        }
+        (tids, None)
+    }
+
+    /// Joins every task's thread, all under one deadline.
+    fn join_all(tasks: &[Box<Task>]) -> Result<()> {
+        let deadline = Instant::now() + JOIN_TIMEOUT;
+        for task in tasks {
+            join(task, deadline)?;
+        }
+        Ok(())
+    }
+
+    /// Unmaps the stacks of joined threads; returns where each was.
+    fn unmap_all(stacks: Vec<Stack>) -> Result<Vec<(usize, usize)>> {
+        let ranges: Vec<(usize, usize)> = stacks.iter().map(|s| (s.base as usize, s.len)).collect();
+        for stack in stacks {
+            stack.unmap()?;
+        }
+        Ok(ranges)
+    }
+
+    /// How the threads were joined, and how many stacks are gone.
+    fn print_end(out: &mut impl Write, stacks_unmapped: usize, stacks: usize) -> Result<()> {
         writeln!(
             out,
             "  joined: FUTEX_WAIT on each CLONE_CHILD_CLEARTID word until the kernel cleared it at exit"
         )?;
         writeln!(
             out,
-            "  stacks unmapped: {stacks_unmapped} of {} (gone from /proc/self/maps)",
-            ranges.len()
+            "  stacks unmapped: {stacks_unmapped} of {stacks} (gone from /proc/self/maps)"
         )?;
-        Ok(Report {
-            flags,
-            threads,
-            stacks_unmapped,
-        })
+        Ok(())
+    }
+
+    /// What one thread found, and where its stack was.
+    fn print_thread(out: &mut impl Write, report: &ThreadReport) -> Result<()> {
+        let (name, which) = match report.job {
+            Job::Min => ("min", "smallest"),
+            Job::Max => ("max", "largest"),
+        };
+        writeln!(
+            out,
+            "  thread {} ({name}) found the {which} byte: {}",
+            report.tid,
+            show_byte(report.byte)
+        )?;
+        writeln!(
+            out,
+            "    stack {:#x}-{:#x}{}",
+            report.stack.0,
+            report.stack.0 + report.stack.1,
+            report
+                .stack_vm_flags
+                .as_deref()
+                .map(|flags| format!(", VmFlags: {flags}"))
+                .unwrap_or_default()
+        )?;
+        Ok(())
     }
 
     fn page_size() -> usize {

@@ -14,6 +14,7 @@
 //! # Ok::<(), tracebench_loadgen::LoadError>(())
 //! ```
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod config;
 mod engine;

@@ -27,14 +27,14 @@ fn bytes(n: f64) -> String {
 }
 
 /// A report together with the settings that produced it.
-pub struct Summary<'a> {
+pub struct LoadSummary<'a> {
     /// What was measured.
     pub report: &'a Report,
     /// How.
     pub config: &'a LoadConfig,
 }
 
-impl Summary<'_> {
+impl LoadSummary<'_> {
     /// Counts, rates, bytes and connections.
     fn totals(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let stats = &self.report.stats;
@@ -252,7 +252,7 @@ fn latency_histogram(f: &mut fmt::Formatter<'_>, h: &hdrhistogram::Histogram<u64
     Ok(())
 }
 
-impl fmt::Display for Summary<'_> {
+impl fmt::Display for LoadSummary<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.totals(f)?;
         self.latency(f)?;

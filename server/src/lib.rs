@@ -37,7 +37,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use listener::{StopHandle, stop_on_signals};
-pub use stats::{Outcome, Summary};
+pub use stats::{Outcome, ServeSummary};
 
 /// How the server runs connections concurrently.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -266,7 +266,7 @@ impl Server {
 
     /// Serves until stopped, then drains queued and in-flight connections
     /// and returns what was done.
-    pub fn run(self) -> Result<Summary, ServerError> {
+    pub fn run(self) -> Result<ServeSummary, ServerError> {
         let result = models::run(&self.config, &self.listener, &self.stop);
         listener::forget_signal_listener(self.listener.as_raw_fd());
         result

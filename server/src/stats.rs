@@ -169,7 +169,7 @@ pub struct Lane {
 
 /// What the server did between start and stop, printed at exit.
 #[derive(Debug, Clone)]
-pub struct Summary {
+pub struct ServeSummary {
     /// The concurrency model's name.
     pub mode: String,
     /// Time from the first accept to the end of the drain.
@@ -180,7 +180,7 @@ pub struct Summary {
     pub notes: Vec<String>,
 }
 
-impl Summary {
+impl ServeSummary {
     /// All lanes added up.
     pub fn total(&self) -> Counts {
         let mut total = Counts::default();
@@ -191,7 +191,7 @@ impl Summary {
     }
 }
 
-impl fmt::Display for Summary {
+impl fmt::Display for ServeSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let total = self.total();
         let secs = self.elapsed.as_secs_f64();
@@ -256,7 +256,7 @@ mod tests {
         worker.record(Outcome::BadRequest);
         let acceptor = Tally::default();
         acceptor.record(Outcome::Rejected);
-        let summary = Summary {
+        let summary = ServeSummary {
             mode: "pool-futex".into(),
             elapsed: Duration::from_secs(2),
             lanes: vec![

@@ -119,8 +119,8 @@ fn ingest() -> App {
         "ingest: 2000000 events in {:.3} s = {:.2} M events/s ({} threads, {} requests attributed)",
         took.as_secs_f64(),
         2.0 / took.as_secs_f64(),
-        app.threads.len(),
-        app.requests.stats().requests()
+        app.data.threads.len(),
+        app.data.requests.stats().requests()
     );
     app
 }
@@ -139,7 +139,7 @@ fn frame(app: &App) {
     let mean = times.iter().sum::<Duration>() / times.len() as u32;
     println!(
         "frame: 120x40, {} threads: mean {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        app.threads.len(),
+        app.data.threads.len(),
         mean.as_secs_f64() * 1e3,
         times[times.len() * 99 / 100].as_secs_f64() * 1e3,
         times.last().unwrap().as_secs_f64() * 1e3

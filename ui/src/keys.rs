@@ -1,4 +1,5 @@
-//! The one key map: it turns keys into actions and draws the help overlay.
+//! The key maps, the live one and the replay's: they turn keys into
+//! actions, and give the help overlay its lines.
 
 use crossterm::event::KeyCode;
 
@@ -148,6 +149,117 @@ pub fn action_for(key: KeyCode) -> Option<Action> {
         .iter()
         .find(|b| (b.matches)(key))
         .map(|b| (b.action)())
+}
+
+/// What a replay key does to the playhead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayAction {
+    /// Play, or pause.
+    PlayPause,
+    /// Play faster.
+    Faster,
+    /// Play slower.
+    Slower,
+    /// Seek by this many seconds (back if negative).
+    Seek(i64),
+    /// Seek to the start of the recording.
+    ToStart,
+    /// Seek to the end of the recording.
+    ToEnd,
+    /// Step to the next event (of the selected thread, if one is).
+    NextEvent,
+    /// Step back to the previous event (of the selected thread, if one is).
+    PreviousEvent,
+}
+
+/// A line of the replay's keys: what the help shows, and the action each
+/// of its keys sends.
+pub struct ReplayBinding {
+    /// The keys, as shown in the help.
+    pub keys: &'static str,
+    /// What they do, as shown in the help.
+    pub help: &'static str,
+    /// The action a key code sends, if it is one of these keys.
+    pub action: fn(KeyCode) -> Option<ReplayAction>,
+}
+
+/// Every key a replay adds to [`KEYMAP`] (space among them: in a replay it
+/// plays and pauses instead of freezing the view).
+pub const REPLAY_KEYMAP: &[ReplayBinding] = &[
+    ReplayBinding {
+        keys: "space",
+        help: "play or pause",
+        action: |k| (k == KeyCode::Char(' ')).then_some(ReplayAction::PlayPause),
+    },
+    ReplayBinding {
+        keys: "< >",
+        help: "slower / faster (x0.25 to x16, max)",
+        action: |k| match k {
+            KeyCode::Char('<' | ',') => Some(ReplayAction::Slower),
+            KeyCode::Char('>' | '.') => Some(ReplayAction::Faster),
+            _ => None,
+        },
+    },
+    ReplayBinding {
+        keys: "← →",
+        help: "seek 1 s back / forward",
+        action: |k| match k {
+            KeyCode::Left => Some(ReplayAction::Seek(-1)),
+            KeyCode::Right => Some(ReplayAction::Seek(1)),
+            _ => None,
+        },
+    },
+    ReplayBinding {
+        keys: "PgUp PgDn",
+        help: "seek 10 s back / forward",
+        action: |k| match k {
+            KeyCode::PageUp => Some(ReplayAction::Seek(-10)),
+            KeyCode::PageDown => Some(ReplayAction::Seek(10)),
+            _ => None,
+        },
+    },
+    ReplayBinding {
+        keys: "Home End",
+        help: "to the start / the end",
+        action: |k| match k {
+            KeyCode::Home => Some(ReplayAction::ToStart),
+            KeyCode::End => Some(ReplayAction::ToEnd),
+            _ => None,
+        },
+    },
+    ReplayBinding {
+        keys: "n p",
+        help: "to the next / previous event (the selected thread's)",
+        action: |k| match k {
+            KeyCode::Char('n') => Some(ReplayAction::NextEvent),
+            KeyCode::Char('p') => Some(ReplayAction::PreviousEvent),
+            _ => None,
+        },
+    },
+];
+
+/// The replay action a key sends, if any.
+pub fn replay_action_for(key: KeyCode) -> Option<ReplayAction> {
+    REPLAY_KEYMAP.iter().find_map(|b| (b.action)(key))
+}
+
+/// The help overlay's lines, (keys, what they do): a replay's own keys
+/// first, then the live keys that also work in a replay (or all of them
+/// in a live run).
+pub fn help_lines(replay: bool) -> Vec<(&'static str, &'static str)> {
+    let replay_keys: &[ReplayBinding] = if replay { REPLAY_KEYMAP } else { &[] };
+    replay_keys
+        .iter()
+        .map(|b| (b.keys, b.help))
+        .chain(
+            KEYMAP
+                .iter()
+                // In a replay, space plays and pauses instead of freezing
+                // the view.
+                .filter(|b| !(replay && (b.live_only || b.keys == "space")))
+                .map(|b| (b.keys, b.help)),
+        )
+        .collect()
 }
 
 #[cfg(test)]

@@ -14,9 +14,11 @@ use hdrhistogram::serialization::V2DeflateSerializer;
 use tracebench_loadgen::hlog;
 use tracebench_loadgen::{LoadConfig, StopAfter, Target};
 use tracebench_trace::format::{Header, TraceWriter};
+use tracebench_trace::signals::Noticed;
 use tracebench_trace::sink::{ChannelSource, Tee};
 use tracebench_trace::{CaptureStarter, ProgramStdio, Selection, StopHandle, Tracee};
 
+use crate::error::DashError;
 use crate::model::{Action, App, MAX_LOAD_CONNECTIONS};
 use crate::source::Source;
 
@@ -155,18 +157,6 @@ impl DashConfig {
     }
 }
 
-/// Why the dashboard could not run.
-#[derive(Debug)]
-pub struct DashError(pub String);
-
-impl std::fmt::Display for DashError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for DashError {}
-
 fn free_port() -> io::Result<SocketAddr> {
     TcpListener::bind("127.0.0.1:0")?.local_addr()
 }
@@ -190,43 +180,25 @@ pub struct Finished {
 pub fn run(config: &DashConfig) -> Result<Finished, DashError> {
     // SIGTERM, SIGHUP or a SIGINT from outside stop the dashboard as `q`
     // does: the load first, the traced program after.
-    let (_watch, noticed) = tracebench_trace::signals::notice()
-        .map_err(|e| DashError(format!("cannot catch signals: {e}")))?;
+    let (_watch, noticed) = tracebench_trace::signals::notice().map_err(DashError::Signals)?;
     let mut config = config.clone();
     let mut recordings = Vec::new();
     // The load's concurrency as the user left it before a restart.
     let mut next_connections = None;
     let mut terminal = if io::stdout().is_terminal() {
-        Some(
-            crate::source::init_terminal()
-                .map_err(|e| DashError(format!("cannot set up the terminal: {e}")))?,
-        )
+        Some(crate::terminal::init().map_err(DashError::TerminalSetup)?)
     } else {
         None
     };
     let result = loop {
-        if let Some(dir) = &config.record {
-            if let Err(e) = prepare_recording(dir, &config) {
-                break Err(e);
-            }
-            recordings.push(dir.clone());
-        }
-        let mut running = match Running::start(&config) {
+        let mut running = match start_recorded(&config, &mut recordings) {
             Ok(running) => running,
-            Err(e) => {
-                // Nothing ran, so nothing was recorded: leave no run
-                // directory behind (prepare_recording found it empty).
-                if let Some(dir) = &config.record {
-                    let _ = std::fs::remove_dir_all(dir);
-                    recordings.pop();
-                }
-                break Err(e);
-            }
+            Err(e) => break Err(e),
         };
         let mut app = App::new(config.title());
         app.captures_output = running.output.is_some();
         if config.load_url().is_some() {
-            app.connections = next_connections.unwrap_or(config.connections);
+            app.view_state.connections = next_connections.unwrap_or(config.connections);
         }
         let shown = match terminal.as_mut() {
             Some(terminal) => {
@@ -235,8 +207,7 @@ pub fn run(config: &DashConfig) -> Result<Finished, DashError> {
                     app: &mut app,
                     config: &config,
                 };
-                crate::source::drive(terminal, &mut live, &noticed)
-                    .map_err(|e| DashError(format!("terminal: {e}")))
+                crate::terminal::drive(terminal, &mut live, &noticed).map_err(DashError::Terminal)
             }
             None => {
                 // Said once the run has started, so that a run that cannot
@@ -247,16 +218,7 @@ pub fn run(config: &DashConfig) -> Result<Finished, DashError> {
                         config.headless_for
                     );
                 }
-                let until = Instant::now() + config.headless_for;
-                while Instant::now() < until
-                    && !running.traced_program_ended()
-                    && noticed.first().is_none()
-                {
-                    running.feed(&mut app);
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                // The last CPU sample, while the threads still live.
-                running.feed(&mut app);
+                run_headless(&mut running, &mut app, config.headless_for, &noticed);
                 Ok(())
             }
         };
@@ -267,14 +229,15 @@ pub fn run(config: &DashConfig) -> Result<Finished, DashError> {
         match app.restart.then(|| config.next_mode()).flatten() {
             Some(next) => {
                 // What the user set carries over to the next mode.
-                next_connections = (app.connections > 0).then_some(app.connections);
+                next_connections =
+                    (app.view_state.connections > 0).then_some(app.view_state.connections);
                 config = next;
             }
             None => break Ok((app, program_exit)),
         }
     };
     if terminal.is_some() {
-        crate::source::restore_terminal();
+        crate::terminal::restore();
     }
     result.map(|(app, program_exit)| Finished {
         app,
@@ -284,23 +247,59 @@ pub fn run(config: &DashConfig) -> Result<Finished, DashError> {
     })
 }
 
+/// Prepares the recording of `config`'s run, if it is recorded (and
+/// adds it to `recordings`), and starts the run. A run that cannot start
+/// recorded nothing, so it leaves no run directory behind.
+fn start_recorded(
+    config: &DashConfig,
+    recordings: &mut Vec<PathBuf>,
+) -> Result<Running, DashError> {
+    if let Some(dir) = &config.record {
+        prepare_recording(dir, config)?;
+        recordings.push(dir.clone());
+    }
+    Running::start(config).inspect_err(|_| {
+        // prepare_recording found the directory empty.
+        if let Some(dir) = &config.record {
+            let _ = std::fs::remove_dir_all(dir);
+            recordings.pop();
+        }
+    })
+}
+
+/// Without a terminal: feeds the model for `duration`, or until the
+/// traced program ends or a signal comes, then once more.
+fn run_headless(running: &mut Running, app: &mut App, duration: Duration, noticed: &Noticed) {
+    let until = Instant::now() + duration;
+    while Instant::now() < until && !running.traced_program_ended() && noticed.first().is_none() {
+        running.feed(app);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The last CPU sample, while the threads still live.
+    running.feed(app);
+}
+
 /// Creates a recording's directory and its settings.json. A directory that
 /// already holds files is refused: a recording is never written over.
 fn prepare_recording(dir: &std::path::Path, config: &DashConfig) -> Result<(), DashError> {
     match std::fs::read_dir(dir) {
         Ok(mut entries) => {
             if entries.next().is_some() {
-                return Err(DashError(format!(
-                    "{} already holds files, and a recording is never written over: choose another directory",
-                    dir.display()
-                )));
+                return Err(DashError::RecordingNotEmpty(dir.to_path_buf()));
             }
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(DashError(format!("cannot read {}: {e}", dir.display()))),
+        Err(error) => {
+            return Err(DashError::ReadRecording {
+                path: dir.to_path_buf(),
+                error,
+            });
+        }
     }
-    std::fs::create_dir_all(dir)
-        .map_err(|e| DashError(format!("cannot create {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(dir).map_err(|error| DashError::CreateRecording {
+        path: dir.to_path_buf(),
+        error,
+    })?;
     let traced = match &config.traced {
         Traced::Serve {
             mode,
@@ -331,7 +330,7 @@ fn prepare_recording(dir: &std::path::Path, config: &DashConfig) -> Result<(), D
     });
     let path = dir.join("settings.json");
     std::fs::write(&path, format!("{settings:#}\n"))
-        .map_err(|e| DashError(format!("cannot write {}: {e}", path.display())))
+        .map_err(|error| DashError::WriteSettings { path, error })
 }
 
 /// A command as text, for the recording's settings and trace header.
@@ -350,8 +349,7 @@ fn tracee_of(config: &DashConfig) -> Result<(Tracee, Option<String>), DashError>
             workers,
             delay,
         } => {
-            let addr =
-                free_port().map_err(|e| DashError(format!("no free port on 127.0.0.1: {e}")))?;
+            let addr = free_port().map_err(DashError::NoFreePort)?;
             let args: Vec<std::ffi::OsString> = vec![
                 "serve".into(),
                 "--mode".into(),
@@ -396,7 +394,7 @@ fn open_trace_file(
     let header = Header::now(command, config.capture.backend);
     TraceWriter::create(&path, &header)
         .map(Some)
-        .map_err(|e| DashError(format!("cannot create {}: {e}", path.display())))
+        .map_err(|error| DashError::CreateTrace { path, error })
 }
 
 /// Starts the capture on its own thread (a ptrace capture binds its
@@ -436,14 +434,17 @@ fn start_tracer(
             };
             end.ok().and_then(|end| end.exit)
         })
-        .map_err(|e| DashError(format!("cannot start the tracer thread: {e}")))?;
+        .map_err(|error| DashError::Thread {
+            name: "tracer thread",
+            error,
+        })?;
     match started_rx.recv() {
         Ok(Ok(stop)) => Ok((tracer, stop)),
         Ok(Err(e)) => {
             let _ = tracer.join();
-            Err(DashError(format!("cannot trace the server: {e}")))
+            Err(DashError::TracerStart(e))
         }
-        Err(_) => Err(DashError("the tracer thread died".into())),
+        Err(_) => Err(DashError::TracerDied),
     }
 }
 
@@ -473,7 +474,7 @@ fn start_load(
             let path = dir.join("latency.hlog");
             Some(
                 std::fs::File::create(&path)
-                    .map_err(|e| DashError(format!("cannot create {}: {e}", path.display())))?,
+                    .map_err(|error| DashError::CreateRecording { path, error })?,
             )
         }
         None => None,
@@ -502,7 +503,10 @@ fn start_load(
                     let _ = snapshots_tx.send(s.clone());
                 });
             })
-            .map_err(|e| DashError(format!("cannot start the load thread: {e}")))?
+            .map_err(|error| DashError::Thread {
+                name: "load thread",
+                error,
+            })?
     };
     Ok((loader, snapshots))
 }
@@ -533,7 +537,7 @@ impl Running {
     fn start(config: &DashConfig) -> Result<Running, DashError> {
         let (tracee, url) = tracee_of(config)?;
         let load_target = url
-            .map(|url| Target::parse(&url).map_err(|e| DashError(format!("--url: {e}"))))
+            .map(|url| Target::parse(&url).map_err(DashError::Url))
             .transpose()?;
         let trace_file = open_trace_file(config, &tracee)?;
         let (stdio, output) = match &tracee {
@@ -586,11 +590,11 @@ impl Running {
                     .map_or_else(String::new, |line| {
                         format!(": {}", crate::model::terminal_line(&line))
                     });
-                return Err(DashError(if exited {
-                    format!("the server exited before listening on {addr}{said}")
+                return Err(if exited {
+                    DashError::ExitedBeforeListening { addr, said }
                 } else {
-                    format!("the server did not listen on {addr} within 10 s{said}")
-                }));
+                    DashError::DidNotListen { addr, said }
+                });
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -605,22 +609,23 @@ impl Running {
     /// Hands everything the sources produced since the last call to the
     /// model, and the model's load concurrency to the load generator.
     fn feed(&mut self, app: &mut App) {
-        if app.connections > 0 {
-            self.limit.store(app.connections, Ordering::Relaxed);
+        if app.view_state.connections > 0 {
+            self.limit
+                .store(app.view_state.connections, Ordering::Relaxed);
         }
         self.cpu.sample(app);
         for event in self.source.receiver.try_iter().take(100_000) {
             app.update(Action::Trace(event));
         }
-        for tid in app.take_unnamed() {
+        for tid in app.data.take_unnamed() {
             // The source, not the model, does the I/O.
-            let Some(pid) = app.threads.get(&tid).map(|row| row.pid) else {
+            let Some(pid) = app.data.threads.get(&tid).map(|row| row.pid) else {
                 continue;
             };
-            if let Ok(name) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")) {
+            if let Some(stat) = task_stat(pid, tid) {
                 app.update(Action::Named {
                     tid,
-                    name: name.trim().to_owned(),
+                    name: stat.comm.trim().to_owned(),
                 });
             }
         }
@@ -662,6 +667,7 @@ impl Running {
             // Names come from /proc while the threads live; keep them for
             // a replay.
             let names: std::collections::BTreeMap<String, &str> = app
+                .data
                 .threads
                 .iter()
                 .map(|(tid, row)| (tid.to_string(), row.name.as_str()))
@@ -707,11 +713,13 @@ fn capture_output(
     log: Option<&std::path::Path>,
 ) -> Result<(std::os::fd::OwnedFd, mpsc::Receiver<String>), DashError> {
     use std::io::{BufRead, Read, Write};
-    let (read_end, write_end) = std::io::pipe()
-        .map_err(|e| DashError(format!("cannot make a pipe for the program's output: {e}")))?;
+    let (read_end, write_end) = std::io::pipe().map_err(DashError::OutputPipe)?;
     let mut log = match log {
         Some(path) => Some(io::BufWriter::new(std::fs::File::create(path).map_err(
-            |e| DashError(format!("cannot create {}: {e}", path.display())),
+            |error| DashError::CreateRecording {
+                path: path.to_path_buf(),
+                error,
+            },
         )?)),
         None => None,
     };
@@ -737,8 +745,22 @@ fn capture_output(
                 let _ = lines_tx.try_send(String::from_utf8_lossy(&line).into_owned());
             }
         })
-        .map_err(|e| DashError(format!("cannot start the output reader: {e}")))?;
+        .map_err(|error| DashError::Thread {
+            name: "output reader",
+            error,
+        })?;
     Ok((write_end.into(), lines))
+}
+
+/// /proc/PID/task/TID/stat of a thread, through the procfs crate: its
+/// name (`comm`, the same as the task's comm file) and its CPU ticks.
+fn task_stat(pid: i32, tid: i32) -> Option<procfs::process::Stat> {
+    procfs::process::Process::new(pid)
+        .ok()?
+        .task_from_tid(tid)
+        .ok()?
+        .stat()
+        .ok()
 }
 
 /// CPU time of threads, sampled from /proc about once a second.
@@ -751,12 +773,8 @@ struct CpuSampler {
 impl CpuSampler {
     /// user + system ticks of a thread (fields 14 and 15 of its stat).
     fn ticks_of(pid: i32, tid: i32) -> Option<u64> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
-        let fields: Vec<&str> = stat
-            .get(stat.rfind(')')? + 2..)?
-            .split_whitespace()
-            .collect();
-        Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+        let stat = task_stat(pid, tid)?;
+        Some(stat.utime + stat.stime)
     }
 
     fn sample(&mut self, app: &mut App) {
@@ -767,9 +785,9 @@ impl CpuSampler {
             None => None,
         };
         self.last = Some(now);
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        let hz = procfs::ticks_per_second().max(1) as f64;
         let threads: Vec<(i32, i32)> = app
+            .data
             .threads
             .iter()
             .map(|(tid, row)| (*tid, row.pid))
@@ -785,34 +803,6 @@ impl CpuSampler {
             }
             self.ticks.insert(tid, ticks);
         }
-    }
-}
-
-/// Writes the latency histogram so far as percentile CSV and .hgrm (into
-/// the recording's directory, or the current one), and says where.
-pub fn export(app: &App, record: Option<&std::path::Path>) -> String {
-    let dir = record.unwrap_or(std::path::Path::new("."));
-    let stamp = (app.elapsed_s * 10.0) as u64;
-    let csv = dir.join(format!("latency-at-{}.{}s.csv", stamp / 10, stamp % 10));
-    let hgrm = csv.with_extension("hgrm");
-    // What the view shows: every answer, or those of the marked range.
-    let latency = app.shown_latency();
-    let written = std::fs::File::create(&csv)
-        .and_then(|f| {
-            tracebench_loadgen::export::write_percentile_csv(&latency, io::BufWriter::new(f))
-                .map(drop)
-        })
-        .and_then(|()| std::fs::File::create(&hgrm))
-        .and_then(|f| {
-            tracebench_loadgen::export::write_hgrm(&latency, io::BufWriter::new(f)).map(drop)
-        });
-    match written {
-        Ok(()) => format!(
-            "exported {} requests to {} and .hgrm",
-            latency.len(),
-            csv.display()
-        ),
-        Err(e) => format!("export failed: {e}"),
     }
 }
 
@@ -845,7 +835,7 @@ impl Source for LiveSource<'_> {
             Action::NextMode if self.config.next_mode().is_none() => {
                 Some("m restarts tracebench's own server only".into())
             }
-            Action::MoreLoad | Action::LessLoad if self.app.connections == 0 => {
+            Action::MoreLoad | Action::LessLoad if self.app.view_state.connections == 0 => {
                 Some("no load to change: give --url".into())
             }
             _ => None,
@@ -857,6 +847,16 @@ impl Source for LiveSource<'_> {
 mod tests {
     use super::*;
     use tracebench_trace::{Backend, CaptureError};
+
+    #[test]
+    fn reads_a_threads_name_and_cpu_ticks_from_proc() {
+        let pid = std::process::id() as i32;
+        // The main thread: named after the test binary (15 characters).
+        let stat = task_stat(pid, pid).expect("our own main thread");
+        assert!(stat.comm.starts_with("tracebench_ui"), "{}", stat.comm);
+        assert!(CpuSampler::ticks_of(pid, pid).is_some());
+        assert!(task_stat(pid, -5).is_none(), "no such thread");
+    }
 
     #[test]
     fn restarts_go_round_the_modes_and_never_reuse_a_recording() {

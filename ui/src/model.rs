@@ -341,15 +341,14 @@ pub fn terminal_line(raw: &str) -> String {
     line
 }
 
-/// Everything the dashboard shows.
+/// What the run produced: the trace's threads, events and analyses, the
+/// load's counts and latencies, the program's output. Only data, changed
+/// only by the data's actions: pausing freezes a copy of it, and a
+/// replay's checkpoints are copies of it.
 #[derive(Debug, Clone)]
-pub struct App {
-    /// A line saying what runs: server mode, workers, load model.
-    pub title: String,
+pub struct RunData {
     /// Threads by tid.
     pub threads: BTreeMap<i32, ThreadRow>,
-    /// How much time the timeline shows.
-    pub window_ns: u64,
     /// The newest trace time seen (ns).
     pub now_ns: u64,
     /// Latencies of every request so far.
@@ -380,39 +379,40 @@ pub struct App {
     pub recent: VecDeque<RecentEvent>,
     /// Where the trace starts (ns): event times are shown from it.
     pub origin_ns: u64,
-
-    /// The selected thread, if any.
-    pub selected: Option<i32>,
-    /// The view is frozen.
-    pub paused: bool,
-    /// The help overlay is shown.
-    pub help: bool,
-    /// The user asked to quit.
-    pub quit: bool,
-    /// The last status message.
-    pub status: String,
-    /// The view replays a recording (its keys join the help).
-    pub replay: bool,
-    /// The load's concurrency (connections, or the most requests in
-    /// flight in an open loop); 0 when the view has no live load.
-    pub connections: usize,
-    /// The events pane shows only the selected thread's events.
-    pub filter: bool,
-    /// The user asked to restart with the next server mode.
-    pub restart: bool,
     /// Requests followed from accept to close in the trace: who served
     /// each, how long it queued, how long it took.
     pub requests: Attributor,
     /// Waits, wakes and herds per futex word.
     pub futex: FutexStats,
-    /// What the lower left pane shows.
-    pub lower_pane: LowerPane,
     /// The traced program's last lines of output, newest last, made safe
     /// to draw ([`terminal_line`]).
     pub output: VecDeque<String>,
-    /// Whether the source captures the program's output at all (not for a
-    /// program we attached to, nor in a replay).
-    pub captures_output: bool,
+    /// Threads whose first own event arrived since the source last asked
+    /// ([`RunData::take_unnamed`]), for it to look up their names.
+    unnamed: Vec<i32>,
+}
+
+/// What the user set and the widgets keep from frame to frame, as
+/// opposed to what the data made: selection, filter, panes, zoom, range
+/// mark, load, help, status, the table's scroll. Never frozen: keys act
+/// while the view is paused, and a replay keeps it across seeks.
+#[derive(Debug, Clone)]
+pub struct ViewState {
+    /// How much time the timeline shows.
+    pub window_ns: u64,
+    /// The selected thread, if any.
+    pub selected: Option<i32>,
+    /// The help overlay is shown.
+    pub help: bool,
+    /// The last status message.
+    pub status: String,
+    /// The load's concurrency (connections, or the most requests in
+    /// flight in an open loop); 0 when the view has no live load.
+    pub connections: usize,
+    /// The events pane shows only the selected thread's events.
+    pub filter: bool,
+    /// What the lower left pane shows.
+    pub lower_pane: LowerPane,
     /// The first row the thread table showed last frame: the table keeps
     /// it from frame to frame and scrolls only when the selection leaves
     /// the view (widget state, the one thing drawing writes).
@@ -423,20 +423,37 @@ pub struct App {
     pub show_exited: bool,
     /// Where a range starts ([`Action::MarkRange`]).
     pub range_mark: Option<RangeMark>,
-    /// Threads whose first own event arrived since the source last asked
-    /// ([`App::take_unnamed`]), for it to look up their names.
-    unnamed: Vec<i32>,
-    /// A frozen copy shown while paused.
-    frozen: Option<Box<App>>,
 }
 
-impl App {
-    /// An empty dashboard titled `title`.
-    pub fn new(title: impl Into<String>) -> App {
-        App {
-            title: title.into(),
+/// Everything the dashboard shows: the run's data, the view's state, and
+/// the flags the source reads.
+#[derive(Debug, Clone)]
+pub struct App {
+    /// A line saying what runs: server mode, workers, load model.
+    pub title: String,
+    /// What the run produced (live, even while the view is paused).
+    pub data: RunData,
+    /// What the user set and the widgets keep.
+    pub view_state: ViewState,
+    /// The view is frozen: it draws the data as it was when paused.
+    pub paused: bool,
+    /// The user asked to quit.
+    pub quit: bool,
+    /// The view replays a recording (its keys join the help).
+    pub replay: bool,
+    /// The user asked to restart with the next server mode.
+    pub restart: bool,
+    /// Whether the source captures the program's output at all (not for a
+    /// program we attached to, nor in a replay).
+    pub captures_output: bool,
+    /// The data as it was when the view was paused, drawn while paused.
+    frozen: Option<Box<RunData>>,
+}
+
+impl Default for RunData {
+    fn default() -> RunData {
+        RunData {
             threads: BTreeMap::new(),
-            window_ns: 5_000_000_000,
             now_ns: 0,
             latency: latency_histogram(),
             throughput: VecDeque::with_capacity(THROUGHPUT_HISTORY),
@@ -451,84 +468,157 @@ impl App {
             tick: (0, 0),
             recent: VecDeque::with_capacity(RECENT_EVENTS),
             origin_ns: 0,
-
-            selected: None,
-            paused: false,
-            help: false,
-            quit: false,
-            status: String::new(),
-            replay: false,
-            connections: 0,
-            filter: false,
-            restart: false,
-            unnamed: Vec::new(),
             requests: Attributor::new(),
             futex: FutexStats::new(),
-            lower_pane: LowerPane::Events,
             output: VecDeque::new(),
-            captures_output: false,
-            show_exited: false,
+            unnamed: Vec::new(),
+        }
+    }
+}
+
+impl Default for ViewState {
+    fn default() -> ViewState {
+        ViewState {
+            window_ns: 5_000_000_000,
+            selected: None,
+            help: false,
+            status: String::new(),
+            connections: 0,
+            filter: false,
+            lower_pane: LowerPane::Events,
             table_offset: std::cell::Cell::new(0),
+            show_exited: false,
             range_mark: None,
+        }
+    }
+}
+
+impl App {
+    /// An empty dashboard titled `title`.
+    pub fn new(title: impl Into<String>) -> App {
+        App {
+            title: title.into(),
+            data: RunData::default(),
+            view_state: ViewState::default(),
+            paused: false,
+            quit: false,
+            replay: false,
+            restart: false,
+            captures_output: false,
             frozen: None,
         }
     }
 
-    /// What to draw: the frozen copy while paused, the live model otherwise.
-    pub fn view(&self) -> &App {
-        self.frozen.as_deref().unwrap_or(self)
+    /// The data to draw: as it was when paused, while paused; the live
+    /// data otherwise.
+    pub fn shown_data(&self) -> &RunData {
+        self.frozen.as_deref().unwrap_or(&self.data)
     }
 
-    /// Applies one action.
+    /// Applies one action: the data's to the data (also while paused), the
+    /// view's to the view's state.
     pub fn update(&mut self, action: Action) {
         match action {
-            Action::Trace(event) => self.apply_event(event),
-            Action::Named { tid, name } => {
-                if let Some(row) = self.threads.get_mut(&tid) {
-                    row.name = name;
-                }
-            }
-            Action::Load(snapshot) => {
-                if snapshot.warmup {
-                    return;
-                }
-                let _ = self.latency.add(&snapshot.latency);
-                let answered = snapshot.completed();
-                self.completed += answered;
-                self.failed += snapshot.failed();
-                self.in_flight = snapshot.in_flight;
-                self.elapsed_s = (snapshot.start + snapshot.duration).as_secs_f64();
-                if self.throughput.len() == THROUGHPUT_HISTORY {
-                    self.throughput.pop_front();
-                }
-                self.throughput.push_back(answered);
-            }
-            Action::Dropped(n) => self.dropped = n,
-            Action::Cpu { tid, percent } => {
-                if let Some(row) = self.threads.get_mut(&tid) {
-                    row.cpu = Some(percent);
-                }
-            }
+            Action::Trace(_)
+            | Action::Named { .. }
+            | Action::Cpu { .. }
+            | Action::Load(_)
+            | Action::Dropped(_)
+            | Action::Output(_)
+            | Action::Tick(_) => self.data.update(action),
             Action::Quit => self.quit = true,
-            Action::ZoomIn => self.window_ns = (self.window_ns / 2).max(MIN_WINDOW_NS),
-            Action::ZoomOut => self.window_ns = (self.window_ns * 2).min(MAX_WINDOW_NS),
             Action::TogglePause => {
                 self.paused = !self.paused;
-                self.frozen = if self.paused {
-                    let mut copy = self.clone();
-                    copy.frozen = None;
-                    Some(Box::new(copy))
-                } else {
-                    None
-                };
+                self.frozen = self.paused.then(|| Box::new(self.data.clone()));
             }
-            Action::ToggleHelp => self.help = !self.help,
-            Action::HideHelp => self.help = false,
             // The source acts on it; the model only shows the outcome.
             Action::Export => {}
-            Action::Status(text) => self.status = text,
+            Action::NextMode => self.restart = !self.replay,
             Action::SelectNext => self.select(1),
             Action::SelectPrevious => self.select(-1),
+            Action::MarkRange => self.mark_range(),
+            Action::ZoomIn
+            | Action::ZoomOut
+            | Action::ToggleHelp
+            | Action::HideHelp
+            | Action::Status(_)
+            | Action::ToggleFilter
+            | Action::MoreLoad
+            | Action::LessLoad
+            | Action::ToggleFutexPane
+            | Action::ToggleOutputPane
+            | Action::ToggleExited => self.view_state.update(action),
+        }
+    }
+
+    /// Marks the present (the live data's), or forgets the mark.
+    fn mark_range(&mut self) {
+        self.view_state.range_mark = match self.view_state.range_mark.take() {
+            Some(_) => None,
+            None => Some(RangeMark {
+                at_ns: self.data.now_ns,
+                latency: self.data.latency.clone(),
+                queue_wait: self.data.requests.stats().queue_wait().clone(),
+                service: self.data.requests.stats().service().clone(),
+            }),
+        };
+    }
+
+    /// Whether the events pane shows only this thread's events.
+    pub fn shows_events_of(&self, tid: i32) -> bool {
+        !self.view_state.filter || self.view_state.selected.is_none_or(|s| s == tid)
+    }
+
+    /// The threads the table lists of the live data (see
+    /// [`RunData::listed_threads`]).
+    pub fn listed_threads(&self) -> impl Iterator<Item = (&i32, &ThreadRow)> {
+        self.data.listed_threads(self.view_state.show_exited)
+    }
+
+    fn select(&mut self, step: isize) {
+        let tids: Vec<i32> = self
+            .shown_data()
+            .listed_threads(self.view_state.show_exited)
+            .map(|(t, _)| *t)
+            .collect();
+        if tids.is_empty() {
+            return;
+        }
+        let position = self
+            .view_state
+            .selected
+            .and_then(|s| tids.iter().position(|&t| t == s));
+        let next = match position {
+            None if step > 0 => 0,
+            None => tids.len() - 1,
+            Some(p) => (p as isize + step).rem_euclid(tids.len() as isize) as usize,
+        };
+        self.view_state.selected = Some(tids[next]);
+    }
+
+    /// The latencies of the live data the view shows (see
+    /// [`RunData::shown_latency`]).
+    pub fn shown_latency(&self) -> Cow<'_, Histogram<u64>> {
+        self.data.shown_latency(self.view_state.range_mark.as_ref())
+    }
+
+    /// The server's times of the live data the view shows (see
+    /// [`RunData::shown_server_times`]).
+    pub fn shown_server_times(&self) -> (Cow<'_, Histogram<u64>>, Cow<'_, Histogram<u64>>) {
+        self.data
+            .shown_server_times(self.view_state.range_mark.as_ref())
+    }
+}
+
+impl ViewState {
+    /// Applies one of the view's actions (others are [`App::update`]'s).
+    fn update(&mut self, action: Action) {
+        match action {
+            Action::ZoomIn => self.window_ns = (self.window_ns / 2).max(MIN_WINDOW_NS),
+            Action::ZoomOut => self.window_ns = (self.window_ns * 2).min(MAX_WINDOW_NS),
+            Action::ToggleHelp => self.help = !self.help,
+            Action::HideHelp => self.help = false,
+            Action::Status(text) => self.status = text,
             Action::ToggleFilter => self.filter = !self.filter && self.selected.is_some(),
             Action::MoreLoad if self.connections > 0 => {
                 self.connections =
@@ -538,57 +628,13 @@ impl App {
                 let step = load_step(self.connections.saturating_sub(1));
                 self.connections = self.connections.saturating_sub(step).max(1);
             }
-            Action::MoreLoad | Action::LessLoad => {}
-            Action::NextMode => self.restart = !self.replay,
             Action::ToggleFutexPane => self.toggle_lower_pane(LowerPane::Futex),
             Action::ToggleOutputPane => self.toggle_lower_pane(LowerPane::Output),
-            Action::Output(line) => {
-                if self.output.len() == OUTPUT_LINES {
-                    self.output.pop_front();
-                }
-                self.output.push_back(terminal_line(&line));
-            }
             Action::ToggleExited => self.show_exited = !self.show_exited,
-            Action::Tick(now_ns) => {
-                if self.origin_ns != 0 && now_ns > self.now_ns {
-                    self.upkeep(now_ns);
-                    self.now_ns = now_ns;
-                }
-            }
-            Action::MarkRange => {
-                self.range_mark = match self.range_mark.take() {
-                    Some(_) => None,
-                    None => Some(RangeMark {
-                        at_ns: self.now_ns,
-                        latency: self.latency.clone(),
-                        queue_wait: self.requests.stats().queue_wait().clone(),
-                        service: self.requests.stats().service().clone(),
-                    }),
-                };
-            }
+            // MoreLoad and LessLoad without a load; the rest are not the
+            // view's.
+            _ => {}
         }
-        // Keys act on the frozen view too.
-        if let Some(mut frozen) = self.frozen.take() {
-            frozen.carry_settings_from(self);
-            frozen.paused = true;
-            self.frozen = Some(frozen);
-        }
-    }
-
-    /// Takes over what the user set, as opposed to what the data made:
-    /// selection, filter, panes, zoom, range mark, load, help and status.
-    /// For a frozen copy while paused, and for a replay's model rebuilt
-    /// from a checkpoint.
-    pub fn carry_settings_from(&mut self, other: &App) {
-        self.status = other.status.clone();
-        self.help = other.help;
-        self.selected = other.selected;
-        self.filter = other.filter;
-        self.lower_pane = other.lower_pane;
-        self.show_exited = other.show_exited;
-        self.range_mark = other.range_mark.clone();
-        self.connections = other.connections;
-        self.window_ns = other.window_ns;
     }
 
     /// Shows `pane` in the lower left, or the events if it shows already.
@@ -599,37 +645,56 @@ impl App {
             pane
         };
     }
+}
 
-    /// Whether the events pane shows only this thread's events.
-    pub fn shows_events_of(&self, tid: i32) -> bool {
-        !self.filter || self.selected.is_none_or(|s| s == tid)
+impl RunData {
+    /// Applies one of the data's actions (others are [`App::update`]'s).
+    fn update(&mut self, action: Action) {
+        match action {
+            Action::Trace(event) => self.apply_event(event),
+            Action::Named { tid, name } => {
+                if let Some(row) = self.threads.get_mut(&tid) {
+                    row.name = name;
+                }
+            }
+            Action::Load(snapshot) => self.apply_load(&snapshot),
+            Action::Dropped(n) => self.dropped = n,
+            Action::Cpu { tid, percent } => {
+                if let Some(row) = self.threads.get_mut(&tid) {
+                    row.cpu = Some(percent);
+                }
+            }
+            Action::Output(line) => {
+                if self.output.len() == OUTPUT_LINES {
+                    self.output.pop_front();
+                }
+                self.output.push_back(terminal_line(&line));
+            }
+            Action::Tick(now_ns) if self.origin_ns != 0 && now_ns > self.now_ns => {
+                self.upkeep(now_ns);
+                self.now_ns = now_ns;
+            }
+            // A tick before the trace starts or that goes back, and the
+            // actions that are not the data's.
+            _ => {}
+        }
     }
 
-    /// The threads the table lists, in tid order: all but those that
-    /// exited more than [`EXITED_SHOWN_NS`] ago, unless `show_exited`.
-    pub fn listed_threads(&self) -> impl Iterator<Item = (&i32, &ThreadRow)> {
-        let horizon = self.now_ns.saturating_sub(EXITED_SHOWN_NS);
-        self.threads.iter().filter(move |(_, row)| {
-            self.show_exited
-                || row.history.current() != ThreadState::Exited
-                || row.history.since_ns() >= horizon
-        })
-    }
-
-    fn select(&mut self, step: isize) {
-        let tids: Vec<i32> = self.view().listed_threads().map(|(t, _)| *t).collect();
-        if tids.is_empty() {
+    /// Counts the load generator's interval (warm-up ones are not).
+    fn apply_load(&mut self, snapshot: &Snapshot) {
+        if snapshot.warmup {
             return;
         }
-        let position = self
-            .selected
-            .and_then(|s| tids.iter().position(|&t| t == s));
-        let next = match position {
-            None if step > 0 => 0,
-            None => tids.len() - 1,
-            Some(p) => (p as isize + step).rem_euclid(tids.len() as isize) as usize,
-        };
-        self.selected = Some(tids[next]);
+        let _ = self.latency.add(&snapshot.latency);
+        let answered = snapshot.completed();
+        self.completed += answered;
+        self.failed += snapshot.failed();
+        self.in_flight = snapshot.in_flight;
+        self.elapsed_s = (snapshot.start + snapshot.duration).as_secs_f64();
+        if self.throughput.len() == THROUGHPUT_HISTORY {
+            self.throughput.pop_front();
+        }
+        self.throughput.push_back(answered);
     }
 
     fn apply_event(&mut self, event: Event) {
@@ -760,6 +825,47 @@ impl App {
         std::mem::take(&mut self.unnamed)
     }
 
+    /// The threads the table lists, in tid order: all but those that
+    /// exited more than [`EXITED_SHOWN_NS`] ago, unless `show_exited`.
+    pub fn listed_threads(&self, show_exited: bool) -> impl Iterator<Item = (&i32, &ThreadRow)> {
+        let horizon = self.now_ns.saturating_sub(EXITED_SHOWN_NS);
+        self.threads.iter().filter(move |(_, row)| {
+            show_exited
+                || row.history.current() != ThreadState::Exited
+                || row.history.since_ns() >= horizon
+        })
+    }
+
+    /// The latencies the view shows: all answered so far, or those between
+    /// the range mark and now (either way round: a replay can go back
+    /// before its mark).
+    pub fn shown_latency(&self, mark: Option<&RangeMark>) -> Cow<'_, Histogram<u64>> {
+        match mark {
+            Some(mark) => Cow::Owned(between(&self.latency, &mark.latency)),
+            None => Cow::Borrowed(&self.latency),
+        }
+    }
+
+    /// The server's side the view shows, as attributed from the trace:
+    /// queue waits and service times of every request so far, or of those
+    /// closed between the range mark and now.
+    pub fn shown_server_times(
+        &self,
+        mark: Option<&RangeMark>,
+    ) -> (Cow<'_, Histogram<u64>>, Cow<'_, Histogram<u64>>) {
+        let stats = self.requests.stats();
+        match mark {
+            Some(mark) => (
+                Cow::Owned(between(stats.queue_wait(), &mark.queue_wait)),
+                Cow::Owned(between(stats.service(), &mark.service)),
+            ),
+            None => (
+                Cow::Borrowed(stats.queue_wait()),
+                Cow::Borrowed(stats.service()),
+            ),
+        }
+    }
+
     /// What thread `tid` is doing.
     pub fn state_of(&self, tid: i32) -> ThreadState {
         self.threads
@@ -772,33 +878,6 @@ impl App {
         self.threads
             .get(&tid)
             .map_or(self.now_ns, |t| t.history.since_ns())
-    }
-
-    /// The latencies the view shows: all answered so far, or those between
-    /// the range mark and now (either way round: a replay can go back
-    /// before its mark).
-    pub fn shown_latency(&self) -> Cow<'_, Histogram<u64>> {
-        match &self.range_mark {
-            Some(mark) => Cow::Owned(between(&self.latency, &mark.latency)),
-            None => Cow::Borrowed(&self.latency),
-        }
-    }
-
-    /// The server's side the view shows, as attributed from the trace:
-    /// queue waits and service times of every request so far, or of those
-    /// closed between the range mark and now.
-    pub fn shown_server_times(&self) -> (Cow<'_, Histogram<u64>>, Cow<'_, Histogram<u64>>) {
-        let stats = self.requests.stats();
-        match &self.range_mark {
-            Some(mark) => (
-                Cow::Owned(between(stats.queue_wait(), &mark.queue_wait)),
-                Cow::Owned(between(stats.service(), &mark.service)),
-            ),
-            None => (
-                Cow::Borrowed(stats.queue_wait()),
-                Cow::Borrowed(stats.service()),
-            ),
-        }
     }
 
     /// Requests thread `tid` served (as attributed from the trace).
@@ -873,14 +952,14 @@ mod tests {
             tid: 101,
             name: "worker-0".into(),
         });
-        let row = &app.threads[&101];
-        assert_eq!(app.state_of(101), ThreadState::FutexWait(0x10));
+        let row = &app.data.threads[&101];
+        assert_eq!(app.data.state_of(101), ThreadState::FutexWait(0x10));
         assert_eq!(row.role(101), "worker");
         app.update(Action::Cpu {
             tid: 101,
             percent: 12.5,
         });
-        assert_eq!(app.threads[&101].cpu, Some(12.5));
+        assert_eq!(app.data.threads[&101].cpu, Some(12.5));
         app.update(event(
             9,
             101,
@@ -891,10 +970,10 @@ mod tests {
                 data_capture: DataCapture::Captured,
             },
         ));
-        assert_eq!(app.state_of(101), ThreadState::Running);
-        assert_eq!(app.since_of(101), 9);
+        assert_eq!(app.data.state_of(101), ThreadState::Running);
+        assert_eq!(app.data.since_of(101), 9);
         assert_eq!(
-            app.recent.back().unwrap().line(1),
+            app.data.recent.back().unwrap().line(1),
             " 0.000000 [101] futex(0x10, FUTEX_WAIT_PRIVATE, 0, NULL) = 0 <0.000000>"
         );
     }
@@ -911,10 +990,10 @@ mod tests {
         app.update(Action::TogglePause);
         snapshot.index = 1;
         app.update(Action::Load(snapshot));
-        assert_eq!(app.completed, 10, "the model keeps counting");
-        assert_eq!(app.view().completed, 5, "the view stays frozen");
+        assert_eq!(app.data.completed, 10, "the model keeps counting");
+        assert_eq!(app.shown_data().completed, 5, "the view stays frozen");
         app.update(Action::TogglePause);
-        assert_eq!(app.view().completed, 10);
+        assert_eq!(app.shown_data().completed, 10);
     }
 
     #[test]
@@ -924,9 +1003,9 @@ mod tests {
             app.update(event(1, tid, EventKind::Signal { signal: 10 }));
         }
         app.update(Action::SelectNext);
-        assert_eq!(app.selected, Some(1));
+        assert_eq!(app.view_state.selected, Some(1));
         app.update(Action::SelectPrevious);
-        assert_eq!(app.selected, Some(3));
+        assert_eq!(app.view_state.selected, Some(3));
     }
 
     fn tracebench_loadgen_snapshot(answered: u64) -> Snapshot {
@@ -957,18 +1036,18 @@ mod tests {
             },
         ));
         app.update(event(2, 8, EventKind::Signal { signal: 10 }));
-        assert_eq!(app.threads.len(), 2);
+        assert_eq!(app.data.threads.len(), 2);
         app.update(event(
             MAX_WINDOW_NS + 10_000_000_000,
             8,
             EventKind::Signal { signal: 10 },
         ));
         assert!(
-            !app.threads.contains_key(&7),
+            !app.data.threads.contains_key(&7),
             "the exited thread is forgotten"
         );
         assert!(
-            app.threads.contains_key(&8),
+            app.data.threads.contains_key(&8),
             "a live one stays, however quiet"
         );
     }
@@ -977,27 +1056,27 @@ mod tests {
     fn every_other_action_changes_what_it_says() {
         let mut app = App::new("test");
         app.update(Action::Dropped(7));
-        assert_eq!(app.dropped, 7);
+        assert_eq!(app.data.dropped, 7);
         app.update(Action::Status("saved".into()));
-        assert_eq!(app.status, "saved");
+        assert_eq!(app.view_state.status, "saved");
         app.update(Action::ToggleHelp);
-        assert!(app.help);
+        assert!(app.view_state.help);
         app.update(Action::ToggleHelp);
-        assert!(!app.help);
+        assert!(!app.view_state.help);
         let before = app.clone();
         app.update(Action::Export);
         assert_eq!(
-            (app.status.as_str(), app.completed),
-            (before.status.as_str(), before.completed),
+            (app.view_state.status.as_str(), app.data.completed),
+            (before.view_state.status.as_str(), before.data.completed),
             "export is the source's to do"
         );
-        let window = app.window_ns;
+        let window = app.view_state.window_ns;
         app.update(Action::ZoomIn);
-        assert_eq!(app.window_ns, window / 2);
+        assert_eq!(app.view_state.window_ns, window / 2);
         for _ in 0..20 {
             app.update(Action::ZoomIn);
         }
-        assert_eq!(app.window_ns, MIN_WINDOW_NS);
+        assert_eq!(app.view_state.window_ns, MIN_WINDOW_NS);
         app.update(Action::Quit);
         assert!(app.quit);
     }
@@ -1006,13 +1085,16 @@ mod tests {
     fn enter_filters_the_events_on_the_selected_thread() {
         let mut app = App::new("test");
         app.update(Action::ToggleFilter);
-        assert!(!app.filter, "nothing selected: nothing to filter on");
+        assert!(
+            !app.view_state.filter,
+            "nothing selected: nothing to filter on"
+        );
         for tid in [1, 2] {
             app.update(event(1, tid, EventKind::Signal { signal: 10 }));
         }
         app.update(Action::SelectNext);
         app.update(Action::ToggleFilter);
-        assert!(app.filter);
+        assert!(app.view_state.filter);
         assert!(app.shows_events_of(1) && !app.shows_events_of(2));
         app.update(Action::ToggleFilter);
         assert!(app.shows_events_of(2));
@@ -1022,22 +1104,28 @@ mod tests {
     fn brackets_step_the_load_and_m_asks_for_the_next_mode() {
         let mut app = App::new("test");
         app.update(Action::MoreLoad);
-        assert_eq!(app.connections, 0, "no live load, nothing to change");
-        app.connections = 9;
+        assert_eq!(
+            app.view_state.connections, 0,
+            "no live load, nothing to change"
+        );
+        app.view_state.connections = 9;
         app.update(Action::MoreLoad);
-        assert_eq!(app.connections, 10);
+        assert_eq!(app.view_state.connections, 10);
         app.update(Action::MoreLoad);
-        assert_eq!(app.connections, 15);
+        assert_eq!(app.view_state.connections, 15);
         app.update(Action::LessLoad);
-        assert_eq!(app.connections, 10, "the way down retraces the way up");
+        assert_eq!(
+            app.view_state.connections, 10,
+            "the way down retraces the way up"
+        );
         app.update(Action::LessLoad);
-        assert_eq!(app.connections, 9);
-        app.connections = 1;
+        assert_eq!(app.view_state.connections, 9);
+        app.view_state.connections = 1;
         app.update(Action::LessLoad);
-        assert_eq!(app.connections, 1, "never below one");
-        app.connections = MAX_LOAD_CONNECTIONS;
+        assert_eq!(app.view_state.connections, 1, "never below one");
+        app.view_state.connections = MAX_LOAD_CONNECTIONS;
         app.update(Action::MoreLoad);
-        assert_eq!(app.connections, MAX_LOAD_CONNECTIONS);
+        assert_eq!(app.view_state.connections, MAX_LOAD_CONNECTIONS);
         app.update(Action::NextMode);
         assert!(app.restart);
         let mut replay = App::new("replay");
@@ -1054,11 +1142,11 @@ mod tests {
         assert_eq!(app.shown_latency().len(), 0, "nothing answered since");
         app.update(Action::Load(tracebench_loadgen_snapshot(3)));
         assert_eq!(app.shown_latency().len(), 3);
-        assert_eq!(app.latency.len(), 8, "the whole run is still counted");
+        assert_eq!(app.data.latency.len(), 8, "the whole run is still counted");
         // A replay rebuilt to before the mark: the range runs backwards.
         let mut earlier = App::new("test");
         earlier.update(Action::Load(tracebench_loadgen_snapshot(2)));
-        earlier.range_mark = app.range_mark.clone();
+        earlier.view_state.range_mark = app.view_state.range_mark.clone();
         assert_eq!(earlier.shown_latency().len(), 3, "5 at the mark, 2 now");
         app.update(Action::MarkRange);
         assert_eq!(app.shown_latency().len(), 8);
@@ -1141,11 +1229,14 @@ mod tests {
         for i in 1..=700u64 {
             app.update(event(i * 100_000_000, 8, EventKind::Signal { signal: 10 }));
         }
-        assert!(!app.threads.contains_key(&7), "gone a minute: forgotten");
         assert!(
-            (app.events_per_s - 10.0).abs() < 0.5,
+            !app.data.threads.contains_key(&7),
+            "gone a minute: forgotten"
+        );
+        assert!(
+            (app.data.events_per_s - 10.0).abs() < 0.5,
             "{} events/s",
-            app.events_per_s
+            app.data.events_per_s
         );
     }
 
@@ -1153,7 +1244,7 @@ mod tests {
     fn time_passes_without_events() {
         let mut app = App::new("test");
         app.update(Action::Tick(5));
-        assert_eq!(app.now_ns, 0, "no trace yet: nothing to age");
+        assert_eq!(app.data.now_ns, 0, "no trace yet: nothing to age");
         app.update(event(
             1_000,
             7,
@@ -1163,12 +1254,12 @@ mod tests {
         ));
         app.update(event(2_000, 8, EventKind::Signal { signal: 10 }));
         app.update(Action::Tick(1_500_000_000));
-        assert_eq!(app.now_ns, 1_500_000_000, "the states age");
+        assert_eq!(app.data.now_ns, 1_500_000_000, "the states age");
         app.update(Action::Tick(3_000_000_000));
-        assert_eq!(app.events_per_s, 0.0, "no events in the last second");
+        assert_eq!(app.data.events_per_s, 0.0, "no events in the last second");
         app.update(Action::Tick(MAX_WINDOW_NS + 5_000_000_000));
-        assert!(!app.threads.contains_key(&7), "forgotten while idle");
-        assert!(app.threads.contains_key(&8));
+        assert!(!app.data.threads.contains_key(&7), "forgotten while idle");
+        assert!(app.data.threads.contains_key(&8));
     }
 
     #[test]
@@ -1188,7 +1279,11 @@ mod tests {
         assert_eq!(listed(&app), [8]);
         app.update(Action::SelectNext);
         app.update(Action::SelectNext);
-        assert_eq!(app.selected, Some(8), "selection skips what is not listed");
+        assert_eq!(
+            app.view_state.selected,
+            Some(8),
+            "selection skips what is not listed"
+        );
         app.update(Action::ToggleExited);
         assert_eq!(listed(&app), [7, 8]);
     }
@@ -1196,13 +1291,13 @@ mod tests {
     #[test]
     fn keys_act_on_the_frozen_view() {
         let mut app = App::new("test");
-        let window = app.window_ns;
+        let window = app.view_state.window_ns;
         app.update(Action::TogglePause);
         app.update(Action::ZoomIn);
         app.update(Action::ToggleFutexPane);
-        assert_eq!(app.view().window_ns, window / 2, "zoom while paused");
-        assert_eq!(app.view().lower_pane, LowerPane::Futex);
-        assert!(app.view().paused);
+        assert_eq!(app.view_state.window_ns, window / 2, "zoom while paused");
+        assert_eq!(app.view_state.lower_pane, LowerPane::Futex);
+        assert!(app.paused);
     }
 
     #[test]
@@ -1211,24 +1306,28 @@ mod tests {
         for i in 0..OUTPUT_LINES + 3 {
             app.update(Action::Output(format!("line {i}\n")));
         }
-        assert_eq!(app.output.len(), OUTPUT_LINES);
-        assert_eq!(app.output.front().unwrap(), "line 3");
+        assert_eq!(app.data.output.len(), OUTPUT_LINES);
+        assert_eq!(app.data.output.front().unwrap(), "line 3");
         assert_eq!(
-            app.output.back().unwrap(),
+            app.data.output.back().unwrap(),
             &format!("line {}", OUTPUT_LINES + 2)
         );
 
         app.update(Action::ToggleOutputPane);
-        assert_eq!(app.lower_pane, LowerPane::Output);
+        assert_eq!(app.view_state.lower_pane, LowerPane::Output);
         app.update(Action::ToggleFutexPane);
         assert_eq!(
-            app.lower_pane,
+            app.view_state.lower_pane,
             LowerPane::Futex,
             "f goes to the futex words"
         );
         app.update(Action::ToggleOutputPane);
         app.update(Action::ToggleOutputPane);
-        assert_eq!(app.lower_pane, LowerPane::Events, "o again: the events");
+        assert_eq!(
+            app.view_state.lower_pane,
+            LowerPane::Events,
+            "o again: the events"
+        );
     }
 
     #[test]

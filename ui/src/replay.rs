@@ -12,10 +12,11 @@ use crossterm::event::KeyCode;
 use tracebench_loadgen::Snapshot;
 use tracebench_loadgen::hlog::Damage;
 use tracebench_trace::Event;
-use tracebench_trace::format::{TraceFileError, TraceReader};
+use tracebench_trace::format::{Header, TraceFileError, TraceReader};
 
-use crate::live::DashError;
-use crate::model::{Action, App};
+use crate::error::DashError;
+use crate::keys::{ReplayAction, replay_action_for};
+use crate::model::{Action, App, RunData};
 use crate::source::Source;
 
 /// Playback speeds, slowest first; the last one plays as fast as it can.
@@ -31,8 +32,8 @@ struct Checkpoint {
     offset: u64,
     /// The intervals of the load already applied.
     next_interval: usize,
-    /// The model after those events.
-    app: App,
+    /// The model's data after those events.
+    data: RunData,
 }
 
 /// The most checkpoints kept, whatever the recording's length: their
@@ -112,90 +113,44 @@ pub struct Player {
 }
 
 fn read_error(path: &Path) -> impl Fn(TraceFileError) -> DashError + '_ {
-    move |e| DashError(format!("reading {}: {e}", path.display()))
+    move |error| DashError::ReadTrace {
+        path: path.to_path_buf(),
+        error,
+    }
 }
 
 /// Opens a run directory (or a bare trace file) for replay: reads it once
 /// through, checking every block and placing checkpoints.
-// Over 100 lines: to be split into named steps (issue 12).
-#[allow(clippy::too_many_lines)]
 pub fn load(run: &Path) -> Result<Player, DashError> {
     let (trace_path, log_path) = if run.is_dir() {
         (run.join("trace.tbt"), Some(run.join("latency.hlog")))
     } else {
         (run.to_path_buf(), None)
     };
-    let reader = TraceReader::open(&trace_path)
-        .map_err(|e| DashError(format!("cannot read {}: {e}", trace_path.display())))?;
-    let header = reader.header().clone();
-    // The trace's clock is CLOCK_MONOTONIC; the log's is the wall clock.
-    // The trace header anchors one to the other.
-    let to_trace_clock = |wall: Duration| -> u64 {
-        let wall_ns = wall.as_nanos() as i128;
-        (wall_ns - header.realtime_ns as i128 + header.monotonic_ns as i128).max(0) as u64
+    let reader = TraceReader::open(&trace_path).map_err(|error| DashError::OpenTrace {
+        path: trace_path.clone(),
+        error,
+    })?;
+    let (intervals, log_damage) = match log_path.filter(|p| p.exists()) {
+        Some(path) => read_latency_log(&path, reader.header())?,
+        None => (Vec::new(), None),
     };
-    let mut intervals = Vec::new();
-    let mut log_damage = None;
-    if let Some(path) = log_path.filter(|p| p.exists()) {
-        let bytes = std::fs::read(&path)
-            .map_err(|e| DashError(format!("cannot read {}: {e}", path.display())))?;
-        let mut first_start = None;
-        // Like a trace cut short, a log cut short (the dashboard was
-        // killed mid-line) or damaged keeps what precedes the damage: the
-        // run is not lost for a line of its latencies.
-        log_damage = tracebench_loadgen::hlog::for_each_interval(&bytes, |interval| {
-            let first = *first_start.get_or_insert(interval.start);
-            intervals.push(LoadInterval {
-                ends_ns: to_trace_clock(interval.start + interval.duration),
-                start: interval.start.saturating_sub(first),
-                duration: interval.duration,
-                counts: interval
-                    .histogram
-                    .iter_recorded()
-                    .map(|v| (v.value_iterated_to(), v.count_at_value()))
-                    .collect(),
-            });
-        })
-        .map_err(|e| DashError(format!("reading {}: {e}", path.display())))?;
-    }
     let names = if run.is_dir() {
-        std::fs::read(run.join("threads.json"))
-            .ok()
-            .and_then(|bytes| {
-                serde_json::from_slice::<std::collections::HashMap<String, String>>(&bytes).ok()
-            })
-            .map(|names| {
-                names
-                    .into_iter()
-                    .filter_map(|(tid, name)| Some((tid.parse().ok()?, name)))
-                    .collect()
-            })
-            .unwrap_or_default()
+        read_thread_names(run)
     } else {
         Default::default()
     };
-    // Checkpoints about evenly spread, at most MAX_CHECKPOINTS of them:
-    // the index tells how many events there are (a cut file has none; its
-    // size gives an estimate, at about ten bytes an event).
-    let expected_events = match tracebench_trace::format::read_index(&trace_path) {
-        Ok(Some(blocks)) => blocks.iter().map(|b| u64::from(b.events)).sum(),
-        _ => std::fs::metadata(&trace_path).map_or(0, |m| m.len() / 10),
-    };
-    let mut spacing = (expected_events / MAX_CHECKPOINTS).max(MIN_CHECKPOINT_EVENTS);
     let title = format!("replay of {}", run.display());
-    let fresh = || {
-        let mut app = App::new(title.clone());
-        app.replay = true;
-        app
-    };
+    let mut app = App::new(title.clone());
+    app.replay = true;
     let mut player = Player {
-        title: title.clone(),
+        title,
         pending: VecDeque::new(),
         checkpoints: vec![Checkpoint {
             at_ns: 0,
             offset: reader.position(),
             next_interval: 0,
-            app: fresh(),
+            data: RunData::default(),
         }],
         intervals,
         start_ns: 0,
@@ -205,7 +160,7 @@ pub fn load(run: &Path) -> Result<Player, DashError> {
         next_interval: 0,
         speed: 2,
         playing: true,
-        app: fresh(),
+        app,
         truncated: false,
         log_damage,
         names,
@@ -213,54 +168,134 @@ pub fn load(run: &Path) -> Result<Player, DashError> {
         export_dir: run.is_dir().then(|| run.to_path_buf()),
         last_pump: None,
     };
-    // The first pass: every event through the model once.
-    let mut since_checkpoint = 0;
-    let mut first = None;
-    loop {
-        let offset = player.reader.position();
-        if since_checkpoint >= spacing {
-            player.checkpoints.push(Checkpoint {
-                at_ns: player.end_ns,
-                offset,
-                next_interval: player.next_interval,
-                app: player.app.clone(),
-            });
-            since_checkpoint = 0;
-            if player.checkpoints.len() > MAX_CHECKPOINTS as usize {
-                // More events than the estimate said (a cut file): keep
-                // every other checkpoint (the start among them) and space
-                // the next ones twice as far.
-                let mut index = 0;
-                player.checkpoints.retain(|_| {
-                    index += 1;
-                    index % 2 == 1
-                });
-                spacing *= 2;
+    player.first_pass(&trace_path)?;
+    Ok(player)
+}
+
+/// The load's interval log at `path`, each interval placed on the trace's
+/// clock with `header`'s anchor, and where the log stops being readable,
+/// if it does.
+fn read_latency_log(
+    path: &Path,
+    header: &Header,
+) -> Result<(Vec<LoadInterval>, Option<Damage>), DashError> {
+    let bytes = std::fs::read(path).map_err(|error| DashError::OpenLatencyLog {
+        path: path.to_path_buf(),
+        error,
+    })?;
+    // The trace's clock is CLOCK_MONOTONIC; the log's is the wall clock.
+    // The trace header anchors one to the other.
+    let to_trace_clock = |wall: Duration| -> u64 {
+        let wall_ns = wall.as_nanos() as i128;
+        (wall_ns - header.realtime_ns as i128 + header.monotonic_ns as i128).max(0) as u64
+    };
+    let mut intervals = Vec::new();
+    let mut first_start = None;
+    // Like a trace cut short, a log cut short (the dashboard was killed
+    // mid-line) or damaged keeps what precedes the damage: the run is not
+    // lost for a line of its latencies.
+    let damage = tracebench_loadgen::hlog::for_each_interval(&bytes, |interval| {
+        let first = *first_start.get_or_insert(interval.start);
+        intervals.push(LoadInterval {
+            ends_ns: to_trace_clock(interval.start + interval.duration),
+            start: interval.start.saturating_sub(first),
+            duration: interval.duration,
+            counts: interval
+                .histogram
+                .iter_recorded()
+                .map(|v| (v.value_iterated_to(), v.count_at_value()))
+                .collect(),
+        });
+    })
+    .map_err(|error| DashError::ReadLatencyLog {
+        path: path.to_path_buf(),
+        error,
+    })?;
+    Ok((intervals, damage))
+}
+
+/// The thread names a run directory kept (threads.json), by tid; none if
+/// the file is missing or unreadable.
+fn read_thread_names(run: &Path) -> std::collections::HashMap<i32, String> {
+    std::fs::read(run.join("threads.json"))
+        .ok()
+        .and_then(|bytes| {
+            serde_json::from_slice::<std::collections::HashMap<String, String>>(&bytes).ok()
+        })
+        .map(|names| {
+            names
+                .into_iter()
+                .filter_map(|(tid, name)| Some((tid.parse().ok()?, name)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Events between two checkpoints, for at most [`MAX_CHECKPOINTS`] of
+/// them about evenly spread: the index tells how many events there are (a
+/// cut file has none; its size gives an estimate, at about ten bytes an
+/// event).
+fn checkpoint_spacing(trace_path: &Path) -> u64 {
+    let expected_events = match tracebench_trace::format::read_index(trace_path) {
+        Ok(Some(blocks)) => blocks.iter().map(|b| u64::from(b.events)).sum(),
+        _ => std::fs::metadata(trace_path).map_or(0, |m| m.len() / 10),
+    };
+    (expected_events / MAX_CHECKPOINTS).max(MIN_CHECKPOINT_EVENTS)
+}
+
+impl Player {
+    /// The first pass: every event through the model once, checkpoints
+    /// placed on the way; then back to the start.
+    fn first_pass(&mut self, trace_path: &Path) -> Result<(), DashError> {
+        let mut spacing = checkpoint_spacing(trace_path);
+        let mut since_checkpoint = 0;
+        let mut first = None;
+        loop {
+            if since_checkpoint >= spacing {
+                self.place_checkpoint(&mut spacing);
+                since_checkpoint = 0;
+            }
+            let Some(block) = self.reader.read_block().map_err(read_error(trace_path))? else {
+                break;
+            };
+            since_checkpoint += block.len() as u64;
+            self.total_events += block.len() as u64;
+            if let (None, Some(event)) = (first, block.first()) {
+                first = Some(event.time_ns);
+            }
+            for event in block {
+                self.end_ns = self.end_ns.max(event.time_ns);
+                self.apply(event);
             }
         }
-        let Some(block) = player
-            .reader
-            .read_block()
-            .map_err(read_error(&trace_path))?
-        else {
-            break;
-        };
-        since_checkpoint += block.len() as u64;
-        player.total_events += block.len() as u64;
-        if let (None, Some(event)) = (first, block.first()) {
-            first = Some(event.time_ns);
-        }
-        for event in block {
-            player.end_ns = player.end_ns.max(event.time_ns);
-            player.apply(event);
+        self.truncated = self.reader.truncated();
+        self.start_ns = first.unwrap_or(0);
+        self.end_ns = self.end_ns.max(self.start_ns);
+        self.restore(0);
+        self.playhead_ns = self.start_ns;
+        Ok(())
+    }
+
+    /// Saves the model as it is at the next block; past
+    /// [`MAX_CHECKPOINTS`] (more events than the estimate said: a cut
+    /// file), keeps every other checkpoint (the start among them) and
+    /// doubles `spacing` for the next ones.
+    fn place_checkpoint(&mut self, spacing: &mut u64) {
+        self.checkpoints.push(Checkpoint {
+            at_ns: self.end_ns,
+            offset: self.reader.position(),
+            next_interval: self.next_interval,
+            data: self.app.data.clone(),
+        });
+        if self.checkpoints.len() > MAX_CHECKPOINTS as usize {
+            let mut index = 0;
+            self.checkpoints.retain(|_| {
+                index += 1;
+                index % 2 == 1
+            });
+            *spacing *= 2;
         }
     }
-    player.truncated = player.reader.truncated();
-    player.start_ns = first.unwrap_or(0);
-    player.end_ns = player.end_ns.max(player.start_ns);
-    player.restore(0);
-    player.playhead_ns = player.start_ns;
-    Ok(player)
 }
 
 impl Player {
@@ -283,7 +318,7 @@ impl Player {
     }
 
     fn name_new_threads(&mut self) {
-        for tid in self.app.take_unnamed() {
+        for tid in self.app.data.take_unnamed() {
             if let Some(name) = self.names.get(&tid) {
                 self.app.update(Action::Named {
                     tid,
@@ -293,13 +328,11 @@ impl Player {
         }
     }
 
-    /// Puts the model back to checkpoint `index`, keeping what the user
-    /// set (selection, zoom, panes).
+    /// Puts the model's data back to checkpoint `index`, keeping what
+    /// the user set (selection, zoom, panes: the view's state).
     fn restore(&mut self, index: usize) {
         let checkpoint = &self.checkpoints[index];
-        let mut app = checkpoint.app.clone();
-        app.carry_settings_from(&self.app);
-        self.app = app;
+        self.app.data = checkpoint.data.clone();
         self.next_interval = checkpoint.next_interval;
         self.pending.clear();
         // The file was read through once already: a failure now means it
@@ -352,12 +385,12 @@ impl Player {
         };
         self.apply_intervals_until(last);
         self.playhead_ns = to_ns;
-        self.app.now_ns = to_ns;
+        self.app.data.now_ns = to_ns;
     }
 
     /// Moves to the next event, of the selected thread if one is selected.
     pub fn step(&mut self) {
-        let selected = self.app.selected;
+        let selected = self.app.view_state.selected;
         let playhead = self.playhead_ns;
         while let Some(event) = self.peek() {
             let (at, tid) = (event.time_ns, event.tid);
@@ -366,7 +399,7 @@ impl Player {
             if at > playhead && selected.is_none_or(|s| s == tid) {
                 self.playing = false;
                 self.playhead_ns = at;
-                self.app.now_ns = at;
+                self.app.data.now_ns = at;
                 return;
             }
         }
@@ -382,7 +415,7 @@ impl Player {
     /// selected (the playhead stays if there is none).
     pub fn step_back(&mut self) {
         self.playing = false;
-        let selected = self.app.selected;
+        let selected = self.app.view_state.selected;
         let playhead = self.playhead_ns;
         // Scan the stretch before the playhead from its checkpoint, then
         // each earlier stretch up to where the later one began, until an
@@ -477,39 +510,37 @@ impl Player {
 
     /// Handles a replay key; false if the key is not a replay key.
     pub fn on_key(&mut self, key: KeyCode) -> bool {
-        const SECOND: u64 = 1_000_000_000;
-        match key {
-            KeyCode::Char(' ') => self.playing = !self.playing,
-            KeyCode::Char('>') | KeyCode::Char('.') => {
-                self.speed = (self.speed + 1).min(SPEEDS.len() - 1)
+        match replay_action_for(key) {
+            Some(action) => {
+                self.perform(action);
+                true
             }
-            KeyCode::Char('<') | KeyCode::Char(',') => self.speed = self.speed.saturating_sub(1),
-            KeyCode::Right => self.seek(self.playhead_ns.saturating_add(SECOND)),
-            KeyCode::Left => self.seek(self.playhead_ns.saturating_sub(SECOND)),
-            KeyCode::PageDown => self.seek(self.playhead_ns.saturating_add(10 * SECOND)),
-            KeyCode::PageUp => self.seek(self.playhead_ns.saturating_sub(10 * SECOND)),
-            KeyCode::Home => self.seek(self.start_ns),
-            KeyCode::End => self.seek(self.end_ns),
-            KeyCode::Char('n') => self.step(),
-            KeyCode::Char('p') => self.step_back(),
-            _ => return false,
+            None => false,
         }
-        true
+    }
+
+    /// Carries out a replay key's action.
+    pub fn perform(&mut self, action: ReplayAction) {
+        const SECOND: u64 = 1_000_000_000;
+        match action {
+            ReplayAction::PlayPause => self.playing = !self.playing,
+            ReplayAction::Faster => self.speed = (self.speed + 1).min(SPEEDS.len() - 1),
+            ReplayAction::Slower => self.speed = self.speed.saturating_sub(1),
+            ReplayAction::Seek(seconds) => {
+                let by = seconds.unsigned_abs() * SECOND;
+                self.seek(if seconds < 0 {
+                    self.playhead_ns.saturating_sub(by)
+                } else {
+                    self.playhead_ns.saturating_add(by)
+                });
+            }
+            ReplayAction::ToStart => self.seek(self.start_ns),
+            ReplayAction::ToEnd => self.seek(self.end_ns),
+            ReplayAction::NextEvent => self.step(),
+            ReplayAction::PreviousEvent => self.step_back(),
+        }
     }
 }
-
-/// The replay keys, for the help overlay.
-pub const REPLAY_KEYS: &[(&str, &str)] = &[
-    ("space", "play or pause"),
-    ("< >", "slower / faster (x0.25 to x16, max)"),
-    ("← →", "seek 1 s back / forward"),
-    ("PgUp PgDn", "seek 10 s back / forward"),
-    ("Home End", "to the start / the end"),
-    (
-        "n p",
-        "to the next / previous event (the selected thread's)",
-    ),
-];
 
 /// Plays a loaded recording (see [`load`]) in the terminal; without one,
 /// plays it through to its end at once. Returns the model at the end.
@@ -525,14 +556,12 @@ pub fn play(mut player: Player) -> Result<Replayed, DashError> {
     }
     // SIGTERM, SIGHUP or SIGINT end the replay as q does, the terminal
     // given back (by default they would leave it in raw mode).
-    let (_watch, noticed) = tracebench_trace::signals::notice()
-        .map_err(|e| DashError(format!("cannot catch signals: {e}")))?;
-    let mut terminal = crate::source::init_terminal()
-        .map_err(|e| DashError(format!("cannot set up the terminal: {e}")))?;
+    let (_watch, noticed) = tracebench_trace::signals::notice().map_err(DashError::Signals)?;
+    let mut terminal = crate::terminal::init().map_err(DashError::TerminalSetup)?;
     player.last_pump = Some(Instant::now());
-    let result = crate::source::drive(&mut terminal, &mut player, &noticed);
-    crate::source::restore_terminal();
-    result.map_err(|e| DashError(format!("terminal: {e}")))?;
+    let result = crate::terminal::drive(&mut terminal, &mut player, &noticed);
+    crate::terminal::restore();
+    result.map_err(DashError::Terminal)?;
     Ok(Replayed {
         app: player.app,
         truncated,
@@ -603,11 +632,14 @@ mod tests {
         let dir = recording();
         let mut player = load(dir.path()).unwrap();
         player.seek(3_500_000_000);
-        assert_eq!(player.app.events, 3);
+        assert_eq!(player.app.data.events, 3);
         player.seek(u64::MAX);
-        assert_eq!(player.app.events, 5);
+        assert_eq!(player.app.data.events, 5);
         player.seek(2_000_000_000);
-        assert_eq!(player.app.events, 2, "a rebuilt model, not a rewound one");
+        assert_eq!(
+            player.app.data.events, 2,
+            "a rebuilt model, not a rewound one"
+        );
         assert_eq!(player.position(), (1.0, 4.0));
     }
 
@@ -665,7 +697,7 @@ mod tests {
         assert!(!player.truncated, "the trace itself is whole");
         assert!(player.status().contains("latency log ends early"));
         player.seek(u64::MAX);
-        assert_eq!(player.app.events, 5, "every event of the trace");
+        assert_eq!(player.app.data.events, 5, "every event of the trace");
         // The seven intervals before the cut, 1 + 2 + … + 7 requests.
         assert_eq!(player.next_interval, 7);
         let answered: u64 = player
@@ -695,7 +727,7 @@ mod tests {
         let dir = recording();
         let mut player = load(dir.path()).unwrap();
         player.seek(0);
-        player.app.selected = Some(2);
+        player.app.view_state.selected = Some(2);
         player.step();
         assert_eq!(player.playhead_ns, 2_000_000_000);
         player.step();
@@ -704,22 +736,25 @@ mod tests {
         // Nothing more of thread 2: the playhead and the model stay put.
         player.step();
         assert_eq!(player.playhead_ns, 4_000_000_000);
-        assert_eq!(player.app.events, 4, "the model is that of the playhead");
+        assert_eq!(
+            player.app.data.events, 4,
+            "the model is that of the playhead"
+        );
         player.on_key(KeyCode::End);
         player.step();
         assert_eq!(player.playhead_ns, 5_000_000_000, "nothing after the end");
         // Back, of thread 2: 4 s, then 2 s, then nothing before.
         player.step_back();
         assert_eq!(player.playhead_ns, 4_000_000_000);
-        assert_eq!(player.app.events, 4);
+        assert_eq!(player.app.data.events, 4);
         player.on_key(KeyCode::Char('p'));
         assert_eq!(player.playhead_ns, 2_000_000_000);
-        assert_eq!(player.app.events, 2);
+        assert_eq!(player.app.data.events, 2);
         player.step_back();
         assert_eq!(player.playhead_ns, 2_000_000_000, "nothing before");
-        assert_eq!(player.app.events, 2);
+        assert_eq!(player.app.data.events, 2);
         // Any thread: the event just before.
-        player.app.selected = None;
+        player.app.view_state.selected = None;
         player.step_back();
         assert_eq!(player.playhead_ns, 1_000_000_000);
     }
@@ -780,16 +815,19 @@ mod tests {
     }
 
     fn fingerprint(app: &App) -> Vec<String> {
-        let mut lines = vec![format!("events {} now {}", app.events, app.now_ns)];
-        for (tid, row) in &app.threads {
+        let mut lines = vec![format!(
+            "events {} now {}",
+            app.data.events, app.data.now_ns
+        )];
+        for (tid, row) in &app.data.threads {
             lines.push(format!(
                 "{tid} {:?} since {} syscalls {}",
-                app.state_of(*tid),
-                app.since_of(*tid),
+                app.data.state_of(*tid),
+                app.data.since_of(*tid),
                 row.syscalls
             ));
         }
-        lines.extend(app.recent.iter().map(|e| e.line(app.origin_ns)));
+        lines.extend(app.data.recent.iter().map(|e| e.line(app.data.origin_ns)));
         lines
     }
 
@@ -821,7 +859,7 @@ mod tests {
         // straight play to that event would.
         for &target in &targets[1..] {
             player.seek(target);
-            player.app.selected = Some(103);
+            player.app.view_state.selected = Some(103);
             player.step_back();
             let before = (target - 1_000_000_000 - 1) / 10_000;
             let previous = (0..=before).rev().find(|i| i % 8 == 3).unwrap();

@@ -9,7 +9,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Bar, BarChart, BarGroup, Block, Clear, Paragraph, Row, Sparkline, Table};
 use tracebench_analysis::states::ThreadState;
 
-use crate::keys::KEYMAP;
+use crate::keys::help_lines;
 use crate::model::{App, LowerPane};
 
 /// The colour of a state, as in the thread table and the legend.
@@ -56,32 +56,32 @@ fn short(ns: u64) -> String {
 
 /// Draws the whole dashboard.
 pub fn draw(frame: &mut Frame, app: &App) {
-    let app_view = app.view();
     let [header, threads, bottom] = Layout::vertical([
         Constraint::Length(4),
         Constraint::Min(8),
         Constraint::Length(13),
     ])
     .areas(frame.area());
-    draw_header(frame, header, app_view);
-    draw_threads(frame, threads, app_view);
+    draw_header(frame, header, app);
+    draw_threads(frame, threads, app);
     let [events, load] =
         Layout::horizontal([Constraint::Percentage(40), Constraint::Percentage(60)]).areas(bottom);
-    match app_view.lower_pane {
-        LowerPane::Events => draw_events(frame, events, app_view),
-        LowerPane::Futex => draw_futex(frame, events, app_view),
-        LowerPane::Output => draw_output(frame, events, app_view),
+    match app.view_state.lower_pane {
+        LowerPane::Events => draw_events(frame, events, app),
+        LowerPane::Futex => draw_futex(frame, events, app),
+        LowerPane::Output => draw_output(frame, events, app),
     }
     let [throughput, latency] =
         Layout::vertical([Constraint::Length(5), Constraint::Min(5)]).areas(load);
-    draw_throughput(frame, throughput, app_view);
-    draw_latency(frame, latency, app_view);
-    if app.help {
+    draw_throughput(frame, throughput, app);
+    draw_latency(frame, latency, app);
+    if app.view_state.help {
         draw_help(frame, app.replay);
     }
 }
 
 fn draw_header(frame: &mut Frame, area: Rect, app: &App) {
+    let data = app.shown_data();
     let paused = if app.paused { "  [paused]" } else { "" };
     let title = Line::from(vec![
         Span::styled(
@@ -90,35 +90,35 @@ fn draw_header(frame: &mut Frame, area: Rect, app: &App) {
         ),
         Span::raw("   ? help"),
     ]);
-    let load = if app.connections > 0 {
-        format!("c={}   ", app.connections)
+    let load = if app.view_state.connections > 0 {
+        format!("c={}   ", app.view_state.connections)
     } else {
         String::new()
     };
     // Events the kernel lost are said only when there are some (only the
     // perf backend can lose any).
-    let lost = if app.lost > 0 {
-        format!("   {} LOST by the kernel", app.lost)
+    let lost = if data.lost > 0 {
+        format!("   {} LOST by the kernel", data.lost)
     } else {
         String::new()
     };
     let counters = Line::from(format!(
         "{:.0} s   {load}{:.0} req/s   {} answered   {} errors   {} in flight   {} events ({:.0}/s)   {} dropped{lost}",
-        app.elapsed_s,
-        app.recent_rate(),
-        app.completed,
-        app.failed,
-        app.in_flight,
-        app.events,
-        app.events_per_s,
-        app.dropped
+        data.elapsed_s,
+        data.recent_rate(),
+        data.completed,
+        data.failed,
+        data.in_flight,
+        data.events,
+        data.events_per_s,
+        data.dropped
     ));
     // Status messages (an export, say) go on the frame, where the long
     // counters line cannot push them out of sight.
     let mut block = Block::bordered().title(" tracebench ");
-    if !app.status.is_empty() {
+    if !app.view_state.status.is_empty() {
         block = block.title_bottom(Span::styled(
-            format!(" {} ", app.status),
+            format!(" {} ", app.view_state.status),
             Style::default().fg(Color::Yellow),
         ));
     }
@@ -145,7 +145,8 @@ fn legend() -> Line<'static> {
 
 /// How many exited threads the table leaves out, if any.
 fn hidden_note(app: &App) -> Line<'static> {
-    let hidden = app.threads.len() - app.listed_threads().count();
+    let data = app.shown_data();
+    let hidden = data.threads.len() - data.listed_threads(app.view_state.show_exited).count();
     if hidden == 0 {
         Line::default()
     } else {
@@ -153,13 +154,15 @@ fn hidden_note(app: &App) -> Line<'static> {
     }
 }
 
-/// One thread's last `app.window_ns` as coloured cells, oldest left.
+/// One thread's states over the timeline's window as coloured cells,
+/// oldest left.
 fn timeline_cells(app: &App, tid: i32, cells: usize) -> Line<'static> {
-    let Some(row) = app.threads.get(&tid) else {
+    let data = app.shown_data();
+    let Some(row) = data.threads.get(&tid) else {
         return Line::default();
     };
-    let start = app.now_ns.saturating_sub(app.window_ns);
-    let step = (app.window_ns / cells.max(1) as u64).max(1);
+    let start = data.now_ns.saturating_sub(app.view_state.window_ns);
+    let step = (app.view_state.window_ns / cells.max(1) as u64).max(1);
     let spans: Vec<Span> = (0..cells)
         .map(
             |cell| match row.history.kind_at(start + cell as u64 * step, step) {
@@ -193,36 +196,39 @@ fn state_text(state: ThreadState) -> String {
 }
 
 fn draw_threads(frame: &mut Frame, area: Rect, app: &App) {
+    let data = app.shown_data();
     let fixed: u16 = THREAD_COLUMNS.iter().map(|(_, w)| w + 1).sum();
     let cells = area.width.saturating_sub(fixed + 2).max(10) as usize;
-    let rows = app.listed_threads().map(|(tid, row)| {
-        let current = app.state_of(*tid);
-        let since = app.now_ns.saturating_sub(app.since_of(*tid));
-        let style = if app.selected == Some(*tid) {
-            Style::default().add_modifier(Modifier::REVERSED)
-        } else {
-            Style::default()
-        };
-        Row::new(vec![
-            ratatui::widgets::Cell::from(tid.to_string()),
-            row.name.clone().into(),
-            row.role(*tid).into(),
-            ratatui::widgets::Cell::from(state_text(current))
-                .style(Style::default().fg(state_color(current))),
-            ms(since).into(),
-            app.syscalls_of(*tid).to_string().into(),
-            match app.served_by(*tid) {
-                0 => String::new(),
-                n => n.to_string(),
-            }
-            .into(),
-            row.cpu
-                .map_or_else(String::new, |c| format!("{c:.0}%"))
+    let rows = data
+        .listed_threads(app.view_state.show_exited)
+        .map(|(tid, row)| {
+            let current = data.state_of(*tid);
+            let since = data.now_ns.saturating_sub(data.since_of(*tid));
+            let style = if app.view_state.selected == Some(*tid) {
+                Style::default().add_modifier(Modifier::REVERSED)
+            } else {
+                Style::default()
+            };
+            Row::new(vec![
+                ratatui::widgets::Cell::from(tid.to_string()),
+                row.name.clone().into(),
+                row.role(*tid).into(),
+                ratatui::widgets::Cell::from(state_text(current))
+                    .style(Style::default().fg(state_color(current))),
+                ms(since).into(),
+                data.syscalls_of(*tid).to_string().into(),
+                match data.served_by(*tid) {
+                    0 => String::new(),
+                    n => n.to_string(),
+                }
                 .into(),
-            timeline_cells(app, *tid, cells).into(),
-        ])
-        .style(style)
-    });
+                row.cpu
+                    .map_or_else(String::new, |c| format!("{c:.0}%"))
+                    .into(),
+                timeline_cells(app, *tid, cells).into(),
+            ])
+            .style(style)
+        });
     let widths = THREAD_COLUMNS
         .iter()
         .map(|(_, w)| Constraint::Length(*w))
@@ -230,25 +236,27 @@ fn draw_threads(frame: &mut Frame, area: Rect, app: &App) {
     let header = THREAD_COLUMNS
         .iter()
         .map(|(name, _)| name.to_string())
-        .chain([format!("last {}", ms(app.window_ns))]);
+        .chain([format!("last {}", ms(app.view_state.window_ns))]);
     let table = Table::new(rows, widths)
         .header(Row::new(header).style(Style::default().add_modifier(Modifier::BOLD)))
         .block(Block::bordered().title(legend()).title(hidden_note(app)));
     // The selected row is kept in view: with more threads than rows (fork
     // mode makes one per request), selecting scrolls the table.
-    let selected = app
-        .selected
-        .and_then(|tid| app.listed_threads().position(|(t, _)| *t == tid));
+    let selected = app.view_state.selected.and_then(|tid| {
+        data.listed_threads(app.view_state.show_exited)
+            .position(|(t, _)| *t == tid)
+    });
     let mut state = ratatui::widgets::TableState::default()
-        .with_offset(app.table_offset.get())
+        .with_offset(app.view_state.table_offset.get())
         .with_selected(selected);
     frame.render_stateful_widget(table, area, &mut state);
-    app.table_offset.set(state.offset());
+    app.view_state.table_offset.set(state.offset());
 }
 
 fn draw_events(frame: &mut Frame, area: Rect, app: &App) {
+    let data = app.shown_data();
     let height = area.height.saturating_sub(2) as usize;
-    let lines: Vec<Line> = app
+    let lines: Vec<Line> = data
         .recent
         .iter()
         .filter(|event| app.shows_events_of(event.tid))
@@ -257,10 +265,10 @@ fn draw_events(frame: &mut Frame, area: Rect, app: &App) {
         .collect::<Vec<_>>()
         .into_iter()
         .rev()
-        .map(|event| Line::from(event.line(app.origin_ns)))
+        .map(|event| Line::from(event.line(data.origin_ns)))
         .collect();
-    let title = match app.selected {
-        Some(tid) if app.filter => format!(" recent events of {tid} (enter: all) "),
+    let title = match app.view_state.selected {
+        Some(tid) if app.view_state.filter => format!(" recent events of {tid} (enter: all) "),
         _ => " recent events ".to_owned(),
     };
     frame.render_widget(
@@ -271,12 +279,13 @@ fn draw_events(frame: &mut Frame, area: Rect, app: &App) {
 
 /// The traced program's last lines of output, newest at the bottom.
 fn draw_output(frame: &mut Frame, area: Rect, app: &App) {
+    let data = app.shown_data();
     let block = Block::bordered().title(" program output (o: events) ");
     let note = if !app.captures_output && app.replay {
         Some("A replay has no program output: the recording's output.log has it.")
     } else if !app.captures_output {
         Some("A program we attached to writes where it always did: its output is not ours to show.")
-    } else if app.output.is_empty() {
+    } else if data.output.is_empty() {
         Some("(no output yet)")
     } else {
         None
@@ -291,8 +300,8 @@ fn draw_output(frame: &mut Frame, area: Rect, app: &App) {
         return;
     }
     let height = area.height.saturating_sub(2) as usize;
-    let skip = app.output.len().saturating_sub(height);
-    let lines: Vec<Line> = app
+    let skip = data.output.len().saturating_sub(height);
+    let lines: Vec<Line> = data
         .output
         .iter()
         .skip(skip)
@@ -304,8 +313,9 @@ fn draw_output(frame: &mut Frame, area: Rect, app: &App) {
 }
 
 fn draw_futex(frame: &mut Frame, area: Rect, app: &App) {
+    let data = app.shown_data();
     let height = area.height.saturating_sub(3) as usize;
-    let rows = app.futex.top(height).into_iter().map(|(key, word)| {
+    let rows = data.futex.top(height).into_iter().map(|(key, word)| {
         Row::new(vec![
             format!("…{:05x}", key.addr & 0xf_ffff),
             word.waits.to_string(),
@@ -317,7 +327,7 @@ fn draw_futex(frame: &mut Frame, area: Rect, app: &App) {
             word.herds.to_string(),
         ])
     });
-    let herds: u64 = app.futex.totals().herds;
+    let herds: u64 = data.futex.totals().herds;
     let title = if herds > 0 {
         format!(" futex words   {herds} thundering herds (f: events) ")
     } else {
@@ -347,8 +357,9 @@ fn draw_futex(frame: &mut Frame, area: Rect, app: &App) {
 }
 
 fn draw_throughput(frame: &mut Frame, area: Rect, app: &App) {
+    let data = app.shown_data();
     let width = area.width.saturating_sub(2) as usize;
-    let data: Vec<u64> = app
+    let samples: Vec<u64> = data
         .throughput
         .iter()
         .rev()
@@ -357,24 +368,25 @@ fn draw_throughput(frame: &mut Frame, area: Rect, app: &App) {
         .copied()
         .collect();
     let sparkline = Sparkline::default()
-        .data(&data)
+        .data(&samples)
         .style(Style::default().fg(Color::Green))
         .block(Block::bordered().title(format!(
             " answered per 100 ms (now {:.0} req/s) ",
-            app.recent_rate()
+            data.recent_rate()
         )));
     frame.render_widget(sparkline, area);
 }
 
 fn draw_latency(frame: &mut Frame, area: Rect, app: &App) {
-    let shown = app.shown_latency();
+    let data = app.shown_data();
+    let shown = data.shown_latency(app.view_state.range_mark.as_ref());
     let h = shown.as_ref();
-    let title = match &app.range_mark {
+    let title = match &app.view_state.range_mark {
         Some(mark) => {
-            let at = |ns: u64| ns.saturating_sub(app.origin_ns) as f64 / 1e9;
+            let at = |ns: u64| ns.saturating_sub(data.origin_ns) as f64 / 1e9;
             let (from, to) = (
-                at(mark.at_ns).min(at(app.now_ns)),
-                at(mark.at_ns).max(at(app.now_ns)),
+                at(mark.at_ns).min(at(data.now_ns)),
+                at(mark.at_ns).max(at(data.now_ns)),
             );
             format!(" latency of the requests answered from {from:.1} s to {to:.1} s (r: all) ")
         }
@@ -389,7 +401,7 @@ fn draw_latency(frame: &mut Frame, area: Rect, app: &App) {
         Constraint::Min(1),
     ])
     .areas(inner);
-    let (queue, service) = app.shown_server_times();
+    let (queue, service) = data.shown_server_times(app.view_state.range_mark.as_ref());
     if !service.is_empty() {
         // The server's side, from the trace: the client's total minus this
         // is the network and the listen backlog.
@@ -450,21 +462,8 @@ fn draw_latency(frame: &mut Frame, area: Rect, app: &App) {
 fn draw_help(frame: &mut Frame, replay: bool) {
     let area = frame.area();
     let width = 66.min(area.width);
-    let replay_keys: &[(&str, &str)] = if replay {
-        crate::replay::REPLAY_KEYS
-    } else {
-        &[]
-    };
-    // In a replay, space plays and pauses instead of freezing the view.
-    let lines: Vec<Line> = replay_keys
-        .iter()
-        .copied()
-        .chain(
-            KEYMAP
-                .iter()
-                .filter(|b| !(replay && (b.live_only || b.keys == "space")))
-                .map(|b| (b.keys, b.help)),
-        )
+    let lines: Vec<Line> = help_lines(replay)
+        .into_iter()
         .map(|(keys, help)| Line::from(format!("{keys:>10}  {help}")))
         .collect();
     let height = (lines.len() as u16 + 2).min(area.height);
@@ -617,7 +616,7 @@ mod tests {
         for _ in 0..51 {
             app.update(Action::SelectNext);
         }
-        assert_eq!(app.selected, Some(1050));
+        assert_eq!(app.view_state.selected, Some(1050));
         let shown = screen(&app);
         assert!(shown.contains("1050 "), "{shown}");
         // One row up stays in view: the table does not move.
@@ -696,16 +695,12 @@ mod snapshots {
     #[test]
     fn header_pane() {
         let mut player = played();
-        player.app.connections = 6;
+        player.app.view_state.connections = 6;
         player.app.update(Action::TogglePause);
         player
             .app
             .update(Action::Status("exported 12 requests to x.csv".into()));
-        insta::assert_snapshot!(render(120, 4, |f| draw_header(
-            f,
-            f.area(),
-            player.app.view()
-        )));
+        insta::assert_snapshot!(render(120, 4, |f| draw_header(f, f.area(), &player.app)));
     }
 
     #[test]

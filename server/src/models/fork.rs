@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use crate::http::{Buffers, serve_connection};
 use crate::listener::{StopHandle, accept, set_handler};
-use crate::stats::{Lane, Outcome, Summary, Tally};
+use crate::stats::{Lane, Outcome, ServeSummary, Tally};
 use crate::{Config, ServerError};
 
 /// One fork-mode server per process: the SIGCHLD handler reports through
@@ -102,7 +102,7 @@ pub(super) fn run(
     config: &Config,
     listener: &TcpListener,
     stop: &StopHandle,
-) -> Result<Summary, ServerError> {
+) -> Result<ServeSummary, ServerError> {
     if IN_USE.swap(true, Ordering::SeqCst) {
         return Err(ServerError::InvalidConfig(
             "only one fork-mode server can run in a process".into(),
@@ -118,7 +118,7 @@ fn serve(
     config: &Config,
     listener: &TcpListener,
     stop: &StopHandle,
-) -> Result<Summary, ServerError> {
+) -> Result<ServeSummary, ServerError> {
     let started = Instant::now();
     let tally = SharedTally::new().map_err(ServerError::os("mmap"))?;
     let parent_tally = Tally::new();
@@ -202,7 +202,7 @@ fn serve(
     counts += parent_tally.snapshot();
     counts.add(Outcome::ChildCrashed, CRASHED.load(Ordering::SeqCst));
     let reaped = REAPED.load(Ordering::SeqCst);
-    Ok(Summary {
+    Ok(ServeSummary {
         mode: config.mode.name().into(),
         elapsed: started.elapsed(),
         lanes: vec![Lane {

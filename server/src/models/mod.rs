@@ -11,14 +11,14 @@ use std::time::Instant;
 
 use crate::http::{Buffers, serve_connection};
 use crate::listener::{StopHandle, accept};
-use crate::stats::{Lane, Summary, Tally};
+use crate::stats::{Lane, ServeSummary, Tally};
 use crate::{Config, Mode, ServerError};
 
 pub(crate) fn run(
     config: &Config,
     listener: &TcpListener,
     stop: &StopHandle,
-) -> Result<Summary, ServerError> {
+) -> Result<ServeSummary, ServerError> {
     match config.mode {
         Mode::Sync => run_sync(config, listener, stop),
         Mode::Fork => fork::run(config, listener, stop),
@@ -33,7 +33,7 @@ fn run_sync(
     config: &Config,
     listener: &TcpListener,
     stop: &StopHandle,
-) -> Result<Summary, ServerError> {
+) -> Result<ServeSummary, ServerError> {
     let started = Instant::now();
     let tally = Tally::new();
     let mut buffers = Buffers::default();
@@ -41,7 +41,7 @@ fn run_sync(
         serve_connection(stream, &config.connection, &tally, &mut buffers);
         stop.done();
     }
-    Ok(Summary {
+    Ok(ServeSummary {
         mode: config.mode.name().into(),
         elapsed: started.elapsed(),
         lanes: vec![Lane {

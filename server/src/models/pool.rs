@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use crate::http::{Buffers, reject, serve_connection};
 use crate::listener::{StopHandle, accept};
-use crate::stats::{Lane, Summary, Tally};
+use crate::stats::{Lane, ServeSummary, Tally};
 use crate::sync::{BoundedQueue, FutexMutex, FutexMutexGuard, TryPushError};
 use crate::{Config, Mode, ServerError, WhenFull};
 
@@ -189,7 +189,7 @@ pub(super) fn run(
     config: &Config,
     listener: &TcpListener,
     stop: &StopHandle,
-) -> Result<Summary, ServerError> {
+) -> Result<ServeSummary, ServerError> {
     let capacity = config.queue_capacity;
     match config.mode {
         Mode::PoolFutex => run_with(
@@ -226,7 +226,7 @@ fn run_with<Q: Handoff>(
     config: &Config,
     listener: &TcpListener,
     stop: &StopHandle,
-) -> Result<Summary, ServerError> {
+) -> Result<ServeSummary, ServerError> {
     let started = Instant::now();
     // Slot 0 is the acceptor (its rejects); slot i + 1 is worker i.
     let tallies: Arc<Vec<Tally>> = Arc::new((0..=config.workers).map(|_| Tally::new()).collect());
@@ -274,7 +274,7 @@ fn run_with<Q: Handoff>(
         name: format!("worker-{i}"),
         counts: tallies[i + 1].snapshot(),
     }));
-    Ok(Summary {
+    Ok(ServeSummary {
         mode: config.mode.name().into(),
         elapsed: started.elapsed(),
         lanes,

@@ -8,14 +8,14 @@ use std::time::Instant;
 
 use crate::http::{Buffers, serve_connection};
 use crate::listener::{StopHandle, accept};
-use crate::stats::{Lane, Outcome, Summary, Tally};
+use crate::stats::{Lane, Outcome, ServeSummary, Tally};
 use crate::{Config, ServerError};
 
 pub(super) fn run(
     config: &Config,
     listener: &TcpListener,
     stop: &StopHandle,
-) -> Result<Summary, ServerError> {
+) -> Result<ServeSummary, ServerError> {
     let started = Instant::now();
     let tally = Arc::new(Tally::new());
     let mut live: Vec<JoinHandle<()>> = Vec::new();
@@ -66,7 +66,7 @@ pub(super) fn run(
         let _ = handle.join();
     }
     result?;
-    Ok(Summary {
+    Ok(ServeSummary {
         mode: config.mode.name().into(),
         elapsed: started.elapsed(),
         lanes: vec![Lane {
