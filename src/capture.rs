@@ -22,6 +22,14 @@ pub enum BackendChoice {
     Auto,
 }
 
+impl std::str::FromStr for BackendChoice {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, String> {
+        <BackendChoice as ValueEnum>::from_str(name, false)
+    }
+}
+
 /// The options of every command that captures.
 #[derive(clap::Args, Debug, Clone)]
 pub struct CaptureArgs {

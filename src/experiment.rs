@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
+use tracebench_experiment::observer::{Observer, observer_effect};
 use tracebench_experiment::{ExperimentConfig, ModeResult, parse_modes};
 use tracebench_server::Mode;
 
@@ -22,9 +23,10 @@ pub struct ExperimentArgs {
     /// N: concurrent requests, fired at once, one connection each
     #[arg(short = 'c', long = "concurrency", default_value_t = 10)]
     concurrency: usize,
-    /// d: the server's work per request (a nanosleep)
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
-    delay: Duration,
+    /// d: the server's work per request (a nanosleep); 1s, or 0s with
+    /// --backends
+    #[arg(long, value_parser = parse_duration)]
+    delay: Option<Duration>,
     /// W: workers of the pool modes
     #[arg(long, default_value_t = 5)]
     workers: usize,
@@ -37,6 +39,14 @@ pub struct ExperimentArgs {
     /// The run directory (default: runs/experiment-<time>/)
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
+    /// Instead of the modes: the observer effect. The same server (the
+    /// first of --modes; pool-futex for all) under the same load, untraced
+    /// (none) and under each backend, side by side
+    #[arg(long, value_name = "none,ptrace,perf", conflicts_with = "quick")]
+    backends: Option<String>,
+    /// How long each --backends run loads the server
+    #[arg(long, default_value = "3s", value_parser = parse_duration, requires = "backends")]
+    duration: Duration,
     #[command(flatten)]
     capture: crate::capture::CaptureArgs,
 }
@@ -49,15 +59,29 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
         let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
         PathBuf::from("runs").join(format!("experiment-{}", stamp.replace(':', "-")))
     });
+    let observing = args.backends.is_some();
+    let delay = match (args.quick, args.delay) {
+        (true, _) => QUICK_DELAY,
+        (false, Some(delay)) => delay,
+        (false, None) if observing => Duration::ZERO,
+        (false, None) => Duration::from_secs(1),
+    };
+    let mut modes = parse_modes(&args.modes)?;
+    if observing && args.modes == "all" {
+        modes = vec![Mode::PoolFutex];
+    }
     let config = ExperimentConfig {
         exe,
-        modes: parse_modes(&args.modes)?,
+        modes,
         requests: args.concurrency,
-        delay: if args.quick { QUICK_DELAY } else { args.delay },
+        delay,
         workers: args.workers,
         out,
         capture: args.capture.starter(true),
     };
+    if let Some(backends) = &args.backends {
+        return observe(&config, backends, args.duration, &args.capture);
+    }
     config.validate()?;
     eprintln!(
         "tracebench: {} concurrent requests of {} against {} mode(s), traced, into {}/",
@@ -87,6 +111,50 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
             .out
             .join(tracebench_experiment::trace_file_name(config.modes[0]))
             .display()
+    );
+    Ok(())
+}
+
+/// `--backends`: the observer effect, a table on stdout and a plot.
+fn observe(
+    config: &ExperimentConfig,
+    backends: &str,
+    duration: Duration,
+    capture: &crate::capture::CaptureArgs,
+) -> anyhow::Result<()> {
+    let observers = backends
+        .split(',')
+        .map(|name| {
+            let capture = match name.trim() {
+                "none" => None,
+                "ptrace" | "perf" => {
+                    let mut chosen = capture.clone();
+                    chosen.backend = name.trim().parse().map_err(anyhow::Error::msg)?;
+                    Some(chosen.starter(true))
+                }
+                other => {
+                    anyhow::bail!("--backends: unknown backend {other:?} (none, ptrace, perf)")
+                }
+            };
+            Ok(Observer {
+                name: name.trim().to_owned(),
+                capture,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    eprintln!(
+        "tracebench: {} under {} connections for {} each, {}",
+        config.modes[0],
+        config.requests,
+        humantime::format_duration(duration),
+        backends
+    );
+    let (_watch, noticed) = tracebench_trace::signals::notice().context("catching signals")?;
+    let rows = observer_effect(config, &observers, duration, &noticed)?;
+    print!("{}", tracebench_experiment::observer::markdown(&rows));
+    eprintln!(
+        "tracebench: wrote {}/observer.md and observer.svg",
+        config.out.display()
     );
     Ok(())
 }

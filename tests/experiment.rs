@@ -332,3 +332,73 @@ fn ctrl_c_stops_the_traced_server_and_keeps_the_finished_modes() {
     assert!(table.contains("| thread |"), "{table}");
     assert!(!table.contains("| sync |"), "{table}");
 }
+
+/// `--backends`: the same server, untraced and under each backend, in one
+/// table; the ptrace backend, which stops the server at each selected
+/// syscall, costs it more CPU per request than no tracer at all; every
+/// traced run recorded its calls and lost none.
+#[test]
+fn the_observer_effect_compares_the_backends_on_one_server() {
+    let _serial = serial();
+    let dir = tempdir();
+    let out = dir.path().join("observer");
+    let output = Command::new(BIN)
+        .args([
+            "experiment",
+            "--backends",
+            "none,ptrace,perf",
+            "--duration",
+            "1s",
+            "-c",
+            "4",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let table = String::from_utf8(output.stdout).unwrap();
+    let rows: HashMap<&str, Vec<&str>> = table
+        .lines()
+        .skip(2)
+        .map(|l| {
+            let cells: Vec<&str> = l
+                .split('|')
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .collect();
+            (cells[0], cells)
+        })
+        .collect();
+    assert_eq!(rows.len(), 3, "{table}");
+    let number = |backend: &str, column: usize| -> f64 {
+        rows[backend][column]
+            .trim_end_matches(['×', ' ', 'm', 's', 'µ'])
+            .parse()
+            .unwrap_or_else(|_| panic!("{backend} column {column}: {table}"))
+    };
+    assert_eq!(number("none", 2), 1.0);
+    for backend in ["ptrace", "perf"] {
+        assert!(number(backend, 1) > 100.0, "{backend} served: {table}");
+        assert!(
+            number(backend, 6) > 100.0,
+            "{backend} recorded calls: {table}"
+        );
+        assert_eq!(number(backend, 7), 0.0, "{backend} lost events: {table}");
+    }
+    assert_eq!(number("none", 6), 0.0);
+    assert!(
+        number("ptrace", 5) > number("none", 5),
+        "ptrace stops cost the server CPU: {table}"
+    );
+    for file in [
+        "observer.md",
+        "observer.svg",
+        "observer-ptrace.tbt",
+        "observer-perf.tbt",
+    ] {
+        assert!(out.join(file).is_file(), "{file} missing");
+    }
+    let svg = std::fs::read_to_string(out.join("observer.svg")).unwrap();
+    assert!(svg.contains("perf ("), "{svg}");
+}

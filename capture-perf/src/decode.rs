@@ -14,13 +14,22 @@ use tracebench_trace::{
 use crate::sys;
 
 /// The ids of the tracepoints the backend opened.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Ids {
-    pub sys_enter: u64,
-    pub sys_exit: u64,
+    /// Syscall tracepoints: per-syscall ones (`syscalls:sys_enter_NAME`)
+    /// or raw_syscalls' two; whether each is an exit, and how many
+    /// argument fields an entry has.
+    pub syscalls: HashMap<u64, SyscallPoint>,
     pub waking: u64,
     pub exec: u64,
     pub signal: u64,
+}
+
+/// One syscall tracepoint.
+#[derive(Debug, Clone, Copy)]
+pub struct SyscallPoint {
+    pub exit: bool,
+    pub args: usize,
 }
 
 /// Where a sample's raw tracepoint data starts: header (8), pid and tid
@@ -219,10 +228,17 @@ impl Decoder {
             return Some(());
         }
         self.tracked.entry(tid).or_insert(pid);
-        if id == self.ids.sys_enter {
-            let nr = u64_at(raw, 8)?;
+        let syscall = self.ids.syscalls.get(&id).copied();
+        if let Some(SyscallPoint {
+            exit: false,
+            args: count,
+        }) = syscall
+        {
+            // The number: raw_syscalls' long and the per-syscall int both
+            // start at 8 (little-endian).
+            let nr = u64::from(u32_at(raw, 8)?);
             let mut args = [0u64; 6];
-            for (i, arg) in args.iter_mut().enumerate() {
+            for (i, arg) in args.iter_mut().enumerate().take(count) {
                 *arg = u64_at(raw, 16 + 8 * i)?;
             }
             // Entries the selection does not want (FUTEX_WAKE under
@@ -234,9 +250,9 @@ impl Decoder {
                 data: Vec::new(),
                 data_capture: DataCapture::NotCaptured,
             }));
-        } else if id == self.ids.sys_exit {
+        } else if syscall.is_some() {
             out.push(event(EventKind::SyscallExit {
-                nr: u64_at(raw, 8)? as u32,
+                nr: u32_at(raw, 8)?,
                 ret: u64_at(raw, 16)? as i64,
                 data: Vec::new(),
                 data_capture: DataCapture::NotCaptured,

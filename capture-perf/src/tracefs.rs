@@ -50,6 +50,31 @@ pub fn tracepoint(
     name: &str,
     fields: &[(&str, usize)],
 ) -> Result<u64, CaptureError> {
+    Ok(tracepoint_and_format(tracefs, system, name, fields)?.0)
+}
+
+/// A syscall tracepoint (`syscalls:sys_enter_NAME`): its id and how many
+/// 8-byte argument fields follow the syscall number.
+pub fn syscall_tracepoint(tracefs: &Path, name: &str) -> Result<(u64, usize), CaptureError> {
+    let (id, format) = tracepoint_and_format(tracefs, "syscalls", name, &[("__syscall_nr", 8)])?;
+    let args = format
+        .lines()
+        .filter_map(|line| {
+            line.split(';')
+                .find_map(|p| p.trim().strip_prefix("offset:"))
+        })
+        .filter_map(|offset| offset.parse::<usize>().ok())
+        .filter(|&offset| offset >= 16)
+        .count();
+    Ok((id, args.min(6)))
+}
+
+fn tracepoint_and_format(
+    tracefs: &Path,
+    system: &str,
+    name: &str,
+    fields: &[(&str, usize)],
+) -> Result<(u64, String), CaptureError> {
     let dir = tracefs.join("events").join(system).join(name);
     let read = |file: &str| {
         std::fs::read_to_string(dir.join(file)).map_err(|e| match e.kind() {
@@ -75,7 +100,7 @@ pub fn tracepoint(
             )));
         }
     }
-    Ok(id)
+    Ok((id, format))
 }
 
 /// The offset of `field` in a tracepoint's `format` text.

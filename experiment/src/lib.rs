@@ -14,6 +14,7 @@
 #![warn(missing_docs)]
 
 mod measure;
+pub mod observer;
 pub mod plot;
 pub mod table;
 pub mod theory;
@@ -128,6 +129,18 @@ impl ExperimentConfig {
     /// Checks the numbers a user can get wrong, with a one-line message.
     pub fn validate(&self) -> Result<(), ExperimentError> {
         let bad = |text: &str| Err(ExperimentError::BadConfig(text.to_owned()));
+        self.validate_load()?;
+        if self.delay.is_zero() {
+            return bad("--delay must be longer than 0 (the model divides time into waves of d)");
+        }
+        self.validate_load()
+    }
+
+    /// The checks of [`ExperimentConfig::validate`] but the one that needs a
+    /// model (a delay above 0): what a load against one server needs, as the
+    /// observer effect runs it (a delay of 0 makes the busiest server).
+    pub fn validate_load(&self) -> Result<(), ExperimentError> {
+        let bad = |text: &str| Err(ExperimentError::BadConfig(text.to_owned()));
         if self.modes.is_empty() {
             return bad("--modes needs at least one mode");
         }
@@ -142,9 +155,6 @@ impl ExperimentConfig {
         }
         if self.workers > MAX_WORKERS {
             return bad(&format!("--workers must be at most {MAX_WORKERS}"));
-        }
-        if self.delay.is_zero() {
-            return bad("--delay must be longer than 0 (the model divides time into waves of d)");
         }
         if self.delay > Duration::from_secs(60) {
             return bad("--delay must be at most 60s");
@@ -336,7 +346,7 @@ pub fn timeline_file_name(mode: Mode) -> String {
     format!("timeline-{mode}.svg")
 }
 
-fn create_dir(dir: &Path) -> Result<(), ExperimentError> {
+pub(crate) fn create_dir(dir: &Path) -> Result<(), ExperimentError> {
     std::fs::create_dir_all(dir).map_err(|source| ExperimentError::Write {
         path: dir.to_owned(),
         source,

@@ -42,6 +42,8 @@ pub struct Analysis {
     pub processes_created: u64,
     /// Syscall entries the tracer stopped at.
     pub traced_syscalls: u64,
+    /// Events the kernel lost (a full ring buffer of the perf backend).
+    pub lost_events: u64,
     /// The traced program's pid, from its first event, for /proc.
     server_pid: Arc<AtomicI32>,
     /// `requests.len()`, for the thread waiting to stop the server.
@@ -60,6 +62,7 @@ impl EventSink for Analysis {
                 Creation::Process | Creation::Vfork => self.processes_created += 1,
             },
             EventKind::SyscallEntry { .. } => self.traced_syscalls += 1,
+            EventKind::Lost { count, .. } => self.lost_events += count,
             _ => {}
         }
         self.futex.feed(event);
