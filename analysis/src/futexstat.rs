@@ -299,6 +299,13 @@ struct Scheduled {
     running_ns: Option<u64>,
 }
 
+/// Wake-to-run split by the scheduler's events, all words, ns.
+#[derive(Debug, Clone)]
+struct SchedulerTimes {
+    wake_to_runnable: Histogram<u64>,
+    runnable_to_running: Histogram<u64>,
+}
+
 /// The most (waker, woken) pairs [`FutexStats::wakeups`] keeps.
 const MAX_WAKEUP_PAIRS: usize = 4096;
 
@@ -314,8 +321,9 @@ pub struct FutexStats {
     untracked_calls: u64,
     wait_time: Histogram<u64>,
     wake_to_run: Histogram<u64>,
-    wake_to_runnable: Histogram<u64>,
-    runnable_to_running: Histogram<u64>,
+    /// Made on the first woken waiter the scheduler was seen for (the
+    /// perf backend): two histograms are 1 MB, and a replay keeps copies.
+    scheduler: Option<Box<SchedulerTimes>>,
     /// Futex wake-ups by (waker tid, woken tid), from the scheduler.
     wakeups: BTreeMap<(i32, i32), u64>,
     first_ns: Option<u64>,
@@ -361,8 +369,7 @@ impl FutexStats {
             untracked_calls: 0,
             wait_time: latency_histogram(),
             wake_to_run: latency_histogram(),
-            wake_to_runnable: latency_histogram(),
-            runnable_to_running: latency_histogram(),
+            scheduler: None,
             wakeups: BTreeMap::new(),
             first_ns: None,
         }
@@ -417,13 +424,13 @@ impl FutexStats {
 
     /// From a wake's entry until its waiter was runnable, every matched
     /// waiter the scheduler was seen for (perf backend), ns.
-    pub fn wake_to_runnable(&self) -> &Histogram<u64> {
-        &self.wake_to_runnable
+    pub fn wake_to_runnable(&self) -> Option<&Histogram<u64>> {
+        self.scheduler.as_ref().map(|s| &s.wake_to_runnable)
     }
 
     /// From runnable until on a CPU, the same waiters, ns.
-    pub fn runnable_to_running(&self) -> &Histogram<u64> {
-        &self.runnable_to_running
+    pub fn runnable_to_running(&self) -> Option<&Histogram<u64>> {
+        self.scheduler.as_ref().map(|s| &s.runnable_to_running)
     }
 
     /// Who woke whom out of a futex wait: (waker tid, woken tid) and how
@@ -545,10 +552,16 @@ impl FutexStats {
             }
             word.stats.runnable_to_running.record(queued);
         }
+        let times = self.scheduler.get_or_insert_with(|| {
+            Box::new(SchedulerTimes {
+                wake_to_runnable: latency_histogram(),
+                runnable_to_running: latency_histogram(),
+            })
+        });
         if let Some(ns) = to_runnable {
-            self.wake_to_runnable.saturating_record(ns);
+            times.wake_to_runnable.saturating_record(ns);
         }
-        self.runnable_to_running.saturating_record(queued);
+        times.runnable_to_running.saturating_record(queued);
         let pair = (scheduled.waker_tid, tid);
         if self.wakeups.contains_key(&pair) || self.wakeups.len() < MAX_WAKEUP_PAIRS {
             *self.wakeups.entry(pair).or_insert(0) += 1;
@@ -750,20 +763,21 @@ impl FutexReport<'_> {
     fn scheduler(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let stats = self.stats;
         let us = |ns: u64| ns as f64 / 1e3;
-        if stats.runnable_to_running.is_empty() {
-            writeln!(
+        let Some(times) = &stats.scheduler else {
+            return writeln!(
                 f,
                 "wake->runnable, runnable->running (run-queue wait), who woke whom: needs --backend perf"
-            )?;
-        } else {
+            );
+        };
+        {
             writeln!(
                 f,
                 "of which wake->runnable p50 {:.1} p99 {:.1}, runnable->running p50 {:.1} p99 {:.1} usecs over {} woken waiters the scheduler was seen for",
-                us(stats.wake_to_runnable.value_at_quantile(0.5)),
-                us(stats.wake_to_runnable.value_at_quantile(0.99)),
-                us(stats.runnable_to_running.value_at_quantile(0.5)),
-                us(stats.runnable_to_running.value_at_quantile(0.99)),
-                stats.runnable_to_running.len()
+                us(times.wake_to_runnable.value_at_quantile(0.5)),
+                us(times.wake_to_runnable.value_at_quantile(0.99)),
+                us(times.runnable_to_running.value_at_quantile(0.5)),
+                us(times.runnable_to_running.value_at_quantile(0.99)),
+                times.runnable_to_running.len()
             )?;
             let mut pairs: Vec<_> = stats.wakeups.iter().collect();
             pairs.sort_by(|a, b| b.1.cmp(a.1));
