@@ -554,3 +554,48 @@ fn without_the_privilege_perf_says_what_is_missing_and_auto_falls_back() {
     assert!(auto.status.success(), "{stderr}");
     assert!(stderr.contains("using the ptrace backend"), "{stderr}");
 }
+
+#[test]
+fn the_dashboard_runs_on_the_perf_backend_and_records_which_it_was() {
+    assert_root();
+    let _serial = serial();
+    let dir = tempdir();
+    let run = dir.path().join("run");
+    let output = Command::new(BIN)
+        .args([
+            "dash",
+            "--backend",
+            "perf",
+            "--headless-for",
+            "2s",
+            "--workers",
+            "3",
+        ])
+        .arg("--record-dir")
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let summary = String::from_utf8_lossy(&output.stdout);
+    assert!(summary.contains("worker-0"), "{summary}");
+    let answered: u64 = summary
+        .lines()
+        .find(|l| l.contains(" answered,"))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no answered count: {summary}"));
+    assert!(answered > 10, "{summary}");
+    let reader = tracebench_trace::format::TraceReader::open(&run.join("trace.tbt")).unwrap();
+    assert_eq!(reader.header().backend, tracebench_trace::Backend::Perf);
+    let kinds: BTreeSet<String> = reader
+        .map(|e| {
+            format!("{:?}", e.unwrap().kind)
+                .split([' ', '{', '('])
+                .next()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    for kind in ["SyscallEntry", "SyscallExit", "OnCpu", "OffCpu", "Woken"] {
+        assert!(kinds.contains(kind), "{kind} missing: {kinds:?}");
+    }
+}
