@@ -46,17 +46,25 @@ fn count(counts: &mut Counts, tid: i32, name: &str) {
     *calls.entry(name.to_owned()).or_insert(0) += 1;
 }
 
-/// The syscall entries per thread of a trace file, from its JSON lines.
-fn counts_of_trace(file: &Path) -> Counts {
+/// A trace file's events, as `export --jsonl` writes them.
+fn events_of(file: &Path) -> Vec<serde_json::Value> {
     let output = Command::new(BIN)
         .args(["export", "--jsonl", "-"])
         .arg(file)
         .output()
         .unwrap();
     assert!(output.status.success(), "{output:?}");
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The syscall entries per thread of a trace file, from its JSON lines.
+fn counts_of_trace(file: &Path) -> Counts {
     let mut counts = Counts::new();
-    for line in String::from_utf8(output.stdout).unwrap().lines() {
-        let event: serde_json::Value = serde_json::from_str(line).unwrap();
+    for event in events_of(file) {
         if event["type"] == "syscall_entry" {
             let tid = event["tid"].as_i64().unwrap() as i32;
             count(&mut counts, tid, event["name"].as_str().unwrap());
@@ -194,14 +202,8 @@ fn labs_per_thread_counts_equal_strace_f_and_the_ptrace_backend() {
 /// Thread and process creations, per creating thread, from a trace's
 /// `spawned` events.
 fn spawns_of_trace(file: &Path) -> BTreeMap<i32, BTreeSet<i64>> {
-    let output = Command::new(BIN)
-        .args(["export", "--jsonl", "-"])
-        .arg(file)
-        .output()
-        .unwrap();
     let mut spawns: BTreeMap<i32, BTreeSet<i64>> = BTreeMap::new();
-    for line in String::from_utf8(output.stdout).unwrap().lines() {
-        let event: serde_json::Value = serde_json::from_str(line).unwrap();
+    for event in events_of(file) {
         if event["type"] == "spawned" {
             spawns
                 .entry(event["tid"].as_i64().unwrap() as i32)
@@ -303,16 +305,7 @@ fn handshake_wakes_name_the_other_process_and_run_queue_waits_are_sane() {
         .unwrap();
     assert!(output.status.success(), "{output:?}");
     let lab = String::from_utf8_lossy(&output.stdout);
-    let output = Command::new(BIN)
-        .args(["export", "--jsonl", "-"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    let events: Vec<serde_json::Value> = String::from_utf8(output.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let events = events_of(&file);
     let pid_of = |e: &serde_json::Value| e["pid"].as_i64().unwrap();
     let pids: BTreeSet<i64> = events
         .iter()
@@ -359,19 +352,30 @@ fn handshake_wakes_name_the_other_process_and_run_queue_waits_are_sane() {
         .and_then(|m| m.split_whitespace().next())
         .and_then(|m| m.parse().ok())
         .unwrap_or_else(|| panic!("no round trip in {lab}"));
+    // A wake-up of a thread still on its CPU (it had not gone to sleep
+    // yet) is no run-queue wait: only one that was off it.
+    let mut off_cpu: BTreeSet<i64> = BTreeSet::new();
     let mut woken_at: BTreeMap<i64, u64> = BTreeMap::new();
     let mut waits = 0;
     for event in &events {
         let tid = event["tid"].as_i64().unwrap_or(0);
         let at = event["time_ns"].as_u64().unwrap();
         match event["type"].as_str() {
-            Some("woken") => {
+            Some("off_cpu") => {
+                off_cpu.insert(tid);
+            }
+            Some("woken") if off_cpu.contains(&tid) => {
                 woken_at.entry(tid).or_insert(at);
             }
             Some("on_cpu") => {
+                off_cpu.remove(&tid);
                 if let Some(since) = woken_at.remove(&tid) {
                     assert!(at >= since);
-                    assert!(((at - since) as f64) < max_round_trip_us * 1000.0 + 1e6);
+                    let waited_us = (at - since) as f64 / 1000.0;
+                    assert!(
+                        waited_us < max_round_trip_us + 1000.0,
+                        "{tid} waited {waited_us} µs for a CPU; the slowest round trip took {max_round_trip_us} µs"
+                    );
                     waits += 1;
                 }
             }

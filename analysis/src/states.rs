@@ -94,11 +94,14 @@ pub enum Observed {
 }
 
 /// The state that `kind` says a thread is in, if it only says that: woken
-/// or preempted means runnable; asleep keeps the state of the traced call
+/// (off its CPU) or preempted means runnable; asleep keeps the state of the traced call
 /// it sleeps in, or is blocked outside one; on a CPU means running; a
 /// sample says what it saw.
 pub fn observed_state(kind: &EventKind, current: ThreadState) -> Observed {
     match kind {
+        // A thread still on its CPU (not asleep yet) is woken without
+        // waiting for one.
+        EventKind::Woken { .. } if current == ThreadState::Running => Observed::Keep,
         EventKind::Woken { .. }
         | EventKind::OffCpu {
             reason: OffCpuReason::Preempted,

@@ -8,6 +8,8 @@
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
 
+use tracebench_trace::clock::{monotonic_ns, realtime_ns};
+
 use crate::render::{entry_args_of, exit_args_of, return_value, signal_name, syscall_name};
 use tracebench_trace::{Event, EventKind, EventSink, ExitStatus};
 
@@ -57,16 +59,6 @@ pub struct StraceWriter<W: Write> {
     error: Option<io::Error>,
 }
 
-fn clock_ns(clock: libc::clockid_t) -> i128 {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes only to our local timespec.
-    unsafe { libc::clock_gettime(clock, &mut now) };
-    now.tv_sec as i128 * 1_000_000_000 + now.tv_nsec as i128
-}
-
 impl<W: Write> StraceWriter<W> {
     /// A writer to `out`.
     pub fn new(out: W, options: TextOptions) -> Self {
@@ -78,7 +70,7 @@ impl<W: Write> StraceWriter<W> {
             threads_seen: HashSet::new(),
             several_from_start: false,
             last_ns: None,
-            realtime_offset_ns: clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_MONOTONIC),
+            realtime_offset_ns: i128::from(realtime_ns()) - i128::from(monotonic_ns()),
             error: None,
         }
     }
