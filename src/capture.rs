@@ -6,6 +6,7 @@ use std::sync::Arc;
 use clap::ValueEnum;
 use tracebench_capture_perf::{PerfCapture, PerfOptions};
 use tracebench_capture_ptrace::{PtraceCapture, PtraceOptions};
+use tracebench_capture_sample::SampleCapture;
 use tracebench_trace::{Backend, Capture, CaptureStarter, ProgramStdio, Selection, Tracee};
 
 /// `--backend`.
@@ -20,6 +21,9 @@ pub enum BackendChoice {
     Perf,
     /// perf where it can run, else ptrace (and says so)
     Auto,
+    /// /proc sampling, 100 times a second: nothing stopped, no privilege;
+    /// states only, statistical (short calls are missed)
+    Sample,
 }
 
 impl std::str::FromStr for BackendChoice {
@@ -36,7 +40,8 @@ pub struct CaptureArgs {
     /// How to capture: ptrace (stops the program at each selected syscall;
     /// reads strings and addresses; unprivileged), perf (kernel
     /// tracepoints: never stops it, adds the scheduler's view; root or
-    /// CAP_PERFMON; pointers are shown raw), or auto
+    /// CAP_PERFMON; pointers are shown raw), auto (perf, else ptrace), or
+    /// sample (thread states from /proc, 100 times a second)
     #[arg(long, value_enum, default_value_t = BackendChoice::Ptrace)]
     pub backend: BackendChoice,
     /// Ring buffer per CPU for --backend perf (512K, 4M, …). A full buffer
@@ -84,6 +89,7 @@ impl CaptureArgs {
         match self.backend {
             BackendChoice::Ptrace => Backend::Ptrace,
             BackendChoice::Perf => Backend::Perf,
+            BackendChoice::Sample => Backend::Sample,
             BackendChoice::Auto => match tracebench_capture_perf::available() {
                 Ok(()) => Backend::Perf,
                 Err(e) => {
@@ -100,7 +106,8 @@ impl CaptureArgs {
     pub fn starter(&self, poll_idle: bool) -> CaptureStarter {
         match self.resolve() {
             Backend::Perf => perf_starter(self.buffer_size),
-            _ => ptrace_starter(poll_idle),
+            Backend::Sample => sample_starter(),
+            Backend::Ptrace => ptrace_starter(poll_idle),
         }
     }
 }
@@ -116,6 +123,20 @@ fn perf_starter(buffer_bytes: usize) -> CaptureStarter {
     };
     CaptureStarter {
         backend: Backend::Perf,
+        start: Arc::new(start),
+    }
+}
+
+/// How often the dashboard's and the experiment's sampler looks.
+const SAMPLE_HZ: u32 = 100;
+
+fn sample_starter() -> CaptureStarter {
+    // A sampler sees states, not calls: the selection does not apply.
+    let start = |tracee: &Tracee, stdio: ProgramStdio, _: &Selection| {
+        SampleCapture::start(tracee, SAMPLE_HZ, &stdio).map(|c| Box::new(c) as Box<dyn Capture>)
+    };
+    CaptureStarter {
+        backend: Backend::Sample,
         start: Arc::new(start),
     }
 }

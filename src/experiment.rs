@@ -127,7 +127,7 @@ fn observe(
         .map(|name| {
             let capture = match name.trim() {
                 "none" => None,
-                "ptrace" | "perf" => {
+                "ptrace" | "perf" | "sample" => {
                     let mut chosen = capture.clone();
                     chosen.backend = name.trim().parse().map_err(anyhow::Error::msg)?;
                     Some(chosen.starter(true))

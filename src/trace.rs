@@ -121,12 +121,15 @@ impl TextSink {
 pub fn run(args: TraceArgs) -> anyhow::Result<u8> {
     let _ = args.follow;
     let (tracee, command_line) = tracee_of(&args)?;
-    if let Some(hz) = args.sample {
-        return sample(&args, &tracee, hz);
+    let backend = match args.sample {
+        Some(_) => Backend::Sample,
+        None => args.capture.resolve(),
+    };
+    if backend == Backend::Sample {
+        return sample(&args, &tracee, args.sample.unwrap_or(100));
     }
     let attach = matches!(tracee, Tracee::Attach { .. });
     let selection = Selection::parse(&args.expressions)?;
-    let backend = args.capture.resolve();
     // Open every output before starting, so a bad path fails before the
     // program runs.
     let mut outputs = Outputs::open(&args, command_line, backend)?;

@@ -993,3 +993,40 @@ fn idle_cpus_poll_while_tracing_and_halt_again_after() {
     tracer.kill().unwrap();
     tracer.wait().unwrap();
 }
+
+/// A sampled run writes a trace file like any other: it replays and
+/// exports, its header says it was sampled, and the sleeper is seen
+/// asleep in it.
+#[test]
+fn a_sampled_trace_is_written_and_replayed_like_any_other() {
+    let _serial = serial();
+    let dir = tempdir();
+    let file = dir.path().join("sampled.tbt");
+    let traced = Command::new(BIN)
+        .args(["trace", "--backend", "sample", "-w"])
+        .arg(&file)
+        .args(["--", "sleep", "0.4"])
+        .output()
+        .unwrap();
+    assert!(traced.status.success(), "{traced:?}");
+    let reader = tracebench_trace::format::TraceReader::open(&file).unwrap();
+    assert_eq!(reader.header().backend, tracebench_trace::Backend::Sample);
+    let summary = Command::new(BIN)
+        .args(["export", "-c"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(summary.status.success(), "{summary:?}");
+    let table = String::from_utf8_lossy(&summary.stdout);
+    let sleep_share: f64 = table
+        .lines()
+        .skip_while(|line| !line.trim_start().starts_with("tid"))
+        .nth(1)
+        .and_then(|row| row.split_whitespace().nth(5))
+        .and_then(|share| share.trim_end_matches('%').parse().ok())
+        .unwrap_or_else(|| panic!("no sleep share in {table}"));
+    assert!(sleep_share > 80.0, "{table}");
+    let replayed = Command::new(BIN).arg("replay").arg(&file).output().unwrap();
+    assert!(replayed.status.success(), "{replayed:?}");
+    assert!(String::from_utf8_lossy(&replayed.stdout).contains("trace events"));
+}
