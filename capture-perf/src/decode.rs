@@ -3,7 +3,7 @@
 //! records (on and off CPU), its fork and exit records, and its count of
 //! records lost.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use tracebench_trace::syscall::used_args;
@@ -131,8 +131,9 @@ impl Pairing {
 /// What the decoder knows across records.
 pub struct Decoder {
     ids: Ids,
-    /// The threads we trace (tid → process), learned from their records.
-    tracked: HashMap<i32, i32>,
+    /// Tasks whose creation was reported (a fork record comes once per
+    /// event of the parent that asks for it).
+    forked: HashSet<i32>,
     /// The process we spawned or attached to.
     root: i32,
     /// When its leader's exit was seen (its status comes from wait).
@@ -148,18 +149,12 @@ impl Decoder {
     pub fn new(ids: Ids, root: i32) -> Decoder {
         Decoder {
             ids,
-            tracked: HashMap::from([(root, root)]),
+            forked: HashSet::new(),
             root,
             root_exit_ns: None,
             lost: 0,
             root_signal: None,
         }
-    }
-
-    /// Follows `tid` of process `pid` from now on (threads found when
-    /// attaching).
-    pub fn track(&mut self, tid: i32, pid: i32) {
-        self.tracked.insert(tid, pid);
     }
 
     /// Decodes one record read from CPU `cpu`'s ring into `out`.
@@ -227,7 +222,6 @@ impl Decoder {
             });
             return Some(());
         }
-        self.tracked.entry(tid).or_insert(pid);
         let syscall = self.ids.syscalls.get(&id).copied();
         if let Some(SyscallPoint {
             exit: false,
@@ -260,10 +254,6 @@ impl Decoder {
         } else if id == self.ids.exec {
             let new_pid = i32_at(raw, 12)?;
             let former_tid = i32_at(raw, 16)?;
-            if former_tid != new_pid {
-                self.tracked.remove(&former_tid);
-            }
-            self.tracked.insert(new_pid, new_pid);
             out.push(Event {
                 time_ns,
                 pid: new_pid,
@@ -314,8 +304,8 @@ impl Decoder {
         let ptid = i32_at(record, 20)?;
         let time_ns = u64_at(record, 24)?;
         if kind == sys::RECORD_FORK {
-            if self.tracked.insert(tid, pid).is_some() {
-                // Seen already (another event of the parent said so).
+            // Once per task, whichever of the parent's events said so.
+            if !self.forked.insert(tid) {
                 return Some(());
             }
             out.push(Event {
@@ -334,7 +324,9 @@ impl Decoder {
             });
             return Some(());
         }
-        self.tracked.remove(&tid)?;
+        // Only our tasks' events report exits: no need to know it first
+        // (its other records may sit in a ring read later).
+        self.forked.remove(&tid);
         if tid == self.root {
             // Its status comes from wait(2), when we reap it.
             self.root_exit_ns = Some(time_ns);

@@ -139,26 +139,26 @@ impl PerfCapture {
     /// program's at its exec).
     pub fn start(tracee: &Tracee, options: &PerfOptions) -> Result<PerfCapture, CaptureError> {
         let (mut events, ids) = Events::new(&options.selection, options.buffer_bytes)?;
-        let (root, spawned, decoder) = match tracee {
+        let mut pairing = Pairing::new(options.selection.clone());
+        match tracee {
             Tracee::Spawn { program, args } => {
                 let limit = events.original_file_limit;
                 let mut held = spawn::fork_held(program, args, &options.stdio, limit)?;
                 events.open_thread(held.pid, true)?;
                 events.open_wakeups()?;
-                let decoder = Decoder::new(ids, held.pid);
                 let pidfd = pidfd_open(held.pid)?;
                 held.release()?;
-                let mut pairing = Pairing::new(options.selection.clone());
                 pairing.track(held.pid, held.pid);
-                return PerfCapture::assemble(events, decoder, pairing, held.pid, true, pidfd);
+                let decoder = Decoder::new(ids, held.pid);
+                PerfCapture::assemble(events, decoder, pairing, held.pid, true, pidfd)
             }
-            Tracee::Attach { pid } => (*pid, false, Decoder::new(ids, *pid)),
-        };
-        let mut decoder = decoder;
-        let mut pairing = Pairing::new(options.selection.clone());
-        attach(&mut events, &mut decoder, &mut pairing, root)?;
-        let pidfd = pidfd_open(root)?;
-        PerfCapture::assemble(events, decoder, pairing, root, spawned, pidfd)
+            Tracee::Attach { pid } => {
+                attach(&mut events, &mut pairing, *pid)?;
+                let pidfd = pidfd_open(*pid)?;
+                let decoder = Decoder::new(ids, *pid);
+                PerfCapture::assemble(events, decoder, pairing, *pid, false, pidfd)
+            }
+        }
     }
 
     fn assemble(
@@ -237,12 +237,7 @@ impl PerfCapture {
 /// Follows every thread of running process `pid`: one scan of
 /// /proc/PID/task, as `perf record -p` does (a thread created during the
 /// scan by one not yet followed can be missed; every later one inherits).
-fn attach(
-    events: &mut Events,
-    decoder: &mut Decoder,
-    pairing: &mut Pairing,
-    pid: i32,
-) -> Result<(), CaptureError> {
+fn attach(events: &mut Events, pairing: &mut Pairing, pid: i32) -> Result<(), CaptureError> {
     if pid <= 0 || !std::path::Path::new(&format!("/proc/{pid}")).exists() {
         return Err(CaptureError::NoSuchProcess(pid));
     }
@@ -250,7 +245,6 @@ fn attach(
     for tid in threads_of(pid)? {
         match events.open_thread(tid, false) {
             Ok(()) => {
-                decoder.track(tid, pid);
                 pairing.track(tid, pid);
                 followed += 1;
             }
