@@ -135,6 +135,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<u8> {
     let mut outputs = Outputs::open(&args, command_line, backend)?;
     let capture: Box<dyn Capture> = match backend {
         Backend::Perf => {
+            refuse_ptrace_only_flags(&args)?;
             let options = PerfOptions {
                 selection,
                 stdio: ProgramStdio::Inherit,
@@ -168,6 +169,21 @@ pub fn run(args: TraceArgs) -> anyhow::Result<u8> {
     Ok(end
         .exit
         .map_or(0, |status| status.shell_code().clamp(0, 255) as u8))
+}
+
+/// The options that only the ptrace backend has: said, not ignored.
+fn refuse_ptrace_only_flags(args: &TraceArgs) -> anyhow::Result<()> {
+    let given = [
+        (args.no_seccomp, "--no-seccomp"),
+        (args.cpu.is_some(), "--cpu"),
+        (args.no_poll_idle, "--no-poll-idle"),
+    ];
+    match given.iter().find(|(set, _)| *set) {
+        Some((_, flag)) => anyhow::bail!(
+            "{flag} is an option of the ptrace backend; the perf backend stops nothing to speed up"
+        ),
+        None => Ok(()),
+    }
 }
 
 /// Starts the ptrace backend, telling the strace writer how many threads

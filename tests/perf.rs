@@ -603,3 +603,31 @@ fn the_dashboard_runs_on_the_perf_backend_and_records_which_it_was() {
         assert!(kinds.contains(kind), "{kind} missing: {kinds:?}");
     }
 }
+
+#[test]
+fn ptrace_only_options_are_refused_with_perf_not_ignored() {
+    for flag in [&["--cpu", "1"][..], &["--no-seccomp"], &["--no-poll-idle"]] {
+        let mut command = Command::new(BIN);
+        command
+            .args(["trace", "--backend", "perf"])
+            .args(flag)
+            .args(["--", "true"]);
+        common::fails_with_one_line(&mut command, "is an option of the ptrace backend");
+    }
+    let bad_size = Command::new(BIN)
+        .args([
+            "trace",
+            "--backend",
+            "perf",
+            "--buffer-size",
+            "3X",
+            "--",
+            "true",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(bad_size.status.code(), Some(2), "clap's usage error");
+    let stderr = String::from_utf8_lossy(&bad_size.stderr);
+    let first = stderr.lines().next().unwrap_or_default();
+    assert!(first.contains("a size is bytes, or K, M or G"), "{stderr}");
+}
