@@ -49,9 +49,13 @@ fn latencies_counts_and_concurrency_against_a_10ms_server() {
         );
         assert_eq!(stats.failed(), 0);
         assert_eq!(stats.statuses.get(&200), Some(&300));
+        // The server's 10 ms, plus a connection and a thread: never less,
+        // and on a loaded 2-core VM up to a few ms more (a 1.5 ms band
+        // failed once in CI at 12.06 ms); a wrong measure (no delay, or
+        // a delay counted twice) is far outside either way.
         let p50 = stats.latency.value_at_quantile(0.5) as f64 / 1e6;
         assert!(
-            (10.0..=11.5).contains(&p50),
+            (10.0..=15.0).contains(&p50),
             "p50 {p50:.3} ms (keep-alive {keep_alive})"
         );
         let expected_connections = if keep_alive { 10 } else { 300 };
