@@ -158,6 +158,26 @@ fn warn_if_truncated(reader: &TraceReader<BufReader<File>>, path: &Path, count: 
     }
 }
 
+/// Says, once, what the file's index says the capture lost.
+fn warn_if_lost(path: &Path) {
+    let Ok(Some(index)) = tracebench_trace::format::read_index(path) else {
+        return;
+    };
+    if index.lost_events() > 0 {
+        let cpus: Vec<String> = index
+            .lost
+            .iter()
+            .map(|(cpu, count)| format!("{count} on CPU {cpu}"))
+            .collect();
+        eprintln!(
+            "tracebench export: {}: {} events were LOST while recording ({}): the trace has gaps",
+            path.display(),
+            index.lost_events(),
+            cpus.join(", ")
+        );
+    }
+}
+
 /// Feeds every event of `path` to `sink`, in order, stopping at the first
 /// damaged block with a clear error.
 fn feed(path: &Path, sink: &mut dyn EventSink) -> anyhow::Result<u64> {
@@ -289,6 +309,7 @@ pub fn run(mut args: ExportArgs) -> anyhow::Result<()> {
     {
         return Ok(());
     }
+    warn_if_lost(&args.trace);
     if attribution {
         export_requests(&args)?;
     }

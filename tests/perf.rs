@@ -504,7 +504,8 @@ fn a_tiny_buffer_under_a_busy_program_loses_events_and_says_so() {
         .output()
         .unwrap();
     assert!(text.status.success());
-    let text = String::from_utf8_lossy(&text.stdout);
+    let text_output = text;
+    let text = String::from_utf8_lossy(&text_output.stdout);
     let in_file: u64 = text
         .lines()
         .filter_map(|l| {
@@ -516,6 +517,27 @@ fn a_tiny_buffer_under_a_busy_program_loses_events_and_says_so() {
         })
         .sum();
     assert_eq!(in_file, lost, "every loss is in the file");
+    // The index totals them, so a reader knows before reading on, and
+    // the export and the summary say so first.
+    let index = tracebench_trace::format::read_index(&file)
+        .unwrap()
+        .expect("a finished file");
+    assert_eq!(index.lost_events(), lost);
+    let export_stderr = String::from_utf8_lossy(&text_output.stderr);
+    assert!(
+        export_stderr.contains(&format!("{lost} events were LOST while recording")),
+        "{export_stderr}"
+    );
+    let summary = Command::new(BIN)
+        .args(["export", "-c"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let summary = String::from_utf8_lossy(&summary.stdout);
+    assert!(
+        summary.starts_with(&format!("!!! {lost} events LOST")),
+        "{summary}"
+    );
 }
 
 #[test]

@@ -30,6 +30,8 @@ pub struct TraceSummary {
     futex: FutexStats,
     requests: Attributor,
     first_ns: Option<u64>,
+    /// Events the kernel dropped, per CPU (the perf backend's full rings).
+    lost: BTreeMap<u32, u64>,
 }
 
 /// Futex words listed in the summary.
@@ -80,14 +82,38 @@ impl EventSink for TraceSummary {
                 totals.total_ns += spent;
                 totals.max_ns = totals.max_ns.max(spent);
             }
+            EventKind::Lost { cpu, count } => *self.lost.entry(*cpu).or_default() += count,
             _ => {}
         }
+    }
+}
+
+impl TraceSummary {
+    /// The warning above everything when events were lost: every count
+    /// below is short by an unknown share of them.
+    fn write_lost(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let total: u64 = self.lost.values().sum();
+        if total == 0 {
+            return Ok(());
+        }
+        let cpus: Vec<String> = self
+            .lost
+            .iter()
+            .map(|(cpu, count)| format!("{count} on CPU {cpu}"))
+            .collect();
+        writeln!(
+            f,
+            "!!! {total} events LOST ({}): the kernel's ring buffers were full; \
+             the counts below are short (a larger --buffer-size helps)\n",
+            cpus.join(", ")
+        )
     }
 }
 
 impl fmt::Display for TraceSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let all_ns: u64 = self.syscalls.values().map(|t| t.total_ns).sum();
+        self.write_lost(f)?;
         writeln!(
             f,
             "% time     seconds  usecs/call   max usecs     calls    errors syscall"
@@ -190,6 +216,25 @@ mod tests {
         assert!(
             text.lines()
                 .any(|l| l.ends_with("total") && l.contains(" 3 ")),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn lost_events_head_the_summary() {
+        let mut summary = TraceSummary::new();
+        assert!(!summary.to_string().contains("LOST"));
+        for (cpu, count) in [(1, 4), (0, 2), (1, 6)] {
+            summary.event(&Event {
+                time_ns: 1,
+                pid: 0,
+                tid: 0,
+                kind: EventKind::Lost { cpu, count },
+            });
+        }
+        let text = summary.to_string();
+        assert!(
+            text.starts_with("!!! 12 events LOST (2 on CPU 0, 10 on CPU 1)"),
             "{text}"
         );
     }

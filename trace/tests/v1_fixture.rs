@@ -32,7 +32,8 @@ fn a_version_1_file_reads_whole_as_a_ptrace_trace() {
     let events: Vec<_> = reader.by_ref().collect::<Result<_, _>>().unwrap();
     assert!(!reader.truncated());
     let index = read_index(fixture()).unwrap().expect("a finished file");
-    let indexed: u64 = index.iter().map(|b| u64::from(b.events)).sum();
+    let indexed = index.events();
+    assert!(index.lost.is_empty());
     assert_eq!(events.len() as u64, indexed);
     assert!(events.len() > 1000, "{} events", events.len());
     let mut with_data = 0;

@@ -237,7 +237,7 @@ fn read_thread_names(run: &Path) -> std::collections::HashMap<i32, String> {
 /// event).
 fn checkpoint_spacing(trace_path: &Path) -> u64 {
     let expected_events = match tracebench_trace::format::read_index(trace_path) {
-        Ok(Some(blocks)) => blocks.iter().map(|b| u64::from(b.events)).sum(),
+        Ok(Some(index)) => index.events(),
         _ => std::fs::metadata(trace_path).map_or(0, |m| m.len() / 10),
     };
     (expected_events / MAX_CHECKPOINTS).max(MIN_CHECKPOINT_EVENTS)

@@ -14,7 +14,7 @@ mod writer;
 
 use std::io;
 
-pub use reader::{TraceReader, read_index};
+pub use reader::{Index, TraceReader, read_index};
 pub use writer::{BlockInfo, TraceWriter};
 
 use crate::capture::Backend;
@@ -23,7 +23,7 @@ use varint::{Cursor, put_bytes, put_signed, put_varint};
 /// The first bytes of every trace file.
 pub const MAGIC: &[u8; 8] = b"TBTRACE\0";
 /// The format version this code writes and reads.
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;
 /// The oldest version this code still reads (version 1 had no backend in
 /// its header: its files were all made by ptrace).
 pub const OLDEST_VERSION: u16 = 1;
@@ -321,7 +321,7 @@ mod tests {
             });
         }
         writer.finish().unwrap();
-        let index = read_index(&dir).unwrap().unwrap();
+        let index = read_index(&dir).unwrap().unwrap().blocks;
         std::fs::remove_file(&dir).unwrap();
         assert!(index.len() > 1);
         assert_eq!(
@@ -333,6 +333,55 @@ mod tests {
                 .windows(2)
                 .all(|w| w[0].first_ns < w[1].first_ns && w[0].offset < w[1].offset)
         );
+    }
+}
+
+#[cfg(test)]
+mod index_tests {
+    use super::*;
+    use crate::{Event, EventKind, EventSink};
+
+    fn finished_file(name: &str, events: &[Event]) -> std::path::PathBuf {
+        let path = std::env::temp_dir().join(format!("tb-{name}-{}", std::process::id()));
+        let mut writer = TraceWriter::create(&path, &Header::now(vec![], Backend::Perf)).unwrap();
+        for event in events {
+            writer.event(event);
+        }
+        writer.finish().unwrap();
+        path
+    }
+
+    #[test]
+    fn the_index_totals_the_events_lost_per_cpu() {
+        let lost = |time_ns, cpu, count| Event {
+            time_ns,
+            pid: 0,
+            tid: 0,
+            kind: EventKind::Lost { cpu, count },
+        };
+        let path = finished_file("lost", &[lost(1, 1, 5), lost(2, 0, 7), lost(3, 1, 10)]);
+        let index = read_index(&path).unwrap().unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(index.lost, vec![(0, 7), (1, 15)]);
+        assert_eq!(index.lost_events(), 22);
+        assert_eq!(index.events(), 3);
+    }
+
+    #[test]
+    fn an_index_without_a_lost_section_still_reads() {
+        // Version 2 wrote the blocks and nothing after them.
+        let mut body = INDEX_MAGIC.to_vec();
+        body.extend_from_slice(&1u32.to_le_bytes());
+        body.extend_from_slice(&30u64.to_le_bytes());
+        body.extend_from_slice(&5u64.to_le_bytes());
+        body.extend_from_slice(&9u32.to_le_bytes());
+        let index = reader::decode_index(&body).unwrap();
+        assert_eq!(index.events(), 9);
+        assert!(index.lost.is_empty());
+        // A lost section that disagrees with its own count is refused.
+        body.extend_from_slice(&2u32.to_le_bytes());
+        body.extend_from_slice(&[0; 12]);
+        assert_eq!(reader::decode_index(&body), None);
     }
 }
 

@@ -242,9 +242,33 @@ impl<R: Read + Seek> TraceReader<R> {
     }
 }
 
-/// Reads the block index of a finished trace file (for seeking by time).
-/// `Ok(None)` if the file has no index (it was cut short).
-pub fn read_index(path: &Path) -> Result<Option<Vec<BlockInfo>>, TraceFileError> {
+/// The index of a finished trace file: its blocks, and what the capture
+/// lost.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Index {
+    /// Every block, in file order (for seeking by time).
+    pub blocks: Vec<BlockInfo>,
+    /// Events the kernel dropped while recording, per CPU (version 3; the
+    /// perf backend's full ring buffers): non-empty means the trace has
+    /// gaps.
+    pub lost: Vec<(u32, u64)>,
+}
+
+impl Index {
+    /// Events in the file, by the index.
+    pub fn events(&self) -> u64 {
+        self.blocks.iter().map(|b| u64::from(b.events)).sum()
+    }
+
+    /// Events lost while recording, over every CPU.
+    pub fn lost_events(&self) -> u64 {
+        self.lost.iter().map(|(_, count)| count).sum()
+    }
+}
+
+/// Reads the index of a finished trace file. `Ok(None)` if the file has
+/// no index (it was cut short).
+pub fn read_index(path: &Path) -> Result<Option<Index>, TraceFileError> {
     let mut file = File::open(path)?;
     let size = file.metadata()?.len();
     if size < 16 {
@@ -277,21 +301,48 @@ pub fn read_index(path: &Path) -> Result<Option<Vec<BlockInfo>>, TraceFileError>
             what: "index checksum mismatch".into(),
         });
     }
-    let count = u32::from_le_bytes(body[4..8].try_into().expect("4 bytes")) as usize;
-    if body.len() != 8 + count * 20 {
-        return Err(TraceFileError::Corrupt {
+    decode_index(body)
+        .ok_or_else(|| TraceFileError::Corrupt {
             offset: index_offset,
             what: "index length disagrees".into(),
-        });
-    }
-    Ok(Some(
-        body[8..]
-            .chunks_exact(20)
-            .map(|entry| BlockInfo {
-                offset: u64::from_le_bytes(entry[0..8].try_into().expect("8 bytes")),
-                first_ns: u64::from_le_bytes(entry[8..16].try_into().expect("8 bytes")),
-                events: u32::from_le_bytes(entry[16..20].try_into().expect("4 bytes")),
+        })
+        .map(Some)
+}
+
+/// The index body after its checksum was checked: the block entries, then
+/// (version 3) the lost counts; a version 1 or 2 index ends after the
+/// blocks.
+pub(super) fn decode_index(body: &[u8]) -> Option<Index> {
+    let u32_at = |at: usize| Some(u32::from_le_bytes(body.get(at..at + 4)?.try_into().ok()?));
+    let count = u32_at(4)? as usize;
+    let blocks_end = 8usize.checked_add(count.checked_mul(20)?)?;
+    let blocks = body
+        .get(8..blocks_end)?
+        .chunks_exact(20)
+        .map(|entry| BlockInfo {
+            offset: u64::from_le_bytes(entry[0..8].try_into().expect("8 bytes")),
+            first_ns: u64::from_le_bytes(entry[8..16].try_into().expect("8 bytes")),
+            events: u32::from_le_bytes(entry[16..20].try_into().expect("4 bytes")),
+        })
+        .collect();
+    let mut lost = Vec::new();
+    if body.len() > blocks_end {
+        let cpus = u32_at(blocks_end)? as usize;
+        let lost_end = (blocks_end + 4).checked_add(cpus.checked_mul(12)?)?;
+        if body.len() != lost_end {
+            return None;
+        }
+        lost = body[blocks_end + 4..]
+            .chunks_exact(12)
+            .map(|entry| {
+                (
+                    u32::from_le_bytes(entry[0..4].try_into().expect("4 bytes")),
+                    u64::from_le_bytes(entry[4..12].try_into().expect("8 bytes")),
+                )
             })
-            .collect(),
-    ))
+            .collect();
+    } else if body.len() != blocks_end {
+        return None;
+    }
+    Some(Index { blocks, lost })
 }

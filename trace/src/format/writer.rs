@@ -1,6 +1,7 @@
 //! Writing a trace file: the header, blocks of records as they fill, and
 //! the index and footer at the end.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
@@ -10,7 +11,7 @@ use super::{
     BLOCK_BYTES, BLOCK_HEADER_BYTES, BLOCK_MAGIC, FOOTER_MAGIC, Header, INDEX_MAGIC, MAGIC,
     TraceFileError, VERSION, encode_header,
 };
-use crate::event::{Event, EventSink};
+use crate::event::{Event, EventKind, EventSink};
 
 /// Where a block starts, and what it holds: the index entries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +37,8 @@ pub struct TraceWriter<W: Write> {
     threads: ThreadTable,
     index: Vec<BlockInfo>,
     events: u64,
+    /// Events the capture reported lost, per CPU, for the index.
+    lost: BTreeMap<u32, u64>,
     error: Option<io::Error>,
 }
 
@@ -67,6 +70,7 @@ impl<W: Write> TraceWriter<W> {
             threads: ThreadTable::default(),
             index: Vec::new(),
             events: 0,
+            lost: BTreeMap::new(),
             error: None,
         })
     }
@@ -108,6 +112,9 @@ impl<W: Write> TraceWriter<W> {
             self.previous_ns = event.time_ns;
             self.threads.clear();
         }
+        if let EventKind::Lost { cpu, count } = event.kind {
+            *self.lost.entry(cpu).or_default() += count;
+        }
         encode(&mut self.block, event, self.previous_ns, &mut self.threads);
         self.previous_ns = event.time_ns;
         self.block_events += 1;
@@ -126,13 +133,18 @@ impl<W: Write> TraceWriter<W> {
         }
         self.flush_block()?;
         let index_offset = self.offset;
-        let mut index = Vec::with_capacity(4 + 4 + self.index.len() * 20);
+        let mut index = Vec::with_capacity(4 + 4 + self.index.len() * 20 + 4);
         index.extend_from_slice(INDEX_MAGIC);
         index.extend_from_slice(&(self.index.len() as u32).to_le_bytes());
         for block in &self.index {
             index.extend_from_slice(&block.offset.to_le_bytes());
             index.extend_from_slice(&block.first_ns.to_le_bytes());
             index.extend_from_slice(&block.events.to_le_bytes());
+        }
+        index.extend_from_slice(&(self.lost.len() as u32).to_le_bytes());
+        for (cpu, count) in &self.lost {
+            index.extend_from_slice(&cpu.to_le_bytes());
+            index.extend_from_slice(&count.to_le_bytes());
         }
         index.extend_from_slice(&crc32fast::hash(&index).to_le_bytes());
         self.out.write_all(&index)?;
