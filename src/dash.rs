@@ -43,6 +43,10 @@ pub struct DashArgs {
     /// Without a terminal: run this long, then print a summary
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     headless_for: Duration,
+    /// On q (or SIGTERM, SIGINT): the program the dashboard started gets
+    /// SIGTERM, this long to end by itself, then SIGKILL
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    grace: Duration,
     /// Do not record the run
     #[arg(long, conflicts_with = "record_dir")]
     no_record: bool,
@@ -73,6 +77,7 @@ impl Default for DashArgs {
             pid: None,
             url: None,
             headless_for: Duration::from_secs(5),
+            grace: Duration::from_secs(3),
             no_record: false,
             record_dir: None,
             no_poll_idle: false,
@@ -254,6 +259,7 @@ pub fn run(args: DashArgs) -> anyhow::Result<u8> {
         connections: args.connections,
         rate: args.rate,
         headless_for: args.headless_for,
+        grace: args.grace,
         record,
         restarts: 0,
         capture: args.capture.starter(!args.no_poll_idle),

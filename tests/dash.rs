@@ -435,6 +435,52 @@ fn a_program_without_a_url_is_watched_without_load_until_it_ends() {
     );
 }
 
+/// The last line of a recording's trace, as strace text.
+fn last_trace_line(run: &std::path::Path) -> String {
+    let text = Command::new(BIN)
+        .args(["export", "--strace", "-"])
+        .arg(run)
+        .output()
+        .unwrap();
+    assert!(text.status.success(), "{text:?}");
+    let text = String::from_utf8_lossy(&text.stdout).into_owned();
+    text.lines().last().unwrap_or_default().to_owned()
+}
+
+#[test]
+fn the_end_sends_sigterm_waits_the_grace_then_kills() {
+    // Issue 16: q (here, the end of a headless run) used to SIGKILL the
+    // program; now it gets SIGTERM and --grace to drain, and the
+    // recording holds its own shutdown.
+    let dir = tempdir();
+    let run = dir.path().join("drains");
+    let output = Command::new(BIN)
+        .args(["dash", "--headless-for", "1s", "--record-dir"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let last = last_trace_line(&run);
+    assert!(last.ends_with("+++ exited with 0 +++"), "{last}");
+
+    // A program that ignores SIGTERM is killed once the grace is over,
+    // not before it.
+    let run = dir.path().join("ignores");
+    let started = Instant::now();
+    let output = Command::new(BIN)
+        .args(["dash", "--headless-for", "300ms", "--grace", "1500ms", "--record-dir"])
+        .arg(&run)
+        .args(["--", "sh", "-c", "trap '' TERM; while :; do sleep 0.05; done"])
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    assert!(output.status.success(), "{output:?}");
+    assert!(took >= Duration::from_millis(1700), "killed before the grace: {took:?}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    let last = last_trace_line(&run);
+    assert!(last.ends_with("+++ killed by SIGKILL +++"), "{last}");
+}
+
 #[test]
 fn the_programs_output_is_recorded_and_shown_in_its_pane() {
     let _serial = serial();

@@ -71,6 +71,21 @@ n=$(threads_with_states)
 ((n >= 6)) || fail "live: $n threads with states (at least 6 wanted)"
 screen | grep -qE '█[0-9]+█|▁|▂|▃|▄|▅|▆|▇' || fail "live: an empty histogram"
 echo "e2e: live view shows $n threads with states, a histogram and percentiles"
+# Issue 16: a marked range, then pause and resume, must neither freeze the
+# screen nor lose live data: the run's clock and answered count move on
+# right after resuming, and nothing is dropped.
+header() { screen | grep -oE '[0-9]+ s +c=[0-9]+ .* dropped' | head -n 1; }
+tmux send-keys -t "$session" r
+sleep 0.5
+tmux send-keys -t "$session" ' '
+sleep 3
+tmux send-keys -t "$session" ' '
+before=$(header)
+sleep 1.5
+after=$(header)
+[ -n "$after" ] && [ "$before" != "$after" ] || fail "range+pause: the header froze at: $after"
+grep -qE ' 0 dropped$' <<<"$after" || fail "range+pause: live data was dropped: $after"
+echo "e2e: after a range and a pause the view moves on ($after)"
 quit_and_check "live dashboard"
 answered=$(screen | grep -oE '^[0-9]+ answered' | tail -n 1 | cut -d' ' -f1)
 [ -n "$answered" ] || fail "live: no summary after quitting"

@@ -71,6 +71,9 @@ pub struct DashConfig {
     pub rate: Option<f64>,
     /// Without a terminal, run this long and print a summary.
     pub headless_for: Duration,
+    /// At the end, how long a program the dashboard started has between
+    /// SIGTERM and SIGKILL.
+    pub grace: Duration,
     /// Record the run into this directory: `trace.tbt` (every traced
     /// event) and `latency.hlog` (the load generator's interval log).
     pub record: Option<PathBuf>,
@@ -222,7 +225,7 @@ pub fn run(config: &DashConfig) -> Result<Finished, DashError> {
                 Ok(())
             }
         };
-        let program_exit = running.stop(&mut app, config.record.as_deref());
+        let program_exit = running.stop(&mut app, &config, terminal.as_mut());
         if let Err(e) = shown {
             break Err(e);
         }
@@ -643,25 +646,34 @@ impl Running {
         app.update(Action::Dropped(self.source.dropped.load(Ordering::Relaxed)));
     }
 
-    /// Stops the load, then the trace (a spawned server is killed, an
-    /// attached one detached), and feeds the model what came last, so the
+    /// Stops the load, then the trace: a spawned program gets SIGTERM and
+    /// `config.grace` to end by itself (its own shutdown is traced and
+    /// recorded; the screen counts the time down), then SIGKILL; an
+    /// attached one is detached. Feeds the model what came last, so the
     /// summary matches the recording. Returns how the traced program ended
     /// if it ended by itself, before we stopped it.
     fn stop(
         mut self,
         app: &mut App,
-        record: Option<&std::path::Path>,
+        config: &DashConfig,
+        terminal: Option<&mut ratatui::DefaultTerminal>,
     ) -> Option<tracebench_trace::ExitStatus> {
         let ended_by_itself = self.traced_program_ended();
         self.cancel.store(true, Ordering::SeqCst);
         if let Some(loader) = self.loader.take() {
             let _ = loader.join();
         }
+        if !ended_by_itself && !matches!(config.traced, Traced::Attach { .. }) {
+            // How it ended is in the recording and the table; the exit
+            // status of ours follows only a program that ended by itself.
+            self.terminate(app, config.grace, terminal);
+        }
         self.stop.stop();
         let exit = self
             .tracer
             .take()
             .and_then(|tracer| tracer.join().ok().flatten());
+        let record = config.record.as_deref();
         self.feed(app);
         if let Some(dir) = record {
             // Names come from /proc while the threads live; keep them for
@@ -678,6 +690,35 @@ impl Running {
             );
         }
         exit.filter(|_| ended_by_itself)
+    }
+
+    /// Sends the spawned program SIGTERM (through the capture, which
+    /// traces its shutdown) and waits up to `grace` for it to end, drawing
+    /// the countdown.
+    fn terminate(
+        &mut self,
+        app: &mut App,
+        grace: Duration,
+        mut terminal: Option<&mut ratatui::DefaultTerminal>,
+    ) {
+        self.stop.interrupt(libc::SIGTERM);
+        let until = Instant::now() + grace;
+        loop {
+            let ended = self.tracer.as_ref().is_none_or(|t| t.is_finished());
+            let left = until.saturating_duration_since(Instant::now());
+            if ended || left.is_zero() {
+                return;
+            }
+            self.feed(app);
+            app.update(Action::Status(format!(
+                "stopping: SIGTERM sent to the program; SIGKILL in {:.1} s",
+                left.as_secs_f64()
+            )));
+            if let Some(terminal) = terminal.as_mut() {
+                let _ = terminal.draw(|frame| crate::view::draw(frame, app));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 
@@ -874,6 +915,7 @@ mod tests {
             connections: 10,
             rate: None,
             headless_for: Duration::from_secs(1),
+            grace: Duration::from_secs(3),
             record: Some("runs/T-pool-std".into()),
             restarts: 0,
             capture: CaptureStarter {

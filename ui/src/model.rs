@@ -997,6 +997,31 @@ mod tests {
     }
 
     #[test]
+    fn a_marked_range_and_a_pause_never_copy_the_data_per_event() {
+        // Issue 16: with a range marked and the view paused, every event
+        // once made a new copy of the data; the dashboard fell behind and
+        // dropped events. The paused copy is made once, at the pause.
+        let mut app = App::new("test");
+        app.update(Action::Load(tracebench_loadgen_snapshot(5)));
+        app.update(Action::MarkRange);
+        app.update(Action::TogglePause);
+        let frozen: *const RunData = app.shown_data();
+        for i in 0..10_000u64 {
+            app.update(Action::Trace(Event {
+                time_ns: 1_000 + i,
+                pid: 1,
+                tid: 1,
+                kind: EventKind::Signal { signal: 10 },
+            }));
+        }
+        assert!(std::ptr::eq(frozen, app.shown_data()), "one paused copy");
+        assert_eq!(app.shown_data().events, 0, "the view stays as paused");
+        assert_eq!(app.data.events, 10_000, "the live data takes every event");
+        app.update(Action::TogglePause);
+        assert_eq!(app.shown_data().events, 10_000);
+    }
+
+    #[test]
     fn selection_wraps_around() {
         let mut app = App::new("test");
         for tid in [3, 1, 2] {
