@@ -468,14 +468,29 @@ fn the_end_sends_sigterm_waits_the_grace_then_kills() {
     let run = dir.path().join("ignores");
     let started = Instant::now();
     let output = Command::new(BIN)
-        .args(["dash", "--headless-for", "300ms", "--grace", "1500ms", "--record-dir"])
+        .args([
+            "dash",
+            "--headless-for",
+            "300ms",
+            "--grace",
+            "1500ms",
+            "--record-dir",
+        ])
         .arg(&run)
-        .args(["--", "sh", "-c", "trap '' TERM; while :; do sleep 0.05; done"])
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "trap '' TERM; while :; do sleep 0.05; done",
+        ])
         .output()
         .unwrap();
     let took = started.elapsed();
     assert!(output.status.success(), "{output:?}");
-    assert!(took >= Duration::from_millis(1700), "killed before the grace: {took:?}");
+    assert!(
+        took >= Duration::from_millis(1700),
+        "killed before the grace: {took:?}"
+    );
     assert!(took < Duration::from_secs(10), "{took:?}");
     let last = last_trace_line(&run);
     assert!(last.ends_with("+++ killed by SIGKILL +++"), "{last}");

@@ -332,6 +332,45 @@ fn every_failure_is_counted_under_its_kind_in_bounded_time() {
     }
 }
 
+#[test]
+fn a_whole_answer_followed_by_a_reset_is_an_answer_as_curl_counts_it() {
+    // Issue 16: the assembly server answers, then closes with part of the
+    // request unread, so the kernel sends a reset after the answer; 44 of
+    // 200 such answers were counted as resets.
+    let _serial = serial();
+    let answers_then_resets = misbehaving_server(|mut s| {
+        let mut first = [0u8; 8];
+        let _ = s.read(&mut first);
+        // Let the rest of the request arrive, unread: close then resets.
+        std::thread::sleep(Duration::from_millis(5));
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello");
+        socket2::SockRef::from(&s)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+    });
+    let mut whole = config(answers_then_resets, "/");
+    whole.connections = 2;
+    whole.stop = StopAfter::Requests(50);
+    let report = run(&whole, never_cancelled()).unwrap();
+    assert_eq!(report.stats.completed(), 50, "{:?}", report.stats.errors);
+    assert_eq!(report.stats.failed(), 0, "{:?}", report.stats.errors);
+    // The same reset after half an answer is still a reset.
+    let half_then_resets = misbehaving_server(|mut s| {
+        read_request(&mut s);
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\nhello");
+        std::thread::sleep(Duration::from_millis(5));
+        socket2::SockRef::from(&s)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+    });
+    let mut half = config(half_then_resets, "/");
+    half.connections = 2;
+    half.stop = StopAfter::Requests(4);
+    let report = run(&half, never_cancelled()).unwrap();
+    assert_eq!(report.stats.completed(), 0);
+    assert_eq!(report.stats.errors.get(&ErrorKind::Reset), Some(&4));
+}
+
 /// A 1 MiB response head: one header of 1 MiB, then an empty body.
 fn huge_head() -> Vec<u8> {
     let mut head = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Big: ".to_vec();

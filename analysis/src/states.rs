@@ -23,7 +23,9 @@ pub enum ThreadState {
     FutexWait(u64),
     /// Waiting for a connection (accept, accept4).
     Accept,
-    /// Sleeping on purpose (nanosleep, clock_nanosleep).
+    /// Sleeping on purpose: for a time (nanosleep, clock_nanosleep), or
+    /// until a signal or a child's end (rt_sigsuspend, pause, wait4,
+    /// waitid: nginx's master, a shell).
     Sleep,
     /// Reading, writing, polling or closing.
     Io,
@@ -45,7 +47,15 @@ impl ThreadState {
         match Sysno::new(nr as usize) {
             Some(Sysno::futex) if is_futex_wait(args[1]) => ThreadState::FutexWait(args[0]),
             Some(Sysno::accept | Sysno::accept4) => ThreadState::Accept,
-            Some(Sysno::nanosleep | Sysno::clock_nanosleep) => ThreadState::Sleep,
+            Some(
+                Sysno::nanosleep
+                | Sysno::clock_nanosleep
+                | Sysno::rt_sigsuspend
+                | Sysno::pause
+                | Sysno::rt_sigtimedwait
+                | Sysno::wait4
+                | Sysno::waitid,
+            ) => ThreadState::Sleep,
             Some(
                 Sysno::read
                 | Sysno::write
@@ -53,11 +63,16 @@ impl ThreadState {
                 | Sysno::sendto
                 | Sysno::readv
                 | Sysno::writev
+                | Sysno::recvmsg
+                | Sysno::sendmsg
+                | Sysno::sendfile
                 | Sysno::close
                 | Sysno::poll
                 | Sysno::ppoll
                 | Sysno::epoll_wait
                 | Sysno::epoll_pwait
+                | Sysno::epoll_pwait2
+                | Sysno::io_uring_enter
                 | Sysno::select
                 | Sysno::pselect6,
             ) => ThreadState::Io,

@@ -819,6 +819,13 @@ impl<'a> Worker<'a> {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // A whole answer (by its length or chunks) then a reset: the
+                // server closed with our bytes unread, after answering. An
+                // answer, as curl counts it, not a reset.
+                Err(_) if answered_before_close(&conn.buf, self.head_request) => {
+                    closed = true;
+                    break;
+                }
                 Err(e) => {
                     if !self.retry_stale(index) {
                         self.fail(index, ErrorKind::of_read(&e));
@@ -866,4 +873,13 @@ impl<'a> Worker<'a> {
             Progress::Incomplete => {}
         }
     }
+}
+
+/// Whether `buf` holds a whole answer whose end does not depend on the
+/// server closing (a Content-Length or chunked body, or none).
+fn answered_before_close(buf: &[u8], head_request: bool) -> bool {
+    matches!(
+        progress_resuming(buf, false, head_request, &mut 0),
+        Progress::Complete { .. }
+    )
 }

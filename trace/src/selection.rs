@@ -16,7 +16,10 @@ pub struct SelectionError(pub String);
 
 /// The syscalls a tracer records by default: enough to tell, at any
 /// moment, what each thread of a server is doing (creating threads,
-/// waiting on a futex, accepting, sleeping, doing I/O).
+/// waiting on a futex, accepting, sleeping, waiting for a signal or a
+/// child, doing I/O), whatever calls the server's runtime prefers: nginx
+/// and node answer with writev, the JVM and python read with recvmsg or
+/// read, event loops wait in epoll_pwait, ppoll or io_uring_enter.
 pub const DEFAULT_SET: &[&str] = &[
     "clone",
     "clone3",
@@ -29,14 +32,28 @@ pub const DEFAULT_SET: &[&str] = &[
     "accept",
     "accept4",
     "read",
+    "readv",
     "write",
+    "writev",
     "recvfrom",
+    "recvmsg",
     "sendto",
+    "sendmsg",
+    "sendfile",
     "close",
     "nanosleep",
     "clock_nanosleep",
+    "rt_sigsuspend",
+    "pause",
+    "wait4",
     "poll",
+    "ppoll",
+    "select",
+    "pselect6",
     "epoll_wait",
+    "epoll_pwait",
+    "epoll_pwait2",
+    "io_uring_enter",
 ];
 
 /// The classes `%NAME` stands for.
@@ -248,7 +265,25 @@ mod tests {
     #[test]
     fn default_set_covers_a_servers_states() {
         let selection = Selection::parse::<&str>(&[]).unwrap();
-        for name in ["clone3", "futex", "accept4", "nanosleep", "exit"] {
+        for name in [
+            "clone3",
+            "futex",
+            "accept4",
+            "nanosleep",
+            "exit",
+            // Real servers' answers and waits (issue 16).
+            "writev",
+            "sendmsg",
+            "sendfile",
+            "recvmsg",
+            "readv",
+            "epoll_pwait",
+            "epoll_pwait2",
+            "ppoll",
+            "pselect6",
+            "io_uring_enter",
+            "rt_sigsuspend",
+        ] {
             assert!(selection.syscalls().any(|s| s.name() == name), "{name}");
         }
         assert!(!selection.syscalls().any(|s| s.name() == "mmap"));
