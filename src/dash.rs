@@ -268,7 +268,7 @@ pub fn run(args: DashArgs) -> anyhow::Result<u8> {
     print!("{}", summary(&finished.app));
     for dir in &finished.recordings {
         println!(
-            "recorded to {}/ (trace.tbt, latency.hlog, settings.json, threads.json, output.log)",
+            "recorded to {}/ (trace.tbt, latency.hlog, load.csv, settings.json, threads.json, output.log)",
             dir.display()
         );
     }

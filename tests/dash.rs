@@ -322,6 +322,13 @@ fn a_recording_replays_headless_and_in_a_terminal() {
         answered_in(&live),
         "{live}\n{replayed}"
     );
+    // The failures too (issue 16: a replay knew latencies only), from
+    // load.csv, a line per interval of the latency log.
+    assert!(failed_in(&live).is_some(), "{live}");
+    assert_eq!(failed_in(&replayed), failed_in(&live), "{live}\n{replayed}");
+    let outcomes = std::fs::read_to_string(record.join("load.csv")).unwrap();
+    assert!(outcomes.starts_with("interval,in_flight,statuses,errors\n"));
+    assert!(outcomes.lines().count() > 10, "{outcomes}");
     // At the end of the recording the server has stopped: its main thread
     // and five workers have exited.
     let exited = replayed.lines().filter(|l| l.contains(" exited ")).count();
@@ -353,6 +360,14 @@ fn answered_in(summary: &str) -> u64 {
         .and_then(|l| l.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
+}
+
+/// "N failed" on the summary's second line.
+fn failed_in(summary: &str) -> Option<u64> {
+    let line = summary.lines().nth(1)?;
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let at = words.iter().position(|w| w.starts_with("failed"))?;
+    words.get(at.checked_sub(1)?)?.parse().ok()
 }
 
 #[test]

@@ -20,6 +20,7 @@ pub mod config;
 mod engine;
 pub mod export;
 pub mod hlog;
+pub mod outcomes;
 pub mod report;
 pub mod response;
 pub mod stats;

@@ -11,8 +11,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::serialization::V2DeflateSerializer;
-use tracebench_loadgen::hlog;
 use tracebench_loadgen::{LoadConfig, StopAfter, Target};
+use tracebench_loadgen::{hlog, outcomes};
 use tracebench_trace::format::{Header, TraceWriter};
 use tracebench_trace::signals::Noticed;
 use tracebench_trace::sink::{ChannelSource, Tee};
@@ -327,7 +327,7 @@ fn prepare_recording(dir: &std::path::Path, config: &DashConfig) -> Result<(), D
         "rate": config.rate,
         "started_unix_s": started,
         "files": {
-            "trace": "trace.tbt", "latency": "latency.hlog", "thread names": "threads.json",
+            "trace": "trace.tbt", "latency": "latency.hlog", "load outcomes": "load.csv", "thread names": "threads.json",
             "program output": "output.log",
         },
     });
@@ -472,16 +472,25 @@ fn start_load(
     load.live_limit = Some(Arc::clone(&running.limit));
     load.rate = config.rate;
     load.stop = StopAfter::Duration(Duration::from_secs(24 * 3600));
-    let mut hlog_file = match &config.record {
-        Some(dir) => {
-            let path = dir.join("latency.hlog");
-            Some(
-                std::fs::File::create(&path)
-                    .map_err(|error| DashError::CreateRecording { path, error })?,
-            )
-        }
-        None => None,
+    let create = |name: &str| -> Result<Option<std::fs::File>, DashError> {
+        let Some(dir) = &config.record else {
+            return Ok(None);
+        };
+        let path = dir.join(name);
+        std::fs::File::create(&path)
+            .map(Some)
+            .map_err(|error| DashError::CreateRecording { path, error })
     };
+    let mut hlog_file = create("latency.hlog")?;
+    // What the latency log cannot hold (statuses, errors, in flight), a
+    // line per interval, for the replay.
+    let mut outcomes_file = create("load.csv")?.map(io::BufWriter::new);
+    if let (Some(out), Some(dir)) = (outcomes_file.as_mut(), &config.record) {
+        outcomes::write_header(out).map_err(|error| DashError::CreateRecording {
+            path: dir.join("load.csv"),
+            error,
+        })?;
+    }
     let loader = {
         let cancel = Arc::clone(&running.cancel);
         std::thread::Builder::new()
@@ -496,12 +505,16 @@ fn start_load(
                     )
                     .ok()
                 });
+                use std::io::Write;
                 let _ = tracebench_loadgen::run_observed(&load, cancel, |s| {
                     // Every 100 ms interval, empty ones too: a replay
                     // redraws the throughput and the latency as they
                     // were, not a second at a time.
                     if let Some(log) = log.as_mut() {
                         let _ = log.write_histogram(&s.latency, s.start, s.duration, None);
+                    }
+                    if let Some(out) = outcomes_file.as_mut() {
+                        let _ = outcomes::write_line(out, &s).and_then(|()| out.flush());
                     }
                     let _ = snapshots_tx.send(s.clone());
                 });

@@ -52,6 +52,9 @@ struct LoadInterval {
     duration: Duration,
     /// (value, count) for every recorded value.
     counts: Vec<(u64, u64)>,
+    /// Statuses, errors and in flight, from load.csv (a recording made
+    /// before it existed has none: every answer then counts as a 200).
+    outcome: Option<tracebench_loadgen::outcomes::Outcome>,
 }
 
 impl LoadInterval {
@@ -62,15 +65,27 @@ impl LoadInterval {
             latency.saturating_record_n(value, count);
             answered += count;
         }
+        let (statuses, errors, in_flight) = match &self.outcome {
+            Some(outcome) => (
+                outcome.statuses.clone(),
+                outcome.errors.clone(),
+                outcome.in_flight,
+            ),
+            // The latency log alone: every answer counts as a 200.
+            None => (
+                [(200u16, answered)].into_iter().collect(),
+                Default::default(),
+                0,
+            ),
+        };
         Snapshot {
             index: index as u64,
             start: self.start,
             duration: self.duration,
             latency,
-            // The log keeps latencies only: every answer counts as a 200.
-            statuses: [(200u16, answered)].into_iter().collect(),
-            errors: Default::default(),
-            in_flight: 0,
+            statuses,
+            errors,
+            in_flight,
             warmup: false,
         }
     }
@@ -131,10 +146,18 @@ pub fn load(run: &Path) -> Result<Player, DashError> {
         path: trace_path.clone(),
         error,
     })?;
-    let (intervals, log_damage) = match log_path.filter(|p| p.exists()) {
+    let (mut intervals, log_damage) = match log_path.filter(|p| p.exists()) {
         Some(path) => read_latency_log(&path, reader.header())?,
         None => (Vec::new(), None),
     };
+    if let Some(outcomes) = std::fs::read_to_string(run.join("load.csv"))
+        .ok()
+        .and_then(|text| tracebench_loadgen::outcomes::read(&text))
+    {
+        for (index, interval) in intervals.iter_mut().enumerate() {
+            interval.outcome = outcomes.get(&(index as u64)).cloned();
+        }
+    }
     let names = if run.is_dir() {
         read_thread_names(run)
     } else {
@@ -205,6 +228,7 @@ fn read_latency_log(
                 .iter_recorded()
                 .map(|v| (v.value_iterated_to(), v.count_at_value()))
                 .collect(),
+            outcome: None,
         });
     })
     .map_err(|error| DashError::ReadLatencyLog {
@@ -707,6 +731,32 @@ mod tests {
             .map(|c| c.1)
             .sum();
         assert_eq!(answered, 28);
+    }
+
+    #[test]
+    fn the_replay_shows_the_errors_and_in_flight_the_live_run_had() {
+        // Issue 16: the live run showed 402 errors and 10 in flight; its
+        // replay showed 0 and 0, from latencies alone.
+        let dir = recording();
+        write_latency_log(dir.path(), 4);
+        let mut csv = String::from("interval,in_flight,statuses,errors\n");
+        for i in 0..4 {
+            csv += &format!("{i},{},200={};503=1,reset=2\n", 10 - i, i + 1);
+        }
+        std::fs::write(dir.path().join("load.csv"), csv).unwrap();
+        let mut player = load(dir.path()).unwrap();
+        player.seek(u64::MAX);
+        let data = &player.app.data;
+        assert_eq!(data.failed, 8, "2 resets in each of 4 intervals");
+        assert_eq!(data.in_flight, 7, "as at the end of the last interval");
+        assert_eq!(data.completed, 1 + 2 + 3 + 4 + 4, "the 200s and the 503s");
+
+        // A recording from before load.csv: latencies only, as before.
+        std::fs::remove_file(dir.path().join("load.csv")).unwrap();
+        let mut player = load(dir.path()).unwrap();
+        player.seek(u64::MAX);
+        assert_eq!(player.app.data.failed, 0);
+        assert_eq!(player.app.data.completed, 10);
     }
 
     #[test]

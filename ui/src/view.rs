@@ -64,8 +64,11 @@ pub fn draw(frame: &mut Frame, app: &App) {
     .areas(frame.area());
     draw_header(frame, header, app);
     draw_threads(frame, threads, app);
-    let [events, load] =
-        Layout::horizontal([Constraint::Percentage(40), Constraint::Percentage(60)]).areas(bottom);
+    let [events, load] = Layout::horizontal([
+        Constraint::Fill(1),
+        Constraint::Length(load_width(bottom.width)),
+    ])
+    .areas(bottom);
     match app.view_state.lower_pane {
         LowerPane::Events => draw_events(frame, events, app),
         LowerPane::Futex => draw_futex(frame, events, app),
@@ -256,6 +259,7 @@ fn draw_threads(frame: &mut Frame, area: Rect, app: &App) {
 fn draw_events(frame: &mut Frame, area: Rect, app: &App) {
     let data = app.shown_data();
     let height = area.height.saturating_sub(2) as usize;
+    let width = area.width.saturating_sub(2) as usize;
     let lines: Vec<Line> = data
         .recent
         .iter()
@@ -265,7 +269,7 @@ fn draw_events(frame: &mut Frame, area: Rect, app: &App) {
         .collect::<Vec<_>>()
         .into_iter()
         .rev()
-        .map(|event| Line::from(event.line(data.origin_ns)))
+        .map(|event| Line::from(fit(event.line(data.origin_ns), width)))
         .collect();
     let title = match app.view_state.selected {
         Some(tid) if app.view_state.filter => format!(" recent events of {tid} (enter: all) "),
@@ -275,6 +279,34 @@ fn draw_events(frame: &mut Frame, area: Rect, app: &App) {
         Paragraph::new(lines).block(Block::bordered().title(title)),
         area,
     );
+}
+
+/// The load panes' width: what their widest line needs (the latency
+/// percentiles), at most 60 % of the screen; the events pane takes the
+/// rest, for the calls' arguments.
+fn load_width(width: u16) -> u16 {
+    const LOAD_PANES: u16 = 70;
+    LOAD_PANES.min(width * 3 / 5)
+}
+
+/// `line` in `width` columns: a call too long for them loses the end of
+/// its arguments, never its result and duration (`accept4(3, …) = 7`),
+/// which are what a reader of the pane looks for.
+fn fit(line: String, width: usize) -> String {
+    let length = line.chars().count();
+    if length <= width {
+        return line;
+    }
+    let Some(result_at) = line.rfind(") = ") else {
+        return line;
+    };
+    let tail = &line[result_at..];
+    let keep = width.saturating_sub(tail.chars().count() + 1);
+    let head: String = line[..result_at].chars().take(keep).collect();
+    if head.is_empty() {
+        return line;
+    }
+    format!("{head}…{tail}")
 }
 
 /// The traced program's last lines of output, newest at the bottom.
@@ -501,6 +533,18 @@ mod tests {
             })
             .collect::<Vec<_>>()
             .join("\n")
+    }
+
+    #[test]
+    fn a_long_call_keeps_its_result_in_a_narrow_events_pane() {
+        // Issue 16: at 120x40 the pane was 46 columns and cut the results
+        // of accept4 and epoll_wait off.
+        let line = "12.000001 [4242] epoll_wait(7, 0x7ffd5c2a1b40, 512, -1) = 3 <0.000312>";
+        let fitted = fit(line.to_owned(), 40);
+        assert_eq!(fitted.chars().count(), 40, "{fitted}");
+        assert!(fitted.ends_with(") = 3 <0.000312>"), "{fitted}");
+        assert!(fitted.starts_with("12.000001 [4242] epoll"), "{fitted}");
+        assert_eq!(fit(line.to_owned(), 200), line, "room enough: unchanged");
     }
 
     fn sample_app() -> App {
