@@ -514,7 +514,7 @@ fn start_load(
                         let _ = log.write_histogram(&s.latency, s.start, s.duration, None);
                     }
                     if let Some(out) = outcomes_file.as_mut() {
-                        let _ = outcomes::write_line(out, &s).and_then(|()| out.flush());
+                        let _ = outcomes::write_line(out, s).and_then(|()| out.flush());
                     }
                     let _ = snapshots_tx.send(s.clone());
                 });
