@@ -150,23 +150,48 @@ pub fn summary(app: &App) -> String {
     }
     let _ = writeln!(
         text,
-        "{:>8} {:<15} {:<7} {:<12} {:>9} {:>7} {:>5}",
+        "{:>8} {:<15} {:<10} {:<12} {:>9} {:>7} {:>5}",
         "tid", "name", "role", "state", "syscalls", "served", "cpu"
     );
-    for (tid, row) in app.listed_threads() {
+    // A thread-per-request server makes thousands: the busiest are listed,
+    // the rest summed up in one line.
+    let mut listed: Vec<_> = app.listed_threads().collect();
+    listed.sort_by_key(|(tid, _)| {
+        std::cmp::Reverse(app.data.syscalls_of(**tid) + app.data.served_by(**tid))
+    });
+    let rest = listed.split_off(listed.len().min(SUMMARY_THREADS));
+    listed.sort_by_key(|(tid, _)| **tid);
+    for (tid, row) in listed {
         let state = match app.data.state_of(*tid) {
             ThreadState::FutexWait(_) => "futex-wait",
             other => other.label(),
         };
         let _ = writeln!(
             text,
-            "{tid:>8} {:<15} {:<7} {state:<12} {:>9} {:>7} {:>5}",
+            "{tid:>8} {:<15} {:<10} {state:<12} {:>9} {:>7} {:>5}",
             row.name,
-            row.role(*tid),
+            app.data.role_of(*tid),
             app.data.syscalls_of(*tid),
             app.data.served_by(*tid),
             row.cpu
                 .map_or_else(|| "-".to_owned(), |c| format!("{c:.0}%"))
+        );
+    }
+    if !rest.is_empty() {
+        let exited = rest
+            .iter()
+            .filter(|(tid, _)| app.data.state_of(**tid) == ThreadState::Exited)
+            .count();
+        let syscalls: u64 = rest
+            .iter()
+            .map(|(tid, _)| app.data.syscalls_of(**tid))
+            .sum();
+        let served: u64 = rest.iter().map(|(tid, _)| app.data.served_by(**tid)).sum();
+        let _ = writeln!(
+            text,
+            "{:>8} {} more threads ({exited} exited): {syscalls} syscalls, {served} served",
+            "…",
+            rest.len()
         );
     }
     let hidden = app.data.threads.len() - app.listed_threads().count();
@@ -178,6 +203,9 @@ pub fn summary(app: &App) -> String {
     }
     text
 }
+
+/// Threads the exit summary lists one per line; the rest get one line.
+const SUMMARY_THREADS: usize = 20;
 
 /// A new, empty directory for a recording: `runs/<time>`, sortable and
 /// with no ':' to quote, or `runs/<time>-2`, `-3`… when dashboards start

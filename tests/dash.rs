@@ -362,6 +362,74 @@ fn answered_in(summary: &str) -> u64 {
         .unwrap_or(0)
 }
 
+#[test]
+fn a_thread_per_request_server_is_summed_up_not_listed_whole_and_roles_come_from_behaviour() {
+    // Issue 16: python's exit summary was 1 143 thread lines, and every
+    // thread of a server we did not write was main or thread.
+    let _serial = serial();
+    let output = Command::new(BIN)
+        .args([
+            "dash",
+            "--headless-for",
+            "2s",
+            "--no-record",
+            "--mode",
+            "thread",
+            "--delay",
+            "1ms",
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let summary = String::from_utf8_lossy(&output.stdout);
+    let rows: Vec<&str> = summary
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("tid name"))
+        .skip(1)
+        .filter(|l| {
+            l.split_whitespace()
+                .next()
+                .is_some_and(|w| w.parse::<i32>().is_ok())
+        })
+        .collect();
+    assert!(rows.len() <= 20, "{} thread lines: {summary}", rows.len());
+    let more = summary
+        .lines()
+        .find(|l| l.contains(" more threads ("))
+        .unwrap_or_else(|| panic!("no line for the rest: {summary}"));
+    // Every request is counted once, listed or summed up.
+    let listed: u64 = rows
+        .iter()
+        .filter_map(|l| l.split_whitespace().rev().nth(1)?.parse::<u64>().ok())
+        .sum();
+    let rest: u64 = more
+        .rsplit_once(", ")
+        .and_then(|(_, r)| r.strip_suffix(" served")?.parse().ok())
+        .unwrap();
+    let attributed: u64 = summary
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("server side, from the trace: ")?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap();
+    assert_eq!(listed + rest, attributed, "{summary}");
+    // The main thread accepts and hands off; each connection's thread
+    // serves what it did not accept.
+    assert!(
+        rows.iter()
+            .any(|l| l.split_whitespace().nth(2) == Some("acceptor")),
+        "{summary}"
+    );
+    assert!(
+        rows.iter().filter(|l| l.contains(" worker ")).count() >= 10,
+        "{summary}"
+    );
+}
+
 /// "N failed" on the summary's second line.
 fn failed_in(summary: &str) -> Option<u64> {
     let line = summary.lines().nth(1)?;

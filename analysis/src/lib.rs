@@ -7,4 +7,5 @@
 
 pub mod attribution;
 pub mod futexstat;
+pub mod roles;
 pub mod states;

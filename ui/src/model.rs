@@ -15,6 +15,7 @@ use tracebench_loadgen::stats::latency_histogram;
 
 use tracebench_analysis::attribution::Attributor;
 use tracebench_analysis::futexstat::FutexStats;
+use tracebench_analysis::roles::Roles;
 
 use crate::history::StateHistory;
 use tracebench_trace::{DataCapture, Event, EventKind, ExitStatus};
@@ -83,18 +84,6 @@ impl ThreadRow {
             history: StateHistory::new(ThreadState::Running, at_ns),
             pending: None,
             seen: false,
-        }
-    }
-
-    /// `acceptor`, `worker` or `thread`, from the name the server gives
-    /// its threads and from what the thread does.
-    pub fn role(&self, tid: i32) -> &'static str {
-        if self.name.starts_with("worker-") {
-            "worker"
-        } else if tid == self.pid {
-            "main"
-        } else {
-            "thread"
         }
     }
 }
@@ -384,6 +373,8 @@ pub struct RunData {
     pub requests: Attributor,
     /// Waits, wakes and herds per futex word.
     pub futex: FutexStats,
+    /// What each thread is for, from what it does.
+    pub roles: Roles,
     /// The traced program's last lines of output, newest last, made safe
     /// to draw ([`terminal_line`]).
     pub output: VecDeque<String>,
@@ -470,6 +461,7 @@ impl Default for RunData {
             origin_ns: 0,
             requests: Attributor::new(),
             futex: FutexStats::new(),
+            roles: Roles::new(),
             output: VecDeque::new(),
             unnamed: Vec::new(),
         }
@@ -704,7 +696,9 @@ impl RunData {
             self.lost += count;
             return;
         }
-        self.requests.feed(&event, |_| {});
+        let roles = &mut self.roles;
+        self.requests.feed(&event, |request| roles.request(request));
+        self.roles.feed(&event);
         self.futex.feed(&event);
         let at = event.time_ns;
         self.upkeep(at);
@@ -809,11 +803,13 @@ impl RunData {
         self.tick = (at, self.events);
         let horizon = at.saturating_sub(MAX_WINDOW_NS);
         let requests = &mut self.requests;
+        let roles = &mut self.roles;
         self.threads.retain(|tid, row| {
             let keep =
                 row.history.current() != ThreadState::Exited || row.history.since_ns() >= horizon;
             if !keep {
                 requests.stats_mut().forget_worker(*tid);
+                roles.forget(*tid);
             }
             keep
         });
@@ -885,6 +881,11 @@ impl RunData {
         self.requests.stats().served_by(tid)
     }
 
+    /// What thread `tid` is for, from what it does ([`Roles`]).
+    pub fn role_of(&self, tid: i32) -> &'static str {
+        self.roles.role(tid).label()
+    }
+
     /// Traced syscalls thread `tid` completed.
     pub fn syscalls_of(&self, tid: i32) -> u64 {
         self.threads.get(&tid).map_or(0, |t| t.syscalls)
@@ -952,9 +953,8 @@ mod tests {
             tid: 101,
             name: "worker-0".into(),
         });
-        let row = &app.data.threads[&101];
         assert_eq!(app.data.state_of(101), ThreadState::FutexWait(0x10));
-        assert_eq!(row.role(101), "worker");
+        assert_eq!(app.data.role_of(101), "idle", "it has served nothing yet");
         app.update(Action::Cpu {
             tid: 101,
             percent: 12.5,

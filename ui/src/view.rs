@@ -181,7 +181,7 @@ fn timeline_cells(app: &App, tid: i32, cells: usize) -> Line<'static> {
 const THREAD_COLUMNS: [(&str, u16); 8] = [
     ("tid", 7),
     ("name", 10),
-    ("role", 6),
+    ("role", 10),
     ("state", 17),
     ("for", 7),
     ("syscalls", 8),
@@ -215,7 +215,7 @@ fn draw_threads(frame: &mut Frame, area: Rect, app: &App) {
             Row::new(vec![
                 ratatui::widgets::Cell::from(tid.to_string()),
                 row.name.clone().into(),
-                row.role(*tid).into(),
+                data.role_of(*tid).into(),
                 ratatui::widgets::Cell::from(state_text(current))
                     .style(Style::default().fg(state_color(current))),
                 ms(since).into(),
