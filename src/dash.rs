@@ -148,6 +148,20 @@ pub fn summary(app: &App) -> String {
             futex.herds
         );
     }
+    thread_table(app, &mut text);
+    let hidden = app.data.threads.len() - app.listed_threads().count();
+    if hidden > 0 {
+        let _ = writeln!(
+            text,
+            "({hidden} threads that exited more than 5 s before the end are not listed; the dashboard's x key lists them)"
+        );
+    }
+    text
+}
+
+/// The summary's thread table: the busiest threads, one line each, and
+/// a line for the rest.
+fn thread_table(app: &App, text: &mut String) {
     let _ = writeln!(
         text,
         "{:>8} {:<15} {:<10} {:<12} {:>9} {:>7} {:>5}",
@@ -194,14 +208,6 @@ pub fn summary(app: &App) -> String {
             rest.len()
         );
     }
-    let hidden = app.data.threads.len() - app.listed_threads().count();
-    if hidden > 0 {
-        let _ = writeln!(
-            text,
-            "({hidden} threads that exited more than 5 s before the end are not listed; the dashboard's x key lists them)"
-        );
-    }
-    text
 }
 
 /// Threads the exit summary lists one per line; the rest get one line.
