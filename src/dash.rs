@@ -180,6 +180,11 @@ fn thread_table(app: &App, text: &mut String) {
             ThreadState::FutexWait(_) => "futex-wait",
             other => other.label(),
         };
+        let state = if row.sampled {
+            format!("{state}~")
+        } else {
+            state.to_owned()
+        };
         let _ = writeln!(
             text,
             "{tid:>8} {:<15} {:<10} {state:<12} {:>9} {:>7} {:>5}",

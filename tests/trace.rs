@@ -1030,3 +1030,54 @@ fn a_sampled_trace_is_written_and_replayed_like_any_other() {
     assert!(replayed.status.success(), "{replayed:?}");
     assert!(String::from_utf8_lossy(&replayed.stdout).contains("trace events"));
 }
+
+#[test]
+fn a_thread_blocked_in_a_call_not_traced_is_looked_at_not_called_running() {
+    // Issue 16: nginx's master sat in rt_sigsuspend, not traced, and was
+    // "running" 100 % of the time. Here a shell waits in wait4 for a child
+    // in clock_nanosleep, neither traced: both are looked at in /proc and
+    // shown as sleeping, marked sampled, in the file and in -c.
+    let dir = tempdir();
+    let file = dir.path().join("t.jsonl");
+    let output = Command::new(BIN)
+        .args([
+            "trace",
+            "-c",
+            "--format",
+            "jsonl",
+            "-e",
+            "trace=futex",
+            "-o",
+        ])
+        .arg(&file)
+        .args(["--", "sh", "-c", "sleep 1.2; true"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let sampled: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["type"] == "sampled" && e["state"] == "blocked")
+        .collect();
+    let names: Vec<&str> = sampled.iter().filter_map(|e| e["name"].as_str()).collect();
+    assert!(names.contains(&"wait4"), "{names:?}");
+    assert!(names.contains(&"clock_nanosleep"), "{names:?}");
+    // -c (to stderr here, after the file) tells the sampled share apart.
+    let summary = String::from_utf8_lossy(&output.stderr);
+    let sleeper = summary
+        .lines()
+        .skip_while(|l| !l.contains(" sampled"))
+        .skip(1)
+        .take_while(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .collect::<Vec<_>>();
+    assert_eq!(sleeper.len(), 2, "{summary}");
+    for row in sleeper {
+        let share = |i: usize| row[i].trim_end_matches('%').parse::<f64>().unwrap();
+        // tid, syscalls, running, futex-wait, accept, sleep, io, syscall, sampled
+        assert!(share(5) > 50.0, "sleeping most of its life: {row:?}");
+        assert!(share(8) > 50.0, "and known by a look: {row:?}");
+        assert!(share(2) < 50.0, "not running: {row:?}");
+    }
+}

@@ -144,6 +144,9 @@ pub struct Interval {
     pub end_ns: Option<u64>,
     /// The state.
     pub state: ThreadState,
+    /// Seen by a look at the thread (/proc), not proven by a traced event:
+    /// a thread blocked in a call the selection leaves out, say.
+    pub sampled: bool,
 }
 
 /// The timeline of one thread.
@@ -177,6 +180,10 @@ impl ThreadTimeline {
     }
 
     fn enter(&mut self, state: ThreadState, at: u64) {
+        self.enter_as(state, at, false);
+    }
+
+    fn enter_as(&mut self, state: ThreadState, at: u64, sampled: bool) {
         if let Some(last) = self.intervals.last_mut() {
             if last.state == state {
                 return;
@@ -187,7 +194,18 @@ impl ThreadTimeline {
             start_ns: at,
             end_ns: None,
             state,
+            sampled,
         });
+    }
+
+    /// Nanoseconds up to `now` whose state a look at the thread gave, not
+    /// the trace.
+    pub fn sampled_ns(&self, now_ns: u64) -> u64 {
+        self.intervals
+            .iter()
+            .filter(|i| i.sampled)
+            .map(|i| i.end_ns.unwrap_or(now_ns).max(i.start_ns) - i.start_ns)
+            .sum()
     }
 
     /// Nanoseconds spent in each kind of state up to `now` (open
@@ -226,7 +244,10 @@ impl Timelines {
                 ..ThreadTimeline::default()
             });
         match observed_state(&event.kind, thread.current()) {
-            Observed::Enter(state) => return thread.enter(state, event.time_ns),
+            Observed::Enter(state) => {
+                let sampled = matches!(event.kind, EventKind::Sampled { .. });
+                return thread.enter_as(state, event.time_ns, sampled);
+            }
             Observed::Keep => return,
             Observed::NotAState => {}
         }
@@ -350,7 +371,7 @@ impl fmt::Display for Timelines {
         });
         writeln!(
             f,
-            "    tid   syscalls  running  futex-wait   accept    sleep       io  syscall{}",
+            "    tid   syscalls  running  futex-wait   accept    sleep       io  syscall{}  sampled",
             if scheduler { " runnable  blocked" } else { "" }
         )?;
         for (tid, thread) in &self.threads {
@@ -382,8 +403,17 @@ impl fmt::Display for Timelines {
             if scheduler {
                 write!(f, " {} {}", share("runnable"), share("blocked"))?;
             }
-            writeln!(f)?;
+            let sampled = thread.sampled_ns(self.last_ns).min(lived);
+            match lived {
+                0 => writeln!(f, " {:>8}", "-")?,
+                _ => writeln!(f, " {:>7.1}%", 100.0 * sampled as f64 / lived as f64)?,
+            }
         }
+        writeln!(
+            f,
+            "(sampled: the share of its life whose state a look at /proc gave, not the trace: \
+             blocked in a call not traced, or running)"
+        )?;
         if !scheduler {
             writeln!(
                 f,

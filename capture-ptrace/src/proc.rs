@@ -24,6 +24,13 @@ pub(crate) fn tgid_of(tid: Tid) -> Tid {
     status(tid).map_or(tid, |s| s.tgid)
 }
 
+/// What `tid` is doing as far as syscalls go, from /proc/TID/syscall
+/// (which needs ptrace's permission: we are its tracer).
+pub(crate) fn syscall_of(tid: Tid) -> Option<tracebench_trace::Sampled> {
+    let text = std::fs::read_to_string(format!("/proc/{tid}/syscall")).ok()?;
+    tracebench_trace::Sampled::from_proc_syscall(&text)
+}
+
 /// Whether `tid` is asleep (state S): the test hook of the interrupt race
 /// waits for an idle program.
 pub(crate) fn is_asleep(tid: Tid) -> bool {

@@ -46,3 +46,42 @@ pub(crate) fn interrupt(thread: libc::pthread_t) {
     // WAKE_SIGNAL's handler is installed.
     unsafe { libc::pthread_kill(thread, WAKE_SIGNAL) };
 }
+
+/// Interrupts a thread's blocking calls every `interval` while it lives:
+/// the loop's waitpid returns now and then even when nothing stops, so it
+/// can look at quiet threads. Dropping it stops the ticks (and waits for
+/// the ticking thread, so none comes after).
+pub(crate) struct Ticker {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    ticking: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Ticker {
+    /// Starts ticking `thread` (from [`this_thread`]).
+    pub(crate) fn start(thread: libc::pthread_t, interval: std::time::Duration) -> Ticker {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let ticking = std::thread::Builder::new()
+            .name("tracer ticks".into())
+            .spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(interval)
+                {
+                    interrupt(thread);
+                }
+            })
+            .ok();
+        Ticker {
+            stop: Some(stop),
+            ticking,
+        }
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(ticking) = self.ticking.take() {
+            let _ = ticking.join();
+        }
+    }
+}

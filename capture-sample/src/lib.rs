@@ -28,27 +28,10 @@ use tracebench_trace::{
     ProgramStdio, Sampled, StopHandle, Tracee,
 };
 
-/// Parses the contents of `/proc/PID/task/TID/syscall`.
+/// Parses the contents of `/proc/PID/task/TID/syscall` (see
+/// [`Sampled::from_proc_syscall`]).
 pub fn parse_syscall_file(text: &str) -> Option<Sampled> {
-    let text = text.trim();
-    if text == "running" {
-        return Some(Sampled::Running);
-    }
-    let mut fields = text.split_whitespace();
-    let nr: i64 = fields.next()?.parse().ok()?;
-    if nr < 0 {
-        // Blocked, but not in a syscall (a page fault, say).
-        return Some(Sampled::Running);
-    }
-    let mut args = [0u64; 6];
-    for arg in &mut args {
-        let field = fields.next()?;
-        *arg = u64::from_str_radix(field.trim_start_matches("0x"), 16).ok()?;
-    }
-    Some(Sampled::Blocked {
-        nr: u32::try_from(nr).ok()?,
-        args,
-    })
+    Sampled::from_proc_syscall(text)
 }
 
 /// Reads every thread of `pid` once: (tid, what it is doing). `Ok(None)`

@@ -161,6 +161,33 @@ pub enum Sampled {
     Gone,
 }
 
+impl Sampled {
+    /// What `/proc/PID/task/TID/syscall` says: `running`; blocked outside
+    /// a syscall (`-1 sp pc`: a page fault, say), which is running as far
+    /// as syscalls go; or blocked in syscall `nr` with its six argument
+    /// registers. `None` for text the kernel does not write.
+    pub fn from_proc_syscall(text: &str) -> Option<Sampled> {
+        let text = text.trim();
+        if text == "running" {
+            return Some(Sampled::Running);
+        }
+        let mut fields = text.split_whitespace();
+        let nr: i64 = fields.next()?.parse().ok()?;
+        if nr < 0 {
+            return Some(Sampled::Running);
+        }
+        let mut args = [0u64; 6];
+        for arg in &mut args {
+            let field = fields.next()?;
+            *arg = u64::from_str_radix(field.trim_start_matches("0x"), 16).ok()?;
+        }
+        Some(Sampled::Blocked {
+            nr: u32::try_from(nr).ok()?,
+            args,
+        })
+    }
+}
+
 /// How a thread or process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitStatus {

@@ -259,6 +259,11 @@ pub fn help_lines(replay: bool) -> Vec<(&'static str, &'static str)> {
                 .filter(|b| !(replay && (b.live_only || b.keys == "space")))
                 .map(|b| (b.keys, b.help)),
         )
+        // Not a key: how to read the table's state column.
+        .chain([(
+            "state~",
+            "seen in /proc, not proven by the trace (blocked in a call not traced)",
+        )])
         .collect()
 }
 

@@ -72,6 +72,9 @@ pub struct ThreadRow {
     /// Whether an event of its own arrived (a thread names itself early,
     /// so by then its name is worth reading).
     seen: bool,
+    /// Whether its current state was seen by a look at /proc rather than
+    /// proven by the trace (a call outside the selection, say).
+    pub sampled: bool,
 }
 
 impl ThreadRow {
@@ -84,6 +87,7 @@ impl ThreadRow {
             history: StateHistory::new(ThreadState::Running, at_ns),
             pending: None,
             seen: false,
+            sampled: false,
         }
     }
 }
@@ -716,10 +720,14 @@ impl RunData {
         }
         match observed_state(&event.kind, row.history.current()) {
             // A state seen, not a call: the timeline shows it.
-            Observed::Enter(state) => return row.history.enter(state, at),
+            Observed::Enter(state) => {
+                row.sampled = matches!(event.kind, EventKind::Sampled { .. });
+                return row.history.enter(state, at);
+            }
             Observed::Keep => return,
             Observed::NotAState => {}
         }
+        row.sampled = false;
         let what = match event.kind {
             EventKind::SyscallEntry {
                 nr,

@@ -8,6 +8,7 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Bar, BarChart, BarGroup, Block, Clear, Paragraph, Row, Sparkline, Table};
 use tracebench_analysis::states::ThreadState;
+use tracebench_export::render::syscall_name;
 
 use crate::keys::help_lines;
 use crate::model::{App, LowerPane};
@@ -191,11 +192,15 @@ const THREAD_COLUMNS: [(&str, u16); 8] = [
 
 /// A state as the table shows it: a futex wait with the low digits of its
 /// address, which tell the futexes of one process apart.
-fn state_text(state: ThreadState) -> String {
-    match state {
+/// A call outside the ones the state names is shown by its name; a state
+/// a look at /proc gave, not the trace, ends in `~` (see the help).
+fn state_text(state: ThreadState, sampled: bool) -> String {
+    let text = match state {
         ThreadState::FutexWait(addr) => format!("futex-wait …{:05x}", addr & 0xf_ffff),
+        ThreadState::Syscall(nr) => format!("in {}", syscall_name(nr)),
         other => other.label().to_owned(),
-    }
+    };
+    if sampled { text + "~" } else { text }
 }
 
 fn draw_threads(frame: &mut Frame, area: Rect, app: &App) {
@@ -216,7 +221,7 @@ fn draw_threads(frame: &mut Frame, area: Rect, app: &App) {
                 ratatui::widgets::Cell::from(tid.to_string()),
                 row.name.clone().into(),
                 data.role_of(*tid).into(),
-                ratatui::widgets::Cell::from(state_text(current))
+                ratatui::widgets::Cell::from(state_text(current, row.sampled))
                     .style(Style::default().fg(state_color(current))),
                 ms(since).into(),
                 data.syscalls_of(*tid).to_string().into(),

@@ -16,14 +16,15 @@ use tracebench_trace::DataCapture;
 use tracebench_trace::clock::monotonic_ns;
 use tracebench_trace::syscall::used_args;
 use tracebench_trace::{
-    CaptureEnd, CaptureError, Creation, Event, EventKind, EventSink, ExitStatus, StopHandle,
+    CaptureEnd, CaptureError, Creation, Event, EventKind, EventSink, ExitStatus, Sampled,
+    StopHandle,
 };
 
 pub(crate) use spawn::pin_to_cpu;
 
 use crate::PtraceOptions;
 use crate::pointers;
-use crate::proc::{is_asleep, tgid_of};
+use crate::proc::{self, is_asleep, tgid_of};
 use crate::ptrace::{self, Stop, SyscallInfo, Tid};
 use crate::wake;
 
@@ -43,6 +44,12 @@ pub(crate) struct Thread {
     /// Past PTRACE_EVENT_EXIT: it will never stop again (a leader that
     /// exited before its threads lingers as a zombie until they do).
     exiting: bool,
+    /// When it last stopped (trace clock, ns).
+    last_stop_ns: u64,
+    /// What the last look at it found while it was quiet outside any
+    /// recorded call ([`Engine::look_at_quiet_threads`]); cleared by its
+    /// next stop.
+    sampled: Option<Sampled>,
 }
 
 impl Thread {
@@ -53,9 +60,16 @@ impl Thread {
             current: None,
             awaiting_exit: false,
             exiting: false,
+            last_stop_ns: 0,
+            sampled: None,
         }
     }
 }
+
+/// A thread quiet this long outside any recorded call is looked at in
+/// /proc: what the trace cannot prove (it is blocked in a call not
+/// selected, or runs in user space) is then shown as sampled, not guessed.
+const QUIET_NS: u64 = 250_000_000;
 
 pub(crate) struct Engine {
     options: PtraceOptions,
@@ -186,6 +200,8 @@ impl Engine {
             }
         }
         let _running = LoopRunning(self.stop.clone());
+        // Dropped before the loop's thread moves on: no tick after it.
+        let _ticks = wake::Ticker::start(thread, std::time::Duration::from_nanos(QUIET_NS / 2));
         self.run_loop(sink)
     }
 
@@ -219,6 +235,7 @@ impl Engine {
                 }
             }
             self.follow_graceful_stop();
+            self.look_at_quiet_threads(sink);
             sink.idle(monotonic_ns());
             // Checked again after the sinks' work, to keep the window in
             // which a signal can slip in before the blocking wait small
@@ -307,6 +324,44 @@ impl Engine {
         }
     }
 
+    /// Threads quiet for [`QUIET_NS`] outside any recorded call: what
+    /// they are doing, from /proc/TID/syscall (or, with every syscall
+    /// stopping, from the call they are in), as a [`Sampled`] event when it
+    /// changed since the last look.
+    fn look_at_quiet_threads(&mut self, sink: &mut dyn EventSink) {
+        let now = monotonic_ns();
+        let mut seen = Vec::new();
+        for (&tid, thread) in &mut self.threads {
+            if !thread.started
+                || thread.exiting
+                || now.saturating_sub(thread.last_stop_ns) < QUIET_NS
+                || matches!(thread.current, Some((_, _, true)))
+            {
+                continue;
+            }
+            let sampled = match thread.current {
+                Some((nr, args, false)) => Some(Sampled::Blocked {
+                    nr: nr as u32,
+                    args,
+                }),
+                _ => proc::syscall_of(tid),
+            };
+            // Running is news only after a look found it blocked.
+            let news = match (&sampled, &thread.sampled) {
+                (Some(Sampled::Running), None) => false,
+                (Some(now_seen), before) => before.as_ref() != Some(now_seen),
+                (None, _) => false,
+            };
+            if news {
+                thread.sampled = sampled;
+                seen.push((tid, thread.pid, sampled.expect("news is a sample")));
+            }
+        }
+        for (tid, pid, sampled) in seen {
+            self.emit(sink, tid, pid, now, EventKind::Sampled { seen: sampled });
+        }
+    }
+
     fn emit(&self, sink: &mut dyn EventSink, tid: Tid, pid: Tid, time_ns: u64, kind: EventKind) {
         sink.event(&Event {
             time_ns,
@@ -341,6 +396,8 @@ impl Engine {
         let pid = thread.pid;
         let first_stop = !thread.started;
         thread.started = true;
+        thread.last_stop_ns = now;
+        thread.sampled = None;
         match stop {
             Stop::Exited(code) => self.on_exit(tid, pid, now, ExitStatus::Code(code), sink),
             Stop::Killed(signal) => self.on_exit(tid, pid, now, ExitStatus::Signal(signal), sink),
