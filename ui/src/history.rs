@@ -150,6 +150,11 @@ impl StateHistory {
         self.state
     }
 
+    /// When the thread was first seen.
+    pub fn born_ns(&self) -> u64 {
+        self.born_ns
+    }
+
     /// Since when.
     pub fn since_ns(&self) -> u64 {
         self.since_ns

@@ -71,6 +71,13 @@ pub const KEYMAP: &[Binding] = &[
         live_only: false,
     },
     Binding {
+        keys: "g",
+        help: "exited threads: one row per name (conn-*) or each",
+        matches: |k| k == KeyCode::Char('g'),
+        action: || Action::ToggleGroups,
+        live_only: false,
+    },
+    Binding {
         keys: "x",
         help: "list threads that exited in the last minute, or 5 s",
         matches: |k| k == KeyCode::Char('x'),
@@ -260,10 +267,7 @@ pub fn help_lines(replay: bool) -> Vec<(&'static str, &'static str)> {
                 .map(|b| (b.keys, b.help)),
         )
         // Not a key: how to read the table's state column.
-        .chain([(
-            "state~",
-            "seen in /proc, not proven by the trace (blocked in a call not traced)",
-        )])
+        .chain([("state~", "seen in /proc, not proven by the trace")])
         .collect()
 }
 

@@ -3,7 +3,7 @@
 //! behaviour can be tested without a terminal.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use hdrhistogram::Histogram;
 use tracebench_analysis::states::{Observed, ThreadState, observed_state};
@@ -89,6 +89,47 @@ impl ThreadRow {
             seen: false,
             sampled: false,
         }
+    }
+}
+
+/// Exited threads of one name pattern this many or more share a row.
+const GROUPED_FROM: usize = 3;
+
+/// A row of the thread table.
+#[derive(Debug)]
+pub enum TableRow<'a> {
+    /// One thread.
+    Thread(i32, &'a ThreadRow),
+    /// Threads that exited, taken together.
+    Exited(ExitedGroup),
+}
+
+/// Exited threads of one name pattern and role, taken together.
+#[derive(Debug, Default, Clone)]
+pub struct ExitedGroup {
+    /// The name with its digits replaced by `*` (`conn-*`; `*` alone for
+    /// threads without a name).
+    pub pattern: String,
+    /// Their role.
+    pub role: &'static str,
+    /// How many.
+    pub count: usize,
+    /// Their traced syscalls.
+    pub syscalls: u64,
+    /// Requests they served.
+    pub served: u64,
+    /// How long each lived, shortest first.
+    pub lived_ns: Vec<u64>,
+}
+
+impl ExitedGroup {
+    /// The lifetime at quantile `q` (0 to 1).
+    pub fn lived_at(&self, q: f64) -> u64 {
+        let last = self.lived_ns.len().saturating_sub(1);
+        self.lived_ns
+            .get(((last as f64) * q).round() as usize)
+            .copied()
+            .unwrap_or(0)
     }
 }
 
@@ -245,6 +286,8 @@ pub enum Action {
     /// Show every thread that exited in the last minute, or only those of
     /// the last few seconds.
     ToggleExited,
+    /// Show threads that exited one row per name pattern, or each its own.
+    ToggleGroups,
     /// Mark the present: the latency panes then count only the requests
     /// answered between the mark and the present (or the playhead). Again:
     /// forget the mark.
@@ -416,6 +459,9 @@ pub struct ViewState {
     /// (fork and thread modes make one per request), not only the last
     /// few seconds' ([`EXITED_SHOWN_NS`]).
     pub show_exited: bool,
+    /// Threads that exited get a row each, rather than one row per name
+    /// pattern ([`RunData::table_rows`]).
+    pub each_exited: bool,
     /// Where a range starts ([`Action::MarkRange`]).
     pub range_mark: Option<RangeMark>,
 }
@@ -484,6 +530,7 @@ impl Default for ViewState {
             lower_pane: LowerPane::Events,
             table_offset: std::cell::Cell::new(0),
             show_exited: false,
+            each_exited: false,
             range_mark: None,
         }
     }
@@ -543,7 +590,8 @@ impl App {
             | Action::LessLoad
             | Action::ToggleFutexPane
             | Action::ToggleOutputPane
-            | Action::ToggleExited => self.view_state.update(action),
+            | Action::ToggleExited
+            | Action::ToggleGroups => self.view_state.update(action),
         }
     }
 
@@ -574,8 +622,12 @@ impl App {
     fn select(&mut self, step: isize) {
         let tids: Vec<i32> = self
             .shown_data()
-            .listed_threads(self.view_state.show_exited)
-            .map(|(t, _)| *t)
+            .table_rows(self.view_state.show_exited, self.view_state.each_exited)
+            .iter()
+            .filter_map(|row| match row {
+                TableRow::Thread(tid, _) => Some(*tid),
+                TableRow::Exited(_) => None,
+            })
             .collect();
         if tids.is_empty() {
             return;
@@ -627,6 +679,7 @@ impl ViewState {
             Action::ToggleFutexPane => self.toggle_lower_pane(LowerPane::Futex),
             Action::ToggleOutputPane => self.toggle_lower_pane(LowerPane::Output),
             Action::ToggleExited => self.show_exited = !self.show_exited,
+            Action::ToggleGroups => self.each_exited = !self.each_exited,
             // MoreLoad and LessLoad without a load; the rest are not the
             // view's.
             _ => {}
@@ -840,6 +893,55 @@ impl RunData {
         })
     }
 
+    /// The thread table's rows: every listed thread, but those that
+    /// exited taken together by name pattern and role (a thread-per-request
+    /// server leaves hundreds of `conn-N`), unless `each_exited`. A group
+    /// takes the place of its first member.
+    pub fn table_rows(&self, show_exited: bool, each_exited: bool) -> Vec<TableRow<'_>> {
+        let mut groups: HashMap<(String, &'static str), ExitedGroup> = HashMap::new();
+        let listed: Vec<(i32, &ThreadRow)> = self
+            .listed_threads(show_exited)
+            .map(|(tid, row)| (*tid, row))
+            .collect();
+        let key = |tid: i32, row: &ThreadRow| {
+            (
+                row.name
+                    .trim_end_matches(|c: char| c.is_ascii_digit())
+                    .to_owned(),
+                self.role_of(tid),
+            )
+        };
+        for &(tid, row) in &listed {
+            if row.history.current() != ThreadState::Exited || each_exited {
+                continue;
+            }
+            let group = groups.entry(key(tid, row)).or_default();
+            group.count += 1;
+            group.syscalls += row.syscalls;
+            group.served += self.served_by(tid);
+            group
+                .lived_ns
+                .push(row.history.since_ns().saturating_sub(row.history.born_ns()));
+        }
+        groups.retain(|_, g| g.count >= GROUPED_FROM);
+        let mut rows = Vec::new();
+        for (tid, row) in listed {
+            let exited = row.history.current() == ThreadState::Exited;
+            match exited.then(|| key(tid, row)) {
+                Some(key) if groups.contains_key(&key) => {
+                    if let Some(mut group) = groups.remove(&key) {
+                        group.pattern = format!("{}*", key.0);
+                        group.role = key.1;
+                        group.lived_ns.sort_unstable();
+                        rows.push(TableRow::Exited(group));
+                    }
+                }
+                _ => rows.push(TableRow::Thread(tid, row)),
+            }
+        }
+        rows
+    }
+
     /// The latencies the view shows: all answered so far, or those between
     /// the range mark and now (either way round: a replay can go back
     /// before its mark).
@@ -1027,6 +1129,56 @@ mod tests {
         assert_eq!(app.data.events, 10_000, "the live data takes every event");
         app.update(Action::TogglePause);
         assert_eq!(app.shown_data().events, 10_000);
+    }
+
+    #[test]
+    fn exited_threads_of_one_name_share_a_row_until_g() {
+        // Issue 16: a thread-per-request server flooded the table.
+        let mut app = App::new("test");
+        for i in 0..5 {
+            let tid = 200 + i;
+            app.update(event(
+                1_000,
+                100,
+                EventKind::Spawned {
+                    child_tid: tid,
+                    child_pid: 100,
+                    creation: Creation::Thread,
+                },
+            ));
+            app.update(Action::Named {
+                tid,
+                name: format!("conn-{i}"),
+            });
+            app.update(event(
+                2_000 + 1_000 * u64::from(i as u32),
+                tid,
+                EventKind::Exited {
+                    status: tracebench_trace::ExitStatus::Code(0),
+                },
+            ));
+        }
+        let rows = app
+            .data
+            .table_rows(app.view_state.show_exited, app.view_state.each_exited);
+        let groups: Vec<&ExitedGroup> = rows
+            .iter()
+            .filter_map(|r| match r {
+                TableRow::Exited(g) => Some(g),
+                TableRow::Thread(..) => None,
+            })
+            .collect();
+        assert_eq!(groups.len(), 1, "{rows:?}");
+        assert_eq!(groups[0].count, 5);
+        assert_eq!(groups[0].pattern, "conn-*");
+        assert_eq!(groups[0].lived_at(0.0), 1_000);
+        assert_eq!(groups[0].lived_at(1.0), 5_000);
+        assert!(rows.iter().any(|r| matches!(r, TableRow::Thread(100, _))));
+        app.update(Action::ToggleGroups);
+        let rows = app
+            .data
+            .table_rows(app.view_state.show_exited, app.view_state.each_exited);
+        assert_eq!(rows.len(), 6, "each its own row");
     }
 
     #[test]

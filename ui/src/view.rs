@@ -11,7 +11,7 @@ use tracebench_analysis::states::ThreadState;
 use tracebench_export::render::syscall_name;
 
 use crate::keys::help_lines;
-use crate::model::{App, LowerPane};
+use crate::model::{App, ExitedGroup, LowerPane, TableRow, ThreadRow};
 
 /// The colour of a state, as in the thread table and the legend.
 pub fn state_color(state: ThreadState) -> Color {
@@ -203,40 +203,76 @@ fn state_text(state: ThreadState, sampled: bool) -> String {
     if sampled { text + "~" } else { text }
 }
 
+/// One thread's row of the table.
+fn thread_row<'a>(app: &App, tid: i32, row: &ThreadRow, cells: usize) -> Row<'a> {
+    let data = app.shown_data();
+    let current = data.state_of(tid);
+    let since = data.now_ns.saturating_sub(data.since_of(tid));
+    let style = if app.view_state.selected == Some(tid) {
+        Style::default().add_modifier(Modifier::REVERSED)
+    } else {
+        Style::default()
+    };
+    Row::new(vec![
+        ratatui::widgets::Cell::from(tid.to_string()),
+        row.name.clone().into(),
+        data.role_of(tid).into(),
+        ratatui::widgets::Cell::from(state_text(current, row.sampled))
+            .style(Style::default().fg(state_color(current))),
+        ms(since).into(),
+        data.syscalls_of(tid).to_string().into(),
+        match data.served_by(tid) {
+            0 => String::new(),
+            n => n.to_string(),
+        }
+        .into(),
+        row.cpu
+            .map_or_else(String::new, |c| format!("{c:.0}%"))
+            .into(),
+        timeline_cells(app, tid, cells).into(),
+    ])
+    .style(style)
+}
+
+/// The row of exited threads taken together (`g` shows each).
+fn group_row<'a>(group: &ExitedGroup) -> Row<'a> {
+    Row::new(vec![
+        ratatui::widgets::Cell::from(format!("×{}", group.count)),
+        group.pattern.clone().into(),
+        group.role.into(),
+        ratatui::widgets::Cell::from("exited")
+            .style(Style::default().fg(state_color(ThreadState::Exited))),
+        String::new().into(),
+        group.syscalls.to_string().into(),
+        match group.served {
+            0 => String::new(),
+            n => n.to_string(),
+        }
+        .into(),
+        String::new().into(),
+        format!(
+            "{} threads lived p50 {}, p99 {}, max {} (g: each)",
+            group.count,
+            ms(group.lived_at(0.5)),
+            ms(group.lived_at(0.99)),
+            ms(group.lived_at(1.0))
+        )
+        .into(),
+    ])
+}
+
 fn draw_threads(frame: &mut Frame, area: Rect, app: &App) {
     let data = app.shown_data();
     let fixed: u16 = THREAD_COLUMNS.iter().map(|(_, w)| w + 1).sum();
     let cells = area.width.saturating_sub(fixed + 2).max(10) as usize;
-    let rows = data
-        .listed_threads(app.view_state.show_exited)
-        .map(|(tid, row)| {
-            let current = data.state_of(*tid);
-            let since = data.now_ns.saturating_sub(data.since_of(*tid));
-            let style = if app.view_state.selected == Some(*tid) {
-                Style::default().add_modifier(Modifier::REVERSED)
-            } else {
-                Style::default()
-            };
-            Row::new(vec![
-                ratatui::widgets::Cell::from(tid.to_string()),
-                row.name.clone().into(),
-                data.role_of(*tid).into(),
-                ratatui::widgets::Cell::from(state_text(current, row.sampled))
-                    .style(Style::default().fg(state_color(current))),
-                ms(since).into(),
-                data.syscalls_of(*tid).to_string().into(),
-                match data.served_by(*tid) {
-                    0 => String::new(),
-                    n => n.to_string(),
-                }
-                .into(),
-                row.cpu
-                    .map_or_else(String::new, |c| format!("{c:.0}%"))
-                    .into(),
-                timeline_cells(app, *tid, cells).into(),
-            ])
-            .style(style)
-        });
+    let rows: Vec<Row> = data
+        .table_rows(app.view_state.show_exited, app.view_state.each_exited)
+        .into_iter()
+        .map(|row| match row {
+            TableRow::Thread(tid, row) => thread_row(app, tid, row, cells),
+            TableRow::Exited(group) => group_row(&group),
+        })
+        .collect();
     let widths = THREAD_COLUMNS
         .iter()
         .map(|(_, w)| Constraint::Length(*w))
