@@ -1,0 +1,410 @@
+//! Servers we did not write, loaded and traced end to end (issue 16): the
+//! assembly thread-pool server of tests/fixtures/asmserver.asm, nginx
+//! (a master and 2 worker processes), python3's http.server (a thread per
+//! request), a node http server (one event loop) and a JDK HttpServer (a
+//! dispatcher thread and a pool of 4). Each runs on 127.0.0.1 on a free
+//! port, is started by the test and stopped by pid with SIGTERM.
+//!
+//! What each really does at the syscall level, as strace -f shows it, is
+//! asserted here on tracebench's own trace: which accept call, on which
+//! thread, and how it makes its threads or processes.
+// A test reads as one story, start to finish: no line limit here.
+#![allow(clippy::too_many_lines)]
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+use std::ffi::OsString;
+use std::os::unix::process::ExitStatusExt;
+use std::process::Command;
+use std::time::Instant;
+
+use common::foreign::{self, ForeignServer, GRACE, Running, free_port};
+use common::*;
+
+/// How a server ends on SIGTERM, by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// exit(code).
+    Code(i32),
+    /// Killed by this signal (its default action).
+    Signal(i32),
+}
+
+fn ending_of(status: std::process::ExitStatus) -> Option<Ending> {
+    status
+        .code()
+        .map(Ending::Code)
+        .or_else(|| status.signal().map(Ending::Signal))
+}
+
+/// `tracebench load URL -n N -c C --json`, which must succeed; returns
+/// the summary.
+fn load(url: &str, requests: u32, connections: u32) -> serde_json::Value {
+    let output = Command::new(BIN)
+        .args(["load", url, "-c", &connections.to_string()])
+        .args(["-n", &requests.to_string(), "--json", "--timeout", "20s"])
+        .output()
+        .expect("run tracebench load");
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "tracebench load printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    assert!(
+        output.status.success(),
+        "tracebench load failed ({}): {summary}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    summary
+}
+
+/// Asserts that every one of `requests` was answered 200.
+fn assert_all_answered_200(summary: &serde_json::Value, requests: u64, who: &str) {
+    assert_eq!(summary["completed"], requests, "{who}: {summary}");
+    assert_eq!(summary["failed"], 0, "{who}: {summary}");
+    assert_eq!(summary["in_flight_at_end"], 0, "{who}: {summary}");
+    let statuses = summary["statuses"].as_object().expect("statuses");
+    assert_eq!(statuses.len(), 1, "{who}: only 200s: {summary}");
+    assert_eq!(statuses["200"], requests, "{who}: {summary}");
+}
+
+/// Starts `server`, loads it with 200 requests on 4 connections, and
+/// stops it with SIGTERM, which it must obey within the grace period
+/// with the `ending` it has.
+fn loads_and_stops(server: ForeignServer, ending: Ending) {
+    let _serial = serial();
+    let name = server.name;
+    let started = Instant::now();
+    let running = server.start();
+    let ready = started.elapsed();
+    let pid = running.pid();
+    let family = foreign::descendants(pid);
+    let summary = load(&running.url(), 200, 4);
+    assert_all_answered_200(&summary, 200, name);
+    let stopped = running.stop();
+    assert!(
+        stopped.graceful,
+        "{name} (pid {pid}) did not exit within {GRACE:?} of SIGTERM: {stopped:?}"
+    );
+    assert_eq!(
+        ending_of(stopped.status),
+        Some(ending),
+        "{name}: {}",
+        stopped.output
+    );
+    // Nothing of it is left: neither it nor a process it started (nginx's
+    // workers).
+    let left: Vec<i32> = family
+        .iter()
+        .copied()
+        .chain([pid])
+        .filter(|&p| foreign::alive(p))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "{name} left {left:?} running (of {family:?})"
+    );
+    eprintln!(
+        "{name}: serving after {ready:.2?}, 200 requests in {:.3} s, stopped in {:.2?}",
+        summary["elapsed_s"], stopped.took
+    );
+}
+
+#[test]
+fn asm_server_answers_every_request_and_exits_0_on_sigterm() {
+    loads_and_stops(foreign::asm_server(free_port()), Ending::Code(0));
+}
+
+#[test]
+fn nginx_answers_every_request_and_exits_0_on_sigterm() {
+    loads_and_stops(foreign::nginx(free_port(), 2), Ending::Code(0));
+}
+
+#[test]
+fn python_http_server_answers_every_request_and_dies_of_sigterm() {
+    // python installs no SIGTERM handler: the default action kills it.
+    loads_and_stops(foreign::python(free_port()), Ending::Signal(libc::SIGTERM));
+}
+
+#[test]
+fn node_answers_every_request_and_exits_0_on_sigterm() {
+    // server.js exits 0 from its own SIGTERM handler.
+    loads_and_stops(foreign::node(free_port()), Ending::Code(0));
+}
+
+#[test]
+fn java_answers_every_request_and_exits_143_on_sigterm() {
+    // The JVM catches SIGTERM, runs its shutdown hooks and exits 128 + 15.
+    loads_and_stops(foreign::java(free_port()), Ending::Code(143));
+}
+
+/// One completed call of a strace-style trace.
+#[derive(Debug)]
+struct Call {
+    /// The calling thread; `None` for lines before the first `[pid N]`
+    /// prefix (when the program had one thread).
+    tid: Option<i32>,
+    name: String,
+    /// The whole call text, arguments and all (an `<unfinished ...>` part
+    /// joined with its `resumed` part).
+    text: String,
+    /// The return value, when it is a number.
+    ret: Option<i64>,
+}
+
+/// Every completed call of `trace` (tracebench trace's text output).
+fn calls_of(trace: &str) -> Vec<Call> {
+    let mut calls = Vec::new();
+    let mut unfinished: HashMap<Option<i32>, String> = HashMap::new();
+    for line in trace.lines() {
+        let (tid, rest) = match line.strip_prefix("[pid ") {
+            Some(tagged) => {
+                let (tid, rest) = tagged.split_once("] ").expect("a closing bracket");
+                (Some(tid.trim().parse::<i32>().expect("a tid")), rest)
+            }
+            None => (None, line),
+        };
+        if rest.starts_with("+++") || rest.starts_with("---") {
+            continue;
+        }
+        if let Some(start) = rest.strip_suffix(" <unfinished ...>") {
+            unfinished.insert(tid, start.to_owned());
+            continue;
+        }
+        let text = match rest.strip_prefix("<... ") {
+            Some(resumed) => {
+                let (_, tail) = resumed.split_once(" resumed>").expect("resumed>");
+                unfinished.remove(&tid).unwrap_or_default() + tail
+            }
+            None => rest.to_owned(),
+        };
+        let name = text.split('(').next().unwrap_or_default().to_owned();
+        let ret = text
+            .rsplit_once(") = ")
+            .and_then(|(_, after)| after.split_whitespace().next()?.parse().ok());
+        calls.push(Call {
+            tid,
+            name,
+            text,
+            ret,
+        });
+    }
+    calls
+}
+
+/// What the trace of a server says about how it is built.
+#[derive(Debug)]
+struct Shape {
+    /// accept and accept4 calls that returned a connection, by name.
+    accepts: HashMap<String, usize>,
+    /// The threads (tids) that made those calls.
+    accepting_threads: BTreeSet<Option<i32>>,
+    /// Successful clone calls with CLONE_THREAD (threads), without (processes).
+    clone_threads: usize,
+    clone_processes: Vec<i64>,
+    /// Successful clone3 calls (glibc's pthread_create).
+    clone3: usize,
+}
+
+fn shape_of(trace: &str) -> Shape {
+    let mut shape = Shape {
+        accepts: HashMap::new(),
+        accepting_threads: BTreeSet::new(),
+        clone_threads: 0,
+        clone_processes: Vec::new(),
+        clone3: 0,
+    };
+    for call in calls_of(trace) {
+        let Some(ret) = call.ret.filter(|r| *r >= 0) else {
+            continue;
+        };
+        match call.name.as_str() {
+            "accept" | "accept4" => {
+                *shape.accepts.entry(call.name.clone()).or_default() += 1;
+                shape.accepting_threads.insert(call.tid);
+            }
+            "clone" if call.text.contains("CLONE_THREAD") => shape.clone_threads += 1,
+            "clone" => shape.clone_processes.push(ret),
+            "clone3" => shape.clone3 += 1,
+            _ => {}
+        }
+    }
+    shape
+}
+
+/// Runs `server` under `tracebench trace -e trace=accept,accept4,clone,clone3
+/// -o FILE`, loads it with 50 requests, stops it with SIGTERM (sent to the
+/// server, not to the tracer) and returns the trace's shape, the tracer's
+/// ending and the server's pid.
+fn traced_run(server: ForeignServer) -> (Shape, Option<Ending>, i32) {
+    let _serial = serial();
+    let name = server.name;
+    let dir = tempdir();
+    let trace_path = dir.path().join("trace.txt");
+    let prefix: Vec<OsString> = vec![
+        BIN.into(),
+        "trace".into(),
+        "-e".into(),
+        "trace=accept,accept4,clone,clone3".into(),
+        "-o".into(),
+        trace_path.clone().into(),
+        "--".into(),
+    ];
+    let started = Instant::now();
+    let running: Running = server.start_under(&prefix);
+    let ready = started.elapsed();
+    let server_pid = running.server_pid();
+    let summary = load(&running.url(), 50, 4);
+    assert_all_answered_200(&summary, 50, name);
+    let stopped = running.stop();
+    assert!(
+        stopped.graceful,
+        "{name} traced did not exit within {GRACE:?} of SIGTERM: {stopped:?}"
+    );
+    let trace = std::fs::read_to_string(&trace_path).expect("the trace file");
+    let shape = shape_of(&trace);
+    eprintln!(
+        "{name} traced: serving after {ready:.2?}, stopped in {:.2?}: {shape:?}",
+        stopped.took
+    );
+    (shape, ending_of(stopped.status), server_pid)
+}
+
+/// At least `n` calls named `name` returned a connection, and none of the
+/// other accept call.
+fn assert_accepts(shape: &Shape, name: &str, n: usize, who: &str) {
+    let other = if name == "accept4" {
+        "accept"
+    } else {
+        "accept4"
+    };
+    let count = shape.accepts.get(name).copied().unwrap_or(0);
+    assert!(
+        count >= n,
+        "{who}: {count} {name} returned a connection, expected at least {n}: {shape:?}"
+    );
+    assert!(
+        !shape.accepts.contains_key(other),
+        "{who} uses {name}, never {other}: {shape:?}"
+    );
+}
+
+#[test]
+fn asm_server_traced_one_acceptor_and_four_raw_clone_threads() {
+    let (shape, ending, pid) = traced_run(foreign::asm_server(free_port()));
+    assert_eq!(
+        ending,
+        Some(Ending::Code(0)),
+        "the tracer's status is the server's"
+    );
+    // 50 by the load, 1 by the readiness probe.
+    assert_accepts(&shape, "accept4", 51, "asm");
+    // The main thread accepts: the only tid that does is the pid (or the
+    // line had no prefix, the server then having one thread).
+    assert!(
+        shape
+            .accepting_threads
+            .iter()
+            .all(|t| t.is_none_or(|t| t == pid)),
+        "only the acceptor (pid {pid}) accepts: {shape:?}"
+    );
+    assert_eq!(
+        shape.clone_threads, 4,
+        "4 workers from raw clone: {shape:?}"
+    );
+    assert!(
+        shape.clone_processes.is_empty() && shape.clone3 == 0,
+        "{shape:?}"
+    );
+}
+
+#[test]
+fn nginx_traced_two_worker_processes_accept_and_the_master_does_not() {
+    let (shape, ending, pid) = traced_run(foreign::nginx(free_port(), 2));
+    assert_eq!(
+        ending,
+        Some(Ending::Code(0)),
+        "the tracer's status is the server's"
+    );
+    assert_accepts(&shape, "accept4", 51, "nginx");
+    // The master forks its 2 workers with clone (no CLONE_THREAD): the
+    // accepts come from those, never from the master.
+    assert_eq!(shape.clone_processes.len(), 2, "{shape:?}");
+    assert!(shape.clone_threads == 0 && shape.clone3 == 0, "{shape:?}");
+    let workers: BTreeSet<Option<i32>> = shape
+        .clone_processes
+        .iter()
+        .map(|&w| Some(i32::try_from(w).unwrap()))
+        .collect();
+    assert!(
+        !shape.accepting_threads.is_empty() && shape.accepting_threads.is_subset(&workers),
+        "only the workers {workers:?} accept, not the master {pid}: {shape:?}"
+    );
+}
+
+#[test]
+fn python_traced_main_thread_accepts_and_starts_a_thread_per_request() {
+    let (shape, ending, pid) = traced_run(foreign::python(free_port()));
+    // Killed by SIGTERM; the tracer reports that as 128 + 15.
+    assert_eq!(ending, Some(Ending::Code(128 + libc::SIGTERM)));
+    assert_accepts(&shape, "accept4", 51, "python");
+    assert!(
+        shape
+            .accepting_threads
+            .iter()
+            .all(|t| t.is_none_or(|t| t == pid)),
+        "only the main thread (pid {pid}) accepts: {shape:?}"
+    );
+    // ThreadingHTTPServer: a thread per connection, from clone3, and no
+    // process.
+    assert!(shape.clone3 >= 51, "a thread per request: {shape:?}");
+    assert!(
+        shape.clone_processes.is_empty() && shape.clone_threads == 0,
+        "{shape:?}"
+    );
+}
+
+#[test]
+fn node_traced_one_event_loop_accepts_with_a_fixed_set_of_threads() {
+    let (shape, ending, pid) = traced_run(foreign::node(free_port()));
+    assert_eq!(
+        ending,
+        Some(Ending::Code(0)),
+        "the tracer's status is the server's"
+    );
+    assert_accepts(&shape, "accept4", 51, "node");
+    assert_eq!(
+        shape.accepting_threads,
+        BTreeSet::from([Some(pid)]),
+        "the main thread's event loop accepts: {shape:?}"
+    );
+    // libuv's pool and V8's helpers start with the process; no request
+    // makes a thread.
+    assert!(
+        shape.clone3 >= 1 && shape.clone3 < 50,
+        "a fixed set of threads: {shape:?}"
+    );
+}
+
+#[test]
+fn java_traced_a_dispatcher_thread_accepts_with_plain_accept() {
+    let (shape, ending, pid) = traced_run(foreign::java(free_port()));
+    assert_eq!(
+        ending,
+        Some(Ending::Code(143)),
+        "the tracer's status is the JVM's"
+    );
+    // The JDK's ServerSocketChannel calls accept, not accept4.
+    assert_accepts(&shape, "accept", 51, "java");
+    // HttpServer's dispatcher thread accepts, not the main thread.
+    assert_eq!(shape.accepting_threads.len(), 1, "{shape:?}");
+    assert!(
+        !shape.accepting_threads.contains(&Some(pid)) && !shape.accepting_threads.contains(&None),
+        "a thread other than main (pid {pid}) accepts: {shape:?}"
+    );
+    // The JVM's own threads and the pool of 4: many, but not one per request.
+    assert!(shape.clone3 >= 4 && shape.clone3 < 50, "{shape:?}");
+}
