@@ -17,7 +17,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsString;
 use std::os::unix::process::ExitStatusExt;
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use common::foreign::{self, ForeignServer, GRACE, Running, free_port};
 use common::*;
@@ -71,10 +71,25 @@ fn assert_all_answered_200(summary: &serde_json::Value, requests: u64, who: &str
     assert_eq!(statuses["200"], requests, "{who}: {summary}");
 }
 
-/// Starts `server`, loads it with 200 requests on 4 connections, and
-/// stops it with SIGTERM, which it must obey within the grace period
-/// with the `ending` it has.
-fn loads_and_stops(server: ForeignServer, ending: Ending) {
+/// How hard to load a server, and what to check beyond the answers.
+struct Load {
+    requests: u32,
+    connections: u32,
+    /// The server's open descriptors must come back to what they were
+    /// (every connection closed).
+    same_fds_after: bool,
+}
+
+/// The load of the brief: 200 requests on 4 connections.
+const LIGHT: Load = Load {
+    requests: 200,
+    connections: 4,
+    same_fds_after: false,
+};
+
+/// Starts `server`, loads it, and stops it with SIGTERM, which it must
+/// obey within the grace period with the `ending` it has.
+fn loads_and_stops(server: ForeignServer, load_shape: &Load, ending: Ending) {
     let _serial = serial();
     let name = server.name;
     let started = Instant::now();
@@ -82,8 +97,20 @@ fn loads_and_stops(server: ForeignServer, ending: Ending) {
     let ready = started.elapsed();
     let pid = running.pid();
     let family = foreign::descendants(pid);
-    let summary = load(&running.url(), 200, 4);
-    assert_all_answered_200(&summary, 200, name);
+    let fds_before = open_fds(pid);
+    let summary = load(&running.url(), load_shape.requests, load_shape.connections);
+    assert_all_answered_200(&summary, u64::from(load_shape.requests), name);
+    if load_shape.same_fds_after {
+        // A worker closes just after it writes: give it a moment.
+        let (same, fds) = eventually(Duration::from_secs(5), || {
+            let fds = open_fds(pid);
+            (fds == fds_before, fds)
+        });
+        assert!(
+            same,
+            "{name}: {fds_before} descriptors before the load, {fds} after"
+        );
+    }
     let stopped = running.stop();
     assert!(
         stopped.graceful,
@@ -108,37 +135,48 @@ fn loads_and_stops(server: ForeignServer, ending: Ending) {
         "{name} left {left:?} running (of {family:?})"
     );
     eprintln!(
-        "{name}: serving after {ready:.2?}, 200 requests in {:.3} s, stopped in {:.2?}",
-        summary["elapsed_s"], stopped.took
+        "{name}: serving after {ready:.2?}, {} requests in {:.3} s, stopped in {:.2?}",
+        load_shape.requests, summary["elapsed_s"], stopped.took
     );
 }
 
 #[test]
-fn asm_server_answers_every_request_and_exits_0_on_sigterm() {
-    loads_and_stops(foreign::asm_server(free_port()), Ending::Code(0));
+fn asm_server_answers_every_request_closes_every_connection_and_exits_0_on_sigterm() {
+    // Ours, so loaded harder: 100 connections at once against 4 workers
+    // fill the ring of 64 and make the acceptor wait for room.
+    let heavy = Load {
+        requests: 3000,
+        connections: 100,
+        same_fds_after: true,
+    };
+    loads_and_stops(foreign::asm_server(free_port()), &heavy, Ending::Code(0));
 }
 
 #[test]
 fn nginx_answers_every_request_and_exits_0_on_sigterm() {
-    loads_and_stops(foreign::nginx(free_port(), 2), Ending::Code(0));
+    loads_and_stops(foreign::nginx(free_port(), 2), &LIGHT, Ending::Code(0));
 }
 
 #[test]
 fn python_http_server_answers_every_request_and_dies_of_sigterm() {
     // python installs no SIGTERM handler: the default action kills it.
-    loads_and_stops(foreign::python(free_port()), Ending::Signal(libc::SIGTERM));
+    loads_and_stops(
+        foreign::python(free_port()),
+        &LIGHT,
+        Ending::Signal(libc::SIGTERM),
+    );
 }
 
 #[test]
 fn node_answers_every_request_and_exits_0_on_sigterm() {
     // server.js exits 0 from its own SIGTERM handler.
-    loads_and_stops(foreign::node(free_port()), Ending::Code(0));
+    loads_and_stops(foreign::node(free_port()), &LIGHT, Ending::Code(0));
 }
 
 #[test]
 fn java_answers_every_request_and_exits_143_on_sigterm() {
     // The JVM catches SIGTERM, runs its shutdown hooks and exits 128 + 15.
-    loads_and_stops(foreign::java(free_port()), Ending::Code(143));
+    loads_and_stops(foreign::java(free_port()), &LIGHT, Ending::Code(143));
 }
 
 /// One completed call of a strace-style trace.
