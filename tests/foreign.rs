@@ -233,50 +233,79 @@ fn calls_of(trace: &str) -> Vec<Call> {
     calls
 }
 
+/// The calls a server may answer with.
+const WRITE_CALLS: [&str; 5] = ["write", "writev", "sendto", "sendmsg", "sendfile"];
+
 /// What the trace of a server says about how it is built.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Shape {
     /// accept and accept4 calls that returned a connection, by name.
     accepts: HashMap<String, usize>,
     /// The threads (tids) that made those calls.
     accepting_threads: BTreeSet<Option<i32>>,
-    /// Successful clone calls with CLONE_THREAD (threads), without (processes).
-    clone_threads: usize,
-    clone_processes: Vec<i64>,
-    /// Successful clone3 calls (glibc's pthread_create).
-    clone3: usize,
+    /// What successful clone calls returned: with CLONE_THREAD (threads)
+    /// and without (processes).
+    clone_threads: Vec<i32>,
+    clone_processes: Vec<i32>,
+    /// What successful clone3 calls returned (glibc's pthread_create).
+    clone3: Vec<i32>,
+    /// Successful write-like calls on a descriptor above 2 (not the
+    /// standard output or error: a connection, mostly), by name.
+    writes: HashMap<String, usize>,
+    /// The threads that made them, by name.
+    writing_threads: HashMap<String, BTreeSet<Option<i32>>>,
+    /// Of those, the calls whose buffer the trace shows (write, sendto:
+    /// not writev's vector) starting an HTTP status line, and their threads.
+    status_lines: usize,
+    status_line_threads: BTreeSet<Option<i32>>,
 }
 
 fn shape_of(trace: &str) -> Shape {
-    let mut shape = Shape {
-        accepts: HashMap::new(),
-        accepting_threads: BTreeSet::new(),
-        clone_threads: 0,
-        clone_processes: Vec::new(),
-        clone3: 0,
-    };
+    let mut shape = Shape::default();
     for call in calls_of(trace) {
         let Some(ret) = call.ret.filter(|r| *r >= 0) else {
             continue;
         };
-        match call.name.as_str() {
-            "accept" | "accept4" => {
-                *shape.accepts.entry(call.name.clone()).or_default() += 1;
-                shape.accepting_threads.insert(call.tid);
+        let name = call.name.as_str();
+        if name == "accept" || name == "accept4" {
+            *shape.accepts.entry(call.name.clone()).or_default() += 1;
+            shape.accepting_threads.insert(call.tid);
+        } else if name == "clone" || name == "clone3" {
+            let child = i32::try_from(ret).unwrap();
+            if name == "clone3" {
+                shape.clone3.push(child);
+            } else if call.text.contains("CLONE_THREAD") {
+                shape.clone_threads.push(child);
+            } else {
+                shape.clone_processes.push(child);
             }
-            "clone" if call.text.contains("CLONE_THREAD") => shape.clone_threads += 1,
-            "clone" => shape.clone_processes.push(ret),
-            "clone3" => shape.clone3 += 1,
-            _ => {}
+        } else if WRITE_CALLS.contains(&name) && ret > 0 {
+            let fd: i32 = call.text[name.len() + 1..]
+                .split(',')
+                .next()
+                .and_then(|fd| fd.trim().parse().ok())
+                .expect("a descriptor");
+            if fd > 2 {
+                *shape.writes.entry(call.name.clone()).or_default() += 1;
+                shape
+                    .writing_threads
+                    .entry(call.name.clone())
+                    .or_default()
+                    .insert(call.tid);
+                if call.text.contains("\"HTTP/1.") {
+                    shape.status_lines += 1;
+                    shape.status_line_threads.insert(call.tid);
+                }
+            }
         }
     }
     shape
 }
 
-/// Runs `server` under `tracebench trace -e trace=accept,accept4,clone,clone3
-/// -o FILE`, loads it with 50 requests, stops it with SIGTERM (sent to the
-/// server, not to the tracer) and returns the trace's shape, the tracer's
-/// ending and the server's pid.
+/// Runs `server` under `tracebench trace -e trace=accept,accept4,clone,
+/// clone3,write,… -o FILE`, loads it with 50 requests, stops it with
+/// SIGTERM (sent to the server, not to the tracer) and returns the
+/// trace's shape, the tracer's ending and the server's pid.
 fn traced_run(server: ForeignServer) -> (Shape, Option<Ending>, i32) {
     let _serial = serial();
     let name = server.name;
@@ -286,7 +315,11 @@ fn traced_run(server: ForeignServer) -> (Shape, Option<Ending>, i32) {
         BIN.into(),
         "trace".into(),
         "-e".into(),
-        "trace=accept,accept4,clone,clone3".into(),
+        format!(
+            "trace=accept,accept4,clone,clone3,{}",
+            WRITE_CALLS.join(",")
+        )
+        .into(),
         "-o".into(),
         trace_path.clone().into(),
         "--".into(),
@@ -330,8 +363,30 @@ fn assert_accepts(shape: &Shape, name: &str, n: usize, who: &str) {
     );
 }
 
+/// The server answers with `name`: at least `n` such calls on a
+/// connection, and no other write-like call does as many. Returns the
+/// threads that made them.
+fn assert_answers_with(shape: &Shape, name: &str, n: usize, who: &str) -> BTreeSet<Option<i32>> {
+    let count = shape.writes.get(name).copied().unwrap_or(0);
+    assert!(
+        count >= n,
+        "{who}: {count} {name} calls wrote to a connection, expected at least {n}: {shape:?}"
+    );
+    for (other, &others) in &shape.writes {
+        assert!(
+            other == name || others < n,
+            "{who} answers with {name}, yet {others} {other} calls: {shape:?}"
+        );
+    }
+    shape.writing_threads[name].clone()
+}
+
+fn tids(children: &[i32]) -> BTreeSet<Option<i32>> {
+    children.iter().map(|&c| Some(c)).collect()
+}
+
 #[test]
-fn asm_server_traced_one_acceptor_and_four_raw_clone_threads() {
+fn asm_server_traced_one_acceptor_and_four_raw_clone_threads_that_write() {
     let (shape, ending, pid) = traced_run(foreign::asm_server(free_port()));
     assert_eq!(
         ending,
@@ -350,17 +405,22 @@ fn asm_server_traced_one_acceptor_and_four_raw_clone_threads() {
         "only the acceptor (pid {pid}) accepts: {shape:?}"
     );
     assert_eq!(
-        shape.clone_threads, 4,
+        shape.clone_threads.len(),
+        4,
         "4 workers from raw clone: {shape:?}"
     );
     assert!(
-        shape.clone_processes.is_empty() && shape.clone3 == 0,
+        shape.clone_processes.is_empty() && shape.clone3.is_empty(),
         "{shape:?}"
     );
+    // The workers answer, with write; the acceptor never does.
+    let writers = assert_answers_with(&shape, "write", 51, "asm");
+    assert!(writers.is_subset(&tids(&shape.clone_threads)), "{shape:?}");
+    assert_eq!(shape.status_lines, shape.writes["write"], "{shape:?}");
 }
 
 #[test]
-fn nginx_traced_two_worker_processes_accept_and_the_master_does_not() {
+fn nginx_traced_two_worker_processes_accept_and_answer_with_writev() {
     let (shape, ending, pid) = traced_run(foreign::nginx(free_port(), 2));
     assert_eq!(
         ending,
@@ -369,22 +429,24 @@ fn nginx_traced_two_worker_processes_accept_and_the_master_does_not() {
     );
     assert_accepts(&shape, "accept4", 51, "nginx");
     // The master forks its 2 workers with clone (no CLONE_THREAD): the
-    // accepts come from those, never from the master.
+    // accepts and the answers come from those, never from the master.
     assert_eq!(shape.clone_processes.len(), 2, "{shape:?}");
-    assert!(shape.clone_threads == 0 && shape.clone3 == 0, "{shape:?}");
-    let workers: BTreeSet<Option<i32>> = shape
-        .clone_processes
-        .iter()
-        .map(|&w| Some(i32::try_from(w).unwrap()))
-        .collect();
+    assert!(
+        shape.clone_threads.is_empty() && shape.clone3.is_empty(),
+        "{shape:?}"
+    );
+    let workers = tids(&shape.clone_processes);
     assert!(
         !shape.accepting_threads.is_empty() && shape.accepting_threads.is_subset(&workers),
         "only the workers {workers:?} accept, not the master {pid}: {shape:?}"
     );
+    // Head and body in one writev of two buffers.
+    let writers = assert_answers_with(&shape, "writev", 51, "nginx");
+    assert!(writers.is_subset(&workers), "{shape:?}");
 }
 
 #[test]
-fn python_traced_main_thread_accepts_and_starts_a_thread_per_request() {
+fn python_traced_main_thread_accepts_and_a_thread_per_request_answers_with_sendto() {
     let (shape, ending, pid) = traced_run(foreign::python(free_port()));
     // Killed by SIGTERM; the tracer reports that as 128 + 15.
     assert_eq!(ending, Some(Ending::Code(128 + libc::SIGTERM)));
@@ -398,15 +460,22 @@ fn python_traced_main_thread_accepts_and_starts_a_thread_per_request() {
     );
     // ThreadingHTTPServer: a thread per connection, from clone3, and no
     // process.
-    assert!(shape.clone3 >= 51, "a thread per request: {shape:?}");
+    assert!(shape.clone3.len() >= 51, "a thread per request: {shape:?}");
     assert!(
-        shape.clone_processes.is_empty() && shape.clone_threads == 0,
+        shape.clone_processes.is_empty() && shape.clone_threads.is_empty(),
         "{shape:?}"
     );
+    // socket.sendall is sendto; each request's own thread answers it.
+    let writers = assert_answers_with(&shape, "sendto", 51, "python");
+    assert!(
+        writers.len() >= 51,
+        "a thread per request answers: {shape:?}"
+    );
+    assert!(writers.is_subset(&tids(&shape.clone3)), "{shape:?}");
 }
 
 #[test]
-fn node_traced_one_event_loop_accepts_with_a_fixed_set_of_threads() {
+fn node_traced_one_event_loop_accepts_and_answers_with_writev() {
     let (shape, ending, pid) = traced_run(foreign::node(free_port()));
     assert_eq!(
         ending,
@@ -422,13 +491,16 @@ fn node_traced_one_event_loop_accepts_with_a_fixed_set_of_threads() {
     // libuv's pool and V8's helpers start with the process; no request
     // makes a thread.
     assert!(
-        shape.clone3 >= 1 && shape.clone3 < 50,
+        !shape.clone3.is_empty() && shape.clone3.len() < 50,
         "a fixed set of threads: {shape:?}"
     );
+    // The event loop answers too, with writev.
+    let writers = assert_answers_with(&shape, "writev", 51, "node");
+    assert_eq!(writers, BTreeSet::from([Some(pid)]), "{shape:?}");
 }
 
 #[test]
-fn java_traced_a_dispatcher_thread_accepts_with_plain_accept() {
+fn java_traced_a_dispatcher_thread_accepts_and_the_pool_of_4_answers() {
     let (shape, ending, pid) = traced_run(foreign::java(free_port()));
     assert_eq!(
         ending,
@@ -437,12 +509,39 @@ fn java_traced_a_dispatcher_thread_accepts_with_plain_accept() {
     );
     // The JDK's ServerSocketChannel calls accept, not accept4.
     assert_accepts(&shape, "accept", 51, "java");
-    // HttpServer's dispatcher thread accepts, not the main thread.
+    // HttpServer's dispatcher thread accepts, not the process's first thread.
     assert_eq!(shape.accepting_threads.len(), 1, "{shape:?}");
     assert!(
         !shape.accepting_threads.contains(&Some(pid)) && !shape.accepting_threads.contains(&None),
         "a thread other than main (pid {pid}) accepts: {shape:?}"
     );
-    // The JVM's own threads and the pool of 4: many, but not one per request.
-    assert!(shape.clone3 >= 4 && shape.clone3 < 50, "{shape:?}");
+    // The JVM's own threads and the pool's: many, but not one per request.
+    assert!(
+        shape.clone3.len() >= 4 && shape.clone3.len() < 50,
+        "{shape:?}"
+    );
+    // The pool's threads answer with write: at most 4 of them, none of
+    // them the dispatcher. (The JVM writes to files of its own too.)
+    assert_answers_with(&shape, "write", 51, "java");
+    assert!(shape.status_lines >= 51, "{shape:?}");
+    let answering = &shape.status_line_threads;
+    assert!(
+        !answering.is_empty()
+            && answering.len() <= 4
+            && answering.is_disjoint(&shape.accepting_threads)
+            && answering.is_subset(&tids(&shape.clone3)),
+        "{shape:?}"
+    );
+}
+
+#[test]
+fn a_missing_tool_fails_with_what_to_run() {
+    let panic = std::panic::catch_unwind(|| foreign::require_tool("no-such-tool-tracebench"))
+        .expect_err("a missing tool must fail the test");
+    let message = panic.downcast_ref::<String>().expect("a formatted message");
+    assert!(
+        message.contains("no-such-tool-tracebench is not installed")
+            && message.contains("bash .ci/test --install-only"),
+        "{message}"
+    );
 }
