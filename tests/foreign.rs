@@ -153,8 +153,23 @@ fn asm_server_answers_every_request_closes_every_connection_and_exits_0_on_sigte
 }
 
 #[test]
+fn asm_server_refuses_a_missing_or_bad_port_with_its_usage() {
+    let binary = foreign::asm_server_binary();
+    for args in [&[][..], &["0"], &["65536"], &["80x"], &[""], &["1", "2"]] {
+        let output = Command::new(binary).args(args).output().unwrap();
+        assert_eq!(output.status.code(), Some(2), "asmserver {args:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&output.stderr),
+            "usage: asmserver PORT (1 to 65535)\n",
+            "asmserver {args:?}"
+        );
+    }
+}
+
+#[test]
 fn nginx_answers_every_request_and_exits_0_on_sigterm() {
-    loads_and_stops(foreign::nginx(free_port(), 2), &LIGHT, Ending::Code(0));
+    // One worker here, two in the traced test.
+    loads_and_stops(foreign::nginx(free_port(), 1), &LIGHT, Ending::Code(0));
 }
 
 #[test]
