@@ -3,6 +3,8 @@
 //! and stop it the way a user would.
 #![allow(dead_code)]
 
+pub mod foreign;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
