@@ -95,9 +95,10 @@ pub fn summary(app: &App) -> String {
     if app.data.elapsed_s > 0.0 {
         let _ = writeln!(
             text,
-            "{} answered, {} failed in {:.1} s; {} trace events ({} not shown live)",
+            "{} answered, {} failed, {} in flight at the end, in {:.1} s; {} trace events ({} not shown live)",
             app.data.completed,
             app.data.failed,
+            app.data.in_flight,
             app.data.elapsed_s,
             app.data.events,
             app.data.dropped

@@ -97,7 +97,11 @@ fn summary_count(summary: &str, word: &str) -> u64 {
     words
         .iter()
         .position(|w| w.trim_end_matches(',') == word)
-        .and_then(|at| words.get(at.checked_sub(1)?)?.parse().ok())
+        .and_then(|at| {
+            // "N in flight": the number is two words back.
+            let back = if word == "flight" { 2 } else { 1 };
+            words.get(at.checked_sub(back)?)?.parse().ok()
+        })
         .unwrap_or_else(|| panic!("no {word:?} in {line:?}"))
 }
 
@@ -199,7 +203,7 @@ fn check_the_common_truths(name: &str, dash: &DashRun) {
         .unwrap();
     assert!(replay.status.success(), "{name}: {replay:?}");
     let replayed = String::from_utf8_lossy(&replay.stdout);
-    for word in ["answered", "failed"] {
+    for word in ["answered", "failed", "flight"] {
         assert_eq!(
             summary_count(&replayed, word),
             dash.count(word),
@@ -314,12 +318,11 @@ fn tmux(args: &[&str]) -> std::process::Output {
         .expect("tmux is needed for this test; .ci/test installs it")
 }
 
-#[test]
-fn in_a_terminal_q_ends_nginx_with_sigterm_and_its_own_shutdown() {
-    // Issue 16: q killed the server it started with SIGKILL, so nginx left
-    // its pid file and no shutdown showed in the recording.
-    let _serial = serial();
-    let server = foreign::nginx(free_port(), 2);
+/// The dashboard on `server` in a terminal (tmux): it draws the server's
+/// `role` thread and its latency, then q ends it with SIGTERM within the
+/// grace, the dashboard's status is 0, and the recording holds the
+/// server's own end (never SIGKILL). Returns the recording's strace text.
+fn q_in_a_terminal(server: &ForeignServer, role: &str) -> String {
     let dir = tempdir();
     let run = dir.path().join("run");
     let status = dir.path().join("status");
@@ -335,7 +338,7 @@ fn in_a_terminal_q_ends_nginx_with_sigterm_and_its_own_shutdown() {
         line.join(" "),
         status.display()
     );
-    let session = format!("tracebench-nginx-{}", std::process::id());
+    let session = format!("tracebench-{}-{}", server.name, std::process::id());
     let started = tmux(&[
         "new-session",
         "-d",
@@ -343,8 +346,9 @@ fn in_a_terminal_q_ends_nginx_with_sigterm_and_its_own_shutdown() {
         &session,
         "-x",
         "150",
+        // Room for the JVM's thirty-odd threads in the table.
         "-y",
-        "40",
+        "60",
         "-c",
         &server.dir().display().to_string(),
         &command,
@@ -353,13 +357,15 @@ fn in_a_terminal_q_ends_nginx_with_sigterm_and_its_own_shutdown() {
     let screen = || {
         String::from_utf8_lossy(&tmux(&["capture-pane", "-t", &session, "-p"]).stdout).into_owned()
     };
-    let (drawn, text) = eventually(Duration::from_secs(20), || {
+    // The JVM takes seconds to start under a tracer.
+    let (drawn, text) = eventually(Duration::from_secs(40), || {
         let text = screen();
-        (text.contains("p99.9") && text.contains("event-loop"), text)
+        (text.contains("p99.9") && text.contains(role), text)
     });
-    assert!(drawn, "{text}");
-    let pid_file = server.dir().join("nginx.pid");
-    assert!(pid_file.exists(), "nginx writes its pid file");
+    if !drawn {
+        let _ = tmux(&["kill-session", "-t", &session]);
+    }
+    assert!(drawn, "{}: {text}", server.name);
     tmux(&["send-keys", "-t", &session, "q"]);
     let (ended, _) = eventually(Duration::from_secs(8), || {
         let done = std::fs::read_to_string(&status).is_ok_and(|s| !s.trim().is_empty());
@@ -367,18 +373,70 @@ fn in_a_terminal_q_ends_nginx_with_sigterm_and_its_own_shutdown() {
     });
     let last_screen = screen();
     let _ = tmux(&["kill-session", "-t", &session]);
-    assert!(ended, "q did not end it within the grace: {last_screen}");
+    assert!(
+        ended,
+        "{}: q did not end it within the grace: {last_screen}",
+        server.name
+    );
     assert_eq!(std::fs::read_to_string(&status).unwrap().trim(), "0");
+    let text = export(&run, &["--strace", "-"]);
+    assert!(text.contains("--- SIGTERM"), "{}: no SIGTERM", server.name);
+    assert!(!text.contains("killed by SIGKILL"), "{}", server.name);
+    text
+}
+
+#[test]
+fn in_a_terminal_q_ends_nginx_with_sigterm_and_its_own_shutdown() {
+    // Issue 16: q killed the server it started with SIGKILL, so nginx left
+    // its pid file and no shutdown showed in the recording.
+    let _serial = serial();
+    let server = foreign::nginx(free_port(), 2);
+    let pid_file = server.dir().join("nginx.pid");
+    let text = q_in_a_terminal(&server, "event-loop");
     assert!(
         !pid_file.exists(),
         "nginx's own shutdown removes its pid file"
     );
-    let text = export(&run, &["--strace", "-"]);
-    assert!(text.contains("--- SIGTERM"), "nginx got SIGTERM");
-    assert!(!text.contains("killed by SIGKILL"));
     assert!(
         text.trim_end().ends_with("+++ exited with 0 +++"),
         "{}",
         &text[text.len().saturating_sub(400)..]
     );
+}
+
+#[test]
+fn in_a_terminal_q_ends_the_other_four_with_sigterm() {
+    let _serial = serial();
+    for (server, role, end) in [
+        (
+            foreign::asm_server(free_port()),
+            "acceptor",
+            "+++ exited with 0 +++",
+        ),
+        (
+            foreign::node(free_port()),
+            "event-loop",
+            "+++ exited with 0 +++",
+        ),
+        // python has no SIGTERM handler: the signal's default action ends it.
+        (
+            foreign::python(free_port()),
+            "acceptor",
+            "+++ killed by SIGTERM +++",
+        ),
+        // The JVM runs its shutdown hooks, then exits 143.
+        (
+            foreign::java(free_port()),
+            "acceptor",
+            "+++ exited with 143 +++",
+        ),
+    ] {
+        let text = q_in_a_terminal(&server, role);
+        assert!(
+            text.trim_end().ends_with(end),
+            "{}: {}",
+            server.name,
+            &text[text.len().saturating_sub(400)..]
+        );
+    }
 }
