@@ -224,8 +224,9 @@ const SUMMARY_THREADS: usize = 20;
 /// within the same second (created here, so two of them can never share
 /// one).
 fn new_run_dir() -> anyhow::Result<std::path::PathBuf> {
-    let runs = std::path::Path::new("runs");
-    std::fs::create_dir_all(runs).with_context(|| format!("cannot create {}", runs.display()))?;
+    // Ours and private, not a symlink (a `runs` planted towards /etc must
+    // not make us create /etc/<time>/).
+    let runs = tracebench_files::OutputDir::create(std::path::Path::new("runs"))?;
     let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
         .to_string()
         .replace(':', "-");
@@ -235,11 +236,14 @@ fn new_run_dir() -> anyhow::Result<std::path::PathBuf> {
         } else {
             format!("{stamp}-{n}")
         };
-        let dir = runs.join(name);
-        match std::fs::create_dir(&dir) {
-            Ok(()) => return Ok(dir),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e).with_context(|| format!("cannot create {}", dir.display())),
+        match runs.create_dir(&name) {
+            Ok(dir) => return Ok(dir.path().to_path_buf()),
+            Err(tracebench_files::FileError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::AlreadyExists =>
+            {
+                continue;
+            }
+            Err(e) => return Err(e.into()),
         }
     }
     unreachable!("some name is free")

@@ -1,7 +1,7 @@
 //! `tracebench export`: a recorded trace file to formats other tools read.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Write};
+use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -9,6 +9,7 @@ use tracebench_analysis::attribution::{Attributor, RequestRecord};
 use tracebench_export::jsonl::JsonlWriter;
 use tracebench_export::strace::{StraceWriter, TextOptions, Timestamps};
 use tracebench_export::summary::TraceSummary;
+use tracebench_files::Output;
 use tracebench_loadgen::export::{VALUE_UNIT, write_buckets_csv, write_hgrm, write_percentile_csv};
 use tracebench_trace::EventSink;
 use tracebench_trace::format::{TraceFileError, TraceReader};
@@ -137,12 +138,12 @@ fn check_outputs_spare_inputs(args: &ExportArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn create(path: &Path) -> anyhow::Result<Box<dyn Write>> {
-    if path == Path::new("-") {
-        return Ok(Box::new(std::io::stdout().lock()));
-    }
-    let file = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-    Ok(Box::new(BufWriter::new(file)))
+/// An output: `-` for standard output, else a file written whole beside
+/// its name and renamed over it at the end ([`Output::finish`]), so that an
+/// error, a full disk or an output that is also an input leaves what was
+/// there.
+fn create(path: &Path) -> anyhow::Result<Output> {
+    Ok(Output::create(path)?)
 }
 
 fn open(path: &Path) -> anyhow::Result<TraceReader<BufReader<File>>> {
@@ -242,12 +243,11 @@ fn export_requests(args: &ExportArgs) -> anyhow::Result<()> {
         });
     };
     feed(&args.trace, &mut sink)?;
-    if let Some((mut out, path)) = rows {
+    if let Some((out, path)) = rows {
         if let Some(e) = failed {
             return Err(e).with_context(|| format!("writing {}", path.display()));
         }
-        out.flush()
-            .with_context(|| format!("writing {}", path.display()))?;
+        out.finish()?;
     }
     let stats = attributor.stats();
     for (path, histogram) in [
@@ -257,8 +257,8 @@ fn export_requests(args: &ExportArgs) -> anyhow::Result<()> {
     ] {
         if let Some(path) = path {
             write_percentile_csv(histogram, create(path)?)
-                .and_then(|mut out| out.flush())
-                .with_context(|| format!("writing {}", path.display()))?;
+                .with_context(|| format!("writing {}", path.display()))?
+                .finish()?;
         }
     }
     let counts = attributor.counts();
@@ -279,15 +279,18 @@ pub fn run(mut args: ExportArgs) -> anyhow::Result<()> {
         let latency = run_latency(&args.trace)?;
         if let Some(path) = &args.csv {
             write_percentile_csv(&latency, create(path)?)
-                .with_context(|| format!("writing {}", path.display()))?;
+                .with_context(|| format!("writing {}", path.display()))?
+                .finish()?;
         }
         if let Some(path) = &args.hgrm {
             write_hgrm(&latency, create(path)?)
-                .with_context(|| format!("writing {}", path.display()))?;
+                .with_context(|| format!("writing {}", path.display()))?
+                .finish()?;
         }
         if let Some(path) = &args.buckets_csv {
             write_buckets_csv(&latency, create(path)?)
-                .with_context(|| format!("writing {}", path.display()))?;
+                .with_context(|| format!("writing {}", path.display()))?
+                .finish()?;
         }
         eprintln!(
             "tracebench export: {} requests; values in {VALUE_UNIT}",
@@ -322,14 +325,16 @@ pub fn run(mut args: ExportArgs) -> anyhow::Result<()> {
         feed(&args.trace, &mut writer)?;
         writer
             .finish()
-            .with_context(|| format!("writing {}", path.display()))?;
+            .with_context(|| format!("writing {}", path.display()))?
+            .finish()?;
     }
     if let Some(path) = &args.jsonl {
         let mut writer = JsonlWriter::new(create(path)?);
         feed(&args.trace, &mut writer)?;
         writer
             .finish()
-            .with_context(|| format!("writing {}", path.display()))?;
+            .with_context(|| format!("writing {}", path.display()))?
+            .finish()?;
     }
     if let Some(path) = &args.chrome {
         let mut reader = open(&args.trace)?;
@@ -345,11 +350,12 @@ pub fn run(mut args: ExportArgs) -> anyhow::Result<()> {
                 None
             }
         });
-        tracebench_export::chrome::write(stream, create(path)?)
+        let out = tracebench_export::chrome::write(stream, create(path)?)
             .with_context(|| format!("writing {}", path.display()))?;
         if let Some(e) = error {
             return Err(e).with_context(|| format!("reading {}", args.trace.display()));
         }
+        out.finish()?;
         warn_if_truncated(&reader, &args.trace, count);
     }
     if args.summary {

@@ -1,7 +1,6 @@
 //! `tracebench load`: the load generator, on the command line.
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -84,10 +83,10 @@ pub struct LoadArgs {
     json: bool,
 }
 
-fn create(path: &Path) -> anyhow::Result<BufWriter<File>> {
-    Ok(BufWriter::new(File::create(path).with_context(|| {
-        format!("cannot create {}", path.display())
-    })?))
+/// An output: `-` for standard output, else a private file written whole
+/// and renamed over its name at the end ([`Output::finish`]).
+fn create(path: &Path) -> anyhow::Result<tracebench_files::Output> {
+    Ok(tracebench_files::Output::create(path)?)
 }
 
 impl LoadArgs {
@@ -230,17 +229,25 @@ pub fn run(args: LoadArgs) -> anyhow::Result<u8> {
     if let Some(mut log) = log {
         log.flush()?;
     }
-    drop(hlog_file.as_mut().map(|f| f.flush()));
+    if let Some(out) = hlog_file {
+        out.finish()?;
+    }
     let stats = &report.stats;
     let primary = stats.primary();
     if let Some(out) = csv {
-        write_percentile_csv(primary, out).context("writing the CSV")?;
+        write_percentile_csv(primary, out)
+            .context("writing the CSV")?
+            .finish()?;
     }
     if let Some(out) = hgrm {
-        write_hgrm(primary, out).context("writing the .hgrm")?;
+        write_hgrm(primary, out)
+            .context("writing the .hgrm")?
+            .finish()?;
     }
     if let Some(out) = buckets {
-        write_buckets_csv(primary, out).context("writing the bucket CSV")?;
+        write_buckets_csv(primary, out)
+            .context("writing the bucket CSV")?
+            .finish()?;
     }
     let mut stdout = std::io::stdout().lock();
     if args.json {
@@ -359,7 +366,7 @@ pub fn merge(args: MergeArgs) -> anyhow::Result<()> {
         .map_or(SystemTime::now(), |i| SystemTime::UNIX_EPOCH + i.start);
     let mut out = create(&args.output)?;
     tracebench_loadgen::hlog::write_log(&mut out, base, &merged)?;
-    out.flush()?;
+    out.finish()?;
     let total: u64 = merged.iter().map(|i| i.histogram.len()).sum();
     eprintln!(
         "tracebench merge: {} logs, {} intervals, {total} values written to {}",

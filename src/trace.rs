@@ -254,10 +254,7 @@ impl Outputs {
         backend: Backend,
     ) -> anyhow::Result<Outputs> {
         let file = match &args.trace_file {
-            Some(path) => Some(
-                TraceWriter::create(path, &Header::now(command_line, backend))
-                    .with_context(|| format!("cannot create {}", path.display()))?,
-            ),
+            Some(path) => Some(trace_writer(path, &Header::now(command_line, backend))?),
             None => None,
         };
         Ok(Outputs {
@@ -320,10 +317,9 @@ fn text_sink(args: &TraceArgs) -> anyhow::Result<Option<TextSink>> {
         return Ok(None);
     }
     let out: Box<dyn Write> = match &args.output {
-        Some(path) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(path)
-                .with_context(|| format!("cannot create {}", path.display()))?,
-        )),
+        Some(path) => Box::new(std::io::BufWriter::new(tracebench_files::create_streamed(
+            path,
+        )?)),
         None => Box::new(std::io::stderr()),
     };
     let timestamps = match (args.absolute_time, args.relative_time) {
@@ -358,13 +354,14 @@ impl EventSink for Rounds {
 
 /// `trace --sample HZ`: no ptrace at all, only /proc; the share of time
 /// each thread spent in each state (and with -w, the samples themselves).
+/// (See [`trace_writer`] for the file.)
 fn sample(args: &TraceArgs, tracee: &Tracee, hz: u32) -> anyhow::Result<u8> {
     let (_, command_line) = tracee_of(args)?;
     let mut file = match &args.trace_file {
-        Some(path) => Some(
-            TraceWriter::create(path, &Header::now(command_line, Backend::Sample))
-                .with_context(|| format!("cannot create {}", path.display()))?,
-        ),
+        Some(path) => Some(trace_writer(
+            path,
+            &Header::now(command_line, Backend::Sample),
+        )?),
         None => None,
     };
     let capture = SampleCapture::start(tracee, hz, &ProgramStdio::Inherit)?;
@@ -391,11 +388,25 @@ fn sample(args: &TraceArgs, tracee: &Tracee, hz: u32) -> anyhow::Result<u8> {
         started.elapsed().as_secs_f64()
     );
     match &args.output {
-        Some(path) => std::fs::write(path, table)
-            .with_context(|| format!("cannot write {}", path.display()))?,
+        Some(path) => {
+            let mut out = tracebench_files::create_streamed(path)?;
+            out.write_all(table.as_bytes())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
         None => eprint!("{table}"),
     }
     Ok(end
         .exit
         .map_or(0, |status| status.shell_code().clamp(0, 255) as u8))
+}
+
+/// The trace file `-w` names: private, never through a symlink, written
+/// as the trace goes (a killed tracer leaves what it wrote, readable).
+fn trace_writer(
+    path: &std::path::Path,
+    header: &Header,
+) -> anyhow::Result<TraceWriter<std::io::BufWriter<std::fs::File>>> {
+    let file = tracebench_files::create_streamed(path)?;
+    TraceWriter::new(std::io::BufWriter::with_capacity(1 << 17, file), header)
+        .with_context(|| format!("cannot create {}", path.display()))
 }

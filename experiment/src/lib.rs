@@ -47,6 +47,13 @@ pub enum ExperimentError {
         /// Why.
         source: std::io::Error,
     },
+    /// The output directory is not safe to write into, or a file in it
+    /// could not be created.
+    #[error(transparent)]
+    Files(#[from] tracebench_files::FileError),
+    /// The output directory already holds files.
+    #[error("{} already holds files, and an experiment is never written over: choose another directory", .0.display())]
+    NotEmpty(PathBuf),
     /// The traced server could not be started, or did not listen.
     #[error("{mode}: {message}")]
     Server {
@@ -346,16 +353,20 @@ pub fn timeline_file_name(mode: Mode) -> String {
     format!("timeline-{mode}.svg")
 }
 
+/// Creates the output directory, private (or takes an empty one of ours):
+/// one experiment's files are never mixed with another's.
 pub(crate) fn create_dir(dir: &Path) -> Result<(), ExperimentError> {
-    std::fs::create_dir_all(dir).map_err(|source| ExperimentError::Write {
-        path: dir.to_owned(),
-        source,
-    })
+    let out = tracebench_files::OutputDir::create(dir)?;
+    if !out.is_empty()? {
+        return Err(ExperimentError::NotEmpty(dir.to_owned()));
+    }
+    Ok(())
 }
 
-fn write_file(dir: &Path, name: &str, text: &str) -> Result<PathBuf, ExperimentError> {
-    let path = dir.join(name);
-    std::fs::write(&path, text).map_err(|source| ExperimentError::Write { path, source })?;
+/// Writes the new file `name` into `dir` (private, never through a
+/// symlink, never over an existing name).
+pub(crate) fn write_file(dir: &Path, name: &str, text: &str) -> Result<PathBuf, ExperimentError> {
+    tracebench_files::OutputDir::open(dir)?.write_file(name, text.as_bytes())?;
     Ok(PathBuf::from(name))
 }
 

@@ -5,7 +5,7 @@
 //! how much, on the machine at hand.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -215,12 +215,9 @@ pub fn markdown(rows: &[ObserverRow]) -> String {
 }
 
 fn write_outputs(out: &Path, rows: &[ObserverRow]) -> Result<(), ExperimentError> {
-    let write = |name: &str, text: String| {
-        let path: PathBuf = out.join(name);
-        std::fs::write(&path, text).map_err(|source| ExperimentError::Write { path, source })
-    };
-    write("observer.md", markdown(rows))?;
-    write("observer.svg", throughput_svg(rows)?)
+    crate::write_file(out, "observer.md", &markdown(rows))?;
+    crate::write_file(out, "observer.svg", &throughput_svg(rows)?)?;
+    Ok(())
 }
 
 /// Throughput per backend, as bars, with the untraced one's as a line.

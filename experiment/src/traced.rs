@@ -170,7 +170,7 @@ impl TracedServer {
             .chain(args.iter().map(|a| a.as_os_str()))
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
-        let file = TraceWriter::create(trace_path, &Header::now(command, config.capture.backend))
+        let file = trace_file(trace_path, &Header::now(command, config.capture.backend))
             .map_err(|e| failed(format!("cannot create {}: {e}", trace_path.display())))?;
         let tracee = Tracee::Spawn {
             program: exe.as_os_str().to_owned(),
@@ -281,4 +281,26 @@ impl Drop for TracedServer {
             let _ = self.finish();
         }
     }
+}
+
+/// A mode's trace file in the output directory: private, a new name,
+/// never through a symlink.
+fn trace_file(
+    path: &Path,
+    header: &Header,
+) -> Result<TraceWriter<std::io::BufWriter<std::fs::File>>, String> {
+    let (dir, name) = match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) => (dir, name.to_string_lossy()),
+        _ => return Err("not a file name".into()),
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let file = tracebench_files::OutputDir::open(dir)
+        .and_then(|d| d.create_file(&name))
+        .map_err(|e| e.to_string())?;
+    TraceWriter::new(std::io::BufWriter::with_capacity(1 << 17, file), header)
+        .map_err(|e| e.to_string())
 }

@@ -32,6 +32,10 @@ pub enum DashError {
         .0.display()
     )]
     RecordingNotEmpty(PathBuf),
+    /// The recording's directory or one of its files could not be made
+    /// (or the directory is not safe to write into).
+    #[error(transparent)]
+    Files(#[from] tracebench_files::FileError),
     /// The recording's directory could not be read.
     #[error("cannot read {}: {error}", path.display())]
     ReadRecording {

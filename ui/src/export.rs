@@ -1,7 +1,7 @@
 //! The `e` key's export: the latency histogram the view shows, written as
 //! percentile CSV and `.hgrm` files.
 
-use std::io;
+use tracebench_files::Output;
 
 use crate::model::App;
 
@@ -14,15 +14,18 @@ pub fn write_latency(app: &App, record: Option<&std::path::Path>) -> String {
     let hgrm = csv.with_extension("hgrm");
     // What the view shows: every answer, or those of the marked range.
     let latency = app.shown_latency();
-    let written = std::fs::File::create(&csv)
-        .and_then(|f| {
-            tracebench_loadgen::export::write_percentile_csv(&latency, io::BufWriter::new(f))
-                .map(drop)
-        })
-        .and_then(|()| std::fs::File::create(&hgrm))
-        .and_then(|f| {
-            tracebench_loadgen::export::write_hgrm(&latency, io::BufWriter::new(f)).map(drop)
-        });
+    // Private files, whole or not at all, never through a symlink.
+    let write = |path: &std::path::Path, hgrm: bool| -> Result<(), String> {
+        let out = Output::create(path).map_err(|e| e.to_string())?;
+        let out = if hgrm {
+            tracebench_loadgen::export::write_hgrm(&latency, out)
+        } else {
+            tracebench_loadgen::export::write_percentile_csv(&latency, out)
+        }
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        out.finish().map_err(|e| e.to_string())
+    };
+    let written = write(&csv, false).and_then(|()| write(&hgrm, true));
     match written {
         Ok(()) => format!(
             "exported {} requests to {} and .hgrm",

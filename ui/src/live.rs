@@ -11,6 +11,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::serialization::V2DeflateSerializer;
+use tracebench_files::OutputDir;
 use tracebench_loadgen::{LoadConfig, StopAfter, Target};
 use tracebench_loadgen::{hlog, outcomes};
 use tracebench_trace::format::{Header, TraceWriter};
@@ -257,11 +258,15 @@ fn start_recorded(
     config: &DashConfig,
     recordings: &mut Vec<PathBuf>,
 ) -> Result<Running, DashError> {
-    if let Some(dir) = &config.record {
-        prepare_recording(dir, config)?;
-        recordings.push(dir.clone());
-    }
-    Running::start(config).inspect_err(|_| {
+    let recording = match &config.record {
+        Some(dir) => {
+            let recording = prepare_recording(dir, config)?;
+            recordings.push(dir.clone());
+            Some(recording)
+        }
+        None => None,
+    };
+    Running::start(config, recording).inspect_err(|_| {
         // prepare_recording found the directory empty.
         if let Some(dir) = &config.record {
             let _ = std::fs::remove_dir_all(dir);
@@ -282,27 +287,27 @@ fn run_headless(running: &mut Running, app: &mut App, duration: Duration, notice
     running.feed(app);
 }
 
-/// Creates a recording's directory and its settings.json. A directory that
+/// A recording's files, every one created at the start relative to a
+/// handle on its directory ([`OutputDir`]: private, never through a
+/// symlink, never over an existing name), and handed to the part of the
+/// run that writes it.
+struct Recording {
+    dir: OutputDir,
+    trace: Option<std::fs::File>,
+    latency: Option<std::fs::File>,
+    outcomes: Option<std::fs::File>,
+    output: Option<std::fs::File>,
+    threads: Option<std::fs::File>,
+}
+
+/// Creates a recording's directory (or takes an empty one of ours),
+/// writes its settings.json and creates its other files. A directory that
 /// already holds files is refused: a recording is never written over.
-fn prepare_recording(dir: &std::path::Path, config: &DashConfig) -> Result<(), DashError> {
-    match std::fs::read_dir(dir) {
-        Ok(mut entries) => {
-            if entries.next().is_some() {
-                return Err(DashError::RecordingNotEmpty(dir.to_path_buf()));
-            }
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(error) => {
-            return Err(DashError::ReadRecording {
-                path: dir.to_path_buf(),
-                error,
-            });
-        }
+fn prepare_recording(dir: &std::path::Path, config: &DashConfig) -> Result<Recording, DashError> {
+    let dir = OutputDir::create(dir).map_err(DashError::Files)?;
+    if !dir.is_empty().map_err(DashError::Files)? {
+        return Err(DashError::RecordingNotEmpty(dir.path().to_path_buf()));
     }
-    std::fs::create_dir_all(dir).map_err(|error| DashError::CreateRecording {
-        path: dir.to_path_buf(),
-        error,
-    })?;
     let traced = match &config.traced {
         Traced::Serve {
             mode,
@@ -331,9 +336,17 @@ fn prepare_recording(dir: &std::path::Path, config: &DashConfig) -> Result<(), D
             "program output": "output.log",
         },
     });
-    let path = dir.join("settings.json");
-    std::fs::write(&path, format!("{settings:#}\n"))
-        .map_err(|error| DashError::WriteSettings { path, error })
+    dir.write_file("settings.json", format!("{settings:#}\n").as_bytes())
+        .map_err(DashError::Files)?;
+    let create = |name: &str| dir.create_file(name).map(Some).map_err(DashError::Files);
+    Ok(Recording {
+        trace: create("trace.tbt")?,
+        latency: create("latency.hlog")?,
+        outcomes: create("load.csv")?,
+        output: create("output.log")?,
+        threads: create("threads.json")?,
+        dir,
+    })
 }
 
 /// A command as text, for the recording's settings and trace header.
@@ -385,19 +398,25 @@ fn tracee_of(config: &DashConfig) -> Result<(Tracee, Option<String>), DashError>
 fn open_trace_file(
     config: &DashConfig,
     tracee: &Tracee,
+    recording: &mut Option<Recording>,
 ) -> Result<Option<TraceWriter<std::io::BufWriter<std::fs::File>>>, DashError> {
-    let Some(dir) = &config.record else {
+    let Some((file, dir)) = recording
+        .as_mut()
+        .and_then(|r| Some((r.trace.take()?, r.dir.path().to_path_buf())))
+    else {
         return Ok(None);
     };
     let command = match tracee {
         Tracee::Spawn { program, args } => command_line(program, args),
         Tracee::Attach { pid } => vec![format!("-p {pid}")],
     };
-    let path = dir.join("trace.tbt");
     let header = Header::now(command, config.capture.backend);
-    TraceWriter::create(&path, &header)
+    TraceWriter::new(std::io::BufWriter::with_capacity(1 << 17, file), &header)
         .map(Some)
-        .map_err(|error| DashError::CreateTrace { path, error })
+        .map_err(|error| DashError::CreateTrace {
+            path: dir.join("trace.tbt"),
+            error,
+        })
 }
 
 /// Starts the capture on its own thread (a ptrace capture binds its
@@ -457,6 +476,7 @@ fn start_load(
     config: &DashConfig,
     target: Target,
     running: &Running,
+    (latency_file, outcomes_file): (Option<std::fs::File>, Option<std::fs::File>),
 ) -> Result<
     (
         std::thread::JoinHandle<()>,
@@ -472,22 +492,16 @@ fn start_load(
     load.live_limit = Some(Arc::clone(&running.limit));
     load.rate = config.rate;
     load.stop = StopAfter::Duration(Duration::from_secs(24 * 3600));
-    let create = |name: &str| -> Result<Option<std::fs::File>, DashError> {
-        let Some(dir) = &config.record else {
-            return Ok(None);
-        };
-        let path = dir.join(name);
-        std::fs::File::create(&path)
-            .map(Some)
-            .map_err(|error| DashError::CreateRecording { path, error })
-    };
-    let mut hlog_file = create("latency.hlog")?;
+    let mut hlog_file = latency_file;
     // What the latency log cannot hold (statuses, errors, in flight), a
     // line per interval, for the replay.
-    let mut outcomes_file = create("load.csv")?.map(io::BufWriter::new);
-    if let (Some(out), Some(dir)) = (outcomes_file.as_mut(), &config.record) {
+    let mut outcomes_file = outcomes_file.map(io::BufWriter::new);
+    if let Some(out) = outcomes_file.as_mut() {
         outcomes::write_header(out).map_err(|error| DashError::CreateRecording {
-            path: dir.join("load.csv"),
+            path: config
+                .record
+                .as_ref()
+                .map_or_else(PathBuf::new, |d| d.join("load.csv")),
             error,
         })?;
     }
@@ -545,21 +559,23 @@ struct Running {
     cpu: CpuSampler,
     /// Lines of the spawned program's output (none for an attached one).
     output: Option<mpsc::Receiver<String>>,
+    /// The recording's threads.json, written at the end.
+    threads_file: Option<std::fs::File>,
 }
 
 impl Running {
     /// Starts the tracer (which spawns or attaches), waits for the server
     /// to listen, and starts the load.
-    fn start(config: &DashConfig) -> Result<Running, DashError> {
+    fn start(config: &DashConfig, mut recording: Option<Recording>) -> Result<Running, DashError> {
         let (tracee, url) = tracee_of(config)?;
         let load_target = url
             .map(|url| Target::parse(&url).map_err(DashError::Url))
             .transpose()?;
-        let trace_file = open_trace_file(config, &tracee)?;
+        let trace_file = open_trace_file(config, &tracee, &mut recording)?;
         let (stdio, output) = match &tracee {
             Tracee::Spawn { .. } => {
-                let log = config.record.as_ref().map(|dir| dir.join("output.log"));
-                let (write_end, lines) = capture_output(log.as_deref())?;
+                let log = recording.as_mut().and_then(|r| r.output.take());
+                let (write_end, lines) = capture_output(log)?;
                 (ProgramStdio::Capture(Arc::new(write_end)), Some(lines))
             }
             Tracee::Attach { .. } => (ProgramStdio::Inherit, None),
@@ -576,12 +592,17 @@ impl Running {
             snapshots: mpsc::channel().1,
             cpu: CpuSampler::default(),
             output,
+            threads_file: recording.as_mut().and_then(|r| r.threads.take()),
         };
         let Some(load_target) = load_target else {
             return Ok(running);
         };
         running.wait_for_listen(load_target.addrs[0])?;
-        let (loader, snapshots) = start_load(config, load_target, &running)?;
+        let logs = recording
+            .as_mut()
+            .map(|r| (r.latency.take(), r.outcomes.take()))
+            .unwrap_or_default();
+        let (loader, snapshots) = start_load(config, load_target, &running, logs)?;
         running.loader = Some(loader);
         running.snapshots = snapshots;
         Ok(running)
@@ -686,20 +707,21 @@ impl Running {
             .tracer
             .take()
             .and_then(|tracer| tracer.join().ok().flatten());
-        let record = config.record.as_deref();
         self.feed(app);
-        if let Some(dir) = record {
+        if let Some(mut file) = self.threads_file.take() {
             // Names come from /proc while the threads live; keep them for
-            // a replay.
+            // a replay (in the file created at the start).
+            use std::io::Write;
             let names: std::collections::BTreeMap<String, &str> = app
                 .data
                 .threads
                 .iter()
                 .map(|(tid, row)| (tid.to_string(), row.name.as_str()))
                 .collect();
-            let _ = std::fs::write(
-                dir.join("threads.json"),
-                serde_json::to_string_pretty(&names).unwrap_or_default(),
+            let _ = file.write_all(
+                serde_json::to_string_pretty(&names)
+                    .unwrap_or_default()
+                    .as_bytes(),
             );
         }
         exit.filter(|_| ended_by_itself)
@@ -764,19 +786,11 @@ const OUTPUT_PIECE: u64 = 64 * 1024;
 /// thread ends at end-of-file, once the program and all its children have
 /// closed the pipe.
 fn capture_output(
-    log: Option<&std::path::Path>,
+    log: Option<std::fs::File>,
 ) -> Result<(std::os::fd::OwnedFd, mpsc::Receiver<String>), DashError> {
     use std::io::{BufRead, Read, Write};
     let (read_end, write_end) = std::io::pipe().map_err(DashError::OutputPipe)?;
-    let mut log = match log {
-        Some(path) => Some(io::BufWriter::new(std::fs::File::create(path).map_err(
-            |error| DashError::CreateRecording {
-                path: path.to_path_buf(),
-                error,
-            },
-        )?)),
-        None => None,
-    };
+    let mut log = log.map(io::BufWriter::new);
     let (lines_tx, lines) = mpsc::sync_channel(OUTPUT_BACKLOG);
     std::thread::Builder::new()
         .name("program output".into())

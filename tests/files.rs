@@ -1,0 +1,151 @@
+//! Files tracebench writes (issue 14, security and data loss): private,
+//! never through a symlink we did not create, never into a directory
+//! another user controls, and never half-written over what was there.
+
+mod common;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+
+fn mode(path: &Path) -> u32 {
+    std::fs::symlink_metadata(path).unwrap().mode() & 0o777
+}
+
+/// The second user of the tests: nobody (65534), which owns nothing.
+const OTHER_USER: u32 = 65534;
+
+#[test]
+fn a_recording_is_private_and_refuses_directories_others_control() {
+    let _serial = serial();
+    let base = tempdir();
+    // runs/ planted as a symlink towards a directory of the victim's.
+    let victim = base.path().join("etc");
+    std::fs::create_dir(&victim).unwrap();
+    std::os::unix::fs::symlink(&victim, base.path().join("runs")).unwrap();
+    let output = Command::new(BIN)
+        .args(["dash", "--headless-for", "300ms"])
+        .current_dir(base.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("refusing to write into runs"), "{stderr}");
+    assert_eq!(std::fs::read_dir(&victim).unwrap().count(), 0, "nothing made there");
+
+    // A record directory another user owns, or anyone may write to.
+    let theirs = base.path().join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    std::os::unix::fs::chown(&theirs, Some(OTHER_USER), Some(OTHER_USER))
+        .expect("chown needs root: the tests run as root");
+    let shared = base.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    for (dir, why) in [
+        (&theirs, "belongs to uid 65534"),
+        (&shared, "others may write to it"),
+    ] {
+        let output = Command::new(BIN)
+            .args(["dash", "--headless-for", "300ms", "--record-dir"])
+            .arg(dir)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{stderr}");
+        assert!(stderr.contains(why), "{stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+        assert_eq!(std::fs::read_dir(dir).unwrap().count(), 0);
+    }
+
+    // A recording of our own: 0700, every file 0600.
+    let run = base.path().join("mine");
+    let output = Command::new(BIN)
+        .args(["dash", "--headless-for", "500ms", "--record-dir"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(mode(&run), 0o700);
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(&run).unwrap() {
+        let entry = entry.unwrap();
+        assert_eq!(mode(&entry.path()), 0o600, "{:?}", entry.file_name());
+        names.push(entry.file_name().to_string_lossy().into_owned());
+    }
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "latency.hlog",
+            "load.csv",
+            "output.log",
+            "settings.json",
+            "threads.json",
+            "trace.tbt"
+        ]
+    );
+}
+
+#[test]
+fn single_outputs_are_private_never_follow_a_symlink_and_replace_whole() {
+    let _serial = serial();
+    let base = tempdir();
+    let victim = base.path().join("victim");
+    std::fs::write(&victim, b"precious").unwrap();
+    let link = base.path().join("out");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    // trace -o, trace -w: refused through the symlink.
+    for flag in ["-o", "-w"] {
+        let output = Command::new(BIN)
+            .args(["trace", flag])
+            .arg(&link)
+            .args(["--", "true"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{flag}: {stderr}");
+        assert!(stderr.contains("symlink"), "{flag}: {stderr}");
+    }
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    // A trace file of our own is private.
+    let trace = base.path().join("t.tbt");
+    let output = Command::new(BIN)
+        .args(["trace", "-w"])
+        .arg(&trace)
+        .args(["--", "true"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(mode(&trace), 0o600);
+    // export: refused through the symlink; a real output is private and
+    // replaces an older file whole.
+    let output = Command::new(BIN)
+        .args(["export", "--jsonl"])
+        .arg(&link)
+        .arg(&trace)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    let jsonl = base.path().join("t.jsonl");
+    std::fs::write(&jsonl, b"old").unwrap();
+    std::fs::set_permissions(&jsonl, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let output = Command::new(BIN)
+        .args(["export", "--jsonl"])
+        .arg(&jsonl)
+        .arg(&trace)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let text = std::fs::read_to_string(&jsonl).unwrap();
+    assert!(text.starts_with('{') && text.contains("\"type\""), "{text}");
+    assert_eq!(mode(&jsonl), 0o600);
+    // No temporary is left beside it.
+    let names: Vec<String> = std::fs::read_dir(base.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.contains(".tracebench-")), "{names:?}");
+}
