@@ -1,6 +1,7 @@
 //! `tracebench dash` (and `tracebench` alone): the live dashboard.
 
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -309,9 +310,12 @@ pub fn run(args: DashArgs) -> anyhow::Result<u8> {
         capture: args.capture.starter(!args.no_poll_idle),
     };
     let finished = tracebench_ui::run(&config)?;
-    print!("{}", summary(&finished.app));
+    // A closed terminal (SIGHUP) leaves standard output unwritable: that
+    // is no reason to panic, and the exit status below says what ended us.
+    let _ = write!(std::io::stdout().lock(), "{}", summary(&finished.app));
     for dir in &finished.recordings {
-        println!(
+        let _ = writeln!(
+            std::io::stdout().lock(),
             "recorded to {}/ (trace.tbt, latency.hlog, load.csv, settings.json, threads.json, output.log)",
             dir.display()
         );
@@ -356,7 +360,7 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<u8> {
             args.run.join("latency.hlog").display()
         );
     }
-    print!("{}", summary(&replayed.app));
+    let _ = write!(std::io::stdout().lock(), "{}", summary(&replayed.app));
     Ok(replayed
         .signal
         .map_or(0, |signal| 128u8.saturating_add(signal as u8)))

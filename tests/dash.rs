@@ -645,7 +645,12 @@ fn sigterm_or_a_closed_terminal_stops_it_like_q_and_the_exit_status_says_why() {
     let dir = tempdir();
     let marker = dir.path().join("hup-run");
     let session = format!("tracebench-hup-{}", std::process::id());
-    let command = format!("{BIN} dash --record-dir {}", marker.display());
+    let errors = dir.path().join("hup-stderr");
+    let command = format!(
+        "{BIN} dash --record-dir {} 2>{}",
+        marker.display(),
+        errors.display()
+    );
     assert!(start_tmux(&session, 120, &command).success());
     wait_for_screen(&session, "  p99.9 ");
     let _ = tmux(&["kill-session", "-t", &session]);
@@ -655,6 +660,10 @@ fn sigterm_or_a_closed_terminal_stops_it_like_q_and_the_exit_status_says_why() {
         (left.is_empty() && servers_running() == before, left)
     });
     assert!(ended, "still running after SIGHUP: {left:?}");
+    // Its summary could not be printed to the closed terminal: no panic
+    // for that (issue 14: "failed printing to stdout").
+    let said = std::fs::read_to_string(&errors).unwrap_or_default();
+    assert!(!said.contains("panicked"), "{said}");
 
     // A replay in a terminal: SIGTERM ends it as q does, 128 + 15.
     let recording = dir.path().join("to-replay");

@@ -33,7 +33,11 @@ fn a_recording_is_private_and_refuses_directories_others_control() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "{stderr}");
     assert!(stderr.contains("refusing to write into runs"), "{stderr}");
-    assert_eq!(std::fs::read_dir(&victim).unwrap().count(), 0, "nothing made there");
+    assert_eq!(
+        std::fs::read_dir(&victim).unwrap().count(),
+        0,
+        "nothing made there"
+    );
 
     // A record directory another user owns, or anyone may write to.
     let theirs = base.path().join("theirs");
@@ -147,5 +151,8 @@ fn single_outputs_are_private_never_follow_a_symlink_and_replace_whole() {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert!(names.iter().all(|n| !n.contains(".tracebench-")), "{names:?}");
+    assert!(
+        names.iter().all(|n| !n.contains(".tracebench-")),
+        "{names:?}"
+    );
 }

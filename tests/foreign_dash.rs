@@ -28,6 +28,8 @@ struct Row {
     role: String,
     state: String,
     served: u64,
+    /// The CPU column ("0%", "12%", "-").
+    cpu: String,
 }
 
 /// What a headless dashboard run printed and recorded.
@@ -55,6 +57,7 @@ impl DashRun {
                     role: field(25, 35).to_owned(),
                     state: field(36, 48).to_owned(),
                     served: numbers.get(1).and_then(|n| n.parse().ok()).unwrap_or(0),
+                    cpu: numbers.get(2).map_or_else(String::new, |c| (*c).to_owned()),
                 }
             })
             .collect()
@@ -188,6 +191,29 @@ fn check_the_common_truths(name: &str, dash: &DashRun) {
         with_bytes >= answered,
         "{name}: {with_bytes} requests with bytes written, {answered} answered"
     );
+    // No thread that used no CPU is called running for most of its life:
+    // blocked in a call not traced, it was looked at in /proc.
+    let states = export(&dash.run, &["-c"]);
+    for row in rows.iter().filter(|r| r.cpu == "0%") {
+        let Some(line) = states
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(&row.tid.to_string()))
+        else {
+            continue;
+        };
+        let running: f64 = line
+            .split_whitespace()
+            .nth(2)
+            .unwrap()
+            .trim_end_matches('%')
+            .parse()
+            .unwrap();
+        assert!(
+            running < 50.0,
+            "{name}: thread {} used no CPU yet is running {running} % of its life\n{states}",
+            row.tid
+        );
+    }
     // The end was SIGTERM and the server's own shutdown, not SIGKILL.
     let text = export(&dash.run, &["--strace", "-"]);
     assert!(

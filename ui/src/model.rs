@@ -704,7 +704,9 @@ impl RunData {
             Action::Trace(event) => self.apply_event(event),
             Action::Named { tid, name } => {
                 if let Some(row) = self.threads.get_mut(&tid) {
-                    row.name = name;
+                    // The program names its threads: never let a name
+                    // carry terminal escapes to a screen or a summary.
+                    row.name = terminal_line(&name);
                 }
             }
             Action::Load(snapshot) => self.apply_load(&snapshot),
@@ -1180,6 +1182,24 @@ mod tests {
             .data
             .table_rows(app.view_state.show_exited, app.view_state.each_exited);
         assert_eq!(rows.len(), 13, "each its own row");
+    }
+
+    #[test]
+    fn a_thread_name_carries_no_terminal_escape() {
+        // Issue 14: prctl(PR_SET_NAME, "\x1b[2J…") reached the terminal
+        // through the plain summaries.
+        let mut app = App::new("test");
+        app.update(event(1, 7, EventKind::Signal { signal: 10 }));
+        app.update(Action::Named {
+            tid: 7,
+            name: "\u{1b}[2Jwipe\u{7}".into(),
+        });
+        let name = &app.data.threads[&7].name;
+        assert!(
+            !name.contains('\u{1b}') && !name.contains('\u{7}'),
+            "{name:?}"
+        );
+        assert!(name.contains("wipe"), "{name:?}");
     }
 
     #[test]
