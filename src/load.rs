@@ -84,7 +84,8 @@ pub struct LoadArgs {
 }
 
 /// An output: `-` for standard output, else a private file written whole
-/// and renamed over its name at the end ([`Output::finish`]).
+/// and renamed over its name at the end
+/// ([`Output::finish`](tracebench_files::Output::finish)).
 fn create(path: &Path) -> anyhow::Result<tracebench_files::Output> {
     Ok(tracebench_files::Output::create(path)?)
 }

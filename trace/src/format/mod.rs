@@ -33,7 +33,8 @@ pub(crate) const FOOTER_MAGIC: &[u8; 8] = b"TBEND\0\0\0";
 /// A block is written once its payload reaches this size.
 pub(crate) const BLOCK_BYTES: usize = 64 * 1024;
 /// Bytes of a block header: magic, payload length, event count, first
-/// timestamp, CRC-32 of the payload.
+/// timestamp, CRC-32 (of the count, the timestamp and the payload since
+/// version 3; of the payload alone before).
 pub(crate) const BLOCK_HEADER_BYTES: usize = 4 + 4 + 4 + 8 + 4;
 /// The largest block payload a reader accepts (a writer never makes one
 /// larger than BLOCK_BYTES plus one record).
@@ -365,6 +366,93 @@ mod index_tests {
         assert_eq!(index.lost, vec![(0, 7), (1, 15)]);
         assert_eq!(index.lost_events(), 22);
         assert_eq!(index.events(), 3);
+    }
+
+    #[test]
+    fn a_record_larger_than_a_block_may_be_is_cut_and_marked_partial() {
+        // Issue 14: `trace -s 17000000 -w` wrote a block over the reader's
+        // limit, and the whole file was unreadable.
+        let huge = Event {
+            time_ns: 1,
+            pid: 1,
+            tid: 1,
+            kind: EventKind::SyscallExit {
+                nr: 0,
+                ret: MAX_BLOCK_BYTES as i64 + 1,
+                data: vec![b'x'; MAX_BLOCK_BYTES + 1],
+                data_capture: crate::DataCapture::Captured,
+            },
+        };
+        let path = finished_file("huge", &[huge.clone(), huge]);
+        let events: Vec<Event> = TraceReader::open(&path)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(events.len(), 2);
+        for event in events {
+            let EventKind::SyscallExit {
+                data, data_capture, ..
+            } = event.kind
+            else {
+                panic!("{event:?}");
+            };
+            assert_eq!(data.len(), record::MAX_RECORD_DATA);
+            assert_eq!(data_capture, crate::DataCapture::Partial);
+        }
+    }
+
+    /// A finished file of 3 blocks of signals, and its block offsets.
+    fn three_blocks() -> (std::path::PathBuf, Vec<u64>) {
+        let events: Vec<Event> = (0..60_000u64)
+            .map(|i| Event {
+                time_ns: i,
+                pid: 1,
+                tid: 1,
+                kind: EventKind::Signal { signal: 10 },
+            })
+            .collect();
+        let path = finished_file("damage", &events);
+        let offsets = read_index(&path)
+            .unwrap()
+            .unwrap()
+            .blocks
+            .iter()
+            .map(|b| b.offset)
+            .collect();
+        (path, offsets)
+    }
+
+    fn read_all(path: &std::path::Path) -> Result<usize, TraceFileError> {
+        let mut count = 0;
+        for event in TraceReader::open(path)? {
+            event?;
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    #[test]
+    fn a_damaged_block_timestamp_or_magic_is_an_error_not_a_quiet_end() {
+        // Issue 14: a bit flip in a block's first timestamp gave "a trace
+        // over 35185.5 s", and a block magic damaged into the index's cut
+        // the file short without a word.
+        let (path, offsets) = three_blocks();
+        assert!(offsets.len() >= 3, "{offsets:?}");
+        assert_eq!(read_all(&path).unwrap(), 60_000);
+        let whole = std::fs::read(&path).unwrap();
+        let second = offsets[1] as usize;
+        let mut flipped = whole.clone();
+        flipped[second + 12 + 5] ^= 0x04; // first_ns
+        std::fs::write(&path, &flipped).unwrap();
+        let error = read_all(&path).unwrap_err().to_string();
+        assert!(error.contains("checksum"), "{error}");
+        let mut renamed = whole.clone();
+        renamed[second..second + 4].copy_from_slice(INDEX_MAGIC);
+        std::fs::write(&path, &renamed).unwrap();
+        let error = read_all(&path).unwrap_err().to_string();
+        assert!(error.contains("found neither"), "{error}");
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]

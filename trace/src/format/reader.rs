@@ -18,6 +18,8 @@ use crate::event::Event;
 pub struct TraceReader<R: Read> {
     input: R,
     header: Header,
+    /// The file's format version (its block checksums differ).
+    version: u16,
     offset: u64,
     block: Vec<u8>,
     decoded: std::vec::IntoIter<Event>,
@@ -78,6 +80,7 @@ impl<R: Read> TraceReader<R> {
         Ok(TraceReader {
             input,
             header,
+            version,
             offset: 14 + body_len as u64,
             block: Vec::new(),
             decoded: Vec::new().into_iter(),
@@ -136,7 +139,10 @@ impl<R: Read> TraceReader<R> {
             return Ok(false);
         }
         if got >= 4 && &header[0..4] == INDEX_MAGIC {
-            return Ok(false);
+            // The end of the blocks, if it really is the index: a block
+            // whose magic was damaged into the index's must not end the
+            // file quietly.
+            return self.check_index(&header[..got]).map(|()| false);
         }
         if got < BLOCK_HEADER_BYTES {
             self.truncated = true;
@@ -164,7 +170,7 @@ impl<R: Read> TraceReader<R> {
             return Ok(false);
         }
         let payload_offset = self.offset + BLOCK_HEADER_BYTES as u64;
-        if crc32fast::hash(&self.block) != crc {
+        if block_checksum(self.version, count, first_ns, &self.block) != crc {
             return Err(TraceFileError::Corrupt {
                 offset: payload_offset,
                 what: "block checksum mismatch".into(),
@@ -200,6 +206,46 @@ impl<R: Read> TraceReader<R> {
         self.decoded = events.into_iter();
         Ok(true)
     }
+}
+
+impl<R: Read> TraceReader<R> {
+    /// What follows the index magic at `self.offset` (`start`: the bytes
+    /// read so far) must be the whole index and the footer naming this
+    /// offset, with its checksum; anything else is damage.
+    fn check_index(&mut self, start: &[u8]) -> Result<(), TraceFileError> {
+        let mut rest = start.to_vec();
+        let limit = (MAX_BLOCK_BYTES + 16) as u64;
+        (&mut self.input).take(limit).read_to_end(&mut rest)?;
+        let damaged = || TraceFileError::Corrupt {
+            offset: self.offset,
+            what: "expected a block or the index; found neither".into(),
+        };
+        if rest.len() < 16 + 12 {
+            return Err(damaged());
+        }
+        let (index, footer) = rest.split_at(rest.len() - 16);
+        let names_this =
+            u64::from_le_bytes(footer[0..8].try_into().expect("8 bytes")) == self.offset;
+        let (body, crc) = index.split_at(index.len() - 4);
+        let checks = crc32fast::hash(body) == u32::from_le_bytes(crc.try_into().expect("4 bytes"));
+        if &footer[8..16] != FOOTER_MAGIC || !names_this || !checks {
+            return Err(damaged());
+        }
+        Ok(())
+    }
+}
+
+/// A block's checksum: since version 3 over its event count and first
+/// timestamp as well as its payload (a damaged timestamp once gave "a
+/// trace over 35185.5 s"); before, over the payload alone.
+pub(crate) fn block_checksum(version: u16, count: u32, first_ns: u64, payload: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    if version >= 3 {
+        hasher.update(&count.to_le_bytes());
+        hasher.update(&first_ns.to_le_bytes());
+    }
+    hasher.update(payload);
+    hasher.finalize()
 }
 
 impl<R: Read> Iterator for TraceReader<R> {

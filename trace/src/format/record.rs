@@ -27,6 +27,11 @@ const KIND_MASK: u8 = 0x0f;
 /// captured (0, as in every version 1 file), partly (2) or not at all (1).
 const TAG_CAPTURE_SHIFT: u8 = 4;
 const TAG_CAPTURE_MASK: u8 = 0x30;
+/// The most data bytes one record keeps (`trace -s` can ask for more):
+/// a block is written once it passes [`super::BLOCK_BYTES`], so with one
+/// such record it stays far below [`super::MAX_BLOCK_BYTES`], the most a
+/// reader accepts. Data cut to this is marked partial.
+pub(super) const MAX_RECORD_DATA: usize = super::MAX_BLOCK_BYTES / 4;
 
 /// The threads a block has named so far: a record names its thread by a
 /// small index after the thread's first record in the block, which spells
@@ -104,7 +109,13 @@ pub(super) fn encode(out: &mut Vec<u8>, event: &Event, previous_ns: u64, table: 
         table.indexes.insert(key, slot);
         slot
     });
-    let (mut tag, data) = tag_of(&event.kind, table.last_entry[slot]);
+    let (mut tag, mut data) = tag_of(&event.kind, table.last_entry[slot]);
+    if data.len() > MAX_RECORD_DATA {
+        // A record must fit in a block the reader accepts: what is cut is
+        // said (partial), never silently dropped.
+        data = &data[..MAX_RECORD_DATA];
+        tag = (tag & !TAG_CAPTURE_MASK) | (2 << TAG_CAPTURE_SHIFT);
+    }
     if !data.is_empty() {
         tag |= TAG_DATA;
     }

@@ -84,7 +84,12 @@ impl<W: Write> TraceWriter<W> {
     /// loses nothing written before it.
     pub fn flush_block(&mut self) -> io::Result<()> {
         if self.block_events > 0 {
-            let crc = crc32fast::hash(&self.block);
+            let crc = super::reader::block_checksum(
+                VERSION,
+                self.block_events,
+                self.block_first_ns,
+                &self.block,
+            );
             let mut header = [0u8; BLOCK_HEADER_BYTES];
             header[0..4].copy_from_slice(BLOCK_MAGIC);
             header[4..8].copy_from_slice(&(self.block.len() as u32).to_le_bytes());
