@@ -348,7 +348,11 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<u8> {
         );
     }
     let log_damage = player.log_damage.clone();
+    let notes = player.notes.clone();
     let replayed = tracebench_ui::replay::play(player)?;
+    for note in notes {
+        eprintln!("tracebench: {note}");
+    }
     if replayed.truncated {
         eprintln!(
             "tracebench: the recording was cut short (the tracer did not finish it); replayed up to where it ends"

@@ -204,7 +204,8 @@ fn run_latency(run: &Path) -> anyhow::Result<hdrhistogram::Histogram<u64>> {
             run.display()
         );
     }
-    let bytes = std::fs::read(&log).with_context(|| format!("cannot read {}", log.display()))?;
+    let bytes = tracebench_files::read_input(&log, tracebench_loadgen::hlog::MAX_LOG_BYTES)
+        .with_context(|| format!("cannot read {}", log.display()))?;
     let mut total = tracebench_loadgen::stats::latency_histogram();
     let damage = tracebench_loadgen::hlog::for_each_interval(&bytes, |interval| {
         let _ = total.add(&interval.histogram);

@@ -83,6 +83,9 @@ pub struct LoadArgs {
     json: bool,
 }
 
+/// The largest request body `-d @FILE` sends.
+const MAX_BODY: u64 = 64 << 20;
+
 /// An output: `-` for standard output, else a private file written whole
 /// and renamed over its name at the end
 /// ([`Output::finish`](tracebench_files::Output::finish)).
@@ -111,7 +114,8 @@ impl LoadArgs {
         }
         if let Some(data) = &self.data {
             config.body = match data.strip_prefix('@') {
-                Some(path) => std::fs::read(path).with_context(|| format!("cannot read {path}"))?,
+                Some(path) => tracebench_files::read_input(path.as_ref(), MAX_BODY)
+                    .with_context(|| format!("cannot read {path}"))?,
                 None => data.clone().into_bytes(),
             };
         }
@@ -355,8 +359,8 @@ pub struct MergeArgs {
 pub fn merge(args: MergeArgs) -> anyhow::Result<()> {
     let mut logs = Vec::new();
     for path in &args.logs {
-        let bytes =
-            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let bytes = tracebench_files::read_input(path, tracebench_loadgen::hlog::MAX_LOG_BYTES)
+            .with_context(|| format!("cannot read {}", path.display()))?;
         let log = tracebench_loadgen::hlog::read_log(&bytes)
             .with_context(|| format!("reading {}", path.display()))?;
         logs.push(log);

@@ -98,7 +98,11 @@ fn single_outputs_are_private_never_follow_a_symlink_and_replace_whole() {
     let base = tempdir();
     let victim = base.path().join("victim");
     std::fs::write(&victim, b"precious").unwrap();
-    let link = base.path().join("out");
+    // Planted, as in /tmp, in a directory anyone may write to.
+    let shared = base.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let link = shared.join("out");
     std::os::unix::fs::symlink(&victim, &link).unwrap();
     // trace -o, trace -w: refused through the symlink.
     for flag in ["-o", "-w"] {

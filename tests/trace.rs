@@ -377,6 +377,31 @@ fn bad_input_fails_with_one_clear_line() {
         stderr.contains("no process with pid 999999999") && one_line(&stderr),
         "{stderr}"
     );
+    // Issue 14: itself, and a zombie, each said for what it is.
+    let output = Command::new("sh")
+        .args(["-c", &format!("exec {BIN} trace -p $$")])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("this tracebench itself") && one_line(&stderr),
+        "{stderr}"
+    );
+    let mut zombie = Command::new("true").spawn().unwrap();
+    let pid = zombie.id().to_string();
+    let (gone, _) = eventually(std::time::Duration::from_secs(5), || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        (stat.contains(") Z "), ())
+    });
+    assert!(gone, "the child never became a zombie");
+    let (status, stderr) = run(&["trace", "-p", &pid]);
+    zombie.wait().unwrap();
+    assert!(!status.success());
+    assert!(
+        stderr.contains("is a zombie") && one_line(&stderr),
+        "{stderr}"
+    );
 
     let (status, stderr) = run(&["trace", "-e", "trace=futex,frobnicate", "--", "true"]);
     assert!(!status.success());

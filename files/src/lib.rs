@@ -199,38 +199,46 @@ fn check_ours(fd: &OwnedFd, path: &Path) -> Result<(), FileError> {
 
 /// A file written as it goes, for readers that follow it while it grows
 /// (`trace -o`, `-w`, as strace's `-o`: `tail -f` works): created 0600 or
-/// truncated, never through a symlink, and refused if the name is
-/// anything but a regular file.
+/// truncated, never through a symlink someone else could have planted.
+/// Devices and pipes are fine (`-o /dev/null`, `-o /dev/stderr`: a
+/// symlink of the system's, in a directory only root may change).
 pub fn create_streamed(path: &Path) -> Result<File, FileError> {
-    let fd = rustix::fs::openat(
-        CWD,
-        path,
-        OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::from_raw_mode(PRIVATE_FILE),
-    )
-    .map_err(|errno| match errno {
-        rustix::io::Errno::LOOP => FileError::Unsafe {
-            path: path.to_path_buf(),
-            why: "it is a symlink".into(),
-        },
-        other => io_error(path)(other),
-    })?;
-    let file = File::from(fd);
-    let is_file = file
-        .metadata()
-        .map_err(|source| FileError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?
-        .file_type()
-        .is_file();
-    if !is_file {
-        return Err(FileError::Unsafe {
-            path: path.to_path_buf(),
-            why: "not a regular file".into(),
-        });
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC;
+    let mode = Mode::from_raw_mode(PRIVATE_FILE);
+    let fd = match rustix::fs::openat(CWD, path, flags | OFlags::NOFOLLOW, mode) {
+        Err(rustix::io::Errno::LOOP) if trusted_symlink(path) => {
+            rustix::fs::openat(CWD, path, flags, mode)
+        }
+        Err(rustix::io::Errno::LOOP) => {
+            return Err(FileError::Unsafe {
+                path: path.to_path_buf(),
+                why: "it is a symlink that we or root did not make in a directory only we or root may change".into(),
+            });
+        }
+        other => other,
     }
-    Ok(file)
+    .map_err(io_error(path))?;
+    Ok(File::from(fd))
+}
+
+/// Whether the symlink `path` is one nobody else could have planted: it
+/// and its directory belong to us or to root, and nobody else may write to
+/// that directory (the rule of fs.protected_symlinks, and of ssh).
+fn trusted_symlink(path: &Path) -> bool {
+    let euid = rustix::process::geteuid().as_raw();
+    let ours = |uid: u32| uid == euid || uid == 0;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let link = rustix::fs::lstat(path);
+    let parent = rustix::fs::stat(dir);
+    match (link, parent) {
+        (Ok(link), Ok(parent)) => {
+            ours(link.st_uid) && ours(parent.st_uid) && parent.st_mode & 0o022 == 0
+        }
+        _ => false,
+    }
 }
 
 /// An output named on the command line: standard output for `-`, else an
@@ -285,6 +293,28 @@ impl Write for Output {
             Output::File(out) => out.flush(),
         }
     }
+}
+
+/// Reads the whole of the input file `path`, refusing what is not a
+/// regular file (a FIFO, /dev/zero: endless) and what is larger than
+/// `limit` bytes, rather than growing without bound.
+pub fn read_input(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let file = File::open(path)?;
+    let meta = file.metadata()?;
+    if !meta.file_type().is_file() {
+        return Err(io::Error::other("not a regular file"));
+    }
+    let too_large = || io::Error::other(format!("larger than {limit} bytes"));
+    if meta.len() > limit {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(too_large());
+    }
+    Ok(bytes)
 }
 
 /// One output file: written to a private temporary beside `path`, then
@@ -458,6 +488,42 @@ mod tests {
             error.to_string().contains("belongs to uid 65534"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn a_streamed_output_takes_the_systems_devices_not_a_planted_link() {
+        // strace users write -o /dev/null and -o /dev/stderr.
+        create_streamed(Path::new("/dev/null")).unwrap();
+        create_streamed(Path::new("/dev/stderr")).unwrap();
+        let base = tempfile::tempdir().unwrap();
+        let victim = base.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        let shared = base.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let link = shared.join("out");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        let error = create_streamed(&link).unwrap_err();
+        assert!(error.to_string().contains("symlink"), "{error}");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        let fresh = base.path().join("t.txt");
+        create_streamed(&fresh).unwrap();
+        assert_eq!(mode(&fresh), 0o600);
+    }
+
+    #[test]
+    fn an_endless_or_oversized_input_is_refused() {
+        let error = read_input(Path::new("/dev/zero"), 1 << 20).unwrap_err();
+        assert!(error.to_string().contains("not a regular file"), "{error}");
+        let base = tempfile::tempdir().unwrap();
+        let big = base.path().join("big");
+        std::fs::write(&big, vec![b'x'; 2048]).unwrap();
+        let error = read_input(&big, 1024).unwrap_err();
+        assert!(
+            error.to_string().contains("larger than 1024 bytes"),
+            "{error}"
+        );
+        assert_eq!(read_input(&big, 4096).unwrap().len(), 2048);
     }
 
     #[test]

@@ -18,6 +18,9 @@ pub struct Target {
     pub path: String,
     /// Where the host name resolved to; connections go to the first.
     pub addrs: Vec<SocketAddr>,
+    /// `user:password@` of the URL, sent as HTTP Basic authorization as
+    /// curl does (the value of the `Authorization` header).
+    pub authorization: Option<String>,
 }
 
 impl Target {
@@ -55,11 +58,29 @@ impl Target {
         if addrs.is_empty() {
             return Err(LoadError::BadUrl(format!("{text}: {host} has no address")));
         }
+        let authorization = (!url.username().is_empty() || url.password().is_some()).then(|| {
+            use base64::Engine;
+            let decode = |s: &str| {
+                percent_encoding::percent_decode_str(s)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            };
+            let credentials = format!(
+                "{}:{}",
+                decode(url.username()),
+                decode(url.password().unwrap_or(""))
+            );
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(credentials)
+            )
+        });
         Ok(Target {
             host,
             port,
             path,
             addrs,
+            authorization,
         })
     }
 }
@@ -243,6 +264,14 @@ impl LoadConfig {
         if !has("accept") {
             head += "Accept: */*\r\n";
         }
+        if let Some(credentials) = self
+            .target
+            .authorization
+            .as_ref()
+            .filter(|_| !has("authorization"))
+        {
+            head += &format!("Authorization: {credentials}\r\n");
+        }
         if !self.keep_alive && !has("connection") {
             head += "Connection: close\r\n";
         }
@@ -316,6 +345,17 @@ mod tests {
             !String::from_utf8(config.request_bytes())
                 .unwrap()
                 .contains("Connection:")
+        );
+        assert!(!text.contains("Authorization"));
+        // Issue 14: the URL's user:password was dropped without a word;
+        // it is sent as Basic authorization, as curl does.
+        let config =
+            LoadConfig::new(Target::parse("http://al%40ice:s%3Acret@127.0.0.1:3000/").unwrap());
+        let text = String::from_utf8(config.request_bytes()).unwrap();
+        // base64("al@ice:s:cret")
+        assert!(
+            text.contains("Authorization: Basic YWxAaWNlOnM6Y3JldA==\r\n"),
+            "{text}"
         );
     }
 }

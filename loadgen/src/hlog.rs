@@ -131,6 +131,11 @@ impl<'a, 'b, W: Write> SecondsLog<'a, 'b, W> {
     }
 }
 
+/// The largest interval log read (a day of a dashboard's 100 ms
+/// intervals is well under it); a larger one is refused, not read into
+/// memory.
+pub const MAX_LOG_BYTES: u64 = 1 << 30;
+
 /// Where a log stops being readable, after a readable start: a log cut
 /// short (its writer was killed mid-line, the disk filled) or damaged.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -96,8 +96,19 @@ fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<Head>, Refusal> {
     // bytes that are not UTF-8 (a Latin-1 cookie) without harm.
     for header in response.headers.iter() {
         if header.name.eq_ignore_ascii_case("content-length") {
-            let text = std::str::from_utf8(header.value).map_err(|_| Invalid)?;
-            content_length = Some(text.trim().parse::<usize>().map_err(|_| Invalid)?);
+            let text = std::str::from_utf8(header.value)
+                .map_err(|_| Invalid)?
+                .trim();
+            // RFC 9112 §6.3: digits only, and two different lengths make
+            // the answer's end unknowable: an error, not the last one wins.
+            if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(Invalid);
+            }
+            let value = text.parse::<usize>().map_err(|_| Invalid)?;
+            if content_length.is_some_and(|known| known != value) {
+                return Err(Invalid);
+            }
+            content_length = Some(value);
         } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
             // The last coding decides ("gzip, chunked" is chunked).
             let last = header
@@ -282,6 +293,15 @@ mod tests {
             ),
             Progress::Invalid
         );
+        // Issue 14: two lengths that disagree, or a signed one.
+        for head in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nabc"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: +3\r\n\r\nabc",
+        ] {
+            assert_eq!(progress(head, false, false), Progress::Invalid);
+        }
+        let same = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc";
+        assert_eq!(complete(same, false).0, 200);
     }
 
     #[test]

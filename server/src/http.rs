@@ -94,9 +94,12 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
                 connection_keep_alive |= token.eq_ignore_ascii_case("keep-alive");
             }
         } else if header.name.eq_ignore_ascii_case("content-length") {
+            // RFC 9112 §6.3: 1*DIGIT only; Rust's parse would take "+5".
             let value = std::str::from_utf8(header.value)
                 .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(str::trim)
+                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse::<u64>().ok())
                 .ok_or(HeadError::Malformed)?;
             // Two different lengths is a request-smuggling classic.
             if content_length.is_some_and(|known| known != value) {
@@ -477,6 +480,15 @@ mod tests {
             parse_head(b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"),
             Err(HeadError::Malformed)
         );
+        // Issue 14: a sign is no digit (Rust's parse takes "+5").
+        for value in ["+5", "-5", "5a", ""] {
+            let head = format!("POST / HTTP/1.1\r\nContent-Length: {value}\r\n\r\n");
+            assert_eq!(
+                parse_head(head.as_bytes()),
+                Err(HeadError::Malformed),
+                "{value:?}"
+            );
+        }
         let mut big = b"GET / HTTP/1.1\r\nX: ".to_vec();
         big.resize(MAX_HEAD_BYTES, b'a');
         assert_eq!(parse_head(&big), Err(HeadError::TooLarge));

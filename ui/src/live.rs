@@ -150,7 +150,16 @@ impl DashConfig {
                 0 => name.as_str(),
                 _ => name.strip_suffix(&suffix).unwrap_or(&name),
             };
-            dir.with_file_name(format!("{first}-{}-{next}", config.restarts))
+            let wanted = dir.with_file_name(format!("{first}-{}-{next}", config.restarts));
+            // Taken already (an earlier dashboard's): the next free name,
+            // as for the first run's, rather than the end of the dashboard.
+            (1..)
+                .map(|n| match n {
+                    1 => wanted.clone(),
+                    n => PathBuf::from(format!("{}-{n}", wanted.display())),
+                })
+                .find(|candidate| std::fs::symlink_metadata(candidate).is_err())
+                .unwrap_or(wanted)
         });
         config.traced = Traced::Serve {
             mode: next,
@@ -973,5 +982,13 @@ mod tests {
             "a user's own name ending like a mode is kept whole"
         );
         assert!(matches!(&config.traced, Traced::Serve { mode, .. } if mode == "pool-std"));
+
+        // Issue 14: `m` ended the dashboard when the next name was taken.
+        let base = tempfile::tempdir().unwrap();
+        config.restarts = 0;
+        config.record = Some(base.path().join("run"));
+        std::fs::create_dir(base.path().join("run-1-sync")).unwrap();
+        let next = config.next_mode().unwrap();
+        assert_eq!(next.record, Some(base.path().join("run-1-sync-2")));
     }
 }

@@ -121,6 +121,8 @@ pub struct Player {
     pub log_damage: Option<Damage>,
     /// Thread names the recording kept (threads.json), by tid.
     names: std::collections::HashMap<i32, String>,
+    /// What of the recording's side files could not be read, to be said.
+    pub notes: Vec<String>,
     /// Where `e` writes (the run's directory).
     export_dir: Option<std::path::PathBuf>,
     /// When the terminal loop last moved the playhead.
@@ -150,16 +152,26 @@ pub fn load(run: &Path) -> Result<Player, DashError> {
         Some(path) => read_latency_log(&path, reader.header())?,
         None => (Vec::new(), None),
     };
-    if let Some(outcomes) = std::fs::read_to_string(run.join("load.csv"))
-        .ok()
-        .and_then(|text| tracebench_loadgen::outcomes::read(&text))
-    {
-        for (index, interval) in intervals.iter_mut().enumerate() {
-            interval.outcome = outcomes.get(&(index as u64)).cloned();
+    let mut notes = Vec::new();
+    let outcomes_path = run.join("load.csv");
+    if run.is_dir() && outcomes_path.exists() {
+        let outcomes = tracebench_files::read_input(&outcomes_path, MAX_SIDE_FILE)
+            .ok()
+            .and_then(|bytes| tracebench_loadgen::outcomes::read(&String::from_utf8_lossy(&bytes)));
+        match outcomes {
+            Some(outcomes) => {
+                for (index, interval) in intervals.iter_mut().enumerate() {
+                    interval.outcome = outcomes.get(&(index as u64)).cloned();
+                }
+            }
+            None => notes.push(format!(
+                "{} is unreadable: statuses, errors and in-flight counts are not replayed",
+                outcomes_path.display()
+            )),
         }
     }
     let names = if run.is_dir() {
-        read_thread_names(run)
+        read_thread_names(run, &mut notes)
     } else {
         Default::default()
     };
@@ -187,6 +199,7 @@ pub fn load(run: &Path) -> Result<Player, DashError> {
         truncated: false,
         log_damage,
         names,
+        notes,
         reader,
         export_dir: run.is_dir().then(|| run.to_path_buf()),
         last_pump: None,
@@ -202,10 +215,11 @@ fn read_latency_log(
     path: &Path,
     header: &Header,
 ) -> Result<(Vec<LoadInterval>, Option<Damage>), DashError> {
-    let bytes = std::fs::read(path).map_err(|error| DashError::OpenLatencyLog {
-        path: path.to_path_buf(),
-        error,
-    })?;
+    let bytes = tracebench_files::read_input(path, tracebench_loadgen::hlog::MAX_LOG_BYTES)
+        .map_err(|error| DashError::OpenLatencyLog {
+            path: path.to_path_buf(),
+            error,
+        })?;
     // The trace's clock is CLOCK_MONOTONIC; the log's is the wall clock.
     // The trace header anchors one to the other.
     let to_trace_clock = |wall: Duration| -> u64 {
@@ -238,21 +252,39 @@ fn read_latency_log(
     Ok((intervals, damage))
 }
 
-/// The thread names a run directory kept (threads.json), by tid; none if
-/// the file is missing or unreadable.
-fn read_thread_names(run: &Path) -> std::collections::HashMap<i32, String> {
-    std::fs::read(run.join("threads.json"))
-        .ok()
+/// The largest side file of a recording read (threads.json, load.csv).
+const MAX_SIDE_FILE: u64 = 64 << 20;
+
+/// The thread names a run directory kept (threads.json), by tid: none if
+/// the file is missing; none, and a note saying why, if it is there but
+/// cannot be read.
+fn read_thread_names(
+    run: &Path,
+    notes: &mut Vec<String>,
+) -> std::collections::HashMap<i32, String> {
+    let path = run.join("threads.json");
+    if !path.exists() {
+        return Default::default();
+    }
+    let names = tracebench_files::read_input(&path, MAX_SIDE_FILE)
+        .map_err(|e| e.to_string())
         .and_then(|bytes| {
-            serde_json::from_slice::<std::collections::HashMap<String, String>>(&bytes).ok()
-        })
-        .map(|names| {
-            names
-                .into_iter()
-                .filter_map(|(tid, name)| Some((tid.parse().ok()?, name)))
-                .collect()
-        })
-        .unwrap_or_default()
+            serde_json::from_slice::<std::collections::HashMap<String, String>>(&bytes)
+                .map_err(|e| e.to_string())
+        });
+    match names {
+        Ok(names) => names
+            .into_iter()
+            .filter_map(|(tid, name)| Some((tid.parse().ok()?, name)))
+            .collect(),
+        Err(why) => {
+            notes.push(format!(
+                "{} is unreadable ({why}): threads are shown without names",
+                path.display()
+            ));
+            Default::default()
+        }
+    }
 }
 
 /// Events between two checkpoints, for at most [`MAX_CHECKPOINTS`] of

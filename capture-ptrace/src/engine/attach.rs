@@ -21,6 +21,11 @@ impl Engine {
                 "{pid} is a thread, not a process; use its process id"
             )));
         }
+        if pid == std::process::id() as i32 {
+            return Err(CaptureError::BadArgument(format!(
+                "{pid} is this tracebench itself: a process cannot trace itself"
+            )));
+        }
         self.root = pid;
         let options = ptrace_options(false, self.options.follow_forks, false);
         loop {
@@ -63,7 +68,7 @@ impl Engine {
                     Err(e) if e.raw_os_error() == Some(libc::EPERM) && self.threads.is_empty() => {
                         return Err(CaptureError::NotPermitted {
                             pid,
-                            why: "another tracer, another user, or kernel.yama.ptrace_scope; try as root".into(),
+                            why: not_permitted_why(tid),
                         });
                     }
                     // Exiting as we looked: gone.
@@ -81,6 +86,11 @@ impl Engine {
             }
         }
         if self.threads.is_empty() {
+            if task_state(pid) == Some('Z') {
+                return Err(CaptureError::BadArgument(format!(
+                    "{pid} is a zombie: it has exited and waits for its parent to reap it; nothing is left to trace"
+                )));
+            }
             return Err(CaptureError::NoSuchProcess(pid));
         }
         Ok(())
@@ -132,4 +142,18 @@ impl Engine {
         }
         self.detached = true;
     }
+}
+
+/// Why PTRACE_SEIZE of `tid` was refused, as far as we can tell: root is
+/// told the real reason, not to try as root.
+fn not_permitted_why(tid: Tid) -> String {
+    let tracer = tracer_of(tid).unwrap_or(0);
+    if tracer != 0 {
+        return format!("it is traced already (by pid {tracer}: a debugger, strace?)");
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return "the kernel refused even root (a kernel thread, or a lockdown/LSM policy)".into();
+    }
+    "another user's, or kernel.yama.ptrace_scope forbids it; try as root".into()
 }
