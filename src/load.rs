@@ -168,6 +168,7 @@ fn json_summary(report: &tracebench_loadgen::Report, config: &LoadConfig) -> ser
         "latency_from_actual_send_ms": (!stats.corrected.is_empty()).then(|| percentiles_ms(&stats.latency)),
         "unanswered_in_planned_latency": (!stats.corrected.is_empty()).then_some(stats.unanswered),
         "in_flight_at_end": stats.in_flight_at_end,
+        "retries": stats.retries,
         "lateness_ms": (!stats.lateness.is_empty()).then(|| percentiles_ms(&stats.lateness)),
         "connect_ms": percentiles_ms(&stats.connect),
         "first_byte_ms": percentiles_ms(&stats.first_byte),

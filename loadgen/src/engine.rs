@@ -190,6 +190,8 @@ struct Worker<'a> {
     open_loop: bool,
     /// Whether the request is a HEAD (its answers have no body).
     head_request: bool,
+    /// Whether the method may be sent twice ([`Worker::retry_stale`]).
+    idempotent: bool,
     /// The interval being filled.
     tick: Snapshot,
     /// How many event-loop threads share the connections.
@@ -351,6 +353,9 @@ impl<'a> Worker<'a> {
             id,
             open_loop: config.rate.is_some(),
             head_request: config.method.eq_ignore_ascii_case("HEAD"),
+            idempotent: ["GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"]
+                .iter()
+                .any(|m| config.method.eq_ignore_ascii_case(m)),
             tick: Snapshot::empty(0, Duration::ZERO, run_start < budget.measure_from),
             run_start,
             threads,
@@ -570,8 +575,15 @@ impl<'a> Worker<'a> {
                 return;
             }
             if !self.budget.take(now) {
-                // Spent: drop the schedule, so it no longer wakes the loop,
-                // and retire the idle connections.
+                if self.budget.ended(now) {
+                    // The clock (or Ctrl-C) ended the run: the loop counts
+                    // the backlog of the schedule as unanswered, so the
+                    // schedule stays for it (dropping it here lost a random
+                    // share of the backlog).
+                    return;
+                }
+                // Spent (-n): drop the schedule, so it no longer wakes the
+                // loop, and retire the idle connections.
                 self.schedule = None;
                 for index in self.free.drain(..) {
                     self.conns[index].stream = None;
@@ -709,9 +721,15 @@ impl<'a> Worker<'a> {
     /// not such a case (the caller counts the failure).
     fn retry_stale(&mut self, index: usize) -> bool {
         let conn = &mut self.conns[index];
-        if !(conn.reused && conn.buf.is_empty()) {
+        // A POST the server may have acted on is never sent twice (RFC 9110
+        // §9.2.2: only idempotent methods may be retried automatically).
+        if !(conn.reused && conn.buf.is_empty() && self.idempotent) {
             return false;
         }
+        if Instant::now() >= self.budget.measure_from {
+            self.stats.retries += 1;
+        }
+        let conn = &mut self.conns[index];
         conn.stream = None;
         conn.phase = Phase::Idle;
         let planned = conn.planned;

@@ -62,6 +62,13 @@ impl LoadSummary<'_> {
             f,
             "  Requests:      {completed} answered, {failed} failed{in_flight}, in {secs:.3} s"
         )?;
+        if stats.retries > 0 {
+            writeln!(
+                f,
+                "  Retried:       {} (sent again: the kept-alive connection was closed before an answer)",
+                stats.retries
+            )?;
+        }
         writeln!(f, "  Requests/sec:  {:.1}", completed as f64 / secs)?;
         writeln!(
             f,

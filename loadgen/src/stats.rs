@@ -117,6 +117,10 @@ pub struct Stats {
     /// failed: the run ended under them. The open loop counts them in
     /// `unanswered` instead.
     pub in_flight_at_end: u64,
+    /// Requests sent again on a fresh connection because the kept-alive
+    /// one they were sent on was closed by the server before any byte of
+    /// an answer (idempotent methods only, as browsers and curl do).
+    pub retries: u64,
     /// Bytes received.
     pub bytes: u64,
     /// Connections opened.
@@ -135,6 +139,7 @@ impl Default for Stats {
             errors: BTreeMap::new(),
             unanswered: 0,
             in_flight_at_end: 0,
+            retries: 0,
             bytes: 0,
             connections: 0,
         }
@@ -210,6 +215,7 @@ impl Stats {
         }
         self.unanswered += other.unanswered;
         self.in_flight_at_end += other.in_flight_at_end;
+        self.retries += other.retries;
         self.bytes += other.bytes;
         self.connections += other.connections;
     }
