@@ -893,3 +893,37 @@ fn head_requests_and_servers_that_drop_idle_keep_alive_connections() {
         "each request needed a fresh connection"
     );
 }
+
+#[test]
+fn a_connection_count_over_the_file_limit_is_raised_to_or_refused_in_one_line() {
+    // Issue 14: above the open-file limit EMFILE was counted as thousands
+    // of "read" failures; the soft limit is raised to the hard one, and
+    // a -c that still cannot fit is refused before any load.
+    let _serial = serial();
+    let server = ServerProcess::start(&["--delay", "0ms"]);
+    let url = format!("http://{}/", server.addr);
+    let load_under = |limits: &str, connections: &str| {
+        Command::new("sh")
+            .args([
+                "-c",
+                &format!("{limits}; exec {BIN} load {url} -c {connections} -n 600"),
+            ])
+            .output()
+            .unwrap()
+    };
+    // Soft 256, hard higher: 500 connections fit once the soft is raised.
+    let output = load_under("ulimit -Hn 4096; ulimit -Sn 256", "500");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    assert!(stdout.contains("600 answered, 0 failed"), "{stdout}");
+    // Hard 256: 5000 cannot fit.
+    let output = load_under("ulimit -n 256", "5000");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("needs about 664 open files") // -c 5000 for 600 requests: 600 at most
+            && stderr.contains("at most 256")
+            && stderr.trim().lines().count() == 1,
+        "{stderr}"
+    );
+}

@@ -206,6 +206,35 @@ pub fn run(config: &LoadConfig, cancel: Arc<AtomicBool>) -> Result<Report, LoadE
     run_observed(config, cancel, |_| {})
 }
 
+/// Descriptors a run needs besides one per connection: the threads'
+/// epoll instances and wakers, the standard streams, an output or two.
+const SPARE_FILES: u64 = 64;
+
+/// Raises the soft open-file limit to the hard one, as wrk and nginx users
+/// expect, and refuses at once a `-c` that still cannot fit, rather than
+/// counting EMFILE as thousands of failed requests.
+fn make_room_for(connections: usize) -> Result<(), LoadError> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let needed = connections as u64 + SPARE_FILES;
+    let soft = limit.current.unwrap_or(u64::MAX);
+    if soft >= needed {
+        return Ok(());
+    }
+    let hard = limit.maximum.unwrap_or(u64::MAX);
+    let raised = Rlimit {
+        current: Some(hard.min(needed.max(soft))),
+        maximum: limit.maximum,
+    };
+    if hard >= needed && setrlimit(Resource::Nofile, raised).is_ok() {
+        return Ok(());
+    }
+    Err(LoadError::BadConfig(format!(
+        "-c {connections} needs about {needed} open files, and this process may have at most \
+         {hard} (ulimit -n; the hard limit): use fewer connections or raise the limit"
+    )))
+}
+
 /// Like [`run`], and calls `observe` on the calling thread with a merged
 /// [`Snapshot`] about every [`SNAPSHOT_INTERVAL`], in order: the feed of a
 /// progress bar, a dashboard or an interval log.
@@ -215,6 +244,7 @@ pub fn run_observed(
     mut observe: impl FnMut(&Snapshot),
 ) -> Result<Report, LoadError> {
     config.validate()?;
+    make_room_for(config.effective_connections())?;
     let request = config.request_bytes();
     let start = Instant::now();
     let measure_from = start + config.warmup;
