@@ -653,3 +653,46 @@ fn completions_into_a_closed_pipe_are_not_a_crash() {
         );
     }
 }
+
+#[test]
+fn out_of_descriptors_is_said_once_a_second_not_a_hundred_times() {
+    // Issue 14: EMFILE logged 100 lines a second.
+    let _serial = serial();
+    let mut server = ServerProcess::start_command(Command::new("sh").args([
+        "-c",
+        &format!("ulimit -n 24; exec {BIN} serve --addr 127.0.0.1:0 --mode thread --delay 3s"),
+    ]))
+    .unwrap();
+    let stderr = server.stderr_lines();
+    // More connections than descriptors, each held by a sleeping request.
+    let mut held = Vec::new();
+    for _ in 0..40 {
+        if let Ok(mut stream) = std::net::TcpStream::connect(server.addr) {
+            let _ = stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+            held.push(stream);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(2_500));
+    let lines: Vec<String> = stderr
+        .try_iter()
+        .filter(|l| l.contains("accept:"))
+        .collect();
+    drop(held);
+    let _ = server.stop();
+    assert!(
+        !lines.is_empty(),
+        "EMFILE never met: the test proves nothing"
+    );
+    assert!(
+        lines.len() <= 4,
+        "{} lines in 2.5 s: {lines:#?}",
+        lines.len()
+    );
+    assert!(
+        lines
+            .iter()
+            .skip(1)
+            .all(|l| l.contains("more since the last line")),
+        "{lines:#?}"
+    );
+}

@@ -363,6 +363,38 @@ pub(crate) fn accept(listener: &TcpListener, stop: &StopHandle) -> io::Result<Op
     Ok(stream)
 }
 
+/// A log line said at most once a second, with how many were held back:
+/// an accept failing every 10 ms must not flood the log (as nginx's
+/// "accept() failed" does not).
+struct RateLimitedLog {
+    /// When the last line was said, and how many were held back since.
+    state: std::sync::Mutex<(Option<std::time::Instant>, u64)>,
+}
+
+impl RateLimitedLog {
+    const EVERY: Duration = Duration::from_secs(1);
+
+    fn say(&self, error: &io::Error) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let (last, held_back) = &mut *state;
+        if last.is_some_and(|at| at.elapsed() < Self::EVERY) {
+            *held_back += 1;
+            return;
+        }
+        let more = match *held_back {
+            0 => String::new(),
+            n => format!(" ({n} more since the last line)"),
+        };
+        eprintln!("tracebench serve: accept: {error}; retrying every 10 ms{more}");
+        *last = Some(std::time::Instant::now());
+        *held_back = 0;
+    }
+}
+
+static ACCEPT_ERRORS: RateLimitedLog = RateLimitedLog {
+    state: std::sync::Mutex::new((None, 0)),
+};
+
 fn accept_one(listener: &TcpListener, stop: &StopHandle) -> io::Result<Option<TcpStream>> {
     loop {
         if stop.is_stopping() {
@@ -391,7 +423,7 @@ fn accept_one(listener: &TcpListener, stop: &StopHandle) -> io::Result<Option<Tc
             Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
                 // Out of descriptors or memory: back off instead of spinning;
                 // in-flight connections will free some.
-                eprintln!("tracebench serve: accept: {error}; retrying in 10 ms");
+                ACCEPT_ERRORS.say(&error);
                 std::thread::sleep(Duration::from_millis(10));
             }
             _ => return Err(error),
