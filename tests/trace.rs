@@ -875,6 +875,29 @@ fn the_traced_program_starts_as_it_would_untraced_without_a_parent_death_signal(
 }
 
 #[test]
+fn a_traced_program_dies_of_sigpipe_as_it_does_untraced() {
+    // Issue 14: `trace -- CMD | head` ended 0 where strace ends 141: our
+    // runtime ignores SIGPIPE, and the ignore was inherited through exec,
+    // so the program met EPIPE instead.
+    let script = "yes | head -c 1 >/dev/null; echo ${PIPESTATUS[0]}";
+    let plain = Command::new("bash").args(["-c", script]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&plain.stdout), "141\n");
+    // The perf backend spawns its own way (it needs root: CI runs as root).
+    for run in [
+        vec!["trace"],
+        vec!["trace", "--no-seccomp"],
+        vec!["trace", "--backend", "perf"],
+    ] {
+        let traced = Command::new(BIN)
+            .args(&run)
+            .args(["-o", "/dev/null", "--", "bash", "-c", script])
+            .output()
+            .unwrap();
+        assert_eq!(traced.stdout, plain.stdout, "{run:?}: {traced:?}");
+    }
+}
+
+#[test]
 fn sampling_reads_thread_states_without_stopping_anything() {
     let _serial = serial();
     let output = Command::new(BIN)

@@ -58,6 +58,7 @@ pub fn fork_held(
                 libc::_exit(125);
             }
             stdio.apply_in_child();
+            tracebench_trace::program::restore_default_signals();
             let mut byte = 0u8;
             let got = libc::read(wait_end.as_raw_fd(), (&mut byte as *mut u8).cast(), 1);
             if got != 1 {

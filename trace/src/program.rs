@@ -97,6 +97,26 @@ impl ExecStrings {
 }
 
 /// What a forked child does with its standard streams, decided before the
+/// Gives a program the signal dispositions and mask it would start with
+/// outside tracebench. Rust's runtime ignores SIGPIPE, and an ignored
+/// signal stays ignored across execve: a traced `yes | head` would get
+/// EPIPE ("Broken pipe") instead of dying of SIGPIPE as it does untraced,
+/// or under strace. Handlers need nothing: execve resets them.
+///
+/// # Safety
+/// Only in a forked child before exec: it makes only system calls on a
+/// local signal set.
+pub unsafe fn restore_default_signals() {
+    // SAFETY: signal(2) and sigprocmask(2) on a zeroed local set.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        libc::signal(libc::SIGXFSZ, libc::SIG_DFL);
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+    }
+}
+
 /// fork from a [`ProgramStdio`].
 #[derive(Debug, Clone, Copy)]
 pub struct StdioPlan {

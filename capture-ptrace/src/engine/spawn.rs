@@ -57,6 +57,7 @@ impl ExecImage {
                 libc::_exit(125);
             }
             self.stdio.apply_in_child();
+            tracebench_trace::program::restore_default_signals();
             libc::kill(libc::getpid(), libc::SIGSTOP);
             // Continued: we are seized, and PTRACE_O_EXITKILL now kills
             // us with the tracer. The program must not inherit a
