@@ -239,8 +239,8 @@ fn new_run_dir() -> anyhow::Result<std::path::PathBuf> {
         };
         match runs.create_dir(&name) {
             Ok(dir) => return Ok(dir.path().to_path_buf()),
-            Err(tracebench_files::FileError::Io { source, .. })
-                if source.kind() == std::io::ErrorKind::AlreadyExists =>
+            Err(tracebench_files::FileError::Io { error, .. })
+                if error.kind() == std::io::ErrorKind::AlreadyExists =>
             {
                 continue;
             }
@@ -314,11 +314,22 @@ pub fn run(args: DashArgs) -> anyhow::Result<u8> {
     // is no reason to panic, and the exit status below says what ended us.
     let _ = write!(std::io::stdout().lock(), "{}", summary(&finished.app));
     for dir in &finished.recordings {
-        let _ = writeln!(
-            std::io::stdout().lock(),
-            "recorded to {}/ (trace.tbt, latency.hlog, load.csv, settings.json, threads.json, output.log)",
-            dir.display()
-        );
+        let prefix = dir.display().to_string();
+        let line = if finished.write_errors.iter().any(|e| e.starts_with(&prefix)) {
+            format!("recorded to {prefix}/, incompletely: some of its files could not be written")
+        } else {
+            format!(
+                "recorded to {prefix}/ (trace.tbt, latency.hlog, load.csv, settings.json, threads.json, output.log)"
+            )
+        };
+        let _ = writeln!(std::io::stdout().lock(), "{line}");
+    }
+    // A file that could not be written whole is said, and the run fails.
+    for error in &finished.write_errors {
+        eprintln!("tracebench: cannot write {error}: the recording is incomplete");
+    }
+    if !finished.write_errors.is_empty() && finished.signal.is_none() {
+        return Ok(1);
     }
     Ok(match (finished.signal, finished.program_exit) {
         (Some(signal), _) => 128u8.saturating_add(signal as u8),

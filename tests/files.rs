@@ -160,3 +160,79 @@ fn single_outputs_are_private_never_follow_a_symlink_and_replace_whole() {
         "{names:?}"
     );
 }
+
+/// A 256 KiB tmpfs mounted on a fresh directory for the test's life (the
+/// tests run as root in CI, which may mount).
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount() -> SmallDisk {
+        let dir = tempdir();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("mount: the tests run as root");
+        assert!(status.success(), "mounting a tmpfs needs root");
+        SmallDisk { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+#[test]
+fn a_full_disk_names_the_file_fails_the_run_and_lists_nothing_as_whole() {
+    // Issue 14: dash said "trace file is incomplete" yet exited 0 and
+    // listed its cut files; load --hlog exited 0 with an empty log.
+    let _serial = serial();
+    let disk = SmallDisk::mount();
+    let run = disk.path().join("run");
+    let output = Command::new(BIN)
+        .args([
+            "dash",
+            "--headless-for",
+            "3s",
+            "--delay",
+            "0ms",
+            "--record-dir",
+        ])
+        .arg(&run)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("cannot write") && stderr.contains("No space left on device"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("incompletely"), "{stdout}");
+    assert!(!stdout.contains("(trace.tbt, latency.hlog"), "{stdout}");
+
+    let server = ServerProcess::start(&["--delay", "0ms"]);
+    let hlog = disk.path().join("full.hlog");
+    let output = Command::new(BIN)
+        .args([
+            "load",
+            &format!("http://{}/", server.addr),
+            "-z",
+            "2s",
+            "--hlog",
+        ])
+        .arg(&hlog)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("full.hlog"), "{stderr}");
+}

@@ -927,3 +927,27 @@ fn a_connection_count_over_the_file_limit_is_raised_to_or_refused_in_one_line() 
         "{stderr}"
     );
 }
+
+#[test]
+fn a_dash_as_an_output_is_standard_output() {
+    // Issue 15: `-` made a file named `-`.
+    let _serial = serial();
+    let server = ServerProcess::start(&["--delay", "0ms"]);
+    let dir = tempdir();
+    let output = Command::new(BIN)
+        .args([
+            "load",
+            &format!("http://{}/", server.addr),
+            "-n",
+            "20",
+            "--csv",
+            "-",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("Percentile"), "{stdout}");
+    assert!(!dir.path().join("-").exists(), "no file named -");
+}

@@ -27,13 +27,14 @@ use rustix::fs::{AtFlags, CWD, Mode, OFlags};
 /// Why a file or directory could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
-    /// The system refused.
-    #[error("cannot write {}: {source}", path.display())]
+    /// The system refused. (The reason is part of the message, not a
+    /// source: an error chain would print it twice.)
+    #[error("cannot write {}: {error}", path.display())]
     Io {
         /// What we tried to write.
         path: PathBuf,
         /// Why not.
-        source: io::Error,
+        error: io::Error,
     },
     /// A directory we are asked to write into is not safe to write into.
     #[error("refusing to write into {}: {why}", path.display())]
@@ -48,7 +49,7 @@ pub enum FileError {
 fn io_error(path: &Path) -> impl Fn(rustix::io::Errno) -> FileError + '_ {
     move |errno| FileError::Io {
         path: path.to_path_buf(),
-        source: errno.into(),
+        error: errno.into(),
     }
 }
 
@@ -110,9 +111,9 @@ impl OutputDir {
     /// Whether the directory holds nothing (a recording is never written
     /// over; [`OutputDir::create_file`] refuses any existing name anyway).
     pub fn is_empty(&self) -> Result<bool, FileError> {
-        let mut entries = std::fs::read_dir(&self.path).map_err(|source| FileError::Io {
+        let mut entries = std::fs::read_dir(&self.path).map_err(|error| FileError::Io {
             path: self.path.clone(),
-            source,
+            error,
         })?;
         Ok(entries.next().is_none())
     }
@@ -136,9 +137,9 @@ impl OutputDir {
         let mut file = self.create_file(name)?;
         file.write_all(contents)
             .and_then(|()| file.sync_data())
-            .map_err(|source| FileError::Io {
+            .map_err(|error| FileError::Io {
                 path: self.path.join(name),
-                source,
+                error,
             })
     }
 
@@ -166,9 +167,9 @@ fn create_parents(path: &Path) -> Result<(), FileError> {
     builder
         .recursive(true)
         .create(path)
-        .map_err(|source| FileError::Io {
+        .map_err(|error| FileError::Io {
             path: path.to_path_buf(),
-            source,
+            error,
         })
 }
 
@@ -262,16 +263,16 @@ impl Output {
     /// Writes the rest out and, for a file, gives it its name.
     pub fn finish(self) -> Result<(), FileError> {
         match self {
-            Output::Stdout(mut out) => out.flush().map_err(|source| FileError::Io {
+            Output::Stdout(mut out) => out.flush().map_err(|error| FileError::Io {
                 path: PathBuf::from("standard output"),
-                source,
+                error,
             }),
             Output::File(out) => {
                 let path = out.get_ref().path().to_path_buf();
                 out.into_inner()
                     .map_err(|e| FileError::Io {
                         path,
-                        source: e.into_error(),
+                        error: e.into_error(),
                     })?
                     .commit()
             }
@@ -382,9 +383,9 @@ impl OutputFile {
     /// all.
     pub fn commit(mut self) -> Result<(), FileError> {
         let file = self.file.take().expect("a file until committed");
-        let error = |source| FileError::Io {
+        let error = |error| FileError::Io {
             path: self.path.clone(),
-            source,
+            error,
         };
         file.sync_data().map_err(error)?;
         drop(file);

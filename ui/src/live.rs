@@ -185,6 +185,8 @@ pub struct Finished {
     pub program_exit: Option<tracebench_trace::ExitStatus>,
     /// The SIGINT, SIGTERM or SIGHUP that ended the dashboard, if any.
     pub signal: Option<i32>,
+    /// Files of the recordings that could not be written whole.
+    pub write_errors: Vec<String>,
 }
 
 /// Runs the dashboard until the user quits (or, without a terminal, for
@@ -203,8 +205,9 @@ pub fn run(config: &DashConfig) -> Result<Finished, DashError> {
     } else {
         None
     };
+    let write_errors = WriteErrors::default();
     let result = loop {
-        let mut running = match start_recorded(&config, &mut recordings) {
+        let mut running = match start_recorded(&config, &mut recordings, &write_errors) {
             Ok(running) => running,
             Err(e) => break Err(e),
         };
@@ -257,6 +260,7 @@ pub fn run(config: &DashConfig) -> Result<Finished, DashError> {
         recordings,
         program_exit,
         signal: noticed.first(),
+        write_errors: write_errors.taken(),
     })
 }
 
@@ -266,6 +270,7 @@ pub fn run(config: &DashConfig) -> Result<Finished, DashError> {
 fn start_recorded(
     config: &DashConfig,
     recordings: &mut Vec<PathBuf>,
+    write_errors: &WriteErrors,
 ) -> Result<Running, DashError> {
     let recording = match &config.record {
         Some(dir) => {
@@ -275,7 +280,7 @@ fn start_recorded(
         }
         None => None,
     };
-    Running::start(config, recording).inspect_err(|_| {
+    Running::start(config, recording, write_errors).inspect_err(|_| {
         // prepare_recording found the directory empty.
         if let Some(dir) = &config.record {
             let _ = std::fs::remove_dir_all(dir);
@@ -294,6 +299,29 @@ fn run_headless(running: &mut Running, app: &mut App, duration: Duration, notice
     }
     // The last CPU sample, while the threads still live.
     running.feed(app);
+}
+
+/// The first write error of each file of a recording, from whichever
+/// thread writes it: the run then says which files are incomplete and
+/// ends non-zero, and never lists them as recorded whole.
+#[derive(Debug, Clone, Default)]
+pub struct WriteErrors(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl WriteErrors {
+    /// Records that `name` of the recording could not be written (once
+    /// per file).
+    fn failed(&self, path: &std::path::Path, error: &dyn std::fmt::Display) {
+        let name = path.display().to_string();
+        let mut errors = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if !errors.iter().any(|e| e.starts_with(&name)) {
+            errors.push(format!("{name}: {error}"));
+        }
+    }
+
+    /// Every error so far, a line each ("trace.tbt: No space left…").
+    pub fn taken(&self) -> Vec<String> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
 /// A recording's files, every one created at the start relative to a
@@ -436,7 +464,11 @@ fn start_tracer(
     tracee: Tracee,
     stdio: ProgramStdio,
     mut sink: tracebench_trace::sink::ChannelSink,
-    trace_file: Option<TraceWriter<std::io::BufWriter<std::fs::File>>>,
+    trace_file: Option<(
+        TraceWriter<std::io::BufWriter<std::fs::File>>,
+        PathBuf,
+        WriteErrors,
+    )>,
 ) -> Result<(TracerThread, StopHandle), DashError> {
     let (started_tx, started_rx) = mpsc::channel::<Result<StopHandle, String>>();
     let selection = config.selection.clone();
@@ -454,10 +486,10 @@ fn start_tracer(
             let _ = started_tx.send(Ok(capture.stop_handle()));
             // The file gets every event; the view may miss some.
             let end = match trace_file {
-                Some(mut file) => {
+                Some((mut file, path, errors)) => {
                     let end = capture.run(&mut Tee(vec![&mut sink, &mut file]));
                     if let Err(e) = file.finish() {
-                        eprintln!("tracebench: the recording's trace file is incomplete: {e}");
+                        errors.failed(&path, &e);
                     }
                     end
                 }
@@ -479,13 +511,22 @@ fn start_tracer(
     }
 }
 
+/// The load's two files of a recording, where they are, and where their
+/// write errors go.
+struct LoadLogs {
+    latency: Option<std::fs::File>,
+    outcomes: Option<std::fs::File>,
+    paths: (PathBuf, PathBuf),
+    errors: WriteErrors,
+}
+
 /// Starts the load against `target` on its own thread, recording its
 /// interval log if the run is recorded.
 fn start_load(
     config: &DashConfig,
     target: Target,
     running: &Running,
-    (latency_file, outcomes_file): (Option<std::fs::File>, Option<std::fs::File>),
+    logs: LoadLogs,
 ) -> Result<
     (
         std::thread::JoinHandle<()>,
@@ -501,16 +542,18 @@ fn start_load(
     load.live_limit = Some(Arc::clone(&running.limit));
     load.rate = config.rate;
     load.stop = StopAfter::Duration(Duration::from_secs(24 * 3600));
-    let mut hlog_file = latency_file;
+    let LoadLogs {
+        latency: mut hlog_file,
+        outcomes: outcomes_file,
+        paths: (hlog_path, outcomes_path),
+        errors,
+    } = logs;
     // What the latency log cannot hold (statuses, errors, in flight), a
     // line per interval, for the replay.
     let mut outcomes_file = outcomes_file.map(io::BufWriter::new);
     if let Some(out) = outcomes_file.as_mut() {
         outcomes::write_header(out).map_err(|error| DashError::CreateRecording {
-            path: config
-                .record
-                .as_ref()
-                .map_or_else(PathBuf::new, |d| d.join("load.csv")),
+            path: outcomes_path.clone(),
             error,
         })?;
     }
@@ -533,11 +576,19 @@ fn start_load(
                     // Every 100 ms interval, empty ones too: a replay
                     // redraws the throughput and the latency as they
                     // were, not a second at a time.
-                    if let Some(log) = log.as_mut() {
-                        let _ = log.write_histogram(&s.latency, s.start, s.duration, None);
+                    if let Some(log) = log.as_mut()
+                        && let Err(e) = log.write_histogram(&s.latency, s.start, s.duration, None)
+                    {
+                        let reason = match e {
+                            hdrhistogram::serialization::interval_log::IntervalLogWriterError::IoError(io) => io.to_string(),
+                            other => format!("{other:?}"),
+                        };
+                        errors.failed(&hlog_path, &reason);
                     }
-                    if let Some(out) = outcomes_file.as_mut() {
-                        let _ = outcomes::write_line(out, s).and_then(|()| out.flush());
+                    if let Some(out) = outcomes_file.as_mut()
+                        && let Err(e) = outcomes::write_line(out, s).and_then(|()| out.flush())
+                    {
+                        errors.failed(&outcomes_path, &e);
                     }
                     let _ = snapshots_tx.send(s.clone());
                 });
@@ -568,14 +619,25 @@ struct Running {
     cpu: CpuSampler,
     /// Lines of the spawned program's output (none for an attached one).
     output: Option<mpsc::Receiver<String>>,
-    /// The recording's threads.json, written at the end.
-    threads_file: Option<std::fs::File>,
+    /// The recording's threads.json, written at the end (its path, and
+    /// where its write error goes).
+    threads_file: Option<(std::fs::File, PathBuf, WriteErrors)>,
 }
 
 impl Running {
     /// Starts the tracer (which spawns or attaches), waits for the server
     /// to listen, and starts the load.
-    fn start(config: &DashConfig, mut recording: Option<Recording>) -> Result<Running, DashError> {
+    fn start(
+        config: &DashConfig,
+        mut recording: Option<Recording>,
+        write_errors: &WriteErrors,
+    ) -> Result<Running, DashError> {
+        let path_of = |name: &str| {
+            config
+                .record
+                .as_ref()
+                .map_or_else(PathBuf::new, |dir| dir.join(name))
+        };
         let (tracee, url) = tracee_of(config)?;
         let load_target = url
             .map(|url| Target::parse(&url).map_err(DashError::Url))
@@ -584,12 +646,14 @@ impl Running {
         let (stdio, output) = match &tracee {
             Tracee::Spawn { .. } => {
                 let log = recording.as_mut().and_then(|r| r.output.take());
+                let log = log.map(|file| (file, path_of("output.log"), write_errors.clone()));
                 let (write_end, lines) = capture_output(log)?;
                 (ProgramStdio::Capture(Arc::new(write_end)), Some(lines))
             }
             Tracee::Attach { .. } => (ProgramStdio::Inherit, None),
         };
         let (sink, source) = tracebench_trace::sink::channel(1 << 16);
+        let trace_file = trace_file.map(|file| (file, path_of("trace.tbt"), write_errors.clone()));
         let (tracer, stop) = start_tracer(config, tracee, stdio, sink, trace_file)?;
         let mut running = Running {
             tracer: Some(tracer),
@@ -601,7 +665,10 @@ impl Running {
             snapshots: mpsc::channel().1,
             cpu: CpuSampler::default(),
             output,
-            threads_file: recording.as_mut().and_then(|r| r.threads.take()),
+            threads_file: recording
+                .as_mut()
+                .and_then(|r| r.threads.take())
+                .map(|file| (file, path_of("threads.json"), write_errors.clone())),
         };
         let Some(load_target) = load_target else {
             return Ok(running);
@@ -611,6 +678,12 @@ impl Running {
             .as_mut()
             .map(|r| (r.latency.take(), r.outcomes.take()))
             .unwrap_or_default();
+        let logs = LoadLogs {
+            latency: logs.0,
+            outcomes: logs.1,
+            paths: (path_of("latency.hlog"), path_of("load.csv")),
+            errors: write_errors.clone(),
+        };
         let (loader, snapshots) = start_load(config, load_target, &running, logs)?;
         running.loader = Some(loader);
         running.snapshots = snapshots;
@@ -717,7 +790,7 @@ impl Running {
             .take()
             .and_then(|tracer| tracer.join().ok().flatten());
         self.feed(app);
-        if let Some(mut file) = self.threads_file.take() {
+        if let Some((mut file, path, errors)) = self.threads_file.take() {
             // Names come from /proc while the threads live; keep them for
             // a replay (in the file created at the start).
             use std::io::Write;
@@ -727,11 +800,13 @@ impl Running {
                 .iter()
                 .map(|(tid, row)| (tid.to_string(), row.name.as_str()))
                 .collect();
-            let _ = file.write_all(
-                serde_json::to_string_pretty(&names)
-                    .unwrap_or_default()
-                    .as_bytes(),
-            );
+            let json = serde_json::to_string_pretty(&names).unwrap_or_default();
+            if let Err(e) = file
+                .write_all(json.as_bytes())
+                .and_then(|()| file.sync_data())
+            {
+                errors.failed(&path, &e);
+            }
         }
         exit.filter(|_| ended_by_itself)
     }
@@ -795,11 +870,11 @@ const OUTPUT_PIECE: u64 = 64 * 1024;
 /// thread ends at end-of-file, once the program and all its children have
 /// closed the pipe.
 fn capture_output(
-    log: Option<std::fs::File>,
+    log: Option<(std::fs::File, PathBuf, WriteErrors)>,
 ) -> Result<(std::os::fd::OwnedFd, mpsc::Receiver<String>), DashError> {
     use std::io::{BufRead, Read, Write};
     let (read_end, write_end) = std::io::pipe().map_err(DashError::OutputPipe)?;
-    let mut log = log.map(io::BufWriter::new);
+    let mut log = log.map(|(file, path, errors)| (io::BufWriter::new(file), path, errors));
     let (lines_tx, lines) = mpsc::sync_channel(OUTPUT_BACKLOG);
     std::thread::Builder::new()
         .name("program output".into())
@@ -816,8 +891,10 @@ fn capture_output(
                     Ok(0) | Err(_) => break,
                     Ok(_) => {}
                 }
-                if let Some(log) = log.as_mut() {
-                    let _ = log.write_all(&line).and_then(|()| log.flush());
+                if let Some((log, path, errors)) = log.as_mut()
+                    && let Err(e) = log.write_all(&line).and_then(|()| log.flush())
+                {
+                    errors.failed(path, &e);
                 }
                 let _ = lines_tx.try_send(String::from_utf8_lossy(&line).into_owned());
             }

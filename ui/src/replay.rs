@@ -792,6 +792,18 @@ mod tests {
     }
 
     #[test]
+    fn a_damaged_side_file_is_said_and_the_replay_goes_on() {
+        // Issue 14: a damaged threads.json was ignored without a word.
+        let dir = recording();
+        std::fs::write(dir.path().join("threads.json"), b"{ not json").unwrap();
+        std::fs::write(dir.path().join("load.csv"), b"garbage").unwrap();
+        let player = load(dir.path()).unwrap();
+        let notes = player.notes.join("\n");
+        assert!(notes.contains("threads.json is unreadable"), "{notes}");
+        assert!(notes.contains("load.csv is unreadable"), "{notes}");
+    }
+
+    #[test]
     fn a_latency_log_that_is_no_log_is_an_error_naming_it() {
         let dir = recording();
         std::fs::write(dir.path().join("latency.hlog"), b"\x00\x01 not a log\n").unwrap();
