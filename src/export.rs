@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use tracebench_analysis::attribution::{Attributor, RequestRecord};
 use tracebench_export::jsonl::JsonlWriter;
-use tracebench_export::strace::{StraceWriter, TextOptions, Timestamps};
+use tracebench_export::strace::{StraceWriter, TextOptions, ThreadPrefix, Timestamps};
 use tracebench_export::summary::TraceSummary;
 use tracebench_files::Output;
 use tracebench_loadgen::export::{VALUE_UNIT, write_buckets_csv, write_hgrm, write_percentile_csv};
@@ -321,6 +321,7 @@ pub fn run(mut args: ExportArgs) -> anyhow::Result<()> {
         let options = TextOptions {
             timestamps: Timestamps::Absolute,
             durations: true,
+            prefix: ThreadPrefix::File,
         };
         let mut writer = StraceWriter::new(create(path)?, options);
         feed(&args.trace, &mut writer)?;

@@ -11,7 +11,7 @@ use tracebench_capture_perf::{PerfCapture, PerfOptions};
 use tracebench_capture_ptrace::{PtraceCapture, PtraceOptions};
 use tracebench_capture_sample::SampleCapture;
 use tracebench_export::jsonl::JsonlWriter;
-use tracebench_export::strace::{StraceWriter, TextOptions, Timestamps};
+use tracebench_export::strace::{StraceWriter, TextOptions, ThreadPrefix, Timestamps};
 use tracebench_export::summary::TraceSummary;
 use tracebench_trace::format::{Header, TraceWriter};
 use tracebench_trace::sink::Tee;
@@ -335,6 +335,12 @@ fn text_sink(args: &TraceArgs) -> anyhow::Result<Option<TextSink>> {
             TextOptions {
                 timestamps,
                 durations: args.durations,
+                // In a file, strace -f names the thread on every line.
+                prefix: if args.output.is_some() {
+                    ThreadPrefix::File
+                } else {
+                    ThreadPrefix::Screen
+                },
             },
         )),
         TextFormat::Jsonl => TextSink::Jsonl(JsonlWriter::new(out)),

@@ -213,10 +213,15 @@ fn calls_of(trace: &str) -> Vec<Call> {
     let mut calls = Vec::new();
     let mut unfinished: HashMap<Option<i32>, String> = HashMap::new();
     for line in trace.lines() {
+        // `[pid N] ` on a terminal, `N ` on every line of a file.
+        let digits = line.bytes().take_while(u8::is_ascii_digit).count();
         let (tid, rest) = match line.strip_prefix("[pid ") {
             Some(tagged) => {
                 let (tid, rest) = tagged.split_once("] ").expect("a closing bracket");
                 (Some(tid.trim().parse::<i32>().expect("a tid")), rest)
+            }
+            None if digits > 0 && line[digits..].starts_with(' ') => {
+                (line[..digits].parse().ok(), line[digits..].trim_start())
             }
             None => (None, line),
         };

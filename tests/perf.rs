@@ -509,7 +509,8 @@ fn a_tiny_buffer_under_a_busy_program_loses_events_and_says_so() {
     let in_file: u64 = text
         .lines()
         .filter_map(|l| {
-            l.strip_prefix("--- ")?
+            l.split_once("--- ")?
+                .1
                 .split(" events lost")
                 .next()?
                 .parse::<u64>()

@@ -541,17 +541,14 @@ fn a_recorded_trace_file_exports_to_jsonl_chrome_strace_and_a_summary() {
     );
 
     let text = export(&["--strace", "-"]);
-    // Drop the -tt timestamp that follows the optional [pid N] prefix.
+    // Drop the -tt timestamp that follows the thread (`N ` on every line,
+    // as strace -f writes a file).
     let untimed: Vec<String> = text
         .lines()
-        .map(|line| match line.split_once("] ") {
-            Some((prefix, rest)) if line.starts_with("[pid") => {
-                format!(
-                    "{prefix}] {}",
-                    rest.split_once(' ').map_or(rest, |(_, r)| r)
-                )
-            }
-            _ => line.split_once(' ').map_or(line, |(_, r)| r).to_owned(),
+        .map(|line| {
+            let (tid, rest) = line.split_once(' ').expect("a thread first");
+            let rest = rest.trim_start();
+            format!("{tid} {}", rest.split_once(' ').map_or(rest, |(_, r)| r))
         })
         .collect();
     assert_eq!(
@@ -1128,4 +1125,55 @@ fn a_thread_blocked_in_a_call_not_traced_is_looked_at_not_called_running() {
         assert!(share(8) > 50.0, "and known by a look: {row:?}");
         assert!(share(2) < 50.0, "not running: {row:?}");
     }
+}
+
+#[test]
+fn strace_process_tree_reads_our_file_as_it_reads_straces() {
+    // Issue 15: strace-process-tree rejected every file we wrote ("There
+    // should've been a PID at the beginning of line 1"): a file names the
+    // thread on every line now, as strace -f -o does.
+    let _serial = serial();
+    let dir = tempdir();
+    let ours = dir.path().join("ours.txt");
+    let theirs = dir.path().join("strace.txt");
+    let script = "/bin/true & /bin/true & wait";
+    let output = Command::new(BIN)
+        .args(["trace", "-o"])
+        .arg(&ours)
+        .args(["--", "sh", "-c", script])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let output = Command::new("strace")
+        .args(["-f", "-o"])
+        .arg(&theirs)
+        .args(["sh", "-c", script])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let tree = |file: &std::path::Path| {
+        let output = Command::new("strace-process-tree")
+            .arg(file)
+            .output()
+            .expect("strace-process-tree: .ci/test installs it from PyPI");
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    // The same shape: a shell and its two children, pids aside.
+    let shape = |text: String| -> Vec<String> {
+        text.lines()
+            .map(|l| {
+                l.chars()
+                    .filter(|c| !c.is_ascii_digit())
+                    .collect::<String>()
+            })
+            .collect()
+    };
+    let (ours, theirs) = (tree(&ours), tree(&theirs));
+    assert_eq!(
+        shape(ours.clone()),
+        shape(theirs.clone()),
+        "ours:\n{ours}\nstrace's:\n{theirs}"
+    );
+    assert_eq!(ours.lines().count(), 3, "{ours}");
 }

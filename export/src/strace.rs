@@ -29,6 +29,18 @@ pub enum Timestamps {
     Relative,
 }
 
+/// How a line names its thread, as strace -f does it on a terminal and in
+/// a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ThreadPrefix {
+    /// `[pid  1234] ` once more than one thread was seen (on screen).
+    #[default]
+    Screen,
+    /// `1234  ` on every line (strace -f -o FILE): what strace-process-tree
+    /// and stracetools parse.
+    File,
+}
+
 /// Options of the text format.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TextOptions {
@@ -36,6 +48,8 @@ pub struct TextOptions {
     pub timestamps: Timestamps,
     /// Time spent in each syscall, `<0.000123>` at the end (`-T`).
     pub durations: bool,
+    /// How each line names its thread.
+    pub prefix: ThreadPrefix,
 }
 
 struct Pending {
@@ -104,8 +118,12 @@ impl<W: Write> StraceWriter<W> {
 
     fn prefix(&mut self, event: &Event) -> String {
         let mut text = String::new();
-        if self.threads_seen.len() > 1 || self.several_from_start {
-            text += &format!("[pid {:>5}] ", event.tid);
+        match self.options.prefix {
+            ThreadPrefix::File => text += &format!("{:<5} ", event.tid),
+            ThreadPrefix::Screen if self.threads_seen.len() > 1 || self.several_from_start => {
+                text += &format!("[pid {:>5}] ", event.tid);
+            }
+            ThreadPrefix::Screen => {}
         }
         match self.options.timestamps {
             Timestamps::None => {}
@@ -396,6 +414,18 @@ mod tests {
     }
 
     #[test]
+    fn in_a_file_every_line_starts_with_its_thread_as_strace_f_o_writes() {
+        // Issue 15: strace-process-tree and stracetools read `N ` on every
+        // line of a file, not the terminal's `[pid N]`.
+        let file = TextOptions {
+            prefix: ThreadPrefix::File,
+            ..TextOptions::default()
+        };
+        assert_eq!(a_close(file, 1), "101   close(3) = 0\n");
+        assert_eq!(a_close(file, 6), "101   close(3) = 0\n");
+    }
+
+    #[test]
     fn interleaved_calls_split_like_strace() {
         let futex = Sysno::futex.id() as u32;
         let close = Sysno::close.id() as u32;
@@ -485,6 +515,7 @@ mod tests {
         let options = TextOptions {
             timestamps: Timestamps::Relative,
             durations: true,
+            ..TextOptions::default()
         };
         let mut writer = StraceWriter::new(Vec::new(), options);
         writer.event(&event(
