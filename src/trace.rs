@@ -56,9 +56,10 @@ pub struct TraceArgs {
     #[arg(long, value_enum, default_value_t = TextFormat::Strace)]
     format: TextFormat,
     /// Print a summary per syscall and per thread at the end instead of
-    /// every call (with -o, after the calls in that file). Its times are wall
-    /// time inside each call, as strace's -c -w (strace's -c alone counts
-    /// system CPU time)
+    /// every call (with -o, after the calls in that file). Alone, it counts
+    /// every syscall, as strace's -c does (-e narrows it). Its times are
+    /// wall time inside each call, as strace's -c -w (strace's -c alone
+    /// counts system CPU time)
     #[arg(short = 'c')]
     summary: bool,
     /// Do not stop the program at all: sample every thread's state from
@@ -80,8 +81,15 @@ pub struct TraceArgs {
     no_poll_idle: bool,
     #[command(flatten)]
     capture: crate::capture::CaptureArgs,
-    /// The program to start and its arguments
-    #[arg(last = true, value_name = "CMD", required_unless_present = "pid")]
+    /// The program to start and its arguments (`--` before it is
+    /// optional, as with strace: `tracebench trace ls -l`)
+    #[arg(
+        value_name = "CMD",
+        required_unless_present = "pid",
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        num_args = 1..
+    )]
     command: Vec<std::ffi::OsString>,
 }
 
@@ -129,7 +137,12 @@ pub fn run(args: TraceArgs) -> anyhow::Result<u8> {
         return sample(&args, &tracee, args.sample.unwrap_or(100));
     }
     let attach = matches!(tracee, Tracee::Attach { .. });
-    let selection = Selection::parse(&args.expressions)?;
+    // strace's -c counts every call unless -e narrows it.
+    let selection = if args.summary && args.expressions.is_empty() && args.output.is_none() {
+        Selection::parse(&["trace=all"])?
+    } else {
+        Selection::parse(&args.expressions)?
+    };
     // Open every output before starting, so a bad path fails before the
     // program runs.
     let mut outputs = Outputs::open(&args, command_line, backend)?;

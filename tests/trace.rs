@@ -1177,3 +1177,40 @@ fn strace_process_tree_reads_our_file_as_it_reads_straces() {
     );
     assert_eq!(ours.lines().count(), 3, "{ours}");
 }
+
+#[test]
+fn like_strace_the_command_needs_no_dashes_and_c_alone_counts_every_call() {
+    // Issue 15: `tracebench trace ls` was refused, and -c counted only the
+    // default selection (20 000 sched_yield calls went missing).
+    let output = Command::new(BIN)
+        .args(["trace", "-e", "trace=execve", "ls", "-d", "/"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "/\n");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("execve(\"/usr/bin/ls\", [\"ls\", \"-d\", \"/\"]"),
+        "{stderr}"
+    );
+
+    let output = Command::new(BIN)
+        .args(["trace", "-c", BIN, "lab", "race", "--target", "2000"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let summary = String::from_utf8_lossy(&output.stderr);
+    let calls_of = |name: &str| {
+        summary
+            .lines()
+            .find(|l| l.split_whitespace().last() == Some(name))
+            .and_then(|l| l.split_whitespace().rev().nth(1)?.parse::<u64>().ok())
+    };
+    // The race lab yields between its read and its write: sched_yield is
+    // not in the default set, yet strace's -c would count it.
+    assert!(
+        calls_of("sched_yield").is_some_and(|n| n >= 2000),
+        "{summary}"
+    );
+    assert!(calls_of("mmap").is_some(), "{summary}");
+}
