@@ -1,5 +1,6 @@
 //! `tracebench export`: a recorded trace file to formats other tools read.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -159,6 +160,33 @@ fn warn_if_truncated(reader: &TraceReader<BufReader<File>>, path: &Path, count: 
     }
 }
 
+/// The thread names a recording kept (threads.json), by tid: none if it
+/// has none; none, and a word, if it cannot be read.
+fn thread_names(run: &Path) -> HashMap<i32, String> {
+    let path = run.join("threads.json");
+    if !path.exists() {
+        return HashMap::new();
+    }
+    let read = tracebench_files::read_input(&path, 64 << 20)
+        .map_err(|e| e.to_string())
+        .and_then(|bytes| {
+            serde_json::from_slice::<HashMap<String, String>>(&bytes).map_err(|e| e.to_string())
+        });
+    match read {
+        Ok(names) => names
+            .into_iter()
+            .filter_map(|(tid, name)| Some((tid.parse().ok()?, name)))
+            .collect(),
+        Err(why) => {
+            eprintln!(
+                "tracebench export: {} is unreadable ({why}): threads are named by their ids",
+                path.display()
+            );
+            HashMap::new()
+        }
+    }
+}
+
 /// Says, once, what the file's index says the capture lost.
 fn warn_if_lost(path: &Path) {
     let Ok(Some(index)) = tracebench_trace::format::read_index(path) else {
@@ -298,9 +326,13 @@ pub fn run(mut args: ExportArgs) -> anyhow::Result<()> {
             latency.len()
         );
     }
-    if args.trace.is_dir() {
+    let names = if args.trace.is_dir() {
+        let names = thread_names(&args.trace);
         args.trace = args.trace.join("trace.tbt");
-    }
+        names
+    } else {
+        HashMap::new()
+    };
     let attribution = args.requests.is_some()
         || args.queue_csv.is_some()
         || args.service_csv.is_some()
@@ -352,7 +384,7 @@ pub fn run(mut args: ExportArgs) -> anyhow::Result<()> {
                 None
             }
         });
-        let out = tracebench_export::chrome::write(stream, create(path)?)
+        let out = tracebench_export::chrome::write_named(stream, &names, create(path)?)
             .with_context(|| format!("writing {}", path.display()))?;
         if let Some(e) = error {
             return Err(e).with_context(|| format!("reading {}", args.trace.display()));

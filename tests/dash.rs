@@ -330,6 +330,16 @@ fn a_recording_replays_headless_and_in_a_terminal() {
     // load.csv, a line per interval of the latency log.
     assert!(failed_in(&live).is_some(), "{live}");
     assert_eq!(failed_in(&replayed), failed_in(&live), "{live}\n{replayed}");
+    // Perfetto gets the recording's thread names (issue 15), not bare tids.
+    let chrome = Command::new(BIN)
+        .args(["export", "--chrome", "-"])
+        .arg(&record)
+        .output()
+        .unwrap();
+    assert!(chrome.status.success(), "{chrome:?}");
+    let chrome = String::from_utf8_lossy(&chrome.stdout);
+    assert!(chrome.contains("\"name\":\"worker-0 "), "no worker-0 track");
+    assert!(chrome.contains("\"process_name\""), "no process track name");
     let outcomes = std::fs::read_to_string(record.join("load.csv")).unwrap();
     assert!(outcomes.starts_with("interval,in_flight,statuses,errors\n"));
     assert!(outcomes.lines().count() > 10, "{outcomes}");

@@ -12,6 +12,7 @@ use tracebench_trace::{Event, EventKind, ExitStatus, OffCpuReason};
 
 struct Open {
     nr: u32,
+    pid: i32,
     start_ns: u64,
     text: String,
 }
@@ -27,13 +28,26 @@ fn off_cpu_name(reason: OffCpuReason) -> &'static str {
 }
 
 /// Streams `events` to `out` as one Chrome trace JSON document.
-pub fn write<W: Write>(events: impl IntoIterator<Item = Event>, mut out: W) -> io::Result<W> {
+pub fn write<W: Write>(events: impl IntoIterator<Item = Event>, out: W) -> io::Result<W> {
+    write_named(events, &HashMap::new(), out)
+}
+
+/// [`write`], with the threads' names (a recording's threads.json, by
+/// tid): Perfetto then shows `worker-0` rather than a bare tid, and each
+/// process by its main thread's name.
+pub fn write_named<W: Write>(
+    events: impl IntoIterator<Item = Event>,
+    names: &HashMap<i32, String>,
+    mut out: W,
+) -> io::Result<W> {
     out.write_all(b"{\"displayTimeUnit\":\"ns\",\"traceEvents\":[\n")?;
     let mut document = Document {
         out,
         first_record: true,
         origin: None,
         named: HashSet::new(),
+        named_processes: HashSet::new(),
+        names,
         open: HashMap::new(),
         off_cpu: HashMap::new(),
         last_ns: 0,
@@ -49,12 +63,16 @@ fn micros(ns: u64, origin: u64) -> f64 {
 }
 
 /// A Chrome trace being written.
-struct Document<W: Write> {
+struct Document<'a, W: Write> {
     out: W,
     first_record: bool,
     origin: Option<u64>,
     /// Threads whose name record is out.
     named: HashSet<i32>,
+    /// Processes whose name record is out.
+    named_processes: HashSet<i32>,
+    /// Thread names the recording kept.
+    names: &'a HashMap<i32, String>,
     /// Calls entered and not yet returned, by thread.
     open: HashMap<i32, Open>,
     /// Threads off their CPU (perf backend): since when, and why.
@@ -62,7 +80,7 @@ struct Document<W: Write> {
     last_ns: u64,
 }
 
-impl<W: Write> Document<W> {
+impl<W: Write> Document<'_, W> {
     fn emit(&mut self, value: serde_json::Value) -> io::Result<()> {
         if !self.first_record {
             self.out.write_all(b",\n")?;
@@ -76,17 +94,7 @@ impl<W: Write> Document<W> {
         let origin = *self.origin.get_or_insert(event.time_ns);
         self.last_ns = self.last_ns.max(event.time_ns);
         let (pid, tid) = (event.pid, event.tid);
-        if self.named.insert(tid) {
-            let name = if pid == tid {
-                format!("{tid} (main)")
-            } else {
-                tid.to_string()
-            };
-            self.emit(
-                json!({"name": "thread_name", "ph": "M", "pid": pid, "tid": tid,
-                "args": {"name": name}}),
-            )?;
-        }
+        self.name_process_and_thread(pid, tid)?;
         let ts = micros(event.time_ns, origin);
         let instant = |name: String| json!({"name": name, "ph": "i", "s": "t", "pid": pid, "tid": tid, "ts": ts});
         match &event.kind {
@@ -102,6 +110,7 @@ impl<W: Write> Document<W> {
                     tid,
                     Open {
                         nr: *nr,
+                        pid,
                         start_ns,
                         text,
                     },
@@ -137,6 +146,32 @@ impl<W: Write> Document<W> {
         Ok(())
     }
 
+    /// The name records of a thread's process and of the thread, the
+    /// first time each is seen: the recorded names where known.
+    fn name_process_and_thread(&mut self, pid: i32, tid: i32) -> io::Result<()> {
+        if pid > 0 && self.named_processes.insert(pid) {
+            let name = match self.names.get(&pid) {
+                Some(name) => format!("{name} ({pid})"),
+                None => format!("process {pid}"),
+            };
+            self.emit(json!({"name": "process_name", "ph": "M", "pid": pid,
+                "args": {"name": name}}))?;
+        }
+        if self.named.insert(tid) {
+            let name = match (self.names.get(&tid), pid == tid) {
+                (Some(name), true) => format!("{name} {tid} (main)"),
+                (Some(name), false) => format!("{name} {tid}"),
+                (None, true) => format!("{tid} (main)"),
+                (None, false) => tid.to_string(),
+            };
+            self.emit(
+                json!({"name": "thread_name", "ph": "M", "pid": pid, "tid": tid,
+                "args": {"name": name}}),
+            )?;
+        }
+        Ok(())
+    }
+
     /// Calls still in progress when the trace ended run to its end; then
     /// the document is closed.
     fn finish(mut self) -> io::Result<W> {
@@ -144,8 +179,9 @@ impl<W: Write> Document<W> {
         let mut unfinished: Vec<_> = std::mem::take(&mut self.open).into_iter().collect();
         unfinished.sort_by_key(|(tid, _)| *tid);
         for (tid, o) in unfinished {
+            // In its own process's track, not a fake process of its tid.
             self.emit(json!({"name": syscall_name(o.nr), "cat": "syscall", "ph": "X", "tid": tid,
-                "pid": tid, "ts": micros(o.start_ns, origin), "dur": micros(self.last_ns, o.start_ns),
+                "pid": o.pid, "ts": micros(o.start_ns, origin), "dur": micros(self.last_ns, o.start_ns),
                 "args": {"args": o.text, "ret": "unfinished"}}))?;
         }
         self.out.write_all(b"\n]}\n")?;
@@ -177,6 +213,50 @@ mod tests {
     use super::*;
     use syscalls::Sysno;
     use tracebench_trace::DataCapture;
+
+    #[test]
+    fn threads_and_processes_are_named_and_unfinished_calls_stay_in_their_process() {
+        // Issue 15: each killed thread's last slice made a fake process of
+        // its tid, and threads were bare tids though the recording knew
+        // worker-0….
+        let futex = Sysno::futex.id() as u32;
+        let entry = Event {
+            time_ns: 5,
+            pid: 10,
+            tid: 12,
+            kind: EventKind::SyscallEntry {
+                nr: futex,
+                args: [0x10, 0, 0, 0, 0, 0],
+                data: vec![],
+                data_capture: DataCapture::Captured,
+            },
+        };
+        let leader = Event {
+            time_ns: 1,
+            pid: 10,
+            tid: 10,
+            kind: EventKind::Signal { signal: 10 },
+        };
+        let names = HashMap::from([(10, "server".to_owned()), (12, "worker-0".to_owned())]);
+        let out = write_named([leader, entry], &names, Vec::new()).unwrap();
+        let doc: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let records = doc["traceEvents"].as_array().unwrap();
+        let named = |kind: &str| -> Vec<String> {
+            records
+                .iter()
+                .filter(|r| r["name"] == kind)
+                .map(|r| r["args"]["name"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        assert_eq!(named("process_name"), ["server (10)"]);
+        assert_eq!(named("thread_name"), ["server 10 (main)", "worker-0 12"]);
+        let unfinished = records
+            .iter()
+            .find(|r| r["args"]["ret"] == "unfinished")
+            .expect("the futex wait runs to the end");
+        assert_eq!(unfinished["pid"], 10, "{unfinished}");
+        assert_eq!(unfinished["tid"], 12);
+    }
 
     #[test]
     fn slices_and_instants_form_valid_json() {
