@@ -32,7 +32,7 @@ pub fn write<W: Write>(events: impl IntoIterator<Item = Event>, out: W) -> io::R
     write_named(events, &HashMap::new(), out)
 }
 
-/// [`write`], with the threads' names (a recording's threads.json, by
+/// [`write()`], with the threads' names (a recording's threads.json, by
 /// tid): Perfetto then shows `worker-0` rather than a bare tid, and each
 /// process by its main thread's name.
 pub fn write_named<W: Write>(
