@@ -324,6 +324,7 @@ mod tests {
                 .any(|r| r["ph"] == "i" && r["name"] == "spawn 2")
         );
         assert!(records.iter().any(|r| r["args"]["ret"] == "unfinished"));
-        assert_eq!(records.iter().filter(|r| r["ph"] == "M").count(), 2);
+        // One process name, two thread names.
+        assert_eq!(records.iter().filter(|r| r["ph"] == "M").count(), 3);
     }
 }
