@@ -190,6 +190,25 @@ const THREAD_COLUMNS: [(&str, u16); 8] = [
     ("cpu", 4),
 ];
 
+/// The columns a table `width` wide shows, as indexes into
+/// [`THREAD_COLUMNS`]: at a narrow width the least needed go first
+/// (syscalls, cpu, served, role, for), so those that stay keep their whole
+/// width: a name never reads `worker-`, a time never `19.1m`.
+fn shown_columns(width: u16) -> Vec<usize> {
+    const DROP_FIRST: [&str; 5] = ["syscalls", "cpu", "served", "role", "for"];
+    // Borders, and the timeline's fewest cells.
+    let room = width.saturating_sub(2 + 10);
+    let mut shown: Vec<usize> = (0..THREAD_COLUMNS.len()).collect();
+    let used = |shown: &[usize]| -> u16 { shown.iter().map(|&i| THREAD_COLUMNS[i].1 + 1).sum() };
+    for name in DROP_FIRST {
+        if used(&shown) <= room {
+            break;
+        }
+        shown.retain(|&i| THREAD_COLUMNS[i].0 != name);
+    }
+    shown
+}
+
 /// A state as the table shows it: a futex wait with the low digits of its
 /// address, which tell the futexes of one process apart.
 /// A call outside the ones the state names is shown by its name; a state
@@ -203,17 +222,17 @@ fn state_text(state: ThreadState, sampled: bool) -> String {
     if sampled { text + "~" } else { text }
 }
 
-/// One thread's row of the table.
-fn thread_row<'a>(app: &App, tid: i32, row: &ThreadRow, cells: usize) -> Row<'a> {
+/// One thread's cells, every column's then the timeline's.
+fn thread_cells<'a>(
+    app: &App,
+    tid: i32,
+    row: &ThreadRow,
+    cells: usize,
+) -> Vec<ratatui::widgets::Cell<'a>> {
     let data = app.shown_data();
     let current = data.state_of(tid);
     let since = data.now_ns.saturating_sub(data.since_of(tid));
-    let style = if app.view_state.selected == Some(tid) {
-        Style::default().add_modifier(Modifier::REVERSED)
-    } else {
-        Style::default()
-    };
-    Row::new(vec![
+    vec![
         ratatui::widgets::Cell::from(tid.to_string()),
         row.name.clone().into(),
         data.role_of(tid).into(),
@@ -230,13 +249,12 @@ fn thread_row<'a>(app: &App, tid: i32, row: &ThreadRow, cells: usize) -> Row<'a>
             .map_or_else(String::new, |c| format!("{c:.0}%"))
             .into(),
         timeline_cells(app, tid, cells).into(),
-    ])
-    .style(style)
+    ]
 }
 
-/// The row of exited threads taken together (`g` shows each).
-fn group_row<'a>(group: &ExitedGroup) -> Row<'a> {
-    Row::new(vec![
+/// The cells of exited threads taken together (`g` shows each).
+fn group_cells<'a>(group: &ExitedGroup) -> Vec<ratatui::widgets::Cell<'a>> {
+    vec![
         ratatui::widgets::Cell::from(format!("×{}", group.count)),
         group.pattern.clone().into(),
         group.role.into(),
@@ -258,38 +276,60 @@ fn group_row<'a>(group: &ExitedGroup) -> Row<'a> {
             ms(group.lived_at(1.0))
         )
         .into(),
-    ])
+    ]
 }
 
 fn draw_threads(frame: &mut Frame, area: Rect, app: &App) {
     let data = app.shown_data();
-    let fixed: u16 = THREAD_COLUMNS.iter().map(|(_, w)| w + 1).sum();
+    let columns = shown_columns(area.width);
+    let fixed: u16 = columns.iter().map(|&i| THREAD_COLUMNS[i].1 + 1).sum();
     let cells = area.width.saturating_sub(fixed + 2).max(10) as usize;
-    let rows: Vec<Row> = data
-        .table_rows(app.view_state.show_exited, app.view_state.each_exited)
+    // Only the shown columns, then the timeline.
+    let pick =
+        |mut all: Vec<ratatui::widgets::Cell<'static>>| -> Vec<ratatui::widgets::Cell<'static>> {
+            let timeline = all.pop();
+            let mut kept: Vec<_> = all
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| columns.contains(i))
+                .map(|(_, cell)| cell)
+                .collect();
+            kept.extend(timeline);
+            kept
+        };
+    let table_rows = data.table_rows(app.view_state.show_exited, app.view_state.each_exited);
+    // The selected row is kept in view: with more threads than rows (fork
+    // mode makes one per request), selecting scrolls the table.
+    let selected = app.view_state.selected.and_then(|tid| {
+        table_rows
+            .iter()
+            .position(|row| matches!(row, TableRow::Thread(t, _) if *t == tid))
+    });
+    let rows: Vec<Row> = table_rows
         .into_iter()
         .map(|row| match row {
-            TableRow::Thread(tid, row) => thread_row(app, tid, row, cells),
-            TableRow::Exited(group) => group_row(&group),
+            TableRow::Thread(tid, row) => {
+                let style = if app.view_state.selected == Some(tid) {
+                    Style::default().add_modifier(Modifier::REVERSED)
+                } else {
+                    Style::default()
+                };
+                Row::new(pick(thread_cells(app, tid, row, cells))).style(style)
+            }
+            TableRow::Exited(group) => Row::new(pick(group_cells(&group))),
         })
         .collect();
-    let widths = THREAD_COLUMNS
+    let widths = columns
         .iter()
-        .map(|(_, w)| Constraint::Length(*w))
+        .map(|&i| Constraint::Length(THREAD_COLUMNS[i].1))
         .chain([Constraint::Min(10)]);
-    let header = THREAD_COLUMNS
+    let header = columns
         .iter()
-        .map(|(name, _)| name.to_string())
+        .map(|&i| THREAD_COLUMNS[i].0.to_string())
         .chain([format!("last {}", ms(app.view_state.window_ns))]);
     let table = Table::new(rows, widths)
         .header(Row::new(header).style(Style::default().add_modifier(Modifier::BOLD)))
         .block(Block::bordered().title(legend()).title(hidden_note(app)));
-    // The selected row is kept in view: with more threads than rows (fork
-    // mode makes one per request), selecting scrolls the table.
-    let selected = app.view_state.selected.and_then(|tid| {
-        data.listed_threads(app.view_state.show_exited)
-            .position(|(t, _)| *t == tid)
-    });
     let mut state = ratatui::widgets::TableState::default()
         .with_offset(app.view_state.table_offset.get())
         .with_selected(selected);
@@ -577,6 +617,20 @@ mod tests {
     }
 
     #[test]
+    fn narrow_tables_drop_whole_columns_least_needed_first() {
+        let names = |width| -> Vec<&str> {
+            shown_columns(width)
+                .into_iter()
+                .map(|i| THREAD_COLUMNS[i].0)
+                .collect()
+        };
+        assert_eq!(names(150).len(), THREAD_COLUMNS.len());
+        assert!(!names(80).contains(&"syscalls"));
+        assert!(names(80).contains(&"name") && names(80).contains(&"state"));
+        assert_eq!(names(40), ["tid", "name", "state"]);
+    }
+
+    #[test]
     fn a_long_call_keeps_its_result_in_a_narrow_events_pane() {
         // Issue 16: at 120x40 the pane was 46 columns and cut the results
         // of accept4 and epoll_wait off.
@@ -792,6 +846,19 @@ mod snapshots {
     fn threads_pane() {
         let player = played();
         insta::assert_snapshot!(render(120, 8, |f| draw_threads(f, f.area(), &player.app)));
+    }
+
+    #[test]
+    fn threads_pane_at_80_and_60_columns_keeps_whole_names_and_times() {
+        // Issue 15: at 80 columns every worker read "worker-", at 60
+        // "19.1ms" read "19.1m": narrow tables drop columns, not letters.
+        let player = played();
+        let at_80 = render(80, 8, |f| draw_threads(f, f.area(), &player.app)).to_string();
+        let at_60 = render(60, 8, |f| draw_threads(f, f.area(), &player.app)).to_string();
+        assert!(at_80.contains("worker-0 "), "{at_80}");
+        assert!(at_60.contains("worker-0 "), "{at_60}");
+        assert!(at_60.contains("ms "), "{at_60}");
+        insta::assert_snapshot!(format!("{at_80}\n{at_60}"));
     }
 
     #[test]
