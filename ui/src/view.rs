@@ -21,11 +21,29 @@ pub fn state_color(state: ThreadState) -> Color {
         ThreadState::Accept => Color::Cyan,
         ThreadState::Sleep => Color::Blue,
         ThreadState::Io => Color::Magenta,
-        ThreadState::Syscall(_) => Color::White,
+        // Not white: it vanishes on a light terminal.
+        ThreadState::Syscall(_) => Color::LightMagenta,
         ThreadState::Exited => Color::DarkGray,
         // Waiting for a CPU: the colour of trouble.
         ThreadState::Runnable => Color::Red,
         ThreadState::Blocked => Color::Gray,
+    }
+}
+
+/// Each state's mark in the timeline and the legend: a shape of its own,
+/// so the timeline reads without colour too (NO_COLOR, a colour-blind
+/// reader, a monochrome terminal), the colour only adding to it.
+pub fn state_glyph(state: ThreadState) -> &'static str {
+    match state {
+        ThreadState::Running => "█",
+        ThreadState::FutexWait(_) => "▒",
+        ThreadState::Accept => "▚",
+        ThreadState::Sleep => "·",
+        ThreadState::Io => "▓",
+        ThreadState::Syscall(_) => "▪",
+        ThreadState::Exited => "_",
+        ThreadState::Runnable => "▲",
+        ThreadState::Blocked => "░",
     }
 }
 
@@ -141,7 +159,10 @@ fn legend() -> Line<'static> {
         ThreadState::Syscall(0),
         ThreadState::Exited,
     ] {
-        spans.push(Span::styled("█ ", Style::default().fg(state_color(state))));
+        spans.push(Span::styled(
+            format!("{} ", state_glyph(state)),
+            Style::default().fg(state_color(state)),
+        ));
         spans.push(Span::raw(format!("{}  ", state.label())));
     }
     Line::from(spans)
@@ -170,7 +191,9 @@ fn timeline_cells(app: &App, tid: i32, cells: usize) -> Line<'static> {
     let spans: Vec<Span> = (0..cells)
         .map(
             |cell| match row.history.kind_at(start + cell as u64 * step, step) {
-                Some(state) => Span::styled("█", Style::default().fg(state_color(state))),
+                Some(state) => {
+                    Span::styled(state_glyph(state), Style::default().fg(state_color(state)))
+                }
                 None => Span::raw(" "),
             },
         )
@@ -617,6 +640,26 @@ mod tests {
     }
 
     #[test]
+    fn every_state_has_a_mark_of_its_own_not_only_a_colour() {
+        // Issue 15: with NO_COLOR the timeline was identical blocks.
+        let states = [
+            ThreadState::Running,
+            ThreadState::FutexWait(0),
+            ThreadState::Accept,
+            ThreadState::Sleep,
+            ThreadState::Io,
+            ThreadState::Syscall(0),
+            ThreadState::Exited,
+            ThreadState::Runnable,
+            ThreadState::Blocked,
+        ];
+        let glyphs: std::collections::HashSet<&str> =
+            states.iter().map(|&s| state_glyph(s)).collect();
+        assert_eq!(glyphs.len(), states.len());
+        assert!(states.iter().all(|&s| state_color(s) != Color::White));
+    }
+
+    #[test]
     fn narrow_tables_drop_whole_columns_least_needed_first() {
         let names = |width| -> Vec<&str> {
             shown_columns(width)
@@ -775,7 +818,10 @@ mod tests {
         let text = screen(&app);
         assert!(text.contains("last 5.00s"), "{text}");
         let worker_row = text.lines().find(|l| l.contains("worker-0")).unwrap();
-        assert!(worker_row.contains('█'), "{worker_row}");
+        assert!(
+            worker_row.contains(['█', '▒', '▚', '▓', '▪']),
+            "{worker_row}"
+        );
         app.update(Action::ZoomIn);
         assert!(screen(&app).contains("last 2.50s"));
         for _ in 0..20 {
