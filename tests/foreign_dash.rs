@@ -195,19 +195,9 @@ fn check_the_common_truths(name: &str, dash: &DashRun) {
     // blocked in a call not traced, it was looked at in /proc.
     let states = export(&dash.run, &["-c"]);
     for row in rows.iter().filter(|r| r.cpu == "0%") {
-        let Some(line) = states
-            .lines()
-            .find(|l| l.split_whitespace().next() == Some(&row.tid.to_string()))
-        else {
+        let Some(running) = running_share(&states, row.tid) else {
             continue;
         };
-        let running: f64 = line
-            .split_whitespace()
-            .nth(2)
-            .unwrap()
-            .trim_end_matches('%')
-            .parse()
-            .unwrap();
         assert!(
             running < 50.0,
             "{name}: thread {} used no CPU yet is running {running} % of its life\n{states}",
@@ -237,6 +227,19 @@ fn check_the_common_truths(name: &str, dash: &DashRun) {
             dash.summary
         );
     }
+}
+
+/// The share of its life thread `tid` was running, from `-c`'s thread
+/// table (the first table whose rows start with a tid).
+fn running_share(summary: &str, tid: i32) -> Option<f64> {
+    summary
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(&tid.to_string()))?
+        .split_whitespace()
+        .nth(2)?
+        .trim_end_matches('%')
+        .parse()
+        .ok()
 }
 
 fn roles<'a>(rows: &'a [Row], role: &str) -> Vec<&'a Row> {
@@ -271,17 +274,8 @@ fn nginx_workers_are_event_loops_and_the_waiting_master_is_not_running() {
     // recording shows it asleep, not running.
     let master = rows.iter().map(|r| r.tid).min().unwrap();
     let summary = export(&dash.run, &["-c"]);
-    let line = summary
-        .lines()
-        .find(|l| l.split_whitespace().next() == Some(&master.to_string()))
+    let running = running_share(&summary, master)
         .unwrap_or_else(|| panic!("no line for the master {master}: {summary}"));
-    let running: f64 = line
-        .split_whitespace()
-        .nth(2)
-        .unwrap()
-        .trim_end_matches('%')
-        .parse()
-        .unwrap();
     assert!(
         running < 50.0,
         "the master is running {running} %: {summary}"

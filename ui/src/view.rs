@@ -642,17 +642,7 @@ mod tests {
     #[test]
     fn every_state_has_a_mark_of_its_own_not_only_a_colour() {
         // Issue 15: with NO_COLOR the timeline was identical blocks.
-        let states = [
-            ThreadState::Running,
-            ThreadState::FutexWait(0),
-            ThreadState::Accept,
-            ThreadState::Sleep,
-            ThreadState::Io,
-            ThreadState::Syscall(0),
-            ThreadState::Exited,
-            ThreadState::Runnable,
-            ThreadState::Blocked,
-        ];
+        let states = crate::history::KINDS;
         let glyphs: std::collections::HashSet<&str> =
             states.iter().map(|&s| state_glyph(s)).collect();
         assert_eq!(glyphs.len(), states.len());
