@@ -93,6 +93,9 @@ pub(crate) struct Engine {
     /// Poll for the next stop this long before blocking in waitpid: set
     /// when idle CPUs halt (no CPU latency request held).
     pub(crate) spin_before_block: Option<std::time::Duration>,
+    /// When quiet threads are next looked at ([`Engine::look_at_quiet_threads`]):
+    /// at most twice per [`QUIET_NS`], not at every stop.
+    next_look_ns: u64,
 }
 
 /// How long the tracer polls for a next stop before it sleeps, when idle
@@ -171,6 +174,7 @@ impl Engine {
             graceful: None,
             last_signal: None,
             spin_before_block: None,
+            next_look_ns: 0,
         }
     }
 
@@ -330,6 +334,12 @@ impl Engine {
     /// changed since the last look.
     fn look_at_quiet_threads(&mut self, sink: &mut dyn EventSink) {
         let now = monotonic_ns();
+        // The loop comes here after every stop: walk the threads only once
+        // a tick, not thousands of times a second under load.
+        if now < self.next_look_ns {
+            return;
+        }
+        self.next_look_ns = now + QUIET_NS / 2;
         let mut seen = Vec::new();
         for (&tid, thread) in &mut self.threads {
             if !thread.started
