@@ -446,10 +446,7 @@ fn a_thread_per_request_server_is_summed_up_not_listed_whole_and_roles_come_from
 
 /// "N failed" on the summary's second line.
 fn failed_in(summary: &str) -> Option<u64> {
-    let line = summary.lines().nth(1)?;
-    let words: Vec<&str> = line.split_whitespace().collect();
-    let at = words.iter().position(|w| w.starts_with("failed"))?;
-    words.get(at.checked_sub(1)?)?.parse().ok()
+    count_in_summary(summary, "failed")
 }
 
 #[test]

@@ -95,17 +95,8 @@ impl DashRun {
 }
 
 fn summary_count(summary: &str, word: &str) -> u64 {
-    let line = summary.lines().nth(1).unwrap_or_default();
-    let words: Vec<&str> = line.split_whitespace().collect();
-    words
-        .iter()
-        .position(|w| w.trim_end_matches(',') == word)
-        .and_then(|at| {
-            // "N in flight": the number is two words back.
-            let back = if word == "flight" { 2 } else { 1 };
-            words.get(at.checked_sub(back)?)?.parse().ok()
-        })
-        .unwrap_or_else(|| panic!("no {word:?} in {line:?}"))
+    count_in_summary(summary, word)
+        .unwrap_or_else(|| panic!("no {word:?} in {:?}", summary.lines().nth(1)))
 }
 
 /// `tracebench dash` on `server` for `run_for`, loaded with

@@ -358,3 +358,14 @@ pub fn fails_with_one_line(command: &mut Command, needle: &str) -> String {
     );
     stderr
 }
+
+/// The number before `word` on the dashboard summary's second line ("N
+/// answered, M failed, K in flight at the end, …"); for "flight", the
+/// number two words back.
+pub fn count_in_summary(summary: &str, word: &str) -> Option<u64> {
+    let line = summary.lines().nth(1)?;
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let at = words.iter().position(|w| w.trim_end_matches(',') == word)?;
+    let back = if word == "flight" { 2 } else { 1 };
+    words.get(at.checked_sub(back)?)?.parse().ok()
+}
