@@ -20,13 +20,20 @@ pub struct ServeArgs {
     /// Address to listen on (port 0 picks a free one)
     #[arg(long, default_value = "127.0.0.1:3000")]
     addr: SocketAddr,
-    /// Worker threads in the pool modes
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=4096))]
-    workers: u32,
+    /// Worker threads in the pool modes (default 5), or event loops in
+    /// epoll (default one per CPU)
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    workers: Option<u32>,
+    /// Connections one event loop holds at once (epoll), like nginx's
+    /// worker_connections; at the limit an idle keep-alive connection is
+    /// closed first, then --when-full applies
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
     /// Capacity of the pool's connection queue
     #[arg(long = "queue", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     queue: u32,
-    /// When the queue is full: wait for room, or answer 503
+    /// When the queue (epoll: the connection limit) is full: wait for
+    /// room, or answer 503
     #[arg(long, value_enum, default_value_t = WhenFullArg::Block)]
     when_full: WhenFullArg,
     /// Listen backlog passed to listen(2)
@@ -63,7 +70,11 @@ impl From<ServeArgs> for Config {
         Config {
             mode: args.mode,
             addr: args.addr,
-            workers: args.workers as usize,
+            workers: args.workers.map_or_else(
+                || default_workers(args.mode),
+                |workers| workers as usize,
+            ),
+            max_connections: args.max_connections as usize,
             queue_capacity: args.queue as usize,
             when_full: match args.when_full {
                 WhenFullArg::Block => WhenFull::Block,
@@ -80,6 +91,16 @@ impl From<ServeArgs> for Config {
     }
 }
 
+/// Five workers for a pool (the classic experiment's); one event loop per
+/// CPU, as nginx's `worker_processes auto`.
+pub fn default_workers(mode: Mode) -> usize {
+    if mode.is_event_loop() {
+        std::thread::available_parallelism().map_or(1, usize::from)
+    } else {
+        5
+    }
+}
+
 /// Binds, prints the address, serves until SIGINT/SIGTERM, prints the
 /// summary.
 pub fn run(config: Config) -> anyhow::Result<()> {
@@ -92,6 +113,12 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         details += &format!(
             ", {} workers, queue {}",
             config.workers, config.queue_capacity
+        );
+    }
+    if config.mode.is_event_loop() {
+        details += &format!(
+            ", {} event loops, up to {} connections each",
+            config.workers, config.max_connections
         );
     }
     details += &format!(

@@ -13,13 +13,14 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-const MODES: [&str; 6] = [
+const MODES: [&str; 7] = [
     "sync",
     "fork",
     "thread",
     "pool-spin",
     "pool-futex",
     "pool-std",
+    "epoll",
 ];
 
 #[test]
@@ -48,18 +49,21 @@ fn every_mode_answers_100_sequential_and_100_concurrent_requests() {
 #[test]
 fn ten_delayed_requests_take_as_long_as_each_model_predicts() {
     let _serial = serial();
-    // (mode, lower bound, upper bound) for 10 concurrent requests of 200 ms:
-    // sync serialises them (10 × 0.2 s), a pool of 5 runs two rounds
-    // (2 × 0.2 s), a thread or process each runs them all at once.
+    // (mode, workers, lower bound, upper bound) for 10 concurrent requests
+    // of 200 ms: sync serialises them (10 × 0.2 s), a pool of 5 runs two
+    // rounds (2 × 0.2 s), a thread or process each runs them all at once,
+    // and so does one event loop on one thread, with timers.
     let cases = [
-        ("sync", 1.9, 4.0),
-        ("pool-futex", 0.38, 0.6),
-        ("pool-std", 0.38, 0.6),
-        ("thread", 0.19, 0.35),
-        ("fork", 0.19, 0.35),
+        ("sync", "5", 1.9, 4.0),
+        ("pool-futex", "5", 0.38, 0.6),
+        ("pool-std", "5", 0.38, 0.6),
+        ("thread", "5", 0.19, 0.35),
+        ("fork", "5", 0.19, 0.35),
+        ("epoll", "1", 0.19, 0.35),
     ];
-    for (mode, low, high) in cases {
-        let server = ServerProcess::start(&["--mode", mode, "--workers", "5", "--delay", "200ms"]);
+    for (mode, workers, low, high) in cases {
+        let server =
+            ServerProcess::start(&["--mode", mode, "--workers", workers, "--delay", "200ms"]);
         // One warm-up request, so thread and page-fault start-up costs are
         // not charged to the batch.
         get(server.addr, "/?delay=0").unwrap();
@@ -131,7 +135,7 @@ fn idle_futex_and_std_workers_sleep_while_spinning_workers_burn_cpu() {
 #[test]
 fn bad_requests_get_their_status_and_the_server_keeps_serving() {
     let _serial = serial();
-    for mode in ["sync", "pool-futex"] {
+    for mode in ["sync", "pool-futex", "epoll"] {
         let server = ServerProcess::start(&["--mode", mode]);
         let addr = server.addr;
         let malformed = exchange(addr, b"this is not http\r\n\r\n").unwrap();
@@ -200,7 +204,19 @@ fn silent_client_lifetime(server: &ServerProcess) -> Duration {
 #[test]
 fn a_client_that_sends_nothing_is_dropped_after_the_read_timeout() {
     let _serial = serial();
-    let server = ServerProcess::start(&["--read-timeout", "300ms", "--no-defer-accept"]);
+    for mode in ["pool-futex", "epoll"] {
+        silent_and_stalled_clients_time_out(mode);
+    }
+}
+
+fn silent_and_stalled_clients_time_out(mode: &str) {
+    let server = ServerProcess::start(&[
+        "--mode",
+        mode,
+        "--read-timeout",
+        "300ms",
+        "--no-defer-accept",
+    ]);
     let waited = silent_client_lifetime(&server);
     assert!(
         waited >= Duration::from_millis(250),
@@ -225,7 +241,7 @@ fn a_client_that_sends_nothing_is_dropped_after_the_read_timeout() {
     // With TCP_DEFER_ACCEPT (the default) the kernel holds a silent
     // connection for at least a second (it rounds up to whole seconds)
     // before the server even sees it; then the read timeout applies.
-    let server = ServerProcess::start(&["--read-timeout", "300ms"]);
+    let server = ServerProcess::start(&["--mode", mode, "--read-timeout", "300ms"]);
     let waited = silent_client_lifetime(&server);
     assert!(
         waited >= Duration::from_millis(1000),
@@ -305,6 +321,8 @@ fn sigterm_serves_the_connections_waiting_in_the_listen_backlog() {
         &["--mode", "sync"][..],
         &["--mode", "pool-futex", "--workers", "1", "--queue", "1"][..],
         &["--mode", "thread"][..],
+        &["--mode", "epoll", "--workers", "1"][..],
+        &["--mode", "epoll", "--workers", "2"][..],
     ] {
         let mut all = args.to_vec();
         all.extend(["--delay", "300ms"]);
@@ -325,7 +343,7 @@ fn sigterm_serves_the_connections_waiting_in_the_listen_backlog() {
 #[test]
 fn a_second_signal_while_draining_exits_at_once_and_says_so() {
     let _serial = serial();
-    for mode in ["thread", "fork", "sync", "pool-std"] {
+    for mode in ["thread", "fork", "sync", "pool-std", "epoll"] {
         let mut server = ServerProcess::start(&["--mode", mode, "--delay", "30s"]);
         let stderr = server.stderr_lines();
         let addr = server.addr;
@@ -397,6 +415,7 @@ fn sigterm_stops_accepting_but_serves_what_is_in_flight_and_exits_0() {
         ("thread", 8),
         ("fork", 8),
         ("sync", 1),
+        ("epoll", 8),
     ] {
         let server = ServerProcess::start(&["--mode", mode, "--workers", "5", "--delay", "400ms"]);
         let addr = server.addr;
@@ -488,8 +507,14 @@ fn a_client_that_resets_mid_request_never_kills_the_server() {
 #[test]
 fn keep_alive_serves_several_requests_per_connection_only_when_enabled() {
     let _serial = serial();
+    for mode in ["pool-futex", "epoll"] {
+        keep_alive_only_when_enabled(mode);
+    }
+}
+
+fn keep_alive_only_when_enabled(mode: &str) {
     let request = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n";
-    let server = ServerProcess::start(&["--mode", "pool-futex", "--keep-alive"]);
+    let server = ServerProcess::start(&["--mode", mode, "--keep-alive"]);
     let mut stream = TcpStream::connect(server.addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -521,7 +546,7 @@ fn keep_alive_serves_several_requests_per_connection_only_when_enabled() {
     drop(stream);
     assert!(server.stop().0.success());
 
-    let server = ServerProcess::start(&["--mode", "pool-futex"]);
+    let server = ServerProcess::start(&["--mode", mode]);
     let mut stream = TcpStream::connect(server.addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -542,7 +567,13 @@ fn keep_alive_serves_several_requests_per_connection_only_when_enabled() {
 #[test]
 fn a_restart_on_the_same_port_binds_at_once() {
     let _serial = serial();
-    let server = ServerProcess::start(&["--mode", "pool-futex"]);
+    for mode in ["pool-futex", "epoll"] {
+        restart_binds_at_once(mode);
+    }
+}
+
+fn restart_binds_at_once(mode: &str) {
+    let server = ServerProcess::start(&["--mode", mode]);
     let addr = server.addr;
     let (results, _) = concurrent_gets(addr, "/", 100);
     assert!(results.iter().all(|r| r.is_ok()));
@@ -550,7 +581,7 @@ fn a_restart_on_the_same_port_binds_at_once() {
     // The server closed first, so its side of those connections sits in
     // TIME_WAIT; without SO_REUSEADDR this bind would fail for a minute.
     let addr_arg = addr.to_string();
-    let again = ServerProcess::start_raw(&["serve", "--addr", &addr_arg])
+    let again = ServerProcess::start_raw(&["serve", "--mode", mode, "--addr", &addr_arg])
         .unwrap_or_else(|stderr| panic!("restart on {addr} failed: {stderr}"));
     assert_eq!(get(again.addr, "/").unwrap().status, 200);
     assert!(again.stop().0.success());

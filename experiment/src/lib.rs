@@ -133,6 +133,13 @@ impl ExperimentConfig {
         }
     }
 
+    /// The `--workers` the server of `mode` runs with: W for a pool, and
+    /// one event loop for epoll, whose point is that one thread serves
+    /// every request at once.
+    pub fn server_workers(&self, mode: Mode) -> usize {
+        if mode.is_event_loop() { 1 } else { self.workers }
+    }
+
     /// Checks the numbers a user can get wrong, with a one-line message.
     pub fn validate(&self) -> Result<(), ExperimentError> {
         let bad = |text: &str| Err(ExperimentError::BadConfig(text.to_owned()));

@@ -140,7 +140,7 @@ fn start_untraced(config: &ExperimentConfig, mode: Mode) -> Result<Running, Expe
     let failed = |message: String| ExperimentError::Server { mode, message };
     let mut child = Command::new(&config.exe)
         .args(["serve", "--mode", mode.name(), "--workers"])
-        .arg(config.workers.to_string())
+        .arg(config.server_workers(mode).to_string())
         .arg("--delay")
         .arg(format!("{}us", config.delay.as_micros()))
         .args(["--addr", "127.0.0.1:0"])

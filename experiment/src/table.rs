@@ -123,7 +123,7 @@ pub fn markdown(config: &ExperimentConfig, results: &[ModeResult]) -> String {
         );
     }
     out.push_str(
-        "\nTheory: sync N·d, pool ⌈N/W⌉·d, thread and fork d. Server CPU and context switches: \
+        "\nTheory: sync N·d, pool ⌈N/W⌉·d, thread, fork and epoll d (epoll on one event loop). Server CPU and context switches: \
          getrusage(RUSAGE_CHILDREN) over the mode's run (every thread and reaped child, \
          and the two ptrace stops of each traced syscall). Threads and processes: created by \
          the server, from the trace. Peak RSS: VmHWM of the server process.\n",
@@ -136,7 +136,7 @@ fn theory_text(r: &ModeResult) -> String {
     use tracebench_server::Mode;
     let formula = match r.mode {
         Mode::Sync => "N·d",
-        Mode::Fork | Mode::Thread => "d",
+        Mode::Fork | Mode::Thread | Mode::Epoll => "d",
         Mode::PoolSpin | Mode::PoolFutex | Mode::PoolStd => "⌈N/W⌉·d",
     };
     format!("{:.3} s ({formula})", r.theory.as_secs_f64())

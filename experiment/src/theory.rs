@@ -10,6 +10,7 @@
 //! | sync | 1 | N·d |
 //! | pool-* (W workers) | W | ⌈N/W⌉·d |
 //! | thread, fork | N (one thread or process each) | d |
+//! | epoll (one event loop) | N (timers, not sleeps) | d |
 
 use std::time::Duration;
 
@@ -20,7 +21,7 @@ use tracebench_server::Mode;
 pub fn concurrency(mode: Mode, requests: usize, workers: usize) -> usize {
     match mode {
         Mode::Sync => 1,
-        Mode::Fork | Mode::Thread => requests,
+        Mode::Fork | Mode::Thread | Mode::Epoll => requests,
         Mode::PoolSpin | Mode::PoolFutex | Mode::PoolStd => workers,
     }
     .max(1)

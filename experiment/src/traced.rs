@@ -160,7 +160,7 @@ impl TracedServer {
             "--mode".into(),
             mode.name().into(),
             "--workers".into(),
-            config.workers.to_string().into(),
+            config.server_workers(mode).to_string().into(),
             "--delay".into(),
             format!("{}us", config.delay.as_micros()).into(),
             "--addr".into(),

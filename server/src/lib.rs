@@ -7,9 +7,12 @@
 //! of workers fed by one acceptor through a bounded queue, guarded by a spin
 //! lock that never sleeps ([`Mode::PoolSpin`]), by our own futex mutex and
 //! condition variable ([`Mode::PoolFutex`], see [`sync`]), or by std's
-//! ([`Mode::PoolStd`]). Every model serves connections the same way
-//! ([`http::serve_connection`]), so what differs under a tracer is only the
-//! concurrency.
+//! ([`Mode::PoolStd`]). The blocking models serve connections the same
+//! way ([`http::serve_connection`]), so what differs under a tracer is only
+//! the concurrency. Then the step servers people run took next: event
+//! loops, each serving many connections on one thread with non-blocking
+//! sockets and timers instead of sleeps ([`Mode::Epoll`]), speaking the
+//! same protocol through a state machine that does no I/O of its own.
 //!
 //! ```no_run
 //! use tracebench_server::{Config, Server};
@@ -25,6 +28,7 @@ pub mod futex;
 pub mod http;
 mod listener;
 mod models;
+mod session;
 pub mod sleep;
 pub mod stats;
 pub mod sync;
@@ -55,17 +59,20 @@ pub enum Mode {
     PoolFutex,
     /// A worker pool on std's Mutex and Condvar.
     PoolStd,
+    /// One epoll(7) event loop per worker, many connections each.
+    Epoll,
 }
 
 impl Mode {
     /// Every mode, in the order of the classic progression.
-    pub const ALL: [Mode; 6] = [
+    pub const ALL: [Mode; 7] = [
         Mode::Sync,
         Mode::Fork,
         Mode::Thread,
         Mode::PoolSpin,
         Mode::PoolFutex,
         Mode::PoolStd,
+        Mode::Epoll,
     ];
 
     /// The name used on the command line.
@@ -77,12 +84,24 @@ impl Mode {
             Mode::PoolSpin => "pool-spin",
             Mode::PoolFutex => "pool-futex",
             Mode::PoolStd => "pool-std",
+            Mode::Epoll => "epoll",
         }
     }
 
     /// Whether the model has a fixed set of workers fed by a queue.
     pub fn is_pool(self) -> bool {
         matches!(self, Mode::PoolSpin | Mode::PoolFutex | Mode::PoolStd)
+    }
+
+    /// Whether the model runs event loops: `--workers` of them, each
+    /// serving many connections on one thread.
+    pub fn is_event_loop(self) -> bool {
+        matches!(self, Mode::Epoll)
+    }
+
+    /// Whether `--workers` means anything to the model.
+    pub fn has_workers(self) -> bool {
+        self.is_pool() || self.is_event_loop()
     }
 }
 
@@ -120,8 +139,12 @@ pub struct Config {
     pub mode: Mode,
     /// Where to listen; port 0 picks a free port.
     pub addr: SocketAddr,
-    /// Workers in a pool (ignored by other modes).
+    /// Workers in a pool, or event loops (ignored by other modes).
     pub workers: usize,
+    /// Connections one event loop holds at once, like nginx's
+    /// `worker_connections`; at the limit it first closes an idle
+    /// keep-alive connection, then acts as [`Config::when_full`] says.
+    pub max_connections: usize,
     /// Connections a pool's queue holds.
     pub queue_capacity: usize,
     /// What happens when the queue is full.
@@ -142,6 +165,7 @@ impl Default for Config {
             mode: Mode::default(),
             addr: SocketAddr::from(([127, 0, 0, 1], 3000)),
             workers: 5,
+            max_connections: 1024,
             queue_capacity: 64,
             when_full: WhenFull::default(),
             backlog: 1024,
@@ -160,7 +184,7 @@ impl Default for Config {
 pub enum ServerError {
     /// `--mode` named no model.
     #[error(
-        "unknown mode {0:?} (expected one of sync, fork, thread, pool-spin, pool-futex, pool-std)"
+        "unknown mode {0:?} (expected one of sync, fork, thread, pool-spin, pool-futex, pool-std, epoll)"
     )]
     UnknownMode(String),
     /// A setting is out of range.
@@ -201,9 +225,14 @@ pub struct Server {
 impl Server {
     /// Checks `config` and binds its address.
     pub fn bind(config: Config) -> Result<Server, ServerError> {
-        if config.mode.is_pool() && config.workers == 0 {
+        if config.mode.has_workers() && config.workers == 0 {
             return Err(ServerError::InvalidConfig(
                 "--workers must be at least 1".into(),
+            ));
+        }
+        if config.max_connections == 0 {
+            return Err(ServerError::InvalidConfig(
+                "--max-connections must be at least 1".into(),
             ));
         }
         if config.queue_capacity == 0 {

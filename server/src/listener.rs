@@ -150,6 +150,14 @@ impl StopHandle {
         }
     }
 
+    /// For an event loop once the server is stopping: the next connection
+    /// the stopper took from the backlog, counted active as by [`accept`].
+    pub(crate) fn take_stashed(&self, listener: &TcpListener) -> Option<TcpStream> {
+        let stream = self.next_stashed(listener)?;
+        self.0.active.fetch_add(1, Ordering::SeqCst);
+        Some(stream)
+    }
+
     /// After a stop: the next connection the stopper took from the backlog,
     /// once it has finished taking them.
     fn next_stashed(&self, listener: &TcpListener) -> Option<TcpStream> {
@@ -172,11 +180,11 @@ impl StopHandle {
         if !ours {
             return None;
         }
-        let taken = SIGNAL_STASH_TAKEN.load(Ordering::SeqCst);
-        if taken >= SIGNAL_STASH_LEN.load(Ordering::SeqCst) {
-            return None;
-        }
-        SIGNAL_STASH_TAKEN.store(taken + 1, Ordering::SeqCst);
+        // Several event loops may take from the stash at once.
+        let len = SIGNAL_STASH_LEN.load(Ordering::SeqCst);
+        let taken = SIGNAL_STASH_TAKEN
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |t| (t < len).then_some(t + 1))
+            .ok()?;
         let fd = SIGNAL_STASH_FDS[taken].swap(-1, Ordering::SeqCst);
         // SAFETY: the handler accepted this descriptor and left it to us;
         // the swap hands it out once.
@@ -427,6 +435,47 @@ fn accept_one(listener: &TcpListener, stop: &StopHandle) -> io::Result<Option<Tc
                 std::thread::sleep(Duration::from_millis(10));
             }
             _ => return Err(error),
+        }
+    }
+}
+
+/// What a non-blocking accept found, for the event loops.
+pub(crate) enum Accepted {
+    /// A connection, non-blocking, counted active until
+    /// [`StopHandle::done`].
+    Connection(TcpStream),
+    /// The backlog is empty.
+    Empty,
+    /// The server is stopping: take what is left with
+    /// [`StopHandle::take_stashed`].
+    Stopping,
+    /// Out of descriptors or memory (said on stderr, at most once a
+    /// second): try again a little later.
+    Exhausted,
+}
+
+/// Takes the next connection from a non-blocking `listener` with one
+/// accept4(2), its result non-blocking too (no fcntl per connection).
+pub(crate) fn try_accept(listener: &TcpListener, stop: &StopHandle) -> io::Result<Accepted> {
+    use rustix::io::Errno;
+    use rustix::net::SocketFlags;
+    loop {
+        if stop.is_stopping() {
+            return Ok(Accepted::Stopping);
+        }
+        match rustix::net::accept_with(listener, SocketFlags::CLOEXEC | SocketFlags::NONBLOCK) {
+            Ok(fd) => {
+                stop.0.active.fetch_add(1, Ordering::SeqCst);
+                return Ok(Accepted::Connection(TcpStream::from(fd)));
+            }
+            Err(Errno::INTR | Errno::CONNABORTED | Errno::PROTO) => {}
+            Err(Errno::AGAIN) => return Ok(Accepted::Empty),
+            Err(Errno::INVAL) if stop.is_stopping() => return Ok(Accepted::Stopping),
+            Err(e @ (Errno::MFILE | Errno::NFILE | Errno::NOBUFS | Errno::NOMEM)) => {
+                ACCEPT_ERRORS.say(&e.into());
+                return Ok(Accepted::Exhausted);
+            }
+            Err(e) => return Err(e.into()),
         }
     }
 }

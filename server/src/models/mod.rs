@@ -1,7 +1,10 @@
-//! The concurrency models. Each one accepts with [`crate::listener::accept`]
-//! until stopped and serves with [`crate::http::serve_connection`]; they
-//! differ only in who runs that function and how a connection gets there.
+//! The concurrency models. Each blocking one accepts with
+//! [`crate::listener::accept`] until stopped and serves with
+//! [`crate::http::serve_connection`]; they differ only in who runs that
+//! function and how a connection gets there. The event loop accepts with
+//! [`crate::listener::try_accept`] and serves [`crate::session::Session`]s.
 
+mod epoll;
 mod fork;
 mod pool;
 mod thread;
@@ -24,6 +27,7 @@ pub(crate) fn run(
         Mode::Fork => fork::run(config, listener, stop),
         Mode::Thread => thread::run(config, listener, stop),
         Mode::PoolSpin | Mode::PoolFutex | Mode::PoolStd => pool::run(config, listener, stop),
+        Mode::Epoll => epoll::run(config, listener, stop),
     }
 }
 
