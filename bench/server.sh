@@ -38,8 +38,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# CPU ticks (user + system) used so far by a process and all its threads.
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+# CPU ticks (user + system) used so far by processes and all their threads.
+cpu_ticks() {
+  local pid total=0
+  for pid in "$@"; do
+    total=$((total + $(awk '{ print $14 + $15 }' "/proc/$pid/stat")))
+  done
+  echo "$total"
+}
 
 wait_port() {
   for _ in $(seq 100); do
@@ -50,20 +56,23 @@ wait_port() {
   return 1
 }
 
-# start_server NAME KEEPALIVE: sets server_pid and cpu_pid (the process whose
-# CPU is the server's: for nginx, its single worker). NAME is a tracebench
-# mode, `nginx`, or one of the variants `nginx+deferred` (listen ... deferred,
-# i.e. TCP_DEFER_ACCEPT, which tracebench uses by default) and
-# `MODE+no-defer` (tracebench --no-defer-accept).
+# start_server NAME KEEPALIVE: sets server_pid and cpu_pids (the processes
+# whose CPU is the server's: for nginx, its workers). NAME is a tracebench
+# mode or `nginx`, with an optional variant and worker count:
+# `nginx+deferred` (listen ... deferred, i.e. TCP_DEFER_ACCEPT, which
+# tracebench uses by default), `MODE+no-defer` (tracebench
+# --no-defer-accept), `NAME:2` (2 nginx workers, or 2 event loops; pools
+# always have 5 workers, nginx and event loops 1 unless told).
 start_server() {
-  local name=$1 keepalive=$2
+  local name=${1%%:*} keepalive=$2 workers=1
+  [[ $1 == *:* ]] && workers=${1##*:}
   if [ "${name%%+*}" = nginx ]; then
     local timeout=0 deferred=
     [ "$keepalive" = on ] && timeout=75s
     [ "$name" = nginx+deferred ] && deferred=deferred
     mkdir -p "$work/logs"
     cat >"$work/nginx.conf" <<CONF
-worker_processes 1;
+worker_processes $workers;
 daemon off;
 pid $work/nginx.pid;
 error_log $work/logs/error.log error;
@@ -86,15 +95,16 @@ CONF
     "$NGINX" -p "$work" -c "$work/nginx.conf" &
     server_pid=$!
     wait_port
-    cpu_pid=$(pgrep -P "$server_pid" | head -1)
+    mapfile -t cpu_pids < <(pgrep -P "$server_pid")
   else
-    local flags=()
+    local flags=() mode=${name%%+*}
     [ "$keepalive" = on ] && flags+=(--keep-alive)
     [ "${name#*+}" = no-defer ] && flags+=(--no-defer-accept)
-    "$BIN" serve --mode "${name%%+*}" --workers 5 --addr "127.0.0.1:$PORT" "${flags[@]}" >/dev/null &
+    case $mode in pool-*) workers=5 ;; esac
+    "$BIN" serve --mode "$mode" --workers "$workers" --addr "127.0.0.1:$PORT" "${flags[@]}" >/dev/null &
     server_pid=$!
     wait_port
-    cpu_pid=$server_pid
+    cpu_pids=("$server_pid")
   fi
 }
 
@@ -109,9 +119,9 @@ run_wrk() {
   local connections=$1 keepalive=$2 header=()
   [ "$keepalive" = off ] && header=(-H "Connection: close")
   local before after out
-  before=$(cpu_ticks "$cpu_pid")
+  before=$(cpu_ticks "${cpu_pids[@]}")
   out=$(wrk -t1 -c"$connections" -d"$DURATION" "${header[@]}" "http://127.0.0.1:$PORT/")
-  after=$(cpu_ticks "$cpu_pid")
+  after=$(cpu_ticks "${cpu_pids[@]}")
   local rps requests errors
   rps=$(awk '/Requests\/sec/ { print $2 }' <<<"$out")
   requests=$(awk '/requests in/ { print $1 }' <<<"$out")
@@ -123,8 +133,8 @@ run_wrk() {
 median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 
 report_case() {
-  local title=$1 connections=$2 keepalive=$3
-  shift 3
+  local title=$1 connections=$2 keepalive=$3 peer=$4
+  shift 4
   local servers=("$@")
   declare -A rps cpu errs
   for run in $(seq "$RUNS"); do
@@ -139,11 +149,11 @@ report_case() {
     done
   done
   local nginx_median
-  nginx_median=$(tr ' ' '\n' <<<"${rps[nginx]}" | grep . | median)
+  nginx_median=$(tr ' ' '\n' <<<"${rps[$peer]}" | grep . | median)
   echo
   echo "### $title"
   echo
-  echo "| server | req/s (median of $RUNS) | runs | vs nginx | server CPU µs/req | wrk errors |"
+  echo "| server | req/s (median of $RUNS) | runs | vs $peer | server CPU µs/req | wrk errors |"
   echo "|---|---:|---|---:|---:|---:|"
   for name in "${servers[@]}"; do
     local m c
@@ -158,21 +168,25 @@ echo "## Server throughput, $(date -u +%Y-%m-%d), $(nproc) cores, wrk -t1 -d$DUR
 echo
 echo "Kernel $(uname -r); $("$NGINX" -v 2>&1 | sed 's/.*: //'); $(wrk --version 2>&1 | head -1 | awk '{print $1, $2}')."
 report_case "One connection per request (wrk -t1 -c10, Connection: close; nginx keepalive_timeout 0)" \
-  10 off pool-futex nginx pool-std pool-futex+no-defer nginx+deferred
-report_case "Keep-alive (wrk -t1 -c5; tracebench --keep-alive, 5 workers)" \
-  5 on pool-futex nginx pool-std
+  10 off nginx nginx nginx+deferred epoll epoll+no-defer pool-futex pool-futex+no-defer pool-std
+report_case "Keep-alive (wrk -t1 -c5; tracebench --keep-alive; pools of 5 workers, one nginx worker, one event loop)" \
+  5 on nginx nginx epoll pool-futex pool-std
+report_case "Two workers, one connection per request (wrk -t1 -c10; nginx worker_processes 2, 2 event loops)" \
+  10 off nginx:2 nginx:2 nginx+deferred:2 epoll:2
+report_case "Two workers, keep-alive (wrk -t1 -c10; nginx worker_processes 2, 2 event loops)" \
+  10 on nginx:2 nginx:2 epoll:2
 
 echo
 echo "### Idle CPU per mode (${IDLE_SECONDS} s with no load, 5 workers)"
 echo
 echo "| mode | CPU % of one core |"
 echo "|---|---:|"
-for mode in sync fork thread pool-spin pool-futex pool-std; do
+for mode in sync fork thread pool-spin pool-futex pool-std epoll; do
   start_server "$mode" off
   sleep 0.5
-  before=$(cpu_ticks "$cpu_pid")
+  before=$(cpu_ticks "${cpu_pids[@]}")
   sleep "$IDLE_SECONDS"
-  after=$(cpu_ticks "$cpu_pid")
+  after=$(cpu_ticks "${cpu_pids[@]}")
   stop_server
   awk -v m="$mode" -v t=$((after - before)) -v hz="$TICKS" -v s="$IDLE_SECONDS" \
     'BEGIN { printf "| %s | %.0f %% |\n", m, 100 * t / hz / s }'

@@ -70,10 +70,9 @@ impl From<ServeArgs> for Config {
         Config {
             mode: args.mode,
             addr: args.addr,
-            workers: args.workers.map_or_else(
-                || default_workers(args.mode),
-                |workers| workers as usize,
-            ),
+            workers: args
+                .workers
+                .map_or_else(|| default_workers(args.mode), |workers| workers as usize),
             max_connections: args.max_connections as usize,
             queue_capacity: args.queue as usize,
             when_full: match args.when_full {
@@ -117,8 +116,10 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     }
     if config.mode.is_event_loop() {
         details += &format!(
-            ", {} event loops, up to {} connections each",
-            config.workers, config.max_connections
+            ", {} event loop{}, up to {} connections each",
+            config.workers,
+            if config.workers == 1 { "" } else { "s" },
+            config.max_connections
         );
     }
     details += &format!(

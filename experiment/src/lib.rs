@@ -137,7 +137,11 @@ impl ExperimentConfig {
     /// one event loop for epoll, whose point is that one thread serves
     /// every request at once.
     pub fn server_workers(&self, mode: Mode) -> usize {
-        if mode.is_event_loop() { 1 } else { self.workers }
+        if mode.is_event_loop() {
+            1
+        } else {
+            self.workers
+        }
     }
 
     /// Checks the numbers a user can get wrong, with a one-line message.

@@ -183,7 +183,9 @@ impl StopHandle {
         // Several event loops may take from the stash at once.
         let len = SIGNAL_STASH_LEN.load(Ordering::SeqCst);
         let taken = SIGNAL_STASH_TAKEN
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |t| (t < len).then_some(t + 1))
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |t| {
+                (t < len).then_some(t + 1)
+            })
             .ok()?;
         let fd = SIGNAL_STASH_FDS[taken].swap(-1, Ordering::SeqCst);
         // SAFETY: the handler accepted this descriptor and left it to us;

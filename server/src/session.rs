@@ -13,7 +13,9 @@
 use std::io;
 use std::time::{Duration, Instant};
 
-use crate::http::{ConnectionSettings, HeadError, MAX_HEAD_BYTES, parse_head, plan, render_response};
+use crate::http::{
+    ConnectionSettings, HeadError, MAX_HEAD_BYTES, parse_head, plan, render_response,
+};
 use crate::stats::{Outcome, Tally};
 
 /// How long a closing connection reads and discards what the client still
@@ -334,7 +336,12 @@ impl Session {
     fn answer(&mut self, mut reply: Reply, now: Instant) {
         // Drain may have begun during the delay.
         reply.keep_alive &= self.keep_alive;
-        render_response(reply.outcome, reply.keep_alive, reply.head_only, &mut self.out);
+        render_response(
+            reply.outcome,
+            reply.keep_alive,
+            reply.head_only,
+            &mut self.out,
+        );
         self.sent = 0;
         self.phase = Phase::Send {
             reply,
@@ -415,7 +422,12 @@ mod tests {
         let tally = Tally::new();
         let now = Instant::now();
         let mut s = Session::new(&settings(true, Duration::ZERO), now);
-        let sent = feed(&mut s, b"GET / HTTP/1.1\r\nContent-Length: 5\r\n\r\nab", now, &tally);
+        let sent = feed(
+            &mut s,
+            b"GET / HTTP/1.1\r\nContent-Length: 5\r\n\r\nab",
+            now,
+            &tally,
+        );
         assert!(sent.is_empty());
         assert_eq!(s.read_buf().len(), 3, "only the body's rest is read");
         let sent = feed(&mut s, b"cde", now, &tally);

@@ -84,7 +84,11 @@ pub(super) fn run(
         }
         let mut peaks = vec![first?];
         for handle in others {
-            peaks.push(handle.join().unwrap_or_else(|p| std::panic::resume_unwind(p))?);
+            peaks.push(
+                handle
+                    .join()
+                    .unwrap_or_else(|p| std::panic::resume_unwind(p))?,
+            );
         }
         Ok(peaks)
     })?;
@@ -101,12 +105,17 @@ pub(super) fn run(
         elapsed: started.elapsed(),
         lanes,
         notes: vec![format!(
-            "{} event loops on epoll, one shared listener (EPOLLEXCLUSIVE), up to {} connections each; at most {} at once",
-            config.workers,
+            "{} on epoll, one shared listener (EPOLLEXCLUSIVE), up to {} connections each; at most {} at once",
+            loops(config.workers),
             config.max_connections,
             peaks.iter().max().copied().unwrap_or(0)
         )],
     })
+}
+
+/// "1 event loop", "2 event loops".
+pub(crate) fn loops(n: usize) -> String {
+    format!("{n} event loop{}", if n == 1 { "" } else { "s" })
 }
 
 /// What every loop of the server shares.
@@ -183,7 +192,9 @@ impl<'a> EventLoop<'a> {
             listen_again: None,
             draining: false,
         };
-        event_loop.listen(true).map_err(ServerError::os("epoll_ctl (listener)"))?;
+        event_loop
+            .listen(true)
+            .map_err(ServerError::os("epoll_ctl (listener)"))?;
         Ok(event_loop)
     }
 
@@ -256,12 +267,13 @@ impl<'a> EventLoop<'a> {
     fn accept_ready(&mut self, now: Instant) -> Result<(), ServerError> {
         let shared = self.shared;
         for _ in 0..ACCEPT_BATCH {
-            if self.live >= shared.config.max_connections && !self.make_room() {
-                if shared.config.when_full == WhenFull::Block {
-                    // The backlog holds the rest until a connection ends.
-                    let _ = self.listen(false);
-                    return Ok(());
-                }
+            if self.live >= shared.config.max_connections
+                && !self.make_room()
+                && shared.config.when_full == WhenFull::Block
+            {
+                // The backlog holds the rest until a connection ends.
+                let _ = self.listen(false);
+                return Ok(());
             }
             let stream = match try_accept(shared.listener, shared.stop) {
                 Ok(Accepted::Connection(stream)) => stream,
@@ -410,11 +422,12 @@ impl<'a> EventLoop<'a> {
             }
             conn.registered = true;
         }
-        if let Some(deadline) = conn.session.deadline() {
-            if conn.scheduled.is_none_or(|s| deadline < s) {
-                conn.scheduled = Some(deadline);
-                self.timers.push(Reverse((deadline, token(index, generation))));
-            }
+        if let Some(deadline) = conn.session.deadline()
+            && conn.scheduled.is_none_or(|s| deadline < s)
+        {
+            conn.scheduled = Some(deadline);
+            self.timers
+                .push(Reverse((deadline, token(index, generation))));
         }
     }
 

@@ -1,0 +1,286 @@
+//! `tracebench serve --mode epoll` end to end, on what sets an event loop
+//! apart from the blocking models: one thread holds hundreds of
+//! connections, sleeps in one system call when idle, is not stalled by
+//! clients that trickle, and has a connection limit instead of a queue.
+//! What it shares with the other modes (every status, keep-alive, drain on
+//! SIGTERM, restart) is tested beside them in serve.rs.
+#![allow(clippy::too_many_lines)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// The event-loop modes.
+const EVENT_LOOPS: [&str; 1] = ["epoll"];
+
+#[test]
+fn one_thread_serves_200_sleeping_requests_at_once_and_leaks_nothing() {
+    let _serial = serial();
+    for mode in EVENT_LOOPS {
+        let server = ServerProcess::start(&["--mode", mode, "--workers", "1", "--delay", "300ms"]);
+        get(server.addr, "/?delay=0").unwrap();
+        let fds_before = open_fds(server.pid());
+        let addr = server.addr;
+        let batch = std::thread::spawn(move || concurrent_gets(addr, "/", 200));
+        std::thread::sleep(Duration::from_millis(150));
+        let threads = threads_of(server.pid());
+        let (results, took) = batch.join().unwrap();
+        assert_eq!(threads.len(), 1, "{mode}: {threads:?}");
+        let ok = results
+            .iter()
+            .filter(|r| r.as_ref().is_ok_and(|r| r.status == 200))
+            .count();
+        assert_eq!(ok, 200, "{mode}: {results:?}");
+        // Served one after another, 200 × 0.3 s would be a minute; a pool
+        // of five, 12 s.
+        assert!(took < Duration::from_secs(3), "{mode}: took {took:?}");
+        let (settled, fds) = eventually(Duration::from_secs(5), || {
+            let fds = open_fds(server.pid());
+            (fds == fds_before, fds)
+        });
+        assert!(
+            settled,
+            "{mode}: descriptors {fds_before} before, {fds} after"
+        );
+        let port = server.addr.port();
+        let (clean, states) = eventually(Duration::from_secs(5), || {
+            let states = sockets_on_port(port);
+            (!states.contains(&TCP_CLOSE_WAIT), states)
+        });
+        assert!(clean, "{mode}: sockets left in CLOSE_WAIT: {states:?}");
+        let (status, summary) = server.stop();
+        assert!(status.success(), "{mode}: {status}");
+        assert!(summary.contains("201 ok, 0 errors"), "{mode}: {summary}");
+        assert!(summary.contains("at most 200 at once"), "{mode}: {summary}");
+    }
+}
+
+#[test]
+fn idle_event_loops_sleep_in_epoll_wait_and_use_no_cpu() {
+    let _serial = serial();
+    let server = ServerProcess::start(&["--mode", "epoll", "--workers", "2"]);
+    for _ in 0..20 {
+        assert_eq!(get(server.addr, "/").unwrap().status, 200);
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let pid = server.pid();
+    let before = threads_of(pid);
+    assert_eq!(before.len(), 2, "{before:?}");
+    for (tid, name, state, _) in &before {
+        assert_eq!(*state, 'S', "{name} ({tid}) is not asleep: {before:?}");
+        let syscall = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")).unwrap();
+        let number: i64 = syscall.split_whitespace().next().unwrap().parse().unwrap();
+        assert_eq!(
+            number,
+            libc::SYS_epoll_pwait,
+            "{name} ({tid}) waits in syscall {syscall}"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let ticks = |threads: &[(i32, String, char, u64)]| threads.iter().map(|t| t.3).sum::<u64>();
+    assert_eq!(
+        ticks(&threads_of(pid)),
+        ticks(&before),
+        "idle loops used CPU"
+    );
+    let (status, summary) = server.stop();
+    assert!(status.success());
+    // The kernel spread the connections over both loops' shared listener.
+    assert!(
+        summary.contains("loop-0") && summary.contains("loop-1"),
+        "{summary}"
+    );
+}
+
+/// Opens a connection that sends `GET ` and then one byte every 100 ms
+/// for `for_how_long`, the way slowloris holds a server.
+fn trickling_client(
+    addr: std::net::SocketAddr,
+    for_how_long: Duration,
+) -> std::thread::JoinHandle<()> {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    std::thread::spawn(move || {
+        let started = Instant::now();
+        if stream.write_all(b"GET ").is_err() {
+            return;
+        }
+        while started.elapsed() < for_how_long {
+            std::thread::sleep(Duration::from_millis(100));
+            if stream.write_all(b"a").is_err() {
+                return;
+            }
+        }
+    })
+}
+
+/// The slowest of 10 GETs sent one after another.
+fn slowest_of_ten(addr: std::net::SocketAddr) -> Duration {
+    (0..10)
+        .map(|_| {
+            let started = Instant::now();
+            let response = get(addr, "/").unwrap();
+            assert_eq!(response.status, 200);
+            started.elapsed()
+        })
+        .max()
+        .unwrap()
+}
+
+#[test]
+fn trickling_clients_stall_a_pool_but_not_an_event_loop() {
+    let _serial = serial();
+    // A pool of 5 workers, 5 clients that trickle: every worker sits in a
+    // read of one of them, so a normal client waits in the queue until the
+    // read timeout frees a worker. The thread-per-connection model and the
+    // event loop hold the trickling clients without making anyone wait.
+    let read_timeout = Duration::from_secs(2);
+    let cases = [
+        ("pool-futex", "5", true),
+        ("thread", "5", false),
+        ("epoll", "1", false),
+    ];
+    for (mode, workers, stalls) in cases {
+        let server = ServerProcess::start(&[
+            "--mode",
+            mode,
+            "--workers",
+            workers,
+            "--read-timeout",
+            "2s",
+            "--no-defer-accept",
+        ]);
+        let trickling: Vec<_> = (0..5)
+            .map(|_| trickling_client(server.addr, Duration::from_secs(3)))
+            .collect();
+        std::thread::sleep(Duration::from_millis(200));
+        let slowest = slowest_of_ten(server.addr);
+        if stalls {
+            assert!(
+                slowest > read_timeout / 2,
+                "{mode}: the slowest GET took only {slowest:?}"
+            );
+        } else {
+            assert!(
+                slowest < Duration::from_millis(500),
+                "{mode}: a GET took {slowest:?} beside 5 trickling clients"
+            );
+        }
+        for client in trickling {
+            client.join().unwrap();
+        }
+        let (status, summary) = server.stop();
+        assert!(status.success(), "{mode}: {status}");
+        // The whole head is bounded, not each read: a byte every 100 ms
+        // does not keep a connection for ever.
+        assert!(summary.contains("read timeout 5"), "{mode}: {summary}");
+    }
+}
+
+#[test]
+fn at_the_connection_limit_idle_keep_alive_connections_go_first() {
+    let _serial = serial();
+    let server = ServerProcess::start(&[
+        "--mode",
+        "epoll",
+        "--workers",
+        "1",
+        "--keep-alive",
+        "--max-connections",
+        "2",
+    ]);
+    let request = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n";
+    let mut idle: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut stream = TcpStream::connect(server.addr).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            stream.write_all(request).unwrap();
+            let mut buf = [0u8; 1024];
+            let n = stream.read(&mut buf).unwrap();
+            assert_eq!(parse_response(&buf[..n]).unwrap().status, 200);
+            stream
+        })
+        .collect();
+    // Both slots hold idle keep-alive connections; a third client is
+    // served, and one idle connection is closed for it.
+    assert_eq!(get(server.addr, "/").unwrap().status, 200);
+    for stream in &idle {
+        stream
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+    }
+    let closed = idle
+        .iter_mut()
+        .filter_map(|stream| {
+            let mut buf = [0u8; 16];
+            matches!(stream.read(&mut buf), Ok(0)).then_some(())
+        })
+        .count();
+    assert!(closed >= 1, "no idle connection was closed");
+    drop(idle);
+    assert!(server.stop().0.success());
+
+    // With every slot busy and --when-full reject, the next client gets 503.
+    let server = ServerProcess::start(&[
+        "--mode",
+        "epoll",
+        "--workers",
+        "1",
+        "--max-connections",
+        "2",
+        "--when-full",
+        "reject",
+        "--delay",
+        "500ms",
+    ]);
+    let addr = server.addr;
+    let busy: Vec<_> = (0..2)
+        .map(|_| std::thread::spawn(move || get(addr, "/")))
+        .collect();
+    std::thread::sleep(Duration::from_millis(150));
+    let refused = get(addr, "/").unwrap();
+    assert_eq!(refused.status, 503);
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    for client in busy {
+        assert_eq!(client.join().unwrap().unwrap().status, 200);
+    }
+    let (status, summary) = server.stop();
+    assert!(status.success());
+    assert!(summary.contains("503 rejected 1"), "{summary}");
+}
+
+#[test]
+fn sigterm_closes_idle_keep_alive_connections_and_finishes_answers_in_flight() {
+    let _serial = serial();
+    let mut server = ServerProcess::start(&["--mode", "epoll", "--workers", "2", "--keep-alive"]);
+    let request = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n";
+    let mut idle = TcpStream::connect(server.addr).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    idle.write_all(request).unwrap();
+    let mut buf = [0u8; 1024];
+    let n = idle.read(&mut buf).unwrap();
+    assert_eq!(parse_response(&buf[..n]).unwrap().status, 200);
+    let addr = server.addr;
+    let slow = std::thread::spawn(move || get(addr, "/?delay=400ms"));
+    std::thread::sleep(Duration::from_millis(150));
+    let started = Instant::now();
+    server.signal(libc::SIGTERM);
+    // The idle connection is closed at once, as nginx does on a graceful
+    // stop; the delayed answer still arrives, marked as the last.
+    assert!(
+        matches!(idle.read(&mut buf), Ok(0)),
+        "idle connection kept open"
+    );
+    assert!(started.elapsed() < Duration::from_millis(300));
+    let slow = slow.join().unwrap().unwrap();
+    assert_eq!(slow.status, 200);
+    assert_eq!(slow.header("connection"), Some("close"));
+    let (status, summary) = server.wait(Duration::from_secs(5));
+    assert!(status.success(), "{status}");
+    assert!(summary.contains("2 ok, 0 errors"), "{summary}");
+}
