@@ -1,4 +1,4 @@
-//! `tracebench serve --mode epoll` end to end, on what sets an event loop
+//! `tracebench serve --mode epoll` and `--mode io-uring` end to end, on what sets an event loop
 //! apart from the blocking models: one thread holds hundreds of
 //! connections, sleeps in one system call when idle, is not stalled by
 //! clients that trickle, and has a connection limit instead of a queue.
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use common::*;
 
 /// The event-loop modes.
-const EVENT_LOOPS: [&str; 1] = ["epoll"];
+const EVENT_LOOPS: [&str; 2] = ["epoll", "io-uring"];
 
 #[test]
 fn one_thread_serves_200_sleeping_requests_at_once_and_leaks_nothing() {
@@ -60,9 +60,19 @@ fn one_thread_serves_200_sleeping_requests_at_once_and_leaks_nothing() {
 }
 
 #[test]
-fn idle_event_loops_sleep_in_epoll_wait_and_use_no_cpu() {
+fn idle_event_loops_sleep_in_one_system_call_and_use_no_cpu() {
     let _serial = serial();
-    let server = ServerProcess::start(&["--mode", "epoll", "--workers", "2"]);
+    let cases = [
+        ("epoll", libc::SYS_epoll_pwait),
+        ("io-uring", libc::SYS_io_uring_enter),
+    ];
+    for (mode, waits_in) in cases {
+        idle_loops_sleep_in(mode, waits_in);
+    }
+}
+
+fn idle_loops_sleep_in(mode: &str, waits_in: i64) {
+    let server = ServerProcess::start(&["--mode", mode, "--workers", "2"]);
     for _ in 0..20 {
         assert_eq!(get(server.addr, "/").unwrap().status, 200);
     }
@@ -75,9 +85,8 @@ fn idle_event_loops_sleep_in_epoll_wait_and_use_no_cpu() {
         let syscall = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")).unwrap();
         let number: i64 = syscall.split_whitespace().next().unwrap().parse().unwrap();
         assert_eq!(
-            number,
-            libc::SYS_epoll_pwait,
-            "{name} ({tid}) waits in syscall {syscall}"
+            number, waits_in,
+            "{mode}: {name} ({tid}) waits in syscall {syscall}"
         );
     }
     std::thread::sleep(Duration::from_millis(300));
@@ -85,11 +94,11 @@ fn idle_event_loops_sleep_in_epoll_wait_and_use_no_cpu() {
     assert_eq!(
         ticks(&threads_of(pid)),
         ticks(&before),
-        "idle loops used CPU"
+        "{mode}: idle loops used CPU"
     );
     let (status, summary) = server.stop();
     assert!(status.success());
-    // The kernel spread the connections over both loops' shared listener.
+
     assert!(
         summary.contains("loop-0") && summary.contains("loop-1"),
         "{summary}"
@@ -142,6 +151,7 @@ fn trickling_clients_stall_a_pool_but_not_an_event_loop() {
         ("pool-futex", "5", true),
         ("thread", "5", false),
         ("epoll", "1", false),
+        ("io-uring", "1", false),
     ];
     for (mode, workers, stalls) in cases {
         let server = ServerProcess::start(&[
@@ -183,9 +193,15 @@ fn trickling_clients_stall_a_pool_but_not_an_event_loop() {
 #[test]
 fn at_the_connection_limit_idle_keep_alive_connections_go_first() {
     let _serial = serial();
+    for mode in EVENT_LOOPS {
+        connection_limit(mode);
+    }
+}
+
+fn connection_limit(mode: &str) {
     let server = ServerProcess::start(&[
         "--mode",
-        "epoll",
+        mode,
         "--workers",
         "1",
         "--keep-alive",
@@ -221,14 +237,14 @@ fn at_the_connection_limit_idle_keep_alive_connections_go_first() {
             matches!(stream.read(&mut buf), Ok(0)).then_some(())
         })
         .count();
-    assert!(closed >= 1, "no idle connection was closed");
+    assert!(closed >= 1, "{mode}: no idle connection was closed");
     drop(idle);
     assert!(server.stop().0.success());
 
     // With every slot busy and --when-full reject, the next client gets 503.
     let server = ServerProcess::start(&[
         "--mode",
-        "epoll",
+        mode,
         "--workers",
         "1",
         "--max-connections",
@@ -244,20 +260,26 @@ fn at_the_connection_limit_idle_keep_alive_connections_go_first() {
         .collect();
     std::thread::sleep(Duration::from_millis(150));
     let refused = get(addr, "/").unwrap();
-    assert_eq!(refused.status, 503);
+    assert_eq!(refused.status, 503, "{mode}");
     assert_eq!(refused.header("retry-after"), Some("1"));
     for client in busy {
         assert_eq!(client.join().unwrap().unwrap().status, 200);
     }
     let (status, summary) = server.stop();
     assert!(status.success());
-    assert!(summary.contains("503 rejected 1"), "{summary}");
+    assert!(summary.contains("503 rejected 1"), "{mode}: {summary}");
 }
 
 #[test]
 fn sigterm_closes_idle_keep_alive_connections_and_finishes_answers_in_flight() {
     let _serial = serial();
-    let mut server = ServerProcess::start(&["--mode", "epoll", "--workers", "2", "--keep-alive"]);
+    for mode in EVENT_LOOPS {
+        graceful_stop(mode);
+    }
+}
+
+fn graceful_stop(mode: &str) {
+    let mut server = ServerProcess::start(&["--mode", mode, "--workers", "2", "--keep-alive"]);
     let request = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n";
     let mut idle = TcpStream::connect(server.addr).unwrap();
     idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -274,13 +296,13 @@ fn sigterm_closes_idle_keep_alive_connections_and_finishes_answers_in_flight() {
     // stop; the delayed answer still arrives, marked as the last.
     assert!(
         matches!(idle.read(&mut buf), Ok(0)),
-        "idle connection kept open"
+        "{mode}: idle connection kept open"
     );
-    assert!(started.elapsed() < Duration::from_millis(300));
+    assert!(started.elapsed() < Duration::from_millis(300), "{mode}");
     let slow = slow.join().unwrap().unwrap();
-    assert_eq!(slow.status, 200);
-    assert_eq!(slow.header("connection"), Some("close"));
+    assert_eq!(slow.status, 200, "{mode}");
+    assert_eq!(slow.header("connection"), Some("close"), "{mode}");
     let (status, summary) = server.wait(Duration::from_secs(5));
-    assert!(status.success(), "{status}");
-    assert!(summary.contains("2 ok, 0 errors"), "{summary}");
+    assert!(status.success(), "{mode}: {status}");
+    assert!(summary.contains("2 ok, 0 errors"), "{mode}: {summary}");
 }

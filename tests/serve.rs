@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-const MODES: [&str; 7] = [
+const MODES: [&str; 8] = [
     "sync",
     "fork",
     "thread",
@@ -21,6 +21,7 @@ const MODES: [&str; 7] = [
     "pool-futex",
     "pool-std",
     "epoll",
+    "io-uring",
 ];
 
 #[test]
@@ -60,6 +61,7 @@ fn ten_delayed_requests_take_as_long_as_each_model_predicts() {
         ("thread", "5", 0.19, 0.35),
         ("fork", "5", 0.19, 0.35),
         ("epoll", "1", 0.19, 0.35),
+        ("io-uring", "1", 0.19, 0.35),
     ];
     for (mode, workers, low, high) in cases {
         let server =
@@ -135,7 +137,7 @@ fn idle_futex_and_std_workers_sleep_while_spinning_workers_burn_cpu() {
 #[test]
 fn bad_requests_get_their_status_and_the_server_keeps_serving() {
     let _serial = serial();
-    for mode in ["sync", "pool-futex", "epoll"] {
+    for mode in ["sync", "pool-futex", "epoll", "io-uring"] {
         let server = ServerProcess::start(&["--mode", mode]);
         let addr = server.addr;
         let malformed = exchange(addr, b"this is not http\r\n\r\n").unwrap();
@@ -204,7 +206,7 @@ fn silent_client_lifetime(server: &ServerProcess) -> Duration {
 #[test]
 fn a_client_that_sends_nothing_is_dropped_after_the_read_timeout() {
     let _serial = serial();
-    for mode in ["pool-futex", "epoll"] {
+    for mode in ["pool-futex", "epoll", "io-uring"] {
         silent_and_stalled_clients_time_out(mode);
     }
 }
@@ -323,6 +325,8 @@ fn sigterm_serves_the_connections_waiting_in_the_listen_backlog() {
         &["--mode", "thread"][..],
         &["--mode", "epoll", "--workers", "1"][..],
         &["--mode", "epoll", "--workers", "2"][..],
+        &["--mode", "io-uring", "--workers", "1"][..],
+        &["--mode", "io-uring", "--workers", "2"][..],
     ] {
         let mut all = args.to_vec();
         all.extend(["--delay", "300ms"]);
@@ -343,7 +347,7 @@ fn sigterm_serves_the_connections_waiting_in_the_listen_backlog() {
 #[test]
 fn a_second_signal_while_draining_exits_at_once_and_says_so() {
     let _serial = serial();
-    for mode in ["thread", "fork", "sync", "pool-std", "epoll"] {
+    for mode in ["thread", "fork", "sync", "pool-std", "epoll", "io-uring"] {
         let mut server = ServerProcess::start(&["--mode", mode, "--delay", "30s"]);
         let stderr = server.stderr_lines();
         let addr = server.addr;
@@ -416,6 +420,7 @@ fn sigterm_stops_accepting_but_serves_what_is_in_flight_and_exits_0() {
         ("fork", 8),
         ("sync", 1),
         ("epoll", 8),
+        ("io-uring", 8),
     ] {
         let server = ServerProcess::start(&["--mode", mode, "--workers", "5", "--delay", "400ms"]);
         let addr = server.addr;
@@ -507,7 +512,7 @@ fn a_client_that_resets_mid_request_never_kills_the_server() {
 #[test]
 fn keep_alive_serves_several_requests_per_connection_only_when_enabled() {
     let _serial = serial();
-    for mode in ["pool-futex", "epoll"] {
+    for mode in ["pool-futex", "epoll", "io-uring"] {
         keep_alive_only_when_enabled(mode);
     }
 }
@@ -567,7 +572,7 @@ fn keep_alive_only_when_enabled(mode: &str) {
 #[test]
 fn a_restart_on_the_same_port_binds_at_once() {
     let _serial = serial();
-    for mode in ["pool-futex", "epoll"] {
+    for mode in ["pool-futex", "epoll", "io-uring"] {
         restart_binds_at_once(mode);
     }
 }

@@ -136,7 +136,7 @@ fn theory_text(r: &ModeResult) -> String {
     use tracebench_server::Mode;
     let formula = match r.mode {
         Mode::Sync => "N·d",
-        Mode::Fork | Mode::Thread | Mode::Epoll => "d",
+        Mode::Fork | Mode::Thread | Mode::Epoll | Mode::IoUring => "d",
         Mode::PoolSpin | Mode::PoolFutex | Mode::PoolStd => "⌈N/W⌉·d",
     };
     format!("{:.3} s ({formula})", r.theory.as_secs_f64())

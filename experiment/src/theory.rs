@@ -21,7 +21,7 @@ use tracebench_server::Mode;
 pub fn concurrency(mode: Mode, requests: usize, workers: usize) -> usize {
     match mode {
         Mode::Sync => 1,
-        Mode::Fork | Mode::Thread | Mode::Epoll => requests,
+        Mode::Fork | Mode::Thread | Mode::Epoll | Mode::IoUring => requests,
         Mode::PoolSpin | Mode::PoolFutex | Mode::PoolStd => workers,
     }
     .max(1)

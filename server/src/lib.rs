@@ -12,7 +12,8 @@
 //! the concurrency. Then the step servers people run took next: event
 //! loops, each serving many connections on one thread with non-blocking
 //! sockets and timers instead of sleeps ([`Mode::Epoll`]), speaking the
-//! same protocol through a state machine that does no I/O of its own.
+//! same protocol through a state machine that does no I/O of its own, and
+//! the same on io_uring ([`Mode::IoUring`]).
 //!
 //! ```no_run
 //! use tracebench_server::{Config, Server};
@@ -61,11 +62,13 @@ pub enum Mode {
     PoolStd,
     /// One epoll(7) event loop per worker, many connections each.
     Epoll,
+    /// The same on io_uring(7): one ring per worker, no readiness step.
+    IoUring,
 }
 
 impl Mode {
     /// Every mode, in the order of the classic progression.
-    pub const ALL: [Mode; 7] = [
+    pub const ALL: [Mode; 8] = [
         Mode::Sync,
         Mode::Fork,
         Mode::Thread,
@@ -73,6 +76,7 @@ impl Mode {
         Mode::PoolFutex,
         Mode::PoolStd,
         Mode::Epoll,
+        Mode::IoUring,
     ];
 
     /// The name used on the command line.
@@ -85,6 +89,7 @@ impl Mode {
             Mode::PoolFutex => "pool-futex",
             Mode::PoolStd => "pool-std",
             Mode::Epoll => "epoll",
+            Mode::IoUring => "io-uring",
         }
     }
 
@@ -96,7 +101,7 @@ impl Mode {
     /// Whether the model runs event loops: `--workers` of them, each
     /// serving many connections on one thread.
     pub fn is_event_loop(self) -> bool {
-        matches!(self, Mode::Epoll)
+        matches!(self, Mode::Epoll | Mode::IoUring)
     }
 
     /// Whether `--workers` means anything to the model.
@@ -184,7 +189,7 @@ impl Default for Config {
 pub enum ServerError {
     /// `--mode` named no model.
     #[error(
-        "unknown mode {0:?} (expected one of sync, fork, thread, pool-spin, pool-futex, pool-std, epoll)"
+        "unknown mode {0:?} (expected one of sync, fork, thread, pool-spin, pool-futex, pool-std, epoll, io-uring)"
     )]
     UnknownMode(String),
     /// A setting is out of range.
@@ -198,6 +203,9 @@ pub enum ServerError {
         /// What the kernel said.
         source: std::io::Error,
     },
+    /// The kernel lacks what the mode needs (io_uring disabled or too old).
+    #[error("{0}")]
+    Unsupported(String),
     /// accept(2), fork(2), sigaction(2) or thread creation failed.
     #[error("{what}")]
     Os {

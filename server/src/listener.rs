@@ -158,6 +158,13 @@ impl StopHandle {
         Some(stream)
     }
 
+    /// A connection accepted by other means than [`accept`] and
+    /// [`try_accept`] (an io_uring completion) is active until
+    /// [`StopHandle::done`].
+    pub(crate) fn admitted(&self) {
+        self.0.active.fetch_add(1, Ordering::SeqCst);
+    }
+
     /// After a stop: the next connection the stopper took from the backlog,
     /// once it has finished taking them.
     fn next_stashed(&self, listener: &TcpListener) -> Option<TcpStream> {
@@ -404,6 +411,12 @@ impl RateLimitedLog {
 static ACCEPT_ERRORS: RateLimitedLog = RateLimitedLog {
     state: std::sync::Mutex::new((None, 0)),
 };
+
+/// Says that accepting failed for want of descriptors or memory, at most
+/// once a second.
+pub(crate) fn say_accept_error(error: &io::Error) {
+    ACCEPT_ERRORS.say(error);
+}
 
 fn accept_one(listener: &TcpListener, stop: &StopHandle) -> io::Result<Option<TcpStream>> {
     loop {

@@ -4,7 +4,7 @@
 //! function and how a connection gets there. The event loop accepts with
 //! [`crate::listener::try_accept`] and serves [`crate::session::Session`]s.
 
-mod epoll;
+mod event_loop;
 mod fork;
 mod pool;
 mod thread;
@@ -27,7 +27,7 @@ pub(crate) fn run(
         Mode::Fork => fork::run(config, listener, stop),
         Mode::Thread => thread::run(config, listener, stop),
         Mode::PoolSpin | Mode::PoolFutex | Mode::PoolStd => pool::run(config, listener, stop),
-        Mode::Epoll => epoll::run(config, listener, stop),
+        Mode::Epoll | Mode::IoUring => event_loop::run(config, listener, stop),
     }
 }
 

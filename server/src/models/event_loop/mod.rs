@@ -1,0 +1,238 @@
+//! The event-loop models: `--workers` loops, each serving many connections
+//! on one thread, with the simulated work as a timer instead of a sleep.
+//! What the two engines share lives here: starting the loops (the main
+//! thread is loop 0, so one worker means one thread in all), the summary,
+//! and the slab of connections; each engine is its own module.
+
+mod epoll;
+mod uring;
+
+use std::net::TcpListener;
+use std::os::fd::OwnedFd;
+use std::time::Instant;
+
+use rustix::event::EventfdFlags;
+
+use crate::listener::StopHandle;
+use crate::stats::{Lane, ServeSummary, Tally};
+use crate::{Config, Mode, ServerError};
+
+/// One engine's loop, started on its own thread.
+trait EventLoop: Sized {
+    /// Sets the loop up (its epoll instance or ring) for `shared`.
+    fn new(shared: &Shared<'_>, tally: &Tally) -> Result<Self, ServerError>;
+    /// Serves until the server stops and this loop's connections are done;
+    /// returns the most connections it held at once.
+    fn run(self, shared: &Shared<'_>, tally: &Tally) -> Result<usize, ServerError>;
+}
+
+pub(super) fn run(
+    config: &Config,
+    listener: &TcpListener,
+    stop: &StopHandle,
+) -> Result<ServeSummary, ServerError> {
+    match config.mode {
+        Mode::IoUring => run_loops::<uring::Ring>(config, listener, stop, uring::DESCRIPTION),
+        _ => run_loops::<epoll::Epoll>(config, listener, stop, epoll::DESCRIPTION),
+    }
+}
+
+/// What every loop of the server shares.
+struct Shared<'a> {
+    config: &'a Config,
+    listener: &'a TcpListener,
+    stop: &'a StopHandle,
+    /// An eventfd the first loop to see the stop writes to, waking the
+    /// others (the listener's shutdown wakes only some waiters).
+    waker: OwnedFd,
+}
+
+impl Shared<'_> {
+    /// Wakes every loop: the eventfd stays readable, as nobody reads it.
+    fn wake_all(&self) {
+        let _ = rustix::io::write(&self.waker, &1u64.to_ne_bytes());
+    }
+}
+
+fn run_loops<L: EventLoop>(
+    config: &Config,
+    listener: &TcpListener,
+    stop: &StopHandle,
+    description: &str,
+) -> Result<ServeSummary, ServerError> {
+    let started = Instant::now();
+    let waker = rustix::event::eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)
+        .map_err(|e| ServerError::os("eventfd")(e.into()))?;
+    let shared = Shared {
+        config,
+        listener,
+        stop,
+        waker,
+    };
+    let tallies: Vec<Tally> = (0..config.workers).map(|_| Tally::new()).collect();
+    let run_one = |tally: &Tally| L::new(&shared, tally)?.run(&shared, tally);
+    let peaks = std::thread::scope(|scope| {
+        let mut others = Vec::new();
+        for (index, tally) in tallies.iter().enumerate().skip(1) {
+            let spawned = std::thread::Builder::new()
+                .name(format!("loop-{index}"))
+                .spawn_scoped(scope, || run_one(tally));
+            match spawned {
+                Ok(handle) => others.push(handle),
+                Err(e) => {
+                    // Those already running must not be left behind.
+                    stop.stop();
+                    return Err(ServerError::os("spawning an event-loop thread")(e));
+                }
+            }
+        }
+        let first = run_one(&tallies[0]);
+        if first.is_err() {
+            stop.stop();
+            shared.wake_all();
+        }
+        let mut peaks = vec![first?];
+        for handle in others {
+            let peak = handle
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p))?;
+            peaks.push(peak);
+        }
+        Ok(peaks)
+    })?;
+    let lanes = tallies
+        .iter()
+        .enumerate()
+        .map(|(i, tally)| Lane {
+            name: format!("loop-{i}"),
+            counts: tally.snapshot(),
+        })
+        .collect();
+    let loops = config.workers;
+    Ok(ServeSummary {
+        mode: config.mode.name().into(),
+        elapsed: started.elapsed(),
+        lanes,
+        notes: vec![format!(
+            "{loops} event loop{} on {description}, up to {} connections each; at most {} at once",
+            if loops == 1 { "" } else { "s" },
+            config.max_connections,
+            peaks.iter().max().copied().unwrap_or(0)
+        )],
+    })
+}
+
+/// The connections of one loop, each named by a token that also carries
+/// its slot's generation, so an event for a closed connection can never
+/// reach the next one in its slot.
+struct Slab<T> {
+    slots: Vec<Slot<T>>,
+    free: Vec<usize>,
+    live: usize,
+    peak: usize,
+}
+
+struct Slot<T> {
+    generation: u32,
+    value: Option<T>,
+}
+
+/// A slot's index and generation, packed in 56 bits (an engine may use the
+/// top byte).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Token(u64);
+
+impl Token {
+    const GENERATION_BITS: u32 = 24;
+
+    fn new(index: usize, generation: u32) -> Token {
+        let generation = u64::from(generation) & ((1 << Self::GENERATION_BITS) - 1);
+        Token((generation << 32) | index as u64)
+    }
+
+    fn index(self) -> usize {
+        (self.0 & u64::from(u32::MAX)) as usize
+    }
+}
+
+impl<T> Slab<T> {
+    fn new() -> Self {
+        Slab {
+            slots: Vec::new(),
+            free: Vec::new(),
+            live: 0,
+            peak: 0,
+        }
+    }
+
+    fn insert(&mut self, value: T) -> Token {
+        let index = self.free.pop().unwrap_or_else(|| {
+            self.slots.push(Slot {
+                generation: 0,
+                value: None,
+            });
+            self.slots.len() - 1
+        });
+        let slot = &mut self.slots[index];
+        slot.generation = slot.generation.wrapping_add(1);
+        slot.value = Some(value);
+        self.live += 1;
+        self.peak = self.peak.max(self.live);
+        Token::new(index, slot.generation)
+    }
+
+    /// The value behind `token`, if it is still the one the token named.
+    fn get_mut(&mut self, token: Token) -> Option<&mut T> {
+        let slot = self.slots.get_mut(token.index())?;
+        let current = Token::new(token.index(), slot.generation);
+        slot.value.as_mut().filter(|_| current == token)
+    }
+
+    fn remove(&mut self, token: Token) -> Option<T> {
+        self.get_mut(token)?;
+        let value = self.slots[token.index()].value.take();
+        self.free.push(token.index());
+        self.live -= 1;
+        value
+    }
+
+    /// Every live value with its token.
+    fn tokens(&self) -> Vec<Token> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, slot)| slot.value.is_some())
+            .map(|(i, slot)| Token::new(i, slot.generation))
+            .collect()
+    }
+
+    /// The live value `key` rates lowest, with its token.
+    fn min_by_key<K: Ord>(&self, mut key: impl FnMut(&T) -> Option<K>) -> Option<Token> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, slot)| {
+                Some((Token::new(i, slot.generation), key(slot.value.as_ref()?)?))
+            })
+            .min_by(|a, b| a.1.cmp(&b.1))
+            .map(|(token, _)| token)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stale_token_never_reaches_the_slots_next_value() {
+        let mut slab = Slab::new();
+        let first = slab.insert("first");
+        assert_eq!(slab.remove(first), Some("first"));
+        let second = slab.insert("second");
+        assert_eq!(second.index(), first.index(), "the slot is reused");
+        assert_eq!(slab.get_mut(first), None);
+        assert_eq!(slab.get_mut(second), Some(&mut "second"));
+        assert_eq!((slab.live, slab.peak), (1, 1));
+        assert_eq!(slab.tokens(), vec![second]);
+    }
+}

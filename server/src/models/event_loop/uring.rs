@@ -1,0 +1,483 @@
+//! `io-uring`: the event loop on io_uring(7). Where epoll says "this socket
+//! is ready, now call read", a ring takes the read itself and says when it
+//! is done, so a trace shows almost nothing but io_uring_enter(2): the
+//! accepts, receives, sends, closes and delays are operations inside it.
+//!
+//! * One multishot accept per ring on the shared listener: one submission,
+//!   a completion per connection (Linux 5.19).
+//! * Per connection, at most one operation at a time: a receive or a send,
+//!   each linked to a timeout (IORING_OP_LINK_TIMEOUT) that cancels it at
+//!   the connection's deadline, or the delay as an IORING_OP_TIMEOUT.
+//!   While it is in the kernel, its buffer is the kernel's: the connection
+//!   is neither touched nor freed until the completion arrives.
+//! * Closes are IORING_OP_CLOSE; half-closes, rare, are shutdown(2).
+//! * The ring is set up single-issuer with deferred task work, so
+//!   completions are run only when the loop asks for them, in one
+//!   io_uring_enter that also submits the next batch.
+
+use std::io;
+use std::net::TcpStream;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use io_uring::{IoUring, cqueue, opcode, squeue, types};
+
+use super::{EventLoop, Shared, Slab, Token};
+use crate::http::reject;
+use crate::listener::say_accept_error;
+use crate::session::{Session, Step};
+use crate::stats::Tally;
+use crate::{ServerError, WhenFull};
+
+/// How the summary names the engine.
+pub(super) const DESCRIPTION: &str =
+    "io_uring (multishot accept, recv, send, close; delays as IORING_OP_TIMEOUT)";
+
+/// Submission queue entries; completions get twice as many, and the kernel
+/// keeps any overflow (IORING_FEAT_NODROP), so this bounds batches only.
+const ENTRIES: u32 = 256;
+/// How long to leave the listener alone after EMFILE and the like.
+const EXHAUSTED_BACKOFF: Duration = Duration::from_millis(10);
+
+/// What a completion is for, in the top byte of its user data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Accept = 1,
+    Wake,
+    Recv,
+    Send,
+    /// A link timeout: its own completion says nothing the linked
+    /// operation's does not.
+    Expire,
+    Delay,
+    Close,
+    Cancel,
+    /// The backoff after the listener ran out of descriptors.
+    Rearm,
+}
+
+impl Op {
+    const ALL: [Op; 9] = [
+        Op::Accept,
+        Op::Wake,
+        Op::Recv,
+        Op::Send,
+        Op::Expire,
+        Op::Delay,
+        Op::Close,
+        Op::Cancel,
+        Op::Rearm,
+    ];
+
+    fn tag(self, token: Token) -> u64 {
+        ((self as u64) << 56) | token.0
+    }
+
+    fn untag(data: u64) -> Option<(Op, Token)> {
+        let op = Op::ALL.into_iter().find(|op| *op as u64 == data >> 56)?;
+        Some((op, Token(data & ((1 << 56) - 1))))
+    }
+}
+
+/// The token of the loop's own operations (accept, wake, rearm).
+const LOOP: Token = Token(0);
+
+struct Conn {
+    /// Taken when the close is submitted.
+    fd: OwnedFd,
+    session: Session,
+    /// An operation on this connection is in the kernel: its buffer is not
+    /// ours to touch, nor the connection to free, until it completes.
+    busy: bool,
+    /// The relative time of the operation's timeout, which the kernel reads
+    /// when the entry is submitted; boxed so it never moves before then.
+    timespec: Box<types::Timespec>,
+}
+
+/// One io_uring loop.
+pub(super) struct Ring {
+    ring: IoUring,
+    conns: Slab<Conn>,
+    /// A multishot accept is armed.
+    accepting: bool,
+    /// A cancel of the accept is on its way (the connection limit).
+    cancelling_accept: bool,
+    rearm_pending: bool,
+    backoff: Box<types::Timespec>,
+    draining: bool,
+    /// A connection was ever accepted: an EINVAL after that is the stop, not
+    /// a kernel without multishot accept.
+    accepted_any: bool,
+}
+
+/// What a loop's methods need besides the ring.
+#[derive(Clone, Copy)]
+struct Loop<'s, 'a> {
+    shared: &'s Shared<'a>,
+    tally: &'s Tally,
+}
+
+impl EventLoop for Ring {
+    fn new(_shared: &Shared<'_>, _tally: &Tally) -> Result<Self, ServerError> {
+        let ring = IoUring::builder()
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .build(ENTRIES)
+            .or_else(|_| IoUring::new(ENTRIES))
+            .map_err(|e| ServerError::Unsupported(unavailable(&e)))?;
+        Ok(Ring {
+            ring,
+            conns: Slab::new(),
+            accepting: false,
+            cancelling_accept: false,
+            rearm_pending: false,
+            backoff: Box::new(timespec(EXHAUSTED_BACKOFF)),
+            draining: false,
+            accepted_any: false,
+        })
+    }
+
+    fn run(mut self, shared: &Shared<'_>, tally: &Tally) -> Result<usize, ServerError> {
+        let at = Loop { shared, tally };
+        self.arm_accept(shared);
+        let wake = opcode::PollAdd::new(types::Fd(shared.waker.as_raw_fd()), libc::POLLIN as u32)
+            .build()
+            .user_data(Op::Wake.tag(LOOP));
+        self.push(&[wake]);
+        let mut completions = Vec::with_capacity(ENTRIES as usize * 2);
+        loop {
+            if self.draining && self.conns.live == 0 {
+                // The closes just queued must reach the kernel.
+                let _ = self.ring.submit();
+                return Ok(self.conns.peak);
+            }
+            match self.ring.submit_and_wait(1) {
+                Ok(_) => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => {}
+                Err(e) => return Err(ServerError::os("io_uring_enter")(e)),
+            }
+            let now = Instant::now();
+            if !self.draining && shared.stop.is_stopping() {
+                self.begin_drain(at, now);
+            }
+            completions.extend(
+                self.ring
+                    .completion()
+                    .map(|c| (c.user_data(), c.result(), c.flags())),
+            );
+            for (data, result, flags) in completions.drain(..) {
+                self.complete(at, data, result, flags, now)?;
+            }
+        }
+    }
+}
+
+/// The one line said when the kernel refuses a ring.
+fn unavailable(error: &io::Error) -> String {
+    let disabled = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+        .ok()
+        .map(|v| v.trim().to_owned())
+        .filter(|v| v != "0")
+        .map(|v| format!("; sysctl kernel.io_uring_disabled is {v} (0 allows it)"))
+        .unwrap_or_default();
+    format!("io_uring is not available: {error}{disabled}; --mode epoll needs nothing more")
+}
+
+fn timespec(duration: Duration) -> types::Timespec {
+    types::Timespec::new()
+        .sec(duration.as_secs())
+        .nsec(duration.subsec_nanos())
+}
+
+impl Ring {
+    /// Queues `entries`, submitting what is queued first if they do not
+    /// fit.
+    fn push(&mut self, entries: &[squeue::Entry]) {
+        loop {
+            let mut queue = self.ring.submission();
+            // SAFETY: every buffer and timespec an entry points to is owned
+            // by a connection (or the loop), heap-allocated, and neither
+            // moved nor freed until the entry's completion is reaped (see
+            // `Conn::busy`); the entries were built from live descriptors.
+            if unsafe { queue.push_multiple(entries) }.is_ok() {
+                return;
+            }
+            drop(queue);
+            // Full: hand the queued entries to the kernel, then retry.
+            if let Err(e) = self.ring.submit()
+                && e.raw_os_error() != Some(libc::EINTR)
+            {
+                eprintln!("tracebench serve: io_uring_enter: {e}");
+                std::thread::sleep(EXHAUSTED_BACKOFF);
+            }
+        }
+    }
+
+    fn arm_accept(&mut self, shared: &Shared<'_>) {
+        let accept = opcode::AcceptMulti::new(types::Fd(shared.listener.as_raw_fd()))
+            .flags(libc::SOCK_CLOEXEC)
+            .build()
+            .user_data(Op::Accept.tag(LOOP));
+        self.push(&[accept]);
+        self.accepting = true;
+    }
+
+    /// Arms the accept again if nothing stands in the way.
+    fn resume_accepting(&mut self, shared: &Shared<'_>) {
+        let full = shared.config.when_full == WhenFull::Block
+            && self.conns.live >= shared.config.max_connections;
+        if !self.accepting && !self.draining && !self.rearm_pending && !full {
+            self.arm_accept(shared);
+        }
+    }
+
+    fn complete(
+        &mut self,
+        at: Loop<'_, '_>,
+        data: u64,
+        result: i32,
+        flags: u32,
+        now: Instant,
+    ) -> Result<(), ServerError> {
+        let Some((op, token)) = Op::untag(data) else {
+            return Ok(());
+        };
+        match op {
+            Op::Accept => self.accepted(at, result, flags, now)?,
+            Op::Wake if at.shared.stop.is_stopping() => self.begin_drain(at, now),
+            Op::Rearm => {
+                self.rearm_pending = false;
+                self.resume_accepting(at.shared);
+            }
+            Op::Recv | Op::Send | Op::Delay => self.finished(at, op, token, result, now),
+            Op::Wake | Op::Expire | Op::Close | Op::Cancel => {}
+        }
+        Ok(())
+    }
+
+    fn accepted(
+        &mut self,
+        at: Loop<'_, '_>,
+        result: i32,
+        flags: u32,
+        now: Instant,
+    ) -> Result<(), ServerError> {
+        if !cqueue::more(flags) {
+            self.accepting = false;
+            self.cancelling_accept = false;
+        }
+        if result >= 0 {
+            // SAFETY: the kernel just made this descriptor for us.
+            let fd = unsafe { OwnedFd::from_raw_fd(result) };
+            self.accepted_any = true;
+            at.shared.stop.admitted();
+            self.take(at, fd, now);
+        } else {
+            let errno = -result;
+            let stopping = at.shared.stop.is_stopping();
+            match errno {
+                _ if stopping => self.begin_drain(at, now),
+                libc::EINVAL if !self.accepted_any => {
+                    return Err(ServerError::Unsupported(
+                        "io_uring refused a multishot accept (it needs Linux 5.19 or later); --mode epoll works here"
+                            .into(),
+                    ));
+                }
+                libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM => {
+                    say_accept_error(&io::Error::from_raw_os_error(errno));
+                    if !self.accepting && !self.rearm_pending {
+                        self.rearm_pending = true;
+                        let wait = opcode::Timeout::new(&*self.backoff)
+                            .build()
+                            .user_data(Op::Rearm.tag(LOOP));
+                        self.push(&[wait]);
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.resume_accepting(at.shared);
+        Ok(())
+    }
+
+    /// A new connection, within the limit or not.
+    fn take(&mut self, at: Loop<'_, '_>, fd: OwnedFd, now: Instant) {
+        let config = at.shared.config;
+        if self.conns.live >= config.max_connections && !self.make_room(at, now) {
+            match config.when_full {
+                WhenFull::Reject => {
+                    reject(TcpStream::from(fd), at.tally);
+                    at.shared.stop.done();
+                    return;
+                }
+                WhenFull::Block if self.accepting && !self.cancelling_accept => {
+                    // Connections the kernel completes before the cancel
+                    // lands are still served.
+                    self.cancelling_accept = true;
+                    let cancel = opcode::AsyncCancel::new(Op::Accept.tag(LOOP))
+                        .build()
+                        .user_data(Op::Cancel.tag(LOOP));
+                    self.push(&[cancel]);
+                }
+                WhenFull::Block => {}
+            }
+        }
+        self.admit(at, fd, now);
+    }
+
+    /// At the connection limit: ends the longest-idle keep-alive
+    /// connection (its receive is cancelled; the slot frees when that
+    /// completes). False if none is idle.
+    fn make_room(&mut self, at: Loop<'_, '_>, now: Instant) -> bool {
+        let idle = self
+            .conns
+            .min_by_key(|conn| conn.session.is_idle().then(|| conn.session.deadline()));
+        let Some(token) = idle else {
+            return false;
+        };
+        self.end(at, token, now);
+        true
+    }
+
+    /// Ends an idle connection, or the next answer of a busy one.
+    fn end(&mut self, at: Loop<'_, '_>, token: Token, now: Instant) {
+        let Some(conn) = self.conns.get_mut(token) else {
+            return;
+        };
+        conn.session.drain();
+        if conn.busy && conn.session.step() == Step::Close {
+            let cancel = opcode::AsyncCancel::new(Op::Recv.tag(token))
+                .build()
+                .user_data(Op::Cancel.tag(token));
+            self.push(&[cancel]);
+        } else {
+            self.drive(at, token, now);
+        }
+    }
+
+    fn admit(&mut self, at: Loop<'_, '_>, fd: OwnedFd, now: Instant) {
+        let token = self.conns.insert(Conn {
+            fd,
+            session: Session::new(&at.shared.config.connection, now),
+            busy: false,
+            timespec: Box::new(types::Timespec::new()),
+        });
+        self.drive(at, token, now);
+    }
+
+    /// The operation of the connection behind `token` completed.
+    fn finished(&mut self, at: Loop<'_, '_>, op: Op, token: Token, result: i32, now: Instant) {
+        let Some(conn) = self.conns.get_mut(token) else {
+            return;
+        };
+        conn.busy = false;
+        let session = &mut conn.session;
+        match (op, result) {
+            (Op::Recv, 0) => session.on_eof(at.tally),
+            (Op::Recv, n) if n > 0 => session.on_read(n as usize, now),
+            (Op::Send, n) if n >= 0 => session.on_sent(n as usize, now, at.tally),
+            // The link timeout fired (or a drain cancelled): the deadline.
+            (Op::Delay, _) => session.on_deadline(now, at.tally),
+            (_, errno) if errno == -libc::ECANCELED => session.on_deadline(now, at.tally),
+            (_, errno) if errno == -libc::EINTR || errno == -libc::EAGAIN => {}
+            (_, errno) => session.on_error(&io::Error::from_raw_os_error(-errno), at.tally),
+        }
+        self.drive(at, token, now);
+    }
+
+    /// Submits the next operation the connection behind `token` needs,
+    /// unless one is in the kernel already.
+    fn drive(&mut self, at: Loop<'_, '_>, token: Token, now: Instant) {
+        let Some(conn) = self.conns.get_mut(token) else {
+            return;
+        };
+        if conn.busy {
+            return;
+        }
+        let entries = loop {
+            let step = conn.session.step();
+            let deadline = conn.session.deadline();
+            if matches!(step, Step::Read | Step::Send | Step::Wait)
+                && let Some(deadline) = deadline
+            {
+                if deadline <= now {
+                    conn.session.on_deadline(now, at.tally);
+                    continue;
+                }
+                *conn.timespec = timespec(deadline - now);
+            }
+            match step {
+                Step::Read | Step::Send => break io_with_deadline(conn, step, token),
+                Step::Wait => {
+                    let delay = opcode::Timeout::new(&*conn.timespec)
+                        .build()
+                        .user_data(Op::Delay.tag(token));
+                    break vec![delay];
+                }
+                Step::Shutdown => {
+                    let _ = rustix::net::shutdown(&conn.fd, rustix::net::Shutdown::Write);
+                    conn.session.on_shutdown(now);
+                }
+                Step::Close => return self.close(at, token),
+            }
+        };
+        conn.busy = true;
+        self.push(&entries);
+    }
+
+    fn close(&mut self, at: Loop<'_, '_>, token: Token) {
+        let Some(conn) = self.conns.remove(token) else {
+            return;
+        };
+        let close = opcode::Close::new(types::Fd(conn.fd.into_raw_fd()))
+            .build()
+            .user_data(Op::Close.tag(token));
+        self.push(&[close]);
+        at.shared.stop.done();
+        self.resume_accepting(at.shared);
+    }
+
+    /// Stops accepting, wakes the other loops, serves what the stopper took
+    /// from the backlog, and ends idle keep-alive connections.
+    fn begin_drain(&mut self, at: Loop<'_, '_>, now: Instant) {
+        if self.draining {
+            return;
+        }
+        self.draining = true;
+        if self.accepting {
+            let cancel = opcode::AsyncCancel::new(Op::Accept.tag(LOOP))
+                .build()
+                .user_data(Op::Cancel.tag(LOOP));
+            self.push(&[cancel]);
+        }
+        at.shared.wake_all();
+        while let Some(stream) = at.shared.stop.take_stashed(at.shared.listener) {
+            self.admit(at, OwnedFd::from(stream), now);
+        }
+        for token in self.conns.tokens() {
+            self.end(at, token, now);
+        }
+    }
+}
+
+/// A receive into the session's buffer, or a send of its answer, linked
+/// to a timeout at the connection's deadline.
+fn io_with_deadline(conn: &mut Conn, step: Step, token: Token) -> Vec<squeue::Entry> {
+    let fd = types::Fd(conn.fd.as_raw_fd());
+    let io = if step == Step::Read {
+        let buf = conn.session.read_buf();
+        opcode::Recv::new(fd, buf.as_mut_ptr(), buf.len() as u32)
+            .build()
+            .user_data(Op::Recv.tag(token))
+    } else {
+        let out = conn.session.to_send();
+        opcode::Send::new(fd, out.as_ptr(), out.len() as u32)
+            .flags(libc::MSG_NOSIGNAL)
+            .build()
+            .user_data(Op::Send.tag(token))
+    };
+    let expire = opcode::LinkTimeout::new(&*conn.timespec)
+        .build()
+        .user_data(Op::Expire.tag(token));
+    vec![io.flags(squeue::Flags::IO_LINK), expire]
+}
