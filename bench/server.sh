@@ -168,20 +168,20 @@ echo "## Server throughput, $(date -u +%Y-%m-%d), $(nproc) cores, wrk -t1 -d$DUR
 echo
 echo "Kernel $(uname -r); $("$NGINX" -v 2>&1 | sed 's/.*: //'); $(wrk --version 2>&1 | head -1 | awk '{print $1, $2}')."
 report_case "One connection per request (wrk -t1 -c10, Connection: close; nginx keepalive_timeout 0)" \
-  10 off nginx nginx nginx+deferred epoll epoll+no-defer pool-futex pool-futex+no-defer pool-std
+  10 off nginx nginx nginx+deferred epoll epoll+no-defer io-uring pool-futex pool-futex+no-defer pool-std
 report_case "Keep-alive (wrk -t1 -c5; tracebench --keep-alive; pools of 5 workers, one nginx worker, one event loop)" \
-  5 on nginx nginx epoll pool-futex pool-std
+  5 on nginx nginx epoll io-uring pool-futex pool-std
 report_case "Two workers, one connection per request (wrk -t1 -c10; nginx worker_processes 2, 2 event loops)" \
-  10 off nginx:2 nginx:2 nginx+deferred:2 epoll:2
+  10 off nginx:2 nginx:2 nginx+deferred:2 epoll:2 io-uring:2
 report_case "Two workers, keep-alive (wrk -t1 -c10; nginx worker_processes 2, 2 event loops)" \
-  10 on nginx:2 nginx:2 epoll:2
+  10 on nginx:2 nginx:2 epoll:2 io-uring:2
 
 echo
 echo "### Idle CPU per mode (${IDLE_SECONDS} s with no load, 5 workers)"
 echo
 echo "| mode | CPU % of one core |"
 echo "|---|---:|"
-for mode in sync fork thread pool-spin pool-futex pool-std epoll; do
+for mode in sync fork thread pool-spin pool-futex pool-std epoll io-uring; do
   start_server "$mode" off
   sleep 0.5
   before=$(cpu_ticks "${cpu_pids[@]}")

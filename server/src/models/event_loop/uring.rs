@@ -5,16 +5,24 @@
 //!
 //! * One multishot accept per ring on the shared listener: one submission,
 //!   a completion per connection (Linux 5.19).
-//! * Per connection, at most one operation at a time: a receive or a send,
-//!   each linked to a timeout (IORING_OP_LINK_TIMEOUT) that cancels it at
-//!   the connection's deadline, or the delay as an IORING_OP_TIMEOUT.
-//!   While it is in the kernel, its buffer is the kernel's: the connection
-//!   is neither touched nor freed until the completion arrives.
+//! * Per connection, at most one operation at a time: a receive, a send,
+//!   or the delay as an IORING_OP_TIMEOUT. While it is in the kernel, its
+//!   buffer is the kernel's: the connection is neither touched nor freed
+//!   until the completion arrives.
+//! * Read and send deadlines are kept in the loop's own timer heap, as in
+//!   epoll, and the wait for completions is bounded by the earliest one; an
+//!   operation still pending at its deadline is cancelled
+//!   (IORING_OP_ASYNC_CANCEL). Linking a timeout to every receive and send
+//!   instead cost two more entries, two more completions and a kernel timer
+//!   per operation: measured, about 10 % more server CPU per keep-alive
+//!   request (medians of 3 on 2 cores: 8.2 against 7.4 µs).
 //! * Closes are IORING_OP_CLOSE; half-closes, rare, are shutdown(2).
 //! * The ring is set up single-issuer with deferred task work, so
 //!   completions are run only when the loop asks for them, in one
 //!   io_uring_enter that also submits the next batch.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::io;
 use std::net::TcpStream;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
@@ -46,9 +54,6 @@ enum Op {
     Wake,
     Recv,
     Send,
-    /// A link timeout: its own completion says nothing the linked
-    /// operation's does not.
-    Expire,
     Delay,
     Close,
     Cancel,
@@ -57,12 +62,11 @@ enum Op {
 }
 
 impl Op {
-    const ALL: [Op; 9] = [
+    const ALL: [Op; 8] = [
         Op::Accept,
         Op::Wake,
         Op::Recv,
         Op::Send,
-        Op::Expire,
         Op::Delay,
         Op::Close,
         Op::Cancel,
@@ -86,18 +90,24 @@ struct Conn {
     /// Taken when the close is submitted.
     fd: OwnedFd,
     session: Session,
-    /// An operation on this connection is in the kernel: its buffer is not
-    /// ours to touch, nor the connection to free, until it completes.
-    busy: bool,
-    /// The relative time of the operation's timeout, which the kernel reads
-    /// when the entry is submitted; boxed so it never moves before then.
+    /// The operation of this connection in the kernel, if any: its buffer
+    /// is not ours to touch, nor the connection to free, until it
+    /// completes.
+    pending: Option<Op>,
+    /// The delay's relative time, which the kernel reads when the entry is
+    /// submitted; boxed so it never moves before then.
     timespec: Box<types::Timespec>,
+    /// The time of this connection's live entry in the timer heap.
+    scheduled: Option<Instant>,
 }
 
 /// One io_uring loop.
 pub(super) struct Ring {
     ring: IoUring,
     conns: Slab<Conn>,
+    /// Deadlines, earliest first; an entry is live only while it equals its
+    /// connection's `scheduled`.
+    timers: BinaryHeap<Reverse<(Instant, Token)>>,
     /// A multishot accept is armed.
     accepting: bool,
     /// A cancel of the accept is on its way (the connection limit).
@@ -128,6 +138,7 @@ impl EventLoop for Ring {
         Ok(Ring {
             ring,
             conns: Slab::new(),
+            timers: BinaryHeap::new(),
             accepting: false,
             cancelling_accept: false,
             rearm_pending: false,
@@ -151,9 +162,13 @@ impl EventLoop for Ring {
                 let _ = self.ring.submit();
                 return Ok(self.conns.peak);
             }
-            match self.ring.submit_and_wait(1) {
+            match self.wait(Instant::now()) {
                 Ok(_) => {}
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => {}
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EINTR | libc::EBUSY | libc::ETIME)
+                    ) => {}
                 Err(e) => return Err(ServerError::os("io_uring_enter")(e)),
             }
             let now = Instant::now();
@@ -168,6 +183,7 @@ impl EventLoop for Ring {
             for (data, result, flags) in completions.drain(..) {
                 self.complete(at, data, result, flags, now)?;
             }
+            self.fire_timers(at, now);
         }
     }
 }
@@ -190,6 +206,64 @@ fn timespec(duration: Duration) -> types::Timespec {
 }
 
 impl Ring {
+    /// Submits what is queued and waits for a completion, or for the
+    /// earliest deadline.
+    fn wait(&mut self, now: Instant) -> io::Result<usize> {
+        let Some(Reverse((next, _))) = self.timers.peek() else {
+            return self.ring.submit_and_wait(1);
+        };
+        let timeout = timespec(next.saturating_duration_since(now));
+        let args = types::SubmitArgs::new().timespec(&timeout);
+        self.ring.submitter().submit_with_args(1, &args)
+    }
+
+    /// Cancels the operations of connections whose deadline has come; the
+    /// cancelled completion then runs the deadline.
+    fn fire_timers(&mut self, at: Loop<'_, '_>, now: Instant) {
+        while let Some(&Reverse((when, token))) = self.timers.peek() {
+            if when > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(conn) = self.conns.get_mut(token) else {
+                continue;
+            };
+            if conn.scheduled != Some(when) {
+                continue;
+            }
+            conn.scheduled = None;
+            match conn.pending {
+                Some(op @ (Op::Recv | Op::Send))
+                    if conn.session.deadline().is_some_and(|d| d <= now) =>
+                {
+                    let cancel = opcode::AsyncCancel::new(op.tag(token))
+                        .build()
+                        .user_data(Op::Cancel.tag(token));
+                    self.push(&[cancel]);
+                }
+                // Not yet due: the deadline moved on since.
+                Some(Op::Recv | Op::Send) => self.schedule(token),
+                // The kernel times the delay itself.
+                Some(_) => {}
+                None => self.drive(at, token, now),
+            }
+        }
+    }
+
+    /// Puts the deadline of the connection behind `token` in the heap,
+    /// unless an entry as early is there already.
+    fn schedule(&mut self, token: Token) {
+        let Some(conn) = self.conns.get_mut(token) else {
+            return;
+        };
+        if let Some(deadline) = conn.session.deadline()
+            && conn.scheduled.is_none_or(|s| deadline < s)
+        {
+            conn.scheduled = Some(deadline);
+            self.timers.push(Reverse((deadline, token)));
+        }
+    }
+
     /// Queues `entries`, submitting what is queued first if they do not
     /// fit.
     fn push(&mut self, entries: &[squeue::Entry]) {
@@ -250,7 +324,7 @@ impl Ring {
                 self.resume_accepting(at.shared);
             }
             Op::Recv | Op::Send | Op::Delay => self.finished(at, op, token, result, now),
-            Op::Wake | Op::Expire | Op::Close | Op::Cancel => {}
+            Op::Wake | Op::Close | Op::Cancel => {}
         }
         Ok(())
     }
@@ -345,7 +419,7 @@ impl Ring {
             return;
         };
         conn.session.drain();
-        if conn.busy && conn.session.step() == Step::Close {
+        if conn.pending == Some(Op::Recv) && conn.session.step() == Step::Close {
             let cancel = opcode::AsyncCancel::new(Op::Recv.tag(token))
                 .build()
                 .user_data(Op::Cancel.tag(token));
@@ -359,8 +433,9 @@ impl Ring {
         let token = self.conns.insert(Conn {
             fd,
             session: Session::new(&at.shared.config.connection, now),
-            busy: false,
+            pending: None,
             timespec: Box::new(types::Timespec::new()),
+            scheduled: None,
         });
         self.drive(at, token, now);
     }
@@ -370,13 +445,13 @@ impl Ring {
         let Some(conn) = self.conns.get_mut(token) else {
             return;
         };
-        conn.busy = false;
+        conn.pending = None;
         let session = &mut conn.session;
         match (op, result) {
             (Op::Recv, 0) => session.on_eof(at.tally),
             (Op::Recv, n) if n > 0 => session.on_read(n as usize, now),
             (Op::Send, n) if n >= 0 => session.on_sent(n as usize, now, at.tally),
-            // The link timeout fired (or a drain cancelled): the deadline.
+            // Cancelled at the deadline, or by a drain.
             (Op::Delay, _) => session.on_deadline(now, at.tally),
             (_, errno) if errno == -libc::ECANCELED => session.on_deadline(now, at.tally),
             (_, errno) if errno == -libc::EINTR || errno == -libc::EAGAIN => {}
@@ -391,28 +466,26 @@ impl Ring {
         let Some(conn) = self.conns.get_mut(token) else {
             return;
         };
-        if conn.busy {
+        if conn.pending.is_some() {
             return;
         }
-        let entries = loop {
+        let entry = loop {
             let step = conn.session.step();
-            let deadline = conn.session.deadline();
             if matches!(step, Step::Read | Step::Send | Step::Wait)
-                && let Some(deadline) = deadline
+                && conn.session.deadline().is_some_and(|d| d <= now)
             {
-                if deadline <= now {
-                    conn.session.on_deadline(now, at.tally);
-                    continue;
-                }
-                *conn.timespec = timespec(deadline - now);
+                conn.session.on_deadline(now, at.tally);
+                continue;
             }
             match step {
-                Step::Read | Step::Send => break io_with_deadline(conn, step, token),
+                Step::Read | Step::Send => break io_entry(conn, step, token),
                 Step::Wait => {
-                    let delay = opcode::Timeout::new(&*conn.timespec)
+                    let until = conn.session.deadline().unwrap_or(now);
+                    *conn.timespec = timespec(until - now);
+                    conn.pending = Some(Op::Delay);
+                    break opcode::Timeout::new(&*conn.timespec)
                         .build()
                         .user_data(Op::Delay.tag(token));
-                    break vec![delay];
                 }
                 Step::Shutdown => {
                     let _ = rustix::net::shutdown(&conn.fd, rustix::net::Shutdown::Write);
@@ -421,8 +494,11 @@ impl Ring {
                 Step::Close => return self.close(at, token),
             }
         };
-        conn.busy = true;
-        self.push(&entries);
+        let timed_by_us = matches!(conn.pending, Some(Op::Recv | Op::Send));
+        self.push(&[entry]);
+        if timed_by_us {
+            self.schedule(token);
+        }
     }
 
     fn close(&mut self, at: Loop<'_, '_>, token: Token) {
@@ -460,24 +536,21 @@ impl Ring {
     }
 }
 
-/// A receive into the session's buffer, or a send of its answer, linked
-/// to a timeout at the connection's deadline.
-fn io_with_deadline(conn: &mut Conn, step: Step, token: Token) -> Vec<squeue::Entry> {
+/// A receive into the session's buffer, or a send of its answer.
+fn io_entry(conn: &mut Conn, step: Step, token: Token) -> squeue::Entry {
     let fd = types::Fd(conn.fd.as_raw_fd());
-    let io = if step == Step::Read {
+    if step == Step::Read {
+        conn.pending = Some(Op::Recv);
         let buf = conn.session.read_buf();
         opcode::Recv::new(fd, buf.as_mut_ptr(), buf.len() as u32)
             .build()
             .user_data(Op::Recv.tag(token))
     } else {
+        conn.pending = Some(Op::Send);
         let out = conn.session.to_send();
         opcode::Send::new(fd, out.as_ptr(), out.len() as u32)
             .flags(libc::MSG_NOSIGNAL)
             .build()
             .user_data(Op::Send.tag(token))
-    };
-    let expire = opcode::LinkTimeout::new(&*conn.timespec)
-        .build()
-        .user_data(Op::Expire.tag(token));
-    vec![io.flags(squeue::Flags::IO_LINK), expire]
+    }
 }
