@@ -17,9 +17,10 @@ pub struct DashArgs {
     /// Concurrency model of the traced server
     #[arg(long, default_value = "pool-futex")]
     mode: String,
-    /// Workers of the server's pool
-    #[arg(long, default_value_t = 5)]
-    workers: usize,
+    /// Workers of the server's pool (default 5), or its event loops
+    /// (epoll, io-uring: default one per CPU)
+    #[arg(long)]
+    workers: Option<usize>,
     /// Simulated work per request, long enough to make queueing visible
     #[arg(long, default_value = "50ms", value_parser = parse_duration)]
     delay: Duration,
@@ -70,7 +71,7 @@ impl Default for DashArgs {
     fn default() -> Self {
         DashArgs {
             mode: "pool-futex".into(),
-            workers: 5,
+            workers: None,
             delay: Duration::from_millis(50),
             connections: 10,
             rate: None,
@@ -258,7 +259,7 @@ pub fn run(args: DashArgs) -> anyhow::Result<u8> {
     let selection = tracebench_trace::Selection::parse(&args.expressions)?;
     // Checked here, as `serve` and `load` check them, rather than found
     // out from a server that never listens or a load that never starts.
-    if args.workers == 0 {
+    if args.workers == Some(0) {
         anyhow::bail!("--workers must be at least 1");
     }
     if args.connections == 0 {
@@ -280,10 +281,12 @@ pub fn run(args: DashArgs) -> anyhow::Result<u8> {
             anyhow::bail!("--url goes with -p PID or -- CMD: the server to load")
         }
         _ => {
-            args.mode.parse::<tracebench_server::Mode>()?;
+            let mode = args.mode.parse::<tracebench_server::Mode>()?;
             Traced::Serve {
                 mode: args.mode,
-                workers: args.workers,
+                workers: args
+                    .workers
+                    .unwrap_or_else(|| crate::serve::default_workers(mode)),
                 delay: args.delay,
             }
         }

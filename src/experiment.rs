@@ -27,7 +27,8 @@ pub struct ExperimentArgs {
     /// --backends
     #[arg(long, value_parser = parse_duration)]
     delay: Option<Duration>,
-    /// W: workers of the pool modes
+    /// W: workers of the pool modes (an event loop runs alone: one thread
+    /// serves every request)
     #[arg(long, default_value_t = 5)]
     workers: usize,
     /// The modes to run, in order, comma-separated (or all)
@@ -166,12 +167,19 @@ fn progress(mode: Mode, result: Option<&ModeResult>) {
         None => write!(err, "  {:<10} running… ", mode.name()),
         Some(r) => writeln!(
             err,
-            "{:.3} s (theory {:.3} s, {:+.1} %), {} of {} requests attributed",
+            "{:.3} s (theory {:.3} s, {:+.1} %), {}",
             r.measured.as_secs_f64(),
             r.theory.as_secs_f64(),
             r.deviation_percent(),
-            r.attributed(),
-            r.answered + r.failed,
+            if r.attributable() {
+                format!(
+                    "{} of {} requests attributed",
+                    r.attributed(),
+                    r.answered + r.failed
+                )
+            } else {
+                "requests not attributable: their I/O is inside io_uring_enter".to_owned()
+            },
         ),
     };
     let _ = err.flush();

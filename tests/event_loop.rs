@@ -306,3 +306,64 @@ fn graceful_stop(mode: &str) {
     assert!(status.success(), "{mode}: {status}");
     assert!(summary.contains("2 ok, 0 errors"), "{mode}: {summary}");
 }
+
+/// Calls per syscall from `-c`'s table (`% time … calls errors syscall`).
+fn calls_by_name(summary: &str) -> std::collections::HashMap<String, u64> {
+    summary
+        .lines()
+        .skip_while(|l| !l.starts_with("% time"))
+        .skip(2)
+        .take_while(|l| !l.starts_with("------"))
+        .filter_map(|l| {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            Some((fields.last()?.to_string(), fields.get(4)?.parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn a_trace_shows_an_event_loop_waiting_for_events_and_io_uring_doing_io_without_syscalls() {
+    let _serial = serial();
+    for mode in EVENT_LOOPS {
+        let port = unused_loopback_addr().port();
+        let addr = format!("127.0.0.1:{port}");
+        let mut command = std::process::Command::new(BIN);
+        command.args(["trace", "-c", "--", BIN, "serve", "--mode", mode]);
+        command.args(["--workers", "1", "--addr", &addr]);
+        let mut server = ServerProcess::start_command(&mut command).unwrap();
+        let stderr = server.stderr_lines();
+        for _ in 0..20 {
+            assert_eq!(get(server.addr, "/?delay=20ms").unwrap().status, 200);
+        }
+        let (status, _) = server.stop();
+        assert!(status.success(), "{mode}: {status}");
+        // Until the pipe closes: every line of the summary.
+        let summary: Vec<String> = stderr.iter().collect();
+        let summary = summary.join("\n");
+        let calls = calls_by_name(&summary);
+        let count = |name: &str| calls.get(name).copied().unwrap_or(0);
+        if mode == "epoll" {
+            assert!(count("epoll_pwait") >= 20, "{summary}");
+            assert!(count("accept4") >= 20, "{summary}");
+            assert!(count("sendto") >= 20, "{summary}");
+        } else {
+            // Accepts, receives and sends are operations inside
+            // io_uring_enter: none is a system call of its own (the one
+            // accept4 is the stop's look at the backlog).
+            assert!(count("io_uring_enter") >= 20, "{summary}");
+            assert!(count("accept4") <= 1, "{summary}");
+            assert_eq!(count("sendto") + count("recvfrom"), 0, "{summary}");
+        }
+        // The one thread sits between events in one call, not "running".
+        let row: Vec<&str> = summary
+            .lines()
+            .skip_while(|l| !l.trim_start().starts_with("tid"))
+            .nth(1)
+            .unwrap_or_else(|| panic!("{mode}: no thread table in {summary}"))
+            .split_whitespace()
+            .collect();
+        // tid, syscalls, running, futex-wait, accept, sleep, io, event-wait
+        let event_wait: f64 = row[7].trim_end_matches('%').parse().unwrap();
+        assert!(event_wait > 50.0, "{mode}: {row:?}\n{summary}");
+    }
+}

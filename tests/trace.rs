@@ -1120,9 +1120,10 @@ fn a_thread_blocked_in_a_call_not_traced_is_looked_at_not_called_running() {
     assert_eq!(sleeper.len(), 2, "{summary}");
     for row in sleeper {
         let share = |i: usize| row[i].trim_end_matches('%').parse::<f64>().unwrap();
-        // tid, syscalls, running, futex-wait, accept, sleep, io, syscall, sampled
+        // tid, syscalls, running, futex-wait, accept, sleep, io, event-wait,
+        // syscall, sampled
         assert!(share(5) > 50.0, "sleeping most of its life: {row:?}");
-        assert!(share(8) > 50.0, "and known by a look: {row:?}");
+        assert!(share(9) > 50.0, "and known by a look: {row:?}");
         assert!(share(2) < 50.0, "not running: {row:?}");
     }
 }

@@ -27,8 +27,12 @@ pub enum ThreadState {
     /// until a signal or a child's end (rt_sigsuspend, pause, wait4,
     /// waitid: nginx's master, a shell).
     Sleep,
-    /// Reading, writing, polling or closing.
+    /// Reading, writing or closing.
     Io,
+    /// Waiting for any of many descriptors to be ready, or for completions:
+    /// where an event loop sits between events (epoll_wait, poll, select,
+    /// io_uring_enter).
+    EventWait,
     /// Inside another traced syscall (its number).
     Syscall(u32),
     /// Woken or preempted, waiting for a CPU (seen only with the `perf`
@@ -66,8 +70,10 @@ impl ThreadState {
                 | Sysno::recvmsg
                 | Sysno::sendmsg
                 | Sysno::sendfile
-                | Sysno::close
-                | Sysno::poll
+                | Sysno::close,
+            ) => ThreadState::Io,
+            Some(
+                Sysno::poll
                 | Sysno::ppoll
                 | Sysno::epoll_wait
                 | Sysno::epoll_pwait
@@ -75,7 +81,7 @@ impl ThreadState {
                 | Sysno::io_uring_enter
                 | Sysno::select
                 | Sysno::pselect6,
-            ) => ThreadState::Io,
+            ) => ThreadState::EventWait,
             _ => ThreadState::Syscall(nr),
         }
     }
@@ -88,6 +94,7 @@ impl ThreadState {
             ThreadState::Accept => "accept",
             ThreadState::Sleep => "sleep",
             ThreadState::Io => "io",
+            ThreadState::EventWait => "event-wait",
             ThreadState::Syscall(_) => "syscall",
             ThreadState::Runnable => "runnable",
             ThreadState::Blocked => "blocked",
@@ -371,7 +378,7 @@ impl fmt::Display for Timelines {
         });
         writeln!(
             f,
-            "    tid   syscalls  running  futex-wait   accept    sleep       io  syscall{}  sampled",
+            "    tid   syscalls  running  futex-wait   accept    sleep       io  event-wait  syscall{}  sampled",
             if scheduler { " runnable  blocked" } else { "" }
         )?;
         for (tid, thread) in &self.threads {
@@ -391,13 +398,14 @@ impl fmt::Display for Timelines {
             };
             write!(
                 f,
-                "{tid:>7} {:>10} {} {:>11} {} {} {} {}",
+                "{tid:>7} {:>10} {} {:>11} {} {} {} {:>11} {}",
                 thread.syscalls,
                 share("running"),
                 share("futex-wait"),
                 share("accept"),
                 share("sleep"),
                 share("io"),
+                share("event-wait"),
                 share("syscall"),
             )?;
             if scheduler {

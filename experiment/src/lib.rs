@@ -181,6 +181,13 @@ impl ExperimentConfig {
     }
 }
 
+/// Whether a trace of system calls can follow `mode`'s requests: not on
+/// io_uring, whose accepts, reads, writes and closes are operations inside
+/// io_uring_enter(2), never system calls of their own.
+pub fn attributable(mode: Mode) -> bool {
+    mode != Mode::IoUring
+}
+
 /// Parses `--modes`: names separated by commas, in the order to run them
 /// (`all` for the whole progression).
 pub fn parse_modes(text: &str) -> Result<Vec<Mode>, ExperimentError> {
@@ -265,6 +272,12 @@ impl ModeResult {
     /// Requests attributed to a serving thread from the trace.
     pub fn attributed(&self) -> usize {
         self.requests.len()
+    }
+
+    /// Whether the trace can say which thread served each request (see
+    /// [`attributable`]).
+    pub fn attributable(&self) -> bool {
+        attributable(self.mode)
     }
 
     /// Requests per serving thread, in order of each thread's first
@@ -444,7 +457,9 @@ fn run_mode(
     // the trace a moment to see every close before the server is killed,
     // or the last requests would end at the kill (or not be seen at all).
     let answered_to_client = report.stats.completed() as usize;
-    server.wait_for_requests(answered_to_client, DRAIN_TIMEOUT, noticed);
+    if attributable(mode) {
+        server.wait_for_requests(answered_to_client, DRAIN_TIMEOUT, noticed);
+    }
     if noticed.first().is_some() {
         return Err(ExperimentError::Interrupted { mode, completed: 0 });
     }

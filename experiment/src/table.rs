@@ -112,7 +112,11 @@ pub fn markdown(config: &ExperimentConfig, results: &[ModeResult]) -> String {
                 || "n/a".to_owned(),
                 |k| format!("{:.1} MiB", k as f64 / 1024.0)
             ),
-            spread(&r.served_by()),
+            if r.attributable() {
+                spread(&r.served_by())
+            } else {
+                "n/a: its I/O is inside io_uring_enter".to_owned()
+            },
         );
     }
     let failed: u64 = results.iter().map(|r| r.failed).sum();
@@ -123,7 +127,7 @@ pub fn markdown(config: &ExperimentConfig, results: &[ModeResult]) -> String {
         );
     }
     out.push_str(
-        "\nTheory: sync N·d, pool ⌈N/W⌉·d, thread, fork and epoll d (epoll on one event loop). Server CPU and context switches: \
+        "\nTheory: sync N·d, pool ⌈N/W⌉·d, thread, fork and the event loops d (epoll and io-uring run one loop). Server CPU and context switches: \
          getrusage(RUSAGE_CHILDREN) over the mode's run (every thread and reaped child, \
          and the two ptrace stops of each traced syscall). Threads and processes: created by \
          the server, from the trace. Peak RSS: VmHWM of the server process.\n",

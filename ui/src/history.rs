@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use tracebench_analysis::states::ThreadState;
 
 /// The kinds of state the timeline colours, in the order of their codes.
-pub const KINDS: [ThreadState; 9] = [
+pub const KINDS: [ThreadState; 10] = [
     ThreadState::Running,
     ThreadState::FutexWait(0),
     ThreadState::Accept,
@@ -21,6 +21,7 @@ pub const KINDS: [ThreadState; 9] = [
     ThreadState::Exited,
     ThreadState::Runnable,
     ThreadState::Blocked,
+    ThreadState::EventWait,
 ];
 
 /// The one-byte code of a state's kind (an index into [`KINDS`]).
@@ -35,6 +36,7 @@ pub fn kind_code(state: ThreadState) -> u8 {
         ThreadState::Exited => 6,
         ThreadState::Runnable => 7,
         ThreadState::Blocked => 8,
+        ThreadState::EventWait => 9,
     }
 }
 

@@ -21,6 +21,7 @@ pub fn state_color(state: ThreadState) -> Color {
         ThreadState::Accept => Color::Cyan,
         ThreadState::Sleep => Color::Blue,
         ThreadState::Io => Color::Magenta,
+        ThreadState::EventWait => Color::LightCyan,
         // Not white: it vanishes on a light terminal.
         ThreadState::Syscall(_) => Color::LightMagenta,
         ThreadState::Exited => Color::DarkGray,
@@ -40,6 +41,7 @@ pub fn state_glyph(state: ThreadState) -> &'static str {
         ThreadState::Accept => "▚",
         ThreadState::Sleep => "·",
         ThreadState::Io => "▓",
+        ThreadState::EventWait => "▄",
         ThreadState::Syscall(_) => "▪",
         ThreadState::Exited => "_",
         ThreadState::Runnable => "▲",
@@ -156,6 +158,7 @@ fn legend() -> Line<'static> {
         ThreadState::Accept,
         ThreadState::Sleep,
         ThreadState::Io,
+        ThreadState::EventWait,
         ThreadState::Syscall(0),
         ThreadState::Exited,
     ] {
