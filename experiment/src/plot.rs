@@ -180,12 +180,19 @@ fn draw_timeline(result: &ModeResult, svg: &mut String) -> Result<(), String> {
         .fold(result.theory.as_secs_f64(), f64::max)
         * 1.05;
     let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
-    let caption = format!(
-        "{}: which thread served which request when ({}, {})",
-        result.mode,
-        plural(result.requests.len(), "request"),
-        plural(rows.len(), "thread")
-    );
+    let caption = if result.attributable() {
+        format!(
+            "{}: which thread served which request when ({}, {})",
+            result.mode,
+            plural(result.requests.len(), "request"),
+            plural(rows.len(), "thread")
+        )
+    } else {
+        format!(
+            "{}: not drawn: its accepts, reads and writes happen inside io_uring_enter, no syscalls to follow",
+            result.mode
+        )
+    };
     let mut chart = ChartBuilder::on(&area)
         .caption(caption, ("sans-serif", 17))
         .margin(12)
@@ -342,6 +349,12 @@ mod tests {
         );
         assert!(svg.contains("queue wait (accept"));
         assert!(svg.contains("seconds since the first accept"));
+    }
+
+    #[test]
+    fn io_uring_says_why_it_has_no_rows() {
+        let svg = timeline_svg(&result(Mode::IoUring, vec![])).unwrap();
+        assert!(svg.contains("inside io_uring_enter"), "{svg}");
     }
 
     #[test]
