@@ -3,6 +3,7 @@
 #
 #   bash bench/server.sh            # full run (~6 minutes on 2 cores)
 #   DURATION=3s RUNS=1 bash bench/server.sh   # a quick look
+#   CASES="Two workers" bash bench/server.sh   # only the cases whose title has this
 #
 # Installs wrk and nginx with apt-get if they are missing. Every server
 # listens on 127.0.0.1 only; every wrk run is bounded by DURATION. Prints a
@@ -14,6 +15,7 @@ cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10s}
 RUNS=${RUNS:-3}
 IDLE_SECONDS=${IDLE_SECONDS:-2}
+CASES=${CASES:-all}
 PORT=${PORT:-18080}
 TICKS=$(getconf CLK_TCK)
 
@@ -61,7 +63,7 @@ wait_port() {
 # mode or `nginx`, with an optional variant and worker count:
 # `nginx+deferred` (listen ... deferred, i.e. TCP_DEFER_ACCEPT, which
 # tracebench uses by default), `MODE+no-defer` (tracebench
-# --no-defer-accept), `NAME:2` (2 nginx workers, or 2 event loops; pools
+# --no-defer-accept), `epoll+reuseport` (a listener per loop), `NAME:2` (2 nginx workers, or 2 event loops; pools
 # always have 5 workers, nginx and event loops 1 unless told).
 start_server() {
   local name=${1%%:*} keepalive=$2 workers=1
@@ -100,6 +102,7 @@ CONF
     local flags=() mode=${name%%+*}
     [ "$keepalive" = on ] && flags+=(--keep-alive)
     [ "${name#*+}" = no-defer ] && flags+=(--no-defer-accept)
+    [ "${name#*+}" = reuseport ] && flags+=(--reuseport)
     case $mode in pool-*) workers=5 ;; esac
     "$BIN" serve --mode "$mode" --workers "$workers" --addr "127.0.0.1:$PORT" "${flags[@]}" >/dev/null &
     server_pid=$!
@@ -135,6 +138,7 @@ median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 report_case() {
   local title=$1 connections=$2 keepalive=$3 peer=$4
   shift 4
+  [[ $CASES == all || $title == *"$CASES"* ]] || return 0
   local servers=("$@")
   declare -A rps cpu errs
   for run in $(seq "$RUNS"); do
@@ -172,10 +176,11 @@ report_case "One connection per request (wrk -t1 -c10, Connection: close; nginx 
 report_case "Keep-alive (wrk -t1 -c5; tracebench --keep-alive; pools of 5 workers, one nginx worker, one event loop)" \
   5 on nginx nginx epoll io-uring pool-futex pool-std
 report_case "Two workers, one connection per request (wrk -t1 -c10; nginx worker_processes 2, 2 event loops)" \
-  10 off nginx:2 nginx:2 nginx+deferred:2 epoll:2 io-uring:2
+  10 off nginx:2 nginx:2 nginx+deferred:2 epoll:2 epoll+reuseport:2 io-uring:2
 report_case "Two workers, keep-alive (wrk -t1 -c10; nginx worker_processes 2, 2 event loops)" \
-  10 on nginx:2 nginx:2 epoll:2 io-uring:2
+  10 on nginx:2 nginx:2 epoll:2 epoll+reuseport:2 io-uring:2
 
+[ "$CASES" = all ] || exit 0
 echo
 echo "### Idle CPU per mode (${IDLE_SECONDS} s with no load, 5 workers)"
 echo

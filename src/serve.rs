@@ -46,6 +46,11 @@ pub struct ServeArgs {
     /// Simulated work per request (a nanosleep), e.g. 200ms, 1s; at most 60s
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     delay: Duration,
+    /// epoll: a listening socket per event loop (SO_REUSEPORT, the kernel
+    /// spreads connections by address hash) instead of one shared with
+    /// EPOLLEXCLUSIVE
+    #[arg(long)]
+    reuseport: bool,
     /// Serve several requests per connection when the client asks
     #[arg(long)]
     keep_alive: bool,
@@ -81,6 +86,7 @@ impl From<ServeArgs> for Config {
             },
             backlog: args.backlog,
             defer_accept: !args.no_defer_accept,
+            reuse_port: args.reuseport,
             connection: ConnectionSettings {
                 delay: args.delay,
                 keep_alive: args.keep_alive,

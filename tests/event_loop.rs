@@ -367,3 +367,66 @@ fn a_trace_shows_an_event_loop_waiting_for_events_and_io_uring_doing_io_without_
         assert!(event_wait > 50.0, "{mode}: {row:?}\n{summary}");
     }
 }
+
+#[test]
+fn with_reuseport_each_loop_listens_on_its_own_socket_and_the_stop_loses_nothing() {
+    let _serial = serial();
+    let mut server = ServerProcess::start(&[
+        "--mode",
+        "epoll",
+        "--workers",
+        "2",
+        "--reuseport",
+        "--delay",
+        "300ms",
+    ]);
+    let port = server.addr.port();
+    const TCP_LISTEN: u8 = 0x0A;
+    let (both, states) = eventually(Duration::from_secs(5), || {
+        let states = sockets_on_port(port);
+        (
+            states.iter().filter(|s| **s == TCP_LISTEN).count() == 2,
+            states,
+        )
+    });
+    assert!(both, "two listening sockets on the port: {states:?}");
+    // Connections from 40 source ports land on both sockets; a stop in the
+    // middle of them serves every one, whichever backlog it waited in.
+    let addr = server.addr;
+    let clients = std::thread::spawn(move || concurrent_gets(addr, "/", 40).0);
+    std::thread::sleep(Duration::from_millis(150));
+    server.signal(libc::SIGTERM);
+    for result in clients.join().unwrap() {
+        assert_eq!(
+            result.as_ref().map(|r| r.status).ok(),
+            Some(200),
+            "{result:?}"
+        );
+    }
+    let (status, summary) = server.wait(Duration::from_secs(10));
+    assert!(status.success(), "{status}");
+    assert!(summary.contains("40 ok, 0 errors"), "{summary}");
+    assert!(summary.contains("SO_REUSEPORT"), "{summary}");
+    // The summary's lane lines: "  loop-0        19 ok".
+    let served = |lane: &str| -> u64 {
+        summary
+            .lines()
+            .find(|l| l.trim_start().starts_with(lane))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(served("loop-0") > 0 && served("loop-1") > 0, "{summary}");
+
+    let refused = ServerProcess::start_raw(&[
+        "serve",
+        "--mode",
+        "io-uring",
+        "--reuseport",
+        "--addr",
+        "127.0.0.1:0",
+    ]);
+    assert!(
+        refused.is_err_and(|e| e.contains("--reuseport is for --mode epoll")),
+        "io-uring with --reuseport must be refused"
+    );
+}

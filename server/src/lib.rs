@@ -160,8 +160,22 @@ pub struct Config {
     /// started to arrive (TCP_DEFER_ACCEPT), waiting at most the read
     /// timeout for it.
     pub defer_accept: bool,
+    /// Event loops (epoll): a listening socket per loop with SO_REUSEPORT,
+    /// the kernel spreading connections over them by a hash of the
+    /// addresses, instead of one socket shared with EPOLLEXCLUSIVE.
+    pub reuse_port: bool,
     /// How each connection is served.
     pub connection: http::ConnectionSettings,
+}
+
+impl Config {
+    pub(crate) fn bind_options(&self) -> listener::BindOptions {
+        listener::BindOptions {
+            backlog: self.backlog,
+            defer_accept: self.defer_accept.then_some(self.connection.read_timeout),
+            reuse_port: self.reuse_port,
+        }
+    }
 }
 
 impl Default for Config {
@@ -175,6 +189,7 @@ impl Default for Config {
             when_full: WhenFull::default(),
             backlog: 1024,
             defer_accept: true,
+            reuse_port: false,
             connection: http::ConnectionSettings {
                 delay: Duration::ZERO,
                 keep_alive: false,
@@ -264,16 +279,16 @@ impl Server {
                 "--read-timeout must be more than 0".into(),
             ));
         }
-        let listener = listener::bind(
-            config.addr,
-            config.backlog,
-            config
-                .defer_accept
-                .then_some(config.connection.read_timeout),
-        )
-        .map_err(|source| ServerError::Bind {
-            addr: config.addr,
-            source,
+        if config.reuse_port && config.mode != Mode::Epoll {
+            return Err(ServerError::InvalidConfig(
+                "--reuseport is for --mode epoll (a listening socket per event loop)".into(),
+            ));
+        }
+        let listener = listener::bind(config.addr, &config.bind_options()).map_err(|source| {
+            ServerError::Bind {
+                addr: config.addr,
+                source,
+            }
         })?;
         let listener = Arc::new(listener);
         let stop = StopHandle::new(Arc::clone(&listener));

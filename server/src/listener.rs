@@ -22,14 +22,16 @@ use socket2::{Domain, Protocol, SockRef, Socket, Type};
 /// The read timeout is not set here: Linux would copy SO_RCVTIMEO into
 /// accepted sockets, but it also applies it to accept(2) itself, which
 /// would then fail with EAGAIN whenever no client came for that long.
-pub(crate) fn bind(
-    addr: SocketAddr,
-    backlog: i32,
-    defer_accept: Option<Duration>,
-) -> io::Result<TcpListener> {
+///
+/// With `reuse_port`, SO_REUSEPORT lets each event loop bind a socket of its
+/// own to the same address, the kernel spreading new connections over them.
+pub(crate) fn bind(addr: SocketAddr, options: &BindOptions) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
-    if let Some(defer) = defer_accept {
+    if options.reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    if let Some(defer) = options.defer_accept {
         // Whole seconds, at least one: the kernel turns it into a number of
         // SYN-ACK retransmissions.
         let seconds = defer.as_secs_f64().ceil().clamp(1.0, i32::MAX as f64) as libc::c_int;
@@ -49,8 +51,19 @@ pub(crate) fn bind(
         }
     }
     socket.bind(&addr.into())?;
-    socket.listen(backlog)?;
+    socket.listen(options.backlog)?;
     Ok(socket.into())
+}
+
+/// How [`bind`] sets a listening socket up.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BindOptions {
+    /// The kernel's listen backlog.
+    pub(crate) backlog: i32,
+    /// TCP_DEFER_ACCEPT, for at most this long.
+    pub(crate) defer_accept: Option<Duration>,
+    /// SO_REUSEPORT.
+    pub(crate) reuse_port: bool,
 }
 
 /// At most this many connections are taken from the listen backlog at a

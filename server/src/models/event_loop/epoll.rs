@@ -21,7 +21,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
@@ -35,7 +35,13 @@ use crate::stats::Tally;
 use crate::{ServerError, WhenFull};
 
 /// How the summary names the engine.
-pub(super) const DESCRIPTION: &str = "epoll, one shared listener (EPOLLEXCLUSIVE)";
+pub(super) fn description(reuse_port: bool) -> &'static str {
+    if reuse_port {
+        "epoll, a listener per loop (SO_REUSEPORT)"
+    } else {
+        "epoll, one shared listener (EPOLLEXCLUSIVE)"
+    }
+}
 
 /// The listening socket's token; connections use their slot's.
 const LISTENER: u64 = u64::MAX;
@@ -62,6 +68,9 @@ struct Conn {
 /// One epoll loop.
 pub(super) struct Epoll {
     epoll: OwnedFd,
+    /// This loop's own listening socket (`--reuseport`), else the server's
+    /// shared one is used.
+    own: Option<TcpListener>,
     conns: Slab<Conn>,
     /// Deadlines, earliest first; an entry is live only while it equals its
     /// connection's `scheduled` (see [`Epoll::drive`]).
@@ -74,10 +83,11 @@ pub(super) struct Epoll {
 }
 
 impl EventLoop for Epoll {
-    fn new(shared: &Shared<'_>, _tally: &Tally) -> Result<Self, ServerError> {
+    fn new(shared: &Shared<'_>, index: usize, _tally: &Tally) -> Result<Self, ServerError> {
         let os = |what| move |e: rustix::io::Errno| ServerError::os(what)(e.into());
-        shared
-            .listener
+        let own = shared.own_listener(index)?;
+        own.as_ref()
+            .unwrap_or(shared.listener)
             .set_nonblocking(true)
             .map_err(ServerError::os("making the listener non-blocking"))?;
         let epoll = epoll::create(epoll::CreateFlags::CLOEXEC).map_err(os("epoll_create1"))?;
@@ -90,6 +100,7 @@ impl EventLoop for Epoll {
         .map_err(os("epoll_ctl (eventfd)"))?;
         let mut event_loop = Epoll {
             epoll,
+            own,
             conns: Slab::new(),
             timers: BinaryHeap::new(),
             listening: false,
@@ -158,20 +169,32 @@ impl Epoll {
         })
     }
 
+    /// The socket this loop accepts from.
+    fn listener<'s>(&'s self, shared: &'s Shared<'_>) -> &'s TcpListener {
+        self.own.as_ref().unwrap_or(shared.listener)
+    }
+
     /// Adds the listener to the interest list, or takes it out.
     fn listen(&mut self, shared: &Shared<'_>, on: bool) -> io::Result<()> {
         if on == self.listening {
             return Ok(());
         }
+        let listener = self.listener(shared);
         if on {
+            // A shared socket wakes one loop per connection, not all.
+            let exclusive = if self.own.is_some() {
+                epoll::EventFlags::empty()
+            } else {
+                epoll::EventFlags::EXCLUSIVE
+            };
             epoll::add(
                 &self.epoll,
-                shared.listener,
+                listener,
                 epoll::EventData::new_u64(LISTENER),
-                epoll::EventFlags::IN | epoll::EventFlags::EXCLUSIVE,
+                epoll::EventFlags::IN | exclusive,
             )?;
         } else {
-            epoll::delete(&self.epoll, shared.listener)?;
+            epoll::delete(&self.epoll, listener)?;
         }
         self.listening = on;
         Ok(())
@@ -188,7 +211,7 @@ impl Epoll {
                 let _ = self.listen(at.shared, false);
                 return Ok(());
             }
-            let stream = match try_accept(at.shared.listener, at.shared.stop) {
+            let stream = match try_accept(self.listener(at.shared), at.shared.stop) {
                 Ok(Accepted::Connection(stream)) => stream,
                 Ok(Accepted::Empty) => return Ok(()),
                 Ok(Accepted::Stopping) => {
@@ -329,6 +352,15 @@ impl Epoll {
         self.draining = true;
         let _ = self.listen(at.shared, false);
         self.listen_again = None;
+        if let Some(own) = self.own.take() {
+            // What waits in this loop's own backlog is served, as the
+            // stopper does for the shared one; closing it then takes it out
+            // of the port's group.
+            while let Some(stream) = accept_now(&own) {
+                at.shared.stop.admitted();
+                self.admit(at, stream, now);
+            }
+        }
         let _ = epoll::delete(&self.epoll, &at.shared.waker);
         at.shared.wake_all();
         while let Some(stream) = at.shared.stop.take_stashed(at.shared.listener) {
@@ -343,6 +375,19 @@ impl Epoll {
                 conn.session.drain();
                 self.drive(at, token, now);
             }
+        }
+    }
+}
+
+/// The next connection waiting on a non-blocking `listener`, if any.
+fn accept_now(listener: &TcpListener) -> Option<TcpStream> {
+    use rustix::io::Errno;
+    use rustix::net::SocketFlags;
+    loop {
+        match rustix::net::accept_with(listener, SocketFlags::CLOEXEC | SocketFlags::NONBLOCK) {
+            Ok(fd) => return Some(TcpStream::from(fd)),
+            Err(Errno::INTR | Errno::CONNABORTED | Errno::PROTO) => {}
+            Err(_) => return None,
         }
     }
 }

@@ -19,8 +19,8 @@ use crate::{Config, Mode, ServerError};
 
 /// One engine's loop, started on its own thread.
 trait EventLoop: Sized {
-    /// Sets the loop up (its epoll instance or ring) for `shared`.
-    fn new(shared: &Shared<'_>, tally: &Tally) -> Result<Self, ServerError>;
+    /// Sets loop `index` up (its epoll instance or ring) for `shared`.
+    fn new(shared: &Shared<'_>, index: usize, tally: &Tally) -> Result<Self, ServerError>;
     /// Serves until the server stops and this loop's connections are done;
     /// returns the most connections it held at once.
     fn run(self, shared: &Shared<'_>, tally: &Tally) -> Result<usize, ServerError>;
@@ -33,7 +33,12 @@ pub(super) fn run(
 ) -> Result<ServeSummary, ServerError> {
     match config.mode {
         Mode::IoUring => run_loops::<uring::Ring>(config, listener, stop, uring::DESCRIPTION),
-        _ => run_loops::<epoll::Epoll>(config, listener, stop, epoll::DESCRIPTION),
+        _ => run_loops::<epoll::Epoll>(
+            config,
+            listener,
+            stop,
+            epoll::description(config.reuse_port),
+        ),
     }
 }
 
@@ -51,6 +56,22 @@ impl Shared<'_> {
     /// Wakes every loop: the eventfd stays readable, as nobody reads it.
     fn wake_all(&self) {
         let _ = rustix::io::write(&self.waker, &1u64.to_ne_bytes());
+    }
+
+    /// Loop `index`'s own listening socket when each loop has one
+    /// (`--reuseport`), bound to the server's address; loop 0 keeps the
+    /// server's own, which the stop drains and shuts down.
+    fn own_listener(&self, index: usize) -> Result<Option<TcpListener>, ServerError> {
+        if !self.config.reuse_port || index == 0 {
+            return Ok(None);
+        }
+        let addr = self
+            .listener
+            .local_addr()
+            .map_err(ServerError::os("getsockname"))?;
+        crate::listener::bind(addr, &self.config.bind_options())
+            .map(Some)
+            .map_err(|source| ServerError::Bind { addr, source })
     }
 }
 
@@ -70,13 +91,13 @@ fn run_loops<L: EventLoop>(
         waker,
     };
     let tallies: Vec<Tally> = (0..config.workers).map(|_| Tally::new()).collect();
-    let run_one = |tally: &Tally| L::new(&shared, tally)?.run(&shared, tally);
+    let run_one = |index: usize, tally: &Tally| L::new(&shared, index, tally)?.run(&shared, tally);
     let peaks = std::thread::scope(|scope| {
         let mut others = Vec::new();
         for (index, tally) in tallies.iter().enumerate().skip(1) {
             let spawned = std::thread::Builder::new()
                 .name(format!("loop-{index}"))
-                .spawn_scoped(scope, || run_one(tally));
+                .spawn_scoped(scope, move || run_one(index, tally));
             match spawned {
                 Ok(handle) => others.push(handle),
                 Err(e) => {
@@ -86,7 +107,7 @@ fn run_loops<L: EventLoop>(
                 }
             }
         }
-        let first = run_one(&tallies[0]);
+        let first = run_one(0, &tallies[0]);
         if first.is_err() {
             stop.stop();
             shared.wake_all();

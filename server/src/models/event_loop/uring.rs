@@ -128,7 +128,7 @@ struct Loop<'s, 'a> {
 }
 
 impl EventLoop for Ring {
-    fn new(_shared: &Shared<'_>, _tally: &Tally) -> Result<Self, ServerError> {
+    fn new(_shared: &Shared<'_>, _index: usize, _tally: &Tally) -> Result<Self, ServerError> {
         let ring = IoUring::builder()
             .setup_single_issuer()
             .setup_defer_taskrun()
