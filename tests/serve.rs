@@ -732,3 +732,49 @@ fn out_of_descriptors_is_said_once_a_second_not_a_hundred_times() {
         "{lines:#?}"
     );
 }
+
+#[test]
+fn a_head_that_trickles_in_late_is_cut_at_the_read_timeout_from_the_connect() {
+    let _serial = serial();
+    // Issue 14: a slowloris client held a worker for the read timeout after
+    // its first byte, and a first byte just before the timeout nearly
+    // doubled that. The whole head is now due one read timeout after the
+    // server starts waiting for it, in every mode.
+    for mode in ["sync", "thread", "pool-futex", "epoll", "io-uring"] {
+        let server =
+            ServerProcess::start(&["--mode", mode, "--read-timeout", "1s", "--no-defer-accept"]);
+        let mut stream = TcpStream::connect(server.addr).unwrap();
+        let connected = Instant::now();
+        std::thread::sleep(Duration::from_millis(800));
+        stream.write_all(b"G").unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let mut answer = Vec::new();
+        let cut = loop {
+            let mut buf = [0u8; 512];
+            match stream.read(&mut buf) {
+                Ok(0) => break connected.elapsed(),
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+                Err(_) if connected.elapsed() > Duration::from_secs(4) => {
+                    panic!("{mode}: still open after 4 s")
+                }
+                // A byte every 100 ms, as long as the server lets it in.
+                Err(_) => {
+                    let _ = stream.write_all(b"a");
+                }
+            }
+        };
+        assert!(
+            answer.starts_with(b"HTTP/1.1 408"),
+            "{mode}: {:?}",
+            String::from_utf8_lossy(&answer)
+        );
+        assert!(
+            cut < Duration::from_millis(1500),
+            "{mode}: cut {cut:?} after the connect, with a 1 s read timeout"
+        );
+        let (status, _) = server.stop();
+        assert!(status.success(), "{mode}");
+    }
+}

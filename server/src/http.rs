@@ -355,32 +355,45 @@ fn read_head(
     filled: &mut usize,
     read_timeout: Duration,
 ) -> Result<Option<RequestHead>, ReadError> {
-    let mut deadline: Option<Instant> = None;
-    loop {
+    // The whole head is due within the read timeout of the wait's start,
+    // not each read: a client trickling a byte at a time (slowloris) holds
+    // a worker one timeout at most. SO_RCVTIMEO is shortened to what is
+    // left only once a head arrives in pieces, so a whole head costs no
+    // extra setsockopt.
+    let deadline = Instant::now() + read_timeout;
+    let mut shortened = false;
+    let result = loop {
         if *filled > 0 {
             match parse_head(&buf[..*filled]) {
-                Ok(Some(head)) => return Ok(Some(head)),
+                Ok(Some(head)) => break Ok(Some(head)),
                 Ok(None) => {}
-                Err(HeadError::Malformed) => return Err(ReadError::Refuse(Outcome::BadRequest)),
-                Err(HeadError::TooLarge) => return Err(ReadError::Refuse(Outcome::HeadTooLarge)),
+                Err(HeadError::Malformed) => break Err(ReadError::Refuse(Outcome::BadRequest)),
+                Err(HeadError::TooLarge) => break Err(ReadError::Refuse(Outcome::HeadTooLarge)),
             }
-            // SO_RCVTIMEO bounds each read; this bounds the whole head, so a
-            // client that trickles a byte at a time still times out.
-            let deadline = *deadline.get_or_insert_with(|| Instant::now() + read_timeout);
-            if Instant::now() >= deadline {
-                return Err(ReadError::Refuse(Outcome::ReadTimeout));
+            let now = Instant::now();
+            if now >= deadline {
+                break Err(ReadError::Refuse(Outcome::ReadTimeout));
+            }
+            shortened = true;
+            if let Err(e) = stream.set_read_timeout(Some(deadline - now)) {
+                break Err(ReadError::Io(io_outcome(&e)));
             }
         }
         match stream.read(&mut buf[*filled..]) {
-            Ok(0) if *filled == 0 => return Ok(None),
-            Ok(0) => return Err(ReadError::Io(Outcome::PeerGone)),
+            Ok(0) if *filled == 0 => break Ok(None),
+            Ok(0) => break Err(ReadError::Io(Outcome::PeerGone)),
             Ok(n) => *filled += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if is_timeout(&e) && *filled == 0 => return Err(ReadError::Idle),
-            Err(e) if is_timeout(&e) => return Err(ReadError::Refuse(Outcome::ReadTimeout)),
-            Err(e) => return Err(ReadError::Io(io_outcome(&e))),
+            Err(e) if is_timeout(&e) && *filled == 0 => break Err(ReadError::Idle),
+            Err(e) if is_timeout(&e) => break Err(ReadError::Refuse(Outcome::ReadTimeout)),
+            Err(e) => break Err(ReadError::Io(io_outcome(&e))),
         }
+    };
+    if shortened && result.as_ref().is_ok_and(Option::is_some) {
+        // The body and the next request get the whole timeout again.
+        let _ = stream.set_read_timeout(Some(read_timeout));
     }
+    result
 }
 
 fn discard_body(
