@@ -430,3 +430,54 @@ fn with_reuseport_each_loop_listens_on_its_own_socket_and_the_stop_loses_nothing
         "io-uring with --reuseport must be refused"
     );
 }
+
+/// Sets a sysctl for the life of the guard, then puts the old value back.
+struct Sysctl {
+    path: &'static str,
+    old: String,
+}
+
+impl Sysctl {
+    fn set(path: &'static str, value: &str) -> Sysctl {
+        let old = std::fs::read_to_string(path).unwrap_or_else(|e| {
+            panic!("{path}: {e} (the kernel knob appeared in Linux 6.6; this test needs it)")
+        });
+        std::fs::write(path, value).unwrap_or_else(|e| panic!("writing {path}: {e} (needs root)"));
+        Sysctl { path, old }
+    }
+}
+
+impl Drop for Sysctl {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.path, self.old.trim());
+    }
+}
+
+#[test]
+fn a_kernel_that_refuses_io_uring_gets_one_line_saying_so() {
+    let _serial = serial();
+    let refused = {
+        let _disabled = Sysctl::set("/proc/sys/kernel/io_uring_disabled", "2");
+        std::process::Command::new(BIN)
+            .args(["serve", "--mode", "io-uring", "--addr", "127.0.0.1:0"])
+            .output()
+            .unwrap()
+    };
+    assert!(!refused.status.success());
+    assert!(
+        refused.stdout.is_empty(),
+        "no \"listening on\" for a server that cannot serve: {:?}",
+        String::from_utf8_lossy(&refused.stdout)
+    );
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("io_uring is not available")
+            && stderr.contains("kernel.io_uring_disabled is 2"),
+        "{stderr}"
+    );
+    // And with the knob back, the mode serves.
+    let server = ServerProcess::start(&["--mode", "io-uring"]);
+    assert_eq!(get(server.addr, "/").unwrap().status, 200);
+    assert!(server.stop().0.success());
+}

@@ -284,6 +284,9 @@ impl Server {
                 "--reuseport is for --mode epoll (a listening socket per event loop)".into(),
             ));
         }
+        if config.mode == Mode::IoUring {
+            models::probe_io_uring()?;
+        }
         let listener = listener::bind(config.addr, &config.bind_options()).map_err(|source| {
             ServerError::Bind {
                 addr: config.addr,

@@ -5,6 +5,8 @@
 //! [`crate::listener::try_accept`] and serves [`crate::session::Session`]s.
 
 mod event_loop;
+
+pub(crate) use event_loop::probe_io_uring;
 mod fork;
 mod pool;
 mod thread;

@@ -7,6 +7,8 @@
 mod epoll;
 mod uring;
 
+pub(crate) use uring::probe as probe_io_uring;
+
 use std::net::TcpListener;
 use std::os::fd::OwnedFd;
 use std::time::Instant;

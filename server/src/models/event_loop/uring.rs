@@ -188,6 +188,14 @@ impl EventLoop for Ring {
     }
 }
 
+/// Whether the kernel gives us a ring at all, checked before the server
+/// says it listens.
+pub(crate) fn probe() -> Result<(), ServerError> {
+    IoUring::new(2)
+        .map(drop)
+        .map_err(|e| ServerError::Unsupported(unavailable(&e)))
+}
+
 /// The one line said when the kernel refuses a ring.
 fn unavailable(error: &io::Error) -> String {
     let disabled = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
