@@ -35,9 +35,18 @@ pub struct LoadArgs {
     /// Reuse connections (default: a new connection per request, like curl)
     #[arg(long)]
     keep_alive: bool,
-    /// HTTP method
-    #[arg(short = 'X', long = "method", default_value = "GET")]
+    /// HTTP method (-m as in oha)
+    #[arg(short = 'X', short_alias = 'm', long = "method", default_value = "GET")]
     method: String,
+    /// Content-Type of the body (oha's -T)
+    #[arg(short = 'T', long = "content-type", value_name = "TYPE")]
+    content_type: Option<String>,
+    /// Accept header (oha's -A)
+    #[arg(short = 'A', long = "accept", value_name = "TYPE")]
+    accept: Option<String>,
+    /// Basic authorization, as curl's -u and oha's -a
+    #[arg(short = 'a', long = "basic-auth", value_name = "USER:PASSWORD")]
+    basic_auth: Option<String>,
     /// Extra header, "Name: value" (repeatable)
     #[arg(short = 'H', long = "header", value_name = "HEADER")]
     headers: Vec<String>,
@@ -55,8 +64,9 @@ pub struct LoadArgs {
     #[arg(long)]
     threads: Option<usize>,
     /// Open loop: send this many requests per second on schedule, whatever
-    /// the answers do, and count latency from each planned send time
-    #[arg(long, value_name = "PER_SECOND")]
+    /// the answers do, and count latency from each planned send time (-q as
+    /// in oha)
+    #[arg(short = 'q', long, value_name = "PER_SECOND")]
     rate: Option<f64>,
     /// Open loop: at most this many requests in flight (default: -c)
     #[arg(long, value_name = "N", requires = "rate")]
@@ -112,7 +122,29 @@ impl LoadArgs {
                 .headers
                 .push((name.trim().to_owned(), value.trim().to_owned()));
         }
+        let extra = [
+            ("Content-Type", &self.content_type),
+            ("Accept", &self.accept),
+        ];
+        for (name, value) in extra {
+            if let Some(value) = value {
+                config.headers.push((name.to_owned(), value.clone()));
+            }
+        }
+        if let Some(credentials) = &self.basic_auth {
+            config.target.authorization =
+                Some(tracebench_loadgen::config::basic_authorization(credentials));
+        }
         if let Some(data) = &self.data {
+            if self.duration.is_none()
+                && self.requests.is_none()
+                && humantime::parse_duration(data).is_ok()
+            {
+                // wrk's -d is a duration; here, as in curl and oha, a body.
+                bail!(
+                    "-d {data} is the request body here (as in curl and oha); for a duration use -z {data} (wrk's -d), or send that body from a file with -d @FILE"
+                );
+            }
             config.body = match data.strip_prefix('@') {
                 Some(path) => tracebench_files::read_input(path.as_ref(), MAX_BODY)
                     .with_context(|| format!("cannot read {path}"))?,

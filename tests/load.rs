@@ -951,3 +951,63 @@ fn a_dash_as_an_output_is_standard_output() {
     assert!(stdout.contains("Percentile"), "{stdout}");
     assert!(!dir.path().join("-").exists(), "no file named -");
 }
+
+/// Accepts one connection on a fresh loopback port, answers 200, and hands
+/// back the request head it read.
+fn one_request_server() -> (String, std::thread::JoinHandle<String>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    let server = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let mut seen = Vec::new();
+        while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+            let mut buf = [0u8; 1024];
+            let n = std::io::Read::read(&mut stream, &mut buf).unwrap();
+            assert!(n > 0, "the client closed before its head");
+            seen.extend_from_slice(&buf[..n]);
+        }
+        std::io::Write::write_all(
+            &mut stream,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+        String::from_utf8_lossy(&seen).into_owned()
+    });
+    (url, server)
+}
+
+#[test]
+fn ohas_flags_mean_what_they_mean_in_oha() {
+    // Issue 15: -q, -m, -T, -A and -a were refused.
+    let (url, server) = one_request_server();
+    let output = std::process::Command::new(BIN)
+        .args(["load", &url, "-n", "1", "-c", "1", "-m", "POST"])
+        .args(["-T", "application/json", "-A", "text/plain", "-a", "al:pw"])
+        .args(["-d", "{}", "-q", "100"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let head = server.join().unwrap();
+    assert!(head.starts_with("POST / HTTP/1.1\r\n"), "{head}");
+    for line in [
+        "Content-Type: application/json",
+        "Accept: text/plain",
+        // base64("al:pw")
+        "Authorization: Basic YWw6cHc=",
+    ] {
+        assert!(head.contains(&format!("{line}\r\n")), "{line} in {head}");
+    }
+}
+
+#[test]
+fn a_wrk_users_duration_after_d_is_refused_not_sent_as_a_body() {
+    // Refused before any connection: nothing needs to listen there.
+    let url = format!("http://{}/", unused_loopback_addr());
+    fails_with_one_line(
+        std::process::Command::new(BIN).args(["load", &url, "-d", "30s"]),
+        "for a duration use -z 30s",
+    );
+}

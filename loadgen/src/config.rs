@@ -23,6 +23,16 @@ pub struct Target {
     pub authorization: Option<String>,
 }
 
+/// The `Authorization` header's value for `user:password`, as curl's `-u`
+/// and oha's `-a` send it.
+pub fn basic_authorization(credentials: &str) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(credentials)
+    )
+}
+
 impl Target {
     /// Parses and resolves an `http://` URL.
     pub fn parse(text: &str) -> Result<Target, LoadError> {
@@ -59,21 +69,16 @@ impl Target {
             return Err(LoadError::BadUrl(format!("{text}: {host} has no address")));
         }
         let authorization = (!url.username().is_empty() || url.password().is_some()).then(|| {
-            use base64::Engine;
             let decode = |s: &str| {
                 percent_encoding::percent_decode_str(s)
                     .decode_utf8_lossy()
                     .into_owned()
             };
-            let credentials = format!(
+            basic_authorization(&format!(
                 "{}:{}",
                 decode(url.username()),
                 decode(url.password().unwrap_or(""))
-            );
-            format!(
-                "Basic {}",
-                base64::engine::general_purpose::STANDARD.encode(credentials)
-            )
+            ))
         });
         Ok(Target {
             host,
