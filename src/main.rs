@@ -13,6 +13,7 @@ mod experiment;
 mod export;
 mod lab;
 mod load;
+mod man;
 mod serve;
 mod trace;
 
@@ -120,6 +121,15 @@ enum Command {
         tracebench lab mutex --threads 8                # the spinlock past the CPU count\n\n\
         Each lab's --help says what it teaches. docs/labs.md has traced excerpts and figures.")]
     Lab(lab::LabArgs),
+    /// Write a manual page per command into DIR (tracebench.1,
+    /// tracebench-serve.1, …), for `man -l` or MANPATH
+    #[command(
+        after_help = "Example:\n  tracebench man ~/.local/share/man/man1 && man tracebench-serve"
+    )]
+    Man {
+        /// Where to write the pages (created if missing)
+        dir: std::path::PathBuf,
+    },
     /// Print a shell completion script to standard output
     #[command(after_help = "Example:\n  tracebench completions zsh > ~/.zfunc/_tracebench")]
     Completions {
@@ -150,6 +160,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut stdout = std::io::stdout().lock();
             stdout.write_all(&script)?;
             stdout.flush()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Man { dir }) => {
+            let mut stdout = std::io::stdout().lock();
+            for page in man::write_pages(&dir, Cli::command())? {
+                writeln!(stdout, "{}", page.display())?;
+            }
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Dash(args)) => dash::run(args).map(ExitCode::from),

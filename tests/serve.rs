@@ -778,3 +778,38 @@ fn a_head_that_trickles_in_late_is_cut_at_the_read_timeout_from_the_connect() {
         assert!(status.success(), "{mode}");
     }
 }
+
+#[test]
+fn man_pages_are_written_for_every_command_and_rewritten_whole() {
+    // Issue 15: no man page.
+    let dir = tempdir();
+    let pages = dir.path().join("man1");
+    for _ in 0..2 {
+        let output = Command::new(BIN).arg("man").arg(&pages).output().unwrap();
+        assert!(output.status.success(), "{output:?}");
+        assert_eq!(String::from_utf8_lossy(&output.stdout).lines().count(), 12);
+    }
+    for command in [
+        "",
+        "-serve",
+        "-dash",
+        "-replay",
+        "-trace",
+        "-export",
+        "-load",
+        "-merge",
+        "-experiment",
+        "-lab",
+        "-completions",
+    ] {
+        let page = std::fs::read_to_string(pages.join(format!("tracebench{command}.1")))
+            .unwrap_or_else(|e| panic!("tracebench{command}.1: {e}"));
+        assert!(page.contains(".TH tracebench"), "{command}: {page}");
+        assert!(page.contains(".SH SYNOPSIS"), "{command}");
+    }
+    let serve = std::fs::read_to_string(pages.join("tracebench-serve.1")).unwrap();
+    // The page is --help's own text: the modes and flags as they are.
+    for text in ["io\\-uring", "\\-\\-reuseport", "\\-\\-max\\-connections"] {
+        assert!(serve.contains(text), "{text} in {serve}");
+    }
+}
