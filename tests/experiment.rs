@@ -157,14 +157,20 @@ fn quick_experiment_writes_every_file_and_matches_theory() {
             );
             continue;
         }
+        // fork's rows are processes, and say so.
+        let (row, kind) = if mode == "fork" {
+            ("pid ", "process")
+        } else {
+            ("tid ", "thread")
+        };
         assert!(
-            labels.iter().any(|l| l.starts_with("tid ")),
-            "{mode}: no thread rows in {labels:?}"
+            labels.iter().any(|l| l.starts_with(row)),
+            "{mode}: no {kind} rows in {labels:?}"
         );
         assert!(
             labels
                 .iter()
-                .any(|l| l.starts_with(&format!("{mode}: which thread served"))),
+                .any(|l| l.starts_with(&format!("{mode}: which {kind} served"))),
             "{labels:?}"
         );
     }

@@ -17,6 +17,7 @@ use crate::{ExperimentError, ModeResult};
 const P50: RGBColor = RGBColor(49, 104, 176);
 const P99: RGBColor = RGBColor(230, 126, 34);
 const THEORY: RGBColor = RGBColor(30, 30, 30);
+const SLOWEST: RGBColor = RGBColor(192, 57, 43);
 const SERVICE: RGBColor = RGBColor(49, 104, 176);
 const QUEUE: RGBColor = RGBColor(158, 193, 232);
 
@@ -81,7 +82,7 @@ fn draw_latency(results: &[ModeResult], svg: &mut String) -> Result<(), String> 
             .map_err(|e| e.to_string())?;
         chart
             .draw_series([
-                PathElement::new([(x + 0.55, max), (x + 0.8, max)], THEORY.stroke_width(2)),
+                PathElement::new([(x + 0.55, max), (x + 0.8, max)], SLOWEST.stroke_width(3)),
                 PathElement::new(
                     [(x + 0.05, theory), (x + 0.95, theory)],
                     THEORY.stroke_width(1),
@@ -114,12 +115,10 @@ fn draw_latency(results: &[ModeResult], svg: &mut String) -> Result<(), String> 
     legend(
         &footer,
         &[
-            (P50, "p50"),
-            (P99, "p99"),
-            (
-                THEORY,
-                "slowest request (tick), theory: N·d, ⌈N/W⌉·d or d (line)",
-            ),
+            (P50, Mark::Bar, "p50"),
+            (P99, Mark::Bar, "p99"),
+            (SLOWEST, Mark::Tick, "slowest request"),
+            (THEORY, Mark::Line, "theory: N·d, ⌈N/W⌉·d or d"),
         ],
     )?;
     root.present().map_err(|e| e.to_string())
@@ -128,16 +127,37 @@ fn draw_latency(results: &[ModeResult], svg: &mut String) -> Result<(), String> 
 /// The height of the strip under a chart that holds its legend.
 const LEGEND_HEIGHT: u32 = 30;
 
-/// A legend of coloured squares, left to right, in its own strip (so it
-/// never covers the data).
+/// How a series is drawn, and so its mark in the legend.
+#[derive(Clone, Copy)]
+enum Mark {
+    /// A filled bar: a square.
+    Bar,
+    /// A short thick stroke.
+    Tick,
+    /// A thin line across.
+    Line,
+}
+
+/// A legend, left to right, one entry per series with the series' own
+/// mark, in its own strip (so it never covers the data).
 fn legend(
     area: &DrawingArea<SVGBackend<'_>, Shift>,
-    entries: &[(RGBColor, &str)],
+    entries: &[(RGBColor, Mark, &str)],
 ) -> Result<(), String> {
     let mut x = 80;
-    for (color, label) in entries {
-        area.draw(&Rectangle::new([(x, 8), (x + 12, 20)], color.filled()))
-            .map_err(|e| e.to_string())?;
+    for (color, mark, label) in entries {
+        let drawn = match mark {
+            Mark::Bar => area.draw(&Rectangle::new([(x, 8), (x + 12, 20)], color.filled())),
+            Mark::Tick => area.draw(&PathElement::new(
+                [(x + 1, 14), (x + 11, 14)],
+                color.stroke_width(3),
+            )),
+            Mark::Line => area.draw(&PathElement::new(
+                [(x - 2, 14), (x + 14, 14)],
+                color.stroke_width(1),
+            )),
+        };
+        drawn.map_err(|e| e.to_string())?;
         area.draw(&Text::new(
             (*label).to_owned(),
             (x + 18, 14),
@@ -166,6 +186,11 @@ pub fn timeline_svg(result: &ModeResult) -> Result<String, ExperimentError> {
 
 fn draw_timeline(result: &ModeResult, svg: &mut String) -> Result<(), String> {
     let rows: Vec<i32> = result.served_by().iter().map(|(tid, _)| *tid).collect();
+    // In fork mode each row is a process (its one thread's id is its pid).
+    let (row_label, row_kind) = match result.mode {
+        tracebench_server::Mode::Fork => ("pid", "process"),
+        _ => ("tid", "thread"),
+    };
     // At least four rows' height, so the axis labels keep a readable size.
     let height = 130 + LEGEND_HEIGHT + 30 * rows.len().max(4) as u32;
     let root = SVGBackend::with_string(svg, (900, height)).into_drawing_area();
@@ -179,13 +204,20 @@ fn draw_timeline(result: &ModeResult, svg: &mut String) -> Result<(), String> {
         .map(|r| since(r.ended_ns))
         .fold(result.theory.as_secs_f64(), f64::max)
         * 1.05;
-    let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+    let plural = |n: usize, what: &str| {
+        let ending = match (n, what.ends_with('s')) {
+            (1, _) => "",
+            (_, true) => "es",
+            _ => "s",
+        };
+        format!("{n} {what}{ending}")
+    };
     let caption = if result.attributable() {
         format!(
-            "{}: which thread served which request when ({}, {})",
+            "{}: which {row_kind} served which request when ({}, {})",
             result.mode,
             plural(result.requests.len(), "request"),
-            plural(rows.len(), "thread")
+            plural(rows.len(), row_kind)
         )
     } else {
         format!(
@@ -213,7 +245,7 @@ fn draw_timeline(result: &ModeResult, svg: &mut String) -> Result<(), String> {
         let y = (rows.len() - 1 - row) as f64;
         let (label_x, label_y) = chart.backend_coord(&(0.0, y + 0.5));
         area.draw(&Text::new(
-            format!("tid {tid}"),
+            format!("{row_label} {tid}"),
             (label_x - 8, label_y),
             ("sans-serif", 12)
                 .into_font()
@@ -245,8 +277,8 @@ fn draw_timeline(result: &ModeResult, svg: &mut String) -> Result<(), String> {
     legend(
         &footer,
         &[
-            (SERVICE, "service (pick-up → close)"),
-            (QUEUE, "queue wait (accept → pick-up)"),
+            (SERVICE, Mark::Bar, "service (pick-up → close)"),
+            (QUEUE, Mark::Bar, "queue wait (accept → pick-up)"),
         ],
     )?;
     root.present().map_err(|e| e.to_string())
@@ -327,6 +359,11 @@ mod tests {
             );
         }
         assert!(svg.contains("<text"), "no text elements");
+        // Issue 15: slowest and theory had one swatch between them; each
+        // series has its own entry, in its own colour.
+        assert!(svg.contains("slowest request"), "{svg}");
+        assert!(svg.contains("theory: N·d, ⌈N/W⌉·d or d\n"), "{svg}");
+        assert!(svg.contains("#C0392B"), "the slowest tick's colour");
         // Four bars plus the background.
         assert!(svg.matches("<rect").count() > 4, "bars");
     }
@@ -349,6 +386,18 @@ mod tests {
         );
         assert!(svg.contains("queue wait (accept"));
         assert!(svg.contains("seconds since the first accept"));
+    }
+
+    #[test]
+    fn fork_rows_are_processes() {
+        let requests = vec![request(31, 0, 0), request(32, 0, 1)];
+        let svg = timeline_svg(&result(Mode::Fork, requests)).unwrap();
+        assert!(svg.contains("pid 31") && svg.contains("pid 32"), "{svg}");
+        assert!(!svg.contains("tid 31"));
+        assert!(
+            svg.contains("fork: which process served which request when (2 requests, 2 processes)"),
+            "{svg}"
+        );
     }
 
     #[test]
