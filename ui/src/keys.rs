@@ -71,6 +71,13 @@ pub const KEYMAP: &[Binding] = &[
         live_only: false,
     },
     Binding {
+        keys: "s",
+        help: "sort: tid, state, cpu, syscalls, served, name",
+        matches: |k| k == KeyCode::Char('s'),
+        action: || Action::NextSort,
+        live_only: false,
+    },
+    Binding {
         keys: "g",
         help: "exited threads: one row per name (conn-*) or each",
         matches: |k| k == KeyCode::Char('g'),

@@ -105,6 +105,70 @@ pub enum TableRow<'a> {
     Exited(ExitedGroup),
 }
 
+/// How the thread table is ordered; `s` moves to the next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SortKey {
+    /// By thread id, exited threads grouped in place of their first.
+    #[default]
+    Tid,
+    /// Busiest state first: running, waiting for a CPU, in I/O, … exited.
+    State,
+    /// Most CPU first.
+    Cpu,
+    /// Most traced syscalls first.
+    Syscalls,
+    /// Most requests served first.
+    Served,
+    /// By name.
+    Name,
+}
+
+impl SortKey {
+    const ORDER: [SortKey; 6] = [
+        SortKey::Tid,
+        SortKey::State,
+        SortKey::Cpu,
+        SortKey::Syscalls,
+        SortKey::Served,
+        SortKey::Name,
+    ];
+
+    /// The key after this one, round to the first.
+    pub fn next(self) -> SortKey {
+        let at = Self::ORDER.iter().position(|k| *k == self).unwrap_or(0);
+        Self::ORDER[(at + 1) % Self::ORDER.len()]
+    }
+
+    /// Its name, as the table's title shows it.
+    pub fn label(self) -> &'static str {
+        match self {
+            SortKey::Tid => "tid",
+            SortKey::State => "state",
+            SortKey::Cpu => "cpu",
+            SortKey::Syscalls => "syscalls",
+            SortKey::Served => "served",
+            SortKey::Name => "name",
+        }
+    }
+}
+
+/// Where a state ranks when the table is sorted by state: doing something
+/// first, gone last.
+fn state_rank(state: ThreadState) -> u8 {
+    match state {
+        ThreadState::Running => 0,
+        ThreadState::Runnable => 1,
+        ThreadState::Io => 2,
+        ThreadState::Syscall(_) => 3,
+        ThreadState::Accept => 4,
+        ThreadState::EventWait => 5,
+        ThreadState::FutexWait(_) => 6,
+        ThreadState::Sleep => 7,
+        ThreadState::Blocked => 8,
+        ThreadState::Exited => 9,
+    }
+}
+
 /// Exited threads of one name pattern and role, taken together.
 #[derive(Debug, Default, Clone)]
 pub struct ExitedGroup {
@@ -289,6 +353,8 @@ pub enum Action {
     ToggleExited,
     /// Show threads that exited one row per name pattern, or each its own.
     ToggleGroups,
+    /// Order the thread table by the next [`SortKey`].
+    NextSort,
     /// Mark the present: the latency panes then count only the requests
     /// answered between the mark and the present (or the playhead). Again:
     /// forget the mark.
@@ -460,6 +526,8 @@ pub struct ViewState {
     /// (fork and thread modes make one per request), not only the last
     /// few seconds' ([`EXITED_SHOWN_NS`]).
     pub show_exited: bool,
+    /// How the thread table is ordered.
+    pub sort: SortKey,
     /// Threads that exited get a row each, rather than one row per name
     /// pattern ([`RunData::table_rows`]).
     pub each_exited: bool,
@@ -531,6 +599,7 @@ impl Default for ViewState {
             lower_pane: LowerPane::Events,
             table_offset: std::cell::Cell::new(0),
             show_exited: false,
+            sort: SortKey::Tid,
             each_exited: false,
             range_mark: None,
         }
@@ -592,7 +661,8 @@ impl App {
             | Action::ToggleFutexPane
             | Action::ToggleOutputPane
             | Action::ToggleExited
-            | Action::ToggleGroups => self.view_state.update(action),
+            | Action::ToggleGroups
+            | Action::NextSort => self.view_state.update(action),
         }
     }
 
@@ -623,7 +693,7 @@ impl App {
     fn select(&mut self, step: isize) {
         let tids: Vec<i32> = self
             .shown_data()
-            .table_rows(self.view_state.show_exited, self.view_state.each_exited)
+            .sorted_table_rows(&self.view_state)
             .iter()
             .filter_map(|row| match row {
                 TableRow::Thread(tid, _) => Some(*tid),
@@ -681,6 +751,7 @@ impl ViewState {
             Action::ToggleOutputPane => self.toggle_lower_pane(LowerPane::Output),
             Action::ToggleExited => self.show_exited = !self.show_exited,
             Action::ToggleGroups => self.each_exited = !self.each_exited,
+            Action::NextSort => self.sort = self.sort.next(),
             // MoreLoad and LessLoad without a load; the rest are not the
             // view's.
             _ => {}
@@ -945,6 +1016,45 @@ impl RunData {
         rows
     }
 
+    /// The thread table's rows as the view orders them ([`SortKey`]);
+    /// ties, and the default, keep [`RunData::table_rows`]' order.
+    pub fn sorted_table_rows(&self, view: &ViewState) -> Vec<TableRow<'_>> {
+        let mut rows = self.table_rows(view.show_exited, view.each_exited);
+        let tid = |row: &TableRow| match row {
+            TableRow::Thread(tid, _) => Some(*tid),
+            TableRow::Exited(_) => None,
+        };
+        let state = |row: &TableRow| match row {
+            TableRow::Thread(_, r) => state_rank(r.history.current()),
+            TableRow::Exited(_) => state_rank(ThreadState::Exited),
+        };
+        let cpu = |row: &TableRow| match row {
+            TableRow::Thread(_, r) => r.cpu.unwrap_or(0.0),
+            TableRow::Exited(_) => 0.0,
+        };
+        let syscalls = |row: &TableRow| match row {
+            TableRow::Thread(_, r) => r.syscalls,
+            TableRow::Exited(g) => g.syscalls,
+        };
+        let served = |row: &TableRow| match row {
+            TableRow::Thread(tid, _) => self.served_by(*tid),
+            TableRow::Exited(g) => g.served,
+        };
+        let name = |row: &TableRow| match row {
+            TableRow::Thread(_, r) => r.name.clone(),
+            TableRow::Exited(g) => g.pattern.clone(),
+        };
+        match view.sort {
+            SortKey::Tid => {}
+            SortKey::State => rows.sort_by_key(|r| state(r)),
+            SortKey::Cpu => rows.sort_by(|a, b| cpu(b).total_cmp(&cpu(a))),
+            SortKey::Syscalls => rows.sort_by_key(|r| std::cmp::Reverse(syscalls(r))),
+            SortKey::Served => rows.sort_by_key(|r| std::cmp::Reverse(served(r))),
+            SortKey::Name => rows.sort_by_key(|r| (name(r), tid(r))),
+        }
+        rows
+    }
+
     /// The latencies the view shows: all answered so far, or those between
     /// the range mark and now (either way round: a replay can go back
     /// before its mark).
@@ -1089,6 +1199,70 @@ mod tests {
             app.data.recent.back().unwrap().line(1),
             " 0.000000 [101] futex(0x10, FUTEX_WAIT_PRIVATE, 0, NULL) = 0 <0.000000>"
         );
+    }
+
+    #[test]
+    fn s_sorts_the_table_and_the_selection_follows_the_order() {
+        // Issue 15: no sort. Three threads: 103 made the most syscalls, 102
+        // used the most CPU, 101 is named first.
+        let getpid = syscalls::Sysno::getpid.id() as u32;
+        let mut app = App::new("test");
+        for (tid, calls, cpu, name) in [
+            (101, 1, 1.0, "alpha"),
+            (102, 2, 50.0, "beta"),
+            (103, 3, 5.0, "gamma"),
+        ] {
+            for i in 0..calls {
+                let at = u64::from(i as u32) * 10 + tid as u64;
+                let args = [0; 6];
+                let entry = EventKind::SyscallEntry {
+                    nr: getpid,
+                    args,
+                    data: vec![],
+                    data_capture: DataCapture::Captured,
+                };
+                app.update(event(at, tid, entry));
+                let exit = EventKind::SyscallExit {
+                    nr: getpid,
+                    ret: 0,
+                    data: vec![],
+                    data_capture: DataCapture::Captured,
+                };
+                app.update(event(at + 1, tid, exit));
+            }
+            app.update(Action::Cpu { tid, percent: cpu });
+            app.update(Action::Named {
+                tid,
+                name: name.into(),
+            });
+        }
+        let order = |app: &App| -> Vec<i32> {
+            app.data
+                .sorted_table_rows(&app.view_state)
+                .iter()
+                .filter_map(|r| match r {
+                    TableRow::Thread(tid, _) => Some(*tid),
+                    TableRow::Exited(_) => None,
+                })
+                .collect()
+        };
+        assert_eq!(order(&app), [101, 102, 103], "by tid at first");
+        let mut seen = Vec::new();
+        for _ in 0..6 {
+            app.update(Action::NextSort);
+            seen.push((app.view_state.sort, order(&app)));
+        }
+        assert_eq!(seen[1], (SortKey::Cpu, vec![102, 103, 101]));
+        assert_eq!(seen[2], (SortKey::Syscalls, vec![103, 102, 101]));
+        assert_eq!(seen[4], (SortKey::Name, vec![101, 102, 103]));
+        assert_eq!(seen[5].0, SortKey::Tid, "round to the first");
+        // Down moves through the rows as they are shown.
+        app.update(Action::NextSort);
+        app.update(Action::NextSort);
+        app.update(Action::SelectNext);
+        assert_eq!(app.view_state.selected, Some(102), "most CPU first");
+        app.update(Action::SelectNext);
+        assert_eq!(app.view_state.selected, Some(103));
     }
 
     fn libc_futex_wait() -> u64 {

@@ -11,7 +11,7 @@ use tracebench_analysis::states::ThreadState;
 use tracebench_export::render::syscall_name;
 
 use crate::keys::help_lines;
-use crate::model::{App, ExitedGroup, LowerPane, TableRow, ThreadRow};
+use crate::model::{App, ExitedGroup, LowerPane, SortKey, TableRow, ThreadRow};
 
 /// The colour of a state, as in the thread table and the legend.
 pub fn state_color(state: ThreadState) -> Color {
@@ -150,8 +150,12 @@ fn draw_header(frame: &mut Frame, area: Rect, app: &App) {
 }
 
 /// The threads pane's title: the colour of each state.
-fn legend() -> Line<'static> {
-    let mut spans = vec![Span::raw(" threads   ")];
+fn legend(sort: SortKey) -> Line<'static> {
+    let title = match sort {
+        SortKey::Tid => " threads   ".to_owned(),
+        key => format!(" threads by {}   ", key.label()),
+    };
+    let mut spans = vec![Span::raw(title)];
     for state in [
         ThreadState::Running,
         ThreadState::FutexWait(0),
@@ -323,7 +327,7 @@ fn draw_threads(frame: &mut Frame, area: Rect, app: &App) {
             kept.extend(timeline);
             kept
         };
-    let table_rows = data.table_rows(app.view_state.show_exited, app.view_state.each_exited);
+    let table_rows = data.sorted_table_rows(&app.view_state);
     // The selected row is kept in view: with more threads than rows (fork
     // mode makes one per request), selecting scrolls the table.
     let selected = app.view_state.selected.and_then(|tid| {
@@ -355,7 +359,11 @@ fn draw_threads(frame: &mut Frame, area: Rect, app: &App) {
         .chain([format!("last {}", ms(app.view_state.window_ns))]);
     let table = Table::new(rows, widths)
         .header(Row::new(header).style(Style::default().add_modifier(Modifier::BOLD)))
-        .block(Block::bordered().title(legend()).title(hidden_note(app)));
+        .block(
+            Block::bordered()
+                .title(legend(app.view_state.sort))
+                .title(hidden_note(app)),
+        );
     let mut state = ratatui::widgets::TableState::default()
         .with_offset(app.view_state.table_offset.get())
         .with_selected(selected);
