@@ -71,6 +71,13 @@ pub const KEYMAP: &[Binding] = &[
         live_only: false,
     },
     Binding {
+        keys: "/",
+        help: "show only threads whose name holds what you type",
+        matches: |k| k == KeyCode::Char('/'),
+        action: || Action::StartSearch,
+        live_only: false,
+    },
+    Binding {
         keys: "s",
         help: "sort: tid, state, cpu, syscalls, served, name",
         matches: |k| k == KeyCode::Char('s'),
@@ -156,6 +163,18 @@ pub const KEYMAP: &[Binding] = &[
         live_only: false,
     },
 ];
+
+/// The action a key sends while a search is typed: text, until Enter
+/// keeps it or Esc drops it.
+pub fn search_action_for(key: KeyCode) -> Option<Action> {
+    match key {
+        KeyCode::Char(c) => Some(Action::SearchType(c)),
+        KeyCode::Backspace => Some(Action::SearchBackspace),
+        KeyCode::Enter => Some(Action::EndSearch(true)),
+        KeyCode::Esc => Some(Action::EndSearch(false)),
+        _ => None,
+    }
+}
 
 /// The action a key sends, if any.
 pub fn action_for(key: KeyCode) -> Option<Action> {

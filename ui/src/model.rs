@@ -355,6 +355,14 @@ pub enum Action {
     ToggleGroups,
     /// Order the thread table by the next [`SortKey`].
     NextSort,
+    /// Start typing a name to show only the threads whose name holds it.
+    StartSearch,
+    /// A character typed into the search.
+    SearchType(char),
+    /// The last character of the search taken back.
+    SearchBackspace,
+    /// Stop typing: keep the search (true, Enter) or drop it (false, Esc).
+    EndSearch(bool),
     /// Mark the present: the latency panes then count only the requests
     /// answered between the mark and the present (or the playhead). Again:
     /// forget the mark.
@@ -528,6 +536,11 @@ pub struct ViewState {
     pub show_exited: bool,
     /// How the thread table is ordered.
     pub sort: SortKey,
+    /// The table shows only threads whose name holds this (any case);
+    /// empty: every thread.
+    pub search: String,
+    /// Keys go into [`ViewState::search`] until Enter or Esc.
+    pub search_editing: bool,
     /// Threads that exited get a row each, rather than one row per name
     /// pattern ([`RunData::table_rows`]).
     pub each_exited: bool,
@@ -600,6 +613,8 @@ impl Default for ViewState {
             table_offset: std::cell::Cell::new(0),
             show_exited: false,
             sort: SortKey::Tid,
+            search: String::new(),
+            search_editing: false,
             each_exited: false,
             range_mark: None,
         }
@@ -662,7 +677,11 @@ impl App {
             | Action::ToggleOutputPane
             | Action::ToggleExited
             | Action::ToggleGroups
-            | Action::NextSort => self.view_state.update(action),
+            | Action::NextSort
+            | Action::StartSearch
+            | Action::SearchType(_)
+            | Action::SearchBackspace
+            | Action::EndSearch(_) => self.view_state.update(action),
         }
     }
 
@@ -752,6 +771,23 @@ impl ViewState {
             Action::ToggleExited => self.show_exited = !self.show_exited,
             Action::ToggleGroups => self.each_exited = !self.each_exited,
             Action::NextSort => self.sort = self.sort.next(),
+            Action::StartSearch => {
+                self.search.clear();
+                self.search_editing = true;
+            }
+            // A name is short (15 bytes in the kernel); so is a search.
+            Action::SearchType(c) if !c.is_control() && self.search.chars().count() < 32 => {
+                self.search.push(c);
+            }
+            Action::SearchBackspace => {
+                self.search.pop();
+            }
+            Action::EndSearch(keep) => {
+                self.search_editing = false;
+                if !keep {
+                    self.search.clear();
+                }
+            }
             // MoreLoad and LessLoad without a load; the rest are not the
             // view's.
             _ => {}
@@ -1044,6 +1080,10 @@ impl RunData {
             TableRow::Thread(_, r) => r.name.clone(),
             TableRow::Exited(g) => g.pattern.clone(),
         };
+        if !view.search.is_empty() {
+            let wanted = view.search.to_lowercase();
+            rows.retain(|r| name(r).to_lowercase().contains(&wanted));
+        }
         match view.sort {
             SortKey::Tid => {}
             SortKey::State => rows.sort_by_key(|r| state(r)),
@@ -1263,6 +1303,28 @@ mod tests {
         assert_eq!(app.view_state.selected, Some(102), "most CPU first");
         app.update(Action::SelectNext);
         assert_eq!(app.view_state.selected, Some(103));
+        // / then a name: only the threads whose name holds it, any case.
+        app.update(Action::StartSearch);
+        for c in ['E', 't', '\u{1b}'] {
+            app.update(Action::SearchType(c));
+        }
+        assert_eq!(
+            app.view_state.search, "Et",
+            "a control character is not text"
+        );
+        assert_eq!(order(&app), [102], "beta holds et");
+        app.update(Action::SearchBackspace);
+        app.update(Action::SearchType('A'));
+        assert!(order(&app).is_empty(), "nobody is called *ea*");
+        app.update(Action::SearchBackspace);
+        app.update(Action::SearchBackspace);
+        app.update(Action::SearchType('m'));
+        app.update(Action::EndSearch(true));
+        assert_eq!(order(&app), [103], "Enter keeps *m*: gamma");
+        assert!(!app.view_state.search_editing);
+        app.update(Action::StartSearch);
+        app.update(Action::EndSearch(false));
+        assert_eq!(order(&app).len(), 3, "Esc drops the search");
     }
 
     fn libc_futex_wait() -> u64 {

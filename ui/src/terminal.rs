@@ -152,6 +152,10 @@ fn handle(source: &mut dyn Source, event: TermEvent) {
                 key.code == KeyCode::Char('c') && key.modifiers.contains(KeyModifiers::CONTROL);
             if ctrl_c {
                 source.app().update(Action::Quit);
+            } else if source.app().view_state.search_editing {
+                if let Some(action) = crate::keys::search_action_for(key.code) {
+                    source.app().update(action);
+                }
             } else if !source.on_key(key.code)
                 && let Some(action) = action_for(key.code)
             {

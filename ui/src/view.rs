@@ -150,11 +150,17 @@ fn draw_header(frame: &mut Frame, area: Rect, app: &App) {
 }
 
 /// The threads pane's title: the colour of each state.
-fn legend(sort: SortKey) -> Line<'static> {
-    let title = match sort {
-        SortKey::Tid => " threads   ".to_owned(),
-        key => format!(" threads by {}   ", key.label()),
-    };
+fn legend(sort: SortKey, search: &str, editing: bool) -> Line<'static> {
+    let mut title = " threads".to_owned();
+    if sort != SortKey::Tid {
+        title += &format!(" by {}", sort.label());
+    }
+    if editing {
+        title += &format!(" /{search}▏");
+    } else if !search.is_empty() {
+        title += &format!(" named *{search}*");
+    }
+    title += "   ";
     let mut spans = vec![Span::raw(title)];
     for state in [
         ThreadState::Running,
@@ -361,7 +367,11 @@ fn draw_threads(frame: &mut Frame, area: Rect, app: &App) {
         .header(Row::new(header).style(Style::default().add_modifier(Modifier::BOLD)))
         .block(
             Block::bordered()
-                .title(legend(app.view_state.sort))
+                .title(legend(
+                    app.view_state.sort,
+                    &app.view_state.search,
+                    app.view_state.search_editing,
+                ))
                 .title(hidden_note(app)),
         );
     let mut state = ratatui::widgets::TableState::default()
@@ -609,10 +619,19 @@ fn draw_latency(frame: &mut Frame, area: Rect, app: &App) {
 fn draw_help(frame: &mut Frame, replay: bool) {
     let area = frame.area();
     let width = 66.min(area.width);
-    let lines: Vec<Line> = help_lines(replay)
+    let mut lines: Vec<Line> = help_lines(replay)
         .into_iter()
         .map(|(keys, help)| Line::from(format!("{keys:>10}  {help}")))
         .collect();
+    // Too short a terminal: say what is cut rather than cut it silently.
+    let room = usize::from(area.height.saturating_sub(2));
+    if lines.len() > room && room > 1 {
+        let cut = lines.len() - (room - 1);
+        lines.truncate(room - 1);
+        lines.push(Line::from(format!(
+            "         …  {cut} more: a taller terminal shows them"
+        )));
+    }
     let height = (lines.len() as u16 + 2).min(area.height);
     let popup = Rect::new(
         area.x + (area.width - width) / 2,
