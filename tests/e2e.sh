@@ -60,7 +60,7 @@ quit_and_check() {
 }
 
 threads_with_states() {
-  screen | grep -cE '^│[0-9]+ .* (running|futex-wait|accept|sleep|io|syscall|exited) ' || true
+  screen | grep -cE '^│[0-9]+ .* (running|futex-wait|accept|sleep|io|event-wait|syscall|exited) ' || true
 }
 
 # 1. The live dashboard on its defaults, recorded into $work/run.
@@ -86,6 +86,20 @@ after=$(header)
 [ -n "$after" ] && [ "$before" != "$after" ] || fail "range+pause: the header froze at: $after"
 grep -qE ' 0 dropped$' <<<"$after" || fail "range+pause: live data was dropped: $after"
 echo "e2e: after a range and a pause the view moves on ($after)"
+# Issue 15: / filters the table by name as typed, s sorts it, and the
+# title says both.
+tmux send-keys -t "$session" / w o r k e r Enter
+wait_for "named *worker*" 5 || fail "search: the title does not say the filter"
+rows=$(screen | grep -cE '^│[0-9]+ {2,}' || true)
+workers=$(screen | grep -cE '^│[0-9]+ +worker-' || true)
+((workers == 5 && rows == 5)) || fail "search: $rows rows, $workers of them workers (5 and 5 wanted)"
+tmux send-keys -t "$session" s
+wait_for "threads by state" 5 || fail "sort: the title does not say the order"
+tmux send-keys -t "$session" / Escape s s s s s
+wait_for "┌ threads   " 5 || fail "search: Esc then s (Alt+s to the terminal) did not drop the filter and sort back to tid"
+rows=$(screen | grep -cE '^│[0-9]+ {2,}' || true)
+((rows >= 6)) || fail "search: $rows rows after Esc (6 wanted)"
+echo "e2e: / kept the 5 workers, s sorted by state, Esc showed all again"
 quit_and_check "live dashboard"
 answered=$(screen | grep -oE '^[0-9]+ answered' | tail -n 1 | cut -d' ' -f1)
 [ -n "$answered" ] || fail "live: no summary after quitting"

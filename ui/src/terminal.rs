@@ -152,10 +152,20 @@ fn handle(source: &mut dyn Source, event: TermEvent) {
                 key.code == KeyCode::Char('c') && key.modifiers.contains(KeyModifiers::CONTROL);
             if ctrl_c {
                 source.app().update(Action::Quit);
-            } else if source.app().view_state.search_editing {
+            } else if source.app().view_state.search_editing
+                && !key.modifiers.contains(KeyModifiers::ALT)
+            {
                 if let Some(action) = crate::keys::search_action_for(key.code) {
                     source.app().update(action);
                 }
+            } else if source.app().view_state.search_editing {
+                // Esc then a key, typed fast, reaches us as Alt+key: the
+                // search ends, dropped, and the key is a key.
+                source.app().update(Action::EndSearch(false));
+                handle(
+                    source,
+                    TermEvent::Key(event::KeyEvent::new(key.code, KeyModifiers::NONE)),
+                );
             } else if !source.on_key(key.code)
                 && let Some(action) = action_for(key.code)
             {
