@@ -60,19 +60,24 @@ fn ms(ns: u64) -> String {
     }
 }
 
-/// A bucket label that fits a 6-column bar: `640µs`, `2.6ms`, `20ms`,
-/// `164ms`, `1.3s`.
+/// A bin label that fits a 6-column bar, to 3 significant digits so that
+/// narrow bins keep distinct labels: `640µs`, `2.61ms`, `40.3ms`, `164ms`,
+/// `1.30s`.
 fn short(ns: u64) -> String {
     let ns = ns as f64;
-    if ns >= 1e9 {
-        format!("{:.1}s", ns / 1e9)
-    } else if ns >= 1e7 {
-        format!("{:.0}ms", ns / 1e6)
+    let (value, unit) = if ns >= 1e9 {
+        (ns / 1e9, "s")
     } else if ns >= 1e6 {
-        format!("{:.1}ms", ns / 1e6)
+        (ns / 1e6, "ms")
     } else {
-        format!("{:.0}µs", ns / 1e3)
-    }
+        (ns / 1e3, "µs")
+    };
+    let decimals = match value {
+        v if v >= 100.0 => 0,
+        v if v >= 10.0 => 1,
+        _ => 2,
+    };
+    format!("{value:.decimals$}{unit}")
 }
 
 /// Draws the whole dashboard.
@@ -588,32 +593,85 @@ fn draw_latency(frame: &mut Frame, area: Rect, app: &App) {
             percentiles,
         );
     }
-    // Log-scaled buckets, a factor of 2 each, as many as fit, starting a
-    // bucket below the fastest request (or at 10 µs).
+    // Bins over the measured range, as oha spreads them: as many as fit,
+    // from the fastest request to the 99.9th percentile (the last bin
+    // takes the rest up to the slowest), linear unless the range spans
+    // more than a factor of 20, then log-spaced so the body keeps its
+    // bins. The bins holding p50 and p99 take their colours.
     const BAR_WIDTH: u16 = 6;
     let fit = (area.width / (BAR_WIDTH + 1)).max(1) as usize;
-    let mut low = 10_000u64;
-    if !h.is_empty() {
-        while low * 4 <= h.min() {
-            low *= 2;
-        }
-    }
+    let edges = latency_bins(h, fit);
+    let (p50, p99) = (h.value_at_quantile(0.5), h.value_at_quantile(0.99));
+    let counts = bin_counts(h, &edges);
     let mut bars = Vec::new();
-    while bars.len() < fit && (bars.is_empty() || low <= h.max()) {
-        let high = low * 2;
-        let count = if h.is_empty() {
-            0
-        } else {
-            h.count_between(low, high - 1)
-        };
-        bars.push(Bar::default().value(count).label(Line::from(short(high))));
-        low = high;
+    for (bin, count) in counts.iter().enumerate() {
+        let high = edges[bin + 1];
+        let mut bar = Bar::default().value(*count).label(Line::from(short(high)));
+        if !h.is_empty() && bin_of(&edges, p99) == bin {
+            bar = bar.style(Style::default().fg(Color::Red));
+        } else if !h.is_empty() && bin_of(&edges, p50) == bin {
+            bar = bar.style(Style::default().fg(Color::Green));
+        }
+        bars.push(bar);
     }
     let chart = BarChart::default()
         .data(BarGroup::default().bars(&bars))
         .bar_width(BAR_WIDTH)
         .bar_gap(1);
     frame.render_widget(chart, area);
+}
+
+/// The bin of `edges` that holds `value`: below the first edge is the
+/// first bin, above the last the last.
+fn bin_of(edges: &[u64], value: u64) -> usize {
+    let bins = edges.len().saturating_sub(1).max(1);
+    edges.partition_point(|&e| e <= value).clamp(1, bins) - 1
+}
+
+/// How many recorded values fall in each bin of `edges`: every value
+/// counted once (the histogram's own ranges would overlap at edges that
+/// are not its bucket boundaries).
+fn bin_counts(h: &hdrhistogram::Histogram<u64>, edges: &[u64]) -> Vec<u64> {
+    let mut counts = vec![0; edges.len().saturating_sub(1).max(1)];
+    for value in h.iter_recorded() {
+        counts[bin_of(edges, value.value_iterated_to())] += value.count_at_value();
+    }
+    counts
+}
+
+/// The edges of up to `fit` latency bins (`fit + 1` values, ns): from
+/// the 0.1th to the 99.9th percentile (the first and last bins take what
+/// lies beyond), linear, or log-spaced
+/// when that range spans more than a factor of 20. An empty histogram gets
+/// factor-of-2 bins from 10 µs, so the pane has its axis before the first
+/// answer.
+fn latency_bins(h: &hdrhistogram::Histogram<u64>, fit: usize) -> Vec<u64> {
+    let fit = fit.max(1);
+    if h.is_empty() {
+        return (0..=fit as u32).map(|i| 10_000u64 << i.min(40)).collect();
+    }
+    let low = h.value_at_quantile(0.001).max(1);
+    let high = h.value_at_quantile(0.999).max(low + 1);
+    // No narrower than the histogram tells values apart (3 significant
+    // digits), or neighbouring bins would count the same values twice.
+    let finest = (high / 1000).max(1);
+    let bins = fit.min(((high - low) / finest) as usize).max(1);
+    let log = high as f64 / low as f64 > 20.0;
+    let mut edges: Vec<u64> = (0..=bins)
+        .map(|i| {
+            let at = i as f64 / bins as f64;
+            if log {
+                (low as f64 * (high as f64 / low as f64).powf(at)).round() as u64
+            } else {
+                low + ((high - low) as f64 * at).round() as u64
+            }
+        })
+        .collect();
+    edges.dedup();
+    if edges.len() < 2 {
+        edges.push(low + 1);
+    }
+    edges
 }
 
 fn draw_help(frame: &mut Frame, replay: bool) {
@@ -786,8 +844,38 @@ mod tests {
         ] {
             assert!(text.contains(needle), "missing {needle:?} in\n{text}");
         }
-        // The slowest bucket holding 101 ms is drawn.
-        assert!(text.contains("164ms"), "{text}");
+        // The bins span the measured range, up to the slowest request.
+        assert!(text.contains("101ms") || text.contains("102ms"), "{text}");
+    }
+
+    #[test]
+    fn latency_bins_follow_the_measured_range_and_count_each_request_once() {
+        // Issue 15: factor-of-2 buckets put a tight distribution in one bar.
+        let mut tight = hdrhistogram::Histogram::<u64>::new(3).unwrap();
+        for i in 0..1000u64 {
+            tight.record(100_000_000 + i * 10_000).unwrap(); // 100 to 110 ms
+        }
+        let edges = latency_bins(&tight, 10);
+        assert_eq!(edges.len(), 11, "{edges:?}");
+        assert_eq!(edges[0], tight.value_at_quantile(0.001));
+        assert!(edges.windows(2).all(|w| w[0] < w[1]), "{edges:?}");
+        let counts = bin_counts(&tight, &edges);
+        assert!(counts.iter().filter(|&&c| c > 0).count() >= 8, "{counts:?}");
+        assert_eq!(counts.iter().sum::<u64>(), 1000, "{counts:?}");
+        // A long tail: log-spaced, so the body still gets bins.
+        let mut tail = hdrhistogram::Histogram::<u64>::new(3).unwrap();
+        for i in 0..990u64 {
+            tail.record(1_000_000 + i * 1_000).unwrap(); // 1 to 2 ms
+        }
+        for _ in 0..10 {
+            tail.record(900_000_000).unwrap(); // 900 ms
+        }
+        let edges = latency_bins(&tail, 10);
+        assert!(edges[1] - edges[0] < edges[9] - edges[8], "{edges:?}");
+        assert!(
+            latency_bins(&hdrhistogram::Histogram::new(3).unwrap(), 3)
+                == [10_000, 20_000, 40_000, 80_000]
+        );
     }
 
     #[test]
