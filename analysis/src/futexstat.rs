@@ -327,6 +327,26 @@ pub struct FutexStats {
     /// Futex wake-ups by (waker tid, woken tid), from the scheduler.
     wakeups: BTreeMap<(i32, i32), u64>,
     first_ns: Option<u64>,
+    /// The waiters matched to their wakes since the last
+    /// [`FutexStats::take_matches`], kept only when asked for
+    /// ([`FutexStats::keep_matches`]).
+    matches: Option<Vec<WakeMatch>>,
+}
+
+/// A woken waiter matched to the wake that woke it (see "Matching wakes to
+/// waiters" above).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WakeMatch {
+    /// The word.
+    pub key: FutexKey,
+    /// The thread that called FUTEX_WAKE, and when it entered the call.
+    pub waker_tid: i32,
+    /// When the wake was entered, ns.
+    pub wake_entry_ns: u64,
+    /// The thread whose wait it ended.
+    pub waiter_tid: i32,
+    /// When that wait returned, ns.
+    pub wait_return_ns: u64,
 }
 
 impl Default for FutexStats {
@@ -372,7 +392,24 @@ impl FutexStats {
             scheduler: None,
             wakeups: BTreeMap::new(),
             first_ns: None,
+            matches: None,
         }
+    }
+
+    /// From now on, keep every match of a waiter to its wake for
+    /// [`FutexStats::take_matches`] (an exporter drawing who woke whom
+    /// takes them after each event, so they never pile up).
+    pub fn keep_matches(&mut self) {
+        self.matches.get_or_insert_with(Vec::new);
+    }
+
+    /// The matches made since the last call (none unless
+    /// [`FutexStats::keep_matches`] was called).
+    pub fn take_matches(&mut self) -> Vec<WakeMatch> {
+        self.matches
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// The statistics of one word, if it was seen.
@@ -636,6 +673,15 @@ impl FutexStats {
         };
         wake.matched += 1;
         let (id, wake_entry_ns) = (wake.id, wake.entry_ns);
+        if let Some(matches) = &mut self.matches {
+            matches.push(WakeMatch {
+                key,
+                waker_tid: wake.tid,
+                wake_entry_ns,
+                waiter_tid: tid,
+                wait_return_ns: at,
+            });
+        }
         self.threads.entry(tid).or_default().woken_by = Some((key, id));
         self.try_complete(key, id);
         Some(wake_entry_ns)

@@ -8,7 +8,8 @@ use std::io::{self, Write};
 use serde_json::json;
 
 use crate::render::{entry_args_of, return_value, signal_name, syscall_name};
-use tracebench_trace::{Event, EventKind, ExitStatus, OffCpuReason};
+use tracebench_analysis::futexstat::{FutexStats, WakeMatch};
+use tracebench_trace::{Event, EventKind, EventSink, ExitStatus, OffCpuReason};
 
 struct Open {
     nr: u32,
@@ -34,7 +35,9 @@ pub fn write<W: Write>(events: impl IntoIterator<Item = Event>, out: W) -> io::R
 
 /// [`write()`], with the threads' names (a recording's threads.json, by
 /// tid): Perfetto then shows `worker-0` rather than a bare tid, and each
-/// process by its main thread's name.
+/// process by its main thread's name. Each FUTEX_WAKE is joined by a flow
+/// arrow to every wait it ended (matched as `-c`'s futex section matches
+/// them), so Perfetto draws who woke whom.
 pub fn write_named<W: Write>(
     events: impl IntoIterator<Item = Event>,
     names: &HashMap<i32, String>,
@@ -51,9 +54,16 @@ pub fn write_named<W: Write>(
         open: HashMap::new(),
         off_cpu: HashMap::new(),
         last_ns: 0,
+        futex: FutexStats::new(),
+        flows: 0,
     };
+    document.futex.keep_matches();
     for event in events {
         document.event(&event)?;
+        document.futex.event(&event);
+        for woke in document.futex.take_matches() {
+            document.flow(&woke)?;
+        }
     }
     document.finish()
 }
@@ -78,6 +88,10 @@ struct Document<'a, W: Write> {
     /// Threads off their CPU (perf backend): since when, and why.
     off_cpu: HashMap<i32, (u64, OffCpuReason)>,
     last_ns: u64,
+    /// Matches wakes to the waits they ended, for the flow arrows.
+    futex: FutexStats,
+    /// Flow arrows drawn so far (each one's id).
+    flows: u64,
 }
 
 impl<W: Write> Document<'_, W> {
@@ -144,6 +158,26 @@ impl<W: Write> Document<'_, W> {
             }
         }
         Ok(())
+    }
+
+    /// A flow arrow from a FUTEX_WAKE (its slice on the waker's track) to
+    /// the end of the wait it ended (the waiter's slice).
+    fn flow(&mut self, woke: &WakeMatch) -> io::Result<()> {
+        let origin = self.origin.unwrap_or(0);
+        self.flows += 1;
+        let id = self.flows;
+        let pid = woke.key.pid;
+        self.emit(
+            json!({"name": "futex wake", "cat": "futex", "ph": "s", "id": id,
+            "pid": pid, "tid": woke.waker_tid, "ts": micros(woke.wake_entry_ns, origin)}),
+        )?;
+        // Just inside the wait's slice, which the arrow ends on ("bp": "e":
+        // the enclosing slice).
+        let end = micros(woke.wait_return_ns, origin) - 0.001;
+        self.emit(
+            json!({"name": "futex wake", "cat": "futex", "ph": "f", "bp": "e", "id": id,
+            "pid": pid, "tid": woke.waiter_tid, "ts": end}),
+        )
     }
 
     /// The name records of a thread's process and of the thread, the
@@ -311,6 +345,7 @@ mod tests {
         let bytes = write(events, Vec::new()).unwrap();
         let doc: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         let records = doc["traceEvents"].as_array().unwrap();
+        check_trace_event_format(records);
         let slice = records
             .iter()
             .find(|r| r["ph"] == "X" && r["tid"] == 2)
@@ -326,5 +361,86 @@ mod tests {
         assert!(records.iter().any(|r| r["args"]["ret"] == "unfinished"));
         // One process name, two thread names.
         assert_eq!(records.iter().filter(|r| r["ph"] == "M").count(), 3);
+    }
+
+    /// The Trace Event Format's rules for what we write: the fields each
+    /// phase needs, and every flow's end after its start.
+    fn check_trace_event_format(records: &[serde_json::Value]) {
+        let number = |r: &serde_json::Value, field: &str| {
+            assert!(r[field].is_number(), "{field} in {r}");
+        };
+        let mut flow_starts = HashMap::new();
+        for r in records {
+            assert!(r["name"].is_string(), "name in {r}");
+            number(r, "pid");
+            match r["ph"].as_str().unwrap_or_else(|| panic!("ph in {r}")) {
+                "X" => ["tid", "ts", "dur"].iter().for_each(|f| number(r, f)),
+                "i" => {
+                    ["tid", "ts"].iter().for_each(|f| number(r, f));
+                    assert!(["g", "p", "t"].contains(&r["s"].as_str().unwrap()), "{r}");
+                }
+                "M" => {
+                    assert!(["process_name", "thread_name"].contains(&r["name"].as_str().unwrap()));
+                    assert!(r["args"]["name"].is_string(), "{r}");
+                }
+                "s" => {
+                    ["tid", "ts", "id"].iter().for_each(|f| number(r, f));
+                    flow_starts.insert(r["id"].as_u64().unwrap(), r["ts"].as_f64().unwrap());
+                }
+                "f" => {
+                    ["tid", "ts", "id"].iter().for_each(|f| number(r, f));
+                    assert_eq!(r["bp"], "e", "{r}");
+                    let start = flow_starts[&r["id"].as_u64().unwrap()];
+                    assert!(r["ts"].as_f64().unwrap() >= start, "{r}");
+                }
+                other => panic!("phase {other} in {r}"),
+            }
+        }
+    }
+
+    #[test]
+    fn each_futex_wake_has_an_arrow_to_the_wait_it_ended() {
+        // Issue 15: Perfetto should draw who woke whom.
+        let futex = Sysno::futex.id() as u32;
+        let e = |time_ns, tid, kind| Event {
+            time_ns,
+            pid: 1,
+            tid,
+            kind,
+        };
+        let call = |args: [u64; 6]| EventKind::SyscallEntry {
+            nr: futex,
+            args,
+            data: vec![],
+            data_capture: DataCapture::Captured,
+        };
+        let ret = |ret| EventKind::SyscallExit {
+            nr: futex,
+            ret,
+            data: vec![],
+            data_capture: DataCapture::Captured,
+        };
+        let events = vec![
+            e(1_000, 2, call([16, 128, 0, 0, 0, 0])), // 2 waits on 16
+            e(5_000, 1, call([16, 129, 1, 0, 0, 0])), // 1 wakes one
+            e(5_500, 1, ret(1)),
+            e(6_000, 2, ret(0)), // 2 is woken
+        ];
+        let bytes = write(events, Vec::new()).unwrap();
+        let doc: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        let records = doc["traceEvents"].as_array().unwrap();
+        check_trace_event_format(records);
+        let start = records
+            .iter()
+            .find(|r| r["ph"] == "s")
+            .expect("a flow start");
+        let end = records.iter().find(|r| r["ph"] == "f").expect("a flow end");
+        assert_eq!(
+            (start["tid"].as_i64(), start["ts"].as_f64()),
+            (Some(1), Some(4.0))
+        );
+        assert_eq!(end["tid"], 2);
+        assert!(end["ts"].as_f64().unwrap() < 5.0 && end["ts"].as_f64().unwrap() > 4.9);
+        assert_eq!(start["id"], end["id"]);
     }
 }
