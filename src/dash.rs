@@ -30,7 +30,8 @@ pub struct DashArgs {
     /// Open-loop load at this many requests per second
     #[arg(long)]
     rate: Option<f64>,
-    /// Syscalls to trace: trace=NAME,%CLASS,all; futex=wait (repeatable;
+    /// Syscalls to trace, as strace: trace=NAME,%CLASS,/REGEX,!SET,all;
+    /// futex=wait (repeatable;
     /// default: what tells every thread's state in a server)
     #[arg(short = 'e', value_name = "EXPR")]
     expressions: Vec<String>,

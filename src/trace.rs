@@ -22,8 +22,9 @@ pub struct TraceArgs {
     /// Follow forks and threads (always on; accepted for strace users)
     #[arg(short = 'f')]
     follow: bool,
-    /// Syscalls to record: trace=NAME,%CLASS,all; futex=wait records only
-    /// futex calls that sleep (repeatable)
+    /// Syscalls to record, as strace: trace=NAME,%CLASS,/REGEX,?NAME,all,
+    /// !SET for all but SET; futex=wait records only futex calls that
+    /// sleep (repeatable)
     #[arg(short = 'e', value_name = "EXPR")]
     expressions: Vec<String>,
     /// Write the trace to FILE instead of standard error

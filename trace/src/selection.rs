@@ -126,7 +126,324 @@ pub const CLASSES: &[(&str, &[&str])] = &[
         ],
     ),
     ("sleep", &["nanosleep", "clock_nanosleep"]),
+    // strace's classes (strace(1), "-e trace=%file" and the rest), as its
+    // syscall table marks them on x86_64; checked against strace's own
+    // output in tests/trace.rs.
+    (
+        "file",
+        &[
+            "access",
+            "acct",
+            "chdir",
+            "chmod",
+            "chown",
+            "chroot",
+            "creat",
+            "execve",
+            "execveat",
+            "faccessat",
+            "faccessat2",
+            "fanotify_mark",
+            "fchmodat",
+            "fchmodat2",
+            "fchownat",
+            "futimesat",
+            "getcwd",
+            "getxattr",
+            "inotify_add_watch",
+            "lchown",
+            "lgetxattr",
+            "link",
+            "linkat",
+            "listxattr",
+            "llistxattr",
+            "lremovexattr",
+            "lsetxattr",
+            "lstat",
+            "mkdir",
+            "mkdirat",
+            "mknod",
+            "mknodat",
+            "mount",
+            "name_to_handle_at",
+            "newfstatat",
+            "open",
+            "openat",
+            "openat2",
+            "pivot_root",
+            "quotactl",
+            "readlink",
+            "readlinkat",
+            "removexattr",
+            "rename",
+            "renameat",
+            "renameat2",
+            "rmdir",
+            "setxattr",
+            "stat",
+            "statfs",
+            "statx",
+            "swapoff",
+            "swapon",
+            "symlink",
+            "symlinkat",
+            "truncate",
+            "umount2",
+            "unlink",
+            "unlinkat",
+            "uselib",
+            "utime",
+            "utimensat",
+            "utimes",
+        ],
+    ),
+    (
+        "desc",
+        &[
+            "read",
+            "write",
+            "open",
+            "close",
+            "fstat",
+            "newfstatat",
+            "poll",
+            "lseek",
+            "mmap",
+            "ioctl",
+            "pread64",
+            "pwrite64",
+            "readv",
+            "writev",
+            "pipe",
+            "select",
+            "dup",
+            "dup2",
+            "sendfile",
+            "fcntl",
+            "flock",
+            "fsync",
+            "fdatasync",
+            "ftruncate",
+            "getdents",
+            "getdents64",
+            "fchdir",
+            "fchmod",
+            "fchown",
+            "fstatfs",
+            "readahead",
+            "fsetxattr",
+            "fgetxattr",
+            "flistxattr",
+            "fremovexattr",
+            "epoll_create",
+            "epoll_create1",
+            "epoll_ctl",
+            "epoll_wait",
+            "epoll_pwait",
+            "epoll_pwait2",
+            "fadvise64",
+            "openat",
+            "mkdirat",
+            "mknodat",
+            "fchownat",
+            "futimesat",
+            "unlinkat",
+            "renameat",
+            "linkat",
+            "symlinkat",
+            "readlinkat",
+            "fchmodat",
+            "faccessat",
+            "faccessat2",
+            "fchmodat2",
+            "pselect6",
+            "ppoll",
+            "splice",
+            "tee",
+            "sync_file_range",
+            "vmsplice",
+            "utimensat",
+            "signalfd",
+            "signalfd4",
+            "timerfd_create",
+            "timerfd_settime",
+            "timerfd_gettime",
+            "eventfd",
+            "eventfd2",
+            "fallocate",
+            "dup3",
+            "pipe2",
+            "inotify_init",
+            "inotify_init1",
+            "inotify_add_watch",
+            "inotify_rm_watch",
+            "preadv",
+            "pwritev",
+            "preadv2",
+            "pwritev2",
+            "perf_event_open",
+            "fanotify_init",
+            "fanotify_mark",
+            "name_to_handle_at",
+            "open_by_handle_at",
+            "syncfs",
+            "setns",
+            "finit_module",
+            "renameat2",
+            "memfd_create",
+            "bpf",
+            "execveat",
+            "userfaultfd",
+            "copy_file_range",
+            "statx",
+            "io_uring_setup",
+            "io_uring_enter",
+            "io_uring_register",
+            "open_tree",
+            "move_mount",
+            "fsopen",
+            "fsconfig",
+            "fsmount",
+            "fspick",
+            "pidfd_open",
+            "pidfd_getfd",
+            "openat2",
+            "close_range",
+            "epoll_pwait2",
+            "mount_setattr",
+            "pidfd_send_signal",
+            "process_madvise",
+            "landlock_create_ruleset",
+            "landlock_add_rule",
+            "landlock_restrict_self",
+            "memfd_secret",
+            "creat",
+        ],
+    ),
+    (
+        "memory",
+        &[
+            "mmap",
+            "mprotect",
+            "munmap",
+            "brk",
+            "mremap",
+            "msync",
+            "mincore",
+            "madvise",
+            "shmat",
+            "shmdt",
+            "mlock",
+            "munlock",
+            "mlockall",
+            "munlockall",
+            "io_setup",
+            "io_destroy",
+            "remap_file_pages",
+            "mbind",
+            "set_mempolicy",
+            "get_mempolicy",
+            "migrate_pages",
+            "move_pages",
+            "mlock2",
+            "pkey_mprotect",
+            "process_madvise",
+            "set_mempolicy_home_node",
+            "map_shadow_stack",
+            "mseal",
+            "io_uring_register",
+        ],
+    ),
+    (
+        "signal",
+        &[
+            "rt_sigaction",
+            "rt_sigprocmask",
+            "rt_sigreturn",
+            "pause",
+            "kill",
+            "rt_sigpending",
+            "rt_sigtimedwait",
+            "rt_sigqueueinfo",
+            "rt_sigsuspend",
+            "sigaltstack",
+            "tkill",
+            "tgkill",
+            "rt_tgsigqueueinfo",
+            "signalfd",
+            "signalfd4",
+            "pidfd_send_signal",
+            "io_uring_enter",
+            "epoll_pwait",
+            "epoll_pwait2",
+            "ppoll",
+            "pselect6",
+        ],
+    ),
+    (
+        "ipc",
+        &[
+            "shmget",
+            "shmat",
+            "shmctl",
+            "semget",
+            "semop",
+            "semctl",
+            "shmdt",
+            "msgget",
+            "msgsnd",
+            "msgrcv",
+            "msgctl",
+            "semtimedop",
+            "mq_open",
+            "mq_unlink",
+            "mq_timedsend",
+            "mq_timedreceive",
+            "mq_notify",
+            "mq_getsetattr",
+        ],
+    ),
+    (
+        "creds",
+        &[
+            "getuid",
+            "getgid",
+            "setuid",
+            "setgid",
+            "geteuid",
+            "getegid",
+            "setreuid",
+            "setregid",
+            "getgroups",
+            "setgroups",
+            "setresuid",
+            "getresuid",
+            "setresgid",
+            "getresgid",
+            "setfsuid",
+            "setfsgid",
+            "capget",
+            "capset",
+            "prctl",
+        ],
+    ),
+    (
+        "clock",
+        &[
+            "gettimeofday",
+            "settimeofday",
+            "adjtimex",
+            "time",
+            "clock_settime",
+            "clock_gettime",
+            "clock_getres",
+            "clock_adjtime",
+        ],
+    ),
 ];
+
+/// Other names strace accepts for a class.
+const CLASS_ALIASES: &[(&str, &str)] = &[("net", "network")];
 
 /// A set of syscalls to record, with optional argument filters.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,6 +463,70 @@ impl Default for Selection {
             futex_wait_only: false,
         }
     }
+}
+
+/// One `trace=` set as strace reads it: names, `%class`es, `/regex`es
+/// (matched against names), `all`, `?` before an item to let it match
+/// nothing on this architecture, and `!` before the whole set for every
+/// syscall but those.
+fn parse_set(set: &str) -> Result<BTreeSet<Sysno>, SelectionError> {
+    let (negated, set) = match set.trim().strip_prefix('!') {
+        Some(rest) => (true, rest),
+        None => (false, set),
+    };
+    let mut chosen = BTreeSet::new();
+    for item in set.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (optional, item) = match item.strip_prefix('?') {
+            Some(rest) => (true, rest),
+            None => (false, item),
+        };
+        let found = parse_item(item)?;
+        if found.is_empty() && !optional {
+            return Err(SelectionError(match item.strip_prefix('/') {
+                Some(regex) => format!("/{regex} matches no syscall"),
+                None => format!("unknown syscall {item:?}"),
+            }));
+        }
+        chosen.extend(found);
+    }
+    if negated {
+        chosen = Sysno::iter().filter(|s| !chosen.contains(s)).collect();
+    }
+    Ok(chosen)
+}
+
+/// The syscalls one item of a set names (none: an unknown name).
+fn parse_item(item: &str) -> Result<BTreeSet<Sysno>, SelectionError> {
+    if item == "all" {
+        return Ok(Sysno::iter().collect());
+    }
+    if let Some(pattern) = item.strip_prefix('/') {
+        let regex =
+            regex::Regex::new(pattern).map_err(|e| SelectionError(format!("/{pattern}: {e}")))?;
+        return Ok(Sysno::iter().filter(|s| regex.is_match(s.name())).collect());
+    }
+    if let Some(class) = item.strip_prefix('%') {
+        let class = CLASS_ALIASES
+            .iter()
+            .find(|(alias, _)| *alias == class)
+            .map_or(class, |(_, name)| name);
+        let (_, names) = CLASSES
+            .iter()
+            .find(|(name, _)| *name == class)
+            .ok_or_else(|| {
+                let known: Vec<_> = CLASSES.iter().map(|(n, _)| format!("%{n}")).collect();
+                SelectionError(format!(
+                    "unknown class %{class} (known: {})",
+                    known.join(", ")
+                ))
+            })?;
+        // A class may name syscalls this architecture lacks.
+        return Ok(names
+            .iter()
+            .filter_map(|n| Sysno::from_str(n).ok())
+            .collect());
+    }
+    Ok(Sysno::from_str(item).into_iter().collect())
 }
 
 impl Selection {
@@ -179,30 +560,7 @@ impl Selection {
             }
             let set = expression.strip_prefix("trace=").unwrap_or(expression);
             explicit = true;
-            for item in set.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-                if item == "all" {
-                    syscalls.extend(Sysno::iter());
-                } else if let Some(class) = item.strip_prefix('%') {
-                    let (_, names) =
-                        CLASSES
-                            .iter()
-                            .find(|(name, _)| *name == class)
-                            .ok_or_else(|| {
-                                let known: Vec<_> =
-                                    CLASSES.iter().map(|(n, _)| format!("%{n}")).collect();
-                                SelectionError(format!(
-                                    "unknown class %{class} (known: {})",
-                                    known.join(", ")
-                                ))
-                            })?;
-                    // A class may name syscalls this architecture lacks.
-                    syscalls.extend(names.iter().filter_map(|n| Sysno::from_str(n).ok()));
-                } else {
-                    let sysno = Sysno::from_str(item)
-                        .map_err(|()| SelectionError(format!("unknown syscall {item:?}")))?;
-                    syscalls.insert(sysno);
-                }
-            }
+            syscalls.extend(parse_set(set)?);
         }
         let mut selection = if explicit {
             Selection {
@@ -310,6 +668,31 @@ mod tests {
         assert!(err.contains("unknown class %nope"), "{err}");
         assert!(Selection::parse(&["futex=wake"]).is_err());
         assert!(Selection::parse(&["trace="]).is_err());
+    }
+
+    #[test]
+    fn negation_regexes_optional_names_and_straces_classes() {
+        let all = Sysno::iter().count();
+        let s = Selection::parse(&["trace=!futex,read"]).unwrap();
+        assert_eq!(s.syscalls().count(), all - 2);
+        assert!(!s.syscalls().any(|x| x == Sysno::futex || x == Sysno::read));
+        let s = Selection::parse(&["trace=/^epoll_p"]).unwrap();
+        let names: Vec<_> = s.syscalls().map(|x| x.name()).collect();
+        assert_eq!(names, ["epoll_pwait", "epoll_pwait2"]);
+        let s = Selection::parse(&["trace=?no_such_call,futex"]).unwrap();
+        assert_eq!(s.syscalls().count(), 1);
+        let err = Selection::parse(&["trace=/^zzz"]).unwrap_err().to_string();
+        assert!(err.contains("/^zzz matches no syscall"), "{err}");
+        assert!(Selection::parse(&["trace=/("]).is_err());
+        for class in [
+            "%file", "%desc", "%memory", "%signal", "%ipc", "%net", "%creds", "%clock",
+        ] {
+            let s = Selection::parse(&[class]).unwrap();
+            assert!(s.syscalls().count() >= 8, "{class}");
+        }
+        let file = Selection::parse(&["%file"]).unwrap();
+        assert!(file.syscalls().any(|x| x == Sysno::openat));
+        assert!(!file.syscalls().any(|x| x == Sysno::read));
     }
 
     #[test]
