@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use tracebench_analysis::attribution::{Attributor, RequestRecord};
 use tracebench_export::jsonl::JsonlWriter;
-use tracebench_export::strace::{StraceWriter, TextOptions, ThreadPrefix, Timestamps};
+use tracebench_export::strace::{Results, StraceWriter, TextOptions, ThreadPrefix, Timestamps};
 use tracebench_export::summary::TraceSummary;
 use tracebench_files::Output;
 use tracebench_loadgen::export::{VALUE_UNIT, write_buckets_csv, write_hgrm, write_percentile_csv};
@@ -354,6 +354,7 @@ pub fn run(mut args: ExportArgs) -> anyhow::Result<()> {
             timestamps: Timestamps::Absolute,
             durations: true,
             prefix: ThreadPrefix::File,
+            results: Results::All,
         };
         let mut writer = StraceWriter::new(create(path)?, options);
         feed(&args.trace, &mut writer)?;

@@ -11,7 +11,7 @@ use tracebench_capture_perf::{PerfCapture, PerfOptions};
 use tracebench_capture_ptrace::{PtraceCapture, PtraceOptions};
 use tracebench_capture_sample::SampleCapture;
 use tracebench_export::jsonl::JsonlWriter;
-use tracebench_export::strace::{StraceWriter, TextOptions, ThreadPrefix, Timestamps};
+use tracebench_export::strace::{Results, StraceWriter, TextOptions, ThreadPrefix, Timestamps};
 use tracebench_export::summary::TraceSummary;
 use tracebench_trace::format::{Header, TraceWriter};
 use tracebench_trace::sink::Tee;
@@ -49,6 +49,16 @@ pub struct TraceArgs {
     /// Show the time spent in each syscall
     #[arg(short = 'T')]
     durations: bool,
+    /// Show only the calls that returned without an error (strace's -z)
+    #[arg(short = 'z', conflicts_with = "failed_only")]
+    successful_only: bool,
+    /// Show only the calls that returned an error (strace's -Z)
+    #[arg(short = 'Z')]
+    failed_only: bool,
+    /// Say nothing about attaching and detaching (strace's -q; -qq as
+    /// well)
+    #[arg(short = 'q', action = clap::ArgAction::Count)]
+    quiet: u8,
     /// Record every event to a trace file (export or replay it later);
     /// without -o, calls are then not printed
     #[arg(short = 'w', long = "write", value_name = "FILE")]
@@ -156,7 +166,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<u8> {
                 buffer_bytes: args.capture.buffer_size,
             };
             let capture = PerfCapture::start(&tracee, &options)?;
-            if attach {
+            if attach && args.quiet == 0 {
                 eprintln!(
                     "tracebench trace: following every thread through kernel tracepoints; \
                      nothing is stopped; Ctrl-C lets go"
@@ -177,7 +187,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<u8> {
             end.lost_events
         );
     }
-    if end.detached {
+    if end.detached && args.quiet == 0 {
         eprintln!("tracebench trace: detached; the program runs on");
     }
     Ok(end
@@ -222,7 +232,7 @@ fn start_ptrace(
     if let Some(TextSink::Strace(writer)) = outputs.text.as_mut() {
         writer.threads_at_start(capture.thread_count());
     }
-    if attach {
+    if attach && args.quiet == 0 {
         eprintln!(
             "tracebench trace: attached to {} threads; every syscall stops them \
              (no seccomp filter on a running process); Ctrl-C detaches",
@@ -354,6 +364,11 @@ fn text_sink(args: &TraceArgs) -> anyhow::Result<Option<TextSink>> {
                     ThreadPrefix::File
                 } else {
                     ThreadPrefix::Screen
+                },
+                results: match (args.successful_only, args.failed_only) {
+                    (true, _) => Results::Successful,
+                    (_, true) => Results::Failed,
+                    _ => Results::All,
                 },
             },
         )),

@@ -1286,3 +1286,76 @@ fn straces_classes_negations_and_regexes_select_what_strace_selects() {
         assert_eq!(ours, theirs, "{expression}: ours, then strace's");
     }
 }
+
+#[test]
+fn z_and_capital_z_show_the_calls_strace_shows() {
+    // Issue 15: strace's -z (successful calls only) and -Z (failed only).
+    let _serial = serial();
+    let dir = tempdir();
+    let program = ["ls", "/nonexistent", "/"];
+    for flag in ["-z", "-Z"] {
+        let theirs = dir.path().join("strace.txt");
+        let ours = dir.path().join("ours.txt");
+        let strace = Command::new("strace")
+            .args(["-f", flag, "-e", "trace=%file", "-o"])
+            .arg(&theirs)
+            .args(program)
+            .output()
+            .expect("strace is installed by the test script");
+        assert!(!strace.status.success(), "ls of a missing path fails");
+        let traced = Command::new(BIN)
+            .args(["trace", flag, "-e", "trace=%file", "-o"])
+            .arg(&ours)
+            .args(program)
+            .output()
+            .unwrap();
+        assert_eq!(traced.status.code(), strace.status.code(), "{traced:?}");
+        // The calls in order, by name and by whether they failed.
+        let calls = |path: &std::path::Path| -> Vec<(String, bool)> {
+            std::fs::read_to_string(path)
+                .unwrap()
+                .lines()
+                .filter_map(|l| {
+                    let l = l
+                        .trim_start_matches(|c: char| c.is_ascii_digit())
+                        .trim_start();
+                    let name = &l[..l.find('(')?];
+                    Some((name.to_owned(), l.contains(") = -1 ")))
+                })
+                .collect()
+        };
+        let (theirs, ours) = (calls(&theirs), calls(&ours));
+        assert!(!ours.is_empty(), "{flag}");
+        assert_eq!(ours, theirs, "{flag}: ours, then strace's");
+        let failed = flag == "-Z";
+        assert!(ours.iter().all(|(_, f)| *f == failed), "{flag}: {ours:?}");
+    }
+}
+
+#[test]
+fn q_keeps_the_attach_and_detach_lines_out() {
+    // strace's -q: the trace, and no word of our own about attaching.
+    let _serial = serial();
+    for (flags, said) in [(&[][..], true), (&["-q"][..], false)] {
+        let mut sleeper = Command::new("sleep").arg("0.6").spawn().unwrap();
+        let traced = Command::new(BIN)
+            .arg("trace")
+            .args(flags)
+            .args(["-e", "trace=clock_nanosleep,exit_group", "-p"])
+            .arg(sleeper.id().to_string())
+            .output()
+            .unwrap();
+        let _ = sleeper.wait();
+        let stderr = String::from_utf8_lossy(&traced.stderr);
+        assert!(traced.status.success(), "{flags:?}: {stderr}");
+        assert!(
+            stderr.contains("exit_group("),
+            "{flags:?}: the trace itself: {stderr}"
+        );
+        assert_eq!(
+            stderr.contains("tracebench trace: attached"),
+            said,
+            "{flags:?}: {stderr}"
+        );
+    }
+}

@@ -11,7 +11,7 @@ use std::io::{self, Write};
 use tracebench_trace::clock::{monotonic_ns, realtime_ns};
 
 use crate::render::{entry_args_of, exit_args_of, return_value, signal_name, syscall_name};
-use tracebench_trace::{Event, EventKind, EventSink, ExitStatus};
+use tracebench_trace::{DataCapture, Event, EventKind, EventSink, ExitStatus};
 
 /// When to print a timestamp before each line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -41,6 +41,18 @@ pub enum ThreadPrefix {
     File,
 }
 
+/// Which calls the text shows, by how they returned (strace's -z, -Z).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Results {
+    /// Every call.
+    #[default]
+    All,
+    /// Only those that did not return an error (`-z`).
+    Successful,
+    /// Only those that returned an error (`-Z`).
+    Failed,
+}
+
 /// Options of the text format.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TextOptions {
@@ -50,12 +62,17 @@ pub struct TextOptions {
     pub durations: bool,
     /// How each line names its thread.
     pub prefix: ThreadPrefix,
+    /// Which calls to show.
+    pub results: Results,
 }
 
 struct Pending {
     nr: u32,
     args: [u64; 6],
     entry_ns: u64,
+    /// The entry's text, held back until the return says whether the call
+    /// is shown (`-z`, `-Z`).
+    held: Option<String>,
 }
 
 /// Writes events as strace would print them.
@@ -197,7 +214,12 @@ impl<W: Write> StraceWriter<W> {
         let tid = event.tid;
         if let Some(pending) = self.pending.remove(&tid) {
             // exit, exit_group, or a call the thread died in.
-            if self.open_line == Some(tid) {
+            if let Some(entry) = pending.held {
+                // Never returned: neither a success nor a failure, but
+                // strace shows how a thread ended.
+                self.interrupt_open_line(tid);
+                self.write(entry + ") = ?\n");
+            } else if self.open_line == Some(tid) {
                 self.write(") = ?\n".to_owned());
                 self.open_line = None;
             } else {
@@ -246,6 +268,85 @@ impl<W: Write> StraceWriter<W> {
     }
 }
 
+impl<W: Write> StraceWriter<W> {
+    /// A call's entry: its line starts (or is held back for -z, -Z).
+    fn entered(
+        &mut self,
+        event: &Event,
+        nr: u32,
+        args: &[u64; 6],
+        data: &[u8],
+        data_capture: DataCapture,
+    ) {
+        let tid = event.tid;
+        let filtered = self.options.results != Results::All;
+        if !filtered {
+            self.interrupt_open_line(tid);
+        }
+        let prefix = self.prefix(event);
+        let text = format!(
+            "{prefix}{}({}",
+            syscall_name(nr),
+            entry_args_of(nr, args, data, data_capture)
+        );
+        let held = if filtered {
+            Some(text)
+        } else {
+            self.write(text);
+            self.open_line = Some(tid);
+            None
+        };
+        self.pending.insert(
+            tid,
+            Pending {
+                nr,
+                args: *args,
+                entry_ns: event.time_ns,
+                held,
+            },
+        );
+    }
+
+    /// A call's return: its line ends, or comes whole when held back.
+    fn returned(
+        &mut self,
+        event: &Event,
+        nr: u32,
+        ret: i64,
+        data: &[u8],
+        data_capture: DataCapture,
+    ) {
+        let tid = event.tid;
+        let mut pending = self.pending.remove(&tid);
+        let args = pending.as_ref().map_or([0; 6], |p| p.args);
+        if self.options.results != Results::All {
+            // strace's test of an error return: -4095 to -1.
+            let failed = (-4095..0).contains(&ret);
+            if failed != (self.options.results == Results::Failed) {
+                return;
+            }
+        }
+        let held = pending.as_mut().and_then(|p| p.held.take());
+        let tail = format!(
+            "{}) = {}{}\n",
+            exit_args_of(nr, &args, ret, data, data_capture),
+            return_value(nr, ret),
+            self.duration(pending.as_ref(), event.time_ns)
+        );
+        if let Some(entry) = held {
+            self.interrupt_open_line(tid);
+            self.write(entry + &tail);
+        } else if self.open_line == Some(tid) {
+            self.open_line = None;
+            self.write(tail);
+        } else {
+            self.interrupt_open_line(tid);
+            let prefix = self.prefix(event);
+            self.write(format!("{prefix}<... {} resumed>{tail}", syscall_name(nr)));
+        }
+    }
+}
+
 impl<W: Write> EventSink for StraceWriter<W> {
     fn event(&mut self, event: &Event) {
         self.threads_seen.insert(event.tid);
@@ -256,47 +357,13 @@ impl<W: Write> EventSink for StraceWriter<W> {
                 args,
                 data,
                 data_capture,
-            } => {
-                self.interrupt_open_line(tid);
-                let prefix = self.prefix(event);
-                self.write(format!(
-                    "{prefix}{}({}",
-                    syscall_name(*nr),
-                    entry_args_of(*nr, args, data, *data_capture)
-                ));
-                self.open_line = Some(tid);
-                self.pending.insert(
-                    tid,
-                    Pending {
-                        nr: *nr,
-                        args: *args,
-                        entry_ns: event.time_ns,
-                    },
-                );
-            }
+            } => self.entered(event, *nr, args, data, *data_capture),
             EventKind::SyscallExit {
                 nr,
                 ret,
                 data,
                 data_capture,
-            } => {
-                let pending = self.pending.remove(&tid);
-                let args = pending.as_ref().map_or([0; 6], |p| p.args);
-                let tail = format!(
-                    "{}) = {}{}\n",
-                    exit_args_of(*nr, &args, *ret, data, *data_capture),
-                    return_value(*nr, *ret),
-                    self.duration(pending.as_ref(), event.time_ns)
-                );
-                if self.open_line == Some(tid) {
-                    self.open_line = None;
-                    self.write(tail);
-                } else {
-                    self.interrupt_open_line(tid);
-                    let prefix = self.prefix(event);
-                    self.write(format!("{prefix}<... {} resumed>{tail}", syscall_name(*nr)));
-                }
-            }
+            } => self.returned(event, *nr, *ret, data, *data_capture),
             EventKind::Exited { status } => self.exited(event, *status),
             EventKind::Signal { signal } => {
                 self.interrupt_open_line(tid);
