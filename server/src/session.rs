@@ -197,7 +197,9 @@ impl Session {
         }
         tally.record(reply.outcome);
         self.answered += 1;
-        if reply.keep_alive {
+        // A drain that began while the answer was on its way ends the
+        // connection here, though the answer said keep-alive.
+        if reply.keep_alive && self.keep_alive {
             self.phase = Phase::Head {
                 deadline: now + self.read_timeout,
             };
@@ -397,6 +399,24 @@ mod tests {
         s.drain();
         assert_eq!(s.step(), Step::Close);
         assert_eq!(tally.snapshot().ok(), 1);
+    }
+
+    #[test]
+    fn a_drain_during_a_send_ends_the_connection_after_it() {
+        // Review of issue 17: the answer said keep-alive before the drain,
+        // and the connection went back to waiting for a request.
+        let tally = Tally::new();
+        let now = Instant::now();
+        let mut s = Session::new(&settings(true, Duration::ZERO), now);
+        let buf = s.read_buf();
+        let request = b"GET / HTTP/1.1\r\n\r\n";
+        buf[..request.len()].copy_from_slice(request);
+        s.on_read(request.len(), now);
+        assert_eq!(s.step(), Step::Send);
+        s.drain();
+        let n = s.to_send().len();
+        s.on_sent(n, now, &tally);
+        assert_eq!(s.step(), Step::Close);
     }
 
     #[test]

@@ -60,6 +60,10 @@ struct Conn {
     /// for the next edge.
     readable: bool,
     writable: bool,
+    /// The peer's FIN was reported (RDHUP, HUP): a short read no longer
+    /// means the socket is empty, as TCP stops a read at the FIN with
+    /// the EOF still to come, and no new edge will announce it.
+    peer_closed: bool,
     registered: bool,
     /// The time of this connection's live entry in the timer heap.
     scheduled: Option<Instant>,
@@ -131,15 +135,17 @@ impl EventLoop for Epoll {
                 Err(e) => return Err(ServerError::os("epoll_wait")(e.into())),
             }
             let now = Instant::now();
-            if !self.draining && shared.stop.is_stopping() {
-                self.begin_drain(at, now);
-            }
             for event in &events {
                 match event.data.u64() {
                     LISTENER => self.accept_ready(at, now)?,
                     WAKER => {}
                     token => self.ready(at, Token(token), event.flags, now),
                 }
+            }
+            // After this batch's reads: a keep-alive connection whose next
+            // request came with the stop is served, not closed as idle.
+            if !self.draining && shared.stop.is_stopping() {
+                self.begin_drain(at, now);
             }
             self.fire_timers(at, now);
         }
@@ -203,10 +209,8 @@ impl Epoll {
     fn accept_ready(&mut self, at: Loop<'_, '_>, now: Instant) -> Result<(), ServerError> {
         let config = at.shared.config;
         for _ in 0..ACCEPT_BATCH {
-            if self.conns.live >= config.max_connections
-                && !self.make_room(at)
-                && config.when_full == WhenFull::Block
-            {
+            let full = self.conns.live >= config.max_connections;
+            if full && config.when_full == WhenFull::Block && self.longest_idle().is_none() {
                 // The backlog holds the rest until a connection ends.
                 let _ = self.listen(at.shared, false);
                 return Ok(());
@@ -225,7 +229,9 @@ impl Epoll {
                 }
                 Err(e) => return Err(ServerError::os("accept")(e)),
             };
-            if self.conns.live >= config.max_connections {
+            // Someone is here: only now is an idle connection closed for
+            // them, never on a wake-up that brings nobody.
+            if full && !self.make_room(at) {
                 reject(stream, at.tally);
                 at.shared.stop.done();
                 continue;
@@ -239,14 +245,17 @@ impl Epoll {
     /// connection, as nginx reuses its idle ones first. False if none is
     /// idle.
     fn make_room(&mut self, at: Loop<'_, '_>) -> bool {
-        let idle = self
-            .conns
-            .min_by_key(|conn| conn.session.is_idle().then(|| conn.session.deadline()));
-        let Some(token) = idle else {
+        let Some(token) = self.longest_idle() else {
             return false;
         };
         self.close(at, token);
         true
+    }
+
+    /// The keep-alive connection idle the longest, if any.
+    fn longest_idle(&self) -> Option<Token> {
+        self.conns
+            .min_by_key(|conn| conn.session.is_idle().then(|| conn.session.deadline()))
     }
 
     fn admit(&mut self, at: Loop<'_, '_>, stream: TcpStream, now: Instant) {
@@ -256,6 +265,7 @@ impl Epoll {
             // Served at once: with TCP_DEFER_ACCEPT the request is there.
             readable: true,
             writable: true,
+            peer_closed: false,
             registered: false,
             scheduled: None,
         });
@@ -269,6 +279,7 @@ impl Epoll {
         };
         use epoll::EventFlags as F;
         conn.readable |= flags.intersects(F::IN | F::RDHUP | F::HUP | F::ERR);
+        conn.peer_closed |= flags.intersects(F::RDHUP | F::HUP | F::ERR);
         conn.writable |= flags.intersects(F::OUT | F::HUP | F::ERR);
         self.drive(at, token, now);
     }
@@ -403,7 +414,7 @@ fn advance(conn: &mut Conn, tally: &Tally, now: Instant) -> Step {
                 match (&conn.stream).read(buf) {
                     Ok(0) => conn.session.on_eof(tally),
                     Ok(n) => {
-                        conn.readable = n == want;
+                        conn.readable = n == want || conn.peer_closed;
                         conn.session.on_read(n, now);
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => conn.readable = false,

@@ -93,7 +93,17 @@ fn run_loops<L: EventLoop>(
         waker,
     };
     let tallies: Vec<Tally> = (0..config.workers).map(|_| Tally::new()).collect();
-    let run_one = |index: usize, tally: &Tally| L::new(&shared, index, tally)?.run(&shared, tally);
+    // A loop that fails stops the server: the others drain and end, and
+    // the error is what `run` returns, not a server serving on with a
+    // loop fewer than it says.
+    let run_one = |index: usize, tally: &Tally| {
+        let result = L::new(&shared, index, tally).and_then(|l| l.run(&shared, tally));
+        if result.is_err() {
+            stop.stop();
+            shared.wake_all();
+        }
+        result
+    };
     let peaks = std::thread::scope(|scope| {
         let mut others = Vec::new();
         for (index, tally) in tallies.iter().enumerate().skip(1) {
@@ -110,10 +120,6 @@ fn run_loops<L: EventLoop>(
             }
         }
         let first = run_one(0, &tallies[0]);
-        if first.is_err() {
-            stop.stop();
-            shared.wake_all();
-        }
         let mut peaks = vec![first?];
         for handle in others {
             let peak = handle

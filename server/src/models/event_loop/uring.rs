@@ -112,6 +112,9 @@ pub(super) struct Ring {
     accepting: bool,
     /// A cancel of the accept is on its way (the connection limit).
     cancelling_accept: bool,
+    /// Accepted connections waiting for room (`--when-full block`), first
+    /// come first served.
+    parked: std::collections::VecDeque<OwnedFd>,
     rearm_pending: bool,
     backoff: Box<types::Timespec>,
     draining: bool,
@@ -134,13 +137,21 @@ impl EventLoop for Ring {
             .setup_defer_taskrun()
             .build(ENTRIES)
             .or_else(|_| IoUring::new(ENTRIES))
-            .map_err(|e| ServerError::Unsupported(unavailable(&e)))?;
+            .map_err(|e| match e.raw_os_error() {
+                // Out of descriptors or memory is not a kernel without
+                // io_uring.
+                Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM) => {
+                    ServerError::os("io_uring_setup")(e)
+                }
+                _ => ServerError::Unsupported(unavailable(&e)),
+            })?;
         Ok(Ring {
             ring,
             conns: Slab::new(),
             timers: BinaryHeap::new(),
             accepting: false,
             cancelling_accept: false,
+            parked: std::collections::VecDeque::new(),
             rearm_pending: false,
             backoff: Box::new(timespec(EXHAUSTED_BACKOFF)),
             draining: false,
@@ -172,9 +183,6 @@ impl EventLoop for Ring {
                 Err(e) => return Err(ServerError::os("io_uring_enter")(e)),
             }
             let now = Instant::now();
-            if !self.draining && shared.stop.is_stopping() {
-                self.begin_drain(at, now);
-            }
             completions.extend(
                 self.ring
                     .completion()
@@ -182,6 +190,11 @@ impl EventLoop for Ring {
             );
             for (data, result, flags) in completions.drain(..) {
                 self.complete(at, data, result, flags, now)?;
+            }
+            // After this batch's receives: a request that came with the
+            // stop is served, not dropped with an "idle" connection.
+            if !self.draining && shared.stop.is_stopping() {
+                self.begin_drain(at, now);
             }
             self.fire_timers(at, now);
         }
@@ -308,7 +321,8 @@ impl Ring {
     fn resume_accepting(&mut self, shared: &Shared<'_>) {
         let full = shared.config.when_full == WhenFull::Block
             && self.conns.live >= shared.config.max_connections;
-        if !self.accepting && !self.draining && !self.rearm_pending && !full {
+        let waiting = !self.parked.is_empty();
+        if !self.accepting && !self.draining && !self.rearm_pending && !full && !waiting {
             self.arm_accept(shared);
         }
     }
@@ -385,26 +399,29 @@ impl Ring {
     /// A new connection, within the limit or not.
     fn take(&mut self, at: Loop<'_, '_>, fd: OwnedFd, now: Instant) {
         let config = at.shared.config;
-        if self.conns.live >= config.max_connections && !self.make_room(at, now) {
-            match config.when_full {
-                WhenFull::Reject => {
-                    reject(TcpStream::from(fd), at.tally);
-                    at.shared.stop.done();
-                    return;
-                }
-                WhenFull::Block if self.accepting && !self.cancelling_accept => {
-                    // Connections the kernel completes before the cancel
-                    // lands are still served.
+        let full = self.conns.live >= config.max_connections;
+        if self.draining || !full || self.make_room(at, now) {
+            return self.admit(at, fd, now);
+        }
+        match config.when_full {
+            WhenFull::Reject => {
+                reject(TcpStream::from(fd), at.tally);
+                at.shared.stop.done();
+            }
+            WhenFull::Block => {
+                // A multishot accept empties the whole backlog at once:
+                // what there is no room for waits here, in order, as it
+                // would have in the backlog, and the accept stops.
+                self.parked.push_back(fd);
+                if self.accepting && !self.cancelling_accept {
                     self.cancelling_accept = true;
                     let cancel = opcode::AsyncCancel::new(Op::Accept.tag(LOOP))
                         .build()
                         .user_data(Op::Cancel.tag(LOOP));
                     self.push(&[cancel]);
                 }
-                WhenFull::Block => {}
             }
         }
-        self.admit(at, fd, now);
     }
 
     /// At the connection limit: ends the longest-idle keep-alive
@@ -499,7 +516,7 @@ impl Ring {
                     let _ = rustix::net::shutdown(&conn.fd, rustix::net::Shutdown::Write);
                     conn.session.on_shutdown(now);
                 }
-                Step::Close => return self.close(at, token),
+                Step::Close => return self.close(at, token, now),
             }
         };
         let timed_by_us = matches!(conn.pending, Some(Op::Recv | Op::Send));
@@ -509,7 +526,7 @@ impl Ring {
         }
     }
 
-    fn close(&mut self, at: Loop<'_, '_>, token: Token) {
+    fn close(&mut self, at: Loop<'_, '_>, token: Token, now: Instant) {
         let Some(conn) = self.conns.remove(token) else {
             return;
         };
@@ -518,7 +535,10 @@ impl Ring {
             .user_data(Op::Close.tag(token));
         self.push(&[close]);
         at.shared.stop.done();
-        self.resume_accepting(at.shared);
+        match self.parked.pop_front() {
+            Some(fd) => self.admit(at, fd, now),
+            None => self.resume_accepting(at.shared),
+        }
     }
 
     /// Stops accepting, wakes the other loops, serves what the stopper took
@@ -537,6 +557,9 @@ impl Ring {
         at.shared.wake_all();
         while let Some(stream) = at.shared.stop.take_stashed(at.shared.listener) {
             self.admit(at, OwnedFd::from(stream), now);
+        }
+        for fd in std::mem::take(&mut self.parked) {
+            self.admit(at, fd, now);
         }
         for token in self.conns.tokens() {
             self.end(at, token, now);
