@@ -46,9 +46,9 @@ pub struct ServeArgs {
     /// Simulated work per request (a nanosleep), e.g. 200ms, 1s; at most 60s
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     delay: Duration,
-    /// epoll: a listening socket per event loop (SO_REUSEPORT, the kernel
-    /// spreads connections by address hash) instead of one shared with
-    /// EPOLLEXCLUSIVE
+    /// Event loops: a listening socket per loop (SO_REUSEPORT, the kernel
+    /// spreads connections by address hash) instead of one shared (epoll:
+    /// with EPOLLEXCLUSIVE; io-uring with several loops always has one)
     #[arg(long)]
     reuseport: bool,
     /// Serve several requests per connection when the client asks

@@ -247,7 +247,7 @@ pub struct Server {
 
 impl Server {
     /// Checks `config` and binds its address.
-    pub fn bind(config: Config) -> Result<Server, ServerError> {
+    pub fn bind(mut config: Config) -> Result<Server, ServerError> {
         if config.mode.has_workers() && config.workers == 0 {
             return Err(ServerError::InvalidConfig(
                 "--workers must be at least 1".into(),
@@ -279,10 +279,16 @@ impl Server {
                 "--read-timeout must be more than 0".into(),
             ));
         }
-        if config.reuse_port && config.mode != Mode::Epoll {
+        if config.reuse_port && !config.mode.is_event_loop() {
             return Err(ServerError::InvalidConfig(
-                "--reuseport is for --mode epoll (a listening socket per event loop)".into(),
+                "--reuseport is for the event loops, epoll and io-uring (a listening socket per loop)"
+                    .into(),
             ));
+        }
+        // Rings sharing one socket do not share its connections: the first
+        // multishot accept takes them all. Each ring gets its own socket.
+        if config.mode == Mode::IoUring && config.workers > 1 {
+            config.reuse_port = true;
         }
         if config.mode == Mode::IoUring {
             models::probe_io_uring()?;

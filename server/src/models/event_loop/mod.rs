@@ -34,7 +34,16 @@ pub(super) fn run(
     stop: &StopHandle,
 ) -> Result<ServeSummary, ServerError> {
     match config.mode {
-        Mode::IoUring => run_loops::<uring::Ring>(config, listener, stop, uring::DESCRIPTION),
+        Mode::IoUring => run_loops::<uring::Ring>(
+            config,
+            listener,
+            stop,
+            if config.reuse_port {
+                uring::DESCRIPTION_REUSEPORT
+            } else {
+                uring::DESCRIPTION
+            },
+        ),
         _ => run_loops::<epoll::Epoll>(
             config,
             listener,

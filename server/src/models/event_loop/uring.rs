@@ -40,6 +40,8 @@ use crate::{ServerError, WhenFull};
 /// How the summary names the engine.
 pub(super) const DESCRIPTION: &str =
     "io_uring (multishot accept, recv, send, close; delays as IORING_OP_TIMEOUT)";
+/// The same, each ring with a listening socket of its own.
+pub(super) const DESCRIPTION_REUSEPORT: &str = "io_uring (multishot accept, recv, send, close; delays as IORING_OP_TIMEOUT), a listener per ring (SO_REUSEPORT)";
 
 /// Submission queue entries; completions get twice as many, and the kernel
 /// keeps any overflow (IORING_FEAT_NODROP), so this bounds batches only.
@@ -104,6 +106,8 @@ struct Conn {
 /// One io_uring loop.
 pub(super) struct Ring {
     ring: IoUring,
+    /// This loop's own listening socket (SO_REUSEPORT), else the server's.
+    own: Option<std::net::TcpListener>,
     conns: Slab<Conn>,
     /// Deadlines, earliest first; an entry is live only while it equals its
     /// connection's `scheduled`.
@@ -131,7 +135,8 @@ struct Loop<'s, 'a> {
 }
 
 impl EventLoop for Ring {
-    fn new(_shared: &Shared<'_>, _index: usize, _tally: &Tally) -> Result<Self, ServerError> {
+    fn new(shared: &Shared<'_>, index: usize, _tally: &Tally) -> Result<Self, ServerError> {
+        let own = shared.own_listener(index)?;
         let ring = IoUring::builder()
             .setup_single_issuer()
             .setup_defer_taskrun()
@@ -147,6 +152,7 @@ impl EventLoop for Ring {
             })?;
         Ok(Ring {
             ring,
+            own,
             conns: Slab::new(),
             timers: BinaryHeap::new(),
             accepting: false,
@@ -309,7 +315,8 @@ impl Ring {
     }
 
     fn arm_accept(&mut self, shared: &Shared<'_>) {
-        let accept = opcode::AcceptMulti::new(types::Fd(shared.listener.as_raw_fd()))
+        let listener = self.own.as_ref().unwrap_or(shared.listener);
+        let accept = opcode::AcceptMulti::new(types::Fd(listener.as_raw_fd()))
             .flags(libc::SOCK_CLOEXEC)
             .build()
             .user_data(Op::Accept.tag(LOOP));
@@ -560,6 +567,17 @@ impl Ring {
         }
         for fd in std::mem::take(&mut self.parked) {
             self.admit(at, fd, now);
+        }
+        if let Some(own) = self.own.take() {
+            // What waits in this loop's own backlog is served, as the
+            // stopper does for the shared one; closing the socket then
+            // takes it out of the port's group (the ring holds its own
+            // reference until the cancelled accept completes).
+            let _ = own.set_nonblocking(true);
+            while let Ok((stream, _)) = own.accept() {
+                at.shared.stop.admitted();
+                self.admit(at, OwnedFd::from(stream), now);
+            }
         }
         for token in self.conns.tokens() {
             self.end(at, token, now);
