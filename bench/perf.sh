@@ -62,15 +62,15 @@ run_case() {
   rm -f "$out" "$out.err"
   case "$name" in
     untraced) "${SERVER[@]}" >/dev/null & ;;
-    tracebench-perf) "$BIN" trace --backend perf -c -e "trace=$SET" -w "$out" -- "${SERVER[@]}" >/dev/null 2>"$out.err" & ;;
+    tracebench-perf) "$BIN" trace --backend perf -c -e "trace=$SET" --write "$out" -- "${SERVER[@]}" >/dev/null 2>"$out.err" & ;;
     tracebench-perf-attach)
       "${SERVER[@]}" >/dev/null &
       pids+=($!)
       wait_port
-      "$BIN" trace --backend perf -c -e "trace=$SET" -w "$out" -p "$(server_pid)" >/dev/null 2>"$out.err" &
+      "$BIN" trace --backend perf -c -e "trace=$SET" --write "$out" -p "$(server_pid)" >/dev/null 2>"$out.err" &
       attached=$!
       sleep 0.3 ;;
-    tracebench-ptrace) "$BIN" trace -c -e "trace=$SET" -w "$out" -- "${SERVER[@]}" >/dev/null 2>"$out.err" & ;;
+    tracebench-ptrace) "$BIN" trace -c -e "trace=$SET" --write "$out" -- "${SERVER[@]}" >/dev/null 2>"$out.err" & ;;
     perf-record) perf record -q -o "$out" \
       -e raw_syscalls:sys_enter --filter "$FILTER" -e raw_syscalls:sys_exit --filter "$FILTER" \
       -e sched:sched_switch -e sched:sched_waking -- "${SERVER[@]}" >/dev/null 2>"$out.err" & ;;

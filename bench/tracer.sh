@@ -59,9 +59,9 @@ run_case() {
   rm -f "$out"
   case "$name" in
     untraced) "${on[@]}" "${SERVER[@]}" >/dev/null & ;;
-    tracebench) "${on[@]}" "$BIN" trace -e "trace=$set" -w "$out" -- "${SERVER[@]}" >/dev/null 2>&1 & ;;
-    tracebench-no-poll-idle) "${on[@]}" "$BIN" trace --no-poll-idle -e "trace=$set" -w "$out" -- "${SERVER[@]}" >/dev/null 2>&1 & ;;
-    tracebench-futex-wait) "${on[@]}" "$BIN" trace -e "trace=${set/futex,/}" -e futex=wait -w "$out" -- "${SERVER[@]}" >/dev/null 2>&1 & ;;
+    tracebench) "${on[@]}" "$BIN" trace -e "trace=$set" --write "$out" -- "${SERVER[@]}" >/dev/null 2>&1 & ;;
+    tracebench-no-poll-idle) "${on[@]}" "$BIN" trace --no-poll-idle -e "trace=$set" --write "$out" -- "${SERVER[@]}" >/dev/null 2>&1 & ;;
+    tracebench-futex-wait) "${on[@]}" "$BIN" trace -e "trace=${set/futex,/}" -e futex=wait --write "$out" -- "${SERVER[@]}" >/dev/null 2>&1 & ;;
     tracebench-text) "${on[@]}" "$BIN" trace -e "trace=$set" -o "$out" -- "${SERVER[@]}" >/dev/null 2>&1 & ;;
     strace) "${on[@]}" strace -f -e "trace=$set" -o "$out" "${SERVER[@]}" >/dev/null 2>&1 & ;;
     strace-seccomp) "${on[@]}" strace -f --seccomp-bpf -e "trace=$set" -o "$out" "${SERVER[@]}" >/dev/null 2>&1 & ;;

@@ -20,7 +20,7 @@ use tracebench_trace::format::{TraceFileError, TraceReader};
 #[command(group = clap::ArgGroup::new("format").required(true).multiple(true))]
 pub struct ExportArgs {
     /// A recorded run (a runs/<time>/ directory of the dashboard) or a trace
-    /// file written by `tracebench trace -w FILE`
+    /// file written by `tracebench trace --write FILE`
     #[arg(value_name = "RUN")]
     trace: PathBuf,
     /// The run's latency histogram as HdrHistogram percentile CSV (ms); - for stdout

@@ -31,7 +31,7 @@ use clap::{CommandFactory, Parser, Subcommand};
     after_help = "Examples:\n  \
         tracebench serve --mode pool-futex --workers 5 --delay 1s\n  \
         tracebench serve --mode sync --addr 127.0.0.1:0\n  \
-        tracebench trace -w run.tbt -- tracebench serve\n  \
+        tracebench trace --write run.tbt -- tracebench serve\n  \
         tracebench export run.tbt --chrome run.json\n  \
         tracebench lab raw-clone\n  \
         tracebench experiment --quick\n  \

@@ -61,8 +61,13 @@ pub struct TraceArgs {
     quiet: u8,
     /// Record every event to a trace file (export or replay it later);
     /// without -o, calls are then not printed
-    #[arg(short = 'w', long = "write", value_name = "FILE")]
+    #[arg(long = "write", value_name = "FILE")]
     trace_file: Option<PathBuf>,
+    /// With -c, count wall time inside each call, as strace's -w does: our
+    /// -c always does, so this is accepted for strace users (the trace
+    /// file is --write)
+    #[arg(short = 'w')]
+    wall_clock: bool,
     /// Text format of -o (or standard error)
     #[arg(long, value_enum, default_value_t = TextFormat::Strace)]
     format: TextFormat,
@@ -139,6 +144,13 @@ impl TextSink {
 /// traced program's, like strace).
 pub fn run(args: TraceArgs) -> anyhow::Result<u8> {
     let _ = args.follow;
+    let first_word = args.command.first().map(|w| w.to_string_lossy());
+    if args.wall_clock && first_word.is_some_and(|w| w.ends_with(".tbt")) {
+        // `-w FILE` wrote a trace file before -w became strace's.
+        anyhow::bail!(
+            "-w is strace's wall-clock flag for -c; to record a trace file use --write FILE"
+        );
+    }
     let (tracee, command_line) = tracee_of(&args)?;
     let backend = match args.sample {
         Some(_) => Backend::Sample,

@@ -24,7 +24,7 @@ struct Run {
     server_pid: i32,
 }
 
-/// Runs `tracebench serve --mode MODE ARGS…` under `tracebench trace -w`,
+/// Runs `tracebench serve --mode MODE ARGS…` under `tracebench trace --write`,
 /// sends `rounds` rounds of `per_round` concurrent GETs of `path` (a new
 /// connection each), and stops the server with SIGTERM.
 fn traced_run(mode: &str, args: &[&str], path: &str, rounds: usize, per_round: usize) -> Run {
@@ -32,7 +32,7 @@ fn traced_run(mode: &str, args: &[&str], path: &str, rounds: usize, per_round: u
     let trace = dir.path().join("run.tbt");
     let mut command = Command::new(BIN);
     command
-        .args(["trace", "-w"])
+        .args(["trace", "--write"])
         .arg(&trace)
         .args(["--", BIN, "serve", "--addr", "127.0.0.1:0", "--mode", mode])
         .args(args);
@@ -347,7 +347,7 @@ fn kept_alive_connections_carry_one_record_per_request() {
     let dir = tempdir();
     let trace = dir.path().join("keep-alive.tbt");
     let mut command = Command::new(BIN);
-    command.args(["trace", "-w"]).arg(&trace).args([
+    command.args(["trace", "--write"]).arg(&trace).args([
         "--",
         BIN,
         "serve",

@@ -104,8 +104,8 @@ fn single_outputs_are_private_never_follow_a_symlink_and_replace_whole() {
     std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
     let link = shared.join("out");
     std::os::unix::fs::symlink(&victim, &link).unwrap();
-    // trace -o, trace -w: refused through the symlink.
-    for flag in ["-o", "-w"] {
+    // trace -o, trace --write: refused through the symlink.
+    for flag in ["-o", "--write"] {
         let output = Command::new(BIN)
             .args(["trace", flag])
             .arg(&link)
@@ -120,7 +120,7 @@ fn single_outputs_are_private_never_follow_a_symlink_and_replace_whole() {
     // A trace file of our own is private.
     let trace = base.path().join("t.tbt");
     let output = Command::new(BIN)
-        .args(["trace", "-w"])
+        .args(["trace", "--write"])
         .arg(&trace)
         .args(["--", "true"])
         .output()

@@ -115,7 +115,7 @@ fn under_perf(dir: &Path, inner: &[&str]) -> std::path::PathBuf {
     let output = Command::new(BIN)
         .args(["trace", "--backend", "perf", "--buffer-size", "64M", "-e"])
         .arg(format!("trace={SET}"))
-        .arg("-w")
+        .arg("--write")
         .arg(&perf_file)
         .arg("--")
         .args(inner)
@@ -183,7 +183,7 @@ fn labs_per_thread_counts_equal_strace_f_and_the_ptrace_backend() {
             "--no-poll-idle",
             "-e",
             &expression,
-            "-w",
+            "--write",
             ptrace_path,
             "--",
             BIN,
@@ -233,7 +233,7 @@ fn a_loaded_server_counts_alike_under_both_backends_and_its_creations_too() {
             "64M",
             "-e",
             &expression,
-            "-w",
+            "--write",
         ])
         .arg(&perf_file)
         .args([
@@ -243,7 +243,7 @@ fn a_loaded_server_counts_alike_under_both_backends_and_its_creations_too() {
             "--no-poll-idle",
             "-e",
             &expression,
-            "-w",
+            "--write",
         ])
         .arg(&ptrace_file)
         .args([
@@ -297,7 +297,7 @@ fn handshake_wakes_name_the_other_process_and_run_queue_waits_are_sane() {
             "64M",
             "-e",
             "trace=futex",
-            "-w",
+            "--write",
         ])
         .arg(&file)
         .args(["--", BIN, "lab", "handshake", "--rounds", "2000"])
@@ -480,7 +480,7 @@ fn a_tiny_buffer_under_a_busy_program_loses_events_and_says_so() {
             "8K",
             "-e",
             "trace=futex,write",
-            "-w",
+            "--write",
         ])
         .arg(&file)
         .args(["--", BIN, "lab", "handshake", "--rounds", "20000"])

@@ -296,7 +296,7 @@ fn killing_the_tracer_kills_the_spawned_program_and_killing_the_program_ends_the
             "trace",
             "-o",
             out.to_str().unwrap(),
-            "-w",
+            "--write",
             recording.to_str().unwrap(),
         ])
         .args(["--", "sleep", "30"])
@@ -467,7 +467,7 @@ fn a_recorded_trace_file_exports_to_jsonl_chrome_strace_and_a_summary() {
             "trace",
             "-o",
             "/dev/null",
-            "-w",
+            "--write",
             file.to_str().unwrap(),
             "--",
         ],
@@ -578,7 +578,7 @@ fn a_trace_file_cut_short_by_kill_9_still_reads_up_to_the_cut() {
             "trace",
             "-o",
             "/dev/null",
-            "-w",
+            "--write",
             file.to_str().unwrap(),
             "--",
         ])
@@ -1048,7 +1048,7 @@ fn a_sampled_trace_is_written_and_replayed_like_any_other() {
     let dir = tempdir();
     let file = dir.path().join("sampled.tbt");
     let traced = Command::new(BIN)
-        .args(["trace", "--backend", "sample", "-w"])
+        .args(["trace", "--backend", "sample", "--write"])
         .arg(&file)
         .args(["--", "sleep", "0.4"])
         .output()
@@ -1358,4 +1358,20 @@ fn q_keeps_the_attach_and_detach_lines_out() {
             "{flags:?}: {stderr}"
         );
     }
+}
+
+#[test]
+fn w_is_straces_wall_clock_flag_and_the_trace_file_is_write() {
+    // Issue 15: our -w wrote a trace file where strace's -w means a
+    // wall-clock -c.
+    let summary = Command::new(BIN)
+        .args(["trace", "-c", "-w", "true"])
+        .output()
+        .unwrap();
+    assert!(summary.status.success(), "{summary:?}");
+    assert!(String::from_utf8_lossy(&summary.stderr).contains("total"));
+    fails_with_one_line(
+        Command::new(BIN).args(["trace", "-w", "run.tbt", "--", "true"]),
+        "use --write FILE",
+    );
 }
