@@ -12,7 +12,7 @@ use tracebench_capture_ptrace::{PtraceCapture, PtraceOptions};
 use tracebench_capture_sample::SampleCapture;
 use tracebench_export::jsonl::JsonlWriter;
 use tracebench_export::strace::{Results, StraceWriter, TextOptions, ThreadPrefix, Timestamps};
-use tracebench_export::summary::TraceSummary;
+use tracebench_export::summary::{SortBy, TraceSummary};
 use tracebench_trace::format::{Header, TraceWriter};
 use tracebench_trace::sink::Tee;
 use tracebench_trace::{Backend, Capture, EventSink, ProgramStdio, Selection, Tracee};
@@ -78,6 +78,13 @@ pub struct TraceArgs {
     /// counts system CPU time)
     #[arg(short = 'c')]
     summary: bool,
+    /// The summary of -c and every call as well (strace's -C)
+    #[arg(short = 'C', conflicts_with = "summary")]
+    summary_and_calls: bool,
+    /// Order -c's table by time (default), calls, errors, name, max-time,
+    /// avg-time or nothing (strace's -S)
+    #[arg(short = 'S', value_enum, value_name = "KEY")]
+    sort_by: Option<SortKey>,
     /// Do not stop the program at all: sample every thread's state from
     /// /proc HZ times a second and print the share of time in each state
     /// (statistical; no calls, arguments or return values)
@@ -107,6 +114,39 @@ pub struct TraceArgs {
         num_args = 1..
     )]
     command: Vec<std::ffi::OsString>,
+}
+
+/// The orders of `-S`, with strace's names.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum SortKey {
+    #[value(alias = "time_total", alias = "total_time")]
+    Time,
+    #[value(alias = "count")]
+    Calls,
+    #[value(alias = "error")]
+    Errors,
+    #[value(alias = "syscall", alias = "syscall_name")]
+    Name,
+    #[value(name = "max-time", alias = "max_time", alias = "time_max")]
+    MaxTime,
+    #[value(name = "avg-time", alias = "avg_time", alias = "time_avg")]
+    AvgTime,
+    #[value(alias = "none")]
+    Nothing,
+}
+
+impl From<SortKey> for SortBy {
+    fn from(key: SortKey) -> SortBy {
+        match key {
+            SortKey::Time => SortBy::Time,
+            SortKey::Calls => SortBy::Calls,
+            SortKey::Errors => SortBy::Errors,
+            SortKey::Name => SortBy::Name,
+            SortKey::MaxTime => SortBy::MaxTime,
+            SortKey::AvgTime => SortBy::AvgTime,
+            SortKey::Nothing => SortBy::Nothing,
+        }
+    }
 }
 
 /// The text formats of `-o`.
@@ -161,7 +201,10 @@ pub fn run(args: TraceArgs) -> anyhow::Result<u8> {
     }
     let attach = matches!(tracee, Tracee::Attach { .. });
     // strace's -c counts every call unless -e narrows it.
-    let selection = if args.summary && args.expressions.is_empty() && args.output.is_none() {
+    let selection = if (args.summary || args.summary_and_calls)
+        && args.expressions.is_empty()
+        && args.output.is_none()
+    {
         Selection::parse(&["trace=all"])?
     } else {
         Selection::parse(&args.expressions)?
@@ -296,7 +339,9 @@ impl Outputs {
         Ok(Outputs {
             text: text_sink(args)?,
             file,
-            summary: args.summary.then(TraceSummary::new),
+            summary: (args.summary || args.summary_and_calls).then(|| {
+                TraceSummary::new().sorted_by(args.sort_by.map_or(SortBy::Time, SortBy::from))
+            }),
         })
     }
 

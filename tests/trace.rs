@@ -1375,3 +1375,49 @@ fn w_is_straces_wall_clock_flag_and_the_trace_file_is_write() {
         "use --write FILE",
     );
 }
+
+#[test]
+fn capital_c_prints_calls_and_summary_and_capital_s_orders_the_table() {
+    // Issue 15: strace's -C (the summary and the calls) and -S (order).
+    let both = Command::new(BIN)
+        .args(["trace", "-C", "ls", "/"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&both.stderr);
+    assert!(both.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("openat(") && stderr.contains("% time"),
+        "{stderr}"
+    );
+    let table_by = |key: &str| {
+        let out = Command::new(BIN)
+            .args(["trace", "-c", "-S", key, "ls", "/"])
+            .output()
+            .unwrap();
+        let table = calls_table(&String::from_utf8_lossy(&out.stderr));
+        assert!(table.len() > 5, "{key}: {table:?}");
+        table
+    };
+    // % time, seconds, usecs/call, max usecs, calls, [errors,] syscall
+    let calls: Vec<u64> = table_by("calls")
+        .iter()
+        .map(|r| r[4].parse().unwrap())
+        .collect();
+    assert!(calls.windows(2).all(|w| w[0] >= w[1]), "{calls:?}");
+    let names: Vec<String> = table_by("name")
+        .iter()
+        .map(|r| r.last().unwrap().clone())
+        .collect();
+    assert!(names.windows(2).all(|w| w[0] <= w[1]), "{names:?}");
+}
+
+/// The rows of -c's per-syscall table, split into fields.
+fn calls_table(summary: &str) -> Vec<Vec<String>> {
+    summary
+        .lines()
+        .skip_while(|l| !l.starts_with("% time"))
+        .skip(2)
+        .take_while(|l| !l.starts_with("------"))
+        .map(|l| l.split_whitespace().map(str::to_owned).collect())
+        .collect()
+}

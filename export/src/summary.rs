@@ -21,9 +21,30 @@ struct Totals {
     max_ns: u64,
 }
 
+/// How the per-syscall table is ordered (strace's -S).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SortBy {
+    /// Most time first (strace's default).
+    #[default]
+    Time,
+    /// Most calls first.
+    Calls,
+    /// Most errors first.
+    Errors,
+    /// By name.
+    Name,
+    /// The longest single call first.
+    MaxTime,
+    /// The longest mean call first.
+    AvgTime,
+    /// By syscall number, as they are kept.
+    Nothing,
+}
+
 /// Collects the statistics as events arrive; print it with `Display`.
 #[derive(Debug, Default)]
 pub struct TraceSummary {
+    sort: SortBy,
     syscalls: BTreeMap<u32, Totals>,
     entered: HashMap<i32, (u32, u64)>,
     timelines: Timelines,
@@ -41,6 +62,12 @@ impl TraceSummary {
     /// An empty summary.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Orders the per-syscall table by `sort`.
+    pub fn sorted_by(mut self, sort: SortBy) -> Self {
+        self.sort = sort;
+        self
     }
 
     /// (calls, errors) for syscall `nr`.
@@ -123,7 +150,16 @@ impl fmt::Display for TraceSummary {
             "------ ----------- ----------- ----------- --------- --------- ----------------"
         )?;
         let mut rows: Vec<_> = self.syscalls.iter().collect();
-        rows.sort_by(|a, b| b.1.total_ns.cmp(&a.1.total_ns).then(a.0.cmp(b.0)));
+        let mean = |t: &Totals| t.total_ns / t.calls.max(1);
+        match self.sort {
+            SortBy::Time => rows.sort_by_key(|(_, t)| std::cmp::Reverse(t.total_ns)),
+            SortBy::Calls => rows.sort_by_key(|(_, t)| std::cmp::Reverse(t.calls)),
+            SortBy::Errors => rows.sort_by_key(|(_, t)| std::cmp::Reverse(t.errors)),
+            SortBy::Name => rows.sort_by_key(|(nr, _)| syscall_name(**nr)),
+            SortBy::MaxTime => rows.sort_by_key(|(_, t)| std::cmp::Reverse(t.max_ns)),
+            SortBy::AvgTime => rows.sort_by_key(|(_, t)| std::cmp::Reverse(mean(t))),
+            SortBy::Nothing => {}
+        }
         let (mut calls, mut errors) = (0, 0);
         for (nr, t) in rows {
             calls += t.calls;
