@@ -11,7 +11,9 @@ use tracebench_capture_perf::{PerfCapture, PerfOptions};
 use tracebench_capture_ptrace::{PtraceCapture, PtraceOptions};
 use tracebench_capture_sample::SampleCapture;
 use tracebench_export::jsonl::JsonlWriter;
-use tracebench_export::strace::{Results, StraceWriter, TextOptions, ThreadPrefix, Timestamps};
+use tracebench_export::strace::{
+    PerThreadFiles, Results, StraceWriter, TextOptions, ThreadPrefix, Timestamps,
+};
 use tracebench_export::summary::{SortBy, TraceSummary};
 use tracebench_trace::format::{Header, TraceWriter};
 use tracebench_trace::sink::Tee;
@@ -19,9 +21,10 @@ use tracebench_trace::{Backend, Capture, EventSink, ProgramStdio, Selection, Tra
 
 #[derive(clap::Args, Debug)]
 pub struct TraceArgs {
-    /// Follow forks and threads (always on; accepted for strace users)
-    #[arg(short = 'f')]
-    follow: bool,
+    /// Follow forks and threads (always on; accepted for strace users);
+    /// -ff with -o FILE writes each thread's calls to FILE.TID, as strace
+    #[arg(short = 'f', action = clap::ArgAction::Count)]
+    follow: u8,
     /// Syscalls to record, as strace: trace=NAME,%CLASS,/REGEX,?NAME,all,
     /// !SET for all but SET; futex=wait records only futex calls that
     /// sleep (repeatable)
@@ -162,13 +165,19 @@ pub enum TextFormat {
 enum TextSink {
     Strace(StraceWriter<Box<dyn Write>>),
     Jsonl(JsonlWriter<Box<dyn Write>>),
+    /// -ff: a file per thread.
+    PerThread(PerThreadFiles<std::io::BufWriter<std::fs::File>, OpenThreadFile>),
 }
+
+/// Opens `BASE.TID` for -ff.
+type OpenThreadFile = Box<dyn FnMut(i32) -> std::io::Result<std::io::BufWriter<std::fs::File>>>;
 
 impl TextSink {
     fn as_sink(&mut self) -> &mut dyn EventSink {
         match self {
             TextSink::Strace(w) => w,
             TextSink::Jsonl(w) => w,
+            TextSink::PerThread(w) => w,
         }
     }
 
@@ -176,6 +185,7 @@ impl TextSink {
         match self {
             TextSink::Strace(w) => w.finish().map(drop),
             TextSink::Jsonl(w) => w.finish().map(drop),
+            TextSink::PerThread(w) => w.finish(),
         }
     }
 }
@@ -183,7 +193,9 @@ impl TextSink {
 /// Runs `tracebench trace`; returns the exit code to leave with (the
 /// traced program's, like strace).
 pub fn run(args: TraceArgs) -> anyhow::Result<u8> {
-    let _ = args.follow;
+    if args.follow >= 2 && args.output.is_none() {
+        anyhow::bail!("-ff writes each thread to FILE.TID: it needs -o FILE");
+    }
     let first_word = args.command.first().map(|w| w.to_string_lossy());
     if args.wall_clock && first_word.is_some_and(|w| w.ends_with(".tbt")) {
         // `-w FILE` wrote a trace file before -w became strace's.
@@ -397,12 +409,6 @@ fn text_sink(args: &TraceArgs) -> anyhow::Result<Option<TextSink>> {
     if args.output.is_none() && (args.summary || args.trace_file.is_some()) {
         return Ok(None);
     }
-    let out: Box<dyn Write> = match &args.output {
-        Some(path) => Box::new(std::io::BufWriter::new(tracebench_files::create_streamed(
-            path,
-        )?)),
-        None => Box::new(std::io::stderr()),
-    };
     let timestamps = match (args.absolute_time, args.relative_time) {
         (3.., _) => Timestamps::Epoch,
         (2, _) => Timestamps::Absolute,
@@ -410,25 +416,41 @@ fn text_sink(args: &TraceArgs) -> anyhow::Result<Option<TextSink>> {
         (0, true) => Timestamps::Relative,
         (0, false) => Timestamps::None,
     };
+    let options = TextOptions {
+        timestamps,
+        durations: args.durations,
+        // In a file, strace -f names the thread on every line.
+        prefix: if args.output.is_some() {
+            ThreadPrefix::File
+        } else {
+            ThreadPrefix::Screen
+        },
+        results: match (args.successful_only, args.failed_only) {
+            (true, _) => Results::Successful,
+            (_, true) => Results::Failed,
+            _ => Results::All,
+        },
+    };
+    if let (Some(base), true) = (&args.output, args.follow >= 2) {
+        let base = base.clone();
+        let open: OpenThreadFile = Box::new(move |tid| {
+            let path = PathBuf::from(format!("{}.{tid}", base.display()));
+            tracebench_files::create_streamed(&path)
+                .map(std::io::BufWriter::new)
+                .map_err(std::io::Error::other)
+        });
+        return Ok(Some(TextSink::PerThread(PerThreadFiles::new(
+            open, options,
+        ))));
+    }
+    let out: Box<dyn Write> = match &args.output {
+        Some(path) => Box::new(std::io::BufWriter::new(tracebench_files::create_streamed(
+            path,
+        )?)),
+        None => Box::new(std::io::stderr()),
+    };
     Ok(Some(match args.format {
-        TextFormat::Strace => TextSink::Strace(StraceWriter::new(
-            out,
-            TextOptions {
-                timestamps,
-                durations: args.durations,
-                // In a file, strace -f names the thread on every line.
-                prefix: if args.output.is_some() {
-                    ThreadPrefix::File
-                } else {
-                    ThreadPrefix::Screen
-                },
-                results: match (args.successful_only, args.failed_only) {
-                    (true, _) => Results::Successful,
-                    (_, true) => Results::Failed,
-                    _ => Results::All,
-                },
-            },
-        )),
+        TextFormat::Strace => TextSink::Strace(StraceWriter::new(out, options)),
         TextFormat::Jsonl => TextSink::Jsonl(JsonlWriter::new(out)),
     }))
 }

@@ -1421,3 +1421,67 @@ fn calls_table(summary: &str) -> Vec<Vec<String>> {
         .map(|l| l.split_whitespace().map(str::to_owned).collect())
         .collect()
 }
+
+#[test]
+fn ff_writes_a_file_per_thread_as_strace_does() {
+    // Issue 15: strace -ff -o BASE writes BASE.TID per thread, no prefix.
+    let _serial = serial();
+    let dir = tempdir();
+    let program = ["sh", "-c", "true & true & wait"];
+    let files_of = |base: &str| -> Vec<std::path::PathBuf> {
+        let mut files: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with(&format!("{base}."))
+            })
+            .collect();
+        files.sort();
+        files
+    };
+    let strace = Command::new("strace")
+        .arg("-ff")
+        .arg("-o")
+        .arg(dir.path().join("s"))
+        .args(program)
+        .output()
+        .expect("strace is installed by the test script");
+    assert!(strace.status.success(), "{strace:?}");
+    let traced = Command::new(BIN)
+        .args(["trace", "-ff", "-e", "trace=all", "-o"])
+        .arg(dir.path().join("t"))
+        .args(program)
+        .output()
+        .unwrap();
+    assert!(traced.status.success(), "{traced:?}");
+    let (theirs, ours) = (files_of("s"), files_of("t"));
+    assert_eq!(ours.len(), 3, "sh and its two children: {ours:?}");
+    assert_eq!(
+        ours.len(),
+        theirs.len(),
+        "{ours:?} against strace's {theirs:?}"
+    );
+    for file in &ours {
+        let text = std::fs::read_to_string(file).unwrap();
+        let first = text.lines().next().unwrap_or_default();
+        // A thread's own file names no thread: the line starts with the call.
+        assert!(
+            first.starts_with(|c: char| c.is_ascii_lowercase()),
+            "{}: {first}",
+            file.display()
+        );
+        assert!(
+            text.contains("+++ exited with 0 +++"),
+            "{}: {text}",
+            file.display()
+        );
+    }
+    fails_with_one_line(
+        Command::new(BIN).args(["trace", "-ff", "true"]),
+        "it needs -o FILE",
+    );
+}

@@ -39,6 +39,8 @@ pub enum ThreadPrefix {
     /// `1234  ` on every line (strace -f -o FILE): what strace-process-tree
     /// and stracetools parse.
     File,
+    /// Never: a file of one thread (strace -ff -o FILE writes FILE.TID).
+    Never,
 }
 
 /// Which calls the text shows, by how they returned (strace's -z, -Z).
@@ -140,7 +142,7 @@ impl<W: Write> StraceWriter<W> {
             ThreadPrefix::Screen if self.threads_seen.len() > 1 || self.several_from_start => {
                 text += &format!("[pid {:>5}] ", event.tid);
             }
-            ThreadPrefix::Screen => {}
+            ThreadPrefix::Screen | ThreadPrefix::Never => {}
         }
         match self.options.timestamps {
             Timestamps::None => {}
@@ -398,6 +400,73 @@ impl<W: Write> EventSink for StraceWriter<W> {
                     "--- {count} events lost: the ring buffer of CPU {cpu} was full ---\n"
                 ));
             }
+        }
+    }
+}
+
+/// strace's `-ff -o BASE`: each thread's calls in a file of its own,
+/// `BASE.TID`, opened when the thread is first seen and closed when it
+/// ends (a server making a thread per request never holds thousands
+/// open).
+pub struct PerThreadFiles<W: Write, F: FnMut(i32) -> io::Result<W>> {
+    open: F,
+    options: TextOptions,
+    writers: HashMap<i32, StraceWriter<W>>,
+    error: Option<io::Error>,
+}
+
+impl<W: Write, F: FnMut(i32) -> io::Result<W>> PerThreadFiles<W, F> {
+    /// Writes thread `tid`'s calls to what `open(tid)` gives, as `options`
+    /// say (without a thread prefix: the file names the thread).
+    pub fn new(open: F, options: TextOptions) -> Self {
+        PerThreadFiles {
+            open,
+            options: TextOptions {
+                prefix: ThreadPrefix::Never,
+                ..options
+            },
+            writers: HashMap::new(),
+            error: None,
+        }
+    }
+
+    /// Ends every file still open; the first error of any, if one failed.
+    pub fn finish(mut self) -> io::Result<()> {
+        for (_, writer) in self.writers.drain() {
+            if let Err(e) = writer.finish() {
+                self.error.get_or_insert(e);
+            }
+        }
+        self.error.map_or(Ok(()), Err)
+    }
+}
+
+impl<W: Write, F: FnMut(i32) -> io::Result<W>> EventSink for PerThreadFiles<W, F> {
+    fn event(&mut self, event: &Event) {
+        if self.error.is_some() {
+            return;
+        }
+        let tid = event.tid;
+        if !self.writers.contains_key(&tid) {
+            match (self.open)(tid) {
+                Ok(out) => {
+                    self.writers
+                        .insert(tid, StraceWriter::new(out, self.options));
+                }
+                Err(e) => {
+                    self.error = Some(e);
+                    return;
+                }
+            }
+        }
+        if let Some(writer) = self.writers.get_mut(&tid) {
+            writer.event(event);
+        }
+        if matches!(event.kind, EventKind::Exited { .. })
+            && let Some(writer) = self.writers.remove(&tid)
+            && let Err(e) = writer.finish()
+        {
+            self.error = Some(e);
         }
     }
 }
