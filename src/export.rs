@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use tracebench_analysis::attribution::{Attributor, RequestRecord};
 use tracebench_export::jsonl::JsonlWriter;
+use tracebench_export::render::Strings;
 use tracebench_export::strace::{Results, StraceWriter, TextOptions, ThreadPrefix, Timestamps};
 use tracebench_export::summary::TraceSummary;
 use tracebench_files::Output;
@@ -355,6 +356,7 @@ pub fn run(mut args: ExportArgs) -> anyhow::Result<()> {
             durations: true,
             prefix: ThreadPrefix::File,
             results: Results::All,
+            strings: Strings::Escaped,
         };
         let mut writer = StraceWriter::new(create(path)?, options);
         feed(&args.trace, &mut writer)?;

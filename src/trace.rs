@@ -11,6 +11,7 @@ use tracebench_capture_perf::{PerfCapture, PerfOptions};
 use tracebench_capture_ptrace::{PtraceCapture, PtraceOptions};
 use tracebench_capture_sample::SampleCapture;
 use tracebench_export::jsonl::JsonlWriter;
+use tracebench_export::render::Strings;
 use tracebench_export::strace::{
     PerThreadFiles, Results, StraceWriter, TextOptions, ThreadPrefix, Timestamps,
 };
@@ -58,6 +59,10 @@ pub struct TraceArgs {
     /// Show only the calls that returned an error (strace's -Z)
     #[arg(short = 'Z')]
     failed_only: bool,
+    /// Strings in hexadecimal: -x those holding non-printable bytes, -xx
+    /// all of them (strace's -x, -xx)
+    #[arg(short = 'x', action = clap::ArgAction::Count)]
+    hex_strings: u8,
     /// Say nothing about attaching and detaching (strace's -q; -qq as
     /// well)
     #[arg(short = 'q', action = clap::ArgAction::Count)]
@@ -429,6 +434,11 @@ fn text_sink(args: &TraceArgs) -> anyhow::Result<Option<TextSink>> {
             (true, _) => Results::Successful,
             (_, true) => Results::Failed,
             _ => Results::All,
+        },
+        strings: match args.hex_strings {
+            0 => Strings::Escaped,
+            1 => Strings::HexWhenBinary,
+            _ => Strings::Hex,
         },
     };
     if let (Some(base), true) = (&args.output, args.follow >= 2) {

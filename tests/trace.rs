@@ -1485,3 +1485,47 @@ fn ff_writes_a_file_per_thread_as_strace_does() {
         "it needs -o FILE",
     );
 }
+
+#[test]
+fn x_and_xx_write_strings_in_hex_as_strace_does() {
+    // Issue 15: strace's -x (hex for strings with non-printable bytes) and
+    // -xx (hex for all).
+    let _serial = serial();
+    let dir = tempdir();
+    for (i, content) in [&b"a\tb\x01\xff\n"[..], b"abc\n", b"a\tb\n", b"a\x01b"]
+        .into_iter()
+        .enumerate()
+    {
+        let input = dir.path().join(format!("in{i}"));
+        std::fs::write(&input, content).unwrap();
+        for flag in ["-x", "-xx"] {
+            let line_of = |tool: &str, out: &std::path::Path| -> String {
+                let mut command = Command::new(tool);
+                if tool == BIN {
+                    command.arg("trace");
+                }
+                let status = command
+                    .args([flag, "-e", "trace=write", "-o"])
+                    .arg(out)
+                    .arg("cat")
+                    .arg(&input)
+                    .stdout(std::process::Stdio::null())
+                    .status()
+                    .unwrap();
+                assert!(status.success(), "{tool} {flag}");
+                let text = std::fs::read_to_string(out).unwrap();
+                let line = text
+                    .lines()
+                    .find(|l| l.contains("write("))
+                    .unwrap_or_default();
+                // strace pads before " = "; the pid prefix is ours in a file.
+                let line = line.trim_start_matches(|c: char| c.is_ascii_digit()).trim();
+                line.split_whitespace().collect::<Vec<_>>().join(" ")
+            };
+            let theirs = line_of("strace", &dir.path().join("s"));
+            let ours = line_of(BIN, &dir.path().join("t"));
+            assert!(theirs.starts_with("write(1, "), "{theirs}");
+            assert_eq!(ours, theirs, "{flag} of {content:?}");
+        }
+    }
+}

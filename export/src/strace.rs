@@ -10,7 +10,9 @@ use std::io::{self, Write};
 
 use tracebench_trace::clock::{monotonic_ns, realtime_ns};
 
-use crate::render::{entry_args_of, exit_args_of, return_value, signal_name, syscall_name};
+use crate::render::{
+    Strings, entry_args_of, exit_args_of, return_value, signal_name, syscall_name, with_strings,
+};
 use tracebench_trace::{DataCapture, Event, EventKind, EventSink, ExitStatus};
 
 /// When to print a timestamp before each line.
@@ -64,6 +66,8 @@ pub struct TextOptions {
     pub durations: bool,
     /// How each line names its thread.
     pub prefix: ThreadPrefix,
+    /// How strings and buffers are written (`-x`, `-xx`).
+    pub strings: Strings,
     /// Which calls to show.
     pub results: Results,
 }
@@ -351,6 +355,12 @@ impl<W: Write> StraceWriter<W> {
 
 impl<W: Write> EventSink for StraceWriter<W> {
     fn event(&mut self, event: &Event) {
+        with_strings(self.options.strings, || self.write_event(event));
+    }
+}
+
+impl<W: Write> StraceWriter<W> {
+    fn write_event(&mut self, event: &Event) {
         self.threads_seen.insert(event.tid);
         let tid = event.tid;
         match &event.kind {

@@ -17,7 +17,7 @@ mod text;
 pub use futex::futex_op;
 pub use net::sockaddr;
 pub use process::{clone_flags, exec_args, signal_name};
-pub use text::{quoted, timespec};
+pub use text::{Strings, quoted, timespec, with_strings};
 
 use net::{MSG_FLAGS, SOCK_FLAGS, socket_domain, socket_type};
 use process::{clone_args, signal_or_zero};

@@ -1,7 +1,37 @@
 //! The pieces every renderer is made of, as strace prints them: numbers,
 //! addresses, flag sets, quoted strings and buffers, timespecs.
 
+use std::cell::Cell;
 use std::fmt::Write;
+
+/// How strings and buffers are written (strace's -x, -xx).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Strings {
+    /// Text, with escapes for what is not printable.
+    #[default]
+    Escaped,
+    /// A string holding any byte that is neither printable nor a
+    /// whitespace escape (`\t \n \v \f \r`) is written whole in `\xNN`
+    /// (`-x`).
+    HexWhenBinary,
+    /// Every string in `\xNN` (`-xx`).
+    Hex,
+}
+
+thread_local! {
+    /// The style `quoted` writes in on this thread: set around one event
+    /// by [`with_strings`], so a writer's option reaches every renderer
+    /// without passing through each.
+    static STRINGS: Cell<Strings> = const { Cell::new(Strings::Escaped) };
+}
+
+/// Runs `f` with strings written in `style` on this thread.
+pub fn with_strings<R>(style: Strings, f: impl FnOnce() -> R) -> R {
+    let before = STRINGS.with(|s| s.replace(style));
+    let result = f();
+    STRINGS.with(|s| s.set(before));
+    result
+}
 
 pub(super) fn hex(value: u64) -> String {
     if value == 0 {
@@ -39,6 +69,22 @@ pub(super) fn flags(value: u64, names: &[(u64, &str)], zero: &str) -> String {
 pub fn quoted(bytes: &[u8], truncated: bool) -> String {
     let mut text = String::with_capacity(bytes.len() + 2);
     text.push('"');
+    let binary = |b: &u8| !matches!(b, 0x20..=0x7e | b'\t' | b'\n' | 0x0b | 0x0c | b'\r');
+    let hex = match STRINGS.with(Cell::get) {
+        Strings::Escaped => false,
+        Strings::HexWhenBinary => bytes.iter().any(binary),
+        Strings::Hex => true,
+    };
+    if hex {
+        for b in bytes {
+            let _ = write!(text, "\\x{b:02x}");
+        }
+        text.push('"');
+        if truncated {
+            text.push_str("...");
+        }
+        return text;
+    }
     for (i, &b) in bytes.iter().enumerate() {
         match b {
             b'"' => text.push_str("\\\""),
