@@ -272,19 +272,25 @@ pub fn run(args: LoadArgs) -> anyhow::Result<u8> {
     }
     let stats = &report.stats;
     let primary = stats.primary();
+    let named = |path: &Option<PathBuf>| {
+        let path = path
+            .as_deref()
+            .map_or_else(String::new, |p| p.display().to_string());
+        move || format!("writing {path}")
+    };
     if let Some(out) = csv {
         write_percentile_csv(primary, out)
-            .context("writing the CSV")?
+            .with_context(named(&args.csv))?
             .finish()?;
     }
     if let Some(out) = hgrm {
         write_hgrm(primary, out)
-            .context("writing the .hgrm")?
+            .with_context(named(&args.hgrm))?
             .finish()?;
     }
     if let Some(out) = buckets {
         write_buckets_csv(primary, out)
-            .context("writing the bucket CSV")?
+            .with_context(named(&args.buckets_csv))?
             .finish()?;
     }
     let mut stdout = std::io::stdout().lock();

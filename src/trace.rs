@@ -379,7 +379,11 @@ impl Outputs {
     /// Writes out what is buffered, the file's index, and the summary.
     fn finish(self, args: &TraceArgs) -> anyhow::Result<()> {
         if let Some(text) = self.text {
-            text.finish().context("writing the trace")?;
+            text.finish().with_context(|| match &args.output {
+                Some(path) if args.follow >= 2 => format!("writing {}.TID", path.display()),
+                Some(path) => format!("writing {}", path.display()),
+                None => "writing the trace to standard error".to_owned(),
+            })?;
         }
         if let (Some(file), Some(path)) = (self.file, &args.trace_file) {
             let events = file.events();

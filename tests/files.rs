@@ -236,3 +236,92 @@ fn a_full_disk_names_the_file_fails_the_run_and_lists_nothing_as_whole() {
     assert!(!output.status.success(), "{stderr}");
     assert!(stderr.contains("full.hlog"), "{stderr}");
 }
+
+#[test]
+fn every_output_on_a_full_disk_names_its_file_and_fails() {
+    // Issue 14 item 4, outside the dashboard: the CSV, the .hgrm, a merge,
+    // strace text and a trace file each name the file the disk refused.
+    let _serial = serial();
+    let disk = SmallDisk::mount();
+    // Fill it, so even a small output cannot fit.
+    let filler = disk.path().join("filler");
+    let _ = std::fs::write(&filler, vec![0u8; 512 * 1024]);
+    let server = ServerProcess::start(&["--delay", "0ms"]);
+    let url = format!("http://{}/", server.addr);
+    let log = tempdir();
+    let hlog = log.path().join("ok.hlog");
+    let made = Command::new(BIN)
+        .args(["load", &url, "-n", "50", "--hlog"])
+        .arg(&hlog)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let cases: Vec<(Vec<std::ffi::OsString>, &str)> = vec![
+        (
+            vec![
+                "load".into(),
+                url.clone().into(),
+                "-n".into(),
+                "50".into(),
+                "--csv".into(),
+                disk.path().join("l.csv").into(),
+            ],
+            "l.csv",
+        ),
+        (
+            vec![
+                "load".into(),
+                url.clone().into(),
+                "-n".into(),
+                "50".into(),
+                "--hgrm".into(),
+                disk.path().join("l.hgrm").into(),
+            ],
+            "l.hgrm",
+        ),
+        (
+            vec![
+                "merge".into(),
+                hlog.clone().into(),
+                hlog.clone().into(),
+                "-o".into(),
+                disk.path().join("m.hlog").into(),
+            ],
+            "m.hlog",
+        ),
+        (
+            vec![
+                "trace".into(),
+                "-o".into(),
+                disk.path().join("t.txt").into(),
+                "ls".into(),
+                "/".into(),
+            ],
+            "t.txt",
+        ),
+        (
+            vec![
+                "trace".into(),
+                "--write".into(),
+                disk.path().join("t.tbt").into(),
+                "ls".into(),
+                "/".into(),
+            ],
+            "t.tbt",
+        ),
+    ];
+    for (args, name) in cases {
+        let output = Command::new(BIN)
+            .args(&args)
+            .stdout(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{name}: {stderr}");
+        let said = stderr
+            .lines()
+            .find(|l| l.contains("No space left on device"))
+            .unwrap_or_else(|| panic!("{name}: {stderr}"));
+        assert!(said.contains(name), "{name}: {said}");
+    }
+}
