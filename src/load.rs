@@ -93,6 +93,38 @@ pub struct LoadArgs {
     json: bool,
 }
 
+/// Writes the latency histogram to the outputs asked for: the percentile
+/// CSV, the .hgrm and the bucket CSV, in that order; an error names the
+/// file.
+fn write_histograms(
+    args: &LoadArgs,
+    latency: &hdrhistogram::Histogram<u64>,
+    [csv, hgrm, buckets]: [Option<tracebench_files::Output>; 3],
+) -> anyhow::Result<()> {
+    let named = |path: &Option<PathBuf>| {
+        let path = path
+            .as_deref()
+            .map_or_else(String::new, |p| p.display().to_string());
+        move || format!("writing {path}")
+    };
+    if let Some(out) = csv {
+        write_percentile_csv(latency, out)
+            .with_context(named(&args.csv))?
+            .finish()?;
+    }
+    if let Some(out) = hgrm {
+        write_hgrm(latency, out)
+            .with_context(named(&args.hgrm))?
+            .finish()?;
+    }
+    if let Some(out) = buckets {
+        write_buckets_csv(latency, out)
+            .with_context(named(&args.buckets_csv))?
+            .finish()?;
+    }
+    Ok(())
+}
+
 /// The largest request body `-d @FILE` sends.
 const MAX_BODY: u64 = 64 << 20;
 
@@ -272,27 +304,7 @@ pub fn run(args: LoadArgs) -> anyhow::Result<u8> {
     }
     let stats = &report.stats;
     let primary = stats.primary();
-    let named = |path: &Option<PathBuf>| {
-        let path = path
-            .as_deref()
-            .map_or_else(String::new, |p| p.display().to_string());
-        move || format!("writing {path}")
-    };
-    if let Some(out) = csv {
-        write_percentile_csv(primary, out)
-            .with_context(named(&args.csv))?
-            .finish()?;
-    }
-    if let Some(out) = hgrm {
-        write_hgrm(primary, out)
-            .with_context(named(&args.hgrm))?
-            .finish()?;
-    }
-    if let Some(out) = buckets {
-        write_buckets_csv(primary, out)
-            .with_context(named(&args.buckets_csv))?
-            .finish()?;
-    }
+    write_histograms(&args, primary, [csv, hgrm, buckets])?;
     let mut stdout = std::io::stdout().lock();
     if args.json {
         writeln!(stdout, "{}", json_summary(&report, &config))?;
