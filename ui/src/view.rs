@@ -423,20 +423,43 @@ fn load_width(width: u16) -> u16 {
 /// its arguments, never its result and duration (`accept4(3, …) = 7`),
 /// which are what a reader of the pane looks for.
 fn fit(line: String, width: usize) -> String {
-    let length = line.chars().count();
-    if length <= width {
-        return line;
-    }
-    let Some(result_at) = line.rfind(") = ") else {
-        return line;
+    // What goes first when the pane is narrow: the time of every line
+    // (below 60 columns; the pane is in time order anyway, and every line
+    // keeps one layout), then the arguments, then the call's duration; the
+    // thread, the call's name and its result stay.
+    let mut line = match line.trim_start().split_once(' ') {
+        Some((time, rest)) if width < 60 && time.parse::<f64>().is_ok() => rest.to_owned(),
+        _ => line,
     };
-    let tail = &line[result_at..];
-    let keep = width.saturating_sub(tail.chars().count() + 1);
-    let head: String = line[..result_at].chars().take(keep).collect();
-    if head.is_empty() {
+    if line.chars().count() <= width {
         return line;
     }
-    format!("{head}…{tail}")
+    if let Some(cut) = cut_arguments(&line, width) {
+        return cut;
+    }
+    if line.ends_with('>')
+        && let Some(at) = line.rfind(" <")
+    {
+        line.truncate(at);
+    }
+    cut_arguments(&line, width).unwrap_or(line)
+}
+
+/// `line` with its call's arguments cut to fit `width` (`name(7, 0x…) =
+/// 3`), if the name and the result fit at all.
+fn cut_arguments(line: &str, width: usize) -> Option<String> {
+    if line.chars().count() <= width {
+        return Some(line.to_owned());
+    }
+    let result_at = line.rfind(") = ")?;
+    let name_end = line[..result_at].find('(')? + 1;
+    let tail = &line[result_at..];
+    let keep = width.checked_sub(tail.chars().count() + 1)?;
+    if keep < line[..name_end].chars().count() {
+        return None;
+    }
+    let head: String = line[..result_at].chars().take(keep).collect();
+    Some(format!("{head}…{tail}"))
 }
 
 /// The traced program's last lines of output, newest at the bottom.
@@ -759,8 +782,22 @@ mod tests {
         let fitted = fit(line.to_owned(), 40);
         assert_eq!(fitted.chars().count(), 40, "{fitted}");
         assert!(fitted.ends_with(") = 3 <0.000312>"), "{fitted}");
-        assert!(fitted.starts_with("12.000001 [4242] epoll"), "{fitted}");
+        // The time goes first: the thread and the call's name stay.
+        assert!(fitted.starts_with("[4242] epoll_wait(7, "), "{fitted}");
+        assert_eq!(
+            fit("1.5 [7] close(3) = 0".to_owned(), 40),
+            "[7] close(3) = 0"
+        );
+        let wide = fit(line.to_owned(), 64);
+        assert!(
+            wide.starts_with("12.000001 [4242] epoll_wait(7, "),
+            "{wide}"
+        );
         assert_eq!(fit(line.to_owned(), 200), line, "room enough: unchanged");
+        // Narrower still: the duration goes, then the arguments; the name
+        // and the result never.
+        let fitted = fit(line.to_owned(), 30);
+        assert_eq!(fitted, "[4242] epoll_wait(7, 0x7…) = 3", "{fitted}");
     }
 
     fn sample_app() -> App {
@@ -973,6 +1010,27 @@ mod snapshots {
     fn whole_screen() {
         let player = played();
         insta::assert_snapshot!(render(120, 40, |f| draw(f, &player.app)));
+    }
+
+    #[test]
+    fn whole_screen_at_the_common_terminal_sizes() {
+        // Issue 15: snapshots at 60×20, 80×24 and 200×60 (120×40 above).
+        // The text is the same with or without colour: each state has its
+        // mark (NO_COLOR changes colours only).
+        let player = played();
+        for (width, height) in [(60, 20), (80, 24), (200, 60)] {
+            let screen = render(width, height, |f| draw(f, &player.app));
+            let text: String = screen
+                .buffer()
+                .content()
+                .iter()
+                .map(|c| c.symbol())
+                .collect();
+            // Names and times whole at every size (the table drops columns
+            // rather than cut them).
+            assert!(text.contains("worker-0"), "{width}×{height}");
+            insta::assert_snapshot!(format!("whole_screen_{width}x{height}"), screen);
+        }
     }
 
     #[test]
