@@ -18,8 +18,6 @@
 //! * A read shorter than its buffer means the socket is empty, so the loop
 //!   waits for the next edge instead of reading again to see EAGAIN.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::fd::OwnedFd;
@@ -27,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use rustix::event::epoll;
 
-use super::{EventLoop, Shared, Slab, Token};
+use super::{EventLoop, Shared, Slab, Timers, Token};
 use crate::http::reject;
 use crate::listener::{Accepted, try_accept};
 use crate::session::{Session, Step};
@@ -76,9 +74,8 @@ pub(super) struct Epoll {
     /// shared one is used.
     own: Option<TcpListener>,
     conns: Slab<Conn>,
-    /// Deadlines, earliest first; an entry is live only while it equals its
-    /// connection's `scheduled` (see [`Epoll::drive`]).
-    timers: BinaryHeap<Reverse<(Instant, Token)>>,
+    /// Deadlines of the connections.
+    timers: Timers,
     /// Whether the listener is in the interest list.
     listening: bool,
     /// When to take the listener back after [`Accepted::Exhausted`].
@@ -106,7 +103,7 @@ impl EventLoop for Epoll {
             epoll,
             own,
             conns: Slab::new(),
-            timers: BinaryHeap::new(),
+            timers: Timers::default(),
             listening: false,
             listen_again: None,
             draining: false,
@@ -163,7 +160,7 @@ struct Loop<'s, 'a> {
 impl Epoll {
     /// How long epoll_wait may sleep: until the earliest deadline, if any.
     fn timeout(&self, now: Instant) -> Option<rustix::event::Timespec> {
-        let next = self.timers.peek().map(|Reverse((at, _))| *at);
+        let next = self.timers.next();
         let next = match (next, self.listen_again) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -310,12 +307,8 @@ impl Epoll {
             }
             conn.registered = true;
         }
-        if let Some(deadline) = conn.session.deadline()
-            && conn.scheduled.is_none_or(|s| deadline < s)
-        {
-            conn.scheduled = Some(deadline);
-            self.timers.push(Reverse((deadline, token)));
-        }
+        self.timers
+            .schedule(&mut conn.scheduled, conn.session.deadline(), token);
     }
 
     fn close(&mut self, at: Loop<'_, '_>, token: Token) {
@@ -337,18 +330,13 @@ impl Epoll {
                 let _ = self.listen(at.shared, true);
             }
         }
-        while let Some(&Reverse((when, token))) = self.timers.peek() {
-            if when > now {
-                break;
-            }
-            self.timers.pop();
+        while let Some((when, token)) = self.timers.pop_due(now) {
             let Some(conn) = self.conns.get_mut(token) else {
                 continue;
             };
-            if conn.scheduled != Some(when) {
+            if !Timers::claim(&mut conn.scheduled, when) {
                 continue;
             }
-            conn.scheduled = None;
             conn.session.on_deadline(now, at.tally);
             self.drive(at, token, now);
         }

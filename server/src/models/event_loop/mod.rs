@@ -9,6 +9,8 @@ mod uring;
 
 pub(crate) use uring::probe as probe_io_uring;
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::net::TcpListener;
 use std::os::fd::OwnedFd;
 use std::time::Instant;
@@ -160,6 +162,57 @@ fn run_loops<L: EventLoop>(
     })
 }
 
+/// A loop's deadlines, earliest first. A connection has at most one live
+/// entry, the one equal to its `scheduled` time: a later deadline is found
+/// when that entry comes due (most deadlines only move later, so most
+/// requests push nothing), an earlier one pushes a new entry and leaves the
+/// old one stale, to be skipped.
+#[derive(Default)]
+struct Timers(BinaryHeap<Reverse<(Instant, Token)>>);
+
+impl Timers {
+    /// Schedules `deadline` for `token` unless its live entry (`scheduled`)
+    /// is as early.
+    fn schedule(
+        &mut self,
+        scheduled: &mut Option<Instant>,
+        deadline: Option<Instant>,
+        token: Token,
+    ) {
+        if let Some(deadline) = deadline
+            && scheduled.is_none_or(|s| deadline < s)
+        {
+            *scheduled = Some(deadline);
+            self.0.push(Reverse((deadline, token)));
+        }
+    }
+
+    /// The earliest entry's time, live or stale.
+    fn next(&self) -> Option<Instant> {
+        self.0.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// The next entry due by `now`, live or stale: see [`Timers::claim`].
+    fn pop_due(&mut self, now: Instant) -> Option<(Instant, Token)> {
+        let &Reverse((when, token)) = self.0.peek()?;
+        if when > now {
+            return None;
+        }
+        self.0.pop();
+        Some((when, token))
+    }
+
+    /// Whether the entry for `when` is its connection's live one (then it
+    /// is live no more), given the connection's `scheduled`.
+    fn claim(scheduled: &mut Option<Instant>, when: Instant) -> bool {
+        if *scheduled != Some(when) {
+            return false;
+        }
+        *scheduled = None;
+        true
+    }
+}
+
 /// The connections of one loop, each named by a token that also carries
 /// its slot's generation, so an event for a closed connection can never
 /// reach the next one in its slot.
@@ -260,6 +313,28 @@ impl<T> Slab<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_live_timer_entry_per_connection() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + std::time::Duration::from_millis(ms);
+        let (mut timers, mut scheduled, token) = (Timers::default(), None, Token(7));
+        timers.schedule(&mut scheduled, Some(at(100)), token);
+        // Later: nothing pushed, found when the earlier entry comes due.
+        timers.schedule(&mut scheduled, Some(at(300)), token);
+        assert_eq!(timers.0.len(), 1);
+        // Earlier: a new entry, the old one left stale.
+        timers.schedule(&mut scheduled, Some(at(50)), token);
+        assert_eq!((timers.0.len(), timers.next()), (2, Some(at(50))));
+        assert_eq!(timers.pop_due(at(10)), None, "nothing due yet");
+        let (when, _) = timers.pop_due(at(60)).unwrap();
+        assert!(Timers::claim(&mut scheduled, when), "the live entry");
+        let (stale, _) = timers.pop_due(at(200)).unwrap();
+        assert!(
+            !Timers::claim(&mut scheduled, stale),
+            "the stale one is skipped"
+        );
+    }
 
     #[test]
     fn a_stale_token_never_reaches_the_slots_next_value() {

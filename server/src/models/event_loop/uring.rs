@@ -21,8 +21,6 @@
 //!   completions are run only when the loop asks for them, in one
 //!   io_uring_enter that also submits the next batch.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::io;
 use std::net::TcpStream;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
@@ -30,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
-use super::{EventLoop, Shared, Slab, Token};
+use super::{EventLoop, Shared, Slab, Timers, Token};
 use crate::http::reject;
 use crate::listener::say_accept_error;
 use crate::session::{Session, Step};
@@ -109,9 +107,8 @@ pub(super) struct Ring {
     /// This loop's own listening socket (SO_REUSEPORT), else the server's.
     own: Option<std::net::TcpListener>,
     conns: Slab<Conn>,
-    /// Deadlines, earliest first; an entry is live only while it equals its
-    /// connection's `scheduled`.
-    timers: BinaryHeap<Reverse<(Instant, Token)>>,
+    /// Deadlines of the connections.
+    timers: Timers,
     /// A multishot accept is armed.
     accepting: bool,
     /// A cancel of the accept is on its way (the connection limit).
@@ -154,7 +151,7 @@ impl EventLoop for Ring {
             ring,
             own,
             conns: Slab::new(),
-            timers: BinaryHeap::new(),
+            timers: Timers::default(),
             accepting: false,
             cancelling_accept: false,
             parked: std::collections::VecDeque::new(),
@@ -236,7 +233,7 @@ impl Ring {
     /// Submits what is queued and waits for a completion, or for the
     /// earliest deadline.
     fn wait(&mut self, now: Instant) -> io::Result<usize> {
-        let Some(Reverse((next, _))) = self.timers.peek() else {
+        let Some(next) = self.timers.next() else {
             return self.ring.submit_and_wait(1);
         };
         let timeout = timespec(next.saturating_duration_since(now));
@@ -247,18 +244,13 @@ impl Ring {
     /// Cancels the operations of connections whose deadline has come; the
     /// cancelled completion then runs the deadline.
     fn fire_timers(&mut self, at: Loop<'_, '_>, now: Instant) {
-        while let Some(&Reverse((when, token))) = self.timers.peek() {
-            if when > now {
-                break;
-            }
-            self.timers.pop();
+        while let Some((when, token)) = self.timers.pop_due(now) {
             let Some(conn) = self.conns.get_mut(token) else {
                 continue;
             };
-            if conn.scheduled != Some(when) {
+            if !Timers::claim(&mut conn.scheduled, when) {
                 continue;
             }
-            conn.scheduled = None;
             match conn.pending {
                 Some(op @ (Op::Recv | Op::Send))
                     if conn.session.deadline().is_some_and(|d| d <= now) =>
@@ -283,12 +275,8 @@ impl Ring {
         let Some(conn) = self.conns.get_mut(token) else {
             return;
         };
-        if let Some(deadline) = conn.session.deadline()
-            && conn.scheduled.is_none_or(|s| deadline < s)
-        {
-            conn.scheduled = Some(deadline);
-            self.timers.push(Reverse((deadline, token)));
-        }
+        self.timers
+            .schedule(&mut conn.scheduled, conn.session.deadline(), token);
     }
 
     /// Queues `entries`, submitting what is queued first if they do not
