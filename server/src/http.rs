@@ -454,7 +454,7 @@ fn is_timeout(e: &io::Error) -> bool {
     )
 }
 
-fn io_outcome(e: &io::Error) -> Outcome {
+pub(crate) fn io_outcome(e: &io::Error) -> Outcome {
     match e.kind() {
         io::ErrorKind::ConnectionReset
         | io::ErrorKind::BrokenPipe

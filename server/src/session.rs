@@ -14,7 +14,7 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use crate::http::{
-    ConnectionSettings, HeadError, MAX_HEAD_BYTES, parse_head, plan, render_response,
+    ConnectionSettings, HeadError, MAX_HEAD_BYTES, io_outcome, parse_head, plan, render_response,
 };
 use crate::stats::{Outcome, Tally};
 
@@ -133,6 +133,12 @@ impl Session {
         matches!(self.phase, Phase::Head { .. }) && self.filled == 0 && self.answered > 0
     }
 
+    /// When an idle connection ([`Session::is_idle`]) times out; none for
+    /// one that is not idle. The longest idle goes first at the limit.
+    pub(crate) fn idle_deadline(&self) -> Option<Instant> {
+        self.is_idle().then(|| self.deadline()).flatten()
+    }
+
     /// Where the next read goes; never empty when [`Session::step`] is
     /// [`Step::Read`].
     pub(crate) fn read_buf(&mut self) -> &mut [u8] {
@@ -171,12 +177,7 @@ impl Session {
     /// A read or write failed.
     pub(crate) fn on_error(&mut self, error: &io::Error, tally: &Tally) {
         if !matches!(self.phase, Phase::Linger { .. } | Phase::Closed) {
-            tally.record(match error.kind() {
-                io::ErrorKind::ConnectionReset
-                | io::ErrorKind::BrokenPipe
-                | io::ErrorKind::ConnectionAborted => Outcome::PeerGone,
-                _ => Outcome::Io,
-            });
+            tally.record(io_outcome(error));
         }
         self.phase = Phase::Closed;
     }

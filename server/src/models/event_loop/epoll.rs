@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use rustix::event::epoll;
 
-use super::{EventLoop, Shared, Slab, Timers, Token};
+use super::{EventLoop, Loop, Shared, Slab, Timers, Token};
 use crate::http::reject;
 use crate::listener::{Accepted, try_accept};
 use crate::session::{Session, Step};
@@ -149,14 +149,6 @@ impl EventLoop for Epoll {
     }
 }
 
-/// What a loop's methods need besides the loop: the server's shared parts
-/// and this loop's tally.
-#[derive(Clone, Copy)]
-struct Loop<'s, 'a> {
-    shared: &'s Shared<'a>,
-    tally: &'s Tally,
-}
-
 impl Epoll {
     /// How long epoll_wait may sleep: until the earliest deadline, if any.
     fn timeout(&self, now: Instant) -> Option<rustix::event::Timespec> {
@@ -251,8 +243,7 @@ impl Epoll {
 
     /// The keep-alive connection idle the longest, if any.
     fn longest_idle(&self) -> Option<Token> {
-        self.conns
-            .min_by_key(|conn| conn.session.is_idle().then(|| conn.session.deadline()))
+        self.conns.min_by_key(|conn| conn.session.idle_deadline())
     }
 
     fn admit(&mut self, at: Loop<'_, '_>, stream: TcpStream, now: Instant) {

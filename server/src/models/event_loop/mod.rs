@@ -65,6 +65,14 @@ struct Shared<'a> {
     waker: OwnedFd,
 }
 
+/// What a loop's methods need besides the loop itself: the server's
+/// shared parts and this loop's tally.
+#[derive(Clone, Copy)]
+struct Loop<'s, 'a> {
+    shared: &'s Shared<'a>,
+    tally: &'s Tally,
+}
+
 impl Shared<'_> {
     /// Wakes every loop: the eventfd stays readable, as nobody reads it.
     fn wake_all(&self) {

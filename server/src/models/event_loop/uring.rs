@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
-use super::{EventLoop, Shared, Slab, Timers, Token};
+use super::{EventLoop, Loop, Shared, Slab, Timers, Token};
 use crate::http::reject;
 use crate::listener::say_accept_error;
 use crate::session::{Session, Step};
@@ -122,13 +122,6 @@ pub(super) struct Ring {
     /// A connection was ever accepted: an EINVAL after that is the stop, not
     /// a kernel without multishot accept.
     accepted_any: bool,
-}
-
-/// What a loop's methods need besides the ring.
-#[derive(Clone, Copy)]
-struct Loop<'s, 'a> {
-    shared: &'s Shared<'a>,
-    tally: &'s Tally,
 }
 
 impl EventLoop for Ring {
@@ -423,9 +416,7 @@ impl Ring {
     /// connection (its receive is cancelled; the slot frees when that
     /// completes). False if none is idle.
     fn make_room(&mut self, at: Loop<'_, '_>, now: Instant) -> bool {
-        let idle = self
-            .conns
-            .min_by_key(|conn| conn.session.is_idle().then(|| conn.session.deadline()));
+        let idle = self.conns.min_by_key(|conn| conn.session.idle_deadline());
         let Some(token) = idle else {
             return false;
         };
