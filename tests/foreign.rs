@@ -241,7 +241,8 @@ fn calls_of(trace: &str) -> Vec<Call> {
         };
         let name = text.split('(').next().unwrap_or_default().to_owned();
         let ret = text
-            .rsplit_once(") = ")
+            .rsplit_once("= ")
+            .filter(|(call, _)| call.trim_end().ends_with(')'))
             .and_then(|(_, after)| after.split_whitespace().next()?.parse().ok());
         calls.push(Call {
             tid,

@@ -6,6 +6,7 @@ use syscalls::Sysno;
 
 use crate::ptrace::{Tid, read_c_string, read_memory};
 use tracebench_trace::syscall::is_futex_wait;
+use tracebench_trace::syscall::signature::{Length, Memory, captured, push_segment, signature};
 
 /// Longest path read for execve and friends.
 const PATH_LIMIT: usize = 4096;
@@ -25,6 +26,10 @@ pub fn at_entry(tid: Tid, nr: u64, args: &[u64; 6], limit: usize) -> Vec<u8> {
     let Some(sysno) = sysno(nr) else {
         return Vec::new();
     };
+    if let Some(signature) = signature(sysno) {
+        let memory = MemoryReader::new(tid, args, None, limit);
+        return memory.segments(captured(signature, false));
+    }
     match sysno {
         Sysno::execve => exec_data(tid, args[0], args[1], args[2], limit),
         Sysno::execveat => exec_data(tid, args[1], args[2], args[3], limit),
@@ -106,18 +111,47 @@ fn exec_data(tid: Tid, path: u64, argv: u64, envp: u64, limit: usize) -> Vec<u8>
     data
 }
 
-/// Bytes to keep with a syscall exit (what the kernel wrote back).
-pub fn at_exit(tid: Tid, nr: u64, args: &[u64; 6], ret: i64, limit: usize) -> Vec<u8> {
+/// What the exit will need of memory the kernel rewrites: the socklen_t
+/// values of in/out lengths, as they were at entry (4 bytes each).
+pub fn before_exit(tid: Tid, nr: u64, args: &[u64; 6]) -> Vec<u8> {
+    let Some(signature) = sysno(nr).and_then(signature) else {
+        return Vec::new();
+    };
+    let mut before = Vec::new();
+    for (index, memory) in captured(signature, true) {
+        if memory == Memory::SocklenInOut {
+            let value = read_memory(tid, args[index], 4);
+            before.extend(if value.len() == 4 { value } else { vec![0; 4] });
+        }
+    }
+    before
+}
+
+/// Bytes to keep with a syscall exit (what the kernel wrote back);
+/// `before` is what [`before_exit`] read at entry.
+pub fn at_exit(
+    tid: Tid,
+    nr: u64,
+    args: &[u64; 6],
+    ret: i64,
+    before: &[u8],
+    limit: usize,
+) -> Vec<u8> {
     let Some(sysno) = sysno(nr) else {
         return Vec::new();
     };
+    if let Some(signature) = signature(sysno) {
+        let mut memory = MemoryReader::new(tid, args, Some(ret), limit);
+        memory.before = before;
+        return memory.segments(captured(signature, true));
+    }
     match sysno {
         Sysno::read | Sysno::recvfrom if ret > 0 => {
             read_memory(tid, args[1], (ret as usize).min(limit))
         }
-        Sysno::accept | Sysno::accept4 | Sysno::getsockname | Sysno::getpeername
-            if ret >= 0 && args[1] != 0 && args[2] != 0 =>
-        {
+        // Its flags again: the line's end depends on them.
+        Sysno::clone3 => read_memory(tid, args[0], 8),
+        Sysno::accept | Sysno::accept4 if ret >= 0 && args[1] != 0 && args[2] != 0 => {
             let len = read_memory(tid, args[2], 4);
             let Ok(len) = <[u8; 4]>::try_from(len.as_slice()) else {
                 return Vec::new();
@@ -129,5 +163,150 @@ pub fn at_exit(tid: Tid, nr: u64, args: &[u64; 6], ret: i64, limit: usize) -> Ve
             )
         }
         _ => Vec::new(),
+    }
+}
+
+/// Most array elements kept (pollfds, epoll events, iovecs, gids).
+const ARRAY_LIMIT: usize = 64;
+/// Most bytes of linux_dirent64 records walked to count them.
+const DIRENTS_LIMIT: usize = 1 << 20;
+
+/// Reads the memory a table call's arguments point to, as
+/// [`tracebench_trace::syscall::signature`] describes it.
+struct MemoryReader<'a> {
+    tid: Tid,
+    args: &'a [u64; 6],
+    /// At exit: the return value; memory the kernel writes is read only
+    /// when it is not an error.
+    ret: Option<i64>,
+    limit: usize,
+    /// In/out values read at entry, 4 bytes each, in argument order.
+    before: &'a [u8],
+}
+
+impl<'a> MemoryReader<'a> {
+    fn new(tid: Tid, args: &'a [u64; 6], ret: Option<i64>, limit: usize) -> Self {
+        MemoryReader {
+            tid,
+            args,
+            ret,
+            limit,
+            before: &[],
+        }
+    }
+
+    fn segments(&self, wanted: impl Iterator<Item = (usize, Memory)>) -> Vec<u8> {
+        let mut data = Vec::new();
+        let mut before = self.before.chunks_exact(4);
+        for (index, memory) in wanted {
+            let mut bytes = self.read(self.args[index], memory);
+            // An in/out length: the value at entry, then the one at exit.
+            if memory == Memory::SocklenInOut {
+                let entry = before.next().unwrap_or(&[0; 4]);
+                bytes = bytes.map(|exit| [entry, &exit].concat());
+            }
+            push_segment(&mut data, bytes.as_deref());
+        }
+        data
+    }
+
+    fn length(&self, length: Length) -> usize {
+        match length {
+            Length::Arg(i) => self.args[usize::from(i)] as usize,
+            Length::Return => self.ret.map_or(0, |r| r.max(0) as usize),
+            Length::PointedBy(i) => {
+                let value = read_memory(self.tid, self.args[usize::from(i)], 4);
+                <[u8; 4]>::try_from(value.as_slice()).map_or(0, |v| u32::from_ne_bytes(v) as usize)
+            }
+        }
+    }
+
+    /// `len` bytes at `addr`, or `None` if they cannot all be read.
+    fn exactly(&self, addr: u64, len: usize) -> Option<Vec<u8>> {
+        let bytes = read_memory(self.tid, addr, len);
+        (bytes.len() == len).then_some(bytes)
+    }
+
+    fn read(&self, addr: u64, memory: Memory) -> Option<Vec<u8>> {
+        if addr == 0 || self.ret.is_some_and(|r| r < 0) {
+            return None;
+        }
+        match memory {
+            // An empty read is a bad pointer; an empty string read its NUL.
+            Memory::Path | Memory::Text if read_memory(self.tid, addr, 1).is_empty() => None,
+            Memory::Path => Some(read_c_string(self.tid, addr, PATH_LIMIT)),
+            // A flag byte (1: cut at the limit), then the text.
+            Memory::Text => {
+                let keep = self.limit.min(PATH_LIMIT);
+                let mut text = read_c_string(self.tid, addr, keep + 1);
+                let cut = text.len() > keep;
+                text.truncate(keep);
+                text.insert(0, u8::from(cut));
+                Some(text)
+            }
+            Memory::Bytes(length) | Memory::HexBytes(length) => {
+                let len = self.length(length).min(self.limit);
+                self.exactly(addr, len)
+            }
+            Memory::Sigset(length) | Memory::CpuSet(length) => {
+                self.exactly(addr, self.length(length).min(128))
+            }
+            Memory::Dirents(length) => self.count_dirents(addr, self.length(length)),
+            Memory::Pollfds(count) => {
+                let count = (self.args[usize::from(count)] as usize).min(ARRAY_LIMIT);
+                self.exactly(addr, count * 8)
+            }
+            Memory::EpollEvents => {
+                let count = self.length(Length::Return).min(ARRAY_LIMIT);
+                self.exactly(addr, count * 12)
+            }
+            Memory::Iovecs(count) => self.iovecs(addr, self.args[usize::from(count)] as usize),
+            Memory::Gids(count) => {
+                let count = (self.args[usize::from(count)] as usize).min(ARRAY_LIMIT);
+                self.exactly(addr, count * 4)
+            }
+            Memory::SocklenInOut => self.exactly(addr, 4),
+            Memory::Sockaddr(length) => self.exactly(addr, self.length(length).min(SOCKADDR_LIMIT)),
+            Memory::Struct(layout) => self.exactly(addr, layout.size()),
+        }
+    }
+
+    /// The number of linux_dirent64 records in the `len` bytes filled in,
+    /// as 4 bytes: strace shows the count, not the names.
+    fn count_dirents(&self, addr: u64, len: usize) -> Option<Vec<u8>> {
+        let bytes = self.exactly(addr, len.min(DIRENTS_LIMIT))?;
+        let mut count = 0u32;
+        let mut at = 0usize;
+        // d_ino (8), d_off (8), d_reclen (2): each record says its length.
+        while let Some(reclen) = bytes.get(at + 16..at + 18) {
+            let reclen = usize::from(u16::from_ne_bytes([reclen[0], reclen[1]]));
+            if reclen == 0 {
+                break;
+            }
+            count += 1;
+            at += reclen;
+        }
+        Some(count.to_le_bytes().to_vec())
+    }
+
+    /// Each iovec as its length (u64), the bytes kept (u32) and those
+    /// bytes: the first `limit` of each buffer, and at exit no more than
+    /// the call filled in.
+    fn iovecs(&self, addr: u64, count: usize) -> Option<Vec<u8>> {
+        let count = count.min(ARRAY_LIMIT);
+        let vectors = self.exactly(addr, count * 16)?;
+        let mut budget = self.ret.map_or(usize::MAX, |r| r.max(0) as usize);
+        let mut out = Vec::new();
+        for vector in vectors.chunks_exact(16) {
+            let base = u64::from_ne_bytes(vector[..8].try_into().expect("8 bytes"));
+            let len = u64::from_ne_bytes(vector[8..].try_into().expect("8 bytes"));
+            let keep = (len as usize).min(budget).min(self.limit);
+            budget = budget.saturating_sub(len as usize);
+            let bytes = read_memory(self.tid, base, keep);
+            out.extend(len.to_le_bytes());
+            out.extend((bytes.len() as u32).to_le_bytes());
+            out.extend(bytes);
+        }
+        Some(out)
     }
 }

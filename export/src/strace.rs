@@ -11,7 +11,7 @@ use std::io::{self, Write};
 use tracebench_trace::clock::{monotonic_ns, realtime_ns};
 
 use crate::render::{
-    Strings, entry_args_of, exit_args_of, return_value, signal_name, syscall_name, with_strings,
+    Strings, entry_args_of, exit_args_of, return_value_of, signal_name, syscall_name, with_strings,
 };
 use tracebench_trace::{DataCapture, Event, EventKind, EventSink, ExitStatus};
 
@@ -93,8 +93,13 @@ pub struct StraceWriter<W: Write> {
     several_from_start: bool,
     last_ns: Option<u64>,
     realtime_offset_ns: i128,
+    /// Bytes written since the last newline: where `= result` aligns.
+    column: usize,
     error: Option<io::Error>,
 }
+
+/// The column strace aligns results at (its `-a` default).
+const RESULT_COLUMN: usize = 40;
 
 impl<W: Write> StraceWriter<W> {
     /// A writer to `out`.
@@ -108,6 +113,7 @@ impl<W: Write> StraceWriter<W> {
             several_from_start: false,
             last_ns: None,
             realtime_offset_ns: i128::from(realtime_ns()) - i128::from(monotonic_ns()),
+            column: 0,
             error: None,
         }
     }
@@ -132,11 +138,22 @@ impl<W: Write> StraceWriter<W> {
     }
 
     fn write(&mut self, text: String) {
+        self.column = match text.rfind('\n') {
+            Some(end) => text.len() - end - 1,
+            None => self.column + text.len(),
+        };
         if self.error.is_none()
             && let Err(e) = self.out.write_all(text.as_bytes())
         {
             self.error = Some(e);
         }
+    }
+
+    /// Ends the call on the current line with `= result`, aligned as
+    /// strace aligns it: at column 40, or one space after the call.
+    fn write_result(&mut self, result: &str) {
+        let pad = RESULT_COLUMN.saturating_sub(self.column).max(1);
+        self.write(format!("{:pad$}= {result}\n", ""));
     }
 
     fn prefix(&mut self, event: &Event) -> String {
@@ -224,18 +241,19 @@ impl<W: Write> StraceWriter<W> {
                 // Never returned: neither a success nor a failure, but
                 // strace shows how a thread ended.
                 self.interrupt_open_line(tid);
-                self.write(entry + ") = ?\n");
+                self.write(entry + ")");
             } else if self.open_line == Some(tid) {
-                self.write(") = ?\n".to_owned());
+                self.write(")".to_owned());
                 self.open_line = None;
             } else {
                 self.interrupt_open_line(tid);
                 let prefix = self.prefix(event);
                 self.write(format!(
-                    "{prefix}<... {} resumed>) = ?\n",
+                    "{prefix}<... {} resumed>)",
                     syscall_name(pending.nr)
                 ));
             }
+            self.write_result("?");
         }
         self.interrupt_open_line(tid);
         let prefix = self.prefix(event);
@@ -259,10 +277,8 @@ impl<W: Write> StraceWriter<W> {
         }
         if let Some(gone) = self.pending.remove(&tid) {
             let prefix = self.prefix(event);
-            self.write(format!(
-                "{prefix}<... {} resumed>) = ?\n",
-                syscall_name(gone.nr)
-            ));
+            self.write(format!("{prefix}<... {} resumed>)", syscall_name(gone.nr)));
+            self.write_result("?");
         }
         let prefix = self.prefix(event);
         self.write(format!(
@@ -333,10 +349,10 @@ impl<W: Write> StraceWriter<W> {
             }
         }
         let held = pending.as_mut().and_then(|p| p.held.take());
-        let tail = format!(
-            "{}) = {}{}\n",
-            exit_args_of(nr, &args, ret, data, data_capture),
-            return_value(nr, ret),
+        let tail = format!("{})", exit_args_of(nr, &args, ret, data, data_capture));
+        let result = format!(
+            "{}{}",
+            return_value_of(nr, &args, ret, data),
             self.duration(pending.as_ref(), event.time_ns)
         );
         if let Some(entry) = held {
@@ -350,6 +366,7 @@ impl<W: Write> StraceWriter<W> {
             let prefix = self.prefix(event);
             self.write(format!("{prefix}<... {} resumed>{tail}", syscall_name(nr)));
         }
+        self.write_result(&result);
     }
 }
 
@@ -554,9 +571,12 @@ mod tests {
     fn after_an_attach_to_several_threads_the_first_line_names_its_thread() {
         assert_eq!(
             a_close(TextOptions::default(), 6),
-            "[pid   101] close(3) = 0\n"
+            "[pid   101] close(3)                    = 0\n"
         );
-        assert_eq!(a_close(TextOptions::default(), 1), "close(3) = 0\n");
+        assert_eq!(
+            a_close(TextOptions::default(), 1),
+            "close(3)                                = 0\n"
+        );
     }
 
     #[test]
@@ -567,8 +587,14 @@ mod tests {
             prefix: ThreadPrefix::File,
             ..TextOptions::default()
         };
-        assert_eq!(a_close(file, 1), "101   close(3) = 0\n");
-        assert_eq!(a_close(file, 6), "101   close(3) = 0\n");
+        assert_eq!(
+            a_close(file, 1),
+            "101   close(3)                          = 0\n"
+        );
+        assert_eq!(
+            a_close(file, 6),
+            "101   close(3)                          = 0\n"
+        );
     }
 
     #[test]
@@ -648,8 +674,8 @@ mod tests {
         assert_eq!(
             text,
             "[pid   101] futex(0x10, FUTEX_WAIT_PRIVATE, 0, NULL <unfinished ...>\n\
-             [pid   100] close(4) = 0\n\
-             [pid   101] <... futex resumed>) = 0\n\
+             [pid   100] close(4)                    = 0\n\
+             [pid   101] <... futex resumed>)        = 0\n\
              [pid   101] +++ exited with 0 +++\n"
         );
     }
@@ -704,8 +730,8 @@ mod tests {
         let text = String::from_utf8(writer.finish().unwrap()).unwrap();
         assert_eq!(
             text,
-            "  0.000000 read(0, \"hi\", 10) = 2 <0.002500>\n  \
-             0.002999 exit_group(3) = ?\n  \
+            "  0.000000 read(0, \"hi\", 10)            = 2 <0.002500>\n  \
+             0.002999 exit_group(3)                = ?\n  \
              0.000000 +++ exited with 3 +++\n"
         );
     }

@@ -38,6 +38,9 @@ pub(crate) struct Thread {
     /// The syscall it is in, if its entry was seen: number, arguments,
     /// and whether it is recorded.
     current: Option<(u64, [u64; 6], bool)>,
+    /// What the recorded call's in/out arguments held at entry (the
+    /// kernel rewrites them before the exit can read them).
+    before: Vec<u8>,
     /// Seccomp mode: the entry was seen at a seccomp stop, so resume with
     /// PTRACE_SYSCALL to see the exit.
     awaiting_exit: bool,
@@ -58,6 +61,7 @@ impl Thread {
             pid,
             started: false,
             current: None,
+            before: Vec::new(),
             awaiting_exit: false,
             exiting: false,
             last_stop_ns: 0,
@@ -471,6 +475,11 @@ impl Engine {
         let recorded = self.options.selection.matches(nr, &args);
         if let Some(thread) = self.threads.get_mut(&tid) {
             thread.current = Some((nr, args, recorded));
+            thread.before = if recorded {
+                pointers::before_exit(tid, nr, &args)
+            } else {
+                Vec::new()
+            };
         }
         if recorded {
             // Memory is read through the thread, not the process: a leader that
@@ -504,7 +513,9 @@ impl Engine {
         };
         thread.awaiting_exit = false;
         if let Some((nr, args, true)) = thread.current.take() {
-            let data = pointers::at_exit(tid, nr, &args, ret, self.options.string_limit);
+            let before = std::mem::take(&mut thread.before);
+            let limit = self.options.string_limit;
+            let data = pointers::at_exit(tid, nr, &args, ret, &before, limit);
             self.emit(
                 sink,
                 tid,

@@ -10,8 +10,11 @@ use syscalls::{Errno, Sysno};
 use tracebench_trace::DataCapture;
 
 mod futex;
+mod names;
 mod net;
 mod process;
+mod structs;
+mod table;
 mod text;
 
 pub use futex::futex_op;
@@ -19,8 +22,8 @@ pub use net::sockaddr;
 pub use process::{clone_flags, exec_args, signal_name};
 pub use text::{Strings, quoted, timespec, with_strings};
 
-use net::{MSG_FLAGS, SOCK_FLAGS, socket_domain, socket_type};
-use process::{clone_args, signal_or_zero};
+use net::{MSG_FLAGS, SOCK_FLAGS};
+use process::clone_args;
 use text::{buffer, dirfd, flags, hex, int};
 
 /// The syscall's name, or `syscall_N` for a number this build does not
@@ -36,6 +39,9 @@ pub fn entry_args(nr: u32, args: &[u64; 6], data: &[u8]) -> String {
     let Some(sysno) = Sysno::new(nr as usize) else {
         return args.iter().map(|&a| hex(a)).collect::<Vec<_>>().join(", ");
     };
+    if let Some(text) = table::entry(sysno, args, Some(data)) {
+        return text;
+    }
     let a = args;
     match sysno {
         Sysno::read | Sysno::recvfrom => format!("{}, ", int(a[0])),
@@ -50,28 +56,9 @@ pub fn entry_args(nr: u32, args: &[u64; 6], data: &[u8]) -> String {
             hex(a[4]),
             a[5]
         ),
-        Sysno::close | Sysno::exit | Sysno::exit_group => int(a[0]),
-        Sysno::listen => format!("{}, {}", int(a[0]), int(a[1])),
         Sysno::futex => futex::entry_args(a, data),
-        Sysno::socket => format!(
-            "{}, {}, {}",
-            socket_domain(a[0]),
-            socket_type(a[1]),
-            int(a[2])
-        ),
-        Sysno::kill | Sysno::tkill => format!("{}, {}", int(a[0]), signal_or_zero(a[1])),
-        Sysno::tgkill => format!("{}, {}, {}", int(a[0]), int(a[1]), signal_or_zero(a[2])),
-        Sysno::wait4 => format!("{}, {}, {}, {}", int(a[0]), hex(a[1]), a[2], hex(a[3])),
-        Sysno::clone => format!(
-            "child_stack={}, flags={}, parent_tid={}, child_tidptr={}, tls={}",
-            hex(a[1]),
-            clone_flags(a[0]),
-            hex(a[2]),
-            hex(a[3]),
-            hex(a[4])
-        ),
-        Sysno::clone3 => format!("{}, {}", clone_args(data, a[0]), a[1]),
-        Sysno::fork | Sysno::vfork => String::new(),
+        Sysno::clone => process::clone_entry(a),
+        Sysno::clone3 => clone_args(data, a[0]),
         Sysno::execve => exec_args(data, a[1], a[2]),
         Sysno::execveat => format!(
             "{}, {}, {}",
@@ -98,8 +85,6 @@ pub fn entry_args(nr: u32, args: &[u64; 6], data: &[u8]) -> String {
             format!("{clock}, {flag}, {}, {}", timespec(data, a[2]), hex(a[3]))
         }
         Sysno::connect | Sysno::bind => format!("{}, {}, {}", int(a[0]), sockaddr(data), a[2]),
-        Sysno::poll => format!("{}, {}, {}", hex(a[0]), a[1], int(a[2])),
-        Sysno::epoll_wait => format!("{}, {}, {}, {}", int(a[0]), hex(a[1]), int(a[2]), int(a[3])),
         Sysno::shutdown => format!(
             "{}, {}",
             int(a[0]),
@@ -135,6 +120,9 @@ pub fn entry_args_of(nr: u32, args: &[u64; 6], data: &[u8], capture: DataCapture
         return entry_args(nr, args, data);
     }
     let a = args;
+    if let Some(text) = Sysno::new(nr as usize).and_then(|s| table::entry(s, args, None)) {
+        return text;
+    }
     match Sysno::new(nr as usize) {
         Some(Sysno::write | Sysno::connect | Sysno::bind) => {
             format!("{}, {}, {}", int(a[0]), hex(a[1]), a[2])
@@ -175,6 +163,9 @@ pub fn exit_args_of(
         return exit_args(nr, args, ret, data);
     }
     let a = args;
+    if let Some(text) = Sysno::new(nr as usize).and_then(|s| table::exit(s, args, ret, None)) {
+        return text;
+    }
     match Sysno::new(nr as usize) {
         Some(Sysno::read) => format!("{}, {}", hex(a[1]), a[2]),
         Some(Sysno::recvfrom) => format!(
@@ -202,6 +193,9 @@ pub fn exit_args(nr: u32, args: &[u64; 6], ret: i64, data: &[u8]) -> String {
     let Some(sysno) = Sysno::new(nr as usize) else {
         return String::new();
     };
+    if let Some(text) = table::exit(sysno, args, ret, Some(data)) {
+        return text;
+    }
     let a = args;
     // What the call wrote into the buffer: its bytes, "" at end of file,
     // the address when it failed (nothing was written), as strace.
@@ -222,6 +216,8 @@ pub fn exit_args(nr: u32, args: &[u64; 6], ret: i64, data: &[u8]) -> String {
             hex(a[4]),
             hex(a[5])
         ),
+        Sysno::clone => process::clone_exit(a, ret),
+        Sysno::clone3 => process::clone3_exit(data, a[1], ret),
         Sysno::accept | Sysno::accept4 => {
             let address = if a[1] == 0 {
                 "NULL".to_owned()
@@ -262,6 +258,15 @@ fn strerror(code: i32) -> String {
         Some(end) => text[..end].to_owned(),
         None => text,
     }
+}
+
+/// [`return_value`] with what strace adds for some calls, which needs
+/// their arguments and the bytes captured at exit: `0 (Timeout)`, poll's
+/// ready fds, `0x1 (flags FD_CLOEXEC)`.
+pub fn return_value_of(nr: u32, args: &[u64; 6], ret: i64, data: &[u8]) -> String {
+    Sysno::new(nr as usize)
+        .and_then(|sysno| table::return_value(sysno, args, ret, data))
+        .unwrap_or_else(|| return_value(nr, ret))
 }
 
 /// `0`, `79`, `0x7f…` or `-1 EAGAIN (Resource temporarily unavailable)`.
@@ -365,11 +370,25 @@ mod tests {
 
     #[test]
     fn calls_without_a_decoder_show_only_their_arguments_numbers_as_numbers() {
-        let wait4 = [0x4831, 0x7ffe_1234_5678, 0, 0, 0x55, 0x66];
+        // ppoll(fds, nfds, timeout, sigmask, size): five registers.
+        let ppoll = [0x7ffe_1234_5678, 1, 0, 0, 8, 0xbeef];
         assert_eq!(
-            entry_args(nr(Sysno::wait4), &wait4, &[]),
-            "18481, 0x7ffe12345678, 0, NULL"
+            entry_args(nr(Sysno::ppoll), &ppoll, &[]),
+            "0x7ffe12345678, 1, 0, 0, 8"
         );
+    }
+
+    /// Segments as the ptrace backend captures them for table calls.
+    fn segments(parts: &[Option<&[u8]>]) -> Vec<u8> {
+        let mut data = Vec::new();
+        for part in parts {
+            tracebench_trace::syscall::signature::push_segment(&mut data, *part);
+        }
+        data
+    }
+
+    #[test]
+    fn table_calls_read_like_strace() {
         let socket = [
             2,
             (libc::SOCK_STREAM | libc::SOCK_CLOEXEC) as u64,
@@ -380,19 +399,117 @@ mod tests {
         ];
         assert_eq!(
             entry_args(nr(Sysno::socket), &socket, &[]),
-            "AF_INET, SOCK_STREAM|SOCK_CLOEXEC, 6"
+            "AF_INET, SOCK_STREAM|SOCK_CLOEXEC, IPPROTO_TCP"
         );
         let tgkill = [0x4830, 0x4830, libc::SIGSEGV as u64, 7, 7, 7];
         assert_eq!(
             entry_args(nr(Sysno::tgkill), &tgkill, &[]),
             "18480, 18480, SIGSEGV"
         );
-        // pread64(fd, buf, count, offset): four registers, not six.
-        let pread = [3, 0x7f00_0000_1000, 4096, 0, 0xdead, 0xbeef];
+        let openat = [
+            (-100i64) as u64,
+            0x1000,
+            (libc::O_RDONLY | libc::O_CLOEXEC) as u64,
+            0,
+            0,
+            0,
+        ];
+        let path = segments(&[Some(b"/etc/ld.so.cache")]);
         assert_eq!(
-            entry_args(nr(Sysno::pread64), &pread, &[]),
-            "3, 0x7f0000001000, 4096, 0"
+            entry_args(nr(Sysno::openat), &openat, &path),
+            r#"AT_FDCWD, "/etc/ld.so.cache", O_RDONLY|O_CLOEXEC"#
         );
+        let create = [
+            3,
+            0x1000,
+            (libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC) as u64,
+            0o644,
+            0,
+            0,
+        ];
+        assert_eq!(
+            entry_args(nr(Sysno::openat), &create, &segments(&[Some(b"x")])),
+            r#"3, "x", O_WRONLY|O_CREAT|O_TRUNC, 0644"#
+        );
+        let mmap = [0, 8192, 3, 0x22, u64::MAX, 0];
+        assert_eq!(
+            entry_args(nr(Sysno::mmap), &mmap, &[]),
+            "NULL, 8192, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0"
+        );
+        // wait4's status is known at exit; a child that exited 0.
+        let wait4 = [u64::MAX, 0x7ffe_0000_0010, 1, 0, 0, 0];
+        assert_eq!(entry_args(nr(Sysno::wait4), &wait4, &[]), "-1, ");
+        let status = segments(&[Some(&0i32.to_ne_bytes())]);
+        assert_eq!(
+            exit_args(nr(Sysno::wait4), &wait4, 42, &status),
+            "[{WIFEXITED(s) && WEXITSTATUS(s) == 0}], WNOHANG, NULL"
+        );
+        // A failed call's output is its address.
+        assert_eq!(
+            exit_args(nr(Sysno::wait4), &wait4, -10, &segments(&[None])),
+            "0x7ffe00000010, WNOHANG, NULL"
+        );
+    }
+
+    #[test]
+    fn signal_sets_and_actions_read_like_strace() {
+        // Everything but RTMIN and RT_1 is blocked: strace shows what is not.
+        let all_but = !(3u64 << 31);
+        let mask = [libc::SIG_BLOCK as u64, 0x1000, 0x2000, 8, 0, 0];
+        let data = segments(&[Some(&all_but.to_ne_bytes())]);
+        assert_eq!(
+            entry_args(nr(Sysno::rt_sigprocmask), &mask, &data),
+            "SIG_BLOCK, ~[RTMIN RT_1], "
+        );
+        let old = segments(&[Some(&(1u64 << (libc::SIGQUIT - 1)).to_ne_bytes())]);
+        assert_eq!(
+            exit_args(nr(Sysno::rt_sigprocmask), &mask, 0, &old),
+            "[QUIT], 8"
+        );
+        let mut action = 1u64.to_ne_bytes().to_vec(); // SIG_IGN
+        action.extend((0x0400_0000u64 | libc::SA_RESTART as u64).to_ne_bytes());
+        action.extend(0x7f00_0000_1000u64.to_ne_bytes());
+        action.extend((1u64 << (libc::SIGPIPE - 1)).to_ne_bytes());
+        let sigaction = [libc::SIGPIPE as u64, 0x1000, 0, 8, 0, 0];
+        assert_eq!(
+            entry_args(
+                nr(Sysno::rt_sigaction),
+                &sigaction,
+                &segments(&[Some(&action)])
+            ),
+            "SIGPIPE, {sa_handler=SIG_IGN, sa_mask=[PIPE], sa_flags=SA_RESTORER|SA_RESTART, \
+             sa_restorer=0x7f0000001000}, "
+        );
+        assert_eq!(
+            exit_args(nr(Sysno::rt_sigaction), &sigaction, 0, &segments(&[None])),
+            "NULL, 8"
+        );
+    }
+
+    #[test]
+    fn without_captured_memory_pointers_show_as_pointers() {
+        // The perf backend reads no memory: nothing is invented.
+        let openat = [(-100i64) as u64, 0x1000, 0, 0, 0, 0];
+        assert_eq!(
+            entry_args_of(nr(Sysno::openat), &openat, &[], DataCapture::NotCaptured),
+            "AT_FDCWD, 0x1000, O_RDONLY"
+        );
+        let fstat = [3, 0x2000, 0, 0, 0, 0];
+        assert_eq!(
+            exit_args_of(nr(Sysno::fstat), &fstat, 0, &[], DataCapture::NotCaptured),
+            "0x2000"
+        );
+        // Damaged segments never panic.
+        let data = segments(&[Some(&[1, 2, 3])]);
+        for cut in 0..data.len() {
+            let _ = exit_args(nr(Sysno::fstat), &fstat, 0, &data[..cut]);
+            let _ = exit_args(
+                nr(Sysno::rt_sigaction),
+                &[2, 1, 1, 8, 0, 0],
+                0,
+                &data[..cut],
+            );
+        }
     }
 
     #[test]

@@ -61,6 +61,19 @@ pub(super) fn socket_domain(value: u64) -> String {
     }
 }
 
+/// socket(2)'s protocol: named for the IP families, as strace does.
+pub(super) fn socket_protocol(domain: u64, protocol: u64) -> String {
+    let ip = matches!(domain as i32, libc::AF_INET | libc::AF_INET6);
+    match protocol as i32 {
+        libc::IPPROTO_IP if ip => "IPPROTO_IP".to_owned(),
+        libc::IPPROTO_TCP if ip => "IPPROTO_TCP".to_owned(),
+        libc::IPPROTO_UDP if ip => "IPPROTO_UDP".to_owned(),
+        libc::IPPROTO_ICMP if ip => "IPPROTO_ICMP".to_owned(),
+        libc::IPPROTO_ICMPV6 if ip => "IPPROTO_ICMPV6".to_owned(),
+        other => other.to_string(),
+    }
+}
+
 /// socket(2)'s type with its flags: `SOCK_STREAM|SOCK_CLOEXEC`.
 pub(super) fn socket_type(value: u64) -> String {
     let flag_bits = (libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK) as u64;

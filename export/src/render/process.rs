@@ -52,27 +52,92 @@ pub fn clone_flags(value: u64) -> String {
     }
 }
 
-/// The `struct clone_args` of clone3, from captured bytes.
+/// clone's arguments known at entry: the stack and the flags, then those
+/// the flags use (strace omits the others), except a parent tid, which
+/// is known at exit.
+pub(super) fn clone_entry(a: &[u64; 6]) -> String {
+    let mut text = format!("child_stack={}, flags={}", hex(a[1]), clone_flags(a[0]));
+    if a[0] & libc::CLONE_PARENT_SETTID as u64 != 0 {
+        text.push_str(", ");
+    } else {
+        text.push_str(&clone_rest(a));
+    }
+    text
+}
+
+/// clone's arguments known at exit: the tid written to the parent's
+/// memory (the new thread's, which the call returns), then the rest.
+pub(super) fn clone_exit(a: &[u64; 6], ret: i64) -> String {
+    if a[0] & libc::CLONE_PARENT_SETTID as u64 == 0 {
+        return String::new();
+    }
+    let parent_tid = if ret > 0 {
+        format!("[{ret}]")
+    } else {
+        hex(a[2])
+    };
+    format!("parent_tid={parent_tid}{}", clone_rest(a))
+}
+
+/// `, tls=…, child_tidptr=…` as the flags use them (x86_64 order).
+fn clone_rest(a: &[u64; 6]) -> String {
+    let mut text = String::new();
+    if a[0] & libc::CLONE_SETTLS as u64 != 0 {
+        let _ = write!(text, ", tls={}", hex(a[4]));
+    }
+    if a[0] & (libc::CLONE_CHILD_SETTID | libc::CLONE_CHILD_CLEARTID) as u64 != 0 {
+        let _ = write!(text, ", child_tidptr={}", hex(a[3]));
+    }
+    text
+}
+
+/// The `struct clone_args` of clone3, from captured bytes, with the
+/// fields its flags use, as strace shows it.
 pub(super) fn clone_args(bytes: &[u8], pointer: u64) -> String {
     let field = |i: usize| {
         bytes
             .get(i * 8..i * 8 + 8)
             .map(|b| u64::from_ne_bytes(b.try_into().expect("8 bytes")))
     };
-    match (field(0), field(4), field(5), field(6)) {
-        (Some(flags), Some(exit_signal), Some(stack), Some(stack_size)) => {
-            let mut text = format!("{{flags={}", flags_or_zero(flags));
-            if exit_signal != 0 {
-                let _ = write!(text, ", exit_signal={}", signal_name(exit_signal as i32));
-            }
-            let _ = write!(text, ", stack={}, stack_size={stack_size:#x}", hex(stack));
-            if let Some(tls) = field(7).filter(|&t| t != 0) {
-                let _ = write!(text, ", tls={tls:#x}");
-            }
-            text.push('}');
-            text
-        }
-        _ => hex(pointer),
+    let (Some(flags), Some(exit_signal), Some(stack), Some(stack_size)) =
+        (field(0), field(4), field(5), field(6))
+    else {
+        return hex(pointer);
+    };
+    let uses = |bits: i32| flags & bits as u64 != 0;
+    let mut text = format!("{{flags={}", flags_or_zero(flags));
+    if uses(libc::CLONE_PIDFD) {
+        let _ = write!(text, ", pidfd={}", hex(field(1).unwrap_or(0)));
+    }
+    if uses(libc::CLONE_CHILD_SETTID | libc::CLONE_CHILD_CLEARTID) {
+        let _ = write!(text, ", child_tid={}", hex(field(2).unwrap_or(0)));
+    }
+    if uses(libc::CLONE_PARENT_SETTID) {
+        let _ = write!(text, ", parent_tid={}", hex(field(3).unwrap_or(0)));
+    }
+    let _ = write!(
+        text,
+        ", exit_signal={}, stack={}, stack_size={stack_size:#x}",
+        signal_or_zero(exit_signal),
+        hex(stack)
+    );
+    if uses(libc::CLONE_SETTLS) {
+        let _ = write!(text, ", tls={}", hex(field(7).unwrap_or(0)));
+    }
+    text.push('}');
+    text
+}
+
+/// The end of clone3's line: what the kernel wrote back (the new tid in
+/// the parent's memory, which is what the call returns), then the size.
+/// `flags` is clone_args' first field, read again at exit (absent in
+/// older traces).
+pub(super) fn clone3_exit(flags: &[u8], size: u64, ret: i64) -> String {
+    let flags = <[u8; 8]>::try_from(flags).map_or(0, u64::from_ne_bytes);
+    if flags & libc::CLONE_PARENT_SETTID as u64 != 0 && ret > 0 {
+        format!(" => {{parent_tid=[{ret}]}}, {size}")
+    } else {
+        format!(", {size}")
     }
 }
 

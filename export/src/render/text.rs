@@ -115,6 +115,20 @@ pub fn quoted(bytes: &[u8], truncated: bool) -> String {
     text
 }
 
+/// Bytes in `\xNN` whatever they are, as strace shows random bytes.
+pub(super) fn quoted_hex(bytes: &[u8], truncated: bool) -> String {
+    let mut text = String::with_capacity(bytes.len() * 4 + 5);
+    text.push('"');
+    for b in bytes {
+        let _ = write!(text, "\\x{b:02x}");
+    }
+    text.push('"');
+    if truncated {
+        text.push_str("...");
+    }
+    text
+}
+
 pub(super) fn buffer(data: &[u8], length: u64) -> String {
     quoted(data, (data.len() as u64) < length)
 }

@@ -4,6 +4,8 @@
 
 use syscalls::Sysno;
 
+pub mod signature;
+
 fn sysno(nr: u64) -> Option<Sysno> {
     Sysno::new(nr as usize)
 }
@@ -27,6 +29,9 @@ pub fn is_futex_wait(op: u64) -> bool {
 /// server trace is made of (6 for the rest). The other registers hold
 /// leftovers of earlier calls: meaningless, and costly to store.
 pub fn arity(sysno: Sysno, args: &[u64; 6]) -> usize {
+    if let Some(arity) = signature::table_arity(sysno) {
+        return arity;
+    }
     match sysno {
         Sysno::fork | Sysno::vfork | Sysno::getpid | Sysno::gettid | Sysno::sched_yield => 0,
         Sysno::close | Sysno::exit | Sysno::exit_group | Sysno::brk | Sysno::dup => 1,
