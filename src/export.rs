@@ -357,6 +357,7 @@ pub fn run(mut args: ExportArgs) -> anyhow::Result<()> {
             prefix: ThreadPrefix::File,
             results: Results::All,
             strings: Strings::Escaped,
+            fd_paths: None,
         };
         let mut writer = StraceWriter::new(create(path)?, options);
         feed(&args.trace, &mut writer)?;

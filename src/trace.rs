@@ -11,7 +11,7 @@ use tracebench_capture_perf::{PerfCapture, PerfOptions};
 use tracebench_capture_ptrace::{PtraceCapture, PtraceOptions};
 use tracebench_capture_sample::SampleCapture;
 use tracebench_export::jsonl::JsonlWriter;
-use tracebench_export::render::Strings;
+use tracebench_export::render::{FdPaths, Strings};
 use tracebench_export::strace::{
     PerThreadFiles, Results, StraceWriter, TextOptions, ThreadPrefix, Timestamps,
 };
@@ -63,6 +63,11 @@ pub struct TraceArgs {
     /// all of them (strace's -x, -xx)
     #[arg(short = 'x', action = clap::ArgAction::Count)]
     hex_strings: u8,
+    /// Show what each descriptor refers to: a path, socket:[inode],
+    /// pipe:[inode] (strace's -y; the ptrace backend only, which reads it
+    /// while the thread is stopped)
+    #[arg(short = 'y')]
+    decode_fds: bool,
     /// Say nothing about attaching and detaching (strace's -q; -qq as
     /// well)
     #[arg(short = 'q', action = clap::ArgAction::Count)]
@@ -267,17 +272,38 @@ pub fn run(args: TraceArgs) -> anyhow::Result<u8> {
         .map_or(0, |status| status.shell_code().clamp(0, 255) as u8))
 }
 
+/// What descriptor `fd` of thread `tid` refers to (its working directory
+/// for AT_FDCWD), from /proc, as strace -y reads it.
+fn fd_path(tid: i32, fd: i32) -> Option<String> {
+    // AT_FDCWD, as <fcntl.h> defines it on Linux.
+    const AT_FDCWD: i32 = -100;
+    let link = if fd == AT_FDCWD {
+        format!("/proc/{tid}/cwd")
+    } else {
+        format!("/proc/{tid}/fd/{fd}")
+    };
+    let target = std::fs::read_link(link).ok()?;
+    Some(target.to_string_lossy().into_owned())
+}
+
 /// The options that only the ptrace backend has: said, not ignored.
 fn refuse_ptrace_only_flags(args: &TraceArgs) -> anyhow::Result<()> {
+    const NOTHING_TO_SPEED_UP: &str = "the perf backend stops nothing to speed up";
     let given = [
-        (args.no_seccomp, "--no-seccomp"),
-        (args.cpu.is_some(), "--cpu"),
-        (args.no_poll_idle, "--no-poll-idle"),
-    ];
-    match given.iter().find(|(set, _)| *set) {
-        Some((_, flag)) => anyhow::bail!(
-            "{flag} is an option of the ptrace backend; the perf backend stops nothing to speed up"
+        (args.no_seccomp, "--no-seccomp", NOTHING_TO_SPEED_UP),
+        (args.cpu.is_some(), "--cpu", NOTHING_TO_SPEED_UP),
+        (args.no_poll_idle, "--no-poll-idle", NOTHING_TO_SPEED_UP),
+        (
+            args.decode_fds,
+            "-y",
+            "the perf backend does not stop the program, so a descriptor may \
+             refer to something else by the time it is printed",
         ),
+    ];
+    match given.iter().find(|(set, _, _)| *set) {
+        Some((_, flag, why)) => {
+            anyhow::bail!("{flag} is an option of the ptrace backend; {why}")
+        }
         None => Ok(()),
     }
 }
@@ -444,6 +470,7 @@ fn text_sink(args: &TraceArgs) -> anyhow::Result<Option<TextSink>> {
             1 => Strings::HexWhenBinary,
             _ => Strings::Hex,
         },
+        fd_paths: args.decode_fds.then_some(fd_path as FdPaths),
     };
     if let (Some(base), true) = (&args.output, args.follow >= 2) {
         let base = base.clone();

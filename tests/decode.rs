@@ -1,7 +1,7 @@
 //! strace's text, call by call (issue 15): real programs traced with
 //! `-e trace=all` by strace and by `tracebench trace`, each writing one
 //! file per thread (`-ff -o`), and the lines compared once addresses,
-//! thread ids and random bytes are normalised. At least 95 % of our calls
+//! thread ids, inode numbers and random bytes are normalised. At least 95 % of our calls
 //! must print exactly as strace prints them; a call that differs in a
 //! program that runs the same way every time must be one of the known
 //! differences listed here, with the reason.
@@ -74,6 +74,8 @@ fn lines_of(dir: &Path, prefix: &str) -> Vec<String> {
     let address = Regex::new(r"0x[0-9a-f]+").unwrap();
     let random = Regex::new(r#""(\\x[0-9a-f]{2})+""#).unwrap();
     let number = Regex::new(r"\b\d+\b").unwrap();
+    // -y: sockets, pipes and anonymous inodes are named by inode number.
+    let inode = Regex::new(r":\[\d+\]>").unwrap();
     let padding = Regex::new(r"\) +=").unwrap();
     let mut lines = Vec::new();
     for (file, _) in &files {
@@ -84,6 +86,7 @@ fn lines_of(dir: &Path, prefix: &str) -> Vec<String> {
             .filter(|l| !l.starts_with("---") && !l.starts_with("+++"))
         {
             let line = address.replace_all(line, "0xADDR");
+            let line = inode.replace_all(&line, ":[INODE]>");
             let line = random.replace_all(&line, "\"RANDOM\"");
             let line = number.replace_all(&line, |c: &regex::Captures| {
                 if tids.contains(&c[0]) {
@@ -114,7 +117,8 @@ struct Comparison {
     differing: BTreeMap<String, Vec<String>>,
 }
 
-fn compare(program: &Program, dir: &Path) -> Comparison {
+/// Traces `program` with strace and with us, both given `flags` too.
+fn compare(program: &Program, dir: &Path, flags: &[&str]) -> Comparison {
     let run = |tracer: &mut Command| {
         let status = tracer
             .args(&program.argv)
@@ -126,10 +130,17 @@ fn compare(program: &Program, dir: &Path) -> Comparison {
             .unwrap();
         assert!(status.success(), "{}: {status}", program.name);
     };
-    let theirs = format!("{}-strace", program.name);
-    let ours = format!("{}-ours", program.name);
-    run(Command::new(require_tool("strace")).args(["-ff", "-e", "trace=all", "-o", &theirs]));
-    run(Command::new(BIN).args(["trace", "-ff", "-e", "trace=all", "-o", &ours]));
+    let suffix = flags.concat();
+    let theirs = format!("{}{suffix}-strace", program.name);
+    let ours = format!("{}{suffix}-ours", program.name);
+    let strace = require_tool("strace");
+    run(Command::new(strace)
+        .args(flags)
+        .args(["-ff", "-e", "trace=all", "-o", &theirs]));
+    run(Command::new(BIN)
+        .arg("trace")
+        .args(flags)
+        .args(["-ff", "-e", "trace=all", "-o", &ours]));
     let theirs = count(lines_of(dir, &theirs));
     let ours = count(lines_of(dir, &ours));
     let mut comparison = Comparison {
@@ -223,7 +234,7 @@ fn our_lines_are_straces_for_95_percent_of_the_calls_of_real_programs() {
     let (mut ours, mut identical) = (0, 0);
     let mut report = String::new();
     for program in corpus(dir.path(), &server) {
-        let comparison = compare(&program, dir.path());
+        let comparison = compare(&program, dir.path(), &[]);
         let share = comparison.identical as f64 / comparison.ours as f64;
         report += &format!(
             "{}: {} of {} calls identical ({:.1} %)\n",
@@ -257,5 +268,68 @@ fn our_lines_are_straces_for_95_percent_of_the_calls_of_real_programs() {
         share * 100.0
     );
     assert!(share >= 0.95, "{report}");
+    server.stop();
+}
+
+#[test]
+fn with_y_descriptors_name_what_they_refer_to_as_straces_do() {
+    // strace -y reads /proc/PID/fd/N while the thread is stopped; so do we.
+    let _guard = serial();
+    require_tool("strace");
+    let dir = tempdir();
+    let server = ServerProcess::start(&[]);
+    let strings = |argv: &[&str]| argv.iter().map(|s| (*s).to_owned()).collect();
+    let programs = [
+        ("cat", strings(&["cat", "/etc/hostname"])),
+        ("ls", strings(&["ls", "-la", "/etc"])),
+        ("sh", strings(&["sh", "-c", "ls / | wc -l"])),
+        (
+            "curl",
+            strings(&["curl", "-s", &format!("http://{}/", server.addr)]),
+        ),
+    ];
+    let known: HashSet<&str> = KNOWN_DIFFERENCES.iter().map(|(name, _)| *name).collect();
+    let mut report = String::new();
+    for (name, argv) in programs {
+        let program = Program {
+            name,
+            argv,
+            deterministic: true,
+        };
+        let comparison = compare(&program, dir.path(), &["-y"]);
+        let share = comparison.identical as f64 / comparison.ours as f64;
+        report += &format!("{name}: {share:.3} of {}\n", comparison.ours);
+        for (call, lines) in &comparison.differing {
+            report += &format!("  {call}: {} differ, e.g. {}\n", lines.len(), lines[0]);
+        }
+        assert!(share >= 0.95, "{report}");
+        let unknown: Vec<_> = comparison
+            .differing
+            .keys()
+            .filter(|call| !known.contains(call.as_str()))
+            .collect();
+        assert!(
+            unknown.is_empty(),
+            "differences not known: {unknown:?}\n{report}"
+        );
+    }
+    // What -y adds is there: a path read, a socket connected.
+    let text = |prefix: &str| {
+        let mut all = String::new();
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let path = entry.unwrap().path();
+            let file = path.file_name().unwrap().to_string_lossy().into_owned();
+            if file.starts_with(prefix) {
+                all += &std::fs::read_to_string(&path).unwrap();
+            }
+        }
+        all
+    };
+    let cat = text("cat-y-ours");
+    assert!(cat.contains("read(3</etc/hostname>, "), "{cat}");
+    assert!(cat.contains("= 3</etc/hostname>"), "{cat}");
+    let curl = text("curl-y-ours");
+    assert!(curl.contains("<socket:["), "{curl}");
+    eprintln!("{report}");
     server.stop();
 }

@@ -629,7 +629,12 @@ fn the_dashboard_runs_on_the_perf_backend_and_records_which_it_was() {
 
 #[test]
 fn ptrace_only_options_are_refused_with_perf_not_ignored() {
-    for flag in [&["--cpu", "1"][..], &["--no-seccomp"], &["--no-poll-idle"]] {
+    for flag in [
+        &["--cpu", "1"][..],
+        &["--no-seccomp"],
+        &["--no-poll-idle"],
+        &["-y"],
+    ] {
         let mut command = Command::new(BIN);
         command
             .args(["trace", "--backend", "perf"])

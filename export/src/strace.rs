@@ -11,7 +11,8 @@ use std::io::{self, Write};
 use tracebench_trace::clock::{monotonic_ns, realtime_ns};
 
 use crate::render::{
-    Strings, entry_args_of, exit_args_of, return_value_of, signal_name, syscall_name, with_strings,
+    FdPaths, Strings, entry_args_of, exit_args_of, return_value_of, signal_name, syscall_name,
+    with_fd_paths, with_strings,
 };
 use tracebench_trace::{DataCapture, Event, EventKind, EventSink, ExitStatus};
 
@@ -70,6 +71,10 @@ pub struct TextOptions {
     pub strings: Strings,
     /// Which calls to show.
     pub results: Results,
+    /// With `-y`: how to look up what a descriptor refers to, while the
+    /// thread is stopped at the event being written (live tracing only:
+    /// a recording's descriptors are gone).
+    pub fd_paths: Option<FdPaths>,
 }
 
 struct Pending {
@@ -372,7 +377,10 @@ impl<W: Write> StraceWriter<W> {
 
 impl<W: Write> EventSink for StraceWriter<W> {
     fn event(&mut self, event: &Event) {
-        with_strings(self.options.strings, || self.write_event(event));
+        let (strings, fd_paths) = (self.options.strings, self.options.fd_paths);
+        with_strings(strings, || {
+            with_fd_paths(fd_paths, event.tid, || self.write_event(event));
+        });
     }
 }
 

@@ -20,11 +20,11 @@ mod text;
 pub use futex::futex_op;
 pub use net::sockaddr;
 pub use process::{clone_flags, exec_args, signal_name};
-pub use text::{Strings, quoted, timespec, with_strings};
+pub use text::{FdPaths, Strings, quoted, timespec, with_fd_paths, with_strings};
 
 use net::{MSG_FLAGS, SOCK_FLAGS};
 use process::clone_args;
-use text::{buffer, dirfd, flags, hex, int};
+use text::{buffer, dirfd, fd, flags, hex};
 
 /// The syscall's name, or `syscall_N` for a number this build does not
 /// know.
@@ -44,12 +44,12 @@ pub fn entry_args(nr: u32, args: &[u64; 6], data: &[u8]) -> String {
     }
     let a = args;
     match sysno {
-        Sysno::read | Sysno::recvfrom => format!("{}, ", int(a[0])),
-        Sysno::accept | Sysno::accept4 => format!("{}, ", int(a[0])),
-        Sysno::write => format!("{}, {}, {}", int(a[0]), buffer(data, a[2]), a[2]),
+        Sysno::read | Sysno::recvfrom => format!("{}, ", fd(a[0])),
+        Sysno::accept | Sysno::accept4 => format!("{}, ", fd(a[0])),
+        Sysno::write => format!("{}, {}, {}", fd(a[0]), buffer(data, a[2]), a[2]),
         Sysno::sendto => format!(
             "{}, {}, {}, {}, {}, {}",
-            int(a[0]),
+            fd(a[0]),
             buffer(data, a[2]),
             a[2],
             flags(a[3], MSG_FLAGS, "0"),
@@ -84,10 +84,10 @@ pub fn entry_args(nr: u32, args: &[u64; 6], data: &[u8]) -> String {
             };
             format!("{clock}, {flag}, {}, {}", timespec(data, a[2]), hex(a[3]))
         }
-        Sysno::connect | Sysno::bind => format!("{}, {}, {}", int(a[0]), sockaddr(data), a[2]),
+        Sysno::connect | Sysno::bind => format!("{}, {}, {}", fd(a[0]), sockaddr(data), a[2]),
         Sysno::shutdown => format!(
             "{}, {}",
-            int(a[0]),
+            fd(a[0]),
             match a[1] as i32 {
                 libc::SHUT_RD => "SHUT_RD",
                 libc::SHUT_WR => "SHUT_WR",
@@ -125,11 +125,11 @@ pub fn entry_args_of(nr: u32, args: &[u64; 6], data: &[u8], capture: DataCapture
     }
     match Sysno::new(nr as usize) {
         Some(Sysno::write | Sysno::connect | Sysno::bind) => {
-            format!("{}, {}, {}", int(a[0]), hex(a[1]), a[2])
+            format!("{}, {}, {}", fd(a[0]), hex(a[1]), a[2])
         }
         Some(Sysno::sendto) => format!(
             "{}, {}, {}, {}, {}, {}",
-            int(a[0]),
+            fd(a[0]),
             hex(a[1]),
             a[2],
             flags(a[3], MSG_FLAGS, "0"),
@@ -264,9 +264,46 @@ fn strerror(code: i32) -> String {
 /// their arguments and the bytes captured at exit: `0 (Timeout)`, poll's
 /// ready fds, `0x1 (flags FD_CLOEXEC)`.
 pub fn return_value_of(nr: u32, args: &[u64; 6], ret: i64, data: &[u8]) -> String {
-    Sysno::new(nr as usize)
-        .and_then(|sysno| table::return_value(sysno, args, ret, data))
-        .unwrap_or_else(|| return_value(nr, ret))
+    let Some(sysno) = Sysno::new(nr as usize) else {
+        return return_value(nr, ret);
+    };
+    if let Some(text) = table::return_value(sysno, args, ret, data) {
+        return text;
+    }
+    if ret >= 0 && returns_fd(sysno, args) {
+        return fd(ret as u64);
+    }
+    return_value(nr, ret)
+}
+
+/// The calls whose result is a new descriptor (shown with `-y` as strace
+/// shows it: `= 3</etc/hosts>`).
+fn returns_fd(sysno: Sysno, args: &[u64; 6]) -> bool {
+    match sysno {
+        Sysno::fcntl => matches!(args[1] as i32, libc::F_DUPFD | libc::F_DUPFD_CLOEXEC),
+        Sysno::open
+        | Sysno::openat
+        | Sysno::openat2
+        | Sysno::creat
+        | Sysno::socket
+        | Sysno::accept
+        | Sysno::accept4
+        | Sysno::dup
+        | Sysno::dup2
+        | Sysno::dup3
+        | Sysno::epoll_create
+        | Sysno::epoll_create1
+        | Sysno::eventfd
+        | Sysno::eventfd2
+        | Sysno::timerfd_create
+        | Sysno::signalfd4
+        | Sysno::memfd_create
+        | Sysno::pidfd_open
+        | Sysno::inotify_init1
+        | Sysno::io_uring_setup
+        | Sysno::perf_event_open => true,
+        _ => false,
+    }
 }
 
 /// `0`, `79`, `0x7f…` or `-1 EAGAIN (Resource temporarily unavailable)`.
@@ -484,6 +521,42 @@ mod tests {
             exit_args(nr(Sysno::rt_sigaction), &sigaction, 0, &segments(&[None])),
             "NULL, 8"
         );
+    }
+
+    #[test]
+    fn with_y_descriptors_show_what_they_refer_to() {
+        fn paths(tid: i32, fd: i32) -> Option<String> {
+            assert_eq!(tid, 7);
+            match fd {
+                3 => Some("/etc/hosts".to_owned()),
+                libc::AT_FDCWD => Some("/tmp".to_owned()),
+                4 => Some("socket:[123]".to_owned()),
+                _ => None,
+            }
+        }
+        let read = [3, 0x1000, 10, 0, 0, 0];
+        let openat = [(-100i64) as u64, 0x1000, 0, 0, 0, 0];
+        with_fd_paths(Some(paths), 7, || {
+            assert_eq!(entry_args(nr(Sysno::read), &read, &[]), "3</etc/hosts>, ");
+            assert_eq!(
+                entry_args(nr(Sysno::openat), &openat, &segments(&[Some(b"x")])),
+                "AT_FDCWD</tmp>, \"x\", O_RDONLY"
+            );
+            assert_eq!(
+                return_value_of(nr(Sysno::openat), &openat, 3, &[]),
+                "3</etc/hosts>"
+            );
+            assert_eq!(
+                entry_args(nr(Sysno::close), &[4, 0, 0, 0, 0, 0], &[]),
+                "4<socket:[123]>"
+            );
+            // A descriptor that cannot be looked up, and -1, stay numbers.
+            assert_eq!(entry_args(nr(Sysno::close), &[9, 0, 0, 0, 0, 0], &[]), "9");
+            let mmap = [0, 4096, 1, 0x22, u64::MAX, 0];
+            assert!(entry_args(nr(Sysno::mmap), &mmap, &[]).ends_with(", -1, 0"));
+        });
+        // Without -y: numbers.
+        assert_eq!(entry_args(nr(Sysno::read), &read, &[]), "3, ");
     }
 
     #[test]

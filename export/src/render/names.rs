@@ -121,7 +121,7 @@ const ARCH_PRCTL: Table = &[
     (0x1012, "ARCH_SET_CPUID"),
 ];
 const HOW: Table = table![SIG_BLOCK, SIG_UNBLOCK, SIG_SETMASK];
-const STATX_MASK: Table = &[
+pub(super) const STATX_MASK: Table = &[
     (libc::STATX_BASIC_STATS as u64, "STATX_BASIC_STATS"),
     (libc::STATX_TYPE as u64, "STATX_TYPE"),
     (libc::STATX_MODE as u64, "STATX_MODE"),

@@ -5,9 +5,9 @@ use std::fmt::Write;
 
 use tracebench_trace::syscall::signature::Layout;
 
-use super::names::file_mode;
+use super::names::{STATX_MASK, file_mode};
 use super::process::signal_name;
-use super::text::{flags, hex, quoted};
+use super::text::{fd, flags, hex, quoted};
 
 /// Little readers over captured bytes; a short buffer reads as `None`.
 pub(super) struct Fields<'a>(pub(super) &'a [u8]);
@@ -75,7 +75,11 @@ pub(super) fn structure(layout: Layout, bytes: &[u8]) -> Option<String> {
         ),
         Layout::Sysinfo => sysinfo(&f)?,
         Layout::Int => format!("[{}]", f.i32(0)?),
-        Layout::IntPair => format!("[{}, {}]", f.i32(0)?, f.i32(4)?),
+        Layout::FdPair => format!(
+            "[{}, {}]",
+            fd(u64::from(f.u32(0)?)),
+            fd(u64::from(f.u32(4)?))
+        ),
         Layout::EpollEvent => epoll_event(&f, 0)?,
         Layout::WaitStatus => format!("[{}]", wait_status(f.i32(0)?)),
     })
@@ -99,24 +103,6 @@ fn stat(f: &Fields) -> Option<String> {
     ))
 }
 
-const STATX_MASK_SHOWN: &[(u64, &str)] = &[
-    (libc::STATX_BASIC_STATS as u64, "STATX_BASIC_STATS"),
-    (libc::STATX_TYPE as u64, "STATX_TYPE"),
-    (libc::STATX_MODE as u64, "STATX_MODE"),
-    (libc::STATX_NLINK as u64, "STATX_NLINK"),
-    (libc::STATX_UID as u64, "STATX_UID"),
-    (libc::STATX_GID as u64, "STATX_GID"),
-    (libc::STATX_ATIME as u64, "STATX_ATIME"),
-    (libc::STATX_MTIME as u64, "STATX_MTIME"),
-    (libc::STATX_CTIME as u64, "STATX_CTIME"),
-    (libc::STATX_INO as u64, "STATX_INO"),
-    (libc::STATX_SIZE as u64, "STATX_SIZE"),
-    (libc::STATX_BLOCKS as u64, "STATX_BLOCKS"),
-    (libc::STATX_BTIME as u64, "STATX_BTIME"),
-    (libc::STATX_MNT_ID as u64, "STATX_MNT_ID"),
-    (libc::STATX_DIOALIGN as u64, "STATX_DIOALIGN"),
-];
-
 const STATX_ATTRIBUTES: &[(u64, &str)] = &[
     (0x4, "STATX_ATTR_COMPRESSED"),
     (0x10, "STATX_ATTR_IMMUTABLE"),
@@ -133,7 +119,7 @@ fn statx(f: &Fields) -> Option<String> {
     let mask = u64::from(f.u32(0)?);
     let attributes = f.u64(8)?;
     let mode = u32::from(f.u16(28)?);
-    let mask_text = flags(mask, STATX_MASK_SHOWN, "0");
+    let mask_text = flags(mask, STATX_MASK, "0");
     let attributes = flags(attributes, STATX_ATTRIBUTES, "0");
     Some(format!(
         "{{stx_mask={mask_text}, stx_attributes={attributes}, stx_mode={}, stx_size={}, ...}}",
@@ -323,6 +309,11 @@ const POLL_EVENTS: &[(u64, &str)] = &[
     (libc::POLLRDHUP as u64, "POLLRDHUP"),
 ];
 
+/// A pollfd's descriptor, which may be negative (ignored by poll).
+fn fd_text(value: i32) -> String {
+    fd(value as u32 as u64)
+}
+
 /// `[{fd=3, events=POLLIN}]`, or with `returned` the fds with events
 /// (`[{fd=3, revents=POLLIN}]`).
 pub(super) fn pollfds(bytes: &[u8], returned: bool) -> String {
@@ -336,9 +327,10 @@ pub(super) fn pollfds(bytes: &[u8], returned: bool) -> String {
         };
         if !returned {
             let events = flags(u64::from(events), POLL_EVENTS, "0");
-            shown.push(format!("{{fd={fd}, events={events}}}"));
+            shown.push(format!("{{fd={}, events={events}}}", fd_text(fd)));
         } else if revents != 0 {
             let revents = flags(u64::from(revents), POLL_EVENTS, "0");
+            // strace names the descriptors once, in the request.
             shown.push(format!("{{fd={fd}, revents={revents}}}"));
         }
     }

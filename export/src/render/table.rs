@@ -11,7 +11,7 @@ use tracebench_trace::syscall::signature::{
 use super::names::{flag_set, mode, named, open_flags, statx_at_flags};
 use super::net::{socket_domain, socket_protocol, socket_type};
 use super::structs::{Fields, cpu_set, epoll_events, ids, iovecs, pollfds, sigset, structure};
-use super::text::{dirfd, flags, hex, int, quoted, quoted_hex};
+use super::text::{dirfd, fd, flags, hex, int, quoted, quoted_hex};
 
 /// One call being printed: its registers and its return (at exit).
 struct Call<'a> {
@@ -142,6 +142,7 @@ impl Call<'_> {
         }
         match self.signature[i] {
             Arg::Int => int(value),
+            Arg::Fd => fd(value),
             Arg::DirFd => dirfd(value),
             Arg::Unsigned => value.to_string(),
             Arg::Hex => match value {

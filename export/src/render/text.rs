@@ -25,6 +25,46 @@ thread_local! {
     static STRINGS: Cell<Strings> = const { Cell::new(Strings::Escaped) };
 }
 
+/// What a descriptor of a thread refers to, for strace's `-y`: a path,
+/// `socket:[inode]`, `pipe:[inode]`; for `AT_FDCWD`, the working
+/// directory. `None` when it cannot be told (the thread is gone).
+pub type FdPaths = fn(tid: i32, fd: i32) -> Option<String>;
+
+thread_local! {
+    /// Where descriptors are looked up while one event is written, and
+    /// for which thread: set by [`with_fd_paths`].
+    static FD_PATHS: Cell<Option<(FdPaths, i32)>> = const { Cell::new(None) };
+}
+
+/// Runs `f` with the descriptors of thread `tid` shown with what they
+/// refer to (`3</etc/hosts>`), looked up through `paths`.
+pub fn with_fd_paths<R>(paths: Option<FdPaths>, tid: i32, f: impl FnOnce() -> R) -> R {
+    let before = FD_PATHS.with(|p| p.replace(paths.map(|paths| (paths, tid))));
+    let result = f();
+    FD_PATHS.with(|p| p.set(before));
+    result
+}
+
+/// `fd` as strace shows it: the number, and with `-y` what it refers to.
+pub(super) fn fd(value: u64) -> String {
+    let fd = value as i32;
+    match FD_PATHS.with(Cell::get) {
+        Some((paths, tid)) if fd >= 0 => decorated(fd.to_string(), paths(tid, fd)),
+        _ => fd.to_string(),
+    }
+}
+
+/// `text<what>`, with what the lookup found made safe to print.
+fn decorated(text: String, found: Option<String>) -> String {
+    match found {
+        Some(path) => {
+            let quoted = quoted(path.as_bytes(), false);
+            format!("{text}<{}>", &quoted[1..quoted.len() - 1])
+        }
+        None => text,
+    }
+}
+
 /// Runs `f` with strings written in `style` on this thread.
 pub fn with_strings<R>(style: Strings, f: impl FnOnce() -> R) -> R {
     let before = STRINGS.with(|s| s.replace(style));
@@ -148,11 +188,14 @@ pub fn timespec(bytes: &[u8], pointer: u64) -> String {
     }
 }
 
-/// A directory descriptor argument: `AT_FDCWD` or the number.
+/// A directory descriptor argument: `AT_FDCWD` or the number (with
+/// `-y`, and what they refer to, as strace 6 shows them).
 pub(super) fn dirfd(value: u64) -> String {
-    if value as i32 == libc::AT_FDCWD {
-        "AT_FDCWD".to_owned()
-    } else {
-        int(value)
+    if value as i32 != libc::AT_FDCWD {
+        return fd(value);
+    }
+    match FD_PATHS.with(Cell::get) {
+        Some((paths, tid)) => decorated("AT_FDCWD".to_owned(), paths(tid, libc::AT_FDCWD)),
+        None => "AT_FDCWD".to_owned(),
     }
 }

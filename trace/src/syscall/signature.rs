@@ -78,8 +78,8 @@ pub enum Layout {
     Sysinfo,
     /// One C int, shown `[N]`.
     Int,
-    /// Two C ints, shown `[N, M]` (pipe, socketpair).
-    IntPair,
+    /// Two descriptors, shown `[N, M]` (pipe, socketpair).
+    FdPair,
     EpollEvent,
     /// A wait status, shown with the W… macros.
     WaitStatus,
@@ -123,8 +123,10 @@ pub enum Memory {
 /// What one argument is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Arg {
-    /// A signed int: a descriptor, a pid, a count.
+    /// A signed int: a pid, a count.
     Int,
+    /// A file descriptor (with `-y`, shown with what it refers to).
+    Fd,
     /// A directory descriptor: `AT_FDCWD` or a number.
     DirFd,
     /// An unsigned long: a size, a length.
@@ -163,7 +165,7 @@ impl Arg {
     }
 }
 
-use Arg::{Address, DirFd, Flags, Hex, In, InOut, Int, Mode, Named, Out, Unsigned};
+use Arg::{Address, DirFd, Fd, Flags, Hex, In, InOut, Int, Mode, Named, Out, Unsigned};
 use Memory::{Path, Struct, Text};
 
 const PATH: Arg = In(Path);
@@ -188,7 +190,7 @@ fn files(sysno: Sysno) -> Option<&'static [Arg]> {
         Sysno::faccessat => &[DirFd, PATH, Flags(Names::AccessMode)],
         Sysno::faccessat2 => &[DirFd, PATH, Flags(Names::AccessMode), Flags(Names::AtFlags)],
         Sysno::stat | Sysno::lstat => &[PATH, STAT_OUT],
-        Sysno::fstat => &[Int, STAT_OUT],
+        Sysno::fstat => &[Fd, STAT_OUT],
         Sysno::newfstatat => &[DirFd, PATH, STAT_OUT, Flags(Names::AtFlags)],
         Sysno::statx => &[
             DirFd,
@@ -200,7 +202,7 @@ fn files(sysno: Sysno) -> Option<&'static [Arg]> {
         // strace shows a struct statfs whole; its figures change as the
         // disk fills, so it is left as the pointer.
         Sysno::statfs => &[PATH, Address],
-        Sysno::fstatfs => &[Int, Address],
+        Sysno::fstatfs => &[Fd, Address],
         Sysno::readlink => &[PATH, Out(Memory::Bytes(Length::Return)), Unsigned],
         Sysno::readlinkat => &[DirFd, PATH, Out(Memory::Bytes(Length::Return)), Unsigned],
         Sysno::unlink | Sysno::rmdir | Sysno::chdir | Sysno::chroot => &[PATH],
@@ -208,28 +210,28 @@ fn files(sysno: Sysno) -> Option<&'static [Arg]> {
         Sysno::rename | Sysno::link | Sysno::symlink => &[PATH, PATH],
         Sysno::renameat => &[DirFd, PATH, DirFd, PATH],
         Sysno::chown | Sysno::lchown => &[PATH, Int, Int],
-        Sysno::fchown => &[Int, Int, Int],
+        Sysno::fchown => &[Fd, Int, Int],
         Sysno::getcwd => &[Out(Path), Unsigned],
         Sysno::getxattr | Sysno::lgetxattr => {
             &[PATH, In(Text), Out(Memory::Bytes(Length::Return)), Unsigned]
         }
-        Sysno::fgetxattr => &[Int, In(Text), Out(Memory::Bytes(Length::Return)), Unsigned],
+        Sysno::fgetxattr => &[Fd, In(Text), Out(Memory::Bytes(Length::Return)), Unsigned],
         Sysno::getdents64 | Sysno::getdents => {
-            &[Int, Out(Memory::Dirents(Length::Return)), Unsigned]
+            &[Fd, Out(Memory::Dirents(Length::Return)), Unsigned]
         }
-        Sysno::lseek => &[Int, Int, Named(Names::Whence)],
-        Sysno::pread64 => &[Int, Out(Memory::Bytes(Length::Return)), Unsigned, Int],
-        Sysno::pwrite64 => &[Int, In(Memory::Bytes(Length::Arg(2))), Unsigned, Int],
-        Sysno::readv => &[Int, Out(Memory::Iovecs(2)), Int],
-        Sysno::writev => &[Int, In(Memory::Iovecs(2)), Int],
-        Sysno::ftruncate => &[Int, Int],
+        Sysno::lseek => &[Fd, Int, Named(Names::Whence)],
+        Sysno::pread64 => &[Fd, Out(Memory::Bytes(Length::Return)), Unsigned, Int],
+        Sysno::pwrite64 => &[Fd, In(Memory::Bytes(Length::Arg(2))), Unsigned, Int],
+        Sysno::readv => &[Fd, Out(Memory::Iovecs(2)), Int],
+        Sysno::writev => &[Fd, In(Memory::Iovecs(2)), Int],
+        Sysno::ftruncate => &[Fd, Int],
         Sysno::truncate => &[PATH, Int],
-        Sysno::fsync | Sysno::fdatasync | Sysno::fchdir | Sysno::dup => &[Int],
-        Sysno::fchmod => &[Int, Mode],
-        Sysno::dup2 => &[Int, Int],
-        Sysno::dup3 => &[Int, Int, Flags(Names::PipeFlags)],
-        Sysno::flock => &[Int, Flags(Names::Flock)],
-        Sysno::fadvise64 => &[Int, Int, Unsigned, Named(Names::Fadvise)],
+        Sysno::fsync | Sysno::fdatasync | Sysno::fchdir | Sysno::dup => &[Fd],
+        Sysno::fchmod => &[Fd, Mode],
+        Sysno::dup2 => &[Fd, Fd],
+        Sysno::dup3 => &[Fd, Fd, Flags(Names::PipeFlags)],
+        Sysno::flock => &[Fd, Flags(Names::Flock)],
+        Sysno::fadvise64 => &[Fd, Int, Unsigned, Named(Names::Fadvise)],
         Sysno::umask => &[Mode],
         _ => return None,
     })
@@ -242,7 +244,7 @@ fn memory_and_process(sysno: Sysno) -> Option<&'static [Arg]> {
             Unsigned,
             Flags(Names::Prot),
             Flags(Names::MapFlags),
-            Int,
+            Fd,
             Hex,
         ],
         Sysno::mprotect => &[Address, Unsigned, Flags(Names::Prot)],
@@ -335,24 +337,24 @@ fn memory_and_process(sysno: Sysno) -> Option<&'static [Arg]> {
 
 fn descriptors_and_net(sysno: Sysno) -> Option<&'static [Arg]> {
     Some(match sysno {
-        Sysno::close => &[Int],
-        Sysno::pipe => &[Out(Struct(Layout::IntPair))],
-        Sysno::pipe2 => &[Out(Struct(Layout::IntPair)), Flags(Names::PipeFlags)],
+        Sysno::close => &[Fd],
+        Sysno::pipe => &[Out(Struct(Layout::FdPair))],
+        Sysno::pipe2 => &[Out(Struct(Layout::FdPair)), Flags(Names::PipeFlags)],
         // The int FIONBIO and FIOASYNC read; other requests show the pointer.
-        Sysno::ioctl => &[Int, Named(Names::Ioctl), In(Struct(Layout::Int))],
-        Sysno::fcntl => &[Int, Named(Names::Fcntl), Unsigned],
+        Sysno::ioctl => &[Fd, Named(Names::Ioctl), In(Struct(Layout::Int))],
+        Sysno::fcntl => &[Fd, Named(Names::Fcntl), Unsigned],
         Sysno::eventfd2 => &[Unsigned, Flags(Names::PipeFlags)],
         Sysno::epoll_create => &[Int],
         Sysno::epoll_create1 => &[Flags(Names::EpollCreateFlags)],
         Sysno::epoll_ctl => &[
-            Int,
+            Fd,
             Named(Names::EpollCtl),
-            Int,
+            Fd,
             In(Struct(Layout::EpollEvent)),
         ],
-        Sysno::epoll_wait => &[Int, Out(Memory::EpollEvents), Int, Int],
+        Sysno::epoll_wait => &[Fd, Out(Memory::EpollEvents), Int, Int],
         Sysno::epoll_pwait => &[
-            Int,
+            Fd,
             Out(Memory::EpollEvents),
             Int,
             Int,
@@ -360,25 +362,25 @@ fn descriptors_and_net(sysno: Sysno) -> Option<&'static [Arg]> {
             Unsigned,
         ],
         Sysno::poll => &[InOut(Memory::Pollfds(1)), Unsigned, Int],
-        Sysno::socketpair => &[Int, Int, Int, Out(Struct(Layout::IntPair))],
+        Sysno::socketpair => &[Int, Int, Int, Out(Struct(Layout::FdPair))],
         Sysno::setsockopt => &[
-            Int,
+            Fd,
             Named(Names::SocketLevel),
             Int,
             In(Memory::Bytes(Length::Arg(4))),
             Unsigned,
         ],
         Sysno::getsockopt => &[
-            Int,
+            Fd,
             Named(Names::SocketLevel),
             Int,
             Out(Struct(Layout::Int)),
             InOut(Memory::SocklenInOut),
         ],
-        Sysno::listen => &[Int, Int],
+        Sysno::listen => &[Fd, Int],
         Sysno::socket => &[Int, Int, Int],
         Sysno::getsockname | Sysno::getpeername => &[
-            Int,
+            Fd,
             Out(Memory::Sockaddr(Length::PointedBy(2))),
             InOut(Memory::SocklenInOut),
         ],
@@ -422,7 +424,7 @@ impl Layout {
             Layout::Utsname => 390,
             Layout::Sysinfo => 112,
             Layout::Int | Layout::WaitStatus => 4,
-            Layout::IntPair => 8,
+            Layout::FdPair => 8,
             Layout::EpollEvent => 12,
         }
     }
