@@ -37,9 +37,15 @@ pub struct TraceArgs {
     /// Bytes of strings and buffers to show
     #[arg(short = 's', value_name = "N", default_value_t = 32)]
     string_limit: usize,
-    /// Attach to a running process (every thread) instead of starting one
-    #[arg(short = 'p', value_name = "PID", conflicts_with = "command")]
-    pid: Option<i32>,
+    /// Attach to a running process (every thread) instead of starting one;
+    /// several as strace takes them: -p 1 -p 2, or -p "1 2", or -p 1,2
+    #[arg(
+        short = 'p',
+        value_name = "PID",
+        conflicts_with = "command",
+        value_parser = parse_pids
+    )]
+    pid: Vec<Vec<i32>>,
     /// Stop at every syscall instead of installing a seccomp filter
     #[arg(long)]
     no_seccomp: bool,
@@ -340,25 +346,48 @@ fn start_ptrace(
     Ok(capture)
 }
 
+/// The pids of one -p: a number, or several split by spaces or commas
+/// (`-p "$(pidof nginx)"`), as strace reads them.
+fn parse_pids(text: &str) -> Result<Vec<i32>, String> {
+    let pids: Result<Vec<i32>, String> = text
+        .split([' ', ',', '\t', '\n'])
+        .filter(|word| !word.is_empty())
+        .map(|word| match word.parse::<i32>() {
+            Ok(pid) if pid > 0 => Ok(pid),
+            _ => Err(format!("{word:?} is not a process id")),
+        })
+        .collect();
+    match pids {
+        Ok(pids) if pids.is_empty() => Err("no process id given".into()),
+        other => other,
+    }
+}
+
 /// What to trace, and the command line the trace file's header records.
 fn tracee_of(args: &TraceArgs) -> anyhow::Result<(Tracee, Vec<String>)> {
-    Ok(match args.pid {
-        Some(pid) => (Tracee::Attach { pid }, vec!["-p".into(), pid.to_string()]),
-        None => {
-            let command_line = args
-                .command
-                .iter()
-                .map(|w| w.to_string_lossy().into_owned())
-                .collect();
-            let mut command = args.command.iter().cloned();
-            let program = command.next().context("no command to trace")?;
-            let tracee = Tracee::Spawn {
-                program,
-                args: command.collect::<Vec<OsString>>(),
-            };
-            (tracee, command_line)
+    let mut pids: Vec<i32> = Vec::new();
+    for pid in args.pid.iter().flatten() {
+        if !pids.contains(pid) {
+            pids.push(*pid);
         }
-    })
+    }
+    if !pids.is_empty() {
+        let command_line = pids.iter().flat_map(|pid| ["-p".into(), pid.to_string()]);
+        let command_line = command_line.collect();
+        return Ok((Tracee::Attach { pids }, command_line));
+    }
+    let command_line = args
+        .command
+        .iter()
+        .map(|w| w.to_string_lossy().into_owned())
+        .collect();
+    let mut command = args.command.iter().cloned();
+    let program = command.next().context("no command to trace")?;
+    let tracee = Tracee::Spawn {
+        program,
+        args: command.collect::<Vec<OsString>>(),
+    };
+    Ok((tracee, command_line))
 }
 
 /// Where the events of `trace` go: the text (-o or standard error), the

@@ -1421,6 +1421,72 @@ fn q_keeps_the_attach_and_detach_lines_out() {
 }
 
 #[test]
+fn several_p_follow_several_processes_as_straces_do() {
+    // Issue 15: -p took one pid. strace takes -p 1 -p 2 and -p "1 2".
+    let _serial = serial();
+    for spelling in ["separate", "one list"] {
+        let sleepers: Vec<_> = ["0.6", "0.9", "1.2"]
+            .iter()
+            .map(|time| Command::new("sleep").arg(time).spawn().unwrap())
+            .collect();
+        let pids: Vec<String> = sleepers.iter().map(|s| s.id().to_string()).collect();
+        let mut trace = Command::new(BIN);
+        trace.args(["trace", "-q", "-e", "trace=clock_nanosleep,exit_group"]);
+        if spelling == "separate" {
+            for pid in &pids {
+                trace.args(["-p", pid]);
+            }
+        } else {
+            trace.args(["-p", &pids.join(" ")]);
+        }
+        let traced = trace.output().unwrap();
+        for mut sleeper in sleepers {
+            let _ = sleeper.wait();
+        }
+        let stderr = String::from_utf8_lossy(&traced.stderr);
+        assert!(traced.status.success(), "{spelling}: {stderr}");
+        // Every process is followed to its end, and the trace ends with
+        // the last of them.
+        for pid in &pids {
+            assert!(
+                stderr.contains(&format!("[pid {pid:>5}] exit_group(0)"))
+                    || stderr.contains(&format!("[pid {pid}] exit_group(0)")),
+                "{spelling}: {pid} in {stderr}"
+            );
+        }
+    }
+    // One that cannot be followed: an error, and the others let go, not
+    // left stopped.
+    let mut sleeper = Command::new("sleep").arg("5").spawn().unwrap();
+    let first = sleeper.id().to_string();
+    fails_with_one_line(
+        Command::new(BIN).args(["trace", "-p", &first, "-p", "999999999"]),
+        "no process with pid 999999999",
+    );
+    let status = std::fs::read_to_string(format!("/proc/{first}/status")).unwrap();
+    assert!(status.contains("TracerPid:\t0\n"), "{status}");
+    assert!(
+        !status.contains("(stopped)") && !status.contains("(tracing stop)"),
+        "{status}"
+    );
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    // A usage error, as clap reports them: status 2, the reason first.
+    let bad = Command::new(BIN)
+        .args(["trace", "-p", "1 x"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2), "{bad:?}");
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    let first = stderr.lines().next().unwrap_or_default();
+    assert!(first.contains("\"x\" is not a process id"), "{stderr}");
+    fails_with_one_line(
+        Command::new(BIN).args(["trace", "--backend", "perf", "-p", "1,2"]),
+        "several (-p) need the ptrace backend",
+    );
+}
+
+#[test]
 fn w_is_straces_wall_clock_flag_and_the_trace_file_is_write() {
     // Issue 15: our -w wrote a trace file where strace's -w means a
     // wall-clock -c.

@@ -152,11 +152,12 @@ impl PerfCapture {
                 let decoder = Decoder::new(ids, held.pid);
                 PerfCapture::assemble(events, decoder, pairing, held.pid, true, pidfd)
             }
-            Tracee::Attach { pid } => {
-                attach(&mut events, &mut pairing, *pid)?;
-                let pidfd = pidfd_open(*pid)?;
-                let decoder = Decoder::new(ids, *pid);
-                PerfCapture::assemble(events, decoder, pairing, *pid, false, pidfd)
+            Tracee::Attach { pids } => {
+                let pid = tracebench_trace::capture::one_process(pids, "perf")?;
+                attach(&mut events, &mut pairing, pid)?;
+                let pidfd = pidfd_open(pid)?;
+                let decoder = Decoder::new(ids, pid);
+                PerfCapture::assemble(events, decoder, pairing, pid, false, pidfd)
             }
         }
     }

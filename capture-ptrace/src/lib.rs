@@ -100,7 +100,13 @@ impl PtraceCapture {
         engine.spin_before_block = idle_request.is_none().then_some(SPIN_BEFORE_BLOCK);
         match tracee {
             Tracee::Spawn { program, args } => engine.spawn(program, args)?,
-            Tracee::Attach { pid } => engine.attach(*pid)?,
+            Tracee::Attach { pids } => {
+                // A failure past the first leaves nothing stopped: the
+                // engine lets go of what it seized when it is dropped.
+                for &pid in pids {
+                    engine.attach(pid)?;
+                }
+            }
         }
         Ok(PtraceCapture {
             engine,

@@ -86,11 +86,12 @@ impl SampleCapture {
             ));
         }
         let (pid, child) = match tracee {
-            Tracee::Attach { pid } => {
-                if *pid <= 0 || !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-                    return Err(CaptureError::NoSuchProcess(*pid));
+            Tracee::Attach { pids } => {
+                let pid = tracebench_trace::capture::one_process(pids, "sample")?;
+                if pid <= 0 || !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                    return Err(CaptureError::NoSuchProcess(pid));
                 }
-                (*pid, None)
+                (pid, None)
             }
             Tracee::Spawn { program, args } => {
                 let child = spawn(program, args, stdio)?;

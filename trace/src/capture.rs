@@ -26,11 +26,24 @@ pub enum Tracee {
         /// Its arguments, without the program name.
         args: Vec<OsString>,
     },
-    /// Follow every thread of this running process.
+    /// Follow every thread of these running processes.
     Attach {
-        /// Its process id.
-        pid: i32,
+        /// Their process ids (at least one). The first is the program:
+        /// its end is the capture's exit status.
+        pids: Vec<i32>,
     },
+}
+
+/// The one process of an attach, for the backends that follow one: several
+/// (strace's several -p) are the ptrace backend's.
+pub fn one_process(pids: &[i32], backend: &str) -> Result<i32, CaptureError> {
+    match pids {
+        [pid] => Ok(*pid),
+        [] => Err(CaptureError::BadArgument("no process to attach to".into())),
+        _ => Err(CaptureError::BadArgument(format!(
+            "the {backend} backend follows one process; several (-p) need the ptrace backend"
+        ))),
+    }
 }
 
 /// Where a spawned program's standard streams go.

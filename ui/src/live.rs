@@ -427,7 +427,7 @@ fn tracee_of(config: &DashConfig) -> Result<(Tracee, Option<String>), DashError>
             },
             url.clone(),
         ),
-        Traced::Attach { pid, url } => (Tracee::Attach { pid: *pid }, url.clone()),
+        Traced::Attach { pid, url } => (Tracee::Attach { pids: vec![*pid] }, url.clone()),
     })
 }
 
@@ -445,7 +445,7 @@ fn open_trace_file(
     };
     let command = match tracee {
         Tracee::Spawn { program, args } => command_line(program, args),
-        Tracee::Attach { pid } => vec![format!("-p {pid}")],
+        Tracee::Attach { pids } => pids.iter().map(|pid| format!("-p {pid}")).collect(),
     };
     let header = Header::now(command, config.capture.backend);
     TraceWriter::new(std::io::BufWriter::with_capacity(1 << 17, file), &header)

@@ -26,7 +26,12 @@ impl Engine {
                 "{pid} is this tracebench itself: a process cannot trace itself"
             )));
         }
-        self.root = pid;
+        if self.root == 0 {
+            self.root = pid;
+        }
+        // Threads of processes attached before this one (strace's several
+        // -p); a pid named twice, or a child of one, is already ours.
+        let before = self.threads.len();
         let options = ptrace_options(false, self.options.follow_forks, false);
         loop {
             let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
@@ -65,7 +70,10 @@ impl Engine {
                         new += 1;
                         self.threads.insert(tid, Thread::new(pid));
                     }
-                    Err(e) if e.raw_os_error() == Some(libc::EPERM) && self.threads.is_empty() => {
+                    Err(e)
+                        if e.raw_os_error() == Some(libc::EPERM)
+                            && self.threads.len() == before =>
+                    {
                         return Err(CaptureError::NotPermitted {
                             pid,
                             why: not_permitted_why(tid),
@@ -85,7 +93,7 @@ impl Engine {
                 break;
             }
         }
-        if self.threads.is_empty() {
+        if self.threads.len() == before && !self.threads.values().any(|t| t.pid == pid) {
             if task_state(pid) == Some('Z') {
                 return Err(CaptureError::BadArgument(format!(
                     "{pid} is a zombie: it has exited and waits for its parent to reap it; nothing is left to trace"

@@ -302,7 +302,8 @@ fn memory_and_process(sysno: Sysno) -> Option<&'static [Arg]> {
         | Sysno::fork
         | Sysno::vfork
         | Sysno::pause
-        | Sysno::rt_sigreturn => &[],
+        | Sysno::rt_sigreturn
+        | Sysno::restart_syscall => &[],
         Sysno::setuid | Sysno::setgid | Sysno::getpgid | Sysno::getsid => &[Int],
         Sysno::setpgid => &[Int, Int],
         Sysno::setgroups => &[Int, In(Memory::Gids(0))],
