@@ -21,7 +21,7 @@ use crate::parse_duration;
 /// Arguments of `tracebench load`.
 #[derive(clap::Args, Debug)]
 pub struct LoadArgs {
-    /// The URL to load (http:// only)
+    /// The URL to load (http:// or https://)
     url: String,
     /// Connections at once (never more than -n)
     #[arg(short = 'c', long = "connections", default_value_t = 10)]
@@ -56,6 +56,13 @@ pub struct LoadArgs {
     /// Fail a request that has no complete answer after this long
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     timeout: Duration,
+    /// https: trust only the certificates in this PEM file, not the
+    /// system's (curl's and oha's --cacert)
+    #[arg(long, value_name = "FILE")]
+    cacert: Option<PathBuf>,
+    /// https: take any certificate, unchecked (curl's -k, oha's --insecure)
+    #[arg(short = 'k', long)]
+    insecure: bool,
     /// Do not measure requests completed in this first stretch
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     warmup: Duration,
@@ -184,6 +191,8 @@ impl LoadArgs {
             };
         }
         config.timeout = self.timeout;
+        config.ca_file.clone_from(&self.cacert);
+        config.insecure = self.insecure;
         config.warmup = self.warmup;
         if let Some(threads) = self.threads {
             if threads == 0 {

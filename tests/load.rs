@@ -649,8 +649,8 @@ fn bad_input_fails_with_one_clear_line() {
     for (args, needle) in [
         (&["load", "not a url"][..], "bad URL"),
         (
-            &["load", "https://127.0.0.1/"][..],
-            "https is not supported",
+            &["load", "https://127.0.0.1:9/", "--cacert", "/nonexistent.pem"][..],
+            "--cacert /nonexistent.pem",
         ),
         (
             &["load", "http://127.0.0.1:9/", "-c", "0"][..],
@@ -1010,4 +1010,129 @@ fn a_wrk_users_duration_after_d_is_refused_not_sent_as_a_body() {
         std::process::Command::new(BIN).args(["load", &url, "-d", "30s"]),
         "for a duration use -z 30s",
     );
+}
+
+/// A CA and a server certificate it signed for IP 127.0.0.1, made with
+/// openssl in `dir`: (ca.pem, server.pem, server.key).
+fn certificates(dir: &std::path::Path) -> [std::path::PathBuf; 3] {
+    let openssl = common::foreign::require_tool("openssl");
+    let run = |args: &[&str]| {
+        let output = Command::new(&openssl)
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "openssl {args:?}: {output:?}");
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=tracebench test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    ["ca.pem", "server.pem", "server.key"].map(|name| dir.join(name))
+}
+
+#[test]
+fn https_checks_the_certificate_unless_told_not_to() {
+    // Issue 15: https:// was refused ("http:// only"), where curl, oha,
+    // hey and vegeta all load it.
+    let _serial = serial();
+    let dir = tempdir();
+    let [ca, certificate, key] = certificates(dir.path());
+    let tls_port = common::foreign::free_port();
+    let nginx =
+        common::foreign::nginx_tls(common::foreign::free_port(), tls_port, &certificate, &key)
+            .start();
+    let url = format!("https://127.0.0.1:{tls_port}/");
+    let load = |extra: &[&str]| {
+        Command::new(BIN)
+            .args(["load", &url, "-c", "4", "-n", "200", "--json"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    // Not signed by anyone the system trusts: every request fails, and
+    // the summary says why.
+    let untrusted = Command::new(BIN)
+        .args(["load", &url, "-c", "2", "-n", "20"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&untrusted.stdout);
+    assert!(!untrusted.status.success(), "{text}");
+    assert!(text.contains("tls 20"), "{text}");
+    assert!(text.contains("UnknownIssuer"), "{text}");
+    // Trusted through --cacert: checked and answered, with and without
+    // keep-alive; and with --insecure, unchecked.
+    let ca = ca.display().to_string();
+    for extra in [
+        &["--cacert", &ca][..],
+        &["--cacert", &ca, "--keep-alive"],
+        &["--insecure"],
+    ] {
+        let output = load(extra);
+        assert!(output.status.success(), "{extra:?}: {output:?}");
+        let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(json["completed"], 200, "{extra:?}: {json}");
+        assert_eq!(json["statuses"]["200"], 200, "{extra:?}: {json}");
+        let opened = json["connections_opened"].as_u64().unwrap();
+        if extra.contains(&"--keep-alive") {
+            assert_eq!(opened, 4, "{json}");
+        } else {
+            assert_eq!(opened, 200, "{json}");
+        }
+    }
+    // The name is checked too: the certificate is for 127.0.0.1 only.
+    let other_name = Command::new(BIN)
+        .args(["load", &format!("https://localhost:{tls_port}/"), "-n", "4"])
+        .args(["--cacert", &ca])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&other_name.stdout);
+    assert!(!other_name.status.success(), "{text}");
+    assert!(text.contains("not valid for name"), "{text}");
+    nginx.stop();
 }

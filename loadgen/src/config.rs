@@ -1,6 +1,7 @@
 //! What to load, and how.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
@@ -21,6 +22,8 @@ pub struct Target {
     /// `user:password@` of the URL, sent as HTTP Basic authorization as
     /// curl does (the value of the `Authorization` header).
     pub authorization: Option<String>,
+    /// An https:// URL: connections speak TLS.
+    pub tls: bool,
 }
 
 /// The `Authorization` header's value for `user:password`, as curl's `-u`
@@ -34,22 +37,18 @@ pub fn basic_authorization(credentials: &str) -> String {
 }
 
 impl Target {
-    /// Parses and resolves an `http://` URL.
+    /// Parses and resolves an `http://` or `https://` URL.
     pub fn parse(text: &str) -> Result<Target, LoadError> {
         let url = url::Url::parse(text).map_err(|e| LoadError::BadUrl(format!("{text}: {e}")))?;
-        match url.scheme() {
-            "http" => {}
-            "https" => {
-                return Err(LoadError::BadUrl(format!(
-                    "{text}: https is not supported (HTTP/1.1 over TCP only)"
-                )));
-            }
+        let tls = match url.scheme() {
+            "http" => false,
+            "https" => true,
             other => {
                 return Err(LoadError::BadUrl(format!(
-                    "{text}: unsupported scheme {other}:"
+                    "{text}: unsupported scheme {other}: (http:// and https:// only)"
                 )));
             }
-        }
+        };
         let host = url
             .host_str()
             .ok_or_else(|| LoadError::BadUrl(format!("{text}: no host")))?
@@ -86,6 +85,7 @@ impl Target {
             path,
             addrs,
             authorization,
+            tls,
         })
     }
 }
@@ -151,6 +151,11 @@ pub struct LoadConfig {
     /// most `connections`); the rest wait until it grows. A dashboard turns
     /// the concurrency up and down with it during a run.
     pub live_limit: Option<Arc<AtomicUsize>>,
+    /// https: trust only the certificates of this PEM file (curl's and
+    /// oha's `--cacert`), not the system's.
+    pub ca_file: Option<PathBuf>,
+    /// https: take any certificate (curl's `-k`, oha's `--insecure`).
+    pub insecure: bool,
 }
 
 impl LoadConfig {
@@ -169,6 +174,8 @@ impl LoadConfig {
             threads: 0,
             rate: None,
             live_limit: None,
+            ca_file: None,
+            insecure: false,
         }
     }
 
@@ -305,8 +312,8 @@ mod tests {
             ("127.0.0.1", 8080, "/?delay=10ms")
         );
         assert_eq!(Target::parse("http://localhost").unwrap().port, 80);
-        let https = Target::parse("https://127.0.0.1/").unwrap_err().to_string();
-        assert!(https.contains("https is not supported"), "{https}");
+        let https = Target::parse("https://127.0.0.1/").unwrap();
+        assert!(https.tls && https.port == 443, "{https:?}");
         assert!(Target::parse("not a url").is_err());
         assert!(Target::parse("ftp://127.0.0.1/").is_err());
     }

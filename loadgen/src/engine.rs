@@ -19,6 +19,7 @@ use crate::LoadError;
 use crate::config::{LoadConfig, StopAfter};
 use crate::response::{Progress, progress_resuming};
 use crate::stats::{ErrorKind, Stats, latency_histogram};
+use crate::tls::{TlsClient, Transport, tls_failure};
 
 /// How often workers report what they measured while the run goes on.
 pub const SNAPSHOT_INTERVAL: Duration = Duration::from_millis(100);
@@ -149,7 +150,7 @@ enum Phase {
 }
 
 struct Conn {
-    stream: Option<TcpStream>,
+    stream: Option<Transport>,
     phase: Phase,
     buf: Vec<u8>,
     /// How much of a chunked answer's body is known good (see
@@ -170,6 +171,8 @@ struct Conn {
 
 struct Worker<'a> {
     config: &'a LoadConfig,
+    /// https: what every connection's TLS shares.
+    tls: Option<&'a TlsClient>,
     request: &'a [u8],
     budget: &'a Budget,
     poll: Poll,
@@ -244,6 +247,17 @@ pub fn run_observed(
     mut observe: impl FnMut(&Snapshot),
 ) -> Result<Report, LoadError> {
     config.validate()?;
+    let tls = config
+        .target
+        .tls
+        .then(|| {
+            TlsClient::new(
+                &config.target.host,
+                config.ca_file.as_deref(),
+                config.insecure,
+            )
+        })
+        .transpose()?;
     make_room_for(config.effective_connections())?;
     let request = config.request_bytes();
     let start = Instant::now();
@@ -269,12 +283,12 @@ pub fn run_observed(
                 let ticks = ticks.clone();
                 // Connections are dealt out as evenly as they go.
                 let share = connections / threads + usize::from(index < connections % threads);
-                let (request, budget) = (&request, &budget);
+                let (request, budget, tls) = (&request, &budget, tls.as_ref());
                 std::thread::Builder::new()
                     .name(format!("load-{index}"))
                     .spawn_scoped(scope, move || {
                         let mut worker = Worker::new(
-                            config, request, budget, share, ticks, start, index, threads,
+                            config, tls, request, budget, share, ticks, start, index, threads,
                         )?;
                         if let Some(rate) = config.rate {
                             // Each worker keeps its share of the rate, its
@@ -342,6 +356,7 @@ impl<'a> Worker<'a> {
     #[allow(clippy::too_many_arguments)]
     fn new(
         config: &'a LoadConfig,
+        tls: Option<&'a TlsClient>,
         request: &'a [u8],
         budget: &'a Budget,
         connections: usize,
@@ -371,6 +386,7 @@ impl<'a> Worker<'a> {
             .collect();
         Ok(Worker {
             config,
+            tls,
             request,
             budget,
             poll: Poll::new().map_err(|e| LoadError::Io("creating an epoll instance", e))?,
@@ -726,11 +742,14 @@ impl<'a> Worker<'a> {
                 Token(index),
                 Interest::READABLE | Interest::WRITABLE,
             )?;
-            Ok(stream)
+            let _ = stream.set_nodelay(true);
+            match self.tls {
+                Some(tls) => tls.connect(stream),
+                None => Ok(Transport::Plain(stream)),
+            }
         });
         match result {
             Ok(stream) => {
-                let _ = stream.set_nodelay(true);
                 let conn = &mut self.conns[index];
                 conn.stream = Some(stream);
                 conn.connect_started = now;
@@ -791,10 +810,27 @@ impl<'a> Worker<'a> {
         self.start_next(index);
     }
 
+    /// [`Worker::fail`] for an I/O error, keeping what the first TLS
+    /// failure said.
+    fn fail_with(&mut self, index: usize, error: &io::Error, kind: ErrorKind) {
+        if self.stats.first_tls_error.is_none() {
+            self.stats.first_tls_error = tls_failure(error);
+        }
+        self.fail(index, kind);
+    }
+
     fn on_writable(&mut self, index: usize) {
         let conn = &mut self.conns[index];
+        if conn.phase == Phase::Reading {
+            // https: the rest of what TLS queued (a handshake message the
+            // socket did not take at once).
+            if let Some(Err(e)) = conn.stream.as_mut().map(Transport::send_queued) {
+                self.fail_with(index, &e, ErrorKind::of_write(&e));
+            }
+            return;
+        }
         if conn.phase == Phase::Connecting {
-            let Some(stream) = conn.stream.as_ref() else {
+            let Some(stream) = conn.stream.as_ref().map(Transport::tcp) else {
                 return;
             };
             // mio's recipe: a writable socket has connected, unless it
@@ -829,7 +865,7 @@ impl<'a> Worker<'a> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     if !self.retry_stale(index) {
-                        self.fail(index, ErrorKind::of_write(&e));
+                        self.fail_with(index, &e, ErrorKind::of_write(&e));
                     }
                     return;
                 }
@@ -876,7 +912,7 @@ impl<'a> Worker<'a> {
                 }
                 Err(e) => {
                     if !self.retry_stale(index) {
-                        self.fail(index, ErrorKind::of_read(&e));
+                        self.fail_with(index, &e, ErrorKind::of_read(&e));
                     }
                     return;
                 }

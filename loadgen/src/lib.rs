@@ -24,6 +24,7 @@ pub mod outcomes;
 pub mod report;
 pub mod response;
 pub mod stats;
+pub mod tls;
 
 pub use config::{LoadConfig, StopAfter, Target};
 pub use engine::{Report, SNAPSHOT_INTERVAL, Snapshot, run, run_observed};
@@ -40,6 +41,9 @@ pub enum LoadError {
     /// A system call the engine needs failed.
     #[error("{0}")]
     Io(&'static str, #[source] std::io::Error),
+    /// https cannot be set up (no trusted certificates, a bad --cacert).
+    #[error("{0}")]
+    Tls(String),
     /// A worker thread panicked (a bug).
     #[error("a load thread panicked")]
     WorkerPanicked,

@@ -199,6 +199,9 @@ impl LoadSummary<'_> {
                     if let Some(why) = kind.explanation() {
                         write!(f, " ({why})")?;
                     }
+                    if let (ErrorKind::Tls, Some(first)) = (kind, &stats.first_tls_error) {
+                        write!(f, " (the first: {first})")?;
+                    }
                     write!(f, ";")?;
                 }
             }

@@ -28,11 +28,14 @@ pub enum ErrorKind {
     /// The answer's head was over 64 KiB, or the whole answer over 16 MiB
     /// ([`crate::response::MAX_HEAD`], [`crate::response::MAX_RESPONSE`]).
     TooLarge,
+    /// https: the TLS handshake failed (a certificate not trusted, a
+    /// protocol error).
+    Tls,
 }
 
 impl ErrorKind {
     /// Every kind, in report order.
-    pub const ALL: [ErrorKind; 7] = [
+    pub const ALL: [ErrorKind; 8] = [
         ErrorKind::Refused,
         ErrorKind::Reset,
         ErrorKind::Timeout,
@@ -40,6 +43,7 @@ impl ErrorKind {
         ErrorKind::Write,
         ErrorKind::BadResponse,
         ErrorKind::TooLarge,
+        ErrorKind::Tls,
     ];
 
     /// What the kind means, where the label alone does not say.
@@ -60,11 +64,15 @@ impl ErrorKind {
             ErrorKind::Write => "write",
             ErrorKind::BadResponse => "bad response",
             ErrorKind::TooLarge => "too large",
+            ErrorKind::Tls => "tls",
         }
     }
 
     /// Classifies an I/O error met while connecting or reading.
     pub fn of_read(error: &std::io::Error) -> ErrorKind {
+        if crate::tls::tls_failure(error).is_some() {
+            return ErrorKind::Tls;
+        }
         match error.kind() {
             std::io::ErrorKind::ConnectionRefused => ErrorKind::Refused,
             std::io::ErrorKind::ConnectionReset
@@ -125,6 +133,9 @@ pub struct Stats {
     pub bytes: u64,
     /// Connections opened.
     pub connections: u64,
+    /// https: what the first TLS failure said (why the rest failed too,
+    /// most likely: a certificate not trusted).
+    pub first_tls_error: Option<String>,
 }
 
 impl Default for Stats {
@@ -142,6 +153,7 @@ impl Default for Stats {
             retries: 0,
             bytes: 0,
             connections: 0,
+            first_tls_error: None,
         }
     }
 }
@@ -218,6 +230,9 @@ impl Stats {
         self.retries += other.retries;
         self.bytes += other.bytes;
         self.connections += other.connections;
+        if self.first_tls_error.is_none() {
+            self.first_tls_error.clone_from(&other.first_tls_error);
+        }
     }
 
     /// The latencies to report: from the planned send time in the open

@@ -119,6 +119,25 @@ pub fn asm_server(port: u16) -> ForeignServer {
 /// answering every GET with 200 "hello\n"; everything it writes (pid file,
 /// error log, temp paths) goes into its temporary directory.
 pub fn nginx(port: u16, workers: u32) -> ForeignServer {
+    nginx_listening(port, workers, "")
+}
+
+/// nginx with one worker answering on 127.0.0.1:`port` in plain HTTP (so
+/// [`ForeignServer::start`] sees it ready) and on 127.0.0.1:`tls_port`
+/// over TLS with the certificate and key of these PEM files.
+pub fn nginx_tls(port: u16, tls_port: u16, certificate: &Path, key: &Path) -> ForeignServer {
+    let listen = format!(
+        "\x20       listen 127.0.0.1:{tls_port} ssl;\n\
+         \x20       ssl_certificate {};\n\
+         \x20       ssl_certificate_key {};\n",
+        certificate.display(),
+        key.display()
+    );
+    nginx_listening(port, 1, &listen)
+}
+
+/// [`nginx`], with `more` added to its server block.
+fn nginx_listening(port: u16, workers: u32, more: &str) -> ForeignServer {
     let program = require_tool("nginx");
     let dir = tempdir();
     let d = dir.path().display();
@@ -138,6 +157,7 @@ pub fn nginx(port: u16, workers: u32) -> ForeignServer {
          \x20   scgi_temp_path {d}/scgi;\n\
          \x20   server {{\n\
          \x20       listen 127.0.0.1:{port};\n\
+         {more}\
          \x20       location / {{ return 200 \"hello\\n\"; }}\n\
          \x20   }}\n\
          }}\n"
