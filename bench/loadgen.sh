@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Load generators side by side against one nginx worker on loopback:
-# tracebench load, wrk, oha and ab, with keep-alive on and off, -c 10,
-# medians of RUNS runs. Prints req/s and the generator's own CPU time per
-# request as Markdown for docs/benchmarks.md.
+# tracebench load, wrk, oha and ab, over http and https (nginx with a
+# certificate openssl makes here; every generator told not to check it),
+# with keep-alive on and off, -c 10, medians of RUNS runs. Prints req/s and
+# the generator's own CPU time per request as Markdown for
+# docs/benchmarks.md.
 #
 #   bash bench/loadgen.sh                    # ~6 minutes on 2 cores
 #   DURATION=3 RUNS=1 bash bench/loadgen.sh  # a quick look
@@ -53,26 +55,36 @@ http {
   client_body_temp_path $work/body;
   server {
     listen 127.0.0.1:$PORT backlog=1024;
+    listen 127.0.0.1:$((PORT + 1)) ssl backlog=1024;
+    ssl_certificate $work/cert.pem;
+    ssl_certificate_key $work/key.pem;
     location / { default_type text/html; return 200 '<h1>Hello, World!</h1>'; }
   }
 }
 CONF
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+  -keyout "$work/key.pem" -out "$work/cert.pem" -days 1 -subj /CN=127.0.0.1 2>/dev/null
 "$NGINX" -p "$work" -c "$work/nginx.conf"
-URL="http://127.0.0.1:$PORT/"
-for _ in $(seq 100); do curl -s -o /dev/null "$URL" && break; sleep 0.05; done
+HTTP_URL="http://127.0.0.1:$PORT/"
+HTTPS_URL="https://127.0.0.1:$((PORT + 1))/"
+for _ in $(seq 100); do curl -s -o /dev/null "$HTTP_URL" && break; sleep 0.05; done
 
 # run_tool NAME KEEPALIVE: prints "req_per_s cpu_us_per_req". The tool runs
 # in a child shell whose children's CPU times (cutime + cstime, from
 # /proc) are read once it has exited.
+# $URL and $INSECURE (the generators' flag to take any certificate) are
+# the scheme's.
 run_tool() {
   local name=$1 keepalive=$2 cmd
+  local ours="$BIN load $URL ${INSECURE:+-k} -c $CONNECTIONS -z ${DURATION}s"
+  local oha="oha --no-tui ${INSECURE:+--insecure} -c $CONNECTIONS -z ${DURATION}s"
   case "$name/$keepalive" in
-    tracebench/on) cmd="$BIN load $URL -c $CONNECTIONS -z ${DURATION}s --keep-alive" ;;
-    tracebench/off) cmd="$BIN load $URL -c $CONNECTIONS -z ${DURATION}s" ;;
+    tracebench/on) cmd="$ours --keep-alive" ;;
+    tracebench/off) cmd="$ours" ;;
     wrk/on) cmd="wrk -t2 -c$CONNECTIONS -d${DURATION}s $URL" ;;
     wrk/off) cmd="wrk -t2 -c$CONNECTIONS -d${DURATION}s -H 'Connection: close' $URL" ;;
-    oha/on) cmd="oha --no-tui -c $CONNECTIONS -z ${DURATION}s $URL" ;;
-    oha/off) cmd="oha --no-tui -c $CONNECTIONS -z ${DURATION}s --disable-keepalive $URL" ;;
+    oha/on) cmd="$oha $URL" ;;
+    oha/off) cmd="$oha --disable-keepalive $URL" ;;
     ab/on) cmd="ab -q -k -c $CONNECTIONS -t $DURATION -n 100000000 $URL" ;;
     ab/off) cmd="ab -q -c $CONNECTIONS -t $DURATION -n 100000000 $URL" ;;
   esac
@@ -90,6 +102,8 @@ echo "## Load generators, $(date -u +%Y-%m-%d), $(nproc) cores, -c $CONNECTIONS,
 echo
 echo "$("$NGINX" -v 2>&1 | sed 's/.*: //'); $(wrk --version 2>&1 | head -1 | awk '{print $1, $2}'); $(oha --version); $(ab -V | head -1)."
 tools=(tracebench wrk oha ab)
+for scheme in http https; do
+if [ "$scheme" = https ]; then URL=$HTTPS_URL INSECURE=1; else URL=$HTTP_URL INSECURE=; fi
 for keepalive in on off; do
   declare -A rps=() cpu=()
   for run in $(seq "$RUNS"); do
@@ -97,11 +111,11 @@ for keepalive in on off; do
       read -r r c < <(run_tool "$tool" "$keepalive")
       rps[$tool]+="$r "
       cpu[$tool]+="$c "
-      echo "  keep-alive $keepalive run $run $tool: $r req/s, $c us CPU/req" >&2
+      echo "  $scheme keep-alive $keepalive run $run $tool: $r req/s, $c us CPU/req" >&2
     done
   done
   echo
-  echo "### Keep-alive $keepalive"
+  echo "### $scheme, keep-alive $keepalive"
   echo
   echo "| generator | req/s (median of $RUNS) | runs | vs wrk | vs oha | generator CPU µs/req |"
   echo "|---|---:|---|---:|---:|---:|"
@@ -114,4 +128,5 @@ for keepalive in on off; do
       'BEGIN { printf "| %s | %d | %s | %.2f× | %.2f× | %s |\n", n, m, all, m / w, m / o, c }'
   done
   unset rps cpu
+done
 done
