@@ -21,7 +21,7 @@ use tracebench_trace::format::{TraceFileError, TraceReader};
 #[command(group = clap::ArgGroup::new("format").required(true).multiple(true))]
 pub struct ExportArgs {
     /// A recorded run (a runs/<time>/ directory of the dashboard) or a trace
-    /// file written by `tracebench trace --write FILE`
+    /// file written by `tracebench trace --write FILE` (- for standard input)
     #[arg(value_name = "RUN")]
     trace: PathBuf,
     /// The run's latency histogram as HdrHistogram percentile CSV (ms); - for stdout
@@ -304,29 +304,12 @@ fn export_requests(args: &ExportArgs) -> anyhow::Result<()> {
 
 /// Runs `tracebench export`.
 pub fn run(mut args: ExportArgs) -> anyhow::Result<()> {
+    // `-`: a trace piped in, copied first (every output reads it anew).
+    let input = tracebench_files::InputFile::open(&args.trace)
+        .context("cannot copy the trace from standard input")?;
+    args.trace = input.path().to_path_buf();
     check_outputs_spare_inputs(&args)?;
-    if args.csv.is_some() || args.hgrm.is_some() || args.buckets_csv.is_some() {
-        let latency = run_latency(&args.trace)?;
-        if let Some(path) = &args.csv {
-            write_percentile_csv(&latency, create(path)?)
-                .with_context(|| format!("writing {}", path.display()))?
-                .finish()?;
-        }
-        if let Some(path) = &args.hgrm {
-            write_hgrm(&latency, create(path)?)
-                .with_context(|| format!("writing {}", path.display()))?
-                .finish()?;
-        }
-        if let Some(path) = &args.buckets_csv {
-            write_buckets_csv(&latency, create(path)?)
-                .with_context(|| format!("writing {}", path.display()))?
-                .finish()?;
-        }
-        eprintln!(
-            "tracebench export: {} requests; values in {VALUE_UNIT}",
-            latency.len()
-        );
-    }
+    export_latency(&args)?;
     let names = if args.trace.is_dir() {
         let names = thread_names(&args.trace);
         args.trace = args.trace.join("trace.tbt");
@@ -351,20 +334,7 @@ pub fn run(mut args: ExportArgs) -> anyhow::Result<()> {
         export_requests(&args)?;
     }
     if let Some(path) = &args.strace {
-        let options = TextOptions {
-            timestamps: Timestamps::Absolute,
-            durations: true,
-            prefix: ThreadPrefix::File,
-            results: Results::All,
-            strings: Strings::Escaped,
-            fd_paths: None,
-        };
-        let mut writer = StraceWriter::new(create(path)?, options);
-        feed(&args.trace, &mut writer)?;
-        writer
-            .finish()
-            .with_context(|| format!("writing {}", path.display()))?
-            .finish()?;
+        export_strace(&args.trace, path)?;
     }
     if let Some(path) = &args.jsonl {
         let mut writer = JsonlWriter::new(create(path)?);
@@ -401,5 +371,55 @@ pub fn run(mut args: ExportArgs) -> anyhow::Result<()> {
         feed(&args.trace, &mut summary)?;
         write!(std::io::stdout().lock(), "{summary}").context("writing the summary")?;
     }
+    Ok(())
+}
+
+/// The run's latency histogram, as each format asked for.
+fn export_latency(args: &ExportArgs) -> anyhow::Result<()> {
+    if args.csv.is_none() && args.hgrm.is_none() && args.buckets_csv.is_none() {
+        return Ok(());
+    }
+    let latency = run_latency(&args.trace)?;
+    if let Some(path) = &args.csv {
+        write_percentile_csv(&latency, create(path)?)
+            .with_context(|| format!("writing {}", path.display()))?
+            .finish()?;
+    }
+    if let Some(path) = &args.hgrm {
+        write_hgrm(&latency, create(path)?)
+            .with_context(|| format!("writing {}", path.display()))?
+            .finish()?;
+    }
+    if let Some(path) = &args.buckets_csv {
+        write_buckets_csv(&latency, create(path)?)
+            .with_context(|| format!("writing {}", path.display()))?
+            .finish()?;
+    }
+    eprintln!(
+        "tracebench export: {} requests; values in {VALUE_UNIT}",
+        latency.len()
+    );
+    Ok(())
+}
+
+/// strace text of the trace at `trace`, with the recording's wall-clock
+/// times.
+fn export_strace(trace: &Path, path: &Path) -> anyhow::Result<()> {
+    let options = TextOptions {
+        timestamps: Timestamps::Absolute,
+        durations: true,
+        prefix: ThreadPrefix::File,
+        results: Results::All,
+        strings: Strings::Escaped,
+        fd_paths: None,
+    };
+    let header = open(trace)?.header().clone();
+    let mut writer = StraceWriter::new(create(path)?, options);
+    writer.recorded_at(header.monotonic_ns, header.realtime_ns);
+    feed(trace, &mut writer)?;
+    writer
+        .finish()
+        .with_context(|| format!("writing {}", path.display()))?
+        .finish()?;
     Ok(())
 }

@@ -50,7 +50,7 @@ pub struct LoadArgs {
     /// Extra header, "Name: value" (repeatable)
     #[arg(short = 'H', long = "header", value_name = "HEADER")]
     headers: Vec<String>,
-    /// Request body, or @FILE to read it from a file
+    /// Request body, or @FILE to read it from a file (@- from standard input)
     #[arg(short = 'd', long = "data", value_name = "DATA")]
     data: Option<String>,
     /// Fail a request that has no complete answer after this long
@@ -404,7 +404,7 @@ fn progress_bar(config: &LoadConfig) -> ProgressBar {
 /// Arguments of `tracebench merge`.
 #[derive(clap::Args, Debug)]
 pub struct MergeArgs {
-    /// Interval logs (.hlog) to add together
+    /// Interval logs (.hlog) to add together (- for standard input)
     #[arg(required = true, num_args = 2..)]
     logs: Vec<PathBuf>,
     /// Where to write the merged log

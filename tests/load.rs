@@ -7,7 +7,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
@@ -649,7 +649,12 @@ fn bad_input_fails_with_one_clear_line() {
     for (args, needle) in [
         (&["load", "not a url"][..], "bad URL"),
         (
-            &["load", "https://127.0.0.1:9/", "--cacert", "/nonexistent.pem"][..],
+            &[
+                "load",
+                "https://127.0.0.1:9/",
+                "--cacert",
+                "/nonexistent.pem",
+            ][..],
             "--cacert /nonexistent.pem",
         ),
         (
@@ -798,6 +803,21 @@ fn interval_logs_read_back_and_merge_and_json_is_complete() {
         .status()
         .unwrap();
     assert!(status.success());
+    // The first log from standard input (`-`): the same merge.
+    let piped = dir.path().join("piped.hlog");
+    let status = Command::new(BIN)
+        .args(["merge", "-"])
+        .args(&logs[1..])
+        .arg("-o")
+        .arg(&piped)
+        .stdin(Stdio::from(std::fs::File::open(&logs[0]).unwrap()))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(
+        std::fs::read(&piped).unwrap(),
+        std::fs::read(&merged).unwrap()
+    );
     let intervals = tracebench_loadgen::hlog::read_log(&std::fs::read(&merged).unwrap()).unwrap();
     assert_eq!(
         intervals.iter().map(|i| i.histogram.len()).sum::<u64>(),
@@ -950,6 +970,62 @@ fn a_dash_as_an_output_is_standard_output() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("Percentile"), "{stdout}");
     assert!(!dir.path().join("-").exists(), "no file named -");
+}
+
+#[test]
+fn a_dash_as_an_input_is_standard_input() {
+    // Issue 15: `-` is standard input wherever an input can be a stream:
+    // a trace for export, a log for merge, a body for load (-d @-).
+    let _serial = serial();
+    let dir = tempdir();
+    // `--write -`: the trace file on standard output (the program's own
+    // output would go there too: this one writes elsewhere).
+    let trace = dir.path().join("t.tbt");
+    let traced = Command::new(BIN)
+        .args(["trace", "-q", "--write", "-"])
+        .args(["sh", "-c", "echo hi >/dev/null"])
+        .stdout(Stdio::from(std::fs::File::create(&trace).unwrap()))
+        .status()
+        .unwrap();
+    assert!(traced.success());
+    assert!(!dir.path().join("-").exists(), "no file named -");
+    let export = |input: &str, stdin: Stdio| {
+        let output = Command::new(BIN)
+            .args(["export", input, "--strace", "-"])
+            .current_dir(dir.path())
+            .stdin(stdin)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        output.stdout
+    };
+    let piped = export("-", Stdio::from(std::fs::File::open(&trace).unwrap()));
+    assert!(!piped.is_empty());
+    assert_eq!(
+        piped,
+        export("t.tbt", Stdio::null()),
+        "the same as from the file"
+    );
+    // Not a trace: one line, non-zero.
+    let garbage = Command::new(BIN)
+        .args(["export", "-", "--strace", "-"])
+        .stdin(Stdio::from(std::fs::File::open("/etc/hostname").unwrap()))
+        .output()
+        .unwrap();
+    assert!(!garbage.status.success());
+    let stderr = String::from_utf8_lossy(&garbage.stderr);
+    assert!(stderr.contains("not a tracebench trace file"), "{stderr}");
+    // The body of a request from standard input.
+    let (url, server) = one_request_server();
+    let mut load = Command::new(BIN)
+        .args(["load", &url, "-n", "1", "-X", "POST", "-d", "@-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    load.stdin.take().unwrap().write_all(b"from stdin").unwrap();
+    assert!(load.wait().unwrap().success());
+    assert!(server.join().unwrap().contains("Content-Length: 10"));
 }
 
 /// Accepts one connection on a fresh loopback port, answers 200, and hands

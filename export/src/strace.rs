@@ -123,6 +123,14 @@ impl<W: Write> StraceWriter<W> {
         }
     }
 
+    /// Shows times as wall-clock times of the recording, whose clocks read
+    /// `monotonic_ns` and `realtime_ns` at the same moment (a trace file's
+    /// header). Without this, the clocks of now are used: right while
+    /// tracing, not for a file recorded before a clock step or a reboot.
+    pub fn recorded_at(&mut self, monotonic_ns: u64, realtime_ns: i64) {
+        self.realtime_offset_ns = i128::from(realtime_ns) - i128::from(monotonic_ns);
+    }
+
     /// Says that `threads` threads are traced before the first event (an
     /// attach to a running program): with more than one, every line
     /// carries its `[pid N]`, the first ones too, as strace's do.
@@ -573,6 +581,31 @@ mod tests {
         let (seconds, micros) = epoch.split_once('.').unwrap();
         assert!(seconds.parse::<u64>().unwrap() > 1_600_000_000, "{epoch}");
         assert_eq!(micros.len(), 6, "{epoch}");
+    }
+
+    #[test]
+    fn a_recording_shows_its_own_wall_clock_time() {
+        // Export printed the recording's events at today's offset between
+        // the clocks: microseconds off, or days after a reboot.
+        let options = TextOptions {
+            timestamps: Timestamps::Epoch,
+            ..TextOptions::default()
+        };
+        let mut writer = StraceWriter::new(Vec::new(), options);
+        writer.recorded_at(0, 1_700_000_000_250_000_000);
+        let exit_group = Sysno::exit_group.id() as u32;
+        writer.event(&event(
+            7,
+            3_000_000,
+            EventKind::SyscallEntry {
+                nr: exit_group,
+                args: [0; 6],
+                data: vec![],
+                data_capture: DataCapture::Captured,
+            },
+        ));
+        let text = String::from_utf8(writer.finish().unwrap()).unwrap();
+        assert!(text.starts_with("1700000000.253000 exit_group(0"), "{text}");
     }
 
     #[test]

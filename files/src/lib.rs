@@ -14,8 +14,9 @@
 //!   name only once whole, so a full disk or an error leaves the old file
 //!   (which may be one of the inputs) as it was.
 //!
-//! `-` as an output name means standard output, as in every Unix tool; the
-//! callers handle it before reaching here.
+//! `-` as an output name means standard output, as in every Unix tool
+//! ([`Output`]); as an input, standard input ([`read_input`],
+//! [`InputFile`]).
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -202,8 +203,19 @@ fn check_ours(fd: &OwnedFd, path: &Path) -> Result<(), FileError> {
 /// (`trace -o`, `-w`, as strace's `-o`: `tail -f` works): created 0600 or
 /// truncated, never through a symlink someone else could have planted.
 /// Devices and pipes are fine (`-o /dev/null`, `-o /dev/stderr`: a
-/// symlink of the system's, in a directory only root may change).
+/// symlink of the system's, in a directory only root may change). `-` is
+/// standard output.
 pub fn create_streamed(path: &Path) -> Result<File, FileError> {
+    if path == Path::new("-") {
+        // Standard output, through a descriptor of its own that closing
+        // this file leaves open.
+        use std::os::fd::AsFd;
+        let stdout = io::stdout().as_fd().try_clone_to_owned();
+        return stdout.map(File::from).map_err(|error| FileError::Io {
+            path: PathBuf::from("standard output"),
+            error,
+        });
+    }
     let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC;
     let mode = Mode::from_raw_mode(PRIVATE_FILE);
     let fd = match rustix::fs::openat(CWD, path, flags | OFlags::NOFOLLOW, mode) {
@@ -296,17 +308,26 @@ impl Write for Output {
     }
 }
 
-/// Reads the whole of the input file `path`, refusing what is not a
-/// regular file (a FIFO, /dev/zero: endless) and what is larger than
-/// `limit` bytes, rather than growing without bound.
+/// Reads the whole of the input file `path` (`-`: standard input, up to
+/// `limit`), refusing what is not a regular file (a FIFO, /dev/zero:
+/// endless) and what is larger than `limit` bytes, rather than growing
+/// without bound.
 pub fn read_input(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
     use std::io::Read;
+    let too_large = || io::Error::other(format!("larger than {limit} bytes"));
+    if path == Path::new("-") {
+        let mut bytes = Vec::new();
+        io::stdin().lock().take(limit + 1).read_to_end(&mut bytes)?;
+        if bytes.len() as u64 > limit {
+            return Err(too_large());
+        }
+        return Ok(bytes);
+    }
     let file = File::open(path)?;
     let meta = file.metadata()?;
     if !meta.file_type().is_file() {
         return Err(io::Error::other("not a regular file"));
     }
-    let too_large = || io::Error::other(format!("larger than {limit} bytes"));
     if meta.len() > limit {
         return Err(too_large());
     }
@@ -316,6 +337,42 @@ pub fn read_input(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
         return Err(too_large());
     }
     Ok(bytes)
+}
+
+/// An input that may be read more than once, or at an offset: the file
+/// itself, or for `-` standard input copied to a private temporary file
+/// (0600, removed when this is dropped), so a pipe can feed a reader that
+/// seeks, as `perf report -i -` reads one.
+#[derive(Debug)]
+pub enum InputFile {
+    /// A file named on the command line.
+    Named(PathBuf),
+    /// Standard input, as it was copied.
+    Stdin(tempfile::TempPath),
+}
+
+impl InputFile {
+    /// `path`, or for `-` standard input copied whole.
+    pub fn open(path: &Path) -> io::Result<InputFile> {
+        if path != Path::new("-") {
+            return Ok(InputFile::Named(path.to_path_buf()));
+        }
+        // Named so that a message about it says where it came from.
+        let mut copy = tempfile::Builder::new()
+            .prefix("tracebench-stdin-")
+            .tempfile()?;
+        io::copy(&mut io::stdin().lock(), &mut copy)?;
+        copy.flush()?;
+        Ok(InputFile::Stdin(copy.into_temp_path()))
+    }
+
+    /// Where to read it from.
+    pub fn path(&self) -> &Path {
+        match self {
+            InputFile::Named(path) => path,
+            InputFile::Stdin(copy) => copy,
+        }
+    }
 }
 
 /// One output file: written to a private temporary beside `path`, then
