@@ -29,7 +29,9 @@ pub struct ServeArgs {
     /// closed first, then --when-full applies
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: u32,
-    /// Capacity of the pool's connection queue
+    /// Capacity of the pool's connection queue; when it is full, the
+    /// keep-alive connection idle the longest is closed first (its worker
+    /// takes the next), then --when-full applies
     #[arg(long = "queue", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     queue: u32,
     /// When the queue (epoll: the connection limit) is full: wait for

@@ -813,3 +813,72 @@ fn man_pages_are_written_for_every_command_and_rewritten_whole() {
         assert!(serve.contains(text), "{text} in {serve}");
     }
 }
+
+#[test]
+fn a_full_pool_closes_idle_keep_alive_connections_first() {
+    // Issue 14: quiet keep-alive clients held every worker of a pool while
+    // new clients waited out the read timeout. As nginx does at its
+    // connection limit, the idle connection is closed first.
+    for mode in ["pool-futex", "pool-std", "pool-spin"] {
+        let server = ServerProcess::start(&[
+            "--mode",
+            mode,
+            "--workers",
+            "2",
+            "--queue",
+            "1",
+            "--keep-alive",
+            "--read-timeout",
+            "20s",
+        ]);
+        // Two clients take both workers and go quiet after one answer.
+        let mut quiet: Vec<TcpStream> = (0..2)
+            .map(|_| {
+                let mut stream = TcpStream::connect(server.addr).unwrap();
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(30)))
+                    .unwrap();
+                stream
+                    .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+                    .unwrap();
+                let mut buf = [0u8; 4096];
+                let n = stream.read(&mut buf).unwrap();
+                assert_eq!(parse_response(&buf[..n]).unwrap().status, 200);
+                stream
+            })
+            .collect();
+        // One more fills the queue, the next finds it full: both are
+        // answered at once, not after 20 s.
+        let started = Instant::now();
+        let clients: Vec<_> = (0..2)
+            .map(|_| {
+                let addr = server.addr;
+                let client = std::thread::spawn(move || {
+                    exchange(
+                        addr,
+                        b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+                    )
+                });
+                std::thread::sleep(Duration::from_millis(100));
+                client
+            })
+            .collect();
+        for client in clients {
+            assert_eq!(client.join().unwrap().unwrap().status, 200, "{mode}");
+        }
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(10), "{mode}: {took:?}");
+        // The longest idle was closed (end of stream); the other is open.
+        assert_eq!(quiet[0].read(&mut [0; 64]).unwrap(), 0, "{mode}");
+        quiet[1].set_nonblocking(true).unwrap();
+        let still = quiet[1].read(&mut [0; 64]);
+        assert!(
+            still
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock),
+            "{mode}: {still:?}"
+        );
+        drop(quiet);
+        assert!(server.stop().0.success(), "{mode}");
+    }
+}

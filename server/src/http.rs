@@ -4,8 +4,10 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
+use crate::idle::IdleSlot;
 use crate::stats::{Outcome, Tally};
 
 /// The largest request head we read; a longer one is answered 431.
@@ -250,6 +252,7 @@ pub fn serve_connection(
     settings: &ConnectionSettings,
     tally: &Tally,
     buffers: &mut Buffers,
+    idle: Option<&IdleSlot>,
 ) {
     // Set here, by whoever serves, so the acceptor's hot loop stays at one
     // accept4 per connection.
@@ -264,7 +267,17 @@ pub fn serve_connection(
     let mut filled = 0;
     let mut first_request = true;
     loop {
-        let head = match read_head(&mut stream, buf, &mut filled, settings.read_timeout) {
+        // Between two requests, a pool's worker says it waits, so that the
+        // acceptor may end the wait when the queue is full (crate::idle).
+        let parked = idle.filter(|_| !first_request && filled == 0);
+        if let Some(slot) = parked {
+            slot.park(stream.as_raw_fd());
+        }
+        let head = read_head(&mut stream, buf, &mut filled, settings.read_timeout);
+        if let Some(slot) = parked {
+            slot.unpark();
+        }
+        let head = match head {
             Ok(Some(head)) => head,
             Ok(None) => return,
             Err(ReadError::Idle) => {

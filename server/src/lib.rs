@@ -27,6 +27,7 @@
 
 pub mod futex;
 pub mod http;
+pub mod idle;
 mod listener;
 mod models;
 mod session;

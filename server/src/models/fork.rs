@@ -179,6 +179,7 @@ fn serve(
                     &config.connection,
                     tally.get(),
                     &mut Buffers::default(),
+                    None,
                 );
                 // SAFETY: leave without unwinding into the parent's code.
                 unsafe { libc::_exit(0) };

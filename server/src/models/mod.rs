@@ -44,7 +44,7 @@ fn run_sync(
     let tally = Tally::new();
     let mut buffers = Buffers::default();
     while let Some(stream) = accept(listener, stop).map_err(ServerError::os("accept"))? {
-        serve_connection(stream, &config.connection, &tally, &mut buffers);
+        serve_connection(stream, &config.connection, &tally, &mut buffers, None);
         stop.done();
     }
     Ok(ServeSummary {

@@ -16,6 +16,7 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Instant;
 
 use crate::http::{Buffers, reject, serve_connection};
+use crate::idle::IdleConnections;
 use crate::listener::{StopHandle, accept};
 use crate::stats::{Lane, ServeSummary, Tally};
 use crate::sync::{BoundedQueue, FutexMutex, FutexMutexGuard, TryPushError};
@@ -232,17 +233,20 @@ fn run_with<Q: Handoff>(
     let tallies: Arc<Vec<Tally>> = Arc::new((0..=config.workers).map(|_| Tally::new()).collect());
     let mut workers = Vec::with_capacity(config.workers);
     let mut result = Ok(());
+    let idle = IdleConnections::new(config.workers);
     for index in 0..config.workers {
         let queue = Arc::clone(&queue);
         let tallies = Arc::clone(&tallies);
         let settings = config.connection.clone();
         let active = stop.active();
+        let slot = idle.slot(index);
         let spawned = std::thread::Builder::new()
             .name(format!("worker-{index}"))
             .spawn(move || {
                 let mut buffers = Buffers::default();
                 while let Some(stream) = queue.pop() {
-                    serve_connection(stream, &settings, &tallies[index + 1], &mut buffers);
+                    let tally = &tallies[index + 1];
+                    serve_connection(stream, &settings, tally, &mut buffers, Some(&slot));
                     active.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
                 }
             });
@@ -256,7 +260,14 @@ fn run_with<Q: Handoff>(
     }
 
     if result.is_ok() {
-        result = accept_loop(&*queue, config.when_full, listener, stop, &tallies[0]);
+        result = accept_loop(
+            &*queue,
+            &idle,
+            config.when_full,
+            listener,
+            stop,
+            &tallies[0],
+        );
     }
     // Stop: what is queued is still served, then the workers see the queue
     // closed and empty and return.
@@ -290,20 +301,29 @@ fn run_with<Q: Handoff>(
     })
 }
 
+/// Hands each accepted connection to the queue. When it is full, the
+/// keep-alive connection idle the longest is closed first (its worker then
+/// takes the next one), then the acceptor waits, or answers 503.
 fn accept_loop<Q: Handoff>(
     queue: &Q,
+    idle: &IdleConnections,
     when_full: WhenFull,
     listener: &TcpListener,
     stop: &StopHandle,
     acceptor_tally: &Tally,
 ) -> Result<(), ServerError> {
     while let Some(stream) = accept(listener, stop).map_err(ServerError::os("accept"))? {
-        let refused = match when_full {
-            WhenFull::Block => queue.push(stream).err(),
-            WhenFull::Reject => match queue.try_push(stream) {
-                Ok(()) => None,
-                Err(TryPushError::Full(s) | TryPushError::Closed(s)) => Some(s),
-            },
+        let refused = match queue.try_push(stream) {
+            Ok(()) => None,
+            Err(TryPushError::Closed(s)) => Some(s),
+            Err(TryPushError::Full(s)) => {
+                // A worker freed from an idle client takes one soon.
+                let freed = idle.close_longest_idle();
+                match when_full {
+                    WhenFull::Reject if !freed => Some(s),
+                    _ => queue.push(s).err(),
+                }
+            }
         };
         if let Some(stream) = refused {
             reject(stream, acceptor_tally);

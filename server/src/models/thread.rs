@@ -43,7 +43,8 @@ pub(super) fn run(
         let spawn = std::thread::Builder::new()
             .name(format!("conn-{spawned}"))
             .spawn(move || {
-                serve_connection(stream, &settings, &thread_tally, &mut Buffers::default());
+                let mut buffers = Buffers::default();
+                serve_connection(stream, &settings, &thread_tally, &mut buffers, None);
                 thread_running.fetch_sub(1, Ordering::Relaxed);
                 active.fetch_sub(1, Ordering::SeqCst);
             });
