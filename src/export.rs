@@ -9,7 +9,9 @@ use anyhow::Context;
 use tracebench_analysis::attribution::{Attributor, RequestRecord};
 use tracebench_export::jsonl::JsonlWriter;
 use tracebench_export::render::Strings;
-use tracebench_export::strace::{Results, StraceWriter, TextOptions, ThreadPrefix, Timestamps};
+use tracebench_export::strace::{
+    Results, SignalFilter, StraceWriter, TextOptions, ThreadPrefix, Timestamps,
+};
 use tracebench_export::summary::TraceSummary;
 use tracebench_files::Output;
 use tracebench_loadgen::export::{VALUE_UNIT, write_buckets_csv, write_hgrm, write_percentile_csv};
@@ -410,6 +412,7 @@ fn export_strace(trace: &Path, path: &Path) -> anyhow::Result<()> {
         durations: true,
         prefix: ThreadPrefix::File,
         results: Results::All,
+        signals: SignalFilter::default(),
         strings: Strings::Escaped,
         fd_paths: None,
     };

@@ -13,7 +13,7 @@ use tracebench_capture_sample::SampleCapture;
 use tracebench_export::jsonl::JsonlWriter;
 use tracebench_export::render::{FdPaths, Strings};
 use tracebench_export::strace::{
-    PerThreadFiles, Results, StraceWriter, TextOptions, ThreadPrefix, Timestamps,
+    PerThreadFiles, Results, SignalFilter, StraceWriter, TextOptions, ThreadPrefix, Timestamps,
 };
 use tracebench_export::summary::{SortBy, TraceSummary};
 use tracebench_trace::format::{Header, TraceWriter};
@@ -28,7 +28,8 @@ pub struct TraceArgs {
     follow: u8,
     /// Syscalls to record, as strace: trace=NAME,%CLASS,/REGEX,?NAME,all,
     /// !SET for all but SET; futex=wait records only futex calls that
-    /// sleep (repeatable)
+    /// sleep; signal=SET the signals shown (all, none, SIGINT,TERM…,
+    /// !SET); status=successful|failed the calls shown (repeatable)
     #[arg(short = 'e', value_name = "EXPR")]
     expressions: Vec<String>,
     /// Write the trace to FILE instead of standard error
@@ -229,14 +230,14 @@ pub fn run(args: TraceArgs) -> anyhow::Result<u8> {
     }
     let attach = matches!(tracee, Tracee::Attach { .. });
     // strace's -c counts every call unless -e narrows it.
-    let selection = if (args.summary || args.summary_and_calls)
-        && args.expressions.is_empty()
-        && args.output.is_none()
-    {
-        Selection::parse(&["trace=all"])?
-    } else {
-        Selection::parse(&args.expressions)?
-    };
+    let syscalls = syscall_expressions(&args.expressions);
+    let selection =
+        if (args.summary || args.summary_and_calls) && syscalls.is_empty() && args.output.is_none()
+        {
+            Selection::parse(&["trace=all"])?
+        } else {
+            Selection::parse(&syscalls)?
+        };
     // Open every output before starting, so a bad path fails before the
     // program runs.
     let mut outputs = Outputs::open(&args, command_line, backend)?;
@@ -344,6 +345,30 @@ fn start_ptrace(
         );
     }
     Ok(capture)
+}
+
+/// The -e expressions that choose syscalls (not signal= or status=).
+fn syscall_expressions(expressions: &[String]) -> Vec<&str> {
+    expressions
+        .iter()
+        .map(String::as_str)
+        .filter(|e| !e.starts_with("signal=") && !e.starts_with("status="))
+        .collect()
+}
+
+/// The set of the last `-e QUALIFIER=SET`, as strace takes the last.
+fn last_qualifier<'a>(expressions: &'a [String], qualifier: &str) -> Option<&'a str> {
+    expressions
+        .iter()
+        .rev()
+        .find_map(|e| e.strip_prefix(qualifier))
+}
+
+/// `-e status=SET`, if given.
+fn status(args: &TraceArgs) -> anyhow::Result<Option<Results>> {
+    last_qualifier(&args.expressions, "status=")
+        .map(|set| Results::parse_status(set).map_err(anyhow::Error::msg))
+        .transpose()
 }
 
 /// The pids of one -p: a number, or several split by spaces or commas
@@ -489,10 +514,15 @@ fn text_sink(args: &TraceArgs) -> anyhow::Result<Option<TextSink>> {
         } else {
             ThreadPrefix::Screen
         },
-        results: match (args.successful_only, args.failed_only) {
-            (true, _) => Results::Successful,
-            (_, true) => Results::Failed,
+        results: match (args.successful_only, args.failed_only, status(args)?) {
+            (_, _, Some(results)) => results,
+            (true, _, None) => Results::Successful,
+            (_, true, None) => Results::Failed,
             _ => Results::All,
+        },
+        signals: match last_qualifier(&args.expressions, "signal=") {
+            Some(set) => SignalFilter::parse(set).map_err(anyhow::Error::msg)?,
+            None => SignalFilter::default(),
         },
         strings: match args.hex_strings {
             0 => Strings::Escaped,

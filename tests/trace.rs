@@ -1487,6 +1487,65 @@ fn several_p_follow_several_processes_as_straces_do() {
 }
 
 #[test]
+fn e_signal_and_e_status_filter_what_is_shown_as_straces_do() {
+    // Issue 15: -e signal= and -e status= were refused as unknown syscalls.
+    let _serial = serial();
+    let shown = |tracer: &str, first: &str, filters: &[&str], argv: &[&str]| {
+        let output = Command::new(tracer)
+            .arg(first)
+            .args(["-e", "trace=kill,openat"])
+            .args(filters.iter().flat_map(|f| ["-e", f]))
+            .args(argv)
+            // cargo's library path would add dozens of failed openat.
+            .env_remove("LD_LIBRARY_PATH")
+            .output()
+            .unwrap();
+        // The calls, signals and ends, each up to its result; strace adds
+        // the siginfo, which we do not capture yet.
+        String::from_utf8_lossy(&output.stderr)
+            .lines()
+            .filter(|l| {
+                ["openat(", "kill(", "---", "+++"]
+                    .iter()
+                    .any(|w| l.contains(w))
+            })
+            .map(|l| l.split(" = ").next().unwrap().trim_end().to_owned())
+            .map(|l| match l.split_once(" {si_") {
+                Some((signal, _)) => format!("{signal} ---"),
+                None => l,
+            })
+            .map(|l| l.replace(char::is_numeric, "N"))
+            .collect::<Vec<_>>()
+    };
+    let script = ["sh", "-c", "trap '' USR1; kill -USR1 $$; kill -USR2 $$"];
+    for filters in [
+        &["signal=none"][..],
+        &["signal=!SIGUSR1"],
+        &["signal=USR1"],
+        &["signal=all"],
+    ] {
+        let ours = shown(BIN, "trace", filters, &script);
+        let theirs = shown("strace", "-f", filters, &script);
+        assert_eq!(ours, theirs, "{filters:?}");
+    }
+    let cat = ["cat", "/nonexistent", "/etc/hostname"];
+    for filters in [
+        &["status=failed"][..],
+        &["status=successful"],
+        &["status=!failed"],
+    ] {
+        let ours = shown(BIN, "trace", filters, &cat);
+        let theirs = shown("strace", "-f", filters, &cat);
+        assert!(ours.len() > 1, "{filters:?}: {ours:?}");
+        assert_eq!(ours, theirs, "{filters:?}");
+    }
+    fails_with_one_line(
+        Command::new(BIN).args(["trace", "-e", "signal=SIGBOGUS", "true"]),
+        "signal=SIGBOGUS: unknown signal",
+    );
+}
+
+#[test]
 fn w_is_straces_wall_clock_flag_and_the_trace_file_is_write() {
     // Issue 15: our -w wrote a trace file where strace's -w means a
     // wall-clock -c.

@@ -58,6 +58,99 @@ pub enum Results {
     Failed,
 }
 
+impl Results {
+    /// strace's `-e status=SET`: `successful`, `failed`, `all`, comma
+    /// separated (`!` before the set: all but it).
+    pub fn parse_status(set: &str) -> Result<Results, String> {
+        let (negated, set) = match set.strip_prefix('!') {
+            Some(rest) => (true, rest),
+            None => (false, set),
+        };
+        let (mut successful, mut failed) = (false, false);
+        for word in set.split(',') {
+            match word.trim() {
+                "successful" => successful = true,
+                "failed" => failed = true,
+                "all" => (successful, failed) = (true, true),
+                "none" => {}
+                other @ ("unfinished" | "unavailable" | "detached") => {
+                    return Err(format!(
+                        "status={other} is not supported: a call is shown whole when it \
+                         returns, successful or failed"
+                    ));
+                }
+                other => return Err(format!("status={other}: unknown status")),
+            }
+        }
+        if negated {
+            (successful, failed) = (!successful, !failed);
+        }
+        match (successful, failed) {
+            (true, true) => Ok(Results::All),
+            (true, false) => Ok(Results::Successful),
+            (false, true) => Ok(Results::Failed),
+            (false, false) => Err("status=: no call would be shown".into()),
+        }
+    }
+}
+
+/// Which delivered signals the text shows (strace's `-e signal=SET`), as
+/// a bit per signal number 1 to 64.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignalFilter(u64);
+
+impl Default for SignalFilter {
+    fn default() -> Self {
+        SignalFilter(u64::MAX)
+    }
+}
+
+impl SignalFilter {
+    /// `all`, `none`, or names (`SIGINT` or `INT`) and numbers, comma
+    /// separated; `!` before the set shows every other signal.
+    pub fn parse(set: &str) -> Result<SignalFilter, String> {
+        let (negated, set) = match set.strip_prefix('!') {
+            Some(rest) => (true, rest),
+            None => (false, set),
+        };
+        let mut bits = 0u64;
+        for word in set.split(',').map(str::trim) {
+            bits |= match word {
+                "all" => u64::MAX,
+                "none" => 0,
+                _ => 1 << (signal_number(word)? - 1),
+            };
+        }
+        Ok(SignalFilter(if negated { !bits } else { bits }))
+    }
+
+    /// Whether `signal`'s deliveries are shown.
+    pub fn shows(self, signal: i32) -> bool {
+        (1..=64).contains(&signal) && self.0 & (1 << (signal - 1)) != 0
+    }
+}
+
+/// A signal's number from its name (`SIGTERM`, `TERM`, `SIGRT_2`) or its
+/// number.
+fn signal_number(word: &str) -> Result<u32, String> {
+    if let Ok(number) = word.parse::<u32>() {
+        return match number {
+            1..=64 => Ok(number),
+            _ => Err(format!("signal={word}: not a signal number (1 to 64)")),
+        };
+    }
+    let name = word.to_ascii_uppercase();
+    let name = if name.starts_with("SIG") {
+        name
+    } else {
+        format!("SIG{name}")
+    };
+    (1..=64)
+        .find(|&n| signal_name(n) == name)
+        .map(|n| n as u32)
+        .ok_or_else(|| format!("signal={word}: unknown signal"))
+}
+
 /// Options of the text format.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TextOptions {
@@ -71,6 +164,8 @@ pub struct TextOptions {
     pub strings: Strings,
     /// Which calls to show.
     pub results: Results,
+    /// Which delivered signals to show.
+    pub signals: SignalFilter,
     /// With `-y`: how to look up what a descriptor refers to, while the
     /// thread is stopped at the event being written (live tracing only:
     /// a recording's descriptors are gone).
@@ -273,6 +368,8 @@ impl<W: Write> StraceWriter<W> {
         let text = match status {
             ExitStatus::Code(code) => format!("{prefix}+++ exited with {code} +++\n"),
             ExitStatus::Unknown => format!("{prefix}+++ exited (status not captured) +++\n"),
+            // strace leaves out the death by a signal it does not show.
+            ExitStatus::Signal(signal) if !self.options.signals.shows(signal) => return,
             ExitStatus::Signal(signal) => {
                 format!("{prefix}+++ killed by {} +++\n", signal_name(signal))
             }
@@ -410,6 +507,7 @@ impl<W: Write> StraceWriter<W> {
                 data_capture,
             } => self.returned(event, *nr, *ret, data, *data_capture),
             EventKind::Exited { status } => self.exited(event, *status),
+            EventKind::Signal { signal } if !self.options.signals.shows(*signal) => {}
             EventKind::Signal { signal } => {
                 self.interrupt_open_line(tid);
                 let prefix = self.prefix(event);
