@@ -1500,8 +1500,8 @@ fn e_signal_and_e_status_filter_what_is_shown_as_straces_do() {
             .env_remove("LD_LIBRARY_PATH")
             .output()
             .unwrap();
-        // The calls, signals and ends, each up to its result; strace adds
-        // the siginfo, which we do not capture yet.
+        // The calls, signals (with their siginfo) and ends, each up to its
+        // result.
         String::from_utf8_lossy(&output.stderr)
             .lines()
             .filter(|l| {
@@ -1510,10 +1510,6 @@ fn e_signal_and_e_status_filter_what_is_shown_as_straces_do() {
                     .any(|w| l.contains(w))
             })
             .map(|l| l.split(" = ").next().unwrap().trim_end().to_owned())
-            .map(|l| match l.split_once(" {si_") {
-                Some((signal, _)) => format!("{signal} ---"),
-                None => l,
-            })
             .map(|l| l.replace(char::is_numeric, "N"))
             .collect::<Vec<_>>()
     };

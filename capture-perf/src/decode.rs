@@ -265,7 +265,11 @@ impl Decoder {
             if pid == self.root {
                 self.root_signal = Some((signal, Instant::now()));
             }
-            out.push(event(EventKind::Signal { signal }));
+            // The tracepoint carries no siginfo: said by its absence.
+            out.push(event(EventKind::Signal {
+                signal,
+                info: Vec::new(),
+            }));
         }
         Some(())
     }

@@ -149,6 +149,17 @@ pub fn event_message(tid: Tid) -> io::Result<u64> {
     Ok(message as u64)
 }
 
+/// The siginfo_t of the signal a thread is stopped to receive, as bytes
+/// (strace shows its fields); empty if it cannot be read.
+pub fn signal_info(tid: Tid) -> Vec<u8> {
+    // siginfo_t is 128 bytes on Linux, on every architecture.
+    let mut info = [0u8; 128];
+    match request(libc::PTRACE_GETSIGINFO, tid, 0, info.as_mut_ptr() as usize) {
+        Ok(_) => info.to_vec(),
+        Err(_) => Vec::new(),
+    }
+}
+
 /// What `PTRACE_GET_SYSCALL_INFO` says about the current stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SyscallInfo {

@@ -233,7 +233,7 @@ fn instant_name(kind: &EventKind) -> Option<String> {
             ExitStatus::Signal(signal) => format!("killed by {}", signal_name(*signal)),
             ExitStatus::Unknown => "exit".to_owned(),
         },
-        EventKind::Signal { signal } => signal_name(*signal),
+        EventKind::Signal { signal, .. } => signal_name(*signal),
         EventKind::GroupStop { signal } => format!("stopped by {}", signal_name(*signal)),
         EventKind::Exec { .. } => "exec".to_owned(),
         EventKind::Woken { waker_tid, .. } => format!("woken by {waker_tid}"),
@@ -269,7 +269,10 @@ mod tests {
             time_ns: 1,
             pid: 10,
             tid: 10,
-            kind: EventKind::Signal { signal: 10 },
+            kind: EventKind::Signal {
+                signal: 10,
+                info: Vec::new(),
+            },
         };
         let names = HashMap::from([(10, "server".to_owned()), (12, "worker-0".to_owned())]);
         let out = write_named([leader, entry], &names, Vec::new()).unwrap();

@@ -84,7 +84,9 @@ pub fn to_json(event: &Event) -> Value {
         } => {
             json!({ "type": "exited", "signal": signal_name(*signal) })
         }
-        EventKind::Signal { signal } => json!({ "type": "signal", "signal": signal_name(*signal) }),
+        EventKind::Signal { signal, .. } => {
+            json!({ "type": "signal", "signal": signal_name(*signal) })
+        }
         EventKind::GroupStop { signal } => {
             json!({ "type": "group_stop", "signal": signal_name(*signal) })
         }

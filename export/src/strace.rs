@@ -11,8 +11,8 @@ use std::io::{self, Write};
 use tracebench_trace::clock::{monotonic_ns, realtime_ns};
 
 use crate::render::{
-    FdPaths, Strings, entry_args_of, exit_args_of, return_value_of, signal_name, syscall_name,
-    with_fd_paths, with_strings,
+    FdPaths, Strings, entry_args_of, exit_args_of, return_value_of, siginfo, signal_name,
+    syscall_name, with_fd_paths, with_strings,
 };
 use tracebench_trace::{DataCapture, Event, EventKind, EventSink, ExitStatus};
 
@@ -507,11 +507,15 @@ impl<W: Write> StraceWriter<W> {
                 data_capture,
             } => self.returned(event, *nr, *ret, data, *data_capture),
             EventKind::Exited { status } => self.exited(event, *status),
-            EventKind::Signal { signal } if !self.options.signals.shows(*signal) => {}
-            EventKind::Signal { signal } => {
+            EventKind::Signal { signal, .. } if !self.options.signals.shows(*signal) => {}
+            EventKind::Signal { signal, info } => {
                 self.interrupt_open_line(tid);
                 let prefix = self.prefix(event);
-                self.write(format!("{prefix}--- {} ---\n", signal_name(*signal)));
+                let name = signal_name(*signal);
+                self.write(match siginfo(info) {
+                    Some(info) => format!("{prefix}--- {name} {info} ---\n"),
+                    None => format!("{prefix}--- {name} ---\n"),
+                });
             }
             EventKind::GroupStop { signal } => {
                 self.interrupt_open_line(tid);

@@ -70,6 +70,10 @@ pub enum EventKind {
     Signal {
         /// The signal number.
         signal: i32,
+        /// Its siginfo_t as the kernel filled it (128 bytes), to show who
+        /// sent it and why; empty when not captured (the perf backend,
+        /// files before format version 4).
+        info: Vec<u8>,
     },
     /// This thread completed an execve; it is now the process leader.
     Exec {

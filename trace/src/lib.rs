@@ -14,7 +14,7 @@
 //! let mut counter = |_: &Event| count += 1;
 //! let mut tee = Tee(vec![&mut counter]);
 //! use tracebench_trace::EventSink;
-//! tee.event(&Event { time_ns: 1, pid: 7, tid: 7, kind: EventKind::Signal { signal: 2 } });
+//! tee.event(&Event { time_ns: 1, pid: 7, tid: 7, kind: EventKind::Signal { signal: 2, info: Vec::new() } });
 //! drop(tee);
 //! assert_eq!(count, 1);
 //! ```

@@ -80,7 +80,10 @@ mod tests {
                 time_ns,
                 pid: 1,
                 tid: 1,
-                kind: EventKind::Signal { signal: 1 },
+                kind: EventKind::Signal {
+                    signal: 1,
+                    info: Vec::new(),
+                },
             });
         }
         drop(tee);

@@ -45,7 +45,8 @@ fn event() -> impl Strategy<Value = Event> {
         (1..65i32).prop_map(|signal| EventKind::Exited {
             status: ExitStatus::Signal(signal)
         }),
-        (1..65i32).prop_map(|signal| EventKind::Signal { signal }),
+        (1..65i32, proptest::collection::vec(any::<u8>(), 0..130))
+            .prop_map(|(signal, info)| EventKind::Signal { signal, info }),
         any::<i32>().prop_map(|former_tid| EventKind::Exec { former_tid }),
         (1..65i32).prop_map(|signal| EventKind::GroupStop { signal }),
     ];

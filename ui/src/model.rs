@@ -273,7 +273,7 @@ impl RecentEvent {
             Recent::Other(EventKind::Spawned { child_tid, .. }) => {
                 format!("started {child_tid}")
             }
-            Recent::Other(EventKind::Signal { signal }) => {
+            Recent::Other(EventKind::Signal { signal, .. }) => {
                 format!("--- {} ---", signal_name(*signal))
             }
             Recent::Other(EventKind::GroupStop { signal }) => {
@@ -1360,7 +1360,10 @@ mod tests {
                 time_ns: 1_000 + i,
                 pid: 1,
                 tid: 1,
-                kind: EventKind::Signal { signal: 10 },
+                kind: EventKind::Signal {
+                    signal: 10,
+                    info: Vec::new(),
+                },
             }));
         }
         assert!(std::ptr::eq(frozen, app.shown_data()), "one paused copy");
@@ -1425,7 +1428,14 @@ mod tests {
         // Issue 14: prctl(PR_SET_NAME, "\x1b[2J…") reached the terminal
         // through the plain summaries.
         let mut app = App::new("test");
-        app.update(event(1, 7, EventKind::Signal { signal: 10 }));
+        app.update(event(
+            1,
+            7,
+            EventKind::Signal {
+                signal: 10,
+                info: Vec::new(),
+            },
+        ));
         app.update(Action::Named {
             tid: 7,
             name: "\u{1b}[2Jwipe\u{7}".into(),
@@ -1442,7 +1452,14 @@ mod tests {
     fn selection_wraps_around() {
         let mut app = App::new("test");
         for tid in [3, 1, 2] {
-            app.update(event(1, tid, EventKind::Signal { signal: 10 }));
+            app.update(event(
+                1,
+                tid,
+                EventKind::Signal {
+                    signal: 10,
+                    info: Vec::new(),
+                },
+            ));
         }
         app.update(Action::SelectNext);
         assert_eq!(app.view_state.selected, Some(1));
@@ -1477,12 +1494,22 @@ mod tests {
                 status: ExitStatus::Code(0),
             },
         ));
-        app.update(event(2, 8, EventKind::Signal { signal: 10 }));
+        app.update(event(
+            2,
+            8,
+            EventKind::Signal {
+                signal: 10,
+                info: Vec::new(),
+            },
+        ));
         assert_eq!(app.data.threads.len(), 2);
         app.update(event(
             MAX_WINDOW_NS + 10_000_000_000,
             8,
-            EventKind::Signal { signal: 10 },
+            EventKind::Signal {
+                signal: 10,
+                info: Vec::new(),
+            },
         ));
         assert!(
             !app.data.threads.contains_key(&7),
@@ -1532,7 +1559,14 @@ mod tests {
             "nothing selected: nothing to filter on"
         );
         for tid in [1, 2] {
-            app.update(event(1, tid, EventKind::Signal { signal: 10 }));
+            app.update(event(
+                1,
+                tid,
+                EventKind::Signal {
+                    signal: 10,
+                    info: Vec::new(),
+                },
+            ));
         }
         app.update(Action::SelectNext);
         app.update(Action::ToggleFilter);
@@ -1669,7 +1703,14 @@ mod tests {
         ));
         // Ten events a second for 70 s, never a second of silence.
         for i in 1..=700u64 {
-            app.update(event(i * 100_000_000, 8, EventKind::Signal { signal: 10 }));
+            app.update(event(
+                i * 100_000_000,
+                8,
+                EventKind::Signal {
+                    signal: 10,
+                    info: Vec::new(),
+                },
+            ));
         }
         assert!(
             !app.data.threads.contains_key(&7),
@@ -1694,7 +1735,14 @@ mod tests {
                 status: ExitStatus::Code(0),
             },
         ));
-        app.update(event(2_000, 8, EventKind::Signal { signal: 10 }));
+        app.update(event(
+            2_000,
+            8,
+            EventKind::Signal {
+                signal: 10,
+                info: Vec::new(),
+            },
+        ));
         app.update(Action::Tick(1_500_000_000));
         assert_eq!(app.data.now_ns, 1_500_000_000, "the states age");
         app.update(Action::Tick(3_000_000_000));
@@ -1714,7 +1762,14 @@ mod tests {
                 status: ExitStatus::Code(0),
             },
         ));
-        app.update(event(2_000, 8, EventKind::Signal { signal: 10 }));
+        app.update(event(
+            2_000,
+            8,
+            EventKind::Signal {
+                signal: 10,
+                info: Vec::new(),
+            },
+        ));
         let listed = |app: &App| app.listed_threads().map(|(t, _)| *t).collect::<Vec<_>>();
         assert_eq!(listed(&app), [7, 8], "just exited: still listed");
         app.update(Action::Tick(EXITED_SHOWN_NS + 2_000));

@@ -676,7 +676,10 @@ mod tests {
                 time_ns: 1_000_000_000 * (i as u64 + 1),
                 pid: 1,
                 tid,
-                kind: EventKind::Signal { signal: 10 },
+                kind: EventKind::Signal {
+                    signal: 10,
+                    info: Vec::new(),
+                },
             });
         }
         writer.finish().unwrap();

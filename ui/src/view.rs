@@ -936,7 +936,10 @@ mod tests {
                 time_ns: 1,
                 pid: 1000,
                 tid,
-                kind: EventKind::Signal { signal: 10 },
+                kind: EventKind::Signal {
+                    signal: 10,
+                    info: Vec::new(),
+                },
             }));
         }
         assert!(!screen(&app).contains("1050 "), "out of view at first");

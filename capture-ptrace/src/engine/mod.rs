@@ -440,7 +440,8 @@ impl Engine {
                     stop.delivered = true;
                 }
                 if !(self.starting && tid == self.root && signal == libc::SIGCONT) {
-                    self.emit(sink, tid, pid, now, EventKind::Signal { signal });
+                    let info = ptrace::signal_info(tid);
+                    self.emit(sink, tid, pid, now, EventKind::Signal { signal, info });
                 }
                 self.resume(tid, signal);
             }

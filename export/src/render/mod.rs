@@ -19,7 +19,7 @@ mod text;
 
 pub use futex::futex_op;
 pub use net::sockaddr;
-pub use process::{clone_flags, exec_args, signal_name};
+pub use process::{clone_flags, exec_args, siginfo, signal_name};
 pub use text::{FdPaths, Strings, quoted, timespec, with_fd_paths, with_strings};
 
 use net::{MSG_FLAGS, SOCK_FLAGS};

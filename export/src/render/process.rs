@@ -255,3 +255,123 @@ pub fn exec_args(data: &[u8], argv: u64, envp: u64) -> String {
         None => format!("{}, {}, {}", quoted(data, false), hex(argv), hex(envp)),
     }
 }
+
+/// A siginfo_t as strace shows it after the signal's name:
+/// `{si_signo=SIGCHLD, si_code=CLD_EXITED, si_pid=42, …}`; `None` for
+/// bytes too short to be one.
+pub fn siginfo(bytes: &[u8]) -> Option<String> {
+    let f = super::structs::Fields(bytes);
+    let (signal, errno, code) = (f.i32(0)?, f.i32(4)?, f.i32(8)?);
+    let mut text = format!("{{si_signo={}", signal_name(signal));
+    if errno != 0 {
+        let _ = write!(text, ", si_errno={errno}");
+    }
+    let _ = write!(text, ", si_code={}", signal_code(signal, code));
+    let fault = matches!(
+        signal,
+        libc::SIGSEGV | libc::SIGBUS | libc::SIGILL | libc::SIGFPE | libc::SIGTRAP
+    );
+    let sender = format!(", si_pid={}, si_uid={}", f.i32(16)?, f.u32(20)?);
+    match code {
+        // Sent by a process (kill, tkill, sigqueue): who.
+        libc::SI_USER | libc::SI_TKILL => text.push_str(&sender),
+        libc::SI_QUEUE | libc::SI_MESGQ => {
+            let value = f.u64(24)?;
+            let _ = write!(
+                text,
+                "{sender}, si_int={}, si_ptr={}",
+                value as i32,
+                hex(value)
+            );
+        }
+        _ if code > 0 && signal == libc::SIGCHLD => {
+            let status = f.i32(24)?;
+            let status = if code == libc::CLD_EXITED {
+                status.to_string()
+            } else {
+                signal_name(status)
+            };
+            let _ = write!(
+                text,
+                "{sender}, si_status={status}, si_utime={}, si_stime={}",
+                clock_ticks(f.i64(32)?),
+                clock_ticks(f.i64(40)?)
+            );
+        }
+        _ if fault && (code > 0 || code == libc::SI_KERNEL) => {
+            let _ = write!(text, ", si_addr={}", hex(f.u64(16)?));
+        }
+        _ if code > 0 && (signal == libc::SIGIO) => {
+            let _ = write!(text, ", si_band={}, si_fd={}", f.i64(16)?, f.i32(24)?);
+        }
+        _ => {}
+    }
+    text.push('}');
+    Some(text)
+}
+
+/// CPU time in clock ticks (100 a second on Linux), with strace's
+/// seconds beside a value that is not 0.
+fn clock_ticks(ticks: i64) -> String {
+    match ticks {
+        0 => "0".to_owned(),
+        ticks => format!("{ticks} /* {:.2} s */", ticks as f64 / 100.0),
+    }
+}
+
+/// si_code's name: the generic ones, then those of the signal.
+fn signal_code(signal: i32, code: i32) -> String {
+    let generic = match code {
+        libc::SI_USER => Some("SI_USER"),
+        libc::SI_KERNEL => Some("SI_KERNEL"),
+        libc::SI_QUEUE => Some("SI_QUEUE"),
+        libc::SI_TIMER => Some("SI_TIMER"),
+        libc::SI_MESGQ => Some("SI_MESGQ"),
+        libc::SI_ASYNCIO => Some("SI_ASYNCIO"),
+        libc::SI_SIGIO => Some("SI_SIGIO"),
+        libc::SI_TKILL => Some("SI_TKILL"),
+        _ => None,
+    };
+    let specific: &[&str] = match signal {
+        libc::SIGCHLD => &[
+            "CLD_EXITED",
+            "CLD_KILLED",
+            "CLD_DUMPED",
+            "CLD_TRAPPED",
+            "CLD_STOPPED",
+            "CLD_CONTINUED",
+        ],
+        libc::SIGSEGV => &["SEGV_MAPERR", "SEGV_ACCERR", "SEGV_BNDERR", "SEGV_PKUERR"],
+        libc::SIGBUS => &["BUS_ADRALN", "BUS_ADRERR", "BUS_OBJERR"],
+        libc::SIGILL => &[
+            "ILL_ILLOPC",
+            "ILL_ILLOPN",
+            "ILL_ILLADR",
+            "ILL_ILLTRP",
+            "ILL_PRVOPC",
+            "ILL_PRVREG",
+            "ILL_COPROC",
+            "ILL_BADSTK",
+        ],
+        libc::SIGFPE => &[
+            "FPE_INTDIV",
+            "FPE_INTOVF",
+            "FPE_FLTDIV",
+            "FPE_FLTOVF",
+            "FPE_FLTUND",
+            "FPE_FLTRES",
+            "FPE_FLTINV",
+            "FPE_FLTSUB",
+        ],
+        libc::SIGTRAP => &["TRAP_BRKPT", "TRAP_TRACE"],
+        libc::SIGIO => &[
+            "POLL_IN", "POLL_OUT", "POLL_MSG", "POLL_ERR", "POLL_PRI", "POLL_HUP",
+        ],
+        _ => &[],
+    };
+    match (generic, usize::try_from(code)) {
+        (Some(name), _) => name.to_owned(),
+        (None, Ok(n)) if (1..=specific.len()).contains(&n) => specific[n - 1].to_owned(),
+        _ => code.to_string(),
+    }
+}

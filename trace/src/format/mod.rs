@@ -23,7 +23,7 @@ use varint::{Cursor, put_bytes, put_signed, put_varint};
 /// The first bytes of every trace file.
 pub const MAGIC: &[u8; 8] = b"TBTRACE\0";
 /// The format version this code writes and reads.
-pub const VERSION: u16 = 3;
+pub const VERSION: u16 = 4;
 /// The oldest version this code still reads (version 1 had no backend in
 /// its header: its files were all made by ptrace).
 pub const OLDEST_VERSION: u16 = 1;
@@ -211,7 +211,15 @@ mod tests {
                 },
             ),
             e(2_300, 13, 13, EventKind::Exec { former_tid: 13 }),
-            e(2_400, 10, 12, EventKind::Signal { signal: 34 }),
+            e(
+                2_400,
+                10,
+                12,
+                EventKind::Signal {
+                    signal: 34,
+                    info: Vec::new(),
+                },
+            ),
             e(
                 2_500,
                 10,
@@ -318,7 +326,10 @@ mod tests {
                 time_ns: i,
                 pid: 1,
                 tid: 1,
-                kind: EventKind::Signal { signal: 10 },
+                kind: EventKind::Signal {
+                    signal: 10,
+                    info: Vec::new(),
+                },
             });
         }
         writer.finish().unwrap();
@@ -409,7 +420,10 @@ mod index_tests {
                 time_ns: i,
                 pid: 1,
                 tid: 1,
-                kind: EventKind::Signal { signal: 10 },
+                kind: EventKind::Signal {
+                    signal: 10,
+                    info: Vec::new(),
+                },
             })
             .collect();
         let path = finished_file("damage", &events);
@@ -570,7 +584,10 @@ mod version_2_tests {
             time_ns: 5,
             pid: 1,
             tid: 1,
-            kind: EventKind::Signal { signal: 2 },
+            kind: EventKind::Signal {
+                signal: 2,
+                info: Vec::new(),
+            },
         });
         let mut bytes = writer.finish().unwrap();
         let body_len = u32::from_le_bytes(bytes[10..14].try_into().unwrap()) as usize;

@@ -88,7 +88,7 @@ fn tag_of(kind: &EventKind, last_entry: Option<u32>) -> (u8, &[u8]) {
         }
         EventKind::Spawned { .. } => (KIND_SPAWNED, &[]),
         EventKind::Exited { .. } => (KIND_EXITED, &[]),
-        EventKind::Signal { .. } => (KIND_SIGNAL, &[]),
+        EventKind::Signal { info, .. } => (KIND_SIGNAL, info),
         EventKind::Exec { .. } => (KIND_EXEC, &[]),
         EventKind::GroupStop { .. } => (KIND_GROUP_STOP, &[]),
         EventKind::Sampled { .. } => (KIND_SAMPLED, &[]),
@@ -186,7 +186,7 @@ fn encode_fields(out: &mut Vec<u8>, kind: &EventKind, same_nr: bool) {
             }
             ExitStatus::Unknown => out.push(2),
         },
-        EventKind::Signal { signal } | EventKind::GroupStop { signal } => {
+        EventKind::Signal { signal, .. } | EventKind::GroupStop { signal } => {
             put_signed(out, (*signal).into())
         }
         EventKind::Exec { former_tid } => put_signed(out, (*former_tid).into()),
@@ -242,9 +242,9 @@ pub(super) fn decode(
     if tag & TAG_DATA != 0 {
         let bytes = cursor.bytes()?.to_vec();
         match &mut kind {
-            EventKind::SyscallEntry { data, .. } | EventKind::SyscallExit { data, .. } => {
-                *data = bytes
-            }
+            EventKind::SyscallEntry { data, .. }
+            | EventKind::SyscallExit { data, .. }
+            | EventKind::Signal { info: data, .. } => *data = bytes,
             _ => return None,
         }
     }
@@ -336,6 +336,7 @@ fn decode_other(cursor: &mut Cursor<'_>, kind: u8) -> Option<EventKind> {
         },
         KIND_SIGNAL => EventKind::Signal {
             signal: cursor.int()?,
+            info: Vec::new(),
         },
         KIND_EXEC => EventKind::Exec {
             former_tid: cursor.int()?,
