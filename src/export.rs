@@ -307,8 +307,9 @@ fn export_requests(args: &ExportArgs) -> anyhow::Result<()> {
 /// Runs `tracebench export`.
 pub fn run(mut args: ExportArgs) -> anyhow::Result<()> {
     // `-`: a trace piped in, copied first (every output reads it anew).
-    let input = tracebench_files::InputFile::open(&args.trace)
-        .context("cannot copy the trace from standard input")?;
+    let magic = tracebench_trace::format::MAGIC;
+    let input = tracebench_files::InputFile::open(&args.trace, magic)
+        .context("cannot read a trace from standard input")?;
     args.trace = input.path().to_path_buf();
     check_outputs_spare_inputs(&args)?;
     export_latency(&args)?;

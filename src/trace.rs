@@ -198,11 +198,22 @@ impl TextSink {
         }
     }
 
-    fn finish(self) -> std::io::Result<()> {
+    /// Ends the text; strace text written to a file (or `-`) takes the
+    /// `-c` summary after the calls, as strace -C -o does: whether it did.
+    fn finish(self, summary: Option<&TraceSummary>) -> std::io::Result<bool> {
         match self {
-            TextSink::Strace(w) => w.finish().map(drop),
-            TextSink::Jsonl(w) => w.finish().map(drop),
-            TextSink::PerThread(w) => w.finish(),
+            TextSink::Strace(w) => {
+                let mut out = w.finish()?;
+                let Some(summary) = summary else {
+                    return Ok(false);
+                };
+                write!(out, "{summary}")?;
+                out.flush()?;
+                Ok(true)
+            }
+            // JSON lines stay JSON lines; -ff has no one file.
+            TextSink::Jsonl(w) => w.finish().map(|_| false),
+            TextSink::PerThread(w) => w.finish().map(|()| false),
         }
     }
 }
@@ -458,12 +469,17 @@ impl Outputs {
 
     /// Writes out what is buffered, the file's index, and the summary.
     fn finish(self, args: &TraceArgs) -> anyhow::Result<()> {
+        let mut summary = self.summary;
         if let Some(text) = self.text {
-            text.finish().with_context(|| match &args.output {
+            let into_file = summary.as_ref().filter(|_| args.output.is_some());
+            let took = text.finish(into_file).with_context(|| match &args.output {
                 Some(path) if args.follow >= 2 => format!("writing {}.TID", path.display()),
                 Some(path) => format!("writing {}", path.display()),
                 None => "writing the trace to standard error".to_owned(),
             })?;
+            if took {
+                summary = None;
+            }
         }
         if let (Some(file), Some(path)) = (self.file, &args.trace_file) {
             let events = file.events();
@@ -474,19 +490,8 @@ impl Outputs {
                 path.display()
             );
         }
-        if let Some(summary) = self.summary {
-            // With -o (strace text), after the calls in the same file, as
-            // strace -C -o does; a JSON lines file stays JSON lines.
-            match &args.output {
-                Some(path) if args.format == TextFormat::Strace => {
-                    std::fs::OpenOptions::new()
-                        .append(true)
-                        .open(path)
-                        .and_then(|mut file| write!(file, "{summary}"))
-                        .with_context(|| format!("writing the summary to {}", path.display()))?;
-                }
-                _ => eprint!("{summary}"),
-            }
+        if let Some(summary) = summary {
+            eprint!("{summary}");
         }
         Ok(())
     }
@@ -495,6 +500,15 @@ impl Outputs {
 /// The text output: like strace, calls go to standard error by default;
 /// with -c or -w alone the summary or the recording is what was asked for.
 fn text_sink(args: &TraceArgs) -> anyhow::Result<Option<TextSink>> {
+    let stdout = Some(std::path::Path::new("-"));
+    if args.output.as_deref() == stdout {
+        if args.follow >= 2 {
+            anyhow::bail!("-ff writes a file per thread, FILE.TID: it needs -o FILE, not -o -");
+        }
+        if args.trace_file.as_deref() == stdout {
+            anyhow::bail!("-o - and --write - would both write to standard output");
+        }
+    }
     if args.output.is_none() && (args.summary || args.trace_file.is_some()) {
         return Ok(None);
     }

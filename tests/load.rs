@@ -1014,7 +1014,50 @@ fn a_dash_as_an_input_is_standard_input() {
         .unwrap();
     assert!(!garbage.status.success());
     let stderr = String::from_utf8_lossy(&garbage.stderr);
-    assert!(stderr.contains("not a tracebench trace file"), "{stderr}");
+    assert!(
+        stderr.contains("cannot read a trace from standard input"),
+        "{stderr}"
+    );
+    // -c -o -: the summary follows the calls on standard output, and
+    // what cannot both be standard output is refused.
+    let summary = Command::new(BIN)
+        .args([
+            "trace",
+            "-C",
+            "-e",
+            "trace=write",
+            "-o",
+            "-",
+            "sh",
+            "-c",
+            "echo hi >/dev/null",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(summary.status.success(), "{summary:?}");
+    let stdout = String::from_utf8_lossy(&summary.stdout);
+    assert!(
+        stdout.contains("write(1, \"hi\\n\", 3)") && stdout.contains("% time"),
+        "{stdout}"
+    );
+    for (args, why) in [
+        (&["-ff", "-o", "-"][..], "-ff writes a file per thread"),
+        (
+            &["--write", "-", "-o", "-"],
+            "would both write to standard output",
+        ),
+    ] {
+        fails_with_one_line(
+            Command::new(BIN)
+                .arg("trace")
+                .args(args)
+                .arg("true")
+                .current_dir(dir.path()),
+            why,
+        );
+    }
+    assert!(!dir.path().join("-").exists(), "no file named -");
     // The body of a request from standard input.
     let (url, server) = one_request_server();
     let mut load = Command::new(BIN)
@@ -1184,10 +1227,15 @@ fn https_checks_the_certificate_unless_told_not_to() {
     // Trusted through --cacert: checked and answered, with and without
     // keep-alive; and with --insecure, unchecked.
     let ca = ca.display().to_string();
+    // A body larger than what TLS queues before its handshake is done.
+    let body = dir.path().join("body");
+    std::fs::write(&body, vec![b'x'; 200_000]).unwrap();
+    let body = format!("@{}", body.display());
     for extra in [
         &["--cacert", &ca][..],
         &["--cacert", &ca, "--keep-alive"],
         &["--insecure"],
+        &["--cacert", &ca, "-X", "POST", "-d", &body],
     ] {
         let output = load(extra);
         assert!(output.status.success(), "{extra:?}: {output:?}");

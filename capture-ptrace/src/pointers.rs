@@ -6,7 +6,9 @@ use syscalls::Sysno;
 
 use crate::ptrace::{Tid, read_c_string, read_memory};
 use tracebench_trace::syscall::is_futex_wait;
-use tracebench_trace::syscall::signature::{Length, Memory, captured, push_segment, signature};
+use tracebench_trace::syscall::signature::{
+    Arg, Length, Memory, captured, push_segment, signature,
+};
 
 /// Longest path read for execve and friends.
 const PATH_LIMIT: usize = 4096;
@@ -118,8 +120,8 @@ pub fn before_exit(tid: Tid, nr: u64, args: &[u64; 6]) -> Vec<u8> {
         return Vec::new();
     };
     let mut before = Vec::new();
-    for (index, memory) in captured(signature, true) {
-        if memory == Memory::SocklenInOut {
+    for (index, arg) in captured(signature, true) {
+        if arg.memory() == Some(Memory::SocklenInOut) {
             let value = read_memory(tid, args[index], 4);
             before.extend(if value.len() == 4 { value } else { vec![0; 4] });
         }
@@ -195,11 +197,20 @@ impl<'a> MemoryReader<'a> {
         }
     }
 
-    fn segments(&self, wanted: impl Iterator<Item = (usize, Memory)>) -> Vec<u8> {
+    fn segments(&self, wanted: impl Iterator<Item = (usize, Arg)>) -> Vec<u8> {
         let mut data = Vec::new();
         let mut before = self.before.chunks_exact(4);
-        for (index, memory) in wanted {
-            let mut bytes = self.read(self.args[index], memory);
+        for (index, arg) in wanted {
+            let Some(memory) = arg.memory() else { continue };
+            // What the kernel writes is there only if the call succeeded;
+            // what it reads is there either way (an interrupted poll).
+            let written = matches!(arg, Arg::Out(_));
+            let failed = self.ret.is_some_and(|r| r < 0);
+            let mut bytes = if written && failed {
+                None
+            } else {
+                self.read(self.args[index], memory)
+            };
             // An in/out length: the value at entry, then the one at exit.
             if memory == Memory::SocklenInOut {
                 let entry = before.next().unwrap_or(&[0; 4]);
@@ -210,13 +221,26 @@ impl<'a> MemoryReader<'a> {
         data
     }
 
+    /// A count argument, which the kernel reads as a C int: the upper
+    /// half of the register is the caller's leftovers.
+    fn count(&self, index: u8) -> usize {
+        self.args[usize::from(index)] as u32 as usize
+    }
+
     fn length(&self, length: Length) -> usize {
         match length {
             Length::Arg(i) => self.args[usize::from(i)] as usize,
             Length::Return => self.ret.map_or(0, |r| r.max(0) as usize),
+            // What the kernel says it wrote, within what the caller gave
+            // (its value at entry, kept in `before`): the rest is not ours.
             Length::PointedBy(i) => {
                 let value = read_memory(self.tid, self.args[usize::from(i)], 4);
-                <[u8; 4]>::try_from(value.as_slice()).map_or(0, |v| u32::from_ne_bytes(v) as usize)
+                let written = <[u8; 4]>::try_from(value.as_slice()).map_or(0, u32::from_ne_bytes);
+                let given = self
+                    .before
+                    .first_chunk::<4>()
+                    .map_or(u32::MAX, |v| u32::from_ne_bytes(*v));
+                written.min(given) as usize
             }
         }
     }
@@ -228,7 +252,7 @@ impl<'a> MemoryReader<'a> {
     }
 
     fn read(&self, addr: u64, memory: Memory) -> Option<Vec<u8>> {
-        if addr == 0 || self.ret.is_some_and(|r| r < 0) {
+        if addr == 0 {
             return None;
         }
         match memory {
@@ -253,16 +277,16 @@ impl<'a> MemoryReader<'a> {
             }
             Memory::Dirents(length) => self.count_dirents(addr, self.length(length)),
             Memory::Pollfds(count) => {
-                let count = (self.args[usize::from(count)] as usize).min(ARRAY_LIMIT);
+                let count = self.count(count).min(ARRAY_LIMIT);
                 self.exactly(addr, count * 8)
             }
             Memory::EpollEvents => {
                 let count = self.length(Length::Return).min(ARRAY_LIMIT);
                 self.exactly(addr, count * 12)
             }
-            Memory::Iovecs(count) => self.iovecs(addr, self.args[usize::from(count)] as usize),
+            Memory::Iovecs(count) => self.iovecs(addr, self.count(count)),
             Memory::Gids(count) => {
-                let count = (self.args[usize::from(count)] as usize).min(ARRAY_LIMIT);
+                let count = self.count(count).min(ARRAY_LIMIT);
                 self.exactly(addr, count * 4)
             }
             Memory::SocklenInOut => self.exactly(addr, 4),
@@ -289,9 +313,9 @@ impl<'a> MemoryReader<'a> {
         Some(count.to_le_bytes().to_vec())
     }
 
-    /// Each iovec as its length (u64), the bytes kept (u32) and those
-    /// bytes: the first `limit` of each buffer, and at exit no more than
-    /// the call filled in.
+    /// Each iovec as its length (u64), the bytes the call filled or sent
+    /// (u64: at exit no more than it returned), the bytes kept (u32) and
+    /// those bytes: the first `limit` of what was filled.
     fn iovecs(&self, addr: u64, count: usize) -> Option<Vec<u8>> {
         let count = count.min(ARRAY_LIMIT);
         let vectors = self.exactly(addr, count * 16)?;
@@ -300,10 +324,12 @@ impl<'a> MemoryReader<'a> {
         for vector in vectors.chunks_exact(16) {
             let base = u64::from_ne_bytes(vector[..8].try_into().expect("8 bytes"));
             let len = u64::from_ne_bytes(vector[8..].try_into().expect("8 bytes"));
-            let keep = (len as usize).min(budget).min(self.limit);
-            budget = budget.saturating_sub(len as usize);
-            let bytes = read_memory(self.tid, base, keep);
+            // What the call put in this buffer (a short read fills less).
+            let filled = (len as usize).min(budget);
+            budget -= filled;
+            let bytes = read_memory(self.tid, base, filled.min(self.limit));
             out.extend(len.to_le_bytes());
+            out.extend((filled as u64).to_le_bytes());
             out.extend((bytes.len() as u32).to_le_bytes());
             out.extend(bytes);
         }

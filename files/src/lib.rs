@@ -352,16 +352,26 @@ pub enum InputFile {
 }
 
 impl InputFile {
-    /// `path`, or for `-` standard input copied whole.
-    pub fn open(path: &Path) -> io::Result<InputFile> {
+    /// `path`, or for `-` standard input copied whole, once its first
+    /// bytes are `magic` (so that a wrong or endless stream is refused
+    /// before it fills the disk).
+    pub fn open(path: &Path, magic: &[u8]) -> io::Result<InputFile> {
+        use std::io::Read;
         if path != Path::new("-") {
             return Ok(InputFile::Named(path.to_path_buf()));
+        }
+        let mut stdin = io::stdin().lock();
+        let mut first = vec![0; magic.len()];
+        stdin.read_exact(&mut first).map_err(|_| bad_magic())?;
+        if first != magic {
+            return Err(bad_magic());
         }
         // Named so that a message about it says where it came from.
         let mut copy = tempfile::Builder::new()
             .prefix("tracebench-stdin-")
             .tempfile()?;
-        io::copy(&mut io::stdin().lock(), &mut copy)?;
+        copy.write_all(&first)?;
+        io::copy(&mut stdin, &mut copy)?;
         copy.flush()?;
         Ok(InputFile::Stdin(copy.into_temp_path()))
     }
@@ -373,6 +383,13 @@ impl InputFile {
             InputFile::Stdin(copy) => copy,
         }
     }
+}
+
+fn bad_magic() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        "standard input does not start as the file expected (bad magic)",
+    )
 }
 
 /// One output file: written to a private temporary beside `path`, then

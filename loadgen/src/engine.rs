@@ -876,6 +876,14 @@ impl<'a> Worker<'a> {
 
     fn on_readable(&mut self, index: usize) {
         let conn = &mut self.conns[index];
+        if conn.phase == Phase::Writing {
+            // https: a request TLS could not take whole before the
+            // handshake was done goes on once the server's part is read.
+            if let Some(Err(e)) = conn.stream.as_mut().map(Transport::advance_handshake) {
+                return self.fail_with(index, &e, ErrorKind::of_read(&e));
+            }
+            return self.on_writable(index);
+        }
         if conn.phase != Phase::Reading {
             return;
         }

@@ -199,6 +199,23 @@ impl TlsStream {
         Ok(())
     }
 
+    /// Takes what TLS will queue of `buf` (64 KiB at most until the
+    /// handshake is done and while records wait for the socket), then
+    /// sends; WouldBlock when it took nothing: the handshake must move on
+    /// ([`Transport::advance_handshake`]) or the socket drain first.
+    fn write_plain(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut taken = self.tls.writer().write(buf)?;
+        if taken == 0 && !buf.is_empty() {
+            self.send_queued()?;
+            taken = self.tls.writer().write(buf)?;
+        }
+        self.send_queued()?;
+        if taken == 0 && !buf.is_empty() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(taken)
+    }
+
     /// Plaintext of the answer: records are read from the socket until
     /// some is there, the socket would block, or the stream ends.
     fn read_plain(&mut self, buf: &mut [u8]) -> io::Result<usize> {
@@ -232,6 +249,28 @@ impl Transport {
         }
     }
 
+    /// While a request is still being written: reads what the server sent
+    /// of the handshake and answers it, so that TLS takes the rest of the
+    /// request. Nothing to do for a plain connection.
+    pub(crate) fn advance_handshake(&mut self) -> io::Result<()> {
+        let Transport::Tls(stream) = self else {
+            return Ok(());
+        };
+        while stream.tls.is_handshaking() {
+            match stream.tls.read_tls(&mut stream.tcp) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(_) => {
+                    stream.tls.process_new_packets().map_err(tls_error)?;
+                    stream.send_queued()?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     /// Sends what TLS has queued (a handshake message, records of the
     /// request), as far as the socket takes it; the rest goes when it is
     /// writable again. Nothing to do for a plain connection.
@@ -247,12 +286,7 @@ impl Write for Transport {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Transport::Plain(tcp) => tcp.write(buf),
-            Transport::Tls(stream) => {
-                // Queued by rustls (until the handshake is done, if need be).
-                let taken = stream.tls.writer().write(buf)?;
-                stream.send_queued()?;
-                Ok(taken)
-            }
+            Transport::Tls(stream) => stream.write_plain(buf),
         }
     }
 

@@ -524,6 +524,48 @@ mod tests {
     }
 
     #[test]
+    fn review_findings_offsets_counts_short_reads_and_failed_calls() {
+        // Offsets are 64 bits (they were cut to an int).
+        let lseek = [5, 3_000_000_000, 0, 0, 0, 0];
+        assert_eq!(
+            entry_args(nr(Sysno::lseek), &lseek, &[]),
+            "5, 3000000000, SEEK_SET"
+        );
+        // poll's count is an unsigned int to the kernel.
+        let poll = [0x1000, 1 << 40, 0, 0, 0, 0];
+        assert_eq!(
+            exit_args(nr(Sysno::poll), &poll, 0, &segments(&[Some(&[])])),
+            "[], 0, 0"
+        );
+        // An interrupted poll still shows what it was asked.
+        let mut fds = 3i32.to_ne_bytes().to_vec();
+        fds.extend((libc::POLLIN as u16).to_ne_bytes());
+        fds.extend(0u16.to_ne_bytes());
+        let poll = [0x1000, 1, 3000, 0, 0, 0];
+        assert_eq!(
+            exit_args(nr(Sysno::poll), &poll, -514, &segments(&[Some(&fds)])),
+            "[{fd=3, events=POLLIN}], 1, 3000"
+        );
+        // A short readv: the buffer holds what was read, not cut.
+        let mut vector = 4096u64.to_le_bytes().to_vec();
+        vector.extend(3u64.to_le_bytes());
+        vector.extend(3u32.to_le_bytes());
+        vector.extend(b"hi\n");
+        let readv = [3, 0x1000, 1, 0, 0, 0];
+        assert_eq!(
+            exit_args(nr(Sysno::readv), &readv, 3, &segments(&[Some(&vector)])),
+            "[{iov_base=\"hi\\n\", iov_len=4096}], 1"
+        );
+        // An abstract unix socket name.
+        let mut abstract_name = (libc::AF_UNIX as u16).to_ne_bytes().to_vec();
+        abstract_name.extend(b"\0abstract");
+        assert_eq!(
+            sockaddr(&abstract_name),
+            "{sa_family=AF_UNIX, sun_path=@\"abstract\"}"
+        );
+    }
+
+    #[test]
     fn with_y_descriptors_show_what_they_refer_to() {
         fn paths(tid: i32, fd: i32) -> Option<String> {
             assert_eq!(tid, 7);

@@ -37,6 +37,13 @@ pub fn sockaddr(bytes: &[u8]) -> String {
                 Ipv6Addr::from(octets)
             )
         }
+        // An abstract name: a NUL, then bytes up to the address's length.
+        libc::AF_UNIX if bytes.get(2) == Some(&0) && bytes.len() > 3 => {
+            format!(
+                "{{sa_family=AF_UNIX, sun_path=@{}}}",
+                quoted(&bytes[3..], false)
+            )
+        }
         libc::AF_UNIX => {
             let path = &bytes[2..];
             let end = path.iter().position(|&b| b == 0).unwrap_or(path.len());

@@ -342,17 +342,21 @@ pub(super) fn iovecs(bytes: &[u8]) -> String {
     let mut rest = bytes;
     let mut shown = Vec::new();
     while let Some((len, after)) = rest.split_first_chunk::<8>() {
+        let Some((filled, after)) = after.split_first_chunk::<8>() else {
+            break;
+        };
         let Some((kept, after)) = after.split_first_chunk::<4>() else {
             break;
         };
         let len = u64::from_le_bytes(*len);
+        let filled = u64::from_le_bytes(*filled);
         let kept = u32::from_le_bytes(*kept) as usize;
         let Some((data, after)) = after.split_at_checked(kept) else {
             break;
         };
         shown.push(format!(
             "{{iov_base={}, iov_len={len}}}",
-            quoted(data, (kept as u64) < len)
+            quoted(data, (kept as u64) < filled)
         ));
         rest = after;
     }

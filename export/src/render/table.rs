@@ -145,6 +145,8 @@ impl Call<'_> {
             Arg::Fd => fd(value),
             Arg::DirFd => dirfd(value),
             Arg::Unsigned => value.to_string(),
+            Arg::Long => (value as i64).to_string(),
+            Arg::Count => (value as u32).to_string(),
             Arg::Hex => match value {
                 0 => "0".to_owned(),
                 v => format!("{v:#x}"),

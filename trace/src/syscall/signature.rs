@@ -131,6 +131,10 @@ pub enum Arg {
     DirFd,
     /// An unsigned long: a size, a length.
     Unsigned,
+    /// A signed 64-bit number: a file offset or length (`loff_t`).
+    Long,
+    /// An unsigned int count the kernel reads as 32 bits (poll's nfds).
+    Count,
     /// A number strace prints in hex, but 0 as `0` (an offset).
     Hex,
     /// An address, never read: `NULL` or `0x…`.
@@ -165,7 +169,9 @@ impl Arg {
     }
 }
 
-use Arg::{Address, DirFd, Fd, Flags, Hex, In, InOut, Int, Mode, Named, Out, Unsigned};
+use Arg::{
+    Address, Count, DirFd, Fd, Flags, Hex, In, InOut, Int, Long, Mode, Named, Out, Unsigned,
+};
 use Memory::{Path, Struct, Text};
 
 const PATH: Arg = In(Path);
@@ -219,19 +225,19 @@ fn files(sysno: Sysno) -> Option<&'static [Arg]> {
         Sysno::getdents64 | Sysno::getdents => {
             &[Fd, Out(Memory::Dirents(Length::Return)), Unsigned]
         }
-        Sysno::lseek => &[Fd, Int, Named(Names::Whence)],
-        Sysno::pread64 => &[Fd, Out(Memory::Bytes(Length::Return)), Unsigned, Int],
-        Sysno::pwrite64 => &[Fd, In(Memory::Bytes(Length::Arg(2))), Unsigned, Int],
+        Sysno::lseek => &[Fd, Long, Named(Names::Whence)],
+        Sysno::pread64 => &[Fd, Out(Memory::Bytes(Length::Return)), Unsigned, Long],
+        Sysno::pwrite64 => &[Fd, In(Memory::Bytes(Length::Arg(2))), Unsigned, Long],
         Sysno::readv => &[Fd, Out(Memory::Iovecs(2)), Int],
         Sysno::writev => &[Fd, In(Memory::Iovecs(2)), Int],
-        Sysno::ftruncate => &[Fd, Int],
-        Sysno::truncate => &[PATH, Int],
+        Sysno::ftruncate => &[Fd, Long],
+        Sysno::truncate => &[PATH, Long],
         Sysno::fsync | Sysno::fdatasync | Sysno::fchdir | Sysno::dup => &[Fd],
         Sysno::fchmod => &[Fd, Mode],
         Sysno::dup2 => &[Fd, Fd],
         Sysno::dup3 => &[Fd, Fd, Flags(Names::PipeFlags)],
         Sysno::flock => &[Fd, Flags(Names::Flock)],
-        Sysno::fadvise64 => &[Fd, Int, Unsigned, Named(Names::Fadvise)],
+        Sysno::fadvise64 => &[Fd, Long, Unsigned, Named(Names::Fadvise)],
         Sysno::umask => &[Mode],
         _ => return None,
     })
@@ -362,7 +368,7 @@ fn descriptors_and_net(sysno: Sysno) -> Option<&'static [Arg]> {
             In(Memory::Sigset(Length::Arg(5))),
             Unsigned,
         ],
-        Sysno::poll => &[InOut(Memory::Pollfds(1)), Unsigned, Int],
+        Sysno::poll => &[InOut(Memory::Pollfds(1)), Count, Int],
         Sysno::socketpair => &[Int, Int, Int, Out(Struct(Layout::FdPair))],
         Sysno::setsockopt => &[
             Fd,
@@ -404,14 +410,14 @@ pub fn split(signature: &[Arg]) -> usize {
 }
 
 /// The pointer arguments captured at entry (`at_exit` false) or at exit:
-/// their indexes and what they point to.
-pub fn captured(signature: &[Arg], at_exit: bool) -> impl Iterator<Item = (usize, Memory)> + '_ {
+/// their indexes and kinds.
+pub fn captured(signature: &[Arg], at_exit: bool) -> impl Iterator<Item = (usize, Arg)> + '_ {
     let split = split(signature);
     signature
         .iter()
         .enumerate()
-        .filter(move |(i, _)| (*i >= split) == at_exit)
-        .filter_map(|(i, a)| a.memory().map(|m| (i, m)))
+        .filter(move |(i, a)| (*i >= split) == at_exit && a.memory().is_some())
+        .map(|(i, a)| (i, *a))
 }
 
 impl Layout {
