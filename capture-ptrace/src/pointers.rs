@@ -153,17 +153,6 @@ pub fn at_exit(
         }
         // Its flags again: the line's end depends on them.
         Sysno::clone3 => read_memory(tid, args[0], 8),
-        Sysno::accept | Sysno::accept4 if ret >= 0 && args[1] != 0 && args[2] != 0 => {
-            let len = read_memory(tid, args[2], 4);
-            let Ok(len) = <[u8; 4]>::try_from(len.as_slice()) else {
-                return Vec::new();
-            };
-            read_memory(
-                tid,
-                args[1],
-                (u32::from_ne_bytes(len) as usize).min(SOCKADDR_LIMIT),
-            )
-        }
         _ => Vec::new(),
     }
 }

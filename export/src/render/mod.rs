@@ -22,7 +22,7 @@ pub use net::sockaddr;
 pub use process::{clone_flags, exec_args, siginfo, signal_name};
 pub use text::{FdPaths, Strings, quoted, timespec, with_fd_paths, with_strings};
 
-use net::{MSG_FLAGS, SOCK_FLAGS};
+use net::MSG_FLAGS;
 use process::clone_args;
 use text::{buffer, dirfd, fd, flags, hex};
 
@@ -45,7 +45,6 @@ pub fn entry_args(nr: u32, args: &[u64; 6], data: &[u8]) -> String {
     let a = args;
     match sysno {
         Sysno::read | Sysno::recvfrom => format!("{}, ", fd(a[0])),
-        Sysno::accept | Sysno::accept4 => format!("{}, ", fd(a[0])),
         Sysno::write => format!("{}, {}, {}", fd(a[0]), buffer(data, a[2]), a[2]),
         Sysno::sendto => format!(
             "{}, {}, {}, {}, {}, {}",
@@ -176,14 +175,6 @@ pub fn exit_args_of(
             hex(a[4]),
             hex(a[5])
         ),
-        Some(sysno @ (Sysno::accept | Sysno::accept4)) => {
-            let (address, length) = (hex(a[1]), hex(a[2]));
-            if sysno == Sysno::accept4 {
-                format!("{address}, {length}, {}", flags(a[3], SOCK_FLAGS, "0"))
-            } else {
-                format!("{address}, {length}")
-            }
-        }
         _ => exit_args(nr, args, ret, &[]),
     }
 }
@@ -218,25 +209,6 @@ pub fn exit_args(nr: u32, args: &[u64; 6], ret: i64, data: &[u8]) -> String {
         ),
         Sysno::clone => process::clone_exit(a, ret),
         Sysno::clone3 => process::clone3_exit(data, a[1], ret),
-        Sysno::accept | Sysno::accept4 => {
-            let address = if a[1] == 0 {
-                "NULL".to_owned()
-            } else if data.is_empty() {
-                hex(a[1])
-            } else {
-                sockaddr(data)
-            };
-            let length = if a[2] == 0 {
-                "NULL".to_owned()
-            } else {
-                format!("[{}]", data.len())
-            };
-            if sysno == Sysno::accept4 {
-                format!("{address}, {length}, {}", flags(a[3], SOCK_FLAGS, "0"))
-            } else {
-                format!("{address}, {length}")
-            }
-        }
         _ => String::new(),
     }
 }
@@ -562,6 +534,33 @@ mod tests {
         assert_eq!(
             sockaddr(&abstract_name),
             "{sa_family=AF_UNIX, sun_path=@\"abstract\"}"
+        );
+    }
+
+    #[test]
+    fn accept4_shows_the_address_and_its_length_before_and_after() {
+        let mut addr = vec![0u8; 16];
+        addr[0..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+        addr[2..4].copy_from_slice(&60350u16.to_be_bytes());
+        addr[4..8].copy_from_slice(&[127, 0, 0, 1]);
+        let lengths = [112u32.to_ne_bytes(), 16u32.to_ne_bytes()].concat();
+        let accept4 = [4, 0x1000, 0x2000, libc::SOCK_NONBLOCK as u64, 0, 0];
+        assert_eq!(entry_args(nr(Sysno::accept4), &accept4, &[]), "4, ");
+        assert_eq!(
+            exit_args(
+                nr(Sysno::accept4),
+                &accept4,
+                5,
+                &segments(&[Some(&addr), Some(&lengths)])
+            ),
+            "{sa_family=AF_INET, sin_port=htons(60350), sin_addr=inet_addr(\"127.0.0.1\")}, \
+             [112 => 16], SOCK_NONBLOCK"
+        );
+        // Our server passes no address: NULL, NULL, as strace shows it.
+        let bare = [3, 0, 0, libc::SOCK_CLOEXEC as u64, 0, 0];
+        assert_eq!(
+            exit_args(nr(Sysno::accept4), &bare, 5, &segments(&[None, None])),
+            "NULL, NULL, SOCK_CLOEXEC"
         );
     }
 

@@ -220,6 +220,7 @@ fn table_of(names: Names) -> Table {
         Names::GetrandomFlags => GRND,
         Names::Ioctl => IOCTL,
         Names::Fadvise => FADVISE,
+        Names::SockFlags => super::net::SOCK_FLAGS,
         Names::Madvise => MADVISE,
         Names::MapFlags => MAP_FLAGS,
         Names::MremapFlags => MREMAP_FLAGS,

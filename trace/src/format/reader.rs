@@ -194,7 +194,7 @@ impl<R: Read> TraceReader<R> {
                 }
             })?;
             previous = event.time_ns;
-            events.push(event);
+            events.push(upgrade(event, self.version));
         }
         if cursor.pos != self.block.len() {
             return Err(TraceFileError::Corrupt {
@@ -233,6 +233,31 @@ impl<R: Read> TraceReader<R> {
         }
         Ok(())
     }
+}
+
+/// An event of an older file in this version's terms: before version 4,
+/// accept and accept4 kept the peer's address raw at exit, where the
+/// signature table's calls keep segments (the address, then the length
+/// before and after, of which only the after is known).
+fn upgrade(mut event: Event, version: u16) -> Event {
+    use crate::EventKind;
+    use crate::syscall::signature::push_segment;
+    if version >= 4 {
+        return event;
+    }
+    if let EventKind::SyscallExit { nr, data, .. } = &mut event.kind {
+        let accept = [syscalls::Sysno::accept, syscalls::Sysno::accept4]
+            .iter()
+            .any(|s| s.id() as u32 == *nr);
+        if accept && !data.is_empty() {
+            let length = (data.len() as u32).to_ne_bytes();
+            let mut segments = Vec::new();
+            push_segment(&mut segments, Some(data));
+            push_segment(&mut segments, Some(&[length, length].concat()));
+            *data = segments;
+        }
+    }
+    event
 }
 
 /// A block's checksum: since version 3 over its event count and first
@@ -391,4 +416,36 @@ pub(super) fn decode_index(body: &[u8]) -> Option<Index> {
         return None;
     }
     Some(Index { blocks, lost })
+}
+
+#[cfg(test)]
+mod upgrade_tests {
+    use super::*;
+    use crate::EventKind;
+
+    #[test]
+    fn a_version_3_accept_is_read_as_the_table_keeps_it() {
+        let accept4 = syscalls::Sysno::accept4.id() as u32;
+        let raw = vec![2, 0, 0x1f, 0x90, 127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0];
+        let exit = |data: Vec<u8>| Event {
+            time_ns: 1,
+            pid: 1,
+            tid: 1,
+            kind: EventKind::SyscallExit {
+                nr: accept4,
+                ret: 5,
+                data,
+                data_capture: crate::DataCapture::Captured,
+            },
+        };
+        let EventKind::SyscallExit { data, .. } = upgrade(exit(raw.clone()), 3).kind else {
+            unreachable!()
+        };
+        let mut segments = crate::syscall::signature::Segments::new(&data);
+        assert_eq!(segments.next_segment(), Some(&raw[..]));
+        let lengths = segments.next_segment().unwrap();
+        assert_eq!(lengths, [16u32.to_ne_bytes(), 16u32.to_ne_bytes()].concat());
+        // A version 4 file is left as it is.
+        assert_eq!(upgrade(exit(raw.clone()), 4), exit(raw));
+    }
 }

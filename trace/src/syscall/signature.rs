@@ -5,7 +5,7 @@
 //! on what the captured bytes are.
 //!
 //! The calls that had hand-written capture before this table existed
-//! (read, write, sendto, recvfrom, accept, accept4, connect, bind, nanosleep, clock_nanosleep, futex, clone,
+//! (read, write, sendto, recvfrom, connect, bind, nanosleep, clock_nanosleep, futex, clone,
 //! clone3, execve, execveat) keep it, so older trace files decode as they
 //! did: they are not in the table.
 //!
@@ -33,6 +33,7 @@ pub enum Names {
     GetrandomFlags,
     Ioctl,
     Fadvise,
+    SockFlags,
     Madvise,
     MapFlags,
     MremapFlags,
@@ -386,6 +387,18 @@ fn descriptors_and_net(sysno: Sysno) -> Option<&'static [Arg]> {
         ],
         Sysno::listen => &[Fd, Int],
         Sysno::socket => &[Int, Int, Int],
+        // Version 3 files kept the address raw: the reader converts them.
+        Sysno::accept => &[
+            Fd,
+            Out(Memory::Sockaddr(Length::PointedBy(2))),
+            InOut(Memory::SocklenInOut),
+        ],
+        Sysno::accept4 => &[
+            Fd,
+            Out(Memory::Sockaddr(Length::PointedBy(2))),
+            InOut(Memory::SocklenInOut),
+            Flags(Names::SockFlags),
+        ],
         Sysno::getsockname | Sysno::getpeername => &[
             Fd,
             Out(Memory::Sockaddr(Length::PointedBy(2))),
