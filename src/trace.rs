@@ -70,8 +70,8 @@ pub struct TraceArgs {
     /// all of them (strace's -x, -xx)
     #[arg(short = 'x', action = clap::ArgAction::Count)]
     hex_strings: u8,
-    /// Show what each descriptor refers to: a path, socket:[inode],
-    /// pipe:[inode] (strace's -y; the ptrace backend only, which reads it
+    /// Show what each descriptor refers to: a path, `socket:[inode]`,
+    /// `pipe:[inode]` (strace's -y; the ptrace backend only, which reads it
     /// while the thread is stopped)
     #[arg(short = 'y')]
     decode_fds: bool,

@@ -1,5 +1,5 @@
 //! https: the load's connections over TLS (rustls), driven by the same
-//! non-blocking event loop as plain ones. A [`Transport`] reads and writes
+//! non-blocking event loop as plain ones. A `Transport` reads and writes
 //! plaintext; under it, rustls turns that into records on the socket,
 //! and the handshake happens as the first request is sent and its answer
 //! read, as it does in curl, oha and wrk.
