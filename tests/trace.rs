@@ -658,14 +658,24 @@ fn signals_stops_threads_and_a_non_leader_exec_behave_the_same_traced() {
         );
         assert_eq!(traced.stdout, plain.stdout, "{extra:?}");
         let text = std::fs::read_to_string(&out).unwrap();
-        assert!(text.contains("--- SIGUSR1 ---"), "{extra:?}\n{text}");
+        // With who sent each, as strace shows the siginfo.
+        assert!(
+            text.contains("--- SIGUSR1 {si_signo=SIGUSR1, si_code=SI_TKILL, si_pid="),
+            "{extra:?}\n{text}"
+        );
         // glibc's SIGRTMIN+2 is the kernel's 32 + 4, which strace calls SIGRT_4.
-        assert!(text.contains("--- SIGRT_4 ---"), "{extra:?}\n{text}");
+        assert!(
+            text.contains("--- SIGRT_4 {si_signo=SIGRT_4"),
+            "{extra:?}\n{text}"
+        );
         assert!(
             text.contains("--- stopped by SIGSTOP ---"),
             "{extra:?}\n{text}"
         );
-        assert!(text.contains("--- SIGCONT ---"), "{extra:?}\n{text}");
+        assert!(
+            text.contains("--- SIGCONT {si_signo=SIGCONT, si_code=SI_USER"),
+            "{extra:?}\n{text}"
+        );
         assert!(
             text.contains("+++ superseded by execve in pid"),
             "{extra:?}\n{text}"
