@@ -86,16 +86,20 @@ impl ExportArgs {
         .filter(|(_, path)| *path != Path::new("-"))
     }
 
-    /// Every file this export may read: the trace file, or a run
-    /// directory's trace and latency log.
+    /// Every file an export must not write over: the trace file, or every
+    /// file of a run directory (its trace and latency log are read; its
+    /// threads.json, settings.json, load.csv and output.log are the rest
+    /// of the recording).
     fn inputs(&self) -> Vec<PathBuf> {
-        if self.trace.is_dir() {
-            vec![
+        if !self.trace.is_dir() {
+            return vec![self.trace.clone()];
+        }
+        match std::fs::read_dir(&self.trace) {
+            Ok(entries) => entries.flatten().map(|entry| entry.path()).collect(),
+            Err(_) => vec![
                 self.trace.join("trace.tbt"),
                 self.trace.join("latency.hlog"),
-            ]
-        } else {
-            vec![self.trace.clone()]
+            ],
         }
     }
 }

@@ -417,6 +417,19 @@ pub struct MergeArgs {
 
 /// Runs `tracebench merge`.
 pub fn merge(args: MergeArgs) -> anyhow::Result<()> {
+    // The merged log replaces -o only once whole, but an input named as
+    // the output would still be gone: refused, as export refuses it.
+    use std::os::unix::fs::MetadataExt;
+    let identity = |path: &Path| std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
+    if let Some(output) = identity(&args.output)
+        && let Some(input) = args.logs.iter().find(|log| identity(log) == Some(output))
+    {
+        anyhow::bail!(
+            "-o {} would overwrite the input {} (the same file); choose another file, or - for standard output",
+            args.output.display(),
+            input.display()
+        );
+    }
     let mut logs = Vec::new();
     for path in &args.logs {
         let bytes = tracebench_files::read_input(path, tracebench_loadgen::hlog::MAX_LOG_BYTES)

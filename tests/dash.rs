@@ -980,19 +980,26 @@ fn export_refuses_to_write_over_its_own_input() {
     let link = dir.path().join("link.hlog");
     std::os::unix::fs::symlink(record.join("latency.hlog"), &link).unwrap();
     let roundabout = record.join("..").join("run").join("trace.tbt");
+    // Every file of a recording is part of it, read or not (issue 14).
+    let threads = record.join("threads.json");
+    let settings = record.join("settings.json");
     let inputs = [
         record.join("trace.tbt"),
         record.join("latency.hlog"),
+        threads.clone(),
+        settings.clone(),
         file.clone(),
     ];
     let before: Vec<Vec<u8>> = inputs.iter().map(|p| std::fs::read(p).unwrap()).collect();
 
-    let cases: [(&std::path::Path, &str, &std::path::Path); 5] = [
+    let cases: [(&std::path::Path, &str, &std::path::Path); 7] = [
         (&file, "--strace", &file),
         (&record, "--csv", &record.join("latency.hlog")),
         (&record, "--hgrm", &link),
         (&record, "--jsonl", &roundabout),
         (&record, "--chrome", &record.join("trace.tbt")),
+        (&record, "--jsonl", &threads),
+        (&record, "--strace", &settings),
     ];
     // Each time a fresh output comes first and the input last: none is
     // written, not even the first.

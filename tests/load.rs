@@ -818,6 +818,17 @@ fn interval_logs_read_back_and_merge_and_json_is_complete() {
         std::fs::read(&piped).unwrap(),
         std::fs::read(&merged).unwrap()
     );
+    // An output that is one of the inputs is refused, the input kept.
+    let first = std::fs::read(&logs[0]).unwrap();
+    fails_with_one_line(
+        Command::new(BIN)
+            .arg("merge")
+            .args(&logs)
+            .arg("-o")
+            .arg(&logs[0]),
+        "would overwrite the input",
+    );
+    assert_eq!(std::fs::read(&logs[0]).unwrap(), first);
     let intervals = tracebench_loadgen::hlog::read_log(&std::fs::read(&merged).unwrap()).unwrap();
     assert_eq!(
         intervals.iter().map(|i| i.histogram.len()).sum::<u64>(),
