@@ -118,6 +118,36 @@ struct Comparison {
 }
 
 /// Traces `program` with strace and with us, both given `flags` too.
+impl Comparison {
+    /// How many lines were identical, and an example of each difference.
+    fn report(&self, name: &str) -> String {
+        let share = self.identical as f64 / self.ours as f64;
+        let mut text = format!(
+            "{name}: {} of {} calls identical ({:.1} %)\n",
+            self.identical,
+            self.ours,
+            share * 100.0
+        );
+        for (call, lines) in &self.differing {
+            text += &format!("  {call}: {} differ, e.g. {}\n", lines.len(), lines[0]);
+        }
+        text
+    }
+
+    /// Every call that differs is a known difference.
+    fn assert_known(&self, known: &HashSet<&str>, report: &str) {
+        let unknown: Vec<_> = self
+            .differing
+            .keys()
+            .filter(|call| !known.contains(call.as_str()))
+            .collect();
+        assert!(
+            unknown.is_empty(),
+            "differences not known: {unknown:?}\n{report}"
+        );
+    }
+}
+
 fn compare(program: &Program, dir: &Path, flags: &[&str]) -> Comparison {
     let run = |tracer: &mut Command| {
         let status = tracer
@@ -236,28 +266,11 @@ fn our_lines_are_straces_for_95_percent_of_the_calls_of_real_programs() {
     for program in corpus(dir.path(), &server) {
         let comparison = compare(&program, dir.path(), &[]);
         let share = comparison.identical as f64 / comparison.ours as f64;
-        report += &format!(
-            "{}: {} of {} calls identical ({:.1} %)\n",
-            program.name,
-            comparison.identical,
-            comparison.ours,
-            share * 100.0
-        );
-        for (name, lines) in &comparison.differing {
-            report += &format!("  {name}: {} differ, e.g. {}\n", lines.len(), lines[0]);
-        }
+        report += &comparison.report(program.name);
         assert!(comparison.ours > 50, "too few calls traced:\n{report}");
         assert!(share >= 0.90, "{}: below 90 %:\n{report}", program.name);
         if program.deterministic {
-            let unknown: Vec<_> = comparison
-                .differing
-                .keys()
-                .filter(|name| !known.contains(name.as_str()))
-                .collect();
-            assert!(
-                unknown.is_empty(),
-                "differences not known: {unknown:?}\n{report}"
-            );
+            comparison.assert_known(&known, &report);
         }
         ours += comparison.ours;
         identical += comparison.identical;
@@ -298,20 +311,9 @@ fn with_y_descriptors_name_what_they_refer_to_as_straces_do() {
         };
         let comparison = compare(&program, dir.path(), &["-y"]);
         let share = comparison.identical as f64 / comparison.ours as f64;
-        report += &format!("{name}: {share:.3} of {}\n", comparison.ours);
-        for (call, lines) in &comparison.differing {
-            report += &format!("  {call}: {} differ, e.g. {}\n", lines.len(), lines[0]);
-        }
+        report += &comparison.report(name);
         assert!(share >= 0.95, "{report}");
-        let unknown: Vec<_> = comparison
-            .differing
-            .keys()
-            .filter(|call| !known.contains(call.as_str()))
-            .collect();
-        assert!(
-            unknown.is_empty(),
-            "differences not known: {unknown:?}\n{report}"
-        );
+        comparison.assert_known(&known, &report);
     }
     // What -y adds is there: a path read, a socket connected.
     let text = |prefix: &str| {
