@@ -2,6 +2,7 @@
 
 use std::fmt::Write as _;
 use std::io::Write as _;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -40,9 +41,16 @@ pub struct DashArgs {
     #[arg(short = 'p', value_name = "PID", conflicts_with = "command")]
     pid: Option<i32>,
     /// Where the server given by -p or after -- serves HTTP (the load goes
-    /// there)
+    /// there; http:// or https://)
     #[arg(long, value_name = "URL")]
     url: Option<String>,
+    /// https: trust only the certificates in this PEM file, not the
+    /// system's (curl's and oha's --cacert)
+    #[arg(long, value_name = "FILE")]
+    cacert: Option<PathBuf>,
+    /// https: take any certificate, unchecked (curl's -k, oha's --insecure)
+    #[arg(short = 'k', long)]
+    insecure: bool,
     /// Without a terminal: run this long, then print a summary
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     headless_for: Duration,
@@ -79,6 +87,8 @@ impl Default for DashArgs {
             expressions: Vec::new(),
             pid: None,
             url: None,
+            cacert: None,
+            insecure: false,
             headless_for: Duration::from_secs(5),
             grace: Duration::from_secs(3),
             no_record: false,
@@ -312,6 +322,8 @@ pub fn run(args: DashArgs) -> anyhow::Result<u8> {
         record,
         restarts: 0,
         capture: args.capture.starter(!args.no_poll_idle),
+        ca_file: args.cacert,
+        insecure: args.insecure,
     };
     let finished = tracebench_ui::run(&config)?;
     // A closed terminal (SIGHUP) leaves standard output unwritable: that

@@ -102,6 +102,12 @@ fn summary_count(summary: &str, word: &str) -> u64 {
 /// `tracebench dash` on `server` for `run_for`, loaded with
 /// [`CONNECTIONS`] connections, recorded.
 fn dash_on(server: &ForeignServer, run_for: &str) -> DashRun {
+    let url = format!("http://127.0.0.1:{}/", server.port);
+    dash_loading(server, run_for, &url, &[])
+}
+
+/// [`dash_on`], loading `url` with `extra` options.
+fn dash_loading(server: &ForeignServer, run_for: &str, url: &str, extra: &[&str]) -> DashRun {
     let dir = tempdir();
     let run = dir.path().join("run");
     let output = Command::new(BIN)
@@ -114,7 +120,8 @@ fn dash_on(server: &ForeignServer, run_for: &str) -> DashRun {
             "--record-dir",
         ])
         .arg(&run)
-        .args(["--url", &format!("http://127.0.0.1:{}/", server.port)])
+        .args(["--url", url])
+        .args(extra)
         .args(["-c", &CONNECTIONS.to_string(), "--"])
         .args(server.command_line())
         .current_dir(server.dir())
@@ -271,6 +278,23 @@ fn nginx_workers_are_event_loops_and_the_waiting_master_is_not_running() {
         running < 50.0,
         "the master is running {running} %: {summary}"
     );
+}
+
+#[test]
+fn the_dashboard_loads_https_with_the_certificate_checked() {
+    // Issue 15: the dashboard's load speaks https too, with load's
+    // --cacert and -k; without them this self-made certificate fails
+    // every request.
+    let _serial = serial();
+    let certificates = tempdir();
+    let [ca, certificate, key] = foreign::certificates(certificates.path());
+    let tls_port = free_port();
+    let server = foreign::nginx_tls(free_port(), tls_port, &certificate, &key);
+    let url = format!("https://127.0.0.1:{tls_port}/");
+    let ca = ca.display().to_string();
+    let dash = dash_loading(&server, "2s", &url, &["--cacert", &ca]);
+    let answered = dash.count("answered");
+    assert!(answered >= 20, "{}", dash.summary);
 }
 
 #[test]

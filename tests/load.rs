@@ -1142,77 +1142,13 @@ fn a_wrk_users_duration_after_d_is_refused_not_sent_as_a_body() {
     );
 }
 
-/// A CA and a server certificate it signed for IP 127.0.0.1, made with
-/// openssl in `dir`: (ca.pem, server.pem, server.key).
-fn certificates(dir: &std::path::Path) -> [std::path::PathBuf; 3] {
-    let openssl = common::foreign::require_tool("openssl");
-    let run = |args: &[&str]| {
-        let output = Command::new(&openssl)
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .unwrap();
-        assert!(output.status.success(), "openssl {args:?}: {output:?}");
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=tracebench test CA",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-    ]);
-    std::fs::write(
-        dir.join("ext.cnf"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
-    )
-    .unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "ext.cnf",
-    ]);
-    ["ca.pem", "server.pem", "server.key"].map(|name| dir.join(name))
-}
-
 #[test]
 fn https_checks_the_certificate_unless_told_not_to() {
     // Issue 15: https:// was refused ("http:// only"), where curl, oha,
     // hey and vegeta all load it.
     let _serial = serial();
     let dir = tempdir();
-    let [ca, certificate, key] = certificates(dir.path());
+    let [ca, certificate, key] = common::foreign::certificates(dir.path());
     let tls_port = common::foreign::free_port();
     let nginx =
         common::foreign::nginx_tls(common::foreign::free_port(), tls_port, &certificate, &key)

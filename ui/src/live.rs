@@ -83,6 +83,10 @@ pub struct DashConfig {
     pub restarts: usize,
     /// How to start a capture: the backend the binary chose.
     pub capture: CaptureStarter,
+    /// https: trust only the certificates of this PEM file (`--cacert`).
+    pub ca_file: Option<PathBuf>,
+    /// https: take any certificate (`-k`, `--insecure`).
+    pub insecure: bool,
 }
 
 impl DashConfig {
@@ -542,6 +546,8 @@ fn start_load(
     load.live_limit = Some(Arc::clone(&running.limit));
     load.rate = config.rate;
     load.stop = StopAfter::Duration(Duration::from_secs(24 * 3600));
+    load.ca_file.clone_from(&config.ca_file);
+    load.insecure = config.insecure;
     let LoadLogs {
         latency: mut hlog_file,
         outcomes: outcomes_file,
@@ -1037,6 +1043,8 @@ mod tests {
                     Err(CaptureError::BadArgument("not started in this test".into()))
                 }),
             },
+            ca_file: None,
+            insecure: false,
         };
         let mut seen = vec![config.record.clone().unwrap()];
         for _ in 0..7 {
