@@ -112,7 +112,28 @@ wait_for "p99.9" 10 || fail "replay: no latency percentiles at the end"
 n=$(threads_with_states)
 ((n >= 6)) || fail "replay: $n threads with states (at least 6 wanted)"
 echo "e2e: replay shows $n threads with states and percentiles"
+# Colour parameters (30-38, 40-48, 90-97, 100-107) in what tmux received;
+# 39 and 49, the default colours, do not count.
+colours() {
+  tmux capture-pane -t "$session" -p -e | grep -oE $'\e\\[[0-9;]*m' |
+    tr -d $'\e[m' | tr ';' '\n' | grep -cxE '3[0-8]|4[0-8]|9[0-7]|10[0-7]' || true
+}
+coloured=$(colours)
+((coloured > 0)) || fail "replay: no colour at all on a colour terminal"
 quit_and_check "replay"
+
+# 2b. Issue 15: with NO_COLOR the same replay has no colour at all, and
+# its states are still told apart, each by its own mark.
+tmux send-keys -t "$session" "clear; NO_COLOR=1 $bin replay $work/run; echo EXIT=\$?" Enter
+wait_for "replay of" 10 || fail "NO_COLOR: no screen"
+tmux send-keys -t "$session" End
+wait_for "p99.9" 10 || fail "NO_COLOR: no latency percentiles at the end"
+uncoloured=$(colours)
+((uncoloured == 0)) || fail "NO_COLOR: $uncoloured colour parameters on the screen"
+marks=$(screen | grep -oE '█|▒|▚|▓|▄|▲|░' | sort -u | wc -l)
+((marks >= 2)) || fail "NO_COLOR: $marks kinds of state marks (2 or more wanted)"
+echo "e2e: NO_COLOR leaves no colour ($coloured parameters without it) and $marks kinds of state marks"
+quit_and_check "replay with NO_COLOR"
 
 # 3. The recording's latencies as HdrHistogram CSV.
 "$bin" export "$work/run" --csv "$work/latency.csv"
