@@ -440,6 +440,12 @@ mod tests {
             entry_args(nr(Sysno::openat), &create, &segments(&[Some(b"x")])),
             r#"3, "x", O_WRONLY|O_CREAT|O_TRUNC, 0644"#
         );
+        // The mode as C's %#03o writes it.
+        for (mode, shown) in [(0, "000"), (5, "005"), (0o644, "0644")] {
+            let creat = [3, 0x1000, libc::O_CREAT as u64, mode, 0, 0];
+            let text = entry_args(nr(Sysno::openat), &creat, &segments(&[Some(b"x")]));
+            assert!(text.ends_with(&format!(", {shown}")), "{text}");
+        }
         let mmap = [0, 8192, 3, 0x22, u64::MAX, 0];
         assert_eq!(
             entry_args(nr(Sysno::mmap), &mmap, &[]),

@@ -334,7 +334,12 @@ pub(super) fn statx_at_flags(value: u64) -> String {
 
 /// A file mode as strace writes it: octal with a leading 0.
 pub(super) fn mode(value: u64) -> String {
-    format!("{:#o}", value as u32).replacen("0o", "0", 1)
+    // C's "%#03o": 0 as 000, 5 as 005, 0644 as 0644.
+    let octal = match value as u32 {
+        0 => "0".to_owned(),
+        mode => format!("0{mode:o}"),
+    };
+    format!("{octal:0>3}")
 }
 
 /// The file type and permission bits of a stat's mode: `S_IFREG|0644`.
@@ -349,5 +354,5 @@ pub(super) fn file_mode(mode: u32) -> String {
         libc::S_IFSOCK => "S_IFSOCK",
         _ => return format!("{:#o}", mode).replacen("0o", "0", 1),
     };
-    format!("{kind}|{:04o}", mode & 0o7777)
+    format!("{kind}|{}", self::mode(u64::from(mode & 0o7777)))
 }

@@ -94,11 +94,8 @@ fn clone_rest(a: &[u64; 6]) -> String {
 /// The `struct clone_args` of clone3, from captured bytes, with the
 /// fields its flags use, as strace shows it.
 pub(super) fn clone_args(bytes: &[u8], pointer: u64) -> String {
-    let field = |i: usize| {
-        bytes
-            .get(i * 8..i * 8 + 8)
-            .map(|b| u64::from_ne_bytes(b.try_into().expect("8 bytes")))
-    };
+    let fields = super::structs::Fields(bytes);
+    let field = |i: usize| fields.u64(i * 8);
     let (Some(flags), Some(exit_signal), Some(stack), Some(stack_size)) =
         (field(0), field(4), field(5), field(6))
     else {
