@@ -243,6 +243,10 @@ impl ServerError {
 pub struct Server {
     config: Config,
     listener: Arc<TcpListener>,
+    /// With `--reuseport`, the listening sockets of loops 1 and up, bound
+    /// here with the first so that no connection made once the address is
+    /// announced lands on the first socket only for want of the others.
+    loop_listeners: Vec<TcpListener>,
     stop: StopHandle,
 }
 
@@ -300,11 +304,25 @@ impl Server {
                 source,
             }
         })?;
+        let loop_listeners = if config.reuse_port {
+            let addr = listener
+                .local_addr()
+                .map_err(ServerError::os("getsockname"))?;
+            (1..config.workers)
+                .map(|_| {
+                    listener::bind(addr, &config.bind_options())
+                        .map_err(|source| ServerError::Bind { addr, source })
+                })
+                .collect::<Result<_, _>>()?
+        } else {
+            Vec::new()
+        };
         let listener = Arc::new(listener);
         let stop = StopHandle::new(Arc::clone(&listener));
         Ok(Server {
             config,
             listener,
+            loop_listeners,
             stop,
         })
     }
@@ -329,7 +347,12 @@ impl Server {
     /// Serves until stopped, then drains queued and in-flight connections
     /// and returns what was done.
     pub fn run(self) -> Result<ServeSummary, ServerError> {
-        let result = models::run(&self.config, &self.listener, &self.stop);
+        let result = models::run(
+            &self.config,
+            &self.listener,
+            self.loop_listeners,
+            &self.stop,
+        );
         listener::forget_signal_listener(self.listener.as_raw_fd());
         result
     }

@@ -19,9 +19,12 @@ use crate::listener::{StopHandle, accept};
 use crate::stats::{Lane, ServeSummary, Tally};
 use crate::{Config, Mode, ServerError};
 
+/// Serves on `listener` (and, for event loops with `--reuseport`, on
+/// `loop_listeners`: those of loops 1 and up) until `stop`.
 pub(crate) fn run(
     config: &Config,
     listener: &TcpListener,
+    loop_listeners: Vec<TcpListener>,
     stop: &StopHandle,
 ) -> Result<ServeSummary, ServerError> {
     match config.mode {
@@ -29,7 +32,7 @@ pub(crate) fn run(
         Mode::Fork => fork::run(config, listener, stop),
         Mode::Thread => thread::run(config, listener, stop),
         Mode::PoolSpin | Mode::PoolFutex | Mode::PoolStd => pool::run(config, listener, stop),
-        Mode::Epoll | Mode::IoUring => event_loop::run(config, listener, stop),
+        Mode::Epoll | Mode::IoUring => event_loop::run(config, listener, loop_listeners, stop),
     }
 }
 

@@ -86,7 +86,7 @@ pub(super) struct Epoll {
 impl EventLoop for Epoll {
     fn new(shared: &Shared<'_>, index: usize, _tally: &Tally) -> Result<Self, ServerError> {
         let os = |what| move |e: rustix::io::Errno| ServerError::os(what)(e.into());
-        let own = shared.own_listener(index)?;
+        let own = shared.own_listener(index);
         own.as_ref()
             .unwrap_or(shared.listener)
             .set_nonblocking(true)

@@ -13,6 +13,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::net::TcpListener;
 use std::os::fd::OwnedFd;
+use std::sync::Mutex;
 use std::time::Instant;
 
 use rustix::event::EventfdFlags;
@@ -33,12 +34,14 @@ trait EventLoop: Sized {
 pub(super) fn run(
     config: &Config,
     listener: &TcpListener,
+    loop_listeners: Vec<TcpListener>,
     stop: &StopHandle,
 ) -> Result<ServeSummary, ServerError> {
     match config.mode {
         Mode::IoUring => run_loops::<uring::Ring>(
             config,
             listener,
+            loop_listeners,
             stop,
             if config.reuse_port {
                 uring::DESCRIPTION_REUSEPORT
@@ -49,6 +52,7 @@ pub(super) fn run(
         _ => run_loops::<epoll::Epoll>(
             config,
             listener,
+            loop_listeners,
             stop,
             epoll::description(config.reuse_port),
         ),
@@ -59,6 +63,8 @@ pub(super) fn run(
 struct Shared<'a> {
     config: &'a Config,
     listener: &'a TcpListener,
+    /// Loops 1 and up's own listening sockets, with `--reuseport`.
+    per_loop: Mutex<Vec<Option<TcpListener>>>,
     stop: &'a StopHandle,
     /// An eventfd the first loop to see the stop writes to, waking the
     /// others (the listener's shutdown wakes only some waiters).
@@ -80,25 +86,21 @@ impl Shared<'_> {
     }
 
     /// Loop `index`'s own listening socket when each loop has one
-    /// (`--reuseport`), bound to the server's address; loop 0 keeps the
+    /// (`--reuseport`), bound when the server was; loop 0 keeps the
     /// server's own, which the stop drains and shuts down.
-    fn own_listener(&self, index: usize) -> Result<Option<TcpListener>, ServerError> {
-        if !self.config.reuse_port || index == 0 {
-            return Ok(None);
-        }
-        let addr = self
-            .listener
-            .local_addr()
-            .map_err(ServerError::os("getsockname"))?;
-        crate::listener::bind(addr, &self.config.bind_options())
-            .map(Some)
-            .map_err(|source| ServerError::Bind { addr, source })
+    fn own_listener(&self, index: usize) -> Option<TcpListener> {
+        let mut per_loop = self
+            .per_loop
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        per_loop.get_mut(index.checked_sub(1)?)?.take()
     }
 }
 
 fn run_loops<L: EventLoop>(
     config: &Config,
     listener: &TcpListener,
+    loop_listeners: Vec<TcpListener>,
     stop: &StopHandle,
     description: &str,
 ) -> Result<ServeSummary, ServerError> {
@@ -108,6 +110,7 @@ fn run_loops<L: EventLoop>(
     let shared = Shared {
         config,
         listener,
+        per_loop: Mutex::new(loop_listeners.into_iter().map(Some).collect()),
         stop,
         waker,
     };

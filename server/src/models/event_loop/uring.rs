@@ -126,7 +126,7 @@ pub(super) struct Ring {
 
 impl EventLoop for Ring {
     fn new(shared: &Shared<'_>, index: usize, _tally: &Tally) -> Result<Self, ServerError> {
-        let own = shared.own_listener(index)?;
+        let own = shared.own_listener(index);
         let ring = IoUring::builder()
             .setup_single_issuer()
             .setup_defer_taskrun()
