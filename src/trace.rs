@@ -595,7 +595,7 @@ fn sample(args: &TraceArgs, tracee: &Tracee, hz: u32) -> anyhow::Result<u8> {
     let capture = SampleCapture::start(tracee, hz, &ProgramStdio::Inherit)?;
     let _signals = tracebench_trace::signals::forward_to(&capture.stop_handle())
         .context("installing signal handlers")?;
-    let mut timelines = Timelines::new();
+    let mut timelines = Timelines::totals_only();
     let mut rounds = Rounds(0);
     let started = std::time::Instant::now();
     let end = {

@@ -659,3 +659,48 @@ fn ptrace_only_options_are_refused_with_perf_not_ignored() {
     let first = stderr.lines().next().unwrap_or_default();
     assert!(first.contains("a size is bytes, or K, M or G"), "{stderr}");
 }
+
+#[test]
+fn a_spawned_program_is_traced_from_its_execve_whole_and_nothing_before_it() {
+    assert_root();
+    let dir = tempdir();
+    let traced = |backend: &str| {
+        let out = dir.path().join(format!("{backend}.txt"));
+        let status = Command::new(BIN)
+            .args(["trace", "--backend", backend, "-e"])
+            .arg("trace=execve,read,write,close,prctl,setrlimit,rt_sigaction")
+            .arg("-o")
+            .arg(&out)
+            .args(["--", "/bin/echo", "hi"])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "{backend}: {status}");
+        let text = std::fs::read_to_string(&out).unwrap();
+        let calls: Vec<String> = text
+            .lines()
+            .filter_map(|l| l.split_once(' ').map(|(_, call)| call.to_owned()))
+            .filter(|call| !call.starts_with("+++") && !call.starts_with("---"))
+            .collect();
+        (text, calls)
+    };
+    let (text, calls) = traced("perf");
+    // The fork's own setup (the read it was held on, prctl, setrlimit) is
+    // not the program's: the trace starts at the execve, entered and
+    // returned, as under ptrace and strace.
+    assert!(calls[0].starts_with("execve("), "{text}");
+    assert!(calls[0].trim_end().ends_with("= 0"), "{text}");
+    assert!(calls.iter().any(|c| c.starts_with("write(1, ")), "{text}");
+    let names = |calls: &[String]| -> Vec<String> {
+        calls
+            .iter()
+            .map(|c| c.split('(').next().unwrap().to_owned())
+            .collect()
+    };
+    let (ptrace_text, ptrace_calls) = traced("ptrace");
+    assert_eq!(
+        names(&calls),
+        names(&ptrace_calls),
+        "perf:\n{text}\nptrace:\n{ptrace_text}"
+    );
+}

@@ -56,7 +56,9 @@
 //! [`AttributorConfig::max_open_connections`] are tracked at once (the
 //! oldest is dropped first and counted in [`AttributionCounts::evicted`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::{HashMap, HashMapExt};
 use std::fmt;
 use std::io::{self, Write};
 

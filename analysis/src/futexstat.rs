@@ -33,7 +33,9 @@
 //! of which more than half went straight back is a herd: many threads were
 //! started for work that only some of them could do.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
+
+use foldhash::{HashMap, HashMapExt};
 use std::fmt;
 
 use hdrhistogram::Histogram;

@@ -6,7 +6,7 @@
 //! on the same thread is an event loop; the rest are timers (mostly
 //! timed sleeps), idle (next to no syscalls) or helpers.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 use syscalls::Sysno;
 

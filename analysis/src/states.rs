@@ -161,10 +161,16 @@ pub struct Interval {
 pub struct ThreadTimeline {
     /// Its process.
     pub pid: i32,
-    /// Its intervals, oldest first, without gaps after the first.
+    /// Its intervals, oldest first, without gaps after the first (only
+    /// the current one when its [`Timelines`] keeps no history).
     pub intervals: Vec<Interval>,
     /// Traced syscalls it completed.
     pub syscalls: u64,
+    /// Nanoseconds of its ended intervals, by state label: what
+    /// `time_by_state` adds the current interval to.
+    ended: Vec<(&'static str, u64)>,
+    /// Nanoseconds of its ended intervals that a look at /proc gave.
+    ended_sampled: u64,
 }
 
 impl ThreadTimeline {
@@ -186,16 +192,23 @@ impl ThreadTimeline {
         self.intervals.last().map(|i| i.start_ns)
     }
 
-    fn enter(&mut self, state: ThreadState, at: u64) {
-        self.enter_as(state, at, false);
+    fn enter(&mut self, state: ThreadState, at: u64, history: bool) {
+        self.enter_as(state, at, false, history);
     }
 
-    fn enter_as(&mut self, state: ThreadState, at: u64, sampled: bool) {
+    /// Ends the current interval at `at` and starts one in `state`; with
+    /// no `history`, the ended interval is only added to the totals.
+    fn enter_as(&mut self, state: ThreadState, at: u64, sampled: bool, history: bool) {
         if let Some(last) = self.intervals.last_mut() {
             if last.state == state {
                 return;
             }
             last.end_ns = Some(at);
+            let ended = *last;
+            self.add_ended(&ended);
+            if !history {
+                self.intervals.clear();
+            }
         }
         self.intervals.push(Interval {
             start_ns: at,
@@ -205,44 +218,101 @@ impl ThreadTimeline {
         });
     }
 
+    fn add_ended(&mut self, interval: &Interval) {
+        let ns = interval
+            .end_ns
+            .unwrap_or(interval.start_ns)
+            .max(interval.start_ns)
+            - interval.start_ns;
+        let label = interval.state.label();
+        match self.ended.iter_mut().find(|(l, _)| *l == label) {
+            Some((_, total)) => *total += ns,
+            None => self.ended.push((label, ns)),
+        }
+        if interval.sampled {
+            self.ended_sampled += ns;
+        }
+    }
+
+    /// The current interval, if it is still open, and its length up to
+    /// `now`.
+    fn open_ns(&self, now_ns: u64) -> Option<(&Interval, u64)> {
+        let last = self.intervals.last().filter(|i| i.end_ns.is_none())?;
+        Some((last, now_ns.max(last.start_ns) - last.start_ns))
+    }
+
     /// Nanoseconds up to `now` whose state a look at the thread gave, not
     /// the trace.
     pub fn sampled_ns(&self, now_ns: u64) -> u64 {
-        self.intervals
-            .iter()
-            .filter(|i| i.sampled)
-            .map(|i| i.end_ns.unwrap_or(now_ns).max(i.start_ns) - i.start_ns)
-            .sum()
+        let open = self
+            .open_ns(now_ns)
+            .filter(|(i, _)| i.sampled)
+            .map_or(0, |(_, ns)| ns);
+        self.ended_sampled + open
     }
 
-    /// Nanoseconds spent in each kind of state up to `now` (open
-    /// intervals are counted up to `now`).
+    /// Nanoseconds spent in each kind of state up to `now`, over its whole
+    /// life (the current interval is counted up to `now`).
     pub fn time_by_state(&self, now_ns: u64) -> BTreeMap<&'static str, u64> {
-        let mut totals = BTreeMap::new();
-        for interval in &self.intervals {
-            let end = interval.end_ns.unwrap_or(now_ns).max(interval.start_ns);
-            *totals.entry(interval.state.label()).or_insert(0) += end - interval.start_ns;
+        let mut totals: BTreeMap<&'static str, u64> = self.ended.iter().copied().collect();
+        if let Some((interval, ns)) = self.open_ns(now_ns) {
+            *totals.entry(interval.state.label()).or_insert(0) += ns;
         }
         totals
+    }
+
+    /// Whether it was ever in `state` (by label).
+    fn was_ever(&self, state: ThreadState) -> bool {
+        let label = state.label();
+        self.ended.iter().any(|(l, _)| *l == label)
+            || self
+                .intervals
+                .last()
+                .is_some_and(|i| i.state.label() == label)
     }
 }
 
 /// Every thread's timeline, fed event by event.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Timelines {
     threads: BTreeMap<i32, ThreadTimeline>,
     last_ns: u64,
+    /// Whether ended intervals are kept (for `state_at`), or only added
+    /// to each thread's totals: a summary's memory must not grow with
+    /// the length of the trace.
+    history: bool,
+}
+
+impl Default for Timelines {
+    fn default() -> Self {
+        Timelines {
+            threads: BTreeMap::new(),
+            last_ns: 0,
+            history: true,
+        }
+    }
 }
 
 impl Timelines {
-    /// An empty model.
+    /// An empty model that keeps every interval.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty model that keeps only each thread's totals and current
+    /// interval: what a summary needs, in memory that does not grow with
+    /// the trace's length.
+    pub fn totals_only() -> Self {
+        Timelines {
+            history: false,
+            ..Self::default()
+        }
     }
 
     /// Updates the model with one event.
     pub fn apply(&mut self, event: &Event) {
         self.last_ns = self.last_ns.max(event.time_ns);
+        let history = self.history;
         let thread = self
             .threads
             .entry(event.tid)
@@ -253,24 +323,24 @@ impl Timelines {
         match observed_state(&event.kind, thread.current()) {
             Observed::Enter(state) => {
                 let sampled = matches!(event.kind, EventKind::Sampled { .. });
-                return thread.enter_as(state, event.time_ns, sampled);
+                return thread.enter_as(state, event.time_ns, sampled, history);
             }
             Observed::Keep => return,
             Observed::NotAState => {}
         }
         match &event.kind {
             EventKind::SyscallEntry { nr, args, .. } => {
-                thread.enter(ThreadState::of_syscall(*nr, args), event.time_ns)
+                thread.enter(ThreadState::of_syscall(*nr, args), event.time_ns, history)
             }
             EventKind::SyscallExit { .. } => {
                 thread.syscalls += 1;
-                thread.enter(ThreadState::Running, event.time_ns);
+                thread.enter(ThreadState::Running, event.time_ns, history);
             }
-            EventKind::Exited { .. } => thread.enter(ThreadState::Exited, event.time_ns),
+            EventKind::Exited { .. } => thread.enter(ThreadState::Exited, event.time_ns, history),
             EventKind::Exec { former_tid } if *former_tid != event.tid => {
                 // The exec'ing thread took over the leader's tid.
                 if let Some(mut former) = self.threads.remove(former_tid) {
-                    former.enter(ThreadState::Exited, event.time_ns);
+                    former.enter(ThreadState::Exited, event.time_ns, history);
                     self.threads.insert(*former_tid, former);
                 }
             }
@@ -288,12 +358,12 @@ impl Timelines {
                         ..ThreadTimeline::default()
                     });
                 if child.intervals.is_empty() {
-                    child.enter(ThreadState::Running, at);
+                    child.enter(ThreadState::Running, at, history);
                 }
             }
             _ => {
                 if thread.intervals.is_empty() {
-                    thread.enter(ThreadState::Running, event.time_ns);
+                    thread.enter(ThreadState::Running, event.time_ns, history);
                 }
             }
         }
@@ -344,13 +414,14 @@ impl Timelines {
     /// as sampling /proc).
     pub fn observe(&mut self, tid: i32, pid: i32, state: ThreadState, at_ns: u64) {
         self.last_ns = self.last_ns.max(at_ns);
+        let history = self.history;
         self.threads
             .entry(tid)
             .or_insert_with(|| ThreadTimeline {
                 pid,
                 ..ThreadTimeline::default()
             })
-            .enter(state, at_ns);
+            .enter(state, at_ns, history);
     }
 }
 
@@ -371,11 +442,10 @@ impl EventSink for Timelines {
 impl fmt::Display for Timelines {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The scheduler's columns only when a backend saw the scheduler.
-        let scheduler = self.threads.values().any(|t| {
-            t.intervals
-                .iter()
-                .any(|i| matches!(i.state, ThreadState::Runnable | ThreadState::Blocked))
-        });
+        let scheduler = self
+            .threads
+            .values()
+            .any(|t| t.was_ever(ThreadState::Runnable) || t.was_ever(ThreadState::Blocked));
         writeln!(
             f,
             "    tid   syscalls  running  futex-wait   accept    sleep       io  event-wait  syscall{}  sampled",
@@ -577,6 +647,47 @@ mod tests {
         let times = worker.time_by_state(100);
         assert_eq!(times["futex-wait"], 40);
         assert_eq!(times["running"], 10 + 10);
+    }
+
+    #[test]
+    fn totals_only_gives_the_same_table_in_memory_that_does_not_grow() {
+        let mut whole = Timelines::new();
+        let mut totals = Timelines::totals_only();
+        let futex = libc::SYS_futex as u32;
+        let wait = [0x10, libc::FUTEX_WAIT as u64, 0, 0, 0, 0];
+        for round in 0..1000u64 {
+            let t = round * 100;
+            for model in [&mut whole, &mut totals] {
+                model.observe(3, 1, ThreadState::Sleep, t + 5);
+                model.apply(&at(
+                    t + 10,
+                    3,
+                    EventKind::SyscallEntry {
+                        nr: futex,
+                        args: wait,
+                        data: vec![],
+                        data_capture: DataCapture::NotCaptured,
+                    },
+                ));
+                model.apply(&at(
+                    t + 70,
+                    3,
+                    EventKind::SyscallExit {
+                        nr: futex,
+                        ret: 0,
+                        data: vec![],
+                        data_capture: DataCapture::Captured,
+                    },
+                ));
+            }
+        }
+        let (a, b) = (&whole.threads()[&3], &totals.threads()[&3]);
+        assert_eq!(a.time_by_state(200_000), b.time_by_state(200_000));
+        assert_eq!(a.sampled_ns(200_000), b.sampled_ns(200_000));
+        assert_eq!(b.time_by_state(200_000)["futex-wait"], 60 * 1000);
+        assert_eq!(whole.to_string(), totals.to_string());
+        assert_eq!(a.intervals.len(), 3000);
+        assert_eq!(b.intervals.len(), 1);
     }
 
     #[test]

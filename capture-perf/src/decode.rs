@@ -3,7 +3,7 @@
 //! records (on and off CPU), its fork and exit records, and its count of
 //! records lost.
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::time::Instant;
 
 use tracebench_trace::syscall::used_args;
@@ -61,6 +61,9 @@ pub struct Pairing {
     inside: HashMap<i32, u32>,
     /// Our threads and their processes, as the stream has shown them.
     ours: HashMap<i32, i32>,
+    /// A spawned program before its exec: what it does until then is our
+    /// fork's setup, not the program's, and is left out.
+    before_exec: Option<i32>,
 }
 
 impl Pairing {
@@ -70,7 +73,33 @@ impl Pairing {
             selection,
             inside: HashMap::new(),
             ours: HashMap::new(),
+            before_exec: None,
         }
+    }
+
+    /// Leaves out `tid`'s events until it enters execve (or execveat) or
+    /// execs: a spawned program is traced from its exec, as under ptrace.
+    pub fn skip_until_exec(&mut self, tid: i32) {
+        self.before_exec = Some(tid);
+    }
+
+    /// Whether `event` comes before the exec [`Pairing::skip_until_exec`]
+    /// waits for (and so is left out).
+    fn before_exec(&mut self, event: &Event) -> bool {
+        if self.before_exec != Some(event.tid) {
+            return false;
+        }
+        let execs = match &event.kind {
+            EventKind::SyscallEntry { nr, .. } => {
+                [libc::SYS_execve, libc::SYS_execveat].contains(&i64::from(*nr))
+            }
+            EventKind::Exec { .. } | EventKind::Exited { .. } => true,
+            _ => false,
+        };
+        if execs {
+            self.before_exec = None;
+        }
+        !execs
     }
 
     /// Counts `tid` of process `pid` as ours from the start.
@@ -81,6 +110,9 @@ impl Pairing {
     /// Whether `event`, the next in time order, goes on (a wake-up gets
     /// the woken thread's process filled in).
     pub fn keep(&mut self, event: &mut Event) -> bool {
+        if self.before_exec(event) {
+            return false;
+        }
         match &event.kind {
             EventKind::Woken { .. } => {
                 return match self.ours.get(&event.tid) {

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use tracebench_trace::{Backend, CaptureError, Selection};
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 
 use crate::decode::{Ids, SyscallPoint};
 use crate::ring::Ring;
@@ -149,16 +149,13 @@ impl Events {
     }
 
     /// Opens every per-thread event of `tid` on every online CPU,
-    /// disabled; `on_exec`: enabled by the kernel when it execs.
-    pub fn open_thread(&mut self, tid: i32, on_exec: bool) -> Result<(), CaptureError> {
+    /// disabled until [`Events::enable`].
+    pub fn open_thread(&mut self, tid: i32) -> Result<(), CaptureError> {
         for cpu in online_cpus()? {
             for i in 0..self.per_thread.len() {
                 let tracepoint = &self.per_thread[i];
                 let mut attr = self.attr(tracepoint.id);
                 attr.flags |= sys::FLAG_DISABLED | sys::FLAG_INHERIT;
-                if on_exec {
-                    attr.flags |= sys::FLAG_ENABLE_ON_EXEC;
-                }
                 if i == 0 {
                     // One event per thread and CPU tells of its context
                     // switches and of the tasks it creates and ends.
@@ -224,7 +221,7 @@ impl Events {
         Ok(())
     }
 
-    /// Starts every event opened disabled (attach mode).
+    /// Starts every event opened disabled.
     pub fn enable(&self) -> Result<(), CaptureError> {
         let all = self
             .fds
@@ -290,7 +287,7 @@ fn syscall_tracepoints(
         &[("id", 8), ("args", 16)],
     )?;
     let exit = tracefs::tracepoint(root, "raw_syscalls", "sys_exit", &[("id", 8), ("ret", 16)])?;
-    let points = HashMap::from([
+    let points = HashMap::from_iter([
         (
             enter,
             SyscallPoint {

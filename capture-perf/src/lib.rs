@@ -22,6 +22,7 @@
 
 mod decode;
 mod events;
+mod merge;
 mod ring;
 mod spawn;
 mod sys;
@@ -39,6 +40,7 @@ use tracebench_trace::{
 
 use decode::{Decoder, Pairing};
 use events::Events;
+use merge::Pending;
 
 /// How to capture.
 #[derive(Debug, Clone)]
@@ -136,7 +138,8 @@ fn threads_of(pid: i32) -> Result<Vec<i32>, CaptureError> {
 
 impl PerfCapture {
     /// Spawns or attaches, with every event open and enabled (a spawned
-    /// program's at its exec).
+    /// program's before it is let go to exec: its events count from the
+    /// execve on).
     pub fn start(tracee: &Tracee, options: &PerfOptions) -> Result<PerfCapture, CaptureError> {
         let (mut events, ids) = Events::new(&options.selection, options.buffer_bytes)?;
         let mut pairing = Pairing::new(options.selection.clone());
@@ -144,11 +147,15 @@ impl PerfCapture {
             Tracee::Spawn { program, args } => {
                 let limit = events.original_file_limit;
                 let mut held = spawn::fork_held(program, args, &options.stdio, limit)?;
-                events.open_thread(held.pid, true)?;
+                // On before the exec, so that its execve is seen whole;
+                // what the child does before it is left out when paired.
+                events.open_thread(held.pid)?;
                 events.open_wakeups()?;
+                events.enable()?;
                 let pidfd = pidfd_open(held.pid)?;
-                held.release()?;
                 pairing.track(held.pid, held.pid);
+                pairing.skip_until_exec(held.pid);
+                held.release()?;
                 let decoder = Decoder::new(ids, held.pid);
                 PerfCapture::assemble(events, decoder, pairing, held.pid, true, pidfd)
             }
@@ -212,11 +219,13 @@ impl PerfCapture {
     }
 
     /// Reads every ring into `pending`.
-    fn drain(&mut self, pending: &mut Vec<Event>) {
+    fn drain(&mut self, pending: &mut Pending) {
         let decoder = &mut self.decoder;
-        for (cpu, ring, _) in &mut self.events.rings {
+        for (index, (cpu, ring, _)) in self.events.rings.iter_mut().enumerate() {
             let cpu = *cpu;
-            ring.drain(|record| decoder.record(cpu, record, pending));
+            let batch = pending.batch();
+            ring.drain(|record| decoder.record(cpu, record, batch));
+            pending.queue(index);
         }
     }
 
@@ -244,7 +253,7 @@ fn attach(events: &mut Events, pairing: &mut Pairing, pid: i32) -> Result<(), Ca
     }
     let mut followed = 0;
     for tid in threads_of(pid)? {
-        match events.open_thread(tid, false) {
+        match events.open_thread(tid) {
             Ok(()) => {
                 pairing.track(tid, pid);
                 followed += 1;
@@ -259,23 +268,6 @@ fn attach(events: &mut Events, pairing: &mut Pairing, pid: i32) -> Result<(), Ca
     }
     events.open_wakeups()?;
     events.enable()
-}
-
-/// Hands `sink` every pending event older than `before`, in time order
-/// (each CPU's ring is in order; merged here).
-fn emit_before(
-    pending: &mut Vec<Event>,
-    before: u64,
-    pairing: &mut Pairing,
-    sink: &mut dyn EventSink,
-) {
-    pending.sort_by_key(|e| e.time_ns);
-    let ready = pending.partition_point(|e| e.time_ns < before);
-    for mut event in pending.drain(..ready) {
-        if pairing.keep(&mut event) {
-            sink.event(&event);
-        }
-    }
 }
 
 /// Where a stop request stands.
@@ -357,7 +349,7 @@ impl Capture for PerfCapture {
             // the waker (cleared below before the capture is dropped).
             unsafe { libc::write(wake, (&1u64 as *const u64).cast(), 8) };
         });
-        let mut pending = Vec::new();
+        let mut pending = Pending::new(self.events.rings.len());
         let mut stopping = Stopping::default();
         let mut before = 0;
         let mut end = CaptureEnd::default();
@@ -367,7 +359,7 @@ impl Capture for PerfCapture {
             // ring by now: safe to order and hand on.
             let read_at = monotonic_ns();
             self.drain(&mut pending);
-            emit_before(&mut pending, before, &mut self.pairing, sink);
+            pending.emit_before(before, &mut self.pairing, sink);
             before = read_at;
             sink.idle(read_at);
             if self.follow_stop(&mut stopping) {
@@ -381,8 +373,9 @@ impl Capture for PerfCapture {
         }
         self.stop.clear_waker();
         self.drain(&mut pending);
-        pending.extend(self.root_exit(end.exit));
-        emit_before(&mut pending, u64::MAX, &mut self.pairing, sink);
+        pending.batch().extend(self.root_exit(end.exit));
+        pending.queue(0);
+        pending.emit_before(u64::MAX, &mut self.pairing, sink);
         sink.idle(monotonic_ns());
         end.lost_events = self.decoder.lost;
         Ok(end)

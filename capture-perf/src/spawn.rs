@@ -1,6 +1,6 @@
 //! Starting a program for the perf backend: forked, held on a pipe until
-//! its events are open (inherited from its first instruction after exec,
-//! enabled by the exec itself), then let go. Rust's `Command` cannot do
+//! its events are open and on (inherited by everything it starts), then
+//! let go to exec. Rust's `Command` cannot do
 //! this: its spawn waits for the exec, which waits for us.
 
 use std::ffi::{OsStr, OsString};

@@ -45,7 +45,6 @@ pub const SAMPLE_RAW: u64 = 1 << 10;
 
 pub const FLAG_DISABLED: u64 = 1 << 0;
 pub const FLAG_INHERIT: u64 = 1 << 1;
-pub const FLAG_ENABLE_ON_EXEC: u64 = 1 << 12;
 pub const FLAG_TASK: u64 = 1 << 13;
 pub const FLAG_WATERMARK: u64 = 1 << 14;
 pub const FLAG_SAMPLE_ID_ALL: u64 = 1 << 18;

@@ -2,7 +2,9 @@
 //! share of time spent in each state, and the busiest futex words
 //! ([`tracebench_analysis::futexstat`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::{HashMap, HashMapExt};
 use std::fmt;
 
 use syscalls::Sysno;
@@ -42,7 +44,7 @@ pub enum SortBy {
 }
 
 /// Collects the statistics as events arrive; print it with `Display`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct TraceSummary {
     sort: SortBy,
     syscalls: BTreeMap<u32, Totals>,
@@ -61,7 +63,16 @@ const FUTEX_TOP: usize = 10;
 impl TraceSummary {
     /// An empty summary.
     pub fn new() -> Self {
-        Self::default()
+        TraceSummary {
+            sort: SortBy::default(),
+            syscalls: BTreeMap::new(),
+            entered: HashMap::new(),
+            timelines: Timelines::totals_only(),
+            futex: FutexStats::default(),
+            requests: Attributor::default(),
+            first_ns: None,
+            lost: BTreeMap::new(),
+        }
     }
 
     /// Orders the per-syscall table by `sort`.
@@ -85,6 +96,12 @@ impl TraceSummary {
     /// The request attribution behind the summary's requests section.
     pub fn requests(&self) -> &Attributor {
         &self.requests
+    }
+}
+
+impl Default for TraceSummary {
+    fn default() -> Self {
+        Self::new()
     }
 }
 

@@ -10,7 +10,7 @@
 mod attach;
 mod spawn;
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use tracebench_trace::DataCapture;
 
 use tracebench_trace::clock::monotonic_ns;

@@ -39,7 +39,7 @@ pub(super) const MAX_RECORD_DATA: usize = super::MAX_BLOCK_BYTES / 4;
 /// entry, which its exit usually repeats.
 #[derive(Default)]
 pub(super) struct ThreadTable {
-    indexes: std::collections::HashMap<(i32, i32), usize>,
+    indexes: foldhash::HashMap<(i32, i32), usize>,
     threads: Vec<(i32, i32)>,
     last_entry: Vec<Option<u32>>,
 }
