@@ -704,3 +704,91 @@ fn a_spawned_program_is_traced_from_its_execve_whole_and_nothing_before_it() {
         "perf:\n{text}\nptrace:\n{ptrace_text}"
     );
 }
+
+/// The per-thread rows of a `-c` table with the scheduler's columns:
+/// tid, syscalls and each state's share, by column name.
+fn state_rows(summary: &str) -> Vec<BTreeMap<String, f64>> {
+    let mut lines = summary.lines().skip_while(|l| !l.contains("runnable"));
+    let header: Vec<&str> = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    lines
+        .take_while(|l| !l.starts_with('('))
+        .filter_map(|line| {
+            let cells: Vec<&str> = line.split_whitespace().collect();
+            (cells.len() == header.len()).then(|| {
+                header
+                    .iter()
+                    .zip(cells)
+                    .map(|(name, cell)| {
+                        let value = cell.trim_end_matches('%').parse().unwrap_or(0.0);
+                        ((*name).to_owned(), value)
+                    })
+                    .collect()
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn pool_spin_spinners_wait_for_a_cpu_and_overtake_the_woken_acceptor() {
+    assert_root();
+    let _serial = serial();
+    let dir = tempdir();
+    let summary_file = dir.path().join("summary.txt");
+    let trace_file = dir.path().join("spin.tbt");
+    let mut tracer = Command::new(BIN);
+    tracer
+        .args(["trace", "--backend", "perf", "--buffer-size", "64M", "-c"])
+        .args(["-e", "trace=accept4,futex,sched_yield", "-o"])
+        .arg(&summary_file)
+        .arg("--write")
+        .arg(&trace_file)
+        .args(["--", BIN, "serve", "--mode", "pool-spin", "--workers", "3"])
+        .args(["--addr", "127.0.0.1:0"]);
+    let mut server = ServerProcess::start_command(&mut tracer).unwrap();
+    let load = Command::new(BIN)
+        .args(["load", "-c", "4", "-n", "100"])
+        .arg(format!("http://{}/?delay=5ms", server.addr))
+        .output()
+        .unwrap();
+    assert!(load.status.success(), "{load:?}");
+    server.signal(libc::SIGINT);
+    let (status, stderr) = server.wait(Duration::from_secs(20));
+    assert!(status.success(), "{status:?} {stderr}");
+    let summary = std::fs::read_to_string(&summary_file).unwrap();
+    let rows = state_rows(&summary);
+    // Three spinners and the acceptor share this machine's CPUs (CI has
+    // two): every sched_yield puts a spinner back in the run queue.
+    let spinners: Vec<_> = rows.iter().filter(|r| r["syscalls"] > 1000.0).collect();
+    assert_eq!(spinners.len(), 3, "{summary}");
+    for spinner in &spinners {
+        assert!(spinner["runnable"] > 5.0, "{summary}");
+    }
+    let acceptor = rows
+        .iter()
+        .max_by(|a, b| a["accept"].total_cmp(&b["accept"]))
+        .unwrap();
+    assert!(acceptor["accept"] > 50.0, "{summary}");
+    let acceptor_tid = acceptor["tid"] as i64;
+    let spinner_tids: BTreeSet<i64> = spinners.iter().map(|r| r["tid"] as i64).collect();
+    // While the acceptor, woken by a connection, waited for a CPU, a
+    // spinner was put on one: the spinners overtake it.
+    let mut woken = false;
+    let mut overtaken = 0;
+    for event in events_of(&trace_file) {
+        let tid = event["tid"].as_i64().unwrap_or(0);
+        match event["type"].as_str().unwrap_or("") {
+            "woken" if tid == acceptor_tid => woken = true,
+            "on_cpu" if tid == acceptor_tid => woken = false,
+            "on_cpu" if woken && spinner_tids.contains(&tid) => {
+                overtaken += 1;
+                woken = false;
+            }
+            _ => {}
+        }
+    }
+    assert!(overtaken > 0, "the acceptor was never overtaken\n{summary}");
+}
