@@ -432,6 +432,9 @@ struct Outputs {
     text: Option<TextSink>,
     file: Option<TraceWriter<std::io::BufWriter<std::fs::File>>>,
     summary: Option<TraceSummary>,
+    /// -c -o FILE: the file the summary alone goes to, opened before the
+    /// program starts so that a bad path fails first, not last.
+    summary_file: Option<std::fs::File>,
 }
 
 impl Outputs {
@@ -444,9 +447,14 @@ impl Outputs {
             Some(path) => Some(trace_writer(path, &Header::now(command_line, backend))?),
             None => None,
         };
+        let summary_file = match &args.output {
+            Some(path) if args.summary => Some(tracebench_files::create_streamed(path)?),
+            _ => None,
+        };
         Ok(Outputs {
             text: text_sink(args)?,
             file,
+            summary_file,
             summary: (args.summary || args.summary_and_calls).then(|| {
                 TraceSummary::new().sorted_by(args.sort_by.map_or(SortBy::Time, SortBy::from))
             }),
@@ -490,15 +498,22 @@ impl Outputs {
                 path.display()
             );
         }
-        if let Some(summary) = summary {
-            eprint!("{summary}");
+        match (summary, self.summary_file, &args.output) {
+            (Some(summary), Some(mut out), Some(path)) => {
+                write!(out, "{summary}")
+                    .and_then(|()| out.flush())
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            (Some(summary), ..) => eprint!("{summary}"),
+            (None, ..) => {}
         }
         Ok(())
     }
 }
 
 /// The text output: like strace, calls go to standard error by default;
-/// with -c or -w alone the summary or the recording is what was asked for.
+/// with -c (the summary alone, to -o if given, as strace's -c -o) or -w
+/// alone the summary or the recording is what was asked for.
 fn text_sink(args: &TraceArgs) -> anyhow::Result<Option<TextSink>> {
     let stdout = Some(std::path::Path::new("-"));
     if args.output.as_deref() == stdout {
@@ -509,7 +524,7 @@ fn text_sink(args: &TraceArgs) -> anyhow::Result<Option<TextSink>> {
             anyhow::bail!("-o - and --write - would both write to standard output");
         }
     }
-    if args.output.is_none() && (args.summary || args.trace_file.is_some()) {
+    if args.summary || (args.output.is_none() && args.trace_file.is_some()) {
         return Ok(None);
     }
     let timestamps = match (args.absolute_time, args.relative_time) {

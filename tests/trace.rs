@@ -807,12 +807,41 @@ fn ctrl_c_is_the_programs_to_handle_as_under_strace() {
 }
 
 #[test]
-fn with_c_and_o_the_summary_follows_the_calls_in_the_file() {
+fn with_c_and_o_the_file_holds_the_summary_alone_as_strace_writes_it() {
+    let dir = tempdir();
+    let written = |tracer: &[&str], name: &str| {
+        let out = dir.path().join(name);
+        let output = succeeds(
+            Command::new(tracer[0])
+                .args(&tracer[1..])
+                .args(["-c", "-e", "trace=write", "-o"])
+                .arg(&out)
+                .args(["sh", "-c", "echo one; echo two"])
+                .stdout(Stdio::null()),
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        (std::fs::read_to_string(&out).unwrap(), stderr)
+    };
+    let (strace, _) = written(&["strace", "-f"], "strace.txt");
+    let (ours, stderr) = written(&[BIN, "trace"], "ours.txt");
+    for text in [&strace, &ours] {
+        assert!(text.starts_with("% time"), "the summary first: {text}");
+        assert!(!text.contains("write(1"), "and no calls: {text}");
+        assert!(text.contains(" write\n"), "{text}");
+    }
+    assert!(
+        !stderr.contains("% time"),
+        "not on standard error too: {stderr}"
+    );
+}
+
+#[test]
+fn with_big_c_and_o_the_summary_follows_the_calls_in_the_file() {
     let dir = tempdir();
     let out = dir.path().join("calls.txt");
     let output = succeeds(
         Command::new(BIN)
-            .args(["trace", "-c", "-e", "trace=write", "-o"])
+            .args(["trace", "-C", "-e", "trace=write", "-o"])
             .arg(&out)
             .args(["--", "sh", "-c", "echo one; echo two"])
             .stdout(Stdio::null()),
