@@ -570,6 +570,46 @@ fn keep_alive_only_when_enabled(mode: &str) {
 }
 
 #[test]
+fn pipelined_requests_are_answered_without_waiting_for_acknowledgements() {
+    let _serial = serial();
+    // 100 rounds of two requests in one write, as wrk's pipelining sends
+    // them. Under Nagle's rule the second answer of a round waited for
+    // the client to acknowledge the first, which a client past its first
+    // few segments delays by up to 40 ms: seconds for these rounds. With
+    // TCP_NODELAY they take milliseconds; the bound is wide enough for any
+    // loaded machine and far below the stall.
+    const ROUNDS: usize = 100;
+    let request = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n";
+    let answers = |all: &[u8]| {
+        all.windows(22)
+            .filter(|w| *w == b"<h1>Hello, World!</h1>")
+            .count()
+    };
+    for mode in MODES {
+        let server = ServerProcess::start(&["--mode", mode, "--keep-alive"]);
+        let mut stream = TcpStream::connect(server.addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 16384];
+        for _ in 0..ROUNDS {
+            stream.write_all(&request.repeat(2)).unwrap();
+            let mut all = Vec::new();
+            while answers(&all) < 2 {
+                let n = stream.read(&mut buf).unwrap();
+                assert!(n > 0, "{mode}: closed after {} answers", answers(&all));
+                all.extend_from_slice(&buf[..n]);
+            }
+        }
+        let took = started.elapsed();
+        assert!(took < Duration::from_millis(1500), "{mode}: {took:?}");
+        drop(stream);
+        assert!(server.stop().0.success(), "{mode}");
+    }
+}
+
+#[test]
 fn a_restart_on_the_same_port_binds_at_once() {
     let _serial = serial();
     for mode in ["pool-futex", "epoll", "io-uring"] {

@@ -25,9 +25,16 @@ use socket2::{Domain, Protocol, SockRef, Socket, Type};
 ///
 /// With `reuse_port`, SO_REUSEPORT lets each event loop bind a socket of its
 /// own to the same address, the kernel spreading new connections over them.
+///
+/// TCP_NODELAY is set on the listening socket, and Linux copies it into
+/// every accepted one at no cost per connection. Without it, the answer to
+/// a second pipelined request waits, under Nagle's rule, for the client to
+/// acknowledge the first, which a client delays by up to 40 ms: pipelined
+/// keep-alive ran at 1/40 of its speed. nginx sets it too (`tcp_nodelay`).
 pub(crate) fn bind(addr: SocketAddr, options: &BindOptions) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
+    socket.set_tcp_nodelay(true)?;
     if options.reuse_port {
         socket.set_reuse_port(true)?;
     }
