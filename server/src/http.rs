@@ -201,6 +201,18 @@ fn status_line(outcome: Outcome) -> &'static str {
 /// Writes a complete response for `outcome` into `out`. The body length is
 /// the length of the bytes sent, so Content-Length cannot disagree.
 pub fn render_response(outcome: Outcome, keep_alive: bool, head_only: bool, out: &mut Vec<u8>) {
+    out.clear();
+    append_response(outcome, keep_alive, head_only, out);
+}
+
+/// [`render_response`] after what `out` already holds: pipelined answers
+/// sent together.
+pub(crate) fn append_response(
+    outcome: Outcome,
+    keep_alive: bool,
+    head_only: bool,
+    out: &mut Vec<u8>,
+) {
     let body: &[u8] = match outcome {
         Outcome::Ok => HELLO_BODY,
         Outcome::NotFound => b"<h1>404 Not Found</h1>",
@@ -208,7 +220,6 @@ pub fn render_response(outcome: Outcome, keep_alive: bool, head_only: bool, out:
         Outcome::Rejected => b"<h1>503 Service Unavailable</h1>",
         _ => b"",
     };
-    out.clear();
     // Writing into a Vec cannot fail.
     let _ = write!(
         out,

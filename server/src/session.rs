@@ -14,13 +14,17 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use crate::http::{
-    ConnectionSettings, HeadError, MAX_HEAD_BYTES, io_outcome, parse_head, plan, render_response,
+    ConnectionSettings, HeadError, MAX_HEAD_BYTES, append_response, io_outcome, parse_head, plan,
+    render_response,
 };
 use crate::stats::{Outcome, Tally};
 
 /// How long a closing connection reads and discards what the client still
 /// sends, so that its unread bytes do not turn the close into a reset.
 const LINGER: Duration = Duration::from_millis(500);
+
+/// At most this many bytes of pipelined answers go out in one send.
+const GATHER_BYTES: usize = 16 * 1024;
 
 /// What a connection needs next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +84,12 @@ pub(crate) struct Session {
     phase: Phase,
     out: Vec<u8>,
     sent: usize,
+    /// Answers in `out` before the current one (pipelined requests that
+    /// were already buffered, sent together): where each ends, and its
+    /// outcome, counted once its last byte is sent.
+    gathered: Vec<(usize, Outcome)>,
+    /// How many of `gathered` were counted.
+    gathered_counted: usize,
     answered: u64,
     /// Cleared when the server drains: the next answer closes.
     keep_alive: bool,
@@ -98,6 +108,8 @@ impl Session {
             },
             out: Vec::new(),
             sent: 0,
+            gathered: Vec::new(),
+            gathered_counted: 0,
             answered: 0,
             keep_alive: settings.keep_alive,
             read_timeout: settings.read_timeout,
@@ -177,7 +189,11 @@ impl Session {
     /// A read or write failed.
     pub(crate) fn on_error(&mut self, error: &io::Error, tally: &Tally) {
         if !matches!(self.phase, Phase::Linger { .. } | Phase::Closed) {
-            tally.record(io_outcome(error));
+            // Every answer not yet out is lost with the connection.
+            let unsent = self.gathered.len() - self.gathered_counted;
+            for _ in 0..=unsent {
+                tally.record(io_outcome(error));
+            }
         }
         self.phase = Phase::Closed;
     }
@@ -193,6 +209,14 @@ impl Session {
         let Phase::Send { reply, .. } = self.phase else {
             return;
         };
+        while let Some(&(end, outcome)) = self.gathered.get(self.gathered_counted) {
+            if end > self.sent {
+                break;
+            }
+            tally.record(outcome);
+            self.answered += 1;
+            self.gathered_counted += 1;
+        }
         if self.sent < self.out.len() {
             return;
         }
@@ -346,10 +370,53 @@ impl Session {
             &mut self.out,
         );
         self.sent = 0;
+        self.gathered.clear();
+        self.gathered_counted = 0;
         self.phase = Phase::Send {
             reply,
             deadline: now + self.read_timeout,
         };
+        self.gather();
+    }
+
+    /// Answers the pipelined requests already buffered behind the one just
+    /// answered, into the same send: one send for a client's whole batch,
+    /// where one per answer cost a syscall each. Only plain keep-alive
+    /// requests are gathered (no body, no delay, no error); anything else
+    /// waits its turn as before.
+    fn gather(&mut self) {
+        while let Phase::Send { reply, deadline } = self.phase {
+            if !(reply.keep_alive && self.keep_alive)
+                || self.filled == 0
+                || self.out.len() >= GATHER_BYTES
+            {
+                return;
+            }
+            let Ok(Some(head)) = parse_head(&self.buf[..self.filled]) else {
+                return;
+            };
+            let plan = plan(&head, self.default_delay);
+            let plain = matches!(plan.outcome, Outcome::Ok | Outcome::NotFound)
+                && plan.delay.is_zero()
+                && head.content_length.unwrap_or(0) == 0
+                && head.wants_keep_alive;
+            if !plain {
+                return;
+            }
+            self.consume(head.len);
+            self.gathered.push((self.out.len(), reply.outcome));
+            let next = Reply {
+                outcome: plan.outcome,
+                keep_alive: true,
+                head_only: plan.head_only,
+                linger: false,
+            };
+            append_response(next.outcome, true, next.head_only, &mut self.out);
+            self.phase = Phase::Send {
+                reply: next,
+                deadline,
+            };
+        }
     }
 
     /// Drops the first `len` buffered bytes, keeping what follows.
@@ -400,6 +467,37 @@ mod tests {
         s.drain();
         assert_eq!(s.step(), Step::Close);
         assert_eq!(tally.snapshot().ok(), 1);
+    }
+
+    #[test]
+    fn buffered_pipelined_requests_are_answered_in_one_send_and_counted_as_sent() {
+        let tally = Tally::new();
+        let now = Instant::now();
+        let mut s = Session::new(&settings(true, Duration::ZERO), now);
+        let three = b"GET / HTTP/1.1\r\n\r\nGET /x HTTP/1.1\r\n\r\nHEAD / HTTP/1.1\r\n\r\n";
+        let buf = s.read_buf();
+        buf[..three.len()].copy_from_slice(three);
+        s.on_read(three.len(), now);
+        assert_eq!(s.step(), Step::Send);
+        let all = String::from_utf8(s.to_send().to_vec()).unwrap();
+        assert_eq!(all.matches("HTTP/1.1 ").count(), 3, "one send: {all}");
+        // Counted as their last bytes go out, not before.
+        let first = all.find("HTTP/1.1 404").unwrap();
+        s.on_sent(first - 1, now, &tally);
+        assert_eq!(tally.snapshot().ok(), 0);
+        s.on_sent(1, now, &tally);
+        assert_eq!(tally.snapshot().ok(), 1);
+        let rest = s.to_send().len();
+        s.on_sent(rest, now, &tally);
+        assert_eq!(tally.snapshot().ok(), 2, "the 200 and the HEAD");
+        assert_eq!(tally.snapshot().get(Outcome::NotFound), 1);
+        assert_eq!(s.step(), Step::Read);
+        // A request with a body, or one that closes, is not gathered.
+        let mixed = b"GET / HTTP/1.1\r\n\r\nPOST / HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi";
+        let sent = String::from_utf8(feed(&mut s, mixed, now, &tally)).unwrap();
+        assert_eq!(sent.matches("HTTP/1.1 200").count(), 1, "{sent}");
+        assert_eq!(sent.matches("HTTP/1.1 405").count(), 1, "{sent}");
+        assert_eq!(tally.snapshot().ok(), 3);
     }
 
     #[test]
