@@ -224,6 +224,10 @@ pub fn run(args: TraceArgs) -> anyhow::Result<u8> {
     if args.follow >= 2 && args.output.is_none() {
         anyhow::bail!("-ff writes each thread to FILE.TID: it needs -o FILE");
     }
+    if args.follow >= 2 && (args.summary || args.summary_and_calls) {
+        // As strace refuses it: one summary has no place among FILE.TID.
+        anyhow::bail!("-c and -C cannot be used with -ff (one summary, a file per thread)");
+    }
     let first_word = args.command.first().map(|w| w.to_string_lossy());
     if args.wall_clock && first_word.is_some_and(|w| w.ends_with(".tbt")) {
         // `-w FILE` wrote a trace file before -w became strace's.
@@ -240,15 +244,14 @@ pub fn run(args: TraceArgs) -> anyhow::Result<u8> {
         return sample(&args, &tracee, args.sample.unwrap_or(100));
     }
     let attach = matches!(tracee, Tracee::Attach { .. });
-    // strace's -c counts every call unless -e narrows it.
+    // strace's -c and -C count every call unless -e narrows them, with
+    // -o or without.
     let syscalls = syscall_expressions(&args.expressions);
-    let selection =
-        if (args.summary || args.summary_and_calls) && syscalls.is_empty() && args.output.is_none()
-        {
-            Selection::parse(&["trace=all"])?
-        } else {
-            Selection::parse(&syscalls)?
-        };
+    let selection = if (args.summary || args.summary_and_calls) && syscalls.is_empty() {
+        Selection::parse(&["trace=all"])?
+    } else {
+        Selection::parse(&syscalls)?
+    };
     // Open every output before starting, so a bad path fails before the
     // program runs.
     let mut outputs = Outputs::open(&args, command_line, backend)?;

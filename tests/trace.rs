@@ -833,6 +833,28 @@ fn with_c_and_o_the_file_holds_the_summary_alone_as_strace_writes_it() {
         !stderr.contains("% time"),
         "not on standard error too: {stderr}"
     );
+    // Without -e, every call is counted, -o or not, as strace counts them.
+    let everything = dir.path().join("all.txt");
+    succeeds(
+        Command::new(BIN)
+            .args(["trace", "-c", "-o"])
+            .arg(&everything)
+            .args(["ls", "/"])
+            .stdout(Stdio::null()),
+    );
+    let text = std::fs::read_to_string(&everything).unwrap();
+    for call in [" openat\n", " mmap\n", " execve\n"] {
+        assert!(text.contains(call), "{call:?} counted: {text}");
+    }
+    // One summary has no place among a file per thread: refused, as strace
+    // refuses it.
+    fails_with_one_line(
+        Command::new(BIN)
+            .args(["trace", "-c", "-ff", "-o"])
+            .arg(dir.path().join("per-thread"))
+            .arg("true"),
+        "-ff",
+    );
 }
 
 #[test]
