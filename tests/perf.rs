@@ -703,6 +703,28 @@ fn a_spawned_program_is_traced_from_its_execve_whole_and_nothing_before_it() {
         names(&ptrace_calls),
         "perf:\n{text}\nptrace:\n{ptrace_text}"
     );
+    // An exec that fails, with execve not traced: the fork's exit_group
+    // still shows, as under ptrace (the wait for the exec must end).
+    let script = dir.path().join("bad-interpreter");
+    std::fs::write(&script, "#!/nonexistent/interpreter\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    for backend in ["perf", "ptrace"] {
+        let output = Command::new(BIN)
+            .args([
+                "trace",
+                "--backend",
+                backend,
+                "-e",
+                "trace=exit_group",
+                "--",
+            ])
+            .arg(&script)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(127), "{backend}: {output:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("exit_group(127)"), "{backend}: {stderr}");
+    }
 }
 
 /// The per-thread rows of a `-c` table with the scheduler's columns:

@@ -79,6 +79,9 @@ impl Pairing {
 
     /// Leaves out `tid`'s events until it enters execve (or execveat) or
     /// execs: a spawned program is traced from its exec, as under ptrace.
+    /// An exec that fails ends in our fork's `_exit(127)`: its exit_group
+    /// ends the wait too, so that it shows, as under ptrace, when execve
+    /// itself is not traced.
     pub fn skip_until_exec(&mut self, tid: i32) {
         self.before_exec = Some(tid);
     }
@@ -90,9 +93,13 @@ impl Pairing {
             return false;
         }
         let execs = match &event.kind {
-            EventKind::SyscallEntry { nr, .. } => {
-                [libc::SYS_execve, libc::SYS_execveat].contains(&i64::from(*nr))
-            }
+            EventKind::SyscallEntry { nr, .. } => [
+                libc::SYS_execve,
+                libc::SYS_execveat,
+                libc::SYS_exit_group,
+                libc::SYS_exit,
+            ]
+            .contains(&i64::from(*nr)),
             EventKind::Exec { .. } | EventKind::Exited { .. } => true,
             _ => false,
         };
