@@ -40,6 +40,18 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# wrk's pipelining, as TechEmpower's plaintext test does it: each write
+# carries DEPTH requests (the argument after --).
+cat >"$work/pipeline.lua" <<'LUA'
+init = function(args)
+  local depth = tonumber(args[1]) or 16
+  local batch = {}
+  for i = 1, depth do batch[i] = wrk.format(nil, "/") end
+  req = table.concat(batch)
+end
+request = function() return req end
+LUA
+
 # CPU ticks (user + system) used so far by processes and all their threads.
 cpu_ticks() {
   local pid total=0
@@ -70,7 +82,7 @@ start_server() {
   [[ $1 == *:* ]] && workers=${1##*:}
   if [ "${name%%+*}" = nginx ]; then
     local timeout=0 deferred=
-    [ "$keepalive" = on ] && timeout=75s
+    [ "$keepalive" != off ] && timeout=75s
     [ "$name" = nginx+deferred ] && deferred=deferred
     mkdir -p "$work/logs"
     cat >"$work/nginx.conf" <<CONF
@@ -100,7 +112,7 @@ CONF
     mapfile -t cpu_pids < <(pgrep -P "$server_pid")
   else
     local flags=() mode=${name%%+*}
-    [ "$keepalive" = on ] && flags+=(--keep-alive)
+    [ "$keepalive" != off ] && flags+=(--keep-alive)
     [ "${name#*+}" = no-defer ] && flags+=(--no-defer-accept)
     [ "${name#*+}" = reuseport ] && flags+=(--reuseport)
     case $mode in pool-*) workers=5 ;; esac
@@ -118,12 +130,14 @@ stop_server() {
 }
 
 # run_wrk CONNECTIONS KEEPALIVE: prints "req_per_s cpu_us_per_req errors".
+# KEEPALIVE is on, off, or pipelined (16 requests per write).
 run_wrk() {
-  local connections=$1 keepalive=$2 header=()
+  local connections=$1 keepalive=$2 header=() script=()
   [ "$keepalive" = off ] && header=(-H "Connection: close")
+  [ "$keepalive" = pipelined ] && script=(-s "$work/pipeline.lua")
   local before after out
   before=$(cpu_ticks "${cpu_pids[@]}")
-  out=$(wrk -t1 -c"$connections" -d"$DURATION" "${header[@]}" "http://127.0.0.1:$PORT/")
+  out=$(wrk -t1 -c"$connections" -d"$DURATION" "${header[@]}" "${script[@]}" "http://127.0.0.1:$PORT/" -- 16)
   after=$(cpu_ticks "${cpu_pids[@]}")
   local rps requests errors
   rps=$(awk '/Requests\/sec/ { print $2 }' <<<"$out")
@@ -175,6 +189,8 @@ report_case "One connection per request (wrk -t1 -c10, Connection: close; nginx 
   10 off nginx nginx nginx+deferred epoll epoll+no-defer io-uring pool-futex pool-futex+no-defer pool-std
 report_case "Keep-alive (wrk -t1 -c5; tracebench --keep-alive; pools of 5 workers, one nginx worker, one event loop)" \
   5 on nginx nginx epoll io-uring pool-futex pool-std
+report_case "Keep-alive, pipelined 16 deep (wrk -t1 -c10 with a pipelining script, as TechEmpower's plaintext test; one nginx worker, one event loop)" \
+  10 pipelined nginx nginx epoll io-uring pool-futex
 report_case "Two workers, one connection per request (wrk -t1 -c10; nginx worker_processes 2, 2 event loops)" \
   10 off nginx:2 nginx:2 nginx+deferred:2 epoll:2 epoll+reuseport:2 io-uring:2
 report_case "Two workers, keep-alive (wrk -t1 -c10; nginx worker_processes 2, 2 event loops)" \
