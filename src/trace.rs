@@ -451,7 +451,7 @@ impl Outputs {
             None => None,
         };
         let summary_file = match &args.output {
-            Some(path) if args.summary => Some(tracebench_files::create_streamed(path)?),
+            Some(path) if summary_alone(args) => Some(tracebench_files::create_streamed(path)?),
             _ => None,
         };
         Ok(Outputs {
@@ -514,6 +514,13 @@ impl Outputs {
     }
 }
 
+/// Whether -c asks for the summary alone, as strace's -c: in strace's text
+/// format. With `--format jsonl` the events are the point of -o, and the
+/// summary goes to standard error after them.
+fn summary_alone(args: &TraceArgs) -> bool {
+    args.summary && args.format == TextFormat::Strace
+}
+
 /// The text output: like strace, calls go to standard error by default;
 /// with -c (the summary alone, to -o if given, as strace's -c -o) or -w
 /// alone the summary or the recording is what was asked for.
@@ -527,7 +534,7 @@ fn text_sink(args: &TraceArgs) -> anyhow::Result<Option<TextSink>> {
             anyhow::bail!("-o - and --write - would both write to standard output");
         }
     }
-    if args.summary || (args.output.is_none() && args.trace_file.is_some()) {
+    if summary_alone(args) || (args.output.is_none() && args.trace_file.is_some()) {
         return Ok(None);
     }
     let timestamps = match (args.absolute_time, args.relative_time) {

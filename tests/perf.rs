@@ -15,7 +15,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{ServerProcess, serial, tempdir, threads_of};
+use common::{ServerProcess, build_fixture, serial, tempdir, threads_of};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tracebench");
 
@@ -826,4 +826,66 @@ fn pool_spin_spinners_wait_for_a_cpu_and_overtake_the_woken_acceptor() {
         }
     }
     assert!(overtaken > 0, "the acceptor was never overtaken\n{summary}");
+}
+
+#[test]
+fn attaching_while_threads_are_born_follows_each_thread_once() {
+    assert_root();
+    let _serial = serial();
+    let dir = tempdir();
+    let churn = build_fixture("churn", dir.path());
+    let mut program = Command::new(&churn).stdout(Stdio::piped()).spawn().unwrap();
+    let mut stdout = std::io::BufReader::new(program.stdout.take().unwrap());
+    let mut ready = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut ready).unwrap();
+    assert_eq!(ready, "ready\n");
+    let file = dir.path().join("churn.tbt");
+    let tracer = Command::new(BIN)
+        .args(["trace", "--backend", "perf", "--buffer-size", "64M"])
+        .args(["-e", "trace=getppid", "--write"])
+        .arg(&file)
+        .args(["-p", &program.id().to_string()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    // SAFETY: SIGINT to the tracer we started.
+    assert_eq!(unsafe { libc::kill(tracer.id() as i32, libc::SIGINT) }, 0);
+    let traced = tracer.wait_with_output().unwrap();
+    assert!(traced.status.success(), "{traced:?}");
+    assert!(program.wait().unwrap().success());
+    let mut calls: BTreeMap<i64, u64> = BTreeMap::new();
+    let mut born = BTreeMap::new();
+    let mut last_ns = 0;
+    for event in events_of(&file) {
+        last_ns = event["time_ns"].as_u64().unwrap_or(last_ns);
+        match event["type"].as_str().unwrap_or("") {
+            "syscall_entry" if event["name"] == "getppid" => {
+                *calls.entry(event["tid"].as_i64().unwrap()).or_insert(0) += 1;
+            }
+            "spawned" => {
+                born.insert(event["child_tid"].as_i64().unwrap(), last_ns);
+            }
+            _ => {}
+        }
+    }
+    // Each thread calls getppid 5 times: more is a thread followed twice
+    // (found by a scan of /proc after inheriting its creator's events).
+    for (tid, n) in &calls {
+        assert!(*n <= 5, "thread {tid} counted {n} calls of 5");
+    }
+    // Every thread born while traced is seen whole, but for those born
+    // in the last moments, which the detach cuts (about 9 are born a
+    // millisecond).
+    let settled: Vec<i64> = born
+        .iter()
+        .filter(|(_, at)| **at + 100_000_000 < last_ns)
+        .map(|(tid, _)| *tid)
+        .collect();
+    assert!(settled.len() > 100, "{} threads born", settled.len());
+    let cut: Vec<_> = settled
+        .iter()
+        .filter(|tid| calls.get(tid) != Some(&5))
+        .collect();
+    assert!(cut.is_empty(), "threads not seen whole: {cut:?}");
 }

@@ -612,26 +612,6 @@ fn a_trace_file_cut_short_by_kill_9_still_reads_up_to_the_cut() {
     assert!(lines > 50, "only {lines} events survived");
 }
 
-/// Builds tests/fixtures/NAME.c with the system C compiler (the one Rust
-/// links with) into `dir`.
-fn build_fixture(name: &str, dir: &std::path::Path) -> std::path::PathBuf {
-    let source =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/{name}.c"));
-    let binary = dir.join(name);
-    let output = Command::new("cc")
-        .args(["-O1", "-pthread", "-o"])
-        .arg(&binary)
-        .arg(&source)
-        .output()
-        .expect("a C compiler (cc) is needed to build the test fixture");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    binary
-}
-
 #[test]
 fn signals_stops_threads_and_a_non_leader_exec_behave_the_same_traced() {
     let _serial = serial();

@@ -32,12 +32,12 @@ pub struct SyscallPoint {
     pub args: usize,
 }
 
-/// Where a sample's raw tracepoint data starts: header (8), pid and tid
-/// (8), time (8), raw size (4).
-const RAW: usize = 28;
-/// The trailer of every other record (`sample_id_all` with TID and TIME):
-/// pid, tid and time, at its end.
-const TRAILER: usize = 16;
+/// Where a sample's raw tracepoint data starts: header (8), identifier
+/// (8), pid and tid (8), time (8), raw size (4).
+const RAW: usize = 36;
+/// The trailer of every other record (`sample_id_all` with TID, TIME and
+/// IDENTIFIER): pid, tid, time and the event's id, at its end.
+const TRAILER: usize = 24;
 
 fn u16_at(bytes: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_ne_bytes(bytes.get(at..at + 2)?.try_into().ok()?))
@@ -64,6 +64,10 @@ pub struct Pairing {
     /// A spawned program before its exec: what it does until then is our
     /// fork's setup, not the program's, and is left out.
     before_exec: Option<i32>,
+    /// Whether a thread can be followed twice (see [`Pairing::once_per_thread`]).
+    once_per_thread: bool,
+    /// The set of events each thread's records are taken from.
+    owners: HashMap<i32, u32>,
 }
 
 impl Pairing {
@@ -74,7 +78,36 @@ impl Pairing {
             inside: HashMap::new(),
             ours: HashMap::new(),
             before_exec: None,
+            once_per_thread: false,
+            owners: HashMap::new(),
         }
+    }
+
+    /// Keeps one copy of each thread's records when a thread can be
+    /// followed by two sets of events: attached to a running process, a
+    /// thread that a followed thread created during the scan of
+    /// /proc/PID/task inherited its creator's events, and is then found and
+    /// opened by the next scan too. Every record carries its event's id,
+    /// hence its set; the set of a thread's first record in time order is
+    /// the one kept (the one that followed it from earliest on), and the
+    /// other's copies are dropped.
+    pub fn once_per_thread(&mut self) {
+        self.once_per_thread = true;
+    }
+
+    /// Whether `event`, from event set `set` (0: a machine-wide event),
+    /// is the copy kept.
+    fn is_kept_copy(&mut self, event: &Event, set: u32) -> bool {
+        if let EventKind::Spawned { child_tid, .. } = event.kind {
+            // Reported once already (the decoder keeps one fork record per
+            // task), and a new task under a tid used before.
+            self.owners.remove(&child_tid);
+            return true;
+        }
+        if set == 0 || !self.once_per_thread {
+            return true;
+        }
+        *self.owners.entry(event.tid).or_insert(set) == set
     }
 
     /// Leaves out `tid`'s events until it enters execve (or execveat) or
@@ -116,8 +149,8 @@ impl Pairing {
 
     /// Whether `event`, the next in time order, goes on (a wake-up gets
     /// the woken thread's process filled in).
-    pub fn keep(&mut self, event: &mut Event) -> bool {
-        if self.before_exec(event) {
+    pub fn keep(&mut self, event: &mut Event, set: u32) -> bool {
+        if self.before_exec(event) || !self.is_kept_copy(event, set) {
             return false;
         }
         match &event.kind {
@@ -181,11 +214,16 @@ pub struct Decoder {
     pub lost: u64,
     /// The last signal delivered to the root process, and when we read it.
     pub root_signal: Option<(i32, Instant)>,
+    /// Which set each per-thread event belongs to, by id.
+    sets: HashMap<u64, u32>,
+    /// One record's events, before they are handed on with their set.
+    scratch: Vec<Event>,
 }
 
 impl Decoder {
-    /// A decoder for a trace of `root`'s process tree.
-    pub fn new(ids: Ids, root: i32) -> Decoder {
+    /// A decoder for a trace of `root`'s process tree, whose per-thread
+    /// events belong to `sets` (by event id).
+    pub fn new(ids: Ids, root: i32, sets: HashMap<u64, u32>) -> Decoder {
         Decoder {
             ids,
             forked: HashSet::new(),
@@ -193,15 +231,30 @@ impl Decoder {
             root_exit_ns: None,
             lost: 0,
             root_signal: None,
+            sets,
+            scratch: Vec::new(),
         }
     }
 
-    /// Decodes one record read from CPU `cpu`'s ring into `out`.
-    pub fn record(&mut self, cpu: u32, record: &[u8], out: &mut Vec<Event>) {
+    /// Decodes one record read from CPU `cpu`'s ring into `out`, each
+    /// event with the set of the event that wrote the record (0: none).
+    pub fn record(&mut self, cpu: u32, record: &[u8], out: &mut Vec<(Event, u32)>) {
         let (Some(kind), Some(misc)) = (u32_at(record, 0), u16_at(record, 4)) else {
             return;
         };
-        let _ = self.decode(kind, misc, cpu, record, out);
+        let id = match kind {
+            sys::RECORD_SAMPLE => u64_at(record, 8),
+            sys::RECORD_LOST => None,
+            _ => record
+                .len()
+                .checked_sub(8)
+                .and_then(|at| u64_at(record, at)),
+        };
+        let set = id.and_then(|id| self.sets.get(&id).copied()).unwrap_or(0);
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let _ = self.decode(kind, misc, cpu, record, &mut scratch);
+        out.extend(scratch.drain(..).map(|event| (event, set)));
+        self.scratch = scratch;
     }
 
     fn decode(
@@ -219,7 +272,7 @@ impl Decoder {
             sys::RECORD_LOST => {
                 let count = u64_at(record, 16)?;
                 self.lost += count;
-                let time_ns = u64_at(record, record.len().checked_sub(8)?)?;
+                let time_ns = u64_at(record, record.len().checked_sub(16)?)?;
                 out.push(Event {
                     time_ns,
                     pid: 0,
@@ -234,9 +287,9 @@ impl Decoder {
 
     /// A tracepoint sample.
     fn sample(&mut self, record: &[u8], out: &mut Vec<Event>) -> Option<()> {
-        let pid = i32_at(record, 8)?;
-        let tid = i32_at(record, 12)?;
-        let time_ns = u64_at(record, 16)?;
+        let pid = i32_at(record, 16)?;
+        let tid = i32_at(record, 20)?;
+        let time_ns = u64_at(record, 24)?;
         let raw = record.get(RAW..)?;
         let id = u64::from(u16_at(raw, 0)?);
         let event = |kind| Event {

@@ -37,6 +37,12 @@ pub struct Events {
     /// Our open-file limit before we raised it, for a spawned program to
     /// get back: it must not inherit what we needed.
     pub original_file_limit: libc::rlimit,
+    /// Each per-thread event's id, and the set it belongs to: the 1-based
+    /// place, in opening order, of the thread it was opened for (see
+    /// [`crate::decode::Pairing`] on duplicates).
+    pub sets: HashMap<u64, u32>,
+    /// Threads opened so far.
+    opened: u32,
 }
 
 /// The CPUs the kernel has online (`0-3,6`).
@@ -127,6 +133,8 @@ impl Events {
                 fds: Vec::new(),
                 pages,
                 original_file_limit,
+                sets: HashMap::new(),
+                opened: 0,
             },
             ids,
         ))
@@ -138,7 +146,10 @@ impl Events {
             size: std::mem::size_of::<PerfEventAttr>() as u32,
             config: id,
             sample_period: 1,
-            sample_type: sys::SAMPLE_TID | sys::SAMPLE_TIME | sys::SAMPLE_RAW,
+            sample_type: sys::SAMPLE_IDENTIFIER
+                | sys::SAMPLE_TID
+                | sys::SAMPLE_TIME
+                | sys::SAMPLE_RAW,
             flags: sys::FLAG_SAMPLE_ID_ALL | sys::FLAG_USE_CLOCKID | sys::FLAG_WATERMARK,
             // Wake the reader when a quarter of the ring is full (it also
             // reads every 100 ms): few wake-ups, room to spare.
@@ -151,6 +162,8 @@ impl Events {
     /// Opens every per-thread event of `tid` on every online CPU,
     /// disabled until [`Events::enable`].
     pub fn open_thread(&mut self, tid: i32) -> Result<(), CaptureError> {
+        self.opened += 1;
+        let set = self.opened;
         for cpu in online_cpus()? {
             for i in 0..self.per_thread.len() {
                 let tracepoint = &self.per_thread[i];
@@ -163,6 +176,11 @@ impl Events {
                 }
                 let fd =
                     sys::perf_event_open(&attr, tid, cpu as i32).map_err(|e| open_error(e, tid))?;
+                let id = sys::event_id(&fd).map_err(|source| CaptureError::Os {
+                    what: "reading an event's id (PERF_EVENT_IOC_ID)",
+                    source,
+                })?;
+                self.sets.insert(id, set);
                 if let Some(filter) = &self.per_thread[i].filter {
                     sys::ioctl(&fd, sys::IOC_SET_FILTER, filter.as_ptr() as libc::c_ulong)
                         .map_err(|source| CaptureError::Os {

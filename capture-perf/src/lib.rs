@@ -156,14 +156,14 @@ impl PerfCapture {
                 pairing.track(held.pid, held.pid);
                 pairing.skip_until_exec(held.pid);
                 held.release()?;
-                let decoder = Decoder::new(ids, held.pid);
+                let decoder = Decoder::new(ids, held.pid, std::mem::take(&mut events.sets));
                 PerfCapture::assemble(events, decoder, pairing, held.pid, true, pidfd)
             }
             Tracee::Attach { pids } => {
                 let pid = tracebench_trace::capture::one_process(pids, "perf")?;
                 attach(&mut events, &mut pairing, pid)?;
                 let pidfd = pidfd_open(pid)?;
-                let decoder = Decoder::new(ids, pid);
+                let decoder = Decoder::new(ids, pid, std::mem::take(&mut events.sets));
                 PerfCapture::assemble(events, decoder, pairing, pid, false, pidfd)
             }
         }
@@ -244,28 +244,45 @@ impl PerfCapture {
     }
 }
 
-/// Follows every thread of running process `pid`: one scan of
-/// /proc/PID/task, as `perf record -p` does (a thread created during the
-/// scan by one not yet followed can be missed; every later one inherits).
+/// Scans of /proc/PID/task an attach makes at most, waiting for one that
+/// finds no thread it has not seen.
+const ATTACH_SCANS: usize = 100;
+
+/// Follows every thread of running process `pid`, scanning /proc/PID/task
+/// until a scan finds no new thread, as the ptrace backend seizes them: a
+/// thread created during a scan by one not yet followed is found by the
+/// next (every thread created by a followed one inherits its events, and
+/// one found twice that way is kept once: [`Pairing::once_per_thread`]).
 fn attach(events: &mut Events, pairing: &mut Pairing, pid: i32) -> Result<(), CaptureError> {
     if pid <= 0 || !std::path::Path::new(&format!("/proc/{pid}")).exists() {
         return Err(CaptureError::NoSuchProcess(pid));
     }
+    let mut seen = foldhash::HashSet::default();
     let mut followed = 0;
-    for tid in threads_of(pid)? {
-        match events.open_thread(tid) {
-            Ok(()) => {
-                pairing.track(tid, pid);
-                followed += 1;
+    for _ in 0..ATTACH_SCANS {
+        let new: Vec<i32> = threads_of(pid)?
+            .into_iter()
+            .filter(|tid| seen.insert(*tid))
+            .collect();
+        if new.is_empty() {
+            break;
+        }
+        for tid in new {
+            match events.open_thread(tid) {
+                Ok(()) => {
+                    pairing.track(tid, pid);
+                    followed += 1;
+                }
+                // Gone as we looked.
+                Err(CaptureError::NoSuchProcess(_)) => {}
+                Err(e) => return Err(e),
             }
-            // Gone as we looked.
-            Err(CaptureError::NoSuchProcess(_)) => {}
-            Err(e) => return Err(e),
         }
     }
     if followed == 0 {
         return Err(CaptureError::NoSuchProcess(pid));
     }
+    pairing.once_per_thread();
     events.open_wakeups()?;
     events.enable()
 }
@@ -373,7 +390,9 @@ impl Capture for PerfCapture {
         }
         self.stop.clear_waker();
         self.drain(&mut pending);
-        pending.batch().extend(self.root_exit(end.exit));
+        pending
+            .batch()
+            .extend(self.root_exit(end.exit).map(|exit| (exit, 0)));
         pending.queue(0);
         pending.emit_before(u64::MAX, &mut self.pairing, sink);
         sink.idle(monotonic_ns());

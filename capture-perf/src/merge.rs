@@ -10,11 +10,15 @@ use tracebench_trace::{Event, EventSink};
 
 use crate::decode::Pairing;
 
+/// An event and the set of the event that recorded it (see
+/// [`Pairing::once_per_thread`]).
+pub type FromSet = (Event, u32);
+
 /// Events read from the rings and not yet handed on, one queue per ring.
 pub struct Pending {
-    queues: Vec<VecDeque<Event>>,
+    queues: Vec<VecDeque<FromSet>>,
     /// One drain's events of one ring, before they join its queue.
-    batch: Vec<Event>,
+    batch: Vec<FromSet>,
     heads: BinaryHeap<Reverse<(u64, usize)>>,
 }
 
@@ -30,7 +34,7 @@ impl Pending {
 
     /// Where the events of ring `ring` go while it is read; then
     /// [`Pending::queue`] them.
-    pub fn batch(&mut self) -> &mut Vec<Event> {
+    pub fn batch(&mut self) -> &mut Vec<FromSet> {
         &mut self.batch
     }
 
@@ -39,14 +43,14 @@ impl Pending {
     /// written ahead of it, by an interrupt between stamp and write).
     pub fn queue(&mut self, ring: usize) {
         let queue = &mut self.queues[ring];
-        self.batch.sort_by_key(|e| e.time_ns);
+        self.batch.sort_by_key(|(e, _)| e.time_ns);
         let in_order = match (queue.back(), self.batch.first()) {
-            (Some(last), Some(first)) => last.time_ns <= first.time_ns,
+            (Some((last, _)), Some((first, _))) => last.time_ns <= first.time_ns,
             _ => true,
         };
         queue.extend(self.batch.drain(..));
         if !in_order {
-            queue.make_contiguous().sort_by_key(|e| e.time_ns);
+            queue.make_contiguous().sort_by_key(|(e, _)| e.time_ns);
         }
     }
 
@@ -55,7 +59,7 @@ impl Pending {
     pub fn emit_before(&mut self, before: u64, pairing: &mut Pairing, sink: &mut dyn EventSink) {
         self.heads.clear();
         for (ring, queue) in self.queues.iter().enumerate() {
-            if let Some(first) = queue.front() {
+            if let Some((first, _)) = queue.front() {
                 self.heads.push(Reverse((first.time_ns, ring)));
             }
         }
@@ -64,13 +68,13 @@ impl Pending {
                 break;
             }
             let queue = &mut self.queues[ring];
-            let Some(mut event) = queue.pop_front() else {
+            let Some((mut event, set)) = queue.pop_front() else {
                 continue;
             };
-            if pairing.keep(&mut event) {
+            if pairing.keep(&mut event, set) {
                 sink.event(&event);
             }
-            if let Some(next) = queue.front() {
+            if let Some((next, _)) = queue.front() {
                 self.heads.push(Reverse((next.time_ns, ring)));
             }
         }
@@ -82,13 +86,14 @@ mod tests {
     use super::*;
     use tracebench_trace::{EventKind, Selection};
 
-    fn event(time_ns: u64, tid: i32) -> Event {
-        Event {
+    fn event(time_ns: u64, tid: i32) -> FromSet {
+        let event = Event {
             time_ns,
             pid: 1,
             tid,
             kind: EventKind::Lost { cpu: 0, count: 1 },
-        }
+        };
+        (event, 0)
     }
 
     #[test]

@@ -42,6 +42,7 @@ pub const PERF_TYPE_TRACEPOINT: u32 = 2;
 pub const SAMPLE_TID: u64 = 1 << 1;
 pub const SAMPLE_TIME: u64 = 1 << 2;
 pub const SAMPLE_RAW: u64 = 1 << 10;
+pub const SAMPLE_IDENTIFIER: u64 = 1 << 16;
 
 pub const FLAG_DISABLED: u64 = 1 << 0;
 pub const FLAG_INHERIT: u64 = 1 << 1;
@@ -56,6 +57,7 @@ const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 8;
 pub const IOC_ENABLE: libc::c_ulong = 0x2400;
 pub const IOC_SET_OUTPUT: libc::c_ulong = 0x2405;
 pub const IOC_SET_FILTER: libc::c_ulong = 0x4008_2406;
+const IOC_ID: libc::c_ulong = 0x8008_2407;
 
 pub const RECORD_LOST: u32 = 2;
 pub const RECORD_EXIT: u32 = 4;
@@ -84,6 +86,18 @@ pub fn perf_event_open(attr: &PerfEventAttr, pid: i32, cpu: i32) -> io::Result<O
     }
     // SAFETY: the kernel just gave us this descriptor, owned by no one else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// The id the kernel gave an event: what PERF_SAMPLE_IDENTIFIER puts in
+/// its records, and in those of every copy a new task inherits.
+pub fn event_id(fd: &OwnedFd) -> io::Result<u64> {
+    let mut id = 0u64;
+    // SAFETY: PERF_EVENT_IOC_ID writes one u64 to the pointer, our local.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), IOC_ID, &mut id as *mut u64) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(id)
 }
 
 /// `ioctl(fd, request, arg)` on a perf event.

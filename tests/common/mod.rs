@@ -369,3 +369,23 @@ pub fn count_in_summary(summary: &str, word: &str) -> Option<u64> {
     let back = if word == "flight" { 2 } else { 1 };
     words.get(at.checked_sub(back)?)?.parse().ok()
 }
+
+/// Builds tests/fixtures/NAME.c with the system C compiler (the one Rust
+/// links with) into `dir`.
+pub fn build_fixture(name: &str, dir: &std::path::Path) -> std::path::PathBuf {
+    let source =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/{name}.c"));
+    let binary = dir.join(name);
+    let output = Command::new("cc")
+        .args(["-O1", "-pthread", "-o"])
+        .arg(&binary)
+        .arg(&source)
+        .output()
+        .expect("a C compiler (cc) is needed to build the test fixture");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    binary
+}
