@@ -4,6 +4,7 @@
 //! records lost.
 
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
+use std::collections::VecDeque;
 use std::time::Instant;
 
 use tracebench_trace::syscall::used_args;
@@ -11,6 +12,7 @@ use tracebench_trace::{
     Creation, DataCapture, Event, EventKind, ExitStatus, OffCpuReason, Selection,
 };
 
+use crate::merge::FromSet;
 use crate::sys;
 
 /// The ids of the tracepoints the backend opened.
@@ -216,8 +218,19 @@ pub struct Decoder {
     pub root_signal: Option<(i32, Instant)>,
     /// Which set each per-thread event belongs to, by id.
     sets: HashMap<u64, u32>,
-    /// One record's events, before they are handed on with their set.
-    scratch: Vec<Event>,
+}
+
+/// Where one record's events go: its ring's queue, each event with the
+/// set of the event that wrote the record.
+pub struct Out<'a> {
+    queue: &'a mut VecDeque<FromSet>,
+    set: u32,
+}
+
+impl Out<'_> {
+    fn push(&mut self, event: Event) {
+        self.queue.push_back((event, self.set));
+    }
 }
 
 impl Decoder {
@@ -232,13 +245,12 @@ impl Decoder {
             lost: 0,
             root_signal: None,
             sets,
-            scratch: Vec::new(),
         }
     }
 
     /// Decodes one record read from CPU `cpu`'s ring into `out`, each
     /// event with the set of the event that wrote the record (0: none).
-    pub fn record(&mut self, cpu: u32, record: &[u8], out: &mut Vec<(Event, u32)>) {
+    pub fn record(&mut self, cpu: u32, record: &[u8], queue: &mut VecDeque<FromSet>) {
         let (Some(kind), Some(misc)) = (u32_at(record, 0), u16_at(record, 4)) else {
             return;
         };
@@ -251,10 +263,7 @@ impl Decoder {
                 .and_then(|at| u64_at(record, at)),
         };
         let set = id.and_then(|id| self.sets.get(&id).copied()).unwrap_or(0);
-        let mut scratch = std::mem::take(&mut self.scratch);
-        let _ = self.decode(kind, misc, cpu, record, &mut scratch);
-        out.extend(scratch.drain(..).map(|event| (event, set)));
-        self.scratch = scratch;
+        let _ = self.decode(kind, misc, cpu, record, &mut Out { queue, set });
     }
 
     fn decode(
@@ -263,7 +272,7 @@ impl Decoder {
         misc: u16,
         cpu: u32,
         record: &[u8],
-        out: &mut Vec<Event>,
+        out: &mut Out<'_>,
     ) -> Option<()> {
         match kind {
             sys::RECORD_SAMPLE => self.sample(record, out),
@@ -286,7 +295,7 @@ impl Decoder {
     }
 
     /// A tracepoint sample.
-    fn sample(&mut self, record: &[u8], out: &mut Vec<Event>) -> Option<()> {
+    fn sample(&mut self, record: &[u8], out: &mut Out<'_>) -> Option<()> {
         let pid = i32_at(record, 16)?;
         let tid = i32_at(record, 20)?;
         let time_ns = u64_at(record, 24)?;
@@ -367,7 +376,7 @@ impl Decoder {
     }
 
     /// A context switch of one of our threads on `cpu`.
-    fn switch(&mut self, misc: u16, cpu: u32, record: &[u8], out: &mut Vec<Event>) -> Option<()> {
+    fn switch(&mut self, misc: u16, cpu: u32, record: &[u8], out: &mut Out<'_>) -> Option<()> {
         let trailer = record.len().checked_sub(TRAILER)?;
         let pid = i32_at(record, trailer)?;
         let tid = i32_at(record, trailer + 4)?;
@@ -393,7 +402,7 @@ impl Decoder {
     }
 
     /// A task created or gone: `{pid, ppid, tid, ptid, time}`.
-    fn task(&mut self, kind: u32, record: &[u8], out: &mut Vec<Event>) -> Option<()> {
+    fn task(&mut self, kind: u32, record: &[u8], out: &mut Out<'_>) -> Option<()> {
         let pid = i32_at(record, 8)?;
         let ppid = i32_at(record, 12)?;
         let tid = i32_at(record, 16)?;

@@ -223,9 +223,10 @@ impl PerfCapture {
         let decoder = &mut self.decoder;
         for (index, (cpu, ring, _)) in self.events.rings.iter_mut().enumerate() {
             let cpu = *cpu;
-            let batch = pending.batch();
-            ring.drain(|record| decoder.record(cpu, record, batch));
-            pending.queue(index);
+            let queue = pending.queue(index);
+            let from = queue.len();
+            ring.drain(|record| decoder.record(cpu, record, queue));
+            pending.settle(index, from);
         }
     }
 
@@ -390,10 +391,12 @@ impl Capture for PerfCapture {
         }
         self.stop.clear_waker();
         self.drain(&mut pending);
-        pending
-            .batch()
-            .extend(self.root_exit(end.exit).map(|exit| (exit, 0)));
-        pending.queue(0);
+        if let Some(exit) = self.root_exit(end.exit) {
+            let queue = pending.queue(0);
+            queue.push_back((exit, 0));
+            let from = queue.len() - 1;
+            pending.settle(0, from);
+        }
         pending.emit_before(u64::MAX, &mut self.pairing, sink);
         sink.idle(monotonic_ns());
         end.lost_events = self.decoder.lost;

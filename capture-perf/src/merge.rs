@@ -17,8 +17,6 @@ pub type FromSet = (Event, u32);
 /// Events read from the rings and not yet handed on, one queue per ring.
 pub struct Pending {
     queues: Vec<VecDeque<FromSet>>,
-    /// One drain's events of one ring, before they join its queue.
-    batch: Vec<FromSet>,
     heads: BinaryHeap<Reverse<(u64, usize)>>,
 }
 
@@ -27,28 +25,30 @@ impl Pending {
     pub fn new(rings: usize) -> Pending {
         Pending {
             queues: (0..rings.max(1)).map(|_| VecDeque::new()).collect(),
-            batch: Vec::new(),
             heads: BinaryHeap::new(),
         }
     }
 
-    /// Where the events of ring `ring` go while it is read; then
-    /// [`Pending::queue`] them.
-    pub fn batch(&mut self) -> &mut Vec<FromSet> {
-        &mut self.batch
+    /// Ring `ring`'s queue, which its events are decoded straight into;
+    /// then [`Pending::settle`] it.
+    pub fn queue(&mut self, ring: usize) -> &mut VecDeque<FromSet> {
+        &mut self.queues[ring]
     }
 
-    /// Moves the batch into ring `ring`'s queue, keeping the queue in
-    /// time order (a ring can hold a record stamped just before the one
-    /// written ahead of it, by an interrupt between stamp and write).
-    pub fn queue(&mut self, ring: usize) {
+    /// Puts ring `ring`'s queue back in time order if what was added from
+    /// position `from` on broke it (a ring can hold a record stamped just
+    /// before the one written ahead of it, by an interrupt between stamp
+    /// and write): rare, so it is checked, not sorted every time.
+    pub fn settle(&mut self, ring: usize, from: usize) {
         let queue = &mut self.queues[ring];
-        self.batch.sort_by_key(|(e, _)| e.time_ns);
-        let in_order = match (queue.back(), self.batch.first()) {
-            (Some((last, _)), Some((first, _))) => last.time_ns <= first.time_ns,
-            _ => true,
-        };
-        queue.extend(self.batch.drain(..));
+        if queue.len() <= from {
+            return; // nothing added
+        }
+        let start = from.saturating_sub(1);
+        let in_order = queue
+            .range(start..)
+            .zip(queue.range(start + 1..))
+            .all(|((a, _), (b, _))| a.time_ns <= b.time_ns);
         if !in_order {
             queue.make_contiguous().sort_by_key(|(e, _)| e.time_ns);
         }
@@ -100,16 +100,17 @@ mod tests {
     fn rings_are_merged_in_time_order_and_later_events_wait() {
         let mut pending = Pending::new(2);
         pending
-            .batch()
+            .queue(0)
             .extend([event(10, 1), event(30, 1), event(50, 1)]);
-        pending.queue(0);
+        pending.settle(0, 0);
+        pending.settle(1, 0); // a ring that gave nothing
         // Slightly out of order within the ring, and behind its queue.
         pending
-            .batch()
+            .queue(1)
             .extend([event(20, 2), event(5, 2), event(40, 2)]);
-        pending.queue(1);
-        pending.batch().push(event(25, 1));
-        pending.queue(0);
+        pending.settle(1, 0);
+        pending.queue(0).push_back(event(25, 1));
+        pending.settle(0, 3);
         let mut pairing = Pairing::new(Selection::default());
         let mut emit = |before| {
             let mut seen = Vec::new();
