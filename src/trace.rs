@@ -514,11 +514,11 @@ impl Outputs {
     }
 }
 
-/// Whether -c asks for the summary alone, as strace's -c: in strace's text
-/// format. With `--format jsonl` the events are the point of -o, and the
-/// summary goes to standard error after them.
+/// Whether -c asks for the summary alone, as strace's -c: always, but with
+/// `--format jsonl -o FILE`, where the events are the point of the file
+/// and the summary goes to standard error after them.
 fn summary_alone(args: &TraceArgs) -> bool {
-    args.summary && args.format == TextFormat::Strace
+    args.summary && (args.format == TextFormat::Strace || args.output.is_none())
 }
 
 /// The text output: like strace, calls go to standard error by default;

@@ -889,3 +889,51 @@ fn attaching_while_threads_are_born_follows_each_thread_once() {
         .collect();
     assert!(cut.is_empty(), "threads not seen whole: {cut:?}");
 }
+
+#[test]
+fn attached_a_program_that_execs_from_another_thread_is_traced_after_the_exec() {
+    assert_root();
+    let _serial = serial();
+    let dir = tempdir();
+    let fixture = build_fixture("thread_exec", dir.path());
+    let mut program = Command::new(&fixture)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(program.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    let text = dir.path().join("exec.txt");
+    let mut tracer = Command::new(BIN)
+        .args([
+            "trace",
+            "--backend",
+            "perf",
+            "-e",
+            "trace=write,exit_group",
+            "-o",
+        ])
+        .arg(&text)
+        .args(["-p", &program.id().to_string()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once the tracer says it follows every thread, the thread may exec.
+    let mut said = std::io::BufReader::new(tracer.stderr.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut said, &mut first).unwrap();
+    assert!(first.contains("following every thread"), "{first}");
+    std::io::Write::write_all(&mut program.stdin.take().unwrap(), b"x").unwrap();
+    line.clear();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert_eq!(line, "after the exec\n");
+    assert!(program.wait().unwrap().success());
+    // The program's end ends an attached trace.
+    let status = tracer.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let text = std::fs::read_to_string(&text).unwrap();
+    assert!(text.contains("write(1, "), "{text}");
+    assert!(text.contains("exit_group(0)"), "{text}");
+}

@@ -826,6 +826,15 @@ fn with_c_and_o_the_file_holds_the_summary_alone_as_strace_writes_it() {
     for call in [" openat\n", " mmap\n", " execve\n"] {
         assert!(text.contains(call), "{call:?} counted: {text}");
     }
+    // With --format jsonl but no -o, -c is still the summary alone.
+    let output = succeeds(
+        Command::new(BIN)
+            .args(["trace", "-c", "--format", "jsonl", "true"])
+            .stdout(Stdio::null()),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("% time"), "{stderr}");
+    assert!(!stderr.contains("{\""), "no events: {stderr}");
     // One summary has no place among a file per thread: refused, as strace
     // refuses it.
     fails_with_one_line(

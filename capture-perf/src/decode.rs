@@ -70,7 +70,14 @@ pub struct Pairing {
     once_per_thread: bool,
     /// The set of events each thread's records are taken from.
     owners: HashMap<i32, u32>,
+    /// The latest exits kept, and from which set: the other set's copy of
+    /// an exit comes right after it and is dropped. Anything else under
+    /// that tid is a new thread (whose creation may have been lost).
+    exited: VecDeque<(i32, u32)>,
 }
+
+/// How many recent exits [`Pairing`] remembers.
+const RECENT_EXITS: usize = 64;
 
 impl Pairing {
     /// Pairing for `selection`.
@@ -82,6 +89,7 @@ impl Pairing {
             before_exec: None,
             once_per_thread: false,
             owners: HashMap::new(),
+            exited: VecDeque::new(),
         }
     }
 
@@ -100,16 +108,48 @@ impl Pairing {
     /// Whether `event`, from event set `set` (0: a machine-wide event),
     /// is the copy kept.
     fn is_kept_copy(&mut self, event: &Event, set: u32) -> bool {
-        if let EventKind::Spawned { child_tid, .. } = event.kind {
-            // Reported once already (the decoder keeps one fork record per
-            // task), and a new task under a tid used before.
-            self.owners.remove(&child_tid);
-            return true;
+        match event.kind {
+            EventKind::Spawned { child_tid, .. } => {
+                // Reported once already (the decoder keeps one fork record
+                // per task), and a new task under a tid used before.
+                self.owners.remove(&child_tid);
+                return true;
+            }
+            EventKind::Exec { former_tid } if former_tid != event.tid => {
+                // The exec'ing thread takes the leader's tid, and its set
+                // goes with it.
+                match self.owners.remove(&former_tid) {
+                    Some(kept) => self.owners.insert(event.tid, kept),
+                    None => self.owners.remove(&event.tid),
+                };
+            }
+            _ => {}
         }
         if set == 0 || !self.once_per_thread {
             return true;
         }
-        *self.owners.entry(event.tid).or_insert(set) == set
+        let exit = matches!(event.kind, EventKind::Exited { .. });
+        if exit
+            && !self.owners.contains_key(&event.tid)
+            && self
+                .exited
+                .iter()
+                .any(|&(tid, kept)| tid == event.tid && kept != set)
+        {
+            // The other set's copy of an exit already kept.
+            return false;
+        }
+        let kept = *self.owners.entry(event.tid).or_insert(set) == set;
+        if kept && exit {
+            // Its tid may come back as a new thread, whose creation may be
+            // lost: it starts afresh.
+            self.owners.remove(&event.tid);
+            if self.exited.len() == RECENT_EXITS {
+                self.exited.pop_front();
+            }
+            self.exited.push_back((event.tid, set));
+        }
+        kept
     }
 
     /// Leaves out `tid`'s events until it enters execve (or execveat) or
@@ -446,5 +486,83 @@ impl Decoder {
             },
         });
         Some(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(time_ns: u64, tid: i32, kind: EventKind) -> Event {
+        Event {
+            time_ns,
+            pid: 1,
+            tid,
+            kind,
+        }
+    }
+
+    fn signal(time_ns: u64, tid: i32) -> Event {
+        at(
+            time_ns,
+            tid,
+            EventKind::Signal {
+                signal: 10,
+                info: Vec::new(),
+            },
+        )
+    }
+
+    fn exited(time_ns: u64, tid: i32) -> Event {
+        at(
+            time_ns,
+            tid,
+            EventKind::Exited {
+                status: ExitStatus::Unknown,
+            },
+        )
+    }
+
+    /// Which of `events` (each with its set) an attaching capture keeps.
+    fn kept(events: Vec<(Event, u32)>) -> Vec<(u64, u32)> {
+        let mut pairing = Pairing::new(Selection::default());
+        pairing.once_per_thread();
+        events
+            .into_iter()
+            .filter_map(|(mut event, set)| {
+                let time = event.time_ns;
+                pairing.keep(&mut event, set).then_some((time, set))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_thread_followed_twice_is_kept_once_and_its_tid_can_come_back() {
+        let events = vec![
+            // Thread 7, followed by sets 1 and 2: set 1 came first.
+            (signal(10, 7), 1),
+            (signal(11, 7), 2),
+            (signal(20, 7), 2),
+            (signal(21, 7), 1),
+            (exited(30, 7), 1),
+            (exited(31, 7), 2),
+            // Tid 7 again, a new thread whose creation was lost, seen
+            // by set 2 only.
+            (signal(40, 7), 2),
+            (exited(50, 7), 2),
+        ];
+        assert_eq!(kept(events), [(10, 1), (21, 1), (30, 1), (40, 2), (50, 2)]);
+    }
+
+    #[test]
+    fn a_thread_that_execs_takes_the_leaders_tid_with_its_own_set() {
+        let exec = |time_ns| at(time_ns, 1, EventKind::Exec { former_tid: 5 });
+        let events = vec![
+            (signal(10, 1), 1), // the leader, set 1
+            (signal(11, 5), 3), // the thread that will exec, set 3
+            (exec(20), 3),
+            (signal(30, 1), 3), // the program after the exec, as tid 1
+        ];
+        assert_eq!(kept(events), [(10, 1), (11, 3), (20, 3), (30, 3)]);
     }
 }

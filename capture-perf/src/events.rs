@@ -194,6 +194,23 @@ impl Events {
         Ok(())
     }
 
+    /// Whether `threads` more threads' events fit in the open-file limit
+    /// with room to spare (for the wake-up events and the files we write).
+    pub fn room_for_threads(&self, threads: usize) -> Result<bool, CaptureError> {
+        let per_thread = self.per_thread.len() * online_cpus()?.len();
+        let open = self.fds.len() + self.rings.len();
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes our local struct.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+            return Ok(false);
+        }
+        let wanted = open + threads * per_thread + ROOM_TO_SPARE;
+        Ok((wanted as u64) < limit.rlim_cur)
+    }
+
     /// Opens, then closes, one event on ourselves: whether we may.
     pub fn probe(&mut self) -> Result<(), CaptureError> {
         let attr = self.attr(self.per_thread[0].id);
@@ -330,6 +347,9 @@ fn syscall_tracepoints(
     ];
     Ok((points, tracepoints))
 }
+
+/// Descriptors [`Events::room_for_threads`] leaves free.
+const ROOM_TO_SPARE: usize = 256;
 
 /// Events are descriptors (threads × CPUs × tracepoints): take every one
 /// the hard limit allows. Returns the limit as it was.

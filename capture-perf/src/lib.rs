@@ -254,6 +254,9 @@ const ATTACH_SCANS: usize = 100;
 /// thread created during a scan by one not yet followed is found by the
 /// next (every thread created by a followed one inherits its events, and
 /// one found twice that way is kept once: [`Pairing::once_per_thread`]).
+/// A later scan that would take the descriptors close to the open-file
+/// limit is not made: a process that keeps adding threads by the
+/// thousand is followed as one scan follows it, rather than not at all.
 fn attach(events: &mut Events, pairing: &mut Pairing, pid: i32) -> Result<(), CaptureError> {
     if pid <= 0 || !std::path::Path::new(&format!("/proc/{pid}")).exists() {
         return Err(CaptureError::NoSuchProcess(pid));
@@ -265,7 +268,7 @@ fn attach(events: &mut Events, pairing: &mut Pairing, pid: i32) -> Result<(), Ca
             .into_iter()
             .filter(|tid| seen.insert(*tid))
             .collect();
-        if new.is_empty() {
+        if new.is_empty() || (followed > 0 && !events.room_for_threads(new.len())?) {
             break;
         }
         for tid in new {

@@ -189,11 +189,10 @@ impl Session {
     /// A read or write failed.
     pub(crate) fn on_error(&mut self, error: &io::Error, tally: &Tally) {
         if !matches!(self.phase, Phase::Linger { .. } | Phase::Closed) {
-            // Every answer not yet out is lost with the connection.
-            let unsent = self.gathered.len() - self.gathered_counted;
-            for _ in 0..=unsent {
-                tally.record(io_outcome(error));
-            }
+            // One error, however many gathered answers were still unsent:
+            // as in the blocking models, whose next pipelined requests are
+            // never read once a write fails.
+            tally.record(io_outcome(error));
         }
         self.phase = Phase::Closed;
     }
@@ -498,6 +497,16 @@ mod tests {
         assert_eq!(sent.matches("HTTP/1.1 200").count(), 1, "{sent}");
         assert_eq!(sent.matches("HTTP/1.1 405").count(), 1, "{sent}");
         assert_eq!(tally.snapshot().ok(), 3);
+        // A connection that fails with gathered answers unsent is one
+        // error, as a failed write is in the blocking models.
+        let tally = Tally::new();
+        let mut s = Session::new(&settings(true, Duration::ZERO), now);
+        let buf = s.read_buf();
+        buf[..three.len()].copy_from_slice(three);
+        s.on_read(three.len(), now);
+        s.on_error(&io::Error::from(io::ErrorKind::ConnectionReset), &tally);
+        assert_eq!(tally.snapshot().errors(), 1);
+        assert_eq!(s.step(), Step::Close);
     }
 
     #[test]
