@@ -43,6 +43,9 @@ pub struct Events {
     pub sets: HashMap<u64, u32>,
     /// Threads opened so far.
     opened: u32,
+    /// The CPUs online when the capture began, read once: an attach opens
+    /// events for every thread on each of them.
+    cpus: Vec<u32>,
 }
 
 /// The CPUs the kernel has online (`0-3,6`).
@@ -135,6 +138,7 @@ impl Events {
                 original_file_limit,
                 sets: HashMap::new(),
                 opened: 0,
+                cpus: online_cpus()?,
             },
             ids,
         ))
@@ -164,7 +168,7 @@ impl Events {
     pub fn open_thread(&mut self, tid: i32) -> Result<(), CaptureError> {
         self.opened += 1;
         let set = self.opened;
-        for cpu in online_cpus()? {
+        for cpu in self.cpus.clone() {
             for i in 0..self.per_thread.len() {
                 let tracepoint = &self.per_thread[i];
                 let mut attr = self.attr(tracepoint.id);
@@ -196,8 +200,8 @@ impl Events {
 
     /// Whether `threads` more threads' events fit in the open-file limit
     /// with room to spare (for the wake-up events and the files we write).
-    pub fn room_for_threads(&self, threads: usize) -> Result<bool, CaptureError> {
-        let per_thread = self.per_thread.len() * online_cpus()?.len();
+    pub fn room_for_threads(&self, threads: usize) -> bool {
+        let per_thread = self.per_thread.len() * self.cpus.len();
         let open = self.fds.len() + self.rings.len();
         let mut limit = libc::rlimit {
             rlim_cur: 0,
@@ -205,10 +209,10 @@ impl Events {
         };
         // SAFETY: getrlimit writes our local struct.
         if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-            return Ok(false);
+            return false;
         }
         let wanted = open + threads * per_thread + ROOM_TO_SPARE;
-        Ok((wanted as u64) < limit.rlim_cur)
+        (wanted as u64) < limit.rlim_cur
     }
 
     /// Opens, then closes, one event on ourselves: whether we may.
@@ -222,7 +226,7 @@ impl Events {
     /// Opens the machine-wide wake-up event of every CPU (after the
     /// threads', whose rings it writes to); enabled at once.
     pub fn open_wakeups(&mut self) -> Result<(), CaptureError> {
-        for cpu in online_cpus()? {
+        for cpu in self.cpus.clone() {
             let attr = self.attr(self.waking);
             let fd = sys::perf_event_open(&attr, -1, cpu as i32).map_err(|e| open_error(e, -1))?;
             self.attach_to_ring(cpu, fd)?;

@@ -268,7 +268,7 @@ fn attach(events: &mut Events, pairing: &mut Pairing, pid: i32) -> Result<(), Ca
             .into_iter()
             .filter(|tid| seen.insert(*tid))
             .collect();
-        if new.is_empty() || (followed > 0 && !events.room_for_threads(new.len())?) {
+        if new.is_empty() || (followed > 0 && !events.room_for_threads(new.len())) {
             break;
         }
         for tid in new {
