@@ -400,6 +400,7 @@ fn attaching_to_a_loaded_server_never_stops_it_and_leaves_nothing_behind() {
     let server = ServerProcess::start(&["--workers", "3"]);
     let pid = server.pid();
     let fds_before = common::open_fds(pid);
+    let bpf_before = (bpf_objects(PROG_GET_NEXT_ID), bpf_objects(MAP_GET_NEXT_ID));
     let tracer = Command::new(BIN)
         .args(["trace", "--backend", "perf", "-c", "-p", &pid.to_string()])
         .stderr(Stdio::piped())
@@ -462,7 +463,37 @@ fn attaching_to_a_loaded_server_never_stops_it_and_leaves_nothing_behind() {
         })
         .count();
     assert_eq!(own, 0);
+    // Our eBPF programs and maps are gone (freed a moment after their
+    // last descriptor closed).
+    let mut bpf_after = (0, 0);
+    for _ in 0..50 {
+        bpf_after = (bpf_objects(PROG_GET_NEXT_ID), bpf_objects(MAP_GET_NEXT_ID));
+        if bpf_after == bpf_before {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(bpf_after, bpf_before, "eBPF (programs, maps) loaded");
     assert!(server.stop().0.success());
+}
+
+const PROG_GET_NEXT_ID: libc::c_long = 11;
+const MAP_GET_NEXT_ID: libc::c_long = 12;
+
+/// How many eBPF programs (or maps) the kernel holds, machine-wide.
+fn bpf_objects(next_id: libc::c_long) -> usize {
+    let mut attr = [0u32; 4]; // start_id, next_id, open_flags, padding
+    let mut count = 0;
+    loop {
+        // SAFETY: bpf(BPF_*_GET_NEXT_ID) reads start_id and writes next_id
+        // in our local array, of the size passed.
+        let ret = unsafe { libc::syscall(libc::SYS_bpf, next_id, attr.as_mut_ptr(), 16) };
+        if ret != 0 {
+            return count; // ENOENT: no more
+        }
+        count += 1;
+        attr[0] = attr[1];
+    }
 }
 
 #[test]
@@ -483,10 +514,22 @@ fn a_tiny_buffer_under_a_busy_program_loses_events_and_says_so() {
             "--write",
         ])
         .arg(&file)
-        .args(["--", BIN, "lab", "handshake", "--rounds", "20000"])
+        .args(["--", BIN, "lab", "handshake", "--rounds", "50000"])
         .stdout(Stdio::null())
-        .output()
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
+    // A reader that keeps up with the ring never loses: this one is held
+    // stopped for a while, as a loaded machine might hold it, while the
+    // program goes on.
+    std::thread::sleep(Duration::from_millis(100));
+    let tracer = output.id() as i32;
+    // SAFETY: SIGSTOP and SIGCONT to the tracer we started.
+    unsafe { libc::kill(tracer, libc::SIGSTOP) };
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: as above.
+    unsafe { libc::kill(tracer, libc::SIGCONT) };
+    let output = output.wait_with_output().unwrap();
     assert!(output.status.success(), "{output:?}");
     let stderr = String::from_utf8_lossy(&output.stderr);
     let lost: u64 = stderr

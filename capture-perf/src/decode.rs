@@ -1,9 +1,8 @@
-//! Turning ring-buffer records into [`Event`]s: tracepoint samples (the
-//! syscalls, wake-ups, execs and signals), the kernel's context-switch
-//! records (on and off CPU), its fork and exit records, and its count of
-//! records lost.
+//! Turning ring-buffer records (see [`crate::probe`] for their layout)
+//! into [`Event`]s: the syscalls, context switches (off and on CPU),
+//! wake-ups, thread and process creations, exits, execs and signals.
 
-use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
+use foldhash::{HashMap, HashMapExt};
 use std::collections::VecDeque;
 use std::time::Instant;
 
@@ -12,10 +11,9 @@ use tracebench_trace::{
     Creation, DataCapture, Event, EventKind, ExitStatus, OffCpuReason, Selection,
 };
 
-use crate::merge::FromSet;
-use crate::sys;
+use crate::probe::RAW;
 
-/// The ids of the tracepoints the backend opened.
+/// The ids of the tracepoints the backend attached to.
 #[derive(Debug, Clone)]
 pub struct Ids {
     /// Syscall tracepoints: per-syscall ones (`syscalls:sys_enter_NAME`)
@@ -25,6 +23,9 @@ pub struct Ids {
     pub waking: u64,
     pub exec: u64,
     pub signal: u64,
+    pub switch: u64,
+    pub fork: u64,
+    pub exit: u64,
 }
 
 /// One syscall tracepoint.
@@ -34,16 +35,6 @@ pub struct SyscallPoint {
     pub args: usize,
 }
 
-/// Where a sample's raw tracepoint data starts: header (8), identifier
-/// (8), pid and tid (8), time (8), raw size (4).
-const RAW: usize = 36;
-/// The trailer of every other record (`sample_id_all` with TID, TIME and
-/// IDENTIFIER): pid, tid, time and the event's id, at its end.
-const TRAILER: usize = 24;
-
-fn u16_at(bytes: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_ne_bytes(bytes.get(at..at + 2)?.try_into().ok()?))
-}
 fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_ne_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
 }
@@ -54,10 +45,11 @@ fn u64_at(bytes: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_ne_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
 }
 
-/// Which records go on, decided in time order after the CPUs' rings are
-/// merged (a thread that migrated while blocked has its entry in one ring
-/// and its exit in another): syscall entries the selection wants, an exit
-/// only after its entry, as under ptrace, and wake-ups of our threads only.
+/// Which records go on, decided in time order: syscall entries the
+/// selection wants, an exit only after its entry, as under ptrace, and of
+/// a context switch or a wake-up only the side that is one of our threads
+/// (the kernel's filter let the record through for one of its threads,
+/// not necessarily for both).
 pub struct Pairing {
     selection: Selection,
     inside: HashMap<i32, u32>,
@@ -66,18 +58,7 @@ pub struct Pairing {
     /// A spawned program before its exec: what it does until then is our
     /// fork's setup, not the program's, and is left out.
     before_exec: Option<i32>,
-    /// Whether a thread can be followed twice (see [`Pairing::once_per_thread`]).
-    once_per_thread: bool,
-    /// The set of events each thread's records are taken from.
-    owners: HashMap<i32, u32>,
-    /// The latest exits kept, and from which set: the other set's copy of
-    /// an exit comes right after it and is dropped. Anything else under
-    /// that tid is a new thread (whose creation may have been lost).
-    exited: VecDeque<(i32, u32)>,
 }
-
-/// How many recent exits [`Pairing`] remembers.
-const RECENT_EXITS: usize = 64;
 
 impl Pairing {
     /// Pairing for `selection`.
@@ -87,69 +68,7 @@ impl Pairing {
             inside: HashMap::new(),
             ours: HashMap::new(),
             before_exec: None,
-            once_per_thread: false,
-            owners: HashMap::new(),
-            exited: VecDeque::new(),
         }
-    }
-
-    /// Keeps one copy of each thread's records when a thread can be
-    /// followed by two sets of events: attached to a running process, a
-    /// thread that a followed thread created during the scan of
-    /// /proc/PID/task inherited its creator's events, and is then found and
-    /// opened by the next scan too. Every record carries its event's id,
-    /// hence its set; the set of a thread's first record in time order is
-    /// the one kept (the one that followed it from earliest on), and the
-    /// other's copies are dropped.
-    pub fn once_per_thread(&mut self) {
-        self.once_per_thread = true;
-    }
-
-    /// Whether `event`, from event set `set` (0: a machine-wide event),
-    /// is the copy kept.
-    fn is_kept_copy(&mut self, event: &Event, set: u32) -> bool {
-        match event.kind {
-            EventKind::Spawned { child_tid, .. } => {
-                // Reported once already (the decoder keeps one fork record
-                // per task), and a new task under a tid used before.
-                self.owners.remove(&child_tid);
-                return true;
-            }
-            EventKind::Exec { former_tid } if former_tid != event.tid => {
-                // The exec'ing thread takes the leader's tid, and its set
-                // goes with it.
-                match self.owners.remove(&former_tid) {
-                    Some(kept) => self.owners.insert(event.tid, kept),
-                    None => self.owners.remove(&event.tid),
-                };
-            }
-            _ => {}
-        }
-        if set == 0 || !self.once_per_thread {
-            return true;
-        }
-        let exit = matches!(event.kind, EventKind::Exited { .. });
-        if exit
-            && !self.owners.contains_key(&event.tid)
-            && self
-                .exited
-                .iter()
-                .any(|&(tid, kept)| tid == event.tid && kept != set)
-        {
-            // The other set's copy of an exit already kept.
-            return false;
-        }
-        let kept = *self.owners.entry(event.tid).or_insert(set) == set;
-        if kept && exit {
-            // Its tid may come back as a new thread, whose creation may be
-            // lost: it starts afresh.
-            self.owners.remove(&event.tid);
-            if self.exited.len() == RECENT_EXITS {
-                self.exited.pop_front();
-            }
-            self.exited.push_back((event.tid, set));
-        }
-        kept
     }
 
     /// Leaves out `tid`'s events until it enters execve (or execveat) or
@@ -189,14 +108,14 @@ impl Pairing {
         self.ours.insert(tid, pid);
     }
 
-    /// Whether `event`, the next in time order, goes on (a wake-up gets
-    /// the woken thread's process filled in).
-    pub fn keep(&mut self, event: &mut Event, set: u32) -> bool {
-        if self.before_exec(event) || !self.is_kept_copy(event, set) {
+    /// Whether `event`, the next in time order, goes on (the other side
+    /// of a switch or a wake-up gets its process filled in).
+    pub fn keep(&mut self, event: &mut Event) -> bool {
+        if self.before_exec(event) {
             return false;
         }
         match &event.kind {
-            EventKind::Woken { .. } => {
+            EventKind::Woken { .. } | EventKind::OnCpu { .. } | EventKind::OffCpu { .. } => {
                 return match self.ours.get(&event.tid) {
                     Some(&pid) => {
                         event.pid = pid;
@@ -242,164 +161,139 @@ impl Pairing {
     }
 }
 
+/// `clone(2)`'s flag for a thread of the same process.
+const CLONE_THREAD: u64 = 0x10000;
+
+/// `prev_state` of a context switch (the kernel's `TASK_REPORT` bits):
+/// preempted, asleep (S, or I: idle), asleep uninterruptibly (D).
+const STATE_PREEMPTED: u64 = 0x100;
+const STATE_SLEEP: u64 = 0x01;
+const STATE_DISK_SLEEP: u64 = 0x02;
+const STATE_IDLE: u64 = 0x80;
+
 /// What the decoder knows across records.
 pub struct Decoder {
     ids: Ids,
-    /// Tasks whose creation was reported (a fork record comes once per
-    /// event of the parent that asks for it).
-    forked: HashSet<i32>,
     /// The process we spawned or attached to.
     root: i32,
     /// When its leader's exit was seen (its status comes from wait).
     pub root_exit_ns: Option<u64>,
-    /// Records the kernel dropped, all CPUs.
+    /// Records the ring had no room for, all CPUs.
     pub lost: u64,
     /// The last signal delivered to the root process, and when we read it.
     pub root_signal: Option<(i32, Instant)>,
-    /// Which set each per-thread event belongs to, by id.
-    sets: HashMap<u64, u32>,
 }
 
-/// Where one record's events go: its ring's queue, each event with the
-/// set of the event that wrote the record.
-pub struct Out<'a> {
-    queue: &'a mut VecDeque<FromSet>,
-    set: u32,
-}
-
-impl Out<'_> {
-    fn push(&mut self, event: Event) {
-        self.queue.push_back((event, self.set));
+/// Why a thread left its CPU, from a switch's `prev_state`.
+fn off_cpu_reason(state: u64) -> OffCpuReason {
+    if state & STATE_PREEMPTED != 0 || state & 0xff == 0 {
+        // Still runnable: preempted, or it yielded.
+        OffCpuReason::Preempted
+    } else if state & (STATE_SLEEP | STATE_IDLE) != 0 {
+        OffCpuReason::Sleep
+    } else if state & STATE_DISK_SLEEP != 0 {
+        OffCpuReason::DiskSleep
+    } else {
+        OffCpuReason::Other
     }
 }
 
 impl Decoder {
-    /// A decoder for a trace of `root`'s process tree, whose per-thread
-    /// events belong to `sets` (by event id).
-    pub fn new(ids: Ids, root: i32, sets: HashMap<u64, u32>) -> Decoder {
+    /// A decoder for a trace of `root`'s process tree.
+    pub fn new(ids: Ids, root: i32) -> Decoder {
         Decoder {
             ids,
-            forked: HashSet::new(),
             root,
             root_exit_ns: None,
             lost: 0,
             root_signal: None,
-            sets,
         }
     }
 
-    /// Decodes one record read from CPU `cpu`'s ring into `out`, each
-    /// event with the set of the event that wrote the record (0: none).
-    pub fn record(&mut self, cpu: u32, record: &[u8], queue: &mut VecDeque<FromSet>) {
-        let (Some(kind), Some(misc)) = (u32_at(record, 0), u16_at(record, 4)) else {
-            return;
-        };
-        let id = match kind {
-            sys::RECORD_SAMPLE => u64_at(record, 8),
-            sys::RECORD_LOST => None,
-            _ => record
-                .len()
-                .checked_sub(8)
-                .and_then(|at| u64_at(record, at)),
-        };
-        let set = id.and_then(|id| self.sets.get(&id).copied()).unwrap_or(0);
-        let _ = self.decode(kind, misc, cpu, record, &mut Out { queue, set });
+    /// Decodes one record read from the ring into `queue` (a record too
+    /// short for its kind is skipped).
+    pub fn record(&mut self, record: &[u8], queue: &mut VecDeque<Event>) {
+        let _ = self.decode(record, queue);
     }
 
-    fn decode(
-        &mut self,
-        kind: u32,
-        misc: u16,
-        cpu: u32,
-        record: &[u8],
-        out: &mut Out<'_>,
-    ) -> Option<()> {
-        match kind {
-            sys::RECORD_SAMPLE => self.sample(record, out),
-            sys::RECORD_SWITCH => self.switch(misc, cpu, record, out),
-            sys::RECORD_FORK | sys::RECORD_EXIT => self.task(kind, record, out),
-            sys::RECORD_LOST => {
-                let count = u64_at(record, 16)?;
-                self.lost += count;
-                let time_ns = u64_at(record, record.len().checked_sub(16)?)?;
-                out.push(Event {
-                    time_ns,
-                    pid: 0,
-                    tid: 0,
-                    kind: EventKind::Lost { cpu, count },
-                });
-                Some(())
-            }
-            _ => Some(()),
-        }
+    /// Records `count` records lost on `cpu`, noticed at `time_ns`.
+    pub fn lost(&mut self, cpu: u32, count: u64, time_ns: u64, queue: &mut VecDeque<Event>) {
+        self.lost += count;
+        queue.push_back(Event {
+            time_ns,
+            pid: 0,
+            tid: 0,
+            kind: EventKind::Lost { cpu, count },
+        });
     }
 
-    /// A tracepoint sample.
-    fn sample(&mut self, record: &[u8], out: &mut Out<'_>) -> Option<()> {
-        let pid = i32_at(record, 16)?;
-        let tid = i32_at(record, 20)?;
-        let time_ns = u64_at(record, 24)?;
+    fn decode(&mut self, record: &[u8], out: &mut VecDeque<Event>) -> Option<()> {
+        let time_ns = u64_at(record, 0)?;
+        let tid = i32_at(record, 8)?;
+        let pid = i32_at(record, 12)?;
         let raw = record.get(RAW..)?;
-        let id = u64::from(u16_at(raw, 0)?);
+        let id = u64::from(u32_at(raw, 0)?);
         let event = |kind| Event {
             time_ns,
             pid,
             tid,
             kind,
         };
-        if id == self.ids.waking {
-            // Machine-wide, and fired in the waker: the woken thread is in
-            // the payload. Whether it is ours is decided after the merge
-            // (its creation may sit in another CPU's ring), by [`Pairing`].
-            let woken = i32_at(raw, 24)?;
-            out.push(Event {
+        if let Some(point) = self.ids.syscalls.get(&id).copied() {
+            out.push_back(event(syscall(point, raw)?));
+        } else if id == self.ids.switch {
+            let cpu = u32_at(raw, 4)?;
+            let reason = off_cpu_reason(u64_at(raw, 32)?);
+            let next = i32_at(raw, 56)?;
+            // Both sides: the pairing keeps the one (or two) of ours.
+            out.push_back(event(EventKind::OffCpu { reason }));
+            out.push_back(Event {
                 time_ns,
                 pid: 0,
-                tid: woken,
+                tid: next,
+                kind: EventKind::OnCpu { cpu },
+            });
+        } else if id == self.ids.waking {
+            // Fired in the waker: the woken thread is in the payload.
+            out.push_back(Event {
+                time_ns,
+                pid: 0,
+                tid: i32_at(raw, 24)?,
                 kind: EventKind::Woken {
                     waker_tid: tid,
                     waker_pid: pid,
                 },
             });
-            return Some(());
-        }
-        let syscall = self.ids.syscalls.get(&id).copied();
-        if let Some(SyscallPoint {
-            exit: false,
-            args: count,
-        }) = syscall
-        {
-            // The number: raw_syscalls' long and the per-syscall int both
-            // start at 8 (little-endian).
-            let nr = u64::from(u32_at(raw, 8)?);
-            let mut args = [0u64; 6];
-            for (i, arg) in args.iter_mut().enumerate().take(count) {
-                *arg = u64_at(raw, 16 + 8 * i)?;
+        } else if id == self.ids.fork {
+            let child = i32_at(raw, 8)?;
+            let thread = u64_at(raw, 32)? & CLONE_THREAD != 0;
+            out.push_back(event(EventKind::Spawned {
+                child_tid: child,
+                child_pid: if thread { pid } else { child },
+                creation: if thread {
+                    Creation::Thread
+                } else {
+                    Creation::Process
+                },
+            }));
+        } else if id == self.ids.exit {
+            if tid == self.root {
+                // Its status comes from wait(2), when we reap it.
+                self.root_exit_ns = Some(time_ns);
+            } else {
+                out.push_back(event(EventKind::Exited {
+                    status: ExitStatus::Unknown,
+                }));
             }
-            // Entries the selection does not want (FUTEX_WAKE under
-            // futex=wait) still go on: the pairing after the merge needs
-            // them to drop their exits (see [`Pairing`]).
-            out.push(event(EventKind::SyscallEntry {
-                nr: nr as u32,
-                args: used_args(nr, args),
-                data: Vec::new(),
-                data_capture: DataCapture::NotCaptured,
-            }));
-        } else if syscall.is_some() {
-            out.push(event(EventKind::SyscallExit {
-                nr: u32_at(raw, 8)?,
-                ret: u64_at(raw, 16)? as i64,
-                data: Vec::new(),
-                data_capture: DataCapture::NotCaptured,
-            }));
         } else if id == self.ids.exec {
             let new_pid = i32_at(raw, 12)?;
-            let former_tid = i32_at(raw, 16)?;
-            out.push(Event {
+            out.push_back(Event {
                 time_ns,
                 pid: new_pid,
                 tid: new_pid,
-                kind: EventKind::Exec { former_tid },
+                kind: EventKind::Exec {
+                    former_tid: i32_at(raw, 16)?,
+                },
             });
         } else if id == self.ids.signal {
             let signal = i32_at(raw, 8)?;
@@ -407,162 +301,138 @@ impl Decoder {
                 self.root_signal = Some((signal, Instant::now()));
             }
             // The tracepoint carries no siginfo: said by its absence.
-            out.push(event(EventKind::Signal {
+            out.push_back(event(EventKind::Signal {
                 signal,
                 info: Vec::new(),
             }));
         }
         Some(())
     }
+}
 
-    /// A context switch of one of our threads on `cpu`.
-    fn switch(&mut self, misc: u16, cpu: u32, record: &[u8], out: &mut Out<'_>) -> Option<()> {
-        let trailer = record.len().checked_sub(TRAILER)?;
-        let pid = i32_at(record, trailer)?;
-        let tid = i32_at(record, trailer + 4)?;
-        let time_ns = u64_at(record, trailer + 8)?;
-        let kind = if misc & sys::MISC_SWITCH_OUT == 0 {
-            EventKind::OnCpu { cpu }
-        } else if misc & sys::MISC_SWITCH_OUT_PREEMPT != 0 {
-            EventKind::OffCpu {
-                reason: OffCpuReason::Preempted,
-            }
-        } else {
-            EventKind::OffCpu {
-                reason: OffCpuReason::Sleep,
-            }
-        };
-        out.push(Event {
-            time_ns,
-            pid,
-            tid,
-            kind,
+/// A syscall tracepoint's entry or exit.
+fn syscall(point: SyscallPoint, raw: &[u8]) -> Option<EventKind> {
+    // The number: raw_syscalls' long and the per-syscall int both start
+    // at 8 (little-endian).
+    let nr = u32_at(raw, 8)?;
+    if point.exit {
+        return Some(EventKind::SyscallExit {
+            nr,
+            ret: u64_at(raw, 16)? as i64,
+            data: Vec::new(),
+            data_capture: DataCapture::NotCaptured,
         });
-        Some(())
     }
-
-    /// A task created or gone: `{pid, ppid, tid, ptid, time}`.
-    fn task(&mut self, kind: u32, record: &[u8], out: &mut Out<'_>) -> Option<()> {
-        let pid = i32_at(record, 8)?;
-        let ppid = i32_at(record, 12)?;
-        let tid = i32_at(record, 16)?;
-        let ptid = i32_at(record, 20)?;
-        let time_ns = u64_at(record, 24)?;
-        if kind == sys::RECORD_FORK {
-            // Once per task, whichever of the parent's events said so.
-            if !self.forked.insert(tid) {
-                return Some(());
-            }
-            out.push(Event {
-                time_ns,
-                pid: ppid,
-                tid: ptid,
-                kind: EventKind::Spawned {
-                    child_tid: tid,
-                    child_pid: pid,
-                    creation: if pid == ppid {
-                        Creation::Thread
-                    } else {
-                        Creation::Process
-                    },
-                },
-            });
-            return Some(());
-        }
-        // Only our tasks' events report exits: no need to know it first
-        // (its other records may sit in a ring read later).
-        self.forked.remove(&tid);
-        if tid == self.root {
-            // Its status comes from wait(2), when we reap it.
-            self.root_exit_ns = Some(time_ns);
-            return Some(());
-        }
-        out.push(Event {
-            time_ns,
-            pid,
-            tid,
-            kind: EventKind::Exited {
-                status: ExitStatus::Unknown,
-            },
-        });
-        Some(())
+    let mut args = [0u64; 6];
+    for (i, arg) in args.iter_mut().enumerate().take(point.args) {
+        *arg = u64_at(raw, 16 + 8 * i)?;
     }
+    // Entries the selection does not want (FUTEX_WAKE under futex=wait)
+    // still go on: the pairing needs them to drop their exits.
+    Some(EventKind::SyscallEntry {
+        nr,
+        args: used_args(u64::from(nr), args),
+        data: Vec::new(),
+        data_capture: DataCapture::NotCaptured,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn at(time_ns: u64, tid: i32, kind: EventKind) -> Event {
-        Event {
-            time_ns,
-            pid: 1,
-            tid,
-            kind,
+    fn ids() -> Ids {
+        Ids {
+            syscalls: HashMap::new(),
+            waking: 1,
+            exec: 2,
+            signal: 3,
+            switch: 4,
+            fork: 5,
+            exit: 6,
         }
     }
 
-    fn signal(time_ns: u64, tid: i32) -> Event {
-        at(
-            time_ns,
-            tid,
-            EventKind::Signal {
-                signal: 10,
-                info: Vec::new(),
-            },
-        )
+    /// A record as our programs write it: header, then `fields` of the
+    /// raw tracepoint data at their offsets.
+    fn record(tracepoint: u32, cpu: u32, fields: &[(usize, u64)]) -> Vec<u8> {
+        let mut record = vec![0u8; RAW + 64];
+        record[..8].copy_from_slice(&1000u64.to_ne_bytes());
+        record[8..12].copy_from_slice(&7i32.to_ne_bytes()); // tid
+        record[12..16].copy_from_slice(&5i32.to_ne_bytes()); // pid
+        record[RAW..RAW + 4].copy_from_slice(&tracepoint.to_ne_bytes());
+        record[RAW + 4..RAW + 8].copy_from_slice(&cpu.to_ne_bytes());
+        for &(at, value) in fields {
+            record[RAW + at..RAW + at + 8].copy_from_slice(&value.to_ne_bytes());
+        }
+        record
     }
 
-    fn exited(time_ns: u64, tid: i32) -> Event {
-        at(
-            time_ns,
-            tid,
-            EventKind::Exited {
-                status: ExitStatus::Unknown,
-            },
-        )
+    fn decode(record: &[u8]) -> Vec<Event> {
+        let mut queue = VecDeque::new();
+        Decoder::new(ids(), 1).record(record, &mut queue);
+        queue.into()
     }
 
-    /// Which of `events` (each with its set) an attaching capture keeps.
-    fn kept(events: Vec<(Event, u32)>) -> Vec<(u64, u32)> {
+    #[test]
+    fn a_switch_gives_both_sides_and_the_pairing_keeps_ours() {
+        // prev 7 (D), next 9, on CPU 1.
+        let events = decode(&record(4, 1, &[(24, 7), (32, 0x02), (56, 9)]));
+        assert_eq!(events.len(), 2);
+        assert!(matches!(
+            events[0].kind,
+            EventKind::OffCpu {
+                reason: OffCpuReason::DiskSleep
+            }
+        ));
+        assert_eq!(
+            (events[1].tid, &events[1].kind),
+            (9, &EventKind::OnCpu { cpu: 1 })
+        );
         let mut pairing = Pairing::new(Selection::default());
-        pairing.once_per_thread();
-        events
+        pairing.track(7, 5);
+        let kept: Vec<i32> = events
             .into_iter()
-            .filter_map(|(mut event, set)| {
-                let time = event.time_ns;
-                pairing.keep(&mut event, set).then_some((time, set))
-            })
-            .collect()
+            .filter_map(|mut e| pairing.keep(&mut e).then_some(e.tid))
+            .collect();
+        assert_eq!(kept, [7], "9 is not ours");
     }
 
     #[test]
-    fn a_thread_followed_twice_is_kept_once_and_its_tid_can_come_back() {
-        let events = vec![
-            // Thread 7, followed by sets 1 and 2: set 1 came first.
-            (signal(10, 7), 1),
-            (signal(11, 7), 2),
-            (signal(20, 7), 2),
-            (signal(21, 7), 1),
-            (exited(30, 7), 1),
-            (exited(31, 7), 2),
-            // Tid 7 again, a new thread whose creation was lost, seen
-            // by set 2 only.
-            (signal(40, 7), 2),
-            (exited(50, 7), 2),
-        ];
-        assert_eq!(kept(events), [(10, 1), (21, 1), (30, 1), (40, 2), (50, 2)]);
+    fn prev_state_says_preempted_asleep_or_blocked() {
+        assert_eq!(off_cpu_reason(0x100), OffCpuReason::Preempted);
+        assert_eq!(off_cpu_reason(0), OffCpuReason::Preempted);
+        assert_eq!(off_cpu_reason(0x01), OffCpuReason::Sleep);
+        assert_eq!(off_cpu_reason(0x80), OffCpuReason::Sleep);
+        assert_eq!(off_cpu_reason(0x02), OffCpuReason::DiskSleep);
+        assert_eq!(off_cpu_reason(0x04), OffCpuReason::Other);
     }
 
     #[test]
-    fn a_thread_that_execs_takes_the_leaders_tid_with_its_own_set() {
-        let exec = |time_ns| at(time_ns, 1, EventKind::Exec { former_tid: 5 });
-        let events = vec![
-            (signal(10, 1), 1), // the leader, set 1
-            (signal(11, 5), 3), // the thread that will exec, set 3
-            (exec(20), 3),
-            (signal(30, 1), 3), // the program after the exec, as tid 1
-        ];
-        assert_eq!(kept(events), [(10, 1), (11, 3), (20, 3), (30, 3)]);
+    fn a_fork_says_thread_or_process_from_its_clone_flags() {
+        let thread = decode(&record(5, 0, &[(8, 8), (32, CLONE_THREAD | 0x100)]));
+        let process = decode(&record(5, 0, &[(8, 9), (32, 0x11)]));
+        assert_eq!(
+            thread[0].kind,
+            EventKind::Spawned {
+                child_tid: 8,
+                child_pid: 5,
+                creation: Creation::Thread
+            }
+        );
+        assert_eq!(
+            process[0].kind,
+            EventKind::Spawned {
+                child_tid: 9,
+                child_pid: 9,
+                creation: Creation::Process
+            }
+        );
+    }
+
+    #[test]
+    fn a_short_record_is_skipped() {
+        let whole = record(4, 1, &[(24, 7), (56, 9)]);
+        assert!(decode(&whole[..RAW + 40]).is_empty());
     }
 }

@@ -1,8 +1,14 @@
-//! Opening the backend's events: for each thread we follow and each CPU,
-//! one event per tracepoint, inherited by every thread and child the
-//! thread creates later; all of a CPU's events write into one ring buffer.
-//! Plus, per CPU, one machine-wide `sched_waking`: a per-thread one only
-//! sees the wake-ups our threads do, not those done to them.
+//! Setting the backend up in the kernel: one eBPF program per tracepoint
+//! (see [`crate::probe`]), attached through one counting perf event each,
+//! the hash of the threads we follow, the ring buffer all CPUs write to,
+//! and each CPU's count of records the full ring refused.
+//!
+//! Per-CPU programs filtering on a hash of thread ids replace per-thread
+//! perf events: the kernel no longer switches every followed thread's
+//! events in and out at each context switch (measured with perf record:
+//! 47.4 against 42.5 µs of server CPU a request), a thread created by a
+//! followed one is followed from its birth with no event to inherit, and
+//! the scheduler's tracepoints record only what concerns our threads.
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -10,42 +16,36 @@ use std::path::Path;
 
 use tracebench_trace::{Backend, CaptureError, Selection};
 
-use foldhash::{HashMap, HashMapExt};
+use foldhash::HashMap;
 
+use crate::bpf::{self, Map};
 use crate::decode::{Ids, SyscallPoint};
+use crate::probe::{Effect, Filter, Maps, Probe};
 use crate::ring::Ring;
 use crate::sys::{self, PerfEventAttr};
 use crate::tracefs;
 
-/// One tracepoint to open per thread and CPU, and its in-kernel filter.
-struct Tracepoint {
-    id: u64,
-    filter: Option<std::ffi::CString>,
-}
+/// Threads the hash can hold at once (live ones: exits are forgotten).
+const MAX_THREADS: u32 = 1 << 15;
+/// Loss counters: one per possible CPU number.
+const MAX_CPUS: u32 = 4096;
 
-/// Every event of a capture and the rings they write to. Dropping it
-/// closes and unmaps everything: nothing of ours stays in the kernel.
+/// Everything of a capture in the kernel. Dropping it detaches the
+/// programs and frees the maps: nothing of ours stays in the kernel.
 pub struct Events {
-    per_thread: Vec<Tracepoint>,
-    waking: u64,
-    /// One ring per online CPU: (cpu, ring, the descriptor it maps).
-    pub rings: Vec<(u32, Ring, OwnedFd)>,
-    /// Every other descriptor, kept open for as long as we capture.
-    fds: Vec<OwnedFd>,
-    /// Data pages of each ring (a power of two).
-    pages: usize,
-    /// Our open-file limit before we raised it, for a spawned program to
-    /// get back: it must not inherit what we needed.
-    pub original_file_limit: libc::rlimit,
-    /// Each per-thread event's id, and the set it belongs to: the 1-based
-    /// place, in opening order, of the thread it was opened for (see
-    /// [`crate::decode::Pairing`] on duplicates).
-    pub sets: HashMap<u64, u32>,
-    /// Threads opened so far.
-    opened: u32,
-    /// The CPUs online when the capture began, read once: an attach opens
-    /// events for every thread on each of them.
+    /// The threads followed.
+    pub tids: Map,
+    lost: Map,
+    /// The ring all programs write to, and its map.
+    pub ring: Ring,
+    ring_map: Map,
+    /// Each program's perf event and the program: held open only, since
+    /// closing them detaches the program.
+    _attached: Vec<(OwnedFd, OwnedFd)>,
+    /// The CPUs online when the capture began.
     cpus: Vec<u32>,
+    /// Each of those CPUs' losses already reported.
+    lost_seen: Vec<u64>,
 }
 
 /// The CPUs the kernel has online (`0-3,6`).
@@ -68,37 +68,28 @@ fn online_cpus() -> Result<Vec<u32>, CaptureError> {
     Ok(cpus)
 }
 
-/// The in-kernel filter of raw_syscalls for `selection`: only its calls
-/// reach the ring, so the others cost (almost) nothing.
-fn syscall_filter(selection: &Selection) -> Option<std::ffi::CString> {
-    if selection.syscalls().count() >= 300 {
-        return None; // all of them
-    }
-    let terms: Vec<String> = selection
-        .syscalls()
-        .map(|s| format!("id == {}", s.id()))
-        .collect();
-    std::ffi::CString::new(terms.join(" || ")).ok()
-}
-
-/// Why perf_event_open failed, for the user.
-pub fn open_error(error: io::Error, pid: i32) -> CaptureError {
+/// Why setting up failed, for the user.
+fn unavailable(what: &str, error: io::Error) -> CaptureError {
     let paranoid = std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
         .map(|p| p.trim().to_owned())
         .unwrap_or_else(|_| "?".into());
     let why = match error.raw_os_error() {
-        Some(libc::ESRCH) => return CaptureError::NoSuchProcess(pid),
         Some(libc::EACCES | libc::EPERM) => format!(
-            "perf_event_open: {error}: kernel tracepoints need root or CAP_PERFMON \
-             (kernel.perf_event_paranoid is {paranoid}); or use --backend ptrace"
+            "{what}: {error}: the kernel's tracepoints and our eBPF programs need root \
+             (or CAP_BPF and CAP_PERFMON; kernel.perf_event_paranoid is {paranoid}); \
+             or use --backend ptrace"
         ),
         Some(libc::EMFILE | libc::ENFILE) => {
-            format!("perf_event_open: {error}: too many events for the open-file limit (ulimit -n)")
+            format!("{what}: {error}: no descriptors left (ulimit -n)")
         }
         Some(libc::ENOSYS | libc::ENOENT | libc::ENODEV) => {
-            format!("perf_event_open: {error}: this kernel has no perf events")
+            format!("{what}: {error}: this kernel has no perf events or eBPF")
         }
-        _ => format!("perf_event_open: {error}"),
+        Some(libc::ENOMEM) => format!(
+            "{what}: {error}: --buffer-size too large for this machine's memory \
+             or locked-memory limit?"
+        ),
+        _ => format!("{what}: {error}"),
     };
     CaptureError::Unavailable {
         backend: Backend::Perf,
@@ -107,187 +98,164 @@ pub fn open_error(error: io::Error, pid: i32) -> CaptureError {
 }
 
 impl Events {
-    /// Finds the tracepoints; opens nothing yet. `buffer_bytes` per CPU,
+    /// Sets everything up, following no thread yet (see
+    /// [`Events::follow`]). A ring of `buffer_bytes` for each online CPU,
     /// rounded up to a power-of-two number of pages.
     pub fn new(selection: &Selection, buffer_bytes: usize) -> Result<(Events, Ids), CaptureError> {
         let root = tracefs::root()?;
-        let (syscalls, mut per_thread) = syscall_tracepoints(&root, selection)?;
-        let ids = Ids {
-            syscalls,
-            waking: tracefs::tracepoint(&root, "sched", "sched_waking", &[("pid", 24)])?,
-            exec: tracefs::tracepoint(
-                &root,
-                "sched",
-                "sched_process_exec",
-                &[("pid", 12), ("old_pid", 16)],
-            )?,
-            signal: tracefs::tracepoint(&root, "signal", "signal_deliver", &[("sig", 8)])?,
+        let (syscalls, mut probes) = syscall_probes(&root, selection)?;
+        let (ids, others) = scheduler_probes(&root, syscalls)?;
+        probes.extend(others);
+        let cpus = online_cpus()?;
+        let bytes = (buffer_bytes.max(4096) * cpus.len().max(1)).next_power_of_two();
+        let bytes = u32::try_from(bytes)
+            .map_err(|_| CaptureError::BadArgument(format!("--buffer-size too large: {bytes}")))?;
+        let tids = Map::tids(MAX_THREADS).map_err(|e| unavailable("creating a bpf map", e))?;
+        let lost = Map::counters(MAX_CPUS).map_err(|e| unavailable("creating a bpf map", e))?;
+        let ring_map = Map::ring(bytes).map_err(|e| unavailable("creating the ring buffer", e))?;
+        let ring = Ring::map(ring_map.fd(), bytes as usize)
+            .map_err(|e| unavailable("mapping the ring buffer", e))?;
+        let maps = Maps {
+            tids: tids.fd().as_raw_fd(),
+            ring: ring_map.fd().as_raw_fd(),
+            lost: lost.fd().as_raw_fd(),
+            wake_above: (bytes / 4).min(i32::MAX as u32) as i32,
         };
-        for id in [ids.exec, ids.signal] {
-            per_thread.push(Tracepoint { id, filter: None });
+        let mut attached = Vec::with_capacity(probes.len());
+        for probe in &probes {
+            attached.push(attach(probe, &maps, cpus[0])?);
         }
-        let pages = (buffer_bytes / 4096).max(2).next_power_of_two();
-        let original_file_limit = raise_file_limit();
-        Ok((
-            Events {
-                per_thread,
-                waking: ids.waking,
-                rings: Vec::new(),
-                fds: Vec::new(),
-                pages,
-                original_file_limit,
-                sets: HashMap::new(),
-                opened: 0,
-                cpus: online_cpus()?,
-            },
-            ids,
-        ))
-    }
-
-    fn attr(&self, id: u64) -> PerfEventAttr {
-        PerfEventAttr {
-            kind: sys::PERF_TYPE_TRACEPOINT,
-            size: std::mem::size_of::<PerfEventAttr>() as u32,
-            config: id,
-            sample_period: 1,
-            sample_type: sys::SAMPLE_IDENTIFIER
-                | sys::SAMPLE_TID
-                | sys::SAMPLE_TIME
-                | sys::SAMPLE_RAW,
-            flags: sys::FLAG_SAMPLE_ID_ALL | sys::FLAG_USE_CLOCKID | sys::FLAG_WATERMARK,
-            // Wake the reader when a quarter of the ring is full (it also
-            // reads every 100 ms): few wake-ups, room to spare.
-            wakeup_watermark: (self.pages * 4096 / 4) as u32,
-            clockid: libc::CLOCK_MONOTONIC,
-            ..PerfEventAttr::default()
-        }
-    }
-
-    /// Opens every per-thread event of `tid` on every online CPU,
-    /// disabled until [`Events::enable`].
-    pub fn open_thread(&mut self, tid: i32) -> Result<(), CaptureError> {
-        self.opened += 1;
-        let set = self.opened;
-        for cpu in self.cpus.clone() {
-            for i in 0..self.per_thread.len() {
-                let tracepoint = &self.per_thread[i];
-                let mut attr = self.attr(tracepoint.id);
-                attr.flags |= sys::FLAG_DISABLED | sys::FLAG_INHERIT;
-                if i == 0 {
-                    // One event per thread and CPU tells of its context
-                    // switches and of the tasks it creates and ends.
-                    attr.flags |= sys::FLAG_CONTEXT_SWITCH | sys::FLAG_TASK;
-                }
-                let fd =
-                    sys::perf_event_open(&attr, tid, cpu as i32).map_err(|e| open_error(e, tid))?;
-                let id = sys::event_id(&fd).map_err(|source| CaptureError::Os {
-                    what: "reading an event's id (PERF_EVENT_IOC_ID)",
-                    source,
-                })?;
-                self.sets.insert(id, set);
-                if let Some(filter) = &self.per_thread[i].filter {
-                    sys::ioctl(&fd, sys::IOC_SET_FILTER, filter.as_ptr() as libc::c_ulong)
-                        .map_err(|source| CaptureError::Os {
-                            what: "setting the syscall filter (PERF_EVENT_IOC_SET_FILTER)",
-                            source,
-                        })?;
-                }
-                self.attach_to_ring(cpu, fd)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Whether `threads` more threads' events fit in the open-file limit
-    /// with room to spare (for the wake-up events and the files we write).
-    pub fn room_for_threads(&self, threads: usize) -> bool {
-        let per_thread = self.per_thread.len() * self.cpus.len();
-        let open = self.fds.len() + self.rings.len();
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
+        let lost_seen = vec![0; cpus.len()];
+        let events = Events {
+            tids,
+            lost,
+            ring,
+            ring_map,
+            _attached: attached,
+            cpus,
+            lost_seen,
         };
-        // SAFETY: getrlimit writes our local struct.
-        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-            return false;
-        }
-        let wanted = open + threads * per_thread + ROOM_TO_SPARE;
-        (wanted as u64) < limit.rlim_cur
+        Ok((events, ids))
     }
 
-    /// Opens, then closes, one event on ourselves: whether we may.
-    pub fn probe(&mut self) -> Result<(), CaptureError> {
-        let attr = self.attr(self.per_thread[0].id);
-        sys::perf_event_open(&attr, 0, -1)
-            .map(drop)
-            .map_err(|e| open_error(e, 0))
-    }
-
-    /// Opens the machine-wide wake-up event of every CPU (after the
-    /// threads', whose rings it writes to); enabled at once.
-    pub fn open_wakeups(&mut self) -> Result<(), CaptureError> {
-        for cpu in self.cpus.clone() {
-            let attr = self.attr(self.waking);
-            let fd = sys::perf_event_open(&attr, -1, cpu as i32).map_err(|e| open_error(e, -1))?;
-            self.attach_to_ring(cpu, fd)?;
-        }
-        Ok(())
-    }
-
-    /// The first event of a CPU maps its ring; the others write into it.
-    fn attach_to_ring(&mut self, cpu: u32, fd: OwnedFd) -> Result<(), CaptureError> {
-        match self.rings.iter().find(|(c, ..)| *c == cpu) {
-            Some((_, _, leader)) => {
-                sys::ioctl(
-                    &fd,
-                    sys::IOC_SET_OUTPUT,
-                    leader.as_raw_fd() as libc::c_ulong,
-                )
-                .map_err(|source| CaptureError::Os {
-                    what: "sharing a CPU's ring buffer (PERF_EVENT_IOC_SET_OUTPUT)",
-                    source,
-                })?;
-                self.fds.push(fd);
-            }
-            None => {
-                let ring = Ring::map(&fd, self.pages).map_err(|source| CaptureError::Os {
-                    what: "mapping a ring buffer (--buffer-size too large for the locked-memory limit?)",
-                    source,
-                })?;
-                self.rings.push((cpu, ring, fd));
-            }
-        }
-        Ok(())
-    }
-
-    /// Starts every event opened disabled.
-    pub fn enable(&self) -> Result<(), CaptureError> {
-        let all = self
-            .fds
-            .iter()
-            .chain(self.rings.iter().map(|(_, _, fd)| fd));
-        for fd in all {
-            sys::ioctl(fd, sys::IOC_ENABLE, 0).map_err(|source| CaptureError::Os {
-                what: "enabling an event",
+    /// Follows thread `tid` from now on, and every thread it creates.
+    pub fn follow(&self, tid: i32) -> Result<(), CaptureError> {
+        self.tids
+            .insert(tid as u32, 1)
+            .map_err(|source| CaptureError::Os {
+                what: "adding a thread to the followed ones (bpf map update)",
                 source,
-            })?;
-        }
-        Ok(())
+            })
     }
+
+    /// The ring's descriptor, readable when a program asked to wake us.
+    pub fn ring_fd(&self) -> &OwnedFd {
+        self.ring_map.fd()
+    }
+
+    /// Records lost since the last call, per CPU that lost any.
+    pub fn new_losses(&mut self) -> Vec<(u32, u64)> {
+        let mut losses = Vec::new();
+        for (cpu, seen) in self.cpus.iter().zip(self.lost_seen.iter_mut()) {
+            let Ok(count) = self.lost.counter(*cpu) else {
+                continue;
+            };
+            if count > *seen {
+                losses.push((*cpu, count - *seen));
+                *seen = count;
+            }
+        }
+        losses
+    }
+}
+
+/// Loads `probe`'s program and attaches it to its tracepoint through a
+/// counting perf event on `cpu`: a tracepoint's programs run on every CPU,
+/// and a counting event records nothing.
+fn attach(probe: &Probe, maps: &Maps, cpu: u32) -> Result<(OwnedFd, OwnedFd), CaptureError> {
+    let program = bpf::load_tracepoint_program(&probe.assemble(maps), "tracebench")
+        .map_err(|e| unavailable("loading an eBPF program", e))?;
+    let attr = PerfEventAttr {
+        kind: sys::PERF_TYPE_TRACEPOINT,
+        size: std::mem::size_of::<PerfEventAttr>() as u32,
+        config: probe.tracepoint,
+        ..PerfEventAttr::default()
+    };
+    let event = sys::perf_event_open(&attr, -1, cpu as i32)
+        .map_err(|e| unavailable("perf_event_open", e))?;
+    sys::ioctl(
+        &event,
+        sys::IOC_SET_BPF,
+        program.as_raw_fd() as libc::c_ulong,
+    )
+    .map_err(|e| unavailable("attaching an eBPF program (PERF_EVENT_IOC_SET_BPF)", e))?;
+    Ok((event, program))
+}
+
+/// The scheduler's and the processes' tracepoints, and the ids of all.
+fn scheduler_probes(
+    root: &Path,
+    syscalls: HashMap<u64, SyscallPoint>,
+) -> Result<(Ids, Vec<Probe>), CaptureError> {
+    let ids = Ids {
+        syscalls,
+        waking: tracefs::tracepoint(root, "sched", "sched_waking", &[("pid", 24)])?,
+        exec: tracefs::tracepoint(
+            root,
+            "sched",
+            "sched_process_exec",
+            &[("pid", 12), ("old_pid", 16)],
+        )?,
+        signal: tracefs::tracepoint(root, "signal", "signal_deliver", &[("sig", 8)])?,
+        switch: tracefs::tracepoint(
+            root,
+            "sched",
+            "sched_switch",
+            &[("prev_pid", 24), ("prev_state", 32), ("next_pid", 56)],
+        )?,
+        fork: tracefs::tracepoint(
+            root,
+            "task",
+            "task_newtask",
+            &[("pid", 8), ("clone_flags", 32)],
+        )?,
+        exit: tracefs::tracepoint(root, "sched", "sched_process_exit", &[("pid", 24)])?,
+    };
+    let probe = |tracepoint, filter, effect, end| Probe {
+        tracepoint,
+        filter,
+        effect,
+        end,
+    };
+    let probes = vec![
+        probe(ids.waking, Filter::Field(24), Effect::None, 32),
+        probe(ids.exec, Filter::Field(16), Effect::Move, 20),
+        probe(ids.signal, Filter::Current, Effect::None, 16),
+        probe(ids.switch, Filter::Either(24, 56), Effect::None, 64),
+        probe(ids.fork, Filter::Current, Effect::Follow(8), 40),
+        probe(ids.exit, Filter::Current, Effect::Forget, 32),
+    ];
+    Ok((ids, probes))
 }
 
 /// The syscall tracepoints for `selection`: each selected syscall's own
 /// pair (`syscalls:sys_enter_NAME`, `sys_exit_NAME`), which cost the
 /// calls not selected almost nothing (measured: 0.08 µs a call, against
-/// 0.2 µs for raw_syscalls with an in-kernel filter); raw_syscalls with
-/// the filter when the selection is every syscall, or names one that has
-/// no tracepoint of its own.
-fn syscall_tracepoints(
+/// 0.2 µs for raw_syscalls with an in-kernel filter); raw_syscalls when
+/// the selection is every syscall, or names one that has no tracepoint of
+/// its own (the pairing then drops the calls not selected).
+fn syscall_probes(
     root: &Path,
     selection: &Selection,
-) -> Result<(HashMap<u64, SyscallPoint>, Vec<Tracepoint>), CaptureError> {
-    let mut points = HashMap::new();
-    let mut tracepoints = Vec::new();
+) -> Result<(HashMap<u64, SyscallPoint>, Vec<Probe>), CaptureError> {
+    let mut points = HashMap::default();
+    let mut probes = Vec::new();
+    let probe = |tracepoint, end| Probe {
+        tracepoint,
+        filter: Filter::Current,
+        effect: Effect::None,
+        end,
+    };
     let own = selection.syscalls().count() < 64
         && selection.syscalls().all(|s| {
             let name = s.name();
@@ -302,23 +270,19 @@ fn syscall_tracepoints(
                             args: 0,
                         },
                     );
-                    tracepoints.push(Tracepoint {
-                        id: enter,
-                        filter: None,
-                    });
-                    tracepoints.push(Tracepoint {
-                        id: exit,
-                        filter: None,
-                    });
+                    // The int number at 8, then each argument: no read past
+                    // the last field.
+                    let end = if args == 0 { 12 } else { 16 + 8 * args as i16 };
+                    probes.push(probe(enter, end));
+                    probes.push(probe(exit, 24));
                     true
                 }
                 _ => false,
             }
         });
     if own {
-        return Ok((points, tracepoints));
+        return Ok((points, probes));
     }
-    let filter = syscall_filter(selection);
     let enter = tracefs::tracepoint(
         root,
         "raw_syscalls",
@@ -342,36 +306,5 @@ fn syscall_tracepoints(
             },
         ),
     ]);
-    let tracepoints = vec![
-        Tracepoint {
-            id: enter,
-            filter: filter.clone(),
-        },
-        Tracepoint { id: exit, filter },
-    ];
-    Ok((points, tracepoints))
-}
-
-/// Descriptors [`Events::room_for_threads`] leaves free.
-const ROOM_TO_SPARE: usize = 256;
-
-/// Events are descriptors (threads × CPUs × tracepoints): take every one
-/// the hard limit allows. Returns the limit as it was.
-fn raise_file_limit() -> libc::rlimit {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit and setrlimit read and write our local structs.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
-            let raised = libc::rlimit {
-                rlim_cur: limit.rlim_max,
-                rlim_max: limit.rlim_max,
-            };
-            libc::setrlimit(libc::RLIMIT_NOFILE, &raised);
-        }
-    }
-    limit
+    Ok((points, vec![probe(enter, 64), probe(exit, 24)]))
 }

@@ -1,11 +1,14 @@
-//! The perf capture backend of tracebench: the kernel's tracepoints, read
-//! through one perf_event ring buffer per CPU, so the traced program is
-//! never stopped. Besides the selected syscalls (filtered in the kernel),
-//! it sees what ptrace cannot: the scheduler's view, when each thread went
-//! off and on a CPU and who woke it. It cannot read the program's memory:
-//! pointer arguments are marked as not captured, never invented.
+//! The perf capture backend of tracebench: the kernel's tracepoints, each
+//! with a small eBPF program that keeps what concerns the threads we
+//! follow and writes it to one ring buffer, so the traced program is never
+//! stopped. Besides the selected syscalls, it sees what ptrace cannot: the
+//! scheduler's view, when each thread went off and on a CPU (and whether
+//! it was preempted, asleep or blocked) and who woke it. It cannot read
+//! the program's memory: pointer arguments are marked as not captured,
+//! never invented.
 //!
-//! Needs root or CAP_PERFMON, and tracefs (mounted if missing, as root).
+//! Needs root (or CAP_BPF and CAP_PERFMON), and tracefs (mounted if
+//! missing, as root).
 //! The design, and what was measured to choose it, is in
 //! docs/design/perf-backend-research.md.
 //!
@@ -20,9 +23,11 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod bpf;
 mod decode;
 mod events;
 mod merge;
+mod probe;
 mod ring;
 mod spawn;
 mod sys;
@@ -49,8 +54,9 @@ pub struct PerfOptions {
     pub selection: Selection,
     /// Where a spawned program's standard streams go.
     pub stdio: ProgramStdio,
-    /// Bytes of ring buffer per CPU (rounded up to a power-of-two number
-    /// of pages). A full buffer loses events, counted and shown.
+    /// Bytes of ring buffer per online CPU (all CPUs share one ring of
+    /// their sum, rounded up to a power of two). A full buffer loses
+    /// events, counted and shown.
     pub buffer_bytes: usize,
 }
 
@@ -69,13 +75,12 @@ impl Default for PerfOptions {
 
 /// Whether this backend can run here: tracefs found (or mounted) and a
 /// tracepoint event allowed; the error says what is missing and how to get
-/// it. Opens one event on ourselves and closes it at once.
+/// it. Sets a capture up, following nothing, and takes it down at once.
 pub fn available() -> Result<(), CaptureError> {
-    let (mut events, _) = Events::new(&Selection::default(), 8192)?;
-    events.probe()
+    Events::new(&Selection::default(), 4096).map(drop)
 }
 
-/// How long the reader sleeps at most between two reads of the rings.
+/// How long the reader sleeps at most between two reads of the ring.
 const READ_INTERVAL: Duration = Duration::from_millis(100);
 /// How long a spawned program may take to show it got the signal that
 /// interrupted us before we pass it on (as the ptrace backend does).
@@ -141,29 +146,27 @@ impl PerfCapture {
     /// program's before it is let go to exec: its events count from the
     /// execve on).
     pub fn start(tracee: &Tracee, options: &PerfOptions) -> Result<PerfCapture, CaptureError> {
-        let (mut events, ids) = Events::new(&options.selection, options.buffer_bytes)?;
+        let (events, ids) = Events::new(&options.selection, options.buffer_bytes)?;
         let mut pairing = Pairing::new(options.selection.clone());
         match tracee {
             Tracee::Spawn { program, args } => {
-                let limit = events.original_file_limit;
-                let mut held = spawn::fork_held(program, args, &options.stdio, limit)?;
-                // On before the exec, so that its execve is seen whole;
-                // what the child does before it is left out when paired.
-                events.open_thread(held.pid)?;
-                events.open_wakeups()?;
-                events.enable()?;
+                let mut held = spawn::fork_held(program, args, &options.stdio)?;
+                // Followed before the exec, so that its execve is seen
+                // whole; what the child does before it is left out when
+                // paired.
+                events.follow(held.pid)?;
                 let pidfd = pidfd_open(held.pid)?;
                 pairing.track(held.pid, held.pid);
                 pairing.skip_until_exec(held.pid);
                 held.release()?;
-                let decoder = Decoder::new(ids, held.pid, std::mem::take(&mut events.sets));
+                let decoder = Decoder::new(ids, held.pid);
                 PerfCapture::assemble(events, decoder, pairing, held.pid, true, pidfd)
             }
             Tracee::Attach { pids } => {
                 let pid = tracebench_trace::capture::one_process(pids, "perf")?;
-                attach(&mut events, &mut pairing, pid)?;
+                attach(&events, &mut pairing, pid)?;
                 let pidfd = pidfd_open(pid)?;
-                let decoder = Decoder::new(ids, pid, std::mem::take(&mut events.sets));
+                let decoder = Decoder::new(ids, pid);
                 PerfCapture::assemble(events, decoder, pairing, pid, false, pidfd)
             }
         }
@@ -189,21 +192,19 @@ impl PerfCapture {
         })
     }
 
-    /// Waits until a ring has a quarter filled, a stop is asked for, the
+    /// Waits until the ring has a quarter filled, a stop is asked for, the
     /// program exits, or [`READ_INTERVAL`] passes; whether it exited.
     fn wait(&self) -> bool {
-        let mut fds: Vec<libc::pollfd> = self
-            .events
-            .rings
-            .iter()
-            .map(|(_, _, fd)| fd.as_raw_fd())
-            .chain([self.wake.as_raw_fd(), self.pidfd.as_raw_fd()])
-            .map(|fd| libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
-            })
-            .collect();
+        let mut fds = [
+            self.events.ring_fd().as_raw_fd(),
+            self.wake.as_raw_fd(),
+            self.pidfd.as_raw_fd(),
+        ]
+        .map(|fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        });
         // SAFETY: poll reads and writes our array of pollfds.
         unsafe {
             libc::poll(
@@ -218,16 +219,23 @@ impl PerfCapture {
         fds.last().is_some_and(|p| p.revents != 0)
     }
 
-    /// Reads every ring into `pending`.
+    /// Reads the ring into `pending`, and the losses counted since the
+    /// last read.
     fn drain(&mut self, pending: &mut Pending) {
         let decoder = &mut self.decoder;
-        for (index, (cpu, ring, _)) in self.events.rings.iter_mut().enumerate() {
-            let cpu = *cpu;
-            let queue = pending.queue(index);
-            let from = queue.len();
-            ring.drain(|record| decoder.record(cpu, record, queue));
-            pending.settle(index, from);
+        let queue = pending.queue();
+        let from = queue.len();
+        self.events
+            .ring
+            .drain(|record| decoder.record(record, queue));
+        let losses = self.events.new_losses();
+        if !losses.is_empty() {
+            let now = monotonic_ns();
+            for (cpu, count) in losses {
+                decoder.lost(cpu, count, now, queue);
+            }
         }
+        pending.settle(from);
     }
 
     /// The spawned program's exit status, once it has exited (reaped).
@@ -251,44 +259,36 @@ const ATTACH_SCANS: usize = 100;
 
 /// Follows every thread of running process `pid`, scanning /proc/PID/task
 /// until a scan finds no new thread, as the ptrace backend seizes them: a
-/// thread created during a scan by one not yet followed is found by the
-/// next (every thread created by a followed one inherits its events, and
-/// one found twice that way is kept once: [`Pairing::once_per_thread`]).
-/// A later scan that would take the descriptors close to the open-file
-/// limit is not made: a process that keeps adding threads by the
-/// thousand is followed as one scan follows it, rather than not at all.
-fn attach(events: &mut Events, pairing: &mut Pairing, pid: i32) -> Result<(), CaptureError> {
+/// thread created by a followed one is followed by the kernel itself from
+/// its birth, one created by a thread not yet followed is found by the
+/// next scan. A thread gone before it was followed is forgotten again: its
+/// id may come back as someone else's.
+fn attach(events: &Events, pairing: &mut Pairing, pid: i32) -> Result<(), CaptureError> {
     if pid <= 0 || !std::path::Path::new(&format!("/proc/{pid}")).exists() {
         return Err(CaptureError::NoSuchProcess(pid));
     }
     let mut seen = foldhash::HashSet::default();
-    let mut followed = 0;
     for _ in 0..ATTACH_SCANS {
         let new: Vec<i32> = threads_of(pid)?
             .into_iter()
             .filter(|tid| seen.insert(*tid))
             .collect();
-        if new.is_empty() || (followed > 0 && !events.room_for_threads(new.len())) {
+        if new.is_empty() {
             break;
         }
         for tid in new {
-            match events.open_thread(tid) {
-                Ok(()) => {
-                    pairing.track(tid, pid);
-                    followed += 1;
-                }
-                // Gone as we looked.
-                Err(CaptureError::NoSuchProcess(_)) => {}
-                Err(e) => return Err(e),
+            events.follow(tid)?;
+            if std::path::Path::new(&format!("/proc/{pid}/task/{tid}")).exists() {
+                pairing.track(tid, pid);
+            } else {
+                events.tids.remove(tid as u32);
             }
         }
     }
-    if followed == 0 {
+    if seen.is_empty() {
         return Err(CaptureError::NoSuchProcess(pid));
     }
-    pairing.once_per_thread();
-    events.open_wakeups()?;
-    events.enable()
+    Ok(())
 }
 
 /// Where a stop request stands.
@@ -370,7 +370,7 @@ impl Capture for PerfCapture {
             // the waker (cleared below before the capture is dropped).
             unsafe { libc::write(wake, (&1u64 as *const u64).cast(), 8) };
         });
-        let mut pending = Pending::new(self.events.rings.len());
+        let mut pending = Pending::default();
         let mut stopping = Stopping::default();
         let mut before = 0;
         let mut end = CaptureEnd::default();
@@ -395,10 +395,10 @@ impl Capture for PerfCapture {
         self.stop.clear_waker();
         self.drain(&mut pending);
         if let Some(exit) = self.root_exit(end.exit) {
-            let queue = pending.queue(0);
-            queue.push_back((exit, 0));
+            let queue = pending.queue();
+            queue.push_back(exit);
             let from = queue.len() - 1;
-            pending.settle(0, from);
+            pending.settle(from);
         }
         pending.emit_before(u64::MAX, &mut self.pairing, sink);
         sink.idle(monotonic_ns());

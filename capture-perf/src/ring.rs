@@ -1,29 +1,33 @@
-//! One CPU's ring buffer: the kernel writes records at `data_head`, we
-//! read them up to there and hand the space back by moving `data_tail`.
+//! The backend's ring buffer (a `BPF_MAP_TYPE_RINGBUF`, one for all
+//! CPUs): our programs reserve and commit records at the producer
+//! position, we read committed ones up to there and hand the space back by
+//! moving the consumer position.
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-/// Offsets in the first (metadata) page of the mapping.
-const DATA_HEAD: usize = 1024;
-const DATA_TAIL: usize = 1032;
-const DATA_OFFSET: usize = 1040;
-const DATA_SIZE: usize = 1048;
+/// Set in a record's length while its program is still writing it.
+const BUSY: u32 = 1 << 31;
+/// Set in a record's length when its program threw it away.
+const DISCARDED: u32 = 1 << 30;
+/// Each record's header: its length (with the two bits above), then the
+/// kernel's page offset.
+const HEADER: usize = 8;
 
-/// A mapped ring buffer. Unmapped when dropped: a mapping keeps its event
-/// alive (and recording) even after the event's descriptor is closed.
+/// A mapped ring buffer. Unmapped when dropped.
 pub struct Ring {
-    base: *mut u8,
-    len: usize,
-    data: *const u8,
+    /// The consumer page (ours to write).
+    consumer: *mut u8,
+    /// The producer page, then the data area mapped twice in a row, so a
+    /// record that wraps past the end reads as one piece.
+    producer: *mut u8,
+    page: usize,
     size: usize,
-    /// A record that wraps past the end is copied here whole.
-    scratch: Vec<u8>,
 }
 
-// SAFETY: the mapping is ours alone; the kernel's side is synchronised
-// through data_head and data_tail as the ABI says.
+// SAFETY: the mappings are ours alone; the kernel's side is synchronised
+// through the two positions as the ABI says.
 unsafe impl Send for Ring {}
 
 fn page_size() -> usize {
@@ -31,92 +35,91 @@ fn page_size() -> usize {
     unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
 }
 
+fn map(fd: &OwnedFd, len: usize, prot: libc::c_int, offset: usize) -> io::Result<*mut u8> {
+    // SAFETY: a fresh shared mapping of a ring buffer map, of a length and
+    // offset its ABI allows; checked for failure below.
+    let base = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            prot,
+            libc::MAP_SHARED,
+            fd.as_raw_fd(),
+            offset as libc::off_t,
+        )
+    };
+    if base == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(base as *mut u8)
+}
+
 impl Ring {
-    /// Maps `data_pages` (a power of two) pages of ring for event `fd`.
-    pub fn map(fd: &OwnedFd, data_pages: usize) -> io::Result<Ring> {
-        let len = (data_pages + 1) * page_size();
-        // SAFETY: a fresh shared mapping of a perf event descriptor, of the
-        // size the ABI wants (1 + 2^n pages); checked for failure below.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        if base == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let base = base as *mut u8;
-        // SAFETY: the metadata page is mapped and the kernel filled in
-        // data_offset and data_size.
-        let (offset, size) = unsafe {
-            (
-                (base.add(DATA_OFFSET) as *const u64).read_volatile() as usize,
-                (base.add(DATA_SIZE) as *const u64).read_volatile() as usize,
-            )
+    /// Maps the ring of `size` bytes (a power-of-two number of pages)
+    /// behind map descriptor `fd`.
+    pub fn map(fd: &OwnedFd, size: usize) -> io::Result<Ring> {
+        let page = page_size();
+        let consumer = map(fd, page, libc::PROT_READ | libc::PROT_WRITE, 0)?;
+        let producer = match map(fd, page + 2 * size, libc::PROT_READ, page) {
+            Ok(producer) => producer,
+            Err(error) => {
+                // SAFETY: the mapping just made, unused.
+                unsafe { libc::munmap(consumer.cast(), page) };
+                return Err(error);
+            }
         };
         Ok(Ring {
-            base,
-            len,
-            // SAFETY: data_offset lies inside the mapping.
-            data: unsafe { base.add(offset) },
+            consumer,
+            producer,
+            page,
             size,
-            scratch: Vec::new(),
         })
     }
 
-    fn word(&self, at: usize) -> &AtomicU64 {
-        // SAFETY: `at` is data_head's or data_tail's offset in the mapped,
-        // 8-byte aligned metadata page, which lives as long as self.
-        unsafe { AtomicU64::from_ptr(self.base.add(at) as *mut u64) }
+    fn position(&self, page: *mut u8) -> &AtomicU64 {
+        // SAFETY: each position is the first, 8-byte aligned word of its
+        // mapped page, which lives as long as self.
+        unsafe { AtomicU64::from_ptr(page as *mut u64) }
     }
 
-    /// Hands every whole record written so far to `each`, then gives its
-    /// space back to the kernel.
+    /// Hands every committed record to `each` (up to the first one still
+    /// being written), then gives their space back to the kernel.
     pub fn drain(&mut self, mut each: impl FnMut(&[u8])) {
-        // Acquire: the records up to head are written before we read them.
-        let head = self.word(DATA_HEAD).load(Ordering::Acquire);
-        let mut tail = self.word(DATA_TAIL).load(Ordering::Relaxed);
-        while tail < head {
-            let at = (tail % self.size as u64) as usize;
-            // A header never straddles the end: records are 8-byte aligned
-            // and the size is a power of two.
-            // SAFETY: `at` + 8 is within the data area.
-            let header = unsafe { std::slice::from_raw_parts(self.data.add(at), 8) };
-            let len = u16::from_ne_bytes([header[6], header[7]]) as usize;
-            if len < 8 || tail + len as u64 > head {
+        // Acquire: the records up to it are reserved before we look.
+        let end = self.position(self.producer).load(Ordering::Acquire);
+        let mut at = self.position(self.consumer).load(Ordering::Relaxed);
+        let mask = self.size as u64 - 1;
+        while at < end {
+            // SAFETY: the data area starts a page into the producer
+            // mapping; the offset is within its first copy, the header
+            // 8-aligned inside it.
+            let header = unsafe { self.producer.add(self.page + (at & mask) as usize) };
+            // SAFETY: as above; the kernel commits by writing this word.
+            let len = unsafe { AtomicU32::from_ptr(header as *mut u32) }.load(Ordering::Acquire);
+            if len & BUSY != 0 {
                 break;
             }
-            if at + len <= self.size {
-                // SAFETY: the whole record lies inside the data area.
-                each(unsafe { std::slice::from_raw_parts(self.data.add(at), len) });
-            } else {
-                let first = self.size - at;
-                self.scratch.clear();
-                // SAFETY: the record's two pieces, at the end and at the
-                // start of the data area.
-                unsafe {
-                    self.scratch
-                        .extend_from_slice(std::slice::from_raw_parts(self.data.add(at), first));
-                    self.scratch
-                        .extend_from_slice(std::slice::from_raw_parts(self.data, len - first));
-                }
-                each(&self.scratch);
+            let bytes = (len & !(BUSY | DISCARDED)) as usize;
+            if bytes > self.size {
+                break; // never written by the kernel: stop rather than read wild
             }
-            tail += len as u64;
+            if len & DISCARDED == 0 {
+                // SAFETY: the record lies within the data area's two copies.
+                each(unsafe { std::slice::from_raw_parts(header.add(HEADER), bytes) });
+            }
+            at += ((HEADER + bytes + 7) & !7) as u64;
         }
         // Release: we are done reading before the kernel may write again.
-        self.word(DATA_TAIL).store(tail, Ordering::Release);
+        self.position(self.consumer).store(at, Ordering::Release);
     }
 }
 
 impl Drop for Ring {
     fn drop(&mut self) {
-        // SAFETY: our own mapping, of this length, unused from here on.
-        unsafe { libc::munmap(self.base as *mut libc::c_void, self.len) };
+        // SAFETY: our own mappings, of these lengths, unused from here on.
+        unsafe {
+            libc::munmap(self.consumer.cast(), self.page);
+            libc::munmap(self.producer.cast(), self.page + 2 * self.size);
+        }
     }
 }

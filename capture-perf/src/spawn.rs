@@ -1,6 +1,5 @@
 //! Starting a program for the perf backend: forked, held on a pipe until
-//! its events are open and on (inherited by everything it starts), then
-//! let go to exec. Rust's `Command` cannot do
+//! it is followed (and so everything it starts), then let go to exec. Rust's `Command` cannot do
 //! this: its spawn waits for the exec, which waits for us.
 
 use std::ffi::{OsStr, OsString};
@@ -23,13 +22,11 @@ fn os_error(what: &'static str) -> CaptureError {
     }
 }
 
-/// Forks a child that will exec `program` once released, with `limit` as
-/// its open-file limit (ours before the backend raised it).
+/// Forks a child that will exec `program` once released.
 pub fn fork_held(
     program: &OsStr,
     args: &[OsString],
     stdio: &ProgramStdio,
-    limit: libc::rlimit,
 ) -> Result<Held, CaptureError> {
     let strings = ExecStrings::new(program, args)?;
     let (argv, envp) = (strings.argv_pointers(), strings.envp_pointers());
@@ -65,7 +62,6 @@ pub fn fork_held(
                 libc::_exit(125);
             }
             libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0);
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
             libc::execve(strings.path.as_ptr(), argv.as_ptr(), envp.as_ptr());
             libc::_exit(127);
         }
