@@ -980,3 +980,44 @@ fn attached_a_program_that_execs_from_another_thread_is_traced_after_the_exec() 
     assert!(text.contains("write(1, "), "{text}");
     assert!(text.contains("exit_group(0)"), "{text}");
 }
+
+#[test]
+fn a_vfork_parent_blocks_in_d_while_its_child_sleeps_in_s() {
+    assert_root();
+    let _serial = serial();
+    let dir = tempdir();
+    let program = common::build_fixture("vfork_wait", dir.path());
+    let file = under_perf(dir.path(), &[program.to_str().unwrap()]);
+    let events = events_of(&file);
+    let spawn = events
+        .iter()
+        .find(|e| e["type"] == "spawned")
+        .expect("the vfork");
+    let (parent, child) = (spawn["tid"].as_i64(), spawn["child_tid"].as_i64());
+    // Each thread's longest time off its CPU, and why it left.
+    let longest_off = |tid| {
+        let mut off: Option<(f64, String)> = None;
+        let mut longest = (0.0, String::new());
+        for event in events.iter().filter(|e| e["tid"].as_i64() == tid) {
+            let time = event["time_ns"].as_f64().unwrap() / 1e9;
+            match event["type"].as_str() {
+                Some("off_cpu") => off = Some((time, event["reason"].as_str().unwrap().into())),
+                Some("on_cpu") => {
+                    if let Some((since, reason)) = off.take() {
+                        if time - since > longest.0 {
+                            longest = (time - since, reason);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        longest
+    };
+    let (parent_off, parent_reason) = longest_off(parent);
+    let (child_off, child_reason) = longest_off(child);
+    assert_eq!(parent_reason, "disk_sleep", "{parent_off} s");
+    assert!(parent_off >= 0.15, "{parent_off} s");
+    assert_eq!(child_reason, "sleep", "{child_off} s");
+    assert!(child_off >= 0.15, "{child_off} s");
+}
