@@ -1003,10 +1003,10 @@ fn a_vfork_parent_blocks_in_d_while_its_child_sleeps_in_s() {
             match event["type"].as_str() {
                 Some("off_cpu") => off = Some((time, event["reason"].as_str().unwrap().into())),
                 Some("on_cpu") => {
-                    if let Some((since, reason)) = off.take() {
-                        if time - since > longest.0 {
-                            longest = (time - since, reason);
-                        }
+                    if let Some((since, reason)) = off.take()
+                        && time - since > longest.0
+                    {
+                        longest = (time - since, reason);
                     }
                 }
                 _ => {}
@@ -1020,4 +1020,62 @@ fn a_vfork_parent_blocks_in_d_while_its_child_sleeps_in_s() {
     assert!(parent_off >= 0.15, "{parent_off} s");
     assert_eq!(child_reason, "sleep", "{child_off} s");
     assert!(child_off >= 0.15, "{child_off} s");
+}
+
+/// Each thread's exit status in a trace file, sorted ("code 3",
+/// "signal SIGTERM", or "unknown").
+fn exit_statuses(file: &Path) -> Vec<String> {
+    let mut statuses: Vec<String> = events_of(file)
+        .iter()
+        .filter(|e| e["type"] == "exited")
+        .map(|e| match (e["code"].as_i64(), e["signal"].as_str()) {
+            (Some(code), _) => format!("code {code}"),
+            (_, Some(signal)) => format!("signal {signal}"),
+            _ => "unknown".into(),
+        })
+        .collect();
+    statuses.sort();
+    statuses
+}
+
+#[test]
+fn every_threads_exit_status_is_the_ptrace_backends() {
+    assert_root();
+    let _serial = serial();
+    let dir = tempdir();
+    let program = common::build_fixture("exits", dir.path());
+    let traced = |backend: &str| {
+        let file = dir.path().join(format!("{backend}.tbt"));
+        let output = Command::new(BIN)
+            .args([
+                "trace",
+                "--backend",
+                backend,
+                "-e",
+                "trace=write",
+                "--write",
+            ])
+            .arg(&file)
+            .arg("--")
+            .arg(&program)
+            .output()
+            .unwrap();
+        // Its exit status, as strace passes it on.
+        assert_eq!(output.status.code(), Some(3), "{output:?}");
+        exit_statuses(&file)
+    };
+    let (perf, ptrace) = (traced("perf"), traced("ptrace"));
+    assert_eq!(perf, ptrace);
+    // The fixture's five threads: two killed, one alone with 0, two by
+    // exit_group(3).
+    assert_eq!(
+        perf,
+        [
+            "code 0",
+            "code 3",
+            "code 3",
+            "signal SIGTERM",
+            "signal SIGTERM"
+        ]
+    );
 }

@@ -23,9 +23,16 @@ pub struct Ids {
     pub waking: u64,
     pub exec: u64,
     pub signal: u64,
+    /// `signal_generate`: a signal sent to one of our threads (not an
+    /// event of its own; it names the signal that kills a process whose
+    /// threads the kernel then ends with SIGKILL).
+    pub generate: u64,
     pub switch: u64,
     pub fork: u64,
     pub exit: u64,
+    /// Whether sched_process_exit says if the exiting thread is its
+    /// process's last (`group_dead`, 6.13 on).
+    pub group_dead: bool,
 }
 
 /// One syscall tracepoint.
@@ -182,6 +189,33 @@ pub struct Decoder {
     pub lost: u64,
     /// The last signal delivered to the root process, and when we read it.
     pub root_signal: Option<(i32, Instant)>,
+    /// Threads that called exit(2), and its code: their exit status.
+    thread_exits: HashMap<i32, i32>,
+    /// Processes on their way out, and the status every thread of theirs
+    /// exits with: exit_group(2)'s code, or the fatal signal.
+    group_exits: HashMap<i32, ExitStatus>,
+    /// The last signal sent to each process that would end it if left to
+    /// its default action: a fatal signal with no handler is turned into
+    /// a SIGKILL of every thread when sent, and only that is delivered.
+    fatal_sent: HashMap<i32, i32>,
+    /// Our threads' processes, for the signals sent to a thread.
+    pids: HashMap<i32, i32>,
+}
+
+/// Whether `signal`, left to its default action, ends the process.
+fn fatal_by_default(signal: i32) -> bool {
+    (1..=64).contains(&signal)
+        && ![
+            libc::SIGCHLD,
+            libc::SIGCONT,
+            libc::SIGURG,
+            libc::SIGWINCH,
+            libc::SIGSTOP,
+            libc::SIGTSTP,
+            libc::SIGTTIN,
+            libc::SIGTTOU,
+        ]
+        .contains(&signal)
 }
 
 /// Why a thread left its CPU, from a switch's `prev_state`.
@@ -207,7 +241,16 @@ impl Decoder {
             root_exit_ns: None,
             lost: 0,
             root_signal: None,
+            thread_exits: HashMap::new(),
+            group_exits: HashMap::new(),
+            fatal_sent: HashMap::new(),
+            pids: HashMap::from_iter([(root, root)]),
         }
+    }
+
+    /// Counts `tid` of process `pid` as ours from the start.
+    pub fn track(&mut self, tid: i32, pid: i32) {
+        self.pids.insert(tid, pid);
     }
 
     /// Decodes one record read from the ring into `queue` (a record too
@@ -240,7 +283,9 @@ impl Decoder {
             kind,
         };
         if let Some(point) = self.ids.syscalls.get(&id).copied() {
-            out.push_back(event(syscall(point, raw)?));
+            let kind = syscall(point, raw)?;
+            self.note_exit_call(tid, pid, &kind);
+            out.push_back(event(kind));
         } else if id == self.ids.switch {
             let cpu = u32_at(raw, 4)?;
             let reason = off_cpu_reason(u64_at(raw, 32)?);
@@ -267,9 +312,11 @@ impl Decoder {
         } else if id == self.ids.fork {
             let child = i32_at(raw, 8)?;
             let thread = u64_at(raw, 32)? & CLONE_THREAD != 0;
+            let child_pid = if thread { pid } else { child };
+            self.pids.insert(child, child_pid);
             out.push_back(event(EventKind::Spawned {
                 child_tid: child,
-                child_pid: if thread { pid } else { child },
+                child_pid,
                 creation: if thread {
                     Creation::Thread
                 } else {
@@ -277,16 +324,19 @@ impl Decoder {
                 },
             }));
         } else if id == self.ids.exit {
+            let status = self.exit_status(tid, pid, raw)?;
             if tid == self.root {
                 // Its status comes from wait(2), when we reap it.
                 self.root_exit_ns = Some(time_ns);
             } else {
-                out.push_back(event(EventKind::Exited {
-                    status: ExitStatus::Unknown,
-                }));
+                out.push_back(event(EventKind::Exited { status }));
             }
         } else if id == self.ids.exec {
             let new_pid = i32_at(raw, 12)?;
+            // The threads the exec ended were killed; the process goes on.
+            self.group_exits.remove(&new_pid);
+            self.pids.remove(&i32_at(raw, 16)?);
+            self.pids.insert(new_pid, new_pid);
             out.push_back(Event {
                 time_ns,
                 pid: new_pid,
@@ -295,11 +345,18 @@ impl Decoder {
                     former_tid: i32_at(raw, 16)?,
                 },
             });
+        } else if id == self.ids.generate {
+            let signal = i32_at(raw, 8)?;
+            let target = i32_at(raw, 36)?;
+            if let (true, Some(&pid)) = (fatal_by_default(signal), self.pids.get(&target)) {
+                self.fatal_sent.insert(pid, signal);
+            }
         } else if id == self.ids.signal {
             let signal = i32_at(raw, 8)?;
             if pid == self.root {
                 self.root_signal = Some((signal, Instant::now()));
             }
+            self.note_delivered(pid, signal, u64_at(raw, 24)?);
             // The tracepoint carries no siginfo: said by its absence.
             out.push_back(event(EventKind::Signal {
                 signal,
@@ -307,6 +364,71 @@ impl Decoder {
             }));
         }
         Some(())
+    }
+}
+
+impl Decoder {
+    /// Remembers the code of an exit or exit_group call `tid` enters.
+    fn note_exit_call(&mut self, tid: i32, pid: i32, kind: &EventKind) {
+        let EventKind::SyscallEntry { nr, args, .. } = kind else {
+            return;
+        };
+        // The kernel keeps the low 8 bits of the code.
+        let code = (args[0] & 0xff) as i32;
+        match i64::from(*nr) {
+            libc::SYS_exit => {
+                self.thread_exits.insert(tid, code);
+            }
+            libc::SYS_exit_group => {
+                self.group_exits
+                    .entry(pid)
+                    .or_insert(ExitStatus::Code(code));
+            }
+            _ => {}
+        }
+    }
+
+    /// The status thread `tid` of `pid` exits with, as the exit record
+    /// `raw` ends it: its own exit call's code, else its process's;
+    /// unknown when neither was seen.
+    fn exit_status(&mut self, tid: i32, pid: i32, raw: &[u8]) -> Option<ExitStatus> {
+        let last = self.ids.group_dead && raw.get(32).copied()? != 0;
+        let status = match self.thread_exits.remove(&tid) {
+            Some(code) => ExitStatus::Code(code),
+            None => self
+                .group_exits
+                .get(&pid)
+                .copied()
+                .unwrap_or(ExitStatus::Unknown),
+        };
+        if last || tid == pid && !self.ids.group_dead {
+            self.group_exits.remove(&pid);
+            self.fatal_sent.remove(&pid);
+        }
+        self.pids.remove(&tid);
+        Some(status)
+    }
+
+    /// Notes signal `signal` delivered to a thread of `pid`, whose action
+    /// is `handler`: left to a default that kills, it ends the process
+    /// (SIGKILL: the fatal signal sent before it, if any, as wait(2) says).
+    fn note_delivered(&mut self, pid: i32, signal: i32, handler: u64) {
+        if handler != libc::SIG_DFL as u64 {
+            if self.fatal_sent.get(&pid) == Some(&signal) {
+                self.fatal_sent.remove(&pid); // handled
+            }
+            return;
+        }
+        if !fatal_by_default(signal) {
+            return;
+        }
+        let signal = match signal {
+            libc::SIGKILL => self.fatal_sent.get(&pid).copied().unwrap_or(signal),
+            _ => signal,
+        };
+        self.group_exits
+            .entry(pid)
+            .or_insert(ExitStatus::Signal(signal));
     }
 }
 
@@ -347,9 +469,11 @@ mod tests {
             waking: 1,
             exec: 2,
             signal: 3,
+            generate: 7,
             switch: 4,
             fork: 5,
             exit: 6,
+            group_dead: true,
         }
     }
 

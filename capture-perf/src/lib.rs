@@ -164,9 +164,9 @@ impl PerfCapture {
             }
             Tracee::Attach { pids } => {
                 let pid = tracebench_trace::capture::one_process(pids, "perf")?;
-                attach(&events, &mut pairing, pid)?;
+                let mut decoder = Decoder::new(ids, pid);
+                attach(&events, &mut pairing, &mut decoder, pid)?;
                 let pidfd = pidfd_open(pid)?;
-                let decoder = Decoder::new(ids, pid);
                 PerfCapture::assemble(events, decoder, pairing, pid, false, pidfd)
             }
         }
@@ -263,7 +263,12 @@ const ATTACH_SCANS: usize = 100;
 /// its birth, one created by a thread not yet followed is found by the
 /// next scan. A thread gone before it was followed is forgotten again: its
 /// id may come back as someone else's.
-fn attach(events: &Events, pairing: &mut Pairing, pid: i32) -> Result<(), CaptureError> {
+fn attach(
+    events: &Events,
+    pairing: &mut Pairing,
+    decoder: &mut Decoder,
+    pid: i32,
+) -> Result<(), CaptureError> {
     if pid <= 0 || !std::path::Path::new(&format!("/proc/{pid}")).exists() {
         return Err(CaptureError::NoSuchProcess(pid));
     }
@@ -280,6 +285,7 @@ fn attach(events: &Events, pairing: &mut Pairing, pid: i32) -> Result<(), Captur
             events.follow(tid)?;
             if std::path::Path::new(&format!("/proc/{pid}/task/{tid}")).exists() {
                 pairing.track(tid, pid);
+                decoder.track(tid, pid);
             } else {
                 events.tids.remove(tid as u32);
             }

@@ -54,7 +54,7 @@ pub struct Probe {
     pub filter: Filter,
     pub effect: Effect,
     /// Bytes of the raw record copied, up to the end of the last field
-    /// used (a multiple of 4, at least 8).
+    /// used (more than 8).
     pub end: i16,
 }
 
@@ -114,16 +114,30 @@ impl Asm {
         self.put(insn(0x07, dst, 0, 0, imm))
     }
     fn load_u32(&mut self, dst: u8, src: u8, off: i16) -> &mut Self {
-        self.put(insn(0x61, dst, src, off, 0))
-    }
-    fn load_u64(&mut self, dst: u8, src: u8, off: i16) -> &mut Self {
-        self.put(insn(0x79, dst, src, off, 0))
+        self.load(4, dst, src, off)
     }
     fn store_u32(&mut self, dst: u8, off: i16, src: u8) -> &mut Self {
-        self.put(insn(0x63, dst, src, off, 0))
+        self.store(4, dst, off, src)
     }
     fn store_u64(&mut self, dst: u8, off: i16, src: u8) -> &mut Self {
-        self.put(insn(0x7b, dst, src, off, 0))
+        self.store(8, dst, off, src)
+    }
+    /// The size bits of a load or store of `bytes`.
+    fn size(bytes: i16) -> u8 {
+        match bytes {
+            8 => 0x18,
+            4 => 0x00,
+            2 => 0x08,
+            _ => 0x10,
+        }
+    }
+    /// `dst = *(size *)(src + off)`.
+    fn load(&mut self, bytes: i16, dst: u8, src: u8, off: i16) -> &mut Self {
+        self.put(insn(0x61 | Asm::size(bytes), dst, src, off, 0))
+    }
+    /// `*(size *)(dst + off) = src`.
+    fn store(&mut self, bytes: i16, dst: u8, off: i16, src: u8) -> &mut Self {
+        self.put(insn(0x63 | Asm::size(bytes), dst, src, off, 0))
     }
     fn store_imm_u32(&mut self, dst: u8, off: i16, imm: i32) -> &mut Self {
         self.put(insn(0x62, dst, 0, off, imm))
@@ -263,15 +277,16 @@ impl Probe {
             .call(helper::GET_SMP_PROCESSOR_ID)
             .store_u32(RECORD, RAW as i16 + 4, R0);
         // No read past the tracepoint's fields: the kernel refuses to
-        // attach a program that could.
-        for off in (8..self.end).step_by(8) {
-            if off + 8 <= self.end {
-                asm.load_u64(R1, CTX, off)
-                    .store_u64(RECORD, RAW as i16 + off, R1);
-            } else {
-                asm.load_u32(R1, CTX, off)
-                    .store_u32(RECORD, RAW as i16 + off, R1);
-            }
+        // attach a program that could. Widest loads first.
+        let mut off = 8;
+        while off < self.end {
+            let size = [8, 4, 2, 1]
+                .into_iter()
+                .find(|size| off + size <= self.end)
+                .unwrap_or(1);
+            asm.load(size, R1, CTX, off)
+                .store(size, RECORD, RAW as i16 + off, R1);
+            off += size;
         }
         asm.map(R1, maps.ring)
             .mov_imm(R2, RB_AVAIL_DATA)

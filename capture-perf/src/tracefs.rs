@@ -69,6 +69,12 @@ pub fn syscall_tracepoint(tracefs: &Path, name: &str) -> Result<(u64, usize), Ca
     Ok((id, args.min(6)))
 }
 
+/// Whether `system:name` has `field` at `offset` (a field newer kernels
+/// added).
+pub fn has_field(tracefs: &Path, system: &str, name: &str, field: &str, offset: usize) -> bool {
+    tracepoint_and_format(tracefs, system, name, &[(field, offset)]).is_ok()
+}
+
 fn tracepoint_and_format(
     tracefs: &Path,
     system: &str,
