@@ -1,5 +1,5 @@
 //! The perf backend against real programs and real peers. CI runs as
-//! root, which this backend needs (or CAP_PERFMON); the tests that need it
+//! root, which this backend needs (or CAP_BPF and CAP_PERFMON); the tests that need it
 //! say so plainly if they cannot get it, rather than pass.
 //!
 //! The central check runs one program under two tracers at once: the perf

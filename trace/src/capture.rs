@@ -68,8 +68,9 @@ pub enum Backend {
     /// ptrace: stops the program at every selected syscall; reads the
     /// memory behind pointer arguments.
     Ptrace,
-    /// Kernel tracepoints read through perf_event ring buffers: no stops,
-    /// plus the scheduler's view; no memory behind pointers.
+    /// Kernel tracepoints, kept to the traced threads by eBPF programs and
+    /// read through a ring buffer: no stops, plus the scheduler's view; no
+    /// memory behind pointers.
     Perf,
     /// /proc sampling: each thread's state at fixed intervals.
     Sample,
