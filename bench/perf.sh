@@ -55,8 +55,12 @@ wait_port() {
 
 server_pid() { pgrep -f "^$BIN serve --mode $MODE --workers 5 --addr 127.0.0.1:$PORT" | head -1; }
 
+# cpu_ticks PID: the user + system clock ticks PID has used so far.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+
 # run_case NAME OUT: starts the server the way NAME says, loads it, stops
-# it, and prints "req_per_s requests bytes lost".
+# it, and prints "req_per_s requests bytes lost tracer_ticks".
+# tracer_ticks is the tracer's CPU over the load (0 untraced).
 run_case() {
   local name=$1 out=$2 attached=
   rm -f "$out" "$out.err"
@@ -79,8 +83,11 @@ run_case() {
   pids+=($!)
   local first=$!
   wait_port
-  local wrk_out rps requests
+  local wrk_out rps requests tracer=${attached:-$first} ticks_before ticks=0
+  [ "$name" = untraced ] && tracer=
+  [ -n "$tracer" ] && ticks_before=$(cpu_ticks "$tracer")
   wrk_out=$(wrk -t1 -c10 -d"$DURATION" -H "Connection: close" "http://127.0.0.1:$PORT/")
+  [ -n "$tracer" ] && ticks=$(($(cpu_ticks "$tracer") - ticks_before))
   rps=$(awk '/Requests\/sec/ { print $2 }' <<<"$wrk_out")
   requests=$(awk '/requests in/ { print $1 }' <<<"$wrk_out")
   if [ -n "$attached" ]; then
@@ -93,7 +100,7 @@ run_case() {
   local bytes=0 lost=0
   [ -f "$out" ] && bytes=$(stat -c %s "$out")
   [ -f "$out.err" ] && lost=$( (grep -o '[0-9]* events LOST' "$out.err" || true) | awk '{ print $1 }' | head -1)
-  echo "$rps $requests $bytes ${lost:-0}"
+  echo "$rps $requests $bytes ${lost:-0} $ticks"
 }
 
 median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
@@ -102,25 +109,28 @@ echo "## The perf backend's observer effect, $(date -u +%Y-%m-%d), $(nproc) core
 echo
 echo "$(perf --version); kernel $(uname -r); syscall set $SET plus the scheduler's events."
 cases=(untraced tracebench-perf tracebench-perf-attach perf-record perf-trace tracebench-ptrace)
-declare -A rps=() per_request=() lost=()
+declare -A rps=() per_request=() lost=() tracer_cpu=()
+hz=$(getconf CLK_TCK)
 for run in $(seq "$RUNS"); do
   for name in "${cases[@]}"; do
-    read -r r n b l < <(run_case "$name" "$work/$name.out")
+    read -r r n b l t < <(run_case "$name" "$work/$name.out")
     rps[$name]+="$r "
     per_request[$name]+="$(awk -v b="$b" -v n="$n" 'BEGIN { printf "%.0f", b / n }') "
     lost[$name]+="$l "
-    echo "  run $run $name: $r req/s, $b bytes for $n requests, $l lost" >&2
+    tracer_cpu[$name]+="$(awk -v t="$t" -v n="$n" -v hz="$hz" 'BEGIN { printf "%.1f", t / hz * 1e6 / n }') "
+    echo "  run $run $name: $r req/s, $b bytes for $n requests, $l lost, tracer ${t} ticks" >&2
   done
 done
 untraced=$(tr ' ' '\n' <<<"${rps[untraced]}" | grep . | median)
 record=$(tr ' ' '\n' <<<"${rps[perf-record]}" | grep . | median)
 echo
-echo "| tracer | req/s (median of $RUNS) | runs | vs untraced | vs perf record | bytes/request | events lost |"
-echo "|---|---:|---|---:|---:|---:|---|"
+echo "| tracer | req/s (median of $RUNS) | runs | vs untraced | vs perf record | bytes/request | tracer CPU µs/request | events lost |"
+echo "|---|---:|---|---:|---:|---:|---:|---|"
 for name in "${cases[@]}"; do
   m=$(tr ' ' '\n' <<<"${rps[$name]}" | grep . | median)
   bpr=$(tr ' ' '\n' <<<"${per_request[$name]}" | grep . | median)
-  [ "$name" = untraced ] && bpr="-"
-  awk -v n="$name" -v m="$m" -v all="${rps[$name]}" -v u="$untraced" -v s="$record" -v b="$bpr" -v l="${lost[$name]}" \
-    'BEGIN { printf "| %s | %d | %s | %.2f× | %.2f× | %s | %s |\n", n, m, all, m / u, m / s, b, l }'
+  cpu=$(tr ' ' '\n' <<<"${tracer_cpu[$name]}" | grep . | median)
+  [ "$name" = untraced ] && bpr="-" && cpu="-"
+  awk -v n="$name" -v m="$m" -v all="${rps[$name]}" -v u="$untraced" -v s="$record" -v b="$bpr" -v c="$cpu" -v l="${lost[$name]}" \
+    'BEGIN { printf "| %s | %d | %s | %.2f× | %.2f× | %s | %s | %s |\n", n, m, all, m / u, m / s, b, c, l }'
 done
