@@ -13,6 +13,12 @@ const MAP_LOOKUP_ELEM: libc::c_int = 1;
 const MAP_UPDATE_ELEM: libc::c_int = 2;
 const MAP_DELETE_ELEM: libc::c_int = 3;
 const PROG_LOAD: libc::c_int = 5;
+const OBJ_GET_INFO_BY_FD: libc::c_int = 15;
+
+/// Where `struct bpf_prog_info` holds `recursion_misses`, and its size
+/// (kernel 5.12 on; checked with offsetof against linux/bpf.h).
+const RECURSION_MISSES_AT: usize = 208;
+const PROG_INFO_SIZE: usize = 232;
 
 const MAP_TYPE_HASH: u32 = 1;
 const MAP_TYPE_ARRAY: u32 = 2;
@@ -185,6 +191,30 @@ pub struct Insn {
     pub regs: u8,
     pub off: i16,
     pub imm: i32,
+}
+
+/// The info-by-descriptor part of `union bpf_attr`.
+#[repr(C)]
+struct ObjInfo {
+    bpf_fd: u32,
+    info_len: u32,
+    info: u64,
+}
+
+/// How many times the kernel skipped program `prog` because another eBPF
+/// program was running on the CPU (its `recursion_misses`).
+pub fn recursion_misses(prog: &OwnedFd) -> io::Result<u64> {
+    let mut info = [0u8; PROG_INFO_SIZE];
+    let mut attr = ObjInfo {
+        bpf_fd: prog.as_raw_fd() as u32,
+        info_len: PROG_INFO_SIZE as u32,
+        info: info.as_mut_ptr() as u64,
+    };
+    bpf(OBJ_GET_INFO_BY_FD, &mut attr)?;
+    let at = RECURSION_MISSES_AT;
+    Ok(u64::from_ne_bytes(
+        info[at..at + 8].try_into().expect("8 bytes"),
+    ))
 }
 
 /// Loads `insns` as a tracepoint program; a rejection says the verifier's

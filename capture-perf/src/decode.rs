@@ -121,6 +121,19 @@ impl Pairing {
         if self.before_exec(event) {
             return false;
         }
+        // Every thread followed was tracked, created by one (its creation
+        // comes first) or took a followed thread's id in an exec: anything
+        // else came through an id the kernel's set should not have held.
+        let known = match &event.kind {
+            EventKind::Lost { .. } => true,
+            EventKind::Exec { former_tid } => {
+                self.ours.contains_key(former_tid) || self.ours.contains_key(&event.tid)
+            }
+            _ => self.ours.contains_key(&event.tid),
+        };
+        if !known {
+            return false;
+        }
         match &event.kind {
             EventKind::Woken { .. } | EventKind::OnCpu { .. } | EventKind::OffCpu { .. } => {
                 return match self.ours.get(&event.tid) {

@@ -14,7 +14,7 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
-use tracebench_trace::{Backend, CaptureError, Selection};
+use tracebench_trace::{Backend, CaptureError, SKIPPED, Selection};
 
 use foldhash::HashMap;
 
@@ -29,6 +29,8 @@ use crate::tracefs;
 const MAX_THREADS: u32 = 1 << 15;
 /// Loss counters: one per possible CPU number.
 const MAX_CPUS: u32 = 4096;
+/// The largest ring: all CPUs share one, of their buffers' sum up to this.
+const MAX_RING_BYTES: usize = 1 << 30;
 
 /// Everything of a capture in the kernel. Dropping it detaches the
 /// programs and frees the maps: nothing of ours stays in the kernel.
@@ -46,6 +48,8 @@ pub struct Events {
     cpus: Vec<u32>,
     /// Each of those CPUs' losses already reported.
     lost_seen: Vec<u64>,
+    /// The programs' skips already reported.
+    skipped_seen: u64,
 }
 
 /// The CPUs the kernel has online (`0-3,6`).
@@ -107,9 +111,11 @@ impl Events {
         let (ids, others) = scheduler_probes(&root, syscalls)?;
         probes.extend(others);
         let cpus = online_cpus()?;
-        let bytes = (buffer_bytes.max(4096) * cpus.len().max(1)).next_power_of_two();
-        let bytes = u32::try_from(bytes)
-            .map_err(|_| CaptureError::BadArgument(format!("--buffer-size too large: {bytes}")))?;
+        let bytes = buffer_bytes
+            .max(4096)
+            .saturating_mul(cpus.len().max(1))
+            .min(MAX_RING_BYTES)
+            .next_power_of_two() as u32;
         let tids = Map::tids(MAX_THREADS).map_err(|e| unavailable("creating a bpf map", e))?;
         let lost = Map::counters(MAX_CPUS).map_err(|e| unavailable("creating a bpf map", e))?;
         let ring_map = Map::ring(bytes).map_err(|e| unavailable("creating the ring buffer", e))?;
@@ -134,6 +140,7 @@ impl Events {
             _attached: attached,
             cpus,
             lost_seen,
+            skipped_seen: 0,
         };
         Ok((events, ids))
     }
@@ -148,14 +155,44 @@ impl Events {
             })
     }
 
+    /// Whether we may set a capture up: a map created and a tracepoint
+    /// event opened (and both closed), with no program attached (whose
+    /// detaching takes the kernel tens of milliseconds).
+    pub fn allowed() -> Result<(), CaptureError> {
+        let root = tracefs::root()?;
+        Map::tids(1).map_err(|e| unavailable("creating a bpf map", e))?;
+        let id = tracefs::tracepoint(&root, "sched", "sched_switch", &[("prev_pid", 24)])?;
+        let attr = PerfEventAttr {
+            kind: sys::PERF_TYPE_TRACEPOINT,
+            size: std::mem::size_of::<PerfEventAttr>() as u32,
+            config: id,
+            ..PerfEventAttr::default()
+        };
+        sys::perf_event_open(&attr, -1, online_cpus()?[0] as i32)
+            .map(drop)
+            .map_err(|e| unavailable("perf_event_open", e))
+    }
+
     /// The ring's descriptor, readable when a program asked to wake us.
     pub fn ring_fd(&self) -> &OwnedFd {
         self.ring_map.fd()
     }
 
-    /// Records lost since the last call, per CPU that lost any.
+    /// Records lost since the last call, per CPU that lost any, and
+    /// those the kernel skipped our programs for ([`SKIPPED`]: they
+    /// cannot tell whether the thread was ours, so they are counted
+    /// whether it was or not).
     pub fn new_losses(&mut self) -> Vec<(u32, u64)> {
         let mut losses = Vec::new();
+        let skipped: u64 = self
+            ._attached
+            .iter()
+            .filter_map(|(_, program)| bpf::recursion_misses(program).ok())
+            .sum();
+        if skipped > self.skipped_seen {
+            losses.push((SKIPPED, skipped - self.skipped_seen));
+            self.skipped_seen = skipped;
+        }
         for (cpu, seen) in self.cpus.iter().zip(self.lost_seen.iter_mut()) {
             let Ok(count) = self.lost.counter(*cpu) else {
                 continue;
@@ -166,6 +203,20 @@ impl Events {
             }
         }
         losses
+    }
+}
+
+impl Drop for Events {
+    /// Detaches the programs all at once: the kernel waits for a grace
+    /// period at each (tens of milliseconds), which one after another
+    /// made a capture's end take seconds.
+    fn drop(&mut self) {
+        let attached = std::mem::take(&mut self._attached);
+        std::thread::scope(|scope| {
+            for pair in attached {
+                scope.spawn(move || drop(pair));
+            }
+        });
     }
 }
 

@@ -55,8 +55,8 @@ pub struct PerfOptions {
     /// Where a spawned program's standard streams go.
     pub stdio: ProgramStdio,
     /// Bytes of ring buffer per online CPU (all CPUs share one ring of
-    /// their sum, rounded up to a power of two). A full buffer loses
-    /// events, counted and shown.
+    /// their sum, rounded up to a power of two, at most 1 GiB). A full
+    /// buffer loses events, counted and shown.
     pub buffer_bytes: usize,
 }
 
@@ -75,9 +75,9 @@ impl Default for PerfOptions {
 
 /// Whether this backend can run here: tracefs found (or mounted) and a
 /// tracepoint event allowed; the error says what is missing and how to get
-/// it. Sets a capture up, following nothing, and takes it down at once.
+/// it. Creates a map and opens an event, and closes both at once.
 pub fn available() -> Result<(), CaptureError> {
-    Events::new(&Selection::default(), 4096).map(drop)
+    Events::allowed()
 }
 
 /// How long the reader sleeps at most between two reads of the ring.
@@ -283,11 +283,13 @@ fn attach(
         }
         for tid in new {
             events.follow(tid)?;
-            if std::path::Path::new(&format!("/proc/{pid}/task/{tid}")).exists() {
+            // Its exit may have passed the exit program before we added
+            // it: checked after, so that no exit falls between.
+            if exiting(pid, tid) {
+                events.tids.remove(tid as u32);
+            } else {
                 pairing.track(tid, pid);
                 decoder.track(tid, pid);
-            } else {
-                events.tids.remove(tid as u32);
             }
         }
     }
@@ -295,6 +297,23 @@ fn attach(
         return Err(CaptureError::NoSuchProcess(pid));
     }
     Ok(())
+}
+
+/// The kernel's flag of a task on its way out (`PF_EXITING`), set before
+/// `sched_process_exit` fires.
+const PF_EXITING: u64 = 0x4;
+
+/// Whether thread `tid` of `pid` is gone or exiting.
+fn exiting(pid: i32, tid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")) else {
+        return true;
+    };
+    // Past the command's closing parenthesis: state, ppid, …, flags (9th).
+    let flags = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(6))
+        .and_then(|flags| flags.parse::<u64>().ok());
+    flags.is_none_or(|flags| flags & PF_EXITING != 0)
 }
 
 /// Where a stop request stands.

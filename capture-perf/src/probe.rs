@@ -12,8 +12,11 @@
 //! | 12 | 4 | its process's id |
 //! | 16 | `end` | the tracepoint's raw record: its id (as `common_type`) and the CPU in the first 8 bytes, then its fields at their tracefs offsets |
 //!
-//! Every program returns 1: what other tools record from the same
-//! tracepoint is left as it would be without us.
+//! Every program returns 1, so that other tools' perf events on the same
+//! tracepoint still get their samples. One limit remains: the kernel runs
+//! one eBPF program at a time per CPU, so a tracepoint fired by an
+//! interrupt while one of ours runs is skipped, for us (counted as lost,
+//! [`tracebench_trace::SKIPPED`]) and for every perf event on it.
 
 use crate::bpf::{Insn, RB_AVAIL_DATA, RB_FORCE_WAKEUP, RB_NO_WAKEUP, helper};
 

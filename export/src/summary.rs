@@ -143,7 +143,10 @@ impl TraceSummary {
         let cpus: Vec<String> = self
             .lost
             .iter()
-            .map(|(cpu, count)| format!("{count} on CPU {cpu}"))
+            .map(|(&cpu, count)| match cpu {
+                tracebench_trace::SKIPPED => format!("{count} skipped by the kernel"),
+                _ => format!("{count} on CPU {cpu}"),
+            })
             .collect();
         writeln!(
             f,
