@@ -285,6 +285,13 @@ pub fn run(args: TraceArgs) -> anyhow::Result<u8> {
             end.lost_events
         );
     }
+    if end.skipped_probes > 0 {
+        eprintln!(
+            "tracebench trace: the kernel skipped our probes {} times while another eBPF \
+             program ran on the same CPU; those tracepoint hits, ours or not, are not in the trace",
+            end.skipped_probes
+        );
+    }
     if end.detached && args.quiet == 0 {
         eprintln!("tracebench trace: detached; the program runs on");
     }

@@ -312,6 +312,9 @@ impl Timelines {
     /// Updates the model with one event.
     pub fn apply(&mut self, event: &Event) {
         self.last_ns = self.last_ns.max(event.time_ns);
+        if matches!(event.kind, EventKind::Lost { .. }) {
+            return; // a gap in the trace (tid 0), not a thread's doing
+        }
         let history = self.history;
         let thread = self
             .threads
@@ -514,6 +517,16 @@ mod tests {
             tid,
             kind,
         }
+    }
+
+    #[test]
+    fn a_loss_is_no_thread() {
+        let mut model = Timelines::new();
+        model.apply(&at(0, 7, EventKind::OnCpu { cpu: 0 }));
+        let mut lost = at(5, 0, EventKind::Lost { cpu: 1, count: 3 });
+        lost.pid = 0;
+        model.apply(&lost);
+        assert_eq!(model.threads.keys().copied().collect::<Vec<_>>(), [7]);
     }
 
     #[test]

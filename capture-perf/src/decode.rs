@@ -198,8 +198,7 @@ pub struct Decoder {
     root: i32,
     /// When its leader's exit was seen (its status comes from wait).
     pub root_exit_ns: Option<u64>,
-    /// Records the ring had no room for, all CPUs (not the kernel's
-    /// skips).
+    /// Records the ring had no room for, all CPUs.
     pub lost: u64,
     /// The last signal delivered to the root process, and when we read it.
     pub root_signal: Option<(i32, Instant)>,
@@ -275,11 +274,7 @@ impl Decoder {
 
     /// Records `count` records lost on `cpu`, noticed at `time_ns`.
     pub fn lost(&mut self, cpu: u32, count: u64, time_ns: u64, queue: &mut VecDeque<Event>) {
-        // The ring's overflows are ours alone; the kernel's skips (which
-        // cannot tell whose hit it was) are said in the stream only.
-        if cpu != tracebench_trace::SKIPPED {
-            self.lost += count;
-        }
+        self.lost += count;
         queue.push_back(Event {
             time_ns,
             pid: 0,

@@ -14,7 +14,7 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
-use tracebench_trace::{Backend, CaptureError, SKIPPED, Selection};
+use tracebench_trace::{Backend, CaptureError, Selection};
 
 use foldhash::HashMap;
 
@@ -48,8 +48,6 @@ pub struct Events {
     cpus: Vec<u32>,
     /// Each of those CPUs' losses already reported.
     lost_seen: Vec<u64>,
-    /// The programs' skips already reported.
-    skipped_seen: u64,
 }
 
 /// The CPUs the kernel has online (`0-3,6`).
@@ -140,7 +138,6 @@ impl Events {
             _attached: attached,
             cpus,
             lost_seen,
-            skipped_seen: 0,
         };
         Ok((events, ids))
     }
@@ -178,21 +175,18 @@ impl Events {
         self.ring_map.fd()
     }
 
-    /// Records lost since the last call, per CPU that lost any, and
-    /// those the kernel skipped our programs for ([`SKIPPED`]: they
-    /// cannot tell whether the thread was ours, so they are counted
-    /// whether it was or not).
-    pub fn new_losses(&mut self) -> Vec<(u32, u64)> {
-        let mut losses = Vec::new();
-        let skipped: u64 = self
-            ._attached
+    /// How many tracepoint hits the kernel ran none of our programs for
+    /// (another eBPF program was running on the CPU), all programs.
+    pub fn skipped(&self) -> u64 {
+        self._attached
             .iter()
             .filter_map(|(_, program)| bpf::recursion_misses(program).ok())
-            .sum();
-        if skipped > self.skipped_seen {
-            losses.push((SKIPPED, skipped - self.skipped_seen));
-            self.skipped_seen = skipped;
-        }
+            .sum()
+    }
+
+    /// Records lost since the last call, per CPU that lost any.
+    pub fn new_losses(&mut self) -> Vec<(u32, u64)> {
+        let mut losses = Vec::new();
         for (cpu, seen) in self.cpus.iter().zip(self.lost_seen.iter_mut()) {
             let Ok(count) = self.lost.counter(*cpu) else {
                 continue;

@@ -428,6 +428,7 @@ impl Capture for PerfCapture {
         pending.emit_before(u64::MAX, &mut self.pairing, sink);
         sink.idle(monotonic_ns());
         end.lost_events = self.decoder.lost;
+        end.skipped_probes = self.events.skipped();
         Ok(end)
     }
 }

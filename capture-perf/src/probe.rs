@@ -15,8 +15,8 @@
 //! Every program returns 1, so that other tools' perf events on the same
 //! tracepoint still get their samples. One limit remains: the kernel runs
 //! one eBPF program at a time per CPU, so a tracepoint fired by an
-//! interrupt while one of ours runs is skipped, for us (counted as lost,
-//! [`tracebench_trace::SKIPPED`]) and for every perf event on it.
+//! interrupt while one of ours runs is skipped, for us (counted, and said
+//! at the end) and for every perf event on it.
 
 use crate::bpf::{Insn, RB_AVAIL_DATA, RB_FORCE_WAKEUP, RB_NO_WAKEUP, helper};
 

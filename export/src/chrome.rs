@@ -237,9 +237,6 @@ fn instant_name(kind: &EventKind) -> Option<String> {
         EventKind::GroupStop { signal } => format!("stopped by {}", signal_name(*signal)),
         EventKind::Exec { .. } => "exec".to_owned(),
         EventKind::Woken { waker_tid, .. } => format!("woken by {waker_tid}"),
-        EventKind::Lost { cpu, count } if *cpu == tracebench_trace::SKIPPED => {
-            format!("{count} events lost (skipped by the kernel)")
-        }
         EventKind::Lost { cpu, count } => format!("{count} events lost (CPU {cpu} buffer full)"),
         _ => return None,
     })

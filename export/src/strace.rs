@@ -541,14 +541,9 @@ impl<W: Write> StraceWriter<W> {
             EventKind::Lost { cpu, count } => {
                 // A gap in every thread's story: said where it happened.
                 self.interrupt_open_line(tid);
-                self.write(if *cpu == tracebench_trace::SKIPPED {
-                    format!(
-                        "--- {count} events lost: the kernel skipped our probe while \
-                         another eBPF program ran ---\n"
-                    )
-                } else {
-                    format!("--- {count} events lost: the ring buffer of CPU {cpu} was full ---\n")
-                });
+                self.write(format!(
+                    "--- {count} events lost: the ring buffer of CPU {cpu} was full ---\n"
+                ));
             }
         }
     }

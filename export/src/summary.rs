@@ -143,10 +143,7 @@ impl TraceSummary {
         let cpus: Vec<String> = self
             .lost
             .iter()
-            .map(|(&cpu, count)| match cpu {
-                tracebench_trace::SKIPPED => format!("{count} skipped by the kernel"),
-                _ => format!("{count} on CPU {cpu}"),
-            })
+            .map(|(cpu, count)| format!("{count} on CPU {cpu}"))
             .collect();
         writeln!(
             f,

@@ -115,6 +115,10 @@ pub struct CaptureEnd {
     /// Events the kernel could not hand over (a full ring buffer), all
     /// CPUs together; each loss is also an event in the stream.
     pub lost_events: u64,
+    /// Tracepoint hits the kernel ran none of our probes for, because
+    /// another eBPF program was running on that CPU: whose they were is
+    /// unknown (most are other processes'), so they are not events.
+    pub skipped_probes: u64,
 }
 
 /// Why a capture could not start or go on.

@@ -114,19 +114,12 @@ pub enum EventKind {
     /// `perf` backend). Said, never hidden: the trace has a gap here. The
     /// event's `tid` and `pid` are 0.
     Lost {
-        /// The CPU whose buffer overflowed, or [`SKIPPED`] for events
-        /// the kernel never gave our probe.
+        /// The CPU whose buffer overflowed.
         cpu: u32,
         /// How many events were dropped.
         count: u64,
     },
 }
-
-/// The `cpu` of a [`EventKind::Lost`] whose events the kernel never ran
-/// our probe for: an eBPF program runs only when no other runs on its CPU,
-/// so a tracepoint fired by an interrupt during one (ours or another
-/// tool's) is skipped.
-pub const SKIPPED: u32 = u32::MAX;
 
 /// Why a thread left its CPU, from the scheduler's `prev_state`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -34,6 +34,6 @@ pub use capture::{
     StopHandle, Tracee,
 };
 pub use event::{
-    Creation, DataCapture, Event, EventKind, EventSink, ExitStatus, OffCpuReason, SKIPPED, Sampled,
+    Creation, DataCapture, Event, EventKind, EventSink, ExitStatus, OffCpuReason, Sampled,
 };
 pub use selection::{Selection, SelectionError};

@@ -299,6 +299,7 @@ impl Engine {
             exit: self.exit,
             detached: self.detached,
             lost_events: 0,
+            skipped_probes: 0,
         })
     }
 
