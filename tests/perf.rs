@@ -955,7 +955,7 @@ fn attached_a_program_that_execs_from_another_thread_is_traced_after_the_exec() 
             "--backend",
             "perf",
             "-e",
-            "trace=write,exit_group",
+            "trace=write,exit_group,execve",
             "-o",
         ])
         .arg(&text)
@@ -979,6 +979,55 @@ fn attached_a_program_that_execs_from_another_thread_is_traced_after_the_exec() 
     let text = std::fs::read_to_string(&text).unwrap();
     assert!(text.contains("write(1, "), "{text}");
     assert!(text.contains("exit_group(0)"), "{text}");
+    // The execve returns under the leader's id, and that is shown too.
+    assert!(
+        text.lines()
+            .any(|l| l.contains("execve") && l.trim_end().ends_with("= 0")),
+        "{text}"
+    );
+}
+
+#[test]
+fn descendants_that_outlive_the_program_are_followed_to_their_end() {
+    assert_root();
+    let _serial = serial();
+    let dir = tempdir();
+    let shell = ["sh", "-c", "(sleep 0.3; echo late) & echo early"];
+    let mut writes = Vec::new();
+    for backend in ["perf", "ptrace"] {
+        let file = dir.path().join(format!("{backend}.tbt"));
+        let output = Command::new(BIN)
+            .args([
+                "trace",
+                "--backend",
+                backend,
+                "-e",
+                "trace=write",
+                "--write",
+            ])
+            .arg(&file)
+            .arg("--")
+            .args(shell)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        let events = events_of(&file);
+        let count = events
+            .iter()
+            .filter(|e| e["type"] == "syscall_entry" && e["name"] == "write")
+            .count();
+        // In time order to the end, the root's exit included.
+        let times: Vec<u64> = events
+            .iter()
+            .map(|e| e["time_ns"].as_u64().unwrap())
+            .collect();
+        assert!(
+            times.windows(2).all(|w| w[0] <= w[1]),
+            "{backend}: out of order"
+        );
+        writes.push(count);
+    }
+    assert_eq!(writes, [2, 2], "perf, then ptrace: early and late");
 }
 
 #[test]
@@ -1062,6 +1111,14 @@ fn every_threads_exit_status_is_the_ptrace_backends() {
             .unwrap();
         // Its exit status, as strace passes it on.
         assert_eq!(output.status.code(), Some(3), "{output:?}");
+        // The SIGKILLs with which the kernel ends a dying process's
+        // threads are no signal a tracer shows.
+        assert!(
+            !events_of(&file)
+                .iter()
+                .any(|e| e["type"] == "signal" && e["signal"] == "SIGKILL"),
+            "{backend}"
+        );
         exit_statuses(&file)
     };
     let (perf, ptrace) = (traced("perf"), traced("ptrace"));

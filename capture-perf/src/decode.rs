@@ -115,6 +115,15 @@ impl Pairing {
         self.ours.insert(tid, pid);
     }
 
+    /// Whether any thread followed is still alive, by /proc (an exit the
+    /// stream has not reached yet, or whose record was lost, does not
+    /// count); threads of process `except` (the root, reaped) aside.
+    pub fn any_alive(&self, except: i32) -> bool {
+        self.ours.iter().any(|(tid, pid)| {
+            *pid != except && std::path::Path::new(&format!("/proc/{tid}")).exists()
+        })
+    }
+
     /// Whether `event`, the next in time order, goes on (the other side
     /// of a switch or a wake-up gets its process filled in).
     pub fn keep(&mut self, event: &mut Event) -> bool {
@@ -154,6 +163,10 @@ impl Pairing {
             }
             EventKind::Exec { former_tid } => {
                 self.ours.remove(former_tid);
+                // The execve it is inside of returns under the new id.
+                if let Some(nr) = self.inside.remove(former_tid) {
+                    self.inside.insert(event.tid, nr);
+                }
             }
             _ => {}
         }
@@ -337,11 +350,15 @@ impl Decoder {
                 },
             }));
         } else if id == self.ids.exit {
+            let last = self.ids.group_dead && raw.get(32).copied()? != 0;
             let status = self.exit_status(tid, pid, raw)?;
-            if tid == self.root {
-                // Its status comes from wait(2), when we reap it.
+            if pid == self.root && (last || self.root_exit_ns.is_none() && tid == pid) {
+                // Its status comes from wait(2), when we reap it; it ends
+                // when its last thread does (the leader may go first).
                 self.root_exit_ns = Some(time_ns);
-            } else {
+            }
+            // The root's is said once, at its process's end.
+            if tid != self.root {
                 out.push_back(event(EventKind::Exited { status }));
             }
         } else if id == self.ids.exec {
@@ -370,11 +387,16 @@ impl Decoder {
                 self.root_signal = Some((signal, Instant::now()));
             }
             self.note_delivered(pid, signal, u64_at(raw, 24)?);
-            // The tracepoint carries no siginfo: said by its absence.
-            out.push_back(event(EventKind::Signal {
-                signal,
-                info: Vec::new(),
-            }));
+            // SIGKILL is how the kernel ends every thread of a process
+            // that exits or is killed; no tracer sees it delivered (strace
+            // neither), the exits say it. The tracepoint carries no
+            // siginfo: said by its absence.
+            if signal != libc::SIGKILL {
+                out.push_back(event(EventKind::Signal {
+                    signal,
+                    info: Vec::new(),
+                }));
+            }
         }
         Some(())
     }

@@ -193,8 +193,9 @@ impl PerfCapture {
     }
 
     /// Waits until the ring has a quarter filled, a stop is asked for, the
-    /// program exits, or [`READ_INTERVAL`] passes; whether it exited.
-    fn wait(&self) -> bool {
+    /// root process exits (while `root_alive`), or [`READ_INTERVAL`]
+    /// passes; whether it exited.
+    fn wait(&self, root_alive: bool) -> bool {
         let mut fds = [
             self.events.ring_fd().as_raw_fd(),
             self.wake.as_raw_fd(),
@@ -205,18 +206,19 @@ impl PerfCapture {
             events: libc::POLLIN,
             revents: 0,
         });
+        let watched = if root_alive { fds.len() } else { fds.len() - 1 };
         // SAFETY: poll reads and writes our array of pollfds.
         unsafe {
             libc::poll(
                 fds.as_mut_ptr(),
-                fds.len() as libc::nfds_t,
+                watched as libc::nfds_t,
                 READ_INTERVAL.as_millis() as i32,
             )
         };
         let mut counter = 0u64;
         // SAFETY: reads 8 bytes into our counter (resets the eventfd).
         unsafe { libc::read(self.wake.as_raw_fd(), (&mut counter as *mut u64).cast(), 8) };
-        fds.last().is_some_and(|p| p.revents != 0)
+        root_alive && fds[2].revents != 0
     }
 
     /// Reads the ring into `pending`, and the losses counted since the
@@ -364,18 +366,23 @@ impl PerfCapture {
         false
     }
 
-    /// The root's end, as the last event: its real status when we reaped
-    /// it, unknown when it was only attached.
-    fn root_exit(&self, exit: Option<ExitStatus>) -> Option<Event> {
-        let time_ns = self.decoder.root_exit_ns?;
-        Some(Event {
+    /// Queues the root's end, if seen: its real status when we reaped it,
+    /// unknown when it was only attached.
+    fn push_root_exit(&self, pending: &mut Pending, exit: Option<ExitStatus>) {
+        let Some(time_ns) = self.decoder.root_exit_ns else {
+            return;
+        };
+        let queue = pending.queue();
+        queue.push_back(Event {
             time_ns,
             pid: self.root,
             tid: self.root,
             kind: EventKind::Exited {
                 status: exit.unwrap_or(ExitStatus::Unknown),
             },
-        })
+        });
+        let from = queue.len() - 1;
+        pending.settle(from);
     }
 }
 
@@ -399,8 +406,9 @@ impl Capture for PerfCapture {
         let mut stopping = Stopping::default();
         let mut before = 0;
         let mut end = CaptureEnd::default();
+        let mut root_alive = true;
         loop {
-            let exited = self.wait();
+            let exited = self.wait(root_alive);
             // Anything stamped before the previous read began is in some
             // ring by now: safe to order and hand on.
             let read_at = monotonic_ns();
@@ -408,22 +416,30 @@ impl Capture for PerfCapture {
             pending.emit_before(before, &mut self.pairing, sink);
             before = read_at;
             sink.idle(read_at);
+            if !root_alive {
+                // Its descendants live on, followed as under ptrace, until
+                // the last is gone or we are asked to stop.
+                if self.stop.requested() || !self.pairing.any_alive(self.root) {
+                    break;
+                }
+                continue;
+            }
             if self.follow_stop(&mut stopping) {
                 end.detached = true;
                 break;
             }
             if exited {
                 end.exit = if self.spawned { self.reap() } else { None };
-                break;
+                root_alive = false;
+                // Its exit record came before the pidfd said so.
+                self.drain(&mut pending);
+                self.push_root_exit(&mut pending, end.exit);
             }
         }
         self.stop.clear_waker();
         self.drain(&mut pending);
-        if let Some(exit) = self.root_exit(end.exit) {
-            let queue = pending.queue();
-            queue.push_back(exit);
-            let from = queue.len() - 1;
-            pending.settle(from);
+        if root_alive {
+            self.push_root_exit(&mut pending, end.exit);
         }
         pending.emit_before(u64::MAX, &mut self.pairing, sink);
         sink.idle(monotonic_ns());
