@@ -17,7 +17,8 @@ pub enum BackendChoice {
     #[default]
     Ptrace,
     /// Kernel tracepoints: no stops, the scheduler's view (runnable, who
-    /// woke whom); needs root (or CAP_BPF and CAP_PERFMON)
+    /// woke whom); needs root (or CAP_BPF, CAP_PERFMON and
+    /// CAP_DAC_READ_SEARCH)
     Perf,
     /// perf where it can run, else ptrace (and says so)
     Auto,
@@ -40,7 +41,8 @@ pub struct CaptureArgs {
     /// How to capture: ptrace (stops the program at each selected syscall;
     /// reads strings and addresses; unprivileged), perf (kernel
     /// tracepoints: never stops it, adds the scheduler's view; root, or
-    /// CAP_BPF and CAP_PERFMON; pointers are shown raw), auto (perf, else ptrace), or
+    /// CAP_BPF, CAP_PERFMON and CAP_DAC_READ_SEARCH; pointers are shown
+    /// raw), auto (perf, else ptrace), or
     /// sample (thread states from /proc, 100 times a second)
     #[arg(long, value_enum, default_value_t = BackendChoice::Ptrace)]
     pub backend: BackendChoice,

@@ -78,7 +78,8 @@ fn unavailable(what: &str, error: io::Error) -> CaptureError {
     let why = match error.raw_os_error() {
         Some(libc::EACCES | libc::EPERM) => format!(
             "{what}: {error}: the kernel's tracepoints and our eBPF programs need root \
-             (or CAP_BPF and CAP_PERFMON; kernel.perf_event_paranoid is {paranoid}); \
+             (or CAP_BPF, CAP_PERFMON and CAP_DAC_READ_SEARCH; kernel.perf_event_paranoid \
+             is {paranoid}); \
              or use --backend ptrace"
         ),
         Some(libc::EMFILE | libc::ENFILE) => {

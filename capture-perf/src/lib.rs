@@ -7,8 +7,8 @@
 //! the program's memory: pointer arguments are marked as not captured,
 //! never invented.
 //!
-//! Needs root (or CAP_BPF and CAP_PERFMON), and tracefs (mounted if
-//! missing, as root).
+//! Needs root (or CAP_BPF, CAP_PERFMON and CAP_DAC_READ_SEARCH, for
+//! tracefs), and tracefs (mounted if missing, as root).
 //! The design, and what was measured to choose it, is in
 //! docs/design/perf-backend-research.md.
 //!

@@ -19,8 +19,17 @@ fn unavailable(why: String) -> CaptureError {
 /// not and we may (root), as `perf` does.
 pub fn root() -> Result<PathBuf, CaptureError> {
     for mount in MOUNTS {
-        if Path::new(mount).join("events").is_dir() {
-            return Ok(PathBuf::from(mount));
+        let events = Path::new(mount).join("events");
+        match std::fs::metadata(&events) {
+            Ok(meta) if meta.is_dir() => return Ok(PathBuf::from(mount)),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                return Err(unavailable(format!(
+                    "cannot read {}: tracefs is root's; run as root, or with \
+                     CAP_DAC_READ_SEARCH besides CAP_BPF and CAP_PERFMON",
+                    events.display()
+                )));
+            }
+            _ => {}
         }
     }
     // SAFETY: mount(2) with NUL-terminated constant strings and no data.
