@@ -25,8 +25,19 @@ use crate::ring::Ring;
 use crate::sys::{self, PerfEventAttr};
 use crate::tracefs;
 
-/// Threads the hash can hold at once (live ones: exits are forgotten).
-const MAX_THREADS: u32 = 1 << 15;
+/// Threads the hash can hold at once (live ones: exits are forgotten): as
+/// many as there can be thread ids (`kernel.pid_max`), up to this. Its
+/// entries are allocated up front (~64 bytes each), as programs on
+/// tracepoints may not allocate on older kernels.
+const MAX_THREADS: u32 = 1 << 16;
+
+/// How many thread ids the kernel hands out (`kernel.pid_max`).
+fn pid_max() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(MAX_THREADS)
+}
 /// Loss counters: one per possible CPU number.
 const MAX_CPUS: u32 = 4096;
 /// The largest ring: all CPUs share one, of their buffers' sum up to this.
@@ -115,7 +126,8 @@ impl Events {
             .saturating_mul(cpus.len().max(1))
             .min(MAX_RING_BYTES)
             .next_power_of_two() as u32;
-        let tids = Map::tids(MAX_THREADS).map_err(|e| unavailable("creating a bpf map", e))?;
+        let tids = Map::tids(pid_max().clamp(1024, MAX_THREADS))
+            .map_err(|e| unavailable("creating a bpf map", e))?;
         let lost = Map::counters(MAX_CPUS).map_err(|e| unavailable("creating a bpf map", e))?;
         let ring_map = Map::ring(bytes).map_err(|e| unavailable("creating the ring buffer", e))?;
         let ring = Ring::map(ring_map.fd(), bytes as usize)
