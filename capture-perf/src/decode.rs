@@ -65,6 +65,9 @@ pub struct Pairing {
     /// A spawned program before its exec: what it does until then is our
     /// fork's setup, not the program's, and is left out.
     before_exec: Option<i32>,
+    /// Whether records were lost: a thread whose creation was among them
+    /// is then taken for ours when it shows (the kernel follows it).
+    adopt_unknown: bool,
 }
 
 impl Pairing {
@@ -75,7 +78,14 @@ impl Pairing {
             inside: HashMap::new(),
             ours: HashMap::new(),
             before_exec: None,
+            adopt_unknown: false,
         }
+    }
+
+    /// Takes threads it was not told of for ours from now on: records
+    /// were lost, and with them maybe some threads' creations.
+    pub fn adopt_unknown(&mut self) {
+        self.adopt_unknown = true;
     }
 
     /// Leaves out `tid`'s events until it enters execve (or execveat) or
@@ -140,7 +150,11 @@ impl Pairing {
             }
             _ => self.ours.contains_key(&event.tid),
         };
-        if !known {
+        let about_another = matches!(
+            event.kind,
+            EventKind::Woken { .. } | EventKind::OnCpu { .. } | EventKind::OffCpu { .. }
+        );
+        if !known && (!self.adopt_unknown || about_another) {
             return false;
         }
         match &event.kind {
@@ -215,6 +229,9 @@ pub struct Decoder {
     pub lost: u64,
     /// The last signal delivered to the root process, and when we read it.
     pub root_signal: Option<(i32, Instant)>,
+    /// The root process's status, as its exit calls and signals say (for
+    /// an attached one, which is not ours to reap).
+    pub root_status: Option<ExitStatus>,
     /// Threads that called exit(2), and its code: their exit status.
     thread_exits: HashMap<i32, i32>,
     /// Processes on their way out, and the status every thread of theirs
@@ -267,6 +284,7 @@ impl Decoder {
             root_exit_ns: None,
             lost: 0,
             root_signal: None,
+            root_status: None,
             thread_exits: HashMap::new(),
             group_exits: HashMap::new(),
             fatal_sent: HashMap::new(),
@@ -356,6 +374,7 @@ impl Decoder {
                 // Its status comes from wait(2), when we reap it; it ends
                 // when its last thread does (the leader may go first).
                 self.root_exit_ns = Some(time_ns);
+                self.root_status = Some(status);
             }
             // The root's is said once, at its process's end.
             if tid != self.root {
@@ -386,12 +405,24 @@ impl Decoder {
             if pid == self.root {
                 self.root_signal = Some((signal, Instant::now()));
             }
+            let first_of_end = !self.group_exits.contains_key(&pid);
             self.note_delivered(pid, signal, u64_at(raw, 24)?);
             // SIGKILL is how the kernel ends every thread of a process
             // that exits or is killed; no tracer sees it delivered (strace
             // neither), the exits say it. The tracepoint carries no
             // siginfo: said by its absence.
-            if signal != libc::SIGKILL {
+            // The first, though, stands for the fatal signal sent that
+            // the kernel turned into them, which a tracer shows.
+            let shown = match signal {
+                libc::SIGKILL if first_of_end => self
+                    .fatal_sent
+                    .get(&pid)
+                    .copied()
+                    .filter(|&sent| sent != libc::SIGKILL),
+                libc::SIGKILL => None,
+                _ => Some(signal),
+            };
+            if let Some(signal) = shown {
                 out.push_back(event(EventKind::Signal {
                     signal,
                     info: Vec::new(),
@@ -555,6 +586,37 @@ mod tests {
             .filter_map(|mut e| pairing.keep(&mut e).then_some(e.tid))
             .collect();
         assert_eq!(kept, [7], "9 is not ours");
+    }
+
+    #[test]
+    fn a_thread_never_told_of_is_dropped_until_records_are_lost() {
+        let at = |tid, kind| Event {
+            time_ns: 10,
+            pid: 40,
+            tid,
+            kind,
+        };
+        let write = || {
+            at(
+                42,
+                EventKind::SyscallEntry {
+                    nr: libc::SYS_write as u32,
+                    args: [1, 0, 1, 0, 0, 0],
+                    data: Vec::new(),
+                    data_capture: DataCapture::NotCaptured,
+                },
+            )
+        };
+        let mut pairing = Pairing::new(Selection::default());
+        assert!(!pairing.keep(&mut write()), "an id the set should not hold");
+        pairing.adopt_unknown();
+        assert!(
+            pairing.keep(&mut write()),
+            "its creation may have been lost"
+        );
+        // Still not someone else's switch.
+        let mut on = at(43, EventKind::OnCpu { cpu: 0 });
+        assert!(!pairing.keep(&mut on));
     }
 
     #[test]

@@ -232,6 +232,7 @@ impl PerfCapture {
             .drain(|record| decoder.record(record, queue));
         let losses = self.events.new_losses();
         if !losses.is_empty() {
+            self.pairing.adopt_unknown();
             let now = monotonic_ns();
             for (cpu, count) in losses {
                 decoder.lost(cpu, count, now, queue);
@@ -378,7 +379,11 @@ impl PerfCapture {
             pid: self.root,
             tid: self.root,
             kind: EventKind::Exited {
-                status: exit.unwrap_or(ExitStatus::Unknown),
+                // Attached: not ours to reap, but its exit calls and
+                // signals were seen.
+                status: exit
+                    .or(self.decoder.root_status)
+                    .unwrap_or(ExitStatus::Unknown),
             },
         });
         let from = queue.len() - 1;
@@ -419,7 +424,9 @@ impl Capture for PerfCapture {
             if !root_alive {
                 // Its descendants live on, followed as under ptrace, until
                 // the last is gone or we are asked to stop.
-                if self.stop.requested() || !self.pairing.any_alive(self.root) {
+                let alive = self.pairing.any_alive(self.root);
+                if self.stop.requested() || !alive {
+                    end.detached = alive;
                     break;
                 }
                 continue;
