@@ -208,6 +208,25 @@ impl Pairing {
     }
 }
 
+/// Who and when of a record: its time, and the thread it fired in.
+#[derive(Clone, Copy)]
+struct Head {
+    time_ns: u64,
+    pid: i32,
+    tid: i32,
+}
+
+impl Head {
+    fn event(self, kind: EventKind) -> Event {
+        Event {
+            time_ns: self.time_ns,
+            pid: self.pid,
+            tid: self.tid,
+            kind,
+        }
+    }
+}
+
 /// `clone(2)`'s flag for a thread of the same process.
 const CLONE_THREAD: u64 = 0x10000;
 
@@ -320,12 +339,8 @@ impl Decoder {
         let pid = i32_at(record, 12)?;
         let raw = record.get(RAW..)?;
         let id = u64::from(u32_at(raw, 0)?);
-        let event = |kind| Event {
-            time_ns,
-            pid,
-            tid,
-            kind,
-        };
+        let head = Head { time_ns, pid, tid };
+        let event = |kind| head.event(kind);
         if let Some(point) = self.ids.syscalls.get(&id).copied() {
             let kind = syscall(point, raw)?;
             self.note_exit_call(tid, pid, &kind);
@@ -368,18 +383,7 @@ impl Decoder {
                 },
             }));
         } else if id == self.ids.exit {
-            let last = self.ids.group_dead && raw.get(32).copied()? != 0;
-            let status = self.exit_status(tid, pid, raw)?;
-            if pid == self.root && (last || self.root_exit_ns.is_none() && tid == pid) {
-                // Its status comes from wait(2), when we reap it; it ends
-                // when its last thread does (the leader may go first).
-                self.root_exit_ns = Some(time_ns);
-                self.root_status = Some(status);
-            }
-            // The root's is said once, at its process's end.
-            if tid != self.root {
-                out.push_back(event(EventKind::Exited { status }));
-            }
+            self.exit(head, raw, out)?;
         } else if id == self.ids.exec {
             let new_pid = i32_at(raw, 12)?;
             // The threads the exec ended were killed; the process goes on.
@@ -401,39 +405,64 @@ impl Decoder {
                 self.fatal_sent.insert(pid, signal);
             }
         } else if id == self.ids.signal {
-            let signal = i32_at(raw, 8)?;
-            if pid == self.root {
-                self.root_signal = Some((signal, Instant::now()));
-            }
-            let first_of_end = !self.group_exits.contains_key(&pid);
-            self.note_delivered(pid, signal, u64_at(raw, 24)?);
-            // SIGKILL is how the kernel ends every thread of a process
-            // that exits or is killed; no tracer sees it delivered (strace
-            // neither), the exits say it. The tracepoint carries no
-            // siginfo: said by its absence.
-            // The first, though, stands for the fatal signal sent that
-            // the kernel turned into them, which a tracer shows.
-            let shown = match signal {
-                libc::SIGKILL if first_of_end => self
-                    .fatal_sent
-                    .get(&pid)
-                    .copied()
-                    .filter(|&sent| sent != libc::SIGKILL),
-                libc::SIGKILL => None,
-                _ => Some(signal),
-            };
-            if let Some(signal) = shown {
-                out.push_back(event(EventKind::Signal {
-                    signal,
-                    info: Vec::new(),
-                }));
-            }
+            self.signal(head, raw, out)?;
         }
         Some(())
     }
 }
 
 impl Decoder {
+    /// A thread's end (`sched_process_exit`).
+    fn exit(&mut self, head: Head, raw: &[u8], out: &mut VecDeque<Event>) -> Option<()> {
+        let Head { time_ns, pid, tid } = head;
+        let last = self.ids.group_dead && raw.get(32).copied()? != 0;
+        let status = self.exit_status(tid, pid, raw)?;
+        if pid == self.root && (last || self.root_exit_ns.is_none() && tid == pid) {
+            // Its status comes from wait(2), when we reap it; it ends
+            // when its last thread does (the leader may go first).
+            self.root_exit_ns = Some(time_ns);
+            self.root_status = Some(status);
+        }
+        // The root's is said once, at its process's end.
+        if tid != self.root {
+            out.push_back(head.event(EventKind::Exited { status }));
+        }
+        Some(())
+    }
+
+    /// A signal delivered (`signal_deliver`).
+    fn signal(&mut self, head: Head, raw: &[u8], out: &mut VecDeque<Event>) -> Option<()> {
+        let pid = head.pid;
+        let signal = i32_at(raw, 8)?;
+        if pid == self.root {
+            self.root_signal = Some((signal, Instant::now()));
+        }
+        let first_of_end = !self.group_exits.contains_key(&pid);
+        self.note_delivered(pid, signal, u64_at(raw, 24)?);
+        // SIGKILL is how the kernel ends every thread of a process that
+        // exits or is killed; no tracer sees it delivered (strace
+        // neither), the exits say it. The first, though, stands for the
+        // fatal signal sent that the kernel turned into them, which a
+        // tracer shows. The tracepoint carries no siginfo: said by its
+        // absence.
+        let shown = match signal {
+            libc::SIGKILL if first_of_end => self
+                .fatal_sent
+                .get(&pid)
+                .copied()
+                .filter(|&sent| sent != libc::SIGKILL),
+            libc::SIGKILL => None,
+            _ => Some(signal),
+        };
+        if let Some(signal) = shown {
+            out.push_back(head.event(EventKind::Signal {
+                signal,
+                info: Vec::new(),
+            }));
+        }
+        Some(())
+    }
+
     /// Remembers the code of an exit or exit_group call `tid` enters.
     fn note_exit_call(&mut self, tid: i32, pid: i32, kind: &EventKind) {
         let EventKind::SyscallEntry { nr, args, .. } = kind else {
