@@ -1016,21 +1016,7 @@ fn descendants_that_outlive_the_program_are_followed_to_their_end() {
     let shell = ["sh", "-c", "(sleep 0.3; echo late) & echo early"];
     let mut writes = Vec::new();
     for backend in ["perf", "ptrace"] {
-        let file = dir.path().join(format!("{backend}.tbt"));
-        let output = Command::new(BIN)
-            .args([
-                "trace",
-                "--backend",
-                backend,
-                "-e",
-                "trace=write",
-                "--write",
-            ])
-            .arg(&file)
-            .arg("--")
-            .args(shell)
-            .output()
-            .unwrap();
+        let (output, file) = traced_writes(dir.path(), backend, &shell);
         assert!(output.status.success(), "{output:?}");
         let events = events_of(&file);
         let count = events
@@ -1092,6 +1078,31 @@ fn a_vfork_parent_blocks_in_d_while_its_child_sleeps_in_s() {
     assert!(child_off >= 0.15, "{child_off} s");
 }
 
+/// `trace --backend BACKEND -e trace=write --write DIR/BACKEND.tbt --
+/// PROGRAM`: its output and the file.
+fn traced_writes(
+    dir: &Path,
+    backend: &str,
+    program: &[&str],
+) -> (std::process::Output, std::path::PathBuf) {
+    let file = dir.join(format!("{backend}.tbt"));
+    let output = Command::new(BIN)
+        .args([
+            "trace",
+            "--backend",
+            backend,
+            "-e",
+            "trace=write",
+            "--write",
+        ])
+        .arg(&file)
+        .arg("--")
+        .args(program)
+        .output()
+        .unwrap();
+    (output, file)
+}
+
 /// Each thread's exit status in a trace file, sorted ("code 3",
 /// "signal SIGTERM", or "unknown").
 fn exit_statuses(file: &Path) -> Vec<String> {
@@ -1115,21 +1126,7 @@ fn every_threads_exit_status_is_the_ptrace_backends() {
     let dir = tempdir();
     let program = common::build_fixture("exits", dir.path());
     let traced = |backend: &str| {
-        let file = dir.path().join(format!("{backend}.tbt"));
-        let output = Command::new(BIN)
-            .args([
-                "trace",
-                "--backend",
-                backend,
-                "-e",
-                "trace=write",
-                "--write",
-            ])
-            .arg(&file)
-            .arg("--")
-            .arg(&program)
-            .output()
-            .unwrap();
+        let (output, file) = traced_writes(dir.path(), backend, &[program.to_str().unwrap()]);
         // Its exit status, as strace passes it on.
         assert_eq!(output.status.code(), Some(3), "{output:?}");
         // The SIGKILLs with which the kernel ends a dying process's
