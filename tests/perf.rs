@@ -1156,3 +1156,32 @@ fn every_threads_exit_status_is_the_ptrace_backends() {
         ]
     );
 }
+
+#[test]
+fn trace_none_shows_signals_and_exits_only_as_strace_does() {
+    assert_root();
+    let _serial = serial();
+    for backend in ["ptrace", "perf"] {
+        let output = Command::new(BIN)
+            .args(["trace", "--backend", backend, "-f", "-e", "trace=none"])
+            .args(["--", "sh", "-c", "/bin/true; exit 4"])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(4), "{backend}: {output:?}");
+        let text = String::from_utf8_lossy(&output.stderr);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines.iter().all(|l| l.contains("+++") || l.contains("---")),
+            "{backend}: no syscall lines: {text}"
+        );
+        assert_eq!(
+            lines
+                .iter()
+                .filter(|l| l.contains("+++ exited with"))
+                .count(),
+            2,
+            "{backend}: the shell and its child: {text}"
+        );
+        assert!(text.contains("+++ exited with 4 +++"), "{backend}: {text}");
+    }
+}

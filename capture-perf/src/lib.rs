@@ -222,12 +222,14 @@ impl PerfCapture {
     }
 
     /// Reads the ring into `pending`, and the losses counted since the
-    /// last read.
-    fn drain(&mut self, pending: &mut Pending) {
+    /// last read; whether a record was still being written (the records
+    /// behind it wait for the next read).
+    fn drain(&mut self, pending: &mut Pending) -> bool {
         let decoder = &mut self.decoder;
         let queue = pending.queue();
         let from = queue.len();
-        self.events
+        let busy = self
+            .events
             .ring
             .drain(|record| decoder.record(record, queue));
         let losses = self.events.new_losses();
@@ -239,6 +241,7 @@ impl PerfCapture {
             }
         }
         pending.settle(from);
+        busy
     }
 
     /// The spawned program's exit status, once it has exited (reaped).
@@ -417,9 +420,13 @@ impl Capture for PerfCapture {
             // Anything stamped before the previous read began is in some
             // ring by now: safe to order and hand on.
             let read_at = monotonic_ns();
-            self.drain(&mut pending);
+            let busy = self.drain(&mut pending);
             pending.emit_before(before, &mut self.pairing, sink);
-            before = read_at;
+            // A record still being written may be stamped before this
+            // read: the next hand-on waits for it.
+            if !busy {
+                before = read_at;
+            }
             sink.idle(read_at);
             if !root_alive {
                 // Its descendants live on, followed as under ptrace, until

@@ -83,8 +83,10 @@ impl Ring {
     }
 
     /// Hands every committed record to `each` (up to the first one still
-    /// being written), then gives their space back to the kernel.
-    pub fn drain(&mut self, mut each: impl FnMut(&[u8])) {
+    /// being written), then gives their space back to the kernel; whether
+    /// it stopped at one still being written.
+    pub fn drain(&mut self, mut each: impl FnMut(&[u8])) -> bool {
+        let mut busy = false;
         // Acquire: the records up to it are reserved before we look.
         let end = self.position(self.producer).load(Ordering::Acquire);
         let mut at = self.position(self.consumer).load(Ordering::Relaxed);
@@ -97,6 +99,7 @@ impl Ring {
             // SAFETY: as above; the kernel commits by writing this word.
             let len = unsafe { AtomicU32::from_ptr(header as *mut u32) }.load(Ordering::Acquire);
             if len & BUSY != 0 {
+                busy = true;
                 break;
             }
             let bytes = (len & !(BUSY | DISCARDED)) as usize;
@@ -111,6 +114,7 @@ impl Ring {
         }
         // Release: we are done reading before the kernel may write again.
         self.position(self.consumer).store(at, Ordering::Release);
+        busy
     }
 }
 

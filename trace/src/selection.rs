@@ -466,7 +466,7 @@ impl Default for Selection {
 }
 
 /// One `trace=` set as strace reads it: names, `%class`es, `/regex`es
-/// (matched against names), `all`, `?` before an item to let it match
+/// (matched against names), `all`, `none`, `?` before an item to let it match
 /// nothing on this architecture, and `!` before the whole set for every
 /// syscall but those.
 fn parse_set(set: &str) -> Result<BTreeSet<Sysno>, SelectionError> {
@@ -475,11 +475,19 @@ fn parse_set(set: &str) -> Result<BTreeSet<Sysno>, SelectionError> {
         None => (false, set),
     };
     let mut chosen = BTreeSet::new();
+    if set.split(',').all(|item| item.trim().is_empty()) {
+        return Err(SelectionError(
+            "an empty syscall set (trace=none traces none)".into(),
+        ));
+    }
     for item in set.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let (optional, item) = match item.strip_prefix('?') {
             Some(rest) => (true, rest),
             None => (false, item),
         };
+        if item == "none" {
+            continue; // no syscall: signals and exits only
+        }
         let found = parse_item(item)?;
         if found.is_empty() && !optional {
             return Err(SelectionError(match item.strip_prefix('/') {
@@ -574,9 +582,8 @@ impl Selection {
             selection.syscalls.insert(Sysno::futex);
             selection.futex_wait_only = true;
         }
-        if selection.syscalls.is_empty() {
-            return Err(SelectionError("the syscall set is empty".into()));
-        }
+        // Empty, as `trace=none` or `!all` ask: signals and exits only,
+        // as strace gives them.
         Ok(selection)
     }
 
@@ -656,6 +663,8 @@ mod tests {
         let s = Selection::parse(&["clone3", "trace=write"]).unwrap();
         assert_eq!(s.syscalls().count(), 2);
         assert!(Selection::parse(&["all"]).unwrap().syscalls().count() > 300);
+        assert_eq!(Selection::parse(&["none"]).unwrap().syscalls().count(), 0);
+        assert!(Selection::parse(&["!none"]).unwrap().syscalls().count() > 300);
     }
 
     #[test]
