@@ -52,9 +52,9 @@ pub struct Events {
     /// The ring all programs write to, and its map.
     pub ring: Ring,
     ring_map: Map,
-    /// Each program's perf event and the program: held open only, since
-    /// closing them detaches the program.
-    _attached: Vec<(OwnedFd, OwnedFd)>,
+    /// Each program's perf event and the program (closing them detaches
+    /// the program).
+    attached: Vec<(OwnedFd, OwnedFd)>,
     /// The CPUs online when the capture began.
     cpus: Vec<u32>,
     /// Each of those CPUs' losses already reported.
@@ -148,7 +148,7 @@ impl Events {
             lost,
             ring,
             ring_map,
-            _attached: attached,
+            attached,
             cpus,
             lost_seen,
         };
@@ -172,15 +172,7 @@ impl Events {
         let root = tracefs::root()?;
         Map::tids(1).map_err(|e| unavailable("creating a bpf map", e))?;
         let id = tracefs::tracepoint(&root, "sched", "sched_switch", &[("prev_pid", 24)])?;
-        let attr = PerfEventAttr {
-            kind: sys::PERF_TYPE_TRACEPOINT,
-            size: std::mem::size_of::<PerfEventAttr>() as u32,
-            config: id,
-            ..PerfEventAttr::default()
-        };
-        sys::perf_event_open(&attr, -1, online_cpus()?[0] as i32)
-            .map(drop)
-            .map_err(|e| unavailable("perf_event_open", e))
+        counting_event(id, online_cpus()?[0]).map(drop)
     }
 
     /// The ring's descriptor, readable when a program asked to wake us.
@@ -191,7 +183,7 @@ impl Events {
     /// How many tracepoint hits the kernel ran none of our programs for
     /// (another eBPF program was running on the CPU), all programs.
     pub fn skipped(&self) -> u64 {
-        self._attached
+        self.attached
             .iter()
             .filter_map(|(_, program)| bpf::recursion_misses(program).ok())
             .sum()
@@ -218,7 +210,7 @@ impl Drop for Events {
     /// period at each (tens of milliseconds), which one after another
     /// made a capture's end take seconds.
     fn drop(&mut self) {
-        let attached = std::mem::take(&mut self._attached);
+        let attached = std::mem::take(&mut self.attached);
         std::thread::scope(|scope| {
             for pair in attached {
                 scope.spawn(move || drop(pair));
@@ -227,20 +219,25 @@ impl Drop for Events {
     }
 }
 
+/// A counting (never sampling) event on `tracepoint`, every task, on
+/// `cpu`: what a program is attached through.
+fn counting_event(tracepoint: u64, cpu: u32) -> Result<OwnedFd, CaptureError> {
+    let attr = PerfEventAttr {
+        kind: sys::PERF_TYPE_TRACEPOINT,
+        size: std::mem::size_of::<PerfEventAttr>() as u32,
+        config: tracepoint,
+        ..PerfEventAttr::default()
+    };
+    sys::perf_event_open(&attr, -1, cpu as i32).map_err(|e| unavailable("perf_event_open", e))
+}
+
 /// Loads `probe`'s program and attaches it to its tracepoint through a
 /// counting perf event on `cpu`: a tracepoint's programs run on every CPU,
 /// and a counting event records nothing.
 fn attach(probe: &Probe, maps: &Maps, cpu: u32) -> Result<(OwnedFd, OwnedFd), CaptureError> {
     let program = bpf::load_tracepoint_program(&probe.assemble(maps), "tracebench")
         .map_err(|e| unavailable("loading an eBPF program", e))?;
-    let attr = PerfEventAttr {
-        kind: sys::PERF_TYPE_TRACEPOINT,
-        size: std::mem::size_of::<PerfEventAttr>() as u32,
-        config: probe.tracepoint,
-        ..PerfEventAttr::default()
-    };
-    let event = sys::perf_event_open(&attr, -1, cpu as i32)
-        .map_err(|e| unavailable("perf_event_open", e))?;
+    let event = counting_event(probe.tracepoint, cpu)?;
     sys::ioctl(
         &event,
         sys::IOC_SET_BPF,
