@@ -292,6 +292,9 @@ pub fn run(args: TraceArgs) -> anyhow::Result<u8> {
             end.skipped_probes
         );
     }
+    for caveat in &end.caveats {
+        eprintln!("tracebench trace: {caveat}");
+    }
     if end.detached && args.quiet == 0 {
         eprintln!("tracebench trace: detached; the program runs on");
     }

@@ -1185,3 +1185,115 @@ fn trace_none_shows_signals_and_exits_only_as_strace_does() {
         assert!(text.contains("+++ exited with 4 +++"), "{backend}: {text}");
     }
 }
+
+/// Counts a tracepoint's hits on every CPU, every task, as `perf stat -a`
+/// does: one counting perf event per CPU.
+struct TracepointCount {
+    per_cpu: Vec<std::fs::File>,
+}
+
+impl TracepointCount {
+    fn open(group: &str, name: &str) -> TracepointCount {
+        let id: u64 =
+            std::fs::read_to_string(format!("/sys/kernel/tracing/events/{group}/{name}/id"))
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+        // struct perf_event_attr, its first 64 bytes: type
+        // PERF_TYPE_TRACEPOINT (2) and size, then config; counting,
+        // enabled at once.
+        let mut attr = [0u64; 8];
+        attr[0] = 2 | (64 << 32);
+        attr[1] = id;
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        let per_cpu = (0..cpus)
+            .map(|cpu| {
+                // SAFETY: perf_event_open reads our 64-byte attribute.
+                let fd = unsafe {
+                    libc::syscall(libc::SYS_perf_event_open, attr.as_ptr(), -1, cpu, -1, 8)
+                };
+                assert!(fd >= 0, "perf_event_open {name} on CPU {cpu}");
+                // SAFETY: the descriptor was just returned to us alone.
+                unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) }
+            })
+            .collect();
+        TracepointCount { per_cpu }
+    }
+
+    fn total(&self) -> u64 {
+        self.per_cpu
+            .iter()
+            .map(|mut file| {
+                let mut count = [0u8; 8];
+                std::io::Read::read_exact(&mut file, &mut count).unwrap();
+                u64::from_ne_bytes(count)
+            })
+            .sum()
+    }
+}
+
+/// The kernel runs no perf-event eBPF program while another runs on the
+/// CPU, and then drops that tracepoint's samples for every tool. Timer
+/// wake-ups fire sched_waking from interrupts, which land in the middle
+/// of our syscall programs on a busy traced program: were our wake-up
+/// program one of those, `perf stat -a`'s count of sched_waking would fall
+/// short of sched_wakeup's (which fires with it at every wake-up, and has
+/// no program of ours). Measured before raw tracepoints: a fifth to a
+/// third of them short.
+#[test]
+fn another_tools_counts_of_wake_ups_lose_nothing_while_we_trace() {
+    assert_root();
+    let _serial = serial();
+    let waking = TracepointCount::open("sched", "sched_waking");
+    let wakeup = TracepointCount::open("sched", "sched_wakeup");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Sleepers woken by timer interrupts, on every CPU.
+    let sleepers: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut naps = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && naps < 50_000 {
+                    std::thread::sleep(Duration::from_micros(200));
+                    naps += 1;
+                }
+            })
+        })
+        .collect();
+    // Every call of a busy program through our syscall programs.
+    let traced = Command::new(BIN)
+        .args([
+            "trace",
+            "--backend",
+            "perf",
+            "-e",
+            "trace=all",
+            "-o",
+            "/dev/null",
+        ])
+        .args([
+            "--",
+            "dd",
+            "if=/dev/zero",
+            "of=/dev/null",
+            "bs=1",
+            "count=1500000",
+        ])
+        .output()
+        .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for sleeper in sleepers {
+        sleeper.join().unwrap();
+    }
+    assert!(traced.status.success(), "{traced:?}");
+    let stderr = String::from_utf8_lossy(&traced.stderr);
+    assert!(!stderr.contains("skipped"), "{stderr}");
+    let (waking, wakeup) = (waking.total(), wakeup.total());
+    assert!(wakeup > 1000, "the sleepers were woken: {wakeup}");
+    // A wake-up or two may be between its two tracepoints as we read.
+    assert!(
+        waking.abs_diff(wakeup) <= 2 + wakeup / 2000,
+        "sched_waking {waking} against sched_wakeup {wakeup}"
+    );
+}

@@ -1,6 +1,7 @@
 //! The bpf(2) ABI, as much of it as this backend uses: creating its three
 //! maps (the followed threads, the ring buffer, the loss counters),
-//! loading its programs and reading and writing map entries. Written here
+//! loading its programs, attaching them to raw tracepoints, and reading
+//! and writing map entries. Written here
 //! rather than taken from a crate: aya and libbpf-rs compile programs from
 //! Rust or C with a toolchain the user may not have, and ours are a few
 //! dozen instructions assembled at run time (see [`crate::probe`]).
@@ -10,29 +11,39 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 const MAP_CREATE: libc::c_int = 0;
 const MAP_LOOKUP_ELEM: libc::c_int = 1;
-const MAP_UPDATE_ELEM: libc::c_int = 2;
-const MAP_DELETE_ELEM: libc::c_int = 3;
 const PROG_LOAD: libc::c_int = 5;
 const OBJ_GET_INFO_BY_FD: libc::c_int = 15;
+const RAW_TRACEPOINT_OPEN: libc::c_int = 17;
 
 /// Where `struct bpf_prog_info` holds `recursion_misses`, and its size
 /// (kernel 5.12 on; checked with offsetof against linux/bpf.h).
 const RECURSION_MISSES_AT: usize = 208;
 const PROG_INFO_SIZE: usize = 232;
 
-const MAP_TYPE_HASH: u32 = 1;
 const MAP_TYPE_ARRAY: u32 = 2;
 const MAP_TYPE_RINGBUF: u32 = 27;
-const PROG_TYPE_TRACEPOINT: u32 = 5;
+/// An array user space may map (`BPF_F_MMAPABLE`).
+const MAP_FLAG_MMAPABLE: u32 = 1 << 10;
+
+/// The kinds of program we load (`enum bpf_prog_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProgramType {
+    /// Run through a perf event on a tracepoint: its context is the
+    /// tracepoint's formatted record.
+    Tracepoint = 5,
+    /// Run by the tracepoint itself: its context is the tracepoint's
+    /// arguments, and only its own recursion stops it (not another
+    /// program running on the CPU, which stops a perf-event program).
+    RawTracepoint = 17,
+}
 
 /// Helper functions our programs call (`enum bpf_func_id`).
 pub mod helper {
     pub const MAP_LOOKUP_ELEM: i32 = 1;
-    pub const MAP_UPDATE_ELEM: i32 = 2;
-    pub const MAP_DELETE_ELEM: i32 = 3;
     pub const KTIME_GET_NS: i32 = 5;
     pub const GET_SMP_PROCESSOR_ID: i32 = 8;
     pub const GET_CURRENT_PID_TGID: i32 = 14;
+    pub const PROBE_READ_KERNEL: i32 = 113;
     pub const RINGBUF_RESERVE: i32 = 131;
     pub const RINGBUF_SUBMIT: i32 = 132;
     pub const RINGBUF_QUERY: i32 = 134;
@@ -71,6 +82,15 @@ struct ProgLoad {
     kern_version: u32,
     prog_flags: u32,
     prog_name: [u8; 16],
+}
+
+/// The raw-tracepoint part of `union bpf_attr`.
+#[repr(C)]
+struct RawTracepointOpen {
+    name: u64,
+    prog_fd: u32,
+    pad: u32,
+    cookie: u64,
 }
 
 /// The map-element part of `union bpf_attr`.
@@ -120,11 +140,23 @@ pub struct Map {
 
 impl Map {
     fn create(map_type: u32, key: u32, value: u32, entries: u32, label: &str) -> io::Result<Map> {
+        Map::create_with(map_type, key, value, entries, 0, label)
+    }
+
+    fn create_with(
+        map_type: u32,
+        key: u32,
+        value: u32,
+        entries: u32,
+        flags: u32,
+        label: &str,
+    ) -> io::Result<Map> {
         let mut attr = MapCreate {
             map_type,
             key_size: key,
             value_size: value,
             max_entries: entries,
+            map_flags: flags,
             map_name: name(label),
             ..MapCreate::default()
         };
@@ -133,9 +165,17 @@ impl Map {
         })
     }
 
-    /// A hash of `entries` thread ids (u32 keys, u32 values).
-    pub fn tids(entries: u32) -> io::Result<Map> {
-        Map::create(MAP_TYPE_HASH, 4, 4, entries, "tracebench_tids")
+    /// An array of `words` u64 bit sets indexed by u32, which user space
+    /// may map (see [`TidSet`]).
+    pub fn bits(words: u32) -> io::Result<Map> {
+        Map::create_with(
+            MAP_TYPE_ARRAY,
+            4,
+            8,
+            words,
+            MAP_FLAG_MMAPABLE,
+            "tracebench_tids",
+        )
     }
 
     /// A ring buffer of `bytes` (a power-of-two number of pages).
@@ -162,16 +202,6 @@ impl Map {
             flags: 0,
         };
         bpf(cmd, &mut attr).map(drop)
-    }
-
-    /// Sets `key` to `value` (u32 maps).
-    pub fn insert(&self, key: u32, value: u32) -> io::Result<()> {
-        self.elem(MAP_UPDATE_ELEM, &key, &value as *const u32 as u64)
-    }
-
-    /// Removes `key`; whether it was there.
-    pub fn remove(&self, key: u32) -> bool {
-        self.elem(MAP_DELETE_ELEM, &key, 0).is_ok()
     }
 
     /// The u64 at `key` (counter maps).
@@ -217,12 +247,25 @@ pub fn recursion_misses(prog: &OwnedFd) -> io::Result<u64> {
     ))
 }
 
-/// Loads `insns` as a tracepoint program; a rejection says the verifier's
+/// Attaches `program` (a raw-tracepoint one) to the tracepoint `name`
+/// until the descriptor returned is closed.
+pub fn attach_raw_tracepoint(name: &std::ffi::CStr, program: &OwnedFd) -> io::Result<OwnedFd> {
+    let mut attr = RawTracepointOpen {
+        name: name.as_ptr() as u64,
+        prog_fd: program.as_raw_fd() as u32,
+        pad: 0,
+        cookie: 0,
+    };
+    Ok(owned(bpf(RAW_TRACEPOINT_OPEN, &mut attr)?))
+}
+
+/// Loads `insns` as a program of `kind`; a rejection says the verifier's
 /// last words.
-pub fn load_tracepoint_program(insns: &[Insn], label: &str) -> io::Result<OwnedFd> {
+pub fn load_program(kind: ProgramType, insns: &[Insn], label: &str) -> io::Result<OwnedFd> {
+    // GPL-compatible: bpf_probe_read_kernel is offered to such only.
     let license = c"Dual MIT/GPL";
     let mut attr = ProgLoad {
-        prog_type: PROG_TYPE_TRACEPOINT,
+        prog_type: kind as u32,
         insn_cnt: insns.len() as u32,
         insns: insns.as_ptr() as u64,
         license: license.as_ptr() as u64,

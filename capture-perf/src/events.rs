@@ -20,24 +20,12 @@ use foldhash::HashMap;
 
 use crate::bpf::{self, Map};
 use crate::decode::{Ids, SyscallPoint};
-use crate::probe::{Effect, Filter, Maps, Probe};
+use crate::probe::{Effect, Filter, Probe, RawField, Shared, Source};
 use crate::ring::Ring;
 use crate::sys::{self, PerfEventAttr};
-use crate::tracefs;
+use crate::tidset::TidSet;
+use crate::{btf, tracefs};
 
-/// Threads the hash can hold at once (live ones: exits are forgotten): as
-/// many as there can be thread ids (`kernel.pid_max`), up to this. Its
-/// entries are allocated up front (~64 bytes each), as programs on
-/// tracepoints may not allocate on older kernels.
-const MAX_THREADS: u32 = 1 << 16;
-
-/// How many thread ids the kernel hands out (`kernel.pid_max`).
-fn pid_max() -> u32 {
-    std::fs::read_to_string("/proc/sys/kernel/pid_max")
-        .ok()
-        .and_then(|text| text.trim().parse().ok())
-        .unwrap_or(MAX_THREADS)
-}
 /// Loss counters: one per possible CPU number.
 const MAX_CPUS: u32 = 4096;
 /// The largest ring: all CPUs share one, of their buffers' sum up to this.
@@ -47,14 +35,17 @@ const MAX_RING_BYTES: usize = 1 << 30;
 /// programs and frees the maps: nothing of ours stays in the kernel.
 pub struct Events {
     /// The threads followed.
-    pub tids: Map,
+    pub tids: TidSet,
     lost: Map,
     /// The ring all programs write to, and its map.
     pub ring: Ring,
     ring_map: Map,
-    /// Each program's perf event and the program (closing them detaches
-    /// the program).
+    /// Each program's attachment (a perf event or a raw tracepoint's
+    /// link) and the program: closing them detaches the program.
     attached: Vec<(OwnedFd, OwnedFd)>,
+    /// Why the wake-up and signal programs run through perf events, when
+    /// they do (see [`crate::probe`]): no BTF to read task ids with.
+    pub no_raw_tracepoints: Option<String>,
     /// The CPUs online when the capture began.
     cpus: Vec<u32>,
     /// Each of those CPUs' losses already reported.
@@ -118,7 +109,8 @@ impl Events {
     pub fn new(selection: &Selection, buffer_bytes: usize) -> Result<(Events, Ids), CaptureError> {
         let root = tracefs::root()?;
         let (syscalls, mut probes) = syscall_probes(&root, selection)?;
-        let (ids, others) = scheduler_probes(&root, syscalls)?;
+        let task_pid_at = btf::task_pid_offset();
+        let (ids, others) = scheduler_probes(&root, syscalls, task_pid_at.is_ok())?;
         probes.extend(others);
         let cpus = online_cpus()?;
         let bytes = buffer_bytes
@@ -126,21 +118,21 @@ impl Events {
             .saturating_mul(cpus.len().max(1))
             .min(MAX_RING_BYTES)
             .next_power_of_two() as u32;
-        let tids = Map::tids(pid_max().clamp(1024, MAX_THREADS))
-            .map_err(|e| unavailable("creating a bpf map", e))?;
+        let tids = TidSet::new().map_err(|e| unavailable("creating a bpf map", e))?;
         let lost = Map::counters(MAX_CPUS).map_err(|e| unavailable("creating a bpf map", e))?;
         let ring_map = Map::ring(bytes).map_err(|e| unavailable("creating the ring buffer", e))?;
         let ring = Ring::map(ring_map.fd(), bytes as usize)
             .map_err(|e| unavailable("mapping the ring buffer", e))?;
-        let maps = Maps {
-            tids: tids.fd().as_raw_fd(),
+        let shared = Shared {
+            tids: tids.map().fd().as_raw_fd(),
             ring: ring_map.fd().as_raw_fd(),
             lost: lost.fd().as_raw_fd(),
             wake_above: (bytes / 4).min(i32::MAX as u32) as i32,
+            task_pid_at: task_pid_at.as_ref().map_or(0, |&at| at as i32),
         };
         let mut attached = Vec::with_capacity(probes.len());
         for probe in &probes {
-            attached.push(attach(probe, &maps, cpus[0])?);
+            attached.push(attach(probe, &shared, cpus[0])?);
         }
         let lost_seen = vec![0; cpus.len()];
         let events = Events {
@@ -149,6 +141,7 @@ impl Events {
             ring,
             ring_map,
             attached,
+            no_raw_tracepoints: task_pid_at.err(),
             cpus,
             lost_seen,
         };
@@ -157,12 +150,13 @@ impl Events {
 
     /// Follows thread `tid` from now on, and every thread it creates.
     pub fn follow(&self, tid: i32) -> Result<(), CaptureError> {
-        self.tids
-            .insert(tid as u32, 1)
-            .map_err(|source| CaptureError::Os {
-                what: "adding a thread to the followed ones (bpf map update)",
-                source,
-            })
+        if self.tids.insert(tid as u32) {
+            Ok(())
+        } else {
+            Err(CaptureError::BadArgument(format!(
+                "thread id {tid} is past any the kernel hands out"
+            )))
+        }
     }
 
     /// Whether we may set a capture up: a map created and a tracepoint
@@ -170,7 +164,7 @@ impl Events {
     /// detaching takes the kernel tens of milliseconds).
     pub fn allowed() -> Result<(), CaptureError> {
         let root = tracefs::root()?;
-        Map::tids(1).map_err(|e| unavailable("creating a bpf map", e))?;
+        Map::bits(1).map_err(|e| unavailable("creating a bpf map", e))?;
         let id = tracefs::tracepoint(&root, "sched", "sched_switch", &[("prev_pid", 24)])?;
         counting_event(id, online_cpus()?[0]).map(drop)
     }
@@ -231,12 +225,22 @@ fn counting_event(tracepoint: u64, cpu: u32) -> Result<OwnedFd, CaptureError> {
     sys::perf_event_open(&attr, -1, cpu as i32).map_err(|e| unavailable("perf_event_open", e))
 }
 
-/// Loads `probe`'s program and attaches it to its tracepoint through a
-/// counting perf event on `cpu`: a tracepoint's programs run on every CPU,
-/// and a counting event records nothing.
-fn attach(probe: &Probe, maps: &Maps, cpu: u32) -> Result<(OwnedFd, OwnedFd), CaptureError> {
-    let program = bpf::load_tracepoint_program(&probe.assemble(maps), "tracebench")
+/// Loads `probe`'s program and attaches it to its tracepoint: to a raw
+/// one by name, else through a counting perf event on `cpu` (a
+/// tracepoint's programs run on every CPU, and a counting event records
+/// nothing).
+fn attach(probe: &Probe, shared: &Shared, cpu: u32) -> Result<(OwnedFd, OwnedFd), CaptureError> {
+    let program = bpf::load_program(probe.program_type(), &probe.assemble(shared), "tracebench")
         .map_err(|e| unavailable("loading an eBPF program", e))?;
+    if let Source::Raw { name, .. } = probe.source {
+        let link = bpf::attach_raw_tracepoint(name, &program).map_err(|e| {
+            unavailable(
+                &format!("attaching an eBPF program to raw tracepoint {name:?}"),
+                e,
+            )
+        })?;
+        return Ok((link, program));
+    }
     let event = counting_event(probe.tracepoint, cpu)?;
     sys::ioctl(
         &event,
@@ -247,10 +251,20 @@ fn attach(probe: &Probe, maps: &Maps, cpu: u32) -> Result<(OwnedFd, OwnedFd), Ca
     Ok((event, program))
 }
 
-/// The scheduler's and the processes' tracepoints, and the ids of all.
+/// `sched_waking(struct task_struct *p)` raw: the woken thread's id where
+/// the formatted record has it.
+const WAKING_FIELDS: &[(i16, RawField)] = &[(24, RawField::Key)];
+/// `signal_generate(int sig, struct kernel_siginfo *info, struct
+/// task_struct *task, int group, int result)` raw: the signal and its
+/// target where the formatted record has them.
+const GENERATE_FIELDS: &[(i16, RawField)] = &[(8, RawField::Arg32(0)), (36, RawField::Key)];
+
+/// The scheduler's and the processes' tracepoints, and the ids of all;
+/// a wake-up and a signal sent through raw tracepoints if `raw`.
 fn scheduler_probes(
     root: &Path,
     syscalls: HashMap<u64, SyscallPoint>,
+    raw: bool,
 ) -> Result<(Ids, Vec<Probe>), CaptureError> {
     let ids = Ids {
         syscalls,
@@ -290,15 +304,32 @@ fn scheduler_probes(
     };
     let probe = |tracepoint, filter, effect, end| Probe {
         tracepoint,
+        source: Source::Perf { end },
         filter,
         effect,
-        end,
+    };
+    let raw_probe = |tracepoint, name, task, fields, end| Probe {
+        tracepoint,
+        source: Source::Raw { name, fields, end },
+        filter: Filter::Task(task),
+        effect: Effect::None,
+    };
+    let (waking, generate) = if raw {
+        (
+            raw_probe(ids.waking, c"sched_waking", 0, WAKING_FIELDS, 28),
+            raw_probe(ids.generate, c"signal_generate", 2, GENERATE_FIELDS, 40),
+        )
+    } else {
+        (
+            probe(ids.waking, Filter::Field(24), Effect::None, 32),
+            probe(ids.generate, Filter::Field(36), Effect::None, 40),
+        )
     };
     let probes = vec![
-        probe(ids.waking, Filter::Field(24), Effect::None, 32),
+        waking,
+        generate,
         probe(ids.exec, Filter::Field(16), Effect::Move, 20),
         probe(ids.signal, Filter::Current, Effect::None, 32),
-        probe(ids.generate, Filter::Field(36), Effect::None, 40),
         probe(ids.switch, Filter::Either(24, 56), Effect::None, 64),
         probe(ids.fork, Filter::Current, Effect::Follow(8), 40),
         // With group_dead (a byte at 32) where the kernel has it.
@@ -327,9 +358,9 @@ fn syscall_probes(
     let mut probes = Vec::new();
     let probe = |tracepoint, end| Probe {
         tracepoint,
+        source: Source::Perf { end },
         filter: Filter::Current,
         effect: Effect::None,
-        end,
     };
     let own = selection.syscalls().count() < 64
         && selection.syscalls().all(|s| {

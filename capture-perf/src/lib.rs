@@ -24,6 +24,7 @@
 //! ```
 
 mod bpf;
+mod btf;
 mod decode;
 mod events;
 mod merge;
@@ -31,6 +32,7 @@ mod probe;
 mod ring;
 mod spawn;
 mod sys;
+mod tidset;
 mod tracefs;
 
 use std::io;
@@ -459,6 +461,12 @@ impl Capture for PerfCapture {
         sink.idle(monotonic_ns());
         end.lost_events = self.decoder.lost;
         end.skipped_probes = self.events.skipped();
+        if let Some(why) = &self.events.no_raw_tracepoints {
+            end.caveats.push(format!(
+                "{why}: wake-ups and signals sent were read through perf events, which the \
+                 kernel skips while another eBPF program runs on the same CPU"
+            ));
+        }
         Ok(end)
     }
 }

@@ -1,9 +1,10 @@
 //! The backend's eBPF programs, one per tracepoint, assembled here at run
 //! time. Each runs in the kernel at its tracepoint, on every CPU, and
 //! within a microsecond decides whether the thread concerned is one we
-//! follow (a hash of thread ids, which the fork and exec programs keep up
-//! to date themselves); only then does it copy the tracepoint's fields
-//! into the ring buffer, stamped with the time and the current thread:
+//! follow (a bit per thread id, which the fork, exit and exec programs
+//! keep up to date themselves: see [`crate::tidset`]); only then does it
+//! copy the tracepoint's fields into the ring buffer, stamped with the
+//! time and the current thread:
 //!
 //! | offset | bytes | what |
 //! |---:|---:|---|
@@ -12,13 +13,20 @@
 //! | 12 | 4 | its process's id |
 //! | 16 | `end` | the tracepoint's raw record: its id (as `common_type`) and the CPU in the first 8 bytes, then its fields at their tracefs offsets |
 //!
-//! Every program returns 1, so that other tools' perf events on the same
-//! tracepoint still get their samples. One limit remains: the kernel runs
-//! one eBPF program at a time per CPU, so a tracepoint fired by an
-//! interrupt while one of ours runs is skipped, for us (counted, and said
-//! at the end) and for every perf event on it.
+//! Most programs run through a perf event on their tracepoint and read
+//! its formatted record. Such a program returns 1, so that other tools'
+//! perf events on the same tracepoint still get their samples; but the
+//! kernel runs no such program while another eBPF program runs on the
+//! CPU, and then drops the tracepoint's perf samples too, every tool's.
+//! The tracepoints an interrupt fires in the middle of one of our syscall
+//! programs (a wake-up, a signal sent) are therefore raw tracepoints: the
+//! program is handed the tracepoint's arguments (tasks), writes the same
+//! fields at the same offsets itself, and is stopped only by its own
+//! recursion. They read a task's id at the offset the kernel's BTF gives.
 
-use crate::bpf::{Insn, RB_AVAIL_DATA, RB_FORCE_WAKEUP, RB_NO_WAKEUP, helper};
+use std::ffi::CStr;
+
+use crate::bpf::{Insn, ProgramType, RB_AVAIL_DATA, RB_FORCE_WAKEUP, RB_NO_WAKEUP, helper};
 
 /// Where a record's copy of the tracepoint's raw data starts.
 pub const RAW: usize = 16;
@@ -28,10 +36,37 @@ pub const RAW: usize = 16;
 pub enum Filter {
     /// The thread it fires in (syscalls, signals, fork, exit).
     Current,
-    /// The thread whose id is the u32 field at this offset (a wake-up's).
+    /// The thread whose id is the u32 field at this offset (an exec's).
     Field(i16),
     /// Either of two such threads (a context switch's prev and next).
     Either(i16, i16),
+    /// The task that raw-tracepoint argument number this points to (a
+    /// wake-up's woken thread, a signal's target).
+    Task(i16),
+}
+
+/// Where a program finds its tracepoint's data, and what it copies.
+#[derive(Debug, Clone, Copy)]
+pub enum Source {
+    /// A perf event's formatted record: bytes 8 to `end` are copied (up
+    /// to the end of the last field used; more than 8).
+    Perf { end: i16 },
+    /// The arguments of the raw tracepoint `name`: each of `fields` is
+    /// written at its offset, and the record is `end` bytes long.
+    Raw {
+        name: &'static CStr,
+        fields: &'static [(i16, RawField)],
+        end: i16,
+    },
+}
+
+/// A field a raw-tracepoint program writes.
+#[derive(Debug, Clone, Copy)]
+pub enum RawField {
+    /// The low 32 bits of argument number this.
+    Arg32(i16),
+    /// The id of the thread the filter looked up.
+    Key,
 }
 
 /// What a program does to the followed threads besides recording.
@@ -52,40 +87,42 @@ pub enum Effect {
 /// One tracepoint's program.
 #[derive(Debug, Clone, Copy)]
 pub struct Probe {
-    /// The tracepoint's id (tracefs `id`).
+    /// The tracepoint's id (tracefs `id`), which its records carry.
     pub tracepoint: u64,
+    pub source: Source,
     pub filter: Filter,
     pub effect: Effect,
-    /// Bytes of the raw record copied, up to the end of the last field
-    /// used (more than 8).
-    pub end: i16,
 }
 
-/// The maps a program names, by descriptor.
+/// What every program shares: the maps it names, by descriptor, and what
+/// it must know of the kernel.
 #[derive(Debug, Clone, Copy)]
-pub struct Maps {
+pub struct Shared {
+    /// The followed threads' bits ([`crate::tidset`]).
     pub tids: i32,
     pub ring: i32,
     pub lost: i32,
     /// Ring bytes pending beyond which a record wakes the reader at once
     /// (below it, the reader's own timer picks records up).
     pub wake_above: i32,
+    /// Where `task_struct` keeps the thread id (for [`Filter::Task`]).
+    pub task_pid_at: i32,
 }
 
 const R0: u8 = 0;
 const R1: u8 = 1;
 const R2: u8 = 2;
 const R3: u8 = 3;
-const R4: u8 = 4;
 const CTX: u8 = 6;
 const PID_TGID: u8 = 7;
 const RECORD: u8 = 8;
 const FP: u8 = 10;
 
-/// Stack slots (below the frame pointer).
+/// Stack slots (below the frame pointer): the thread ids looked up or
+/// followed, a word's index in the bit set, the CPU's.
 const KEY: i16 = -4;
 const OTHER_KEY: i16 = -8;
-const VALUE: i16 = -12;
+const WORD: i16 = -12;
 const CPU: i16 = -16;
 
 /// A program being assembled, with forward jumps to patch.
@@ -116,6 +153,22 @@ impl Asm {
     fn add_imm(&mut self, dst: u8, imm: i32) -> &mut Self {
         self.put(insn(0x07, dst, 0, 0, imm))
     }
+    fn and_imm(&mut self, dst: u8, imm: i32) -> &mut Self {
+        self.put(insn(0x57, dst, 0, 0, imm))
+    }
+    fn xor_imm(&mut self, dst: u8, imm: i32) -> &mut Self {
+        self.put(insn(0xa7, dst, 0, 0, imm))
+    }
+    fn rsh_imm(&mut self, dst: u8, imm: i32) -> &mut Self {
+        self.put(insn(0x77, dst, 0, 0, imm))
+    }
+    /// `dst <<= src` and `dst >>= src` (64 bits).
+    fn lsh(&mut self, dst: u8, src: u8) -> &mut Self {
+        self.put(insn(0x6f, dst, src, 0, 0))
+    }
+    fn rsh(&mut self, dst: u8, src: u8) -> &mut Self {
+        self.put(insn(0x7f, dst, src, 0, 0))
+    }
     fn load_u32(&mut self, dst: u8, src: u8, off: i16) -> &mut Self {
         self.load(4, dst, src, off)
     }
@@ -145,9 +198,10 @@ impl Asm {
     fn store_imm_u32(&mut self, dst: u8, off: i16, imm: i32) -> &mut Self {
         self.put(insn(0x62, dst, 0, off, imm))
     }
-    /// `lock *(u64 *)(dst + 0) += src`.
-    fn atomic_add_u64(&mut self, dst: u8, src: u8) -> &mut Self {
-        self.put(insn(0xdb, dst, src, 0, 0))
+    /// `lock *(u64 *)(dst + 0) op= src`, op being `+` (0), `|` (0x40)
+    /// or `&` (0x50).
+    fn atomic_u64(&mut self, op: i32, dst: u8, src: u8) -> &mut Self {
+        self.put(insn(0xdb, dst, src, 0, op))
     }
     /// The 64-bit immediate naming map `fd` (BPF_PSEUDO_MAP_FD).
     fn map(&mut self, dst: u8, fd: i32) -> &mut Self {
@@ -176,23 +230,78 @@ impl Asm {
             .add_imm(R2, key.into())
             .call(helper::MAP_LOOKUP_ELEM)
     }
+
+    /// `r0` = the word of the bit set holding the bit of the thread id in
+    /// stack `slot`, and the jump taken if there is none (an id past
+    /// [`crate::tidset::MAX_TIDS`]).
+    fn word(&mut self, bits: i32, slot: i16) -> usize {
+        self.load_u32(R1, FP, slot)
+            .rsh_imm(R1, 6)
+            .store_u32(FP, WORD, R1)
+            .lookup(bits, WORD);
+        self.jump(JEQ, R0, 0)
+    }
+
+    /// `r1` = the mask of that id's bit within its word.
+    fn bit(&mut self, slot: i16) -> &mut Self {
+        self.load_u32(R2, FP, slot)
+            .and_imm(R2, 63)
+            .mov_imm(R1, 1)
+            .lsh(R1, R2)
+    }
+
+    /// Whether the thread id in stack `slot` is followed: the jumps taken
+    /// when not.
+    fn test(&mut self, bits: i32, slot: i16) -> [usize; 2] {
+        let none = self.word(bits, slot);
+        self.load(8, R1, R0, 0)
+            .load_u32(R2, FP, slot)
+            .and_imm(R2, 63)
+            .rsh(R1, R2)
+            .and_imm(R1, 1);
+        [none, self.jump(JEQ, R1, 0)]
+    }
+
+    /// Follows (or forgets) the thread id in stack `slot`, atomically: a
+    /// program on another CPU, or the reader, may change the same word.
+    fn set(&mut self, bits: i32, slot: i16, follow: bool) {
+        let none = self.word(bits, slot);
+        self.bit(slot);
+        if follow {
+            self.atomic_u64(ATOMIC_OR, R0, R1);
+        } else {
+            self.xor_imm(R1, -1).atomic_u64(ATOMIC_AND, R0, R1);
+        }
+        self.land(none);
+    }
 }
 
 const JEQ: u8 = 0x15;
 const JNE: u8 = 0x55;
 const JLT: u8 = 0xa5;
 const JA: u8 = 0x05;
+const ATOMIC_ADD: i32 = 0;
+const ATOMIC_OR: i32 = 0x40;
+const ATOMIC_AND: i32 = 0x50;
 
 impl Probe {
-    /// The program's instructions, naming `maps`.
-    pub fn assemble(&self, maps: &Maps) -> Vec<Insn> {
+    /// What kind of program this is.
+    pub fn program_type(&self) -> ProgramType {
+        match self.source {
+            Source::Perf { .. } => ProgramType::Tracepoint,
+            Source::Raw { .. } => ProgramType::RawTracepoint,
+        }
+    }
+
+    /// The program's instructions, naming `shared`'s maps.
+    pub fn assemble(&self, shared: &Shared) -> Vec<Insn> {
         let mut asm = Asm { insns: Vec::new() };
         asm.mov(CTX, R1)
             .call(helper::GET_CURRENT_PID_TGID)
             .mov(PID_TGID, R0);
-        let mut to_end = self.filter(&mut asm, maps);
-        self.effect(&mut asm, maps);
-        to_end.extend(self.record(&mut asm, maps));
+        let mut to_end = self.filter(&mut asm, shared);
+        self.effect(&mut asm, shared);
+        to_end.extend(self.record(&mut asm, shared));
         for jump in to_end {
             asm.land(jump);
         }
@@ -200,76 +309,84 @@ impl Probe {
         asm.insns
     }
 
-    /// Looks the thread (or threads) up; the jumps taken when not ours.
-    fn filter(&self, asm: &mut Asm, maps: &Maps) -> Vec<usize> {
-        let key = |asm: &mut Asm, field: Option<i16>| {
-            match field {
-                None => asm.store_u32(FP, KEY, PID_TGID),
-                Some(off) => asm.load_u32(R1, CTX, off).store_u32(FP, KEY, R1),
-            };
-            asm.lookup(maps.tids, KEY);
-        };
-        match self.filter {
-            Filter::Current => key(asm, None),
-            Filter::Field(off) => key(asm, Some(off)),
-            Filter::Either(first, second) => {
-                key(asm, Some(first));
-                let found = asm.jump(JNE, R0, 0);
-                key(asm, Some(second));
-                let missed = asm.jump(JEQ, R0, 0);
-                asm.land(found);
-                return vec![missed];
+    /// Puts the id of the thread `filter` names in stack `slot`.
+    fn key(asm: &mut Asm, shared: &Shared, filter: Filter, slot: i16) {
+        match filter {
+            Filter::Current => {
+                asm.store_u32(FP, slot, PID_TGID);
             }
+            Filter::Field(off) => {
+                asm.load_u32(R1, CTX, off).store_u32(FP, slot, R1);
+            }
+            Filter::Task(arg) => {
+                // The task's id, read where this kernel keeps it (a failed
+                // read leaves 0, the idle task's, never followed).
+                asm.load(8, R3, CTX, 8 * arg)
+                    .add_imm(R3, shared.task_pid_at)
+                    .mov(R1, FP)
+                    .add_imm(R1, slot.into())
+                    .mov_imm(R2, 4)
+                    .call(helper::PROBE_READ_KERNEL);
+            }
+            Filter::Either(..) => unreachable!("one thread per key"),
         }
-        vec![asm.jump(JEQ, R0, 0)]
     }
 
-    fn effect(&self, asm: &mut Asm, maps: &Maps) {
-        let follow = |asm: &mut Asm| {
-            asm.store_imm_u32(FP, VALUE, 1)
-                .map(R1, maps.tids)
-                .mov(R2, FP)
-                .add_imm(R2, OTHER_KEY.into())
-                .mov(R3, FP)
-                .add_imm(R3, VALUE.into())
-                .mov_imm(R4, 0)
-                .call(helper::MAP_UPDATE_ELEM);
+    /// Looks the thread (or threads) up; the jumps taken when not ours.
+    fn filter(&self, asm: &mut Asm, shared: &Shared) -> Vec<usize> {
+        let Filter::Either(first, second) = self.filter else {
+            Probe::key(asm, shared, self.filter, KEY);
+            return asm.test(shared.tids, KEY).to_vec();
         };
-        let forget = |asm: &mut Asm| {
-            asm.map(R1, maps.tids)
-                .mov(R2, FP)
-                .add_imm(R2, KEY.into())
-                .call(helper::MAP_DELETE_ELEM);
-        };
+        Probe::key(asm, shared, Filter::Field(first), KEY);
+        Probe::key(asm, shared, Filter::Field(second), OTHER_KEY);
+        let first_missed = asm.test(shared.tids, KEY);
+        let found = asm.jump(JA, 0, 0);
+        for jump in first_missed {
+            asm.land(jump);
+        }
+        let missed = asm.test(shared.tids, OTHER_KEY);
+        asm.land(found);
+        missed.to_vec()
+    }
+
+    fn effect(&self, asm: &mut Asm, shared: &Shared) {
         match self.effect {
             Effect::None => {}
             Effect::Follow(off) => {
                 asm.load_u32(R1, CTX, off).store_u32(FP, OTHER_KEY, R1);
-                follow(asm);
+                asm.set(shared.tids, OTHER_KEY, true);
             }
-            Effect::Forget => forget(asm),
+            Effect::Forget => asm.set(shared.tids, KEY, false),
             Effect::Move => {
-                forget(asm);
+                asm.set(shared.tids, KEY, false);
                 asm.store_u32(FP, OTHER_KEY, PID_TGID);
-                follow(asm);
+                asm.set(shared.tids, OTHER_KEY, true);
             }
+        }
+    }
+
+    /// Bytes of record after the header.
+    fn end(&self) -> i16 {
+        match self.source {
+            Source::Perf { end } | Source::Raw { end, .. } => end,
         }
     }
 
     /// Reserves, fills and submits the record; a full ring adds one to
     /// this CPU's loss counter instead. The jumps to the end.
-    fn record(&self, asm: &mut Asm, maps: &Maps) -> Vec<usize> {
-        let size = RAW as i32 + i32::from(self.end);
-        asm.map(R1, maps.ring)
+    fn record(&self, asm: &mut Asm, shared: &Shared) -> Vec<usize> {
+        let size = RAW as i32 + i32::from(self.end());
+        asm.map(R1, shared.ring)
             .mov_imm(R2, size)
             .mov_imm(R3, 0)
             .call(helper::RINGBUF_RESERVE);
         let reserved = asm.jump(JNE, R0, 0);
         asm.call(helper::GET_SMP_PROCESSOR_ID)
             .store_u32(FP, CPU, R0)
-            .lookup(maps.lost, CPU);
+            .lookup(shared.lost, CPU);
         let no_counter = asm.jump(JEQ, R0, 0);
-        asm.mov_imm(R1, 1).atomic_add_u64(R0, R1);
+        asm.mov_imm(R1, 1).atomic_u64(ATOMIC_ADD, R0, R1);
         let counted = asm.jump(JA, 0, 0);
         asm.land(reserved);
         asm.mov(RECORD, R0)
@@ -279,26 +396,46 @@ impl Probe {
             .store_imm_u32(RECORD, RAW as i16, self.tracepoint as i32)
             .call(helper::GET_SMP_PROCESSOR_ID)
             .store_u32(RECORD, RAW as i16 + 4, R0);
-        // No read past the tracepoint's fields: the kernel refuses to
-        // attach a program that could. Widest loads first.
+        match self.source {
+            Source::Perf { end } => Probe::copy(asm, end),
+            Source::Raw { fields, .. } => Probe::write(asm, fields),
+        }
+        asm.map(R1, shared.ring)
+            .mov_imm(R2, RB_AVAIL_DATA)
+            .call(helper::RINGBUF_QUERY)
+            .mov_imm(R2, RB_NO_WAKEUP);
+        let quiet = asm.jump(JLT, R0, shared.wake_above);
+        asm.mov_imm(R2, RB_FORCE_WAKEUP);
+        asm.land(quiet);
+        asm.mov(R1, RECORD).call(helper::RINGBUF_SUBMIT);
+        vec![no_counter, counted]
+    }
+
+    /// Copies a formatted record's bytes 8 to `end`. No read past the
+    /// tracepoint's fields: the kernel refuses to attach a program that
+    /// could. Widest loads first.
+    fn copy(asm: &mut Asm, end: i16) {
         let mut off = 8;
-        while off < self.end {
+        while off < end {
             let size = [8, 4, 2, 1]
                 .into_iter()
-                .find(|size| off + size <= self.end)
+                .find(|size| off + size <= end)
                 .unwrap_or(1);
             asm.load(size, R1, CTX, off)
                 .store(size, RECORD, RAW as i16 + off, R1);
             off += size;
         }
-        asm.map(R1, maps.ring)
-            .mov_imm(R2, RB_AVAIL_DATA)
-            .call(helper::RINGBUF_QUERY)
-            .mov_imm(R2, RB_NO_WAKEUP);
-        let quiet = asm.jump(JLT, R0, maps.wake_above);
-        asm.mov_imm(R2, RB_FORCE_WAKEUP);
-        asm.land(quiet);
-        asm.mov(R1, RECORD).call(helper::RINGBUF_SUBMIT);
-        vec![no_counter, counted]
+    }
+
+    /// Writes a raw tracepoint's `fields` (a raw tracepoint's arguments
+    /// are read 8 bytes at a time).
+    fn write(asm: &mut Asm, fields: &[(i16, RawField)]) {
+        for &(at, field) in fields {
+            match field {
+                RawField::Arg32(arg) => asm.load(8, R1, CTX, 8 * arg),
+                RawField::Key => asm.load_u32(R1, FP, KEY),
+            };
+            asm.store_u32(RECORD, RAW as i16 + at, R1);
+        }
     }
 }

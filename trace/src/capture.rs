@@ -105,7 +105,7 @@ impl FromStr for Backend {
 }
 
 /// How a capture ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct CaptureEnd {
     /// The traced program's exit, when it ended while traced.
     pub exit: Option<ExitStatus>,
@@ -119,6 +119,9 @@ pub struct CaptureEnd {
     /// another eBPF program was running on that CPU: whose they were is
     /// unknown (most are other processes'), so they are not events.
     pub skipped_probes: u64,
+    /// What this capture could not see as well as the backend can
+    /// elsewhere, one sentence each, for the user.
+    pub caveats: Vec<String>,
 }
 
 /// Why a capture could not start or go on.

@@ -300,6 +300,7 @@ impl Engine {
             detached: self.detached,
             lost_events: 0,
             skipped_probes: 0,
+            caveats: Vec::new(),
         })
     }
 
