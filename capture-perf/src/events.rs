@@ -1,9 +1,10 @@
 //! Setting the backend up in the kernel: one eBPF program per tracepoint
-//! (see [`crate::probe`]), attached through one counting perf event each,
-//! the hash of the threads we follow, the ring buffer all CPUs write to,
-//! and each CPU's count of records the full ring refused.
+//! (see [`crate::probe`]), attached through one counting perf event each
+//! or to a raw tracepoint, the set of the threads we follow, the ring
+//! buffer all CPUs write to, and each CPU's count of records the full ring
+//! refused.
 //!
-//! Per-CPU programs filtering on a hash of thread ids replace per-thread
+//! Per-CPU programs filtering on a set of thread ids replace per-thread
 //! perf events: the kernel no longer switches every followed thread's
 //! events in and out at each context switch (measured with perf record:
 //! 47.4 against 42.5 µs of server CPU a request), a thread created by a
@@ -20,7 +21,7 @@ use foldhash::HashMap;
 
 use crate::bpf::{self, Map};
 use crate::decode::{Ids, SyscallPoint};
-use crate::probe::{Effect, Filter, Probe, RawField, Shared, Source};
+use crate::probe::{Effect, Filter, Probe, RawField, Shared, Source, Thread};
 use crate::ring::Ring;
 use crate::sys::{self, PerfEventAttr};
 use crate::tidset::TidSet;
@@ -109,8 +110,8 @@ impl Events {
     pub fn new(selection: &Selection, buffer_bytes: usize) -> Result<(Events, Ids), CaptureError> {
         let root = tracefs::root()?;
         let (syscalls, mut probes) = syscall_probes(&root, selection)?;
-        let task_pid_at = btf::task_pid_offset();
-        let (ids, others) = scheduler_probes(&root, syscalls, task_pid_at.is_ok())?;
+        let layout = btf::layout();
+        let (ids, others) = scheduler_probes(&root, syscalls, layout.as_ref().ok())?;
         probes.extend(others);
         let cpus = online_cpus()?;
         let bytes = buffer_bytes
@@ -128,7 +129,9 @@ impl Events {
             ring: ring_map.fd().as_raw_fd(),
             lost: lost.fd().as_raw_fd(),
             wake_above: (bytes / 4).min(i32::MAX as u32) as i32,
-            task_pid_at: task_pid_at.as_ref().map_or(0, |&at| at as i32),
+            task_pid_at: layout
+                .as_ref()
+                .map_or(0, |layout| layout.task_pid_at as i32),
         };
         let mut attached = Vec::with_capacity(probes.len());
         for probe in &probes {
@@ -141,7 +144,7 @@ impl Events {
             ring,
             ring_map,
             attached,
-            no_raw_tracepoints: task_pid_at.err(),
+            no_raw_tracepoints: layout.err(),
             cpus,
             lost_seen,
         };
@@ -260,11 +263,14 @@ const WAKING_FIELDS: &[(i16, RawField)] = &[(24, RawField::Key)];
 const GENERATE_FIELDS: &[(i16, RawField)] = &[(8, RawField::Arg32(0)), (36, RawField::Key)];
 
 /// The scheduler's and the processes' tracepoints, and the ids of all;
-/// a wake-up and a signal sent through raw tracepoints if `raw`.
+/// with this kernel's `layout`, those an interrupt can fire in the middle
+/// of one of our programs (a wake-up, a signal sent) through raw
+/// tracepoints (a context switch cannot be: the scheduler runs with
+/// interrupts off; and through a raw tracepoint it measured no cheaper).
 fn scheduler_probes(
     root: &Path,
     syscalls: HashMap<u64, SyscallPoint>,
-    raw: bool,
+    layout: Option<&btf::Layout>,
 ) -> Result<(Ids, Vec<Probe>), CaptureError> {
     let ids = Ids {
         syscalls,
@@ -308,34 +314,49 @@ fn scheduler_probes(
         filter,
         effect,
     };
-    let raw_probe = |tracepoint, name, task, fields, end| Probe {
+    let raw_probe = |tracepoint, name, filter, fields, end| Probe {
         tracepoint,
         source: Source::Raw { name, fields, end },
-        filter: Filter::Task(task),
+        filter,
         effect: Effect::None,
     };
-    let (waking, generate) = if raw {
+    let one = Filter::One;
+    let (waking, generate) = if layout.is_some() {
         (
-            raw_probe(ids.waking, c"sched_waking", 0, WAKING_FIELDS, 28),
-            raw_probe(ids.generate, c"signal_generate", 2, GENERATE_FIELDS, 40),
+            raw_probe(
+                ids.waking,
+                c"sched_waking",
+                one(Thread::Task(0)),
+                WAKING_FIELDS,
+                28,
+            ),
+            raw_probe(
+                ids.generate,
+                c"signal_generate",
+                one(Thread::Task(2)),
+                GENERATE_FIELDS,
+                40,
+            ),
         )
     } else {
         (
-            probe(ids.waking, Filter::Field(24), Effect::None, 32),
-            probe(ids.generate, Filter::Field(36), Effect::None, 40),
+            probe(ids.waking, one(Thread::Field(24)), Effect::None, 32),
+            probe(ids.generate, one(Thread::Field(36)), Effect::None, 40),
         )
     };
+    let prev_or_next = Filter::Either(Thread::Field(24), Thread::Field(56));
+    let switch = probe(ids.switch, prev_or_next, Effect::None, 64);
     let probes = vec![
         waking,
         generate,
-        probe(ids.exec, Filter::Field(16), Effect::Move, 20),
-        probe(ids.signal, Filter::Current, Effect::None, 32),
-        probe(ids.switch, Filter::Either(24, 56), Effect::None, 64),
-        probe(ids.fork, Filter::Current, Effect::Follow(8), 40),
+        switch,
+        probe(ids.exec, one(Thread::Field(16)), Effect::Move, 20),
+        probe(ids.signal, one(Thread::Current), Effect::None, 32),
+        probe(ids.fork, one(Thread::Current), Effect::Follow(8), 40),
         // With group_dead (a byte at 32) where the kernel has it.
         probe(
             ids.exit,
-            Filter::Current,
+            one(Thread::Current),
             Effect::Forget,
             if ids.group_dead { 33 } else { 32 },
         ),
@@ -359,7 +380,7 @@ fn syscall_probes(
     let probe = |tracepoint, end| Probe {
         tracepoint,
         source: Source::Perf { end },
-        filter: Filter::Current,
+        filter: Filter::One(Thread::Current),
         effect: Effect::None,
     };
     let own = selection.syscalls().count() < 64

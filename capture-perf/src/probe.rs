@@ -31,18 +31,24 @@ use crate::bpf::{Insn, ProgramType, RB_AVAIL_DATA, RB_FORCE_WAKEUP, RB_NO_WAKEUP
 /// Where a record's copy of the tracepoint's raw data starts.
 pub const RAW: usize = 16;
 
-/// Which thread a tracepoint concerns, to be looked up among ours.
+/// A thread a tracepoint concerns.
 #[derive(Debug, Clone, Copy)]
-pub enum Filter {
+pub enum Thread {
     /// The thread it fires in (syscalls, signals, fork, exit).
     Current,
     /// The thread whose id is the u32 field at this offset (an exec's).
     Field(i16),
-    /// Either of two such threads (a context switch's prev and next).
-    Either(i16, i16),
     /// The task that raw-tracepoint argument number this points to (a
     /// wake-up's woken thread, a signal's target).
     Task(i16),
+}
+
+/// Which threads to look up among ours.
+#[derive(Debug, Clone, Copy)]
+pub enum Filter {
+    One(Thread),
+    /// Either of two (a context switch's prev and next).
+    Either(Thread, Thread),
 }
 
 /// Where a program finds its tracepoint's data, and what it copies.
@@ -105,7 +111,7 @@ pub struct Shared {
     /// Ring bytes pending beyond which a record wakes the reader at once
     /// (below it, the reader's own timer picks records up).
     pub wake_above: i32,
-    /// Where `task_struct` keeps the thread id (for [`Filter::Task`]).
+    /// Where `task_struct` keeps the thread id (for [`Thread::Task`]).
     pub task_pid_at: i32,
 }
 
@@ -309,16 +315,16 @@ impl Probe {
         asm.insns
     }
 
-    /// Puts the id of the thread `filter` names in stack `slot`.
-    fn key(asm: &mut Asm, shared: &Shared, filter: Filter, slot: i16) {
-        match filter {
-            Filter::Current => {
+    /// Puts the id of `thread` in stack `slot`.
+    fn key(asm: &mut Asm, shared: &Shared, thread: Thread, slot: i16) {
+        match thread {
+            Thread::Current => {
                 asm.store_u32(FP, slot, PID_TGID);
             }
-            Filter::Field(off) => {
+            Thread::Field(off) => {
                 asm.load_u32(R1, CTX, off).store_u32(FP, slot, R1);
             }
-            Filter::Task(arg) => {
+            Thread::Task(arg) => {
                 // The task's id, read where this kernel keeps it (a failed
                 // read leaves 0, the idle task's, never followed).
                 asm.load(8, R3, CTX, 8 * arg)
@@ -328,18 +334,20 @@ impl Probe {
                     .mov_imm(R2, 4)
                     .call(helper::PROBE_READ_KERNEL);
             }
-            Filter::Either(..) => unreachable!("one thread per key"),
         }
     }
 
     /// Looks the thread (or threads) up; the jumps taken when not ours.
     fn filter(&self, asm: &mut Asm, shared: &Shared) -> Vec<usize> {
-        let Filter::Either(first, second) = self.filter else {
-            Probe::key(asm, shared, self.filter, KEY);
-            return asm.test(shared.tids, KEY).to_vec();
+        let (first, second) = match self.filter {
+            Filter::One(thread) => {
+                Probe::key(asm, shared, thread, KEY);
+                return asm.test(shared.tids, KEY).to_vec();
+            }
+            Filter::Either(first, second) => (first, second),
         };
-        Probe::key(asm, shared, Filter::Field(first), KEY);
-        Probe::key(asm, shared, Filter::Field(second), OTHER_KEY);
+        Probe::key(asm, shared, first, KEY);
+        Probe::key(asm, shared, second, OTHER_KEY);
         let first_missed = asm.test(shared.tids, KEY);
         let found = asm.jump(JA, 0, 0);
         for jump in first_missed {
