@@ -27,8 +27,9 @@ use crate::sys::{self, PerfEventAttr};
 use crate::tidset::TidSet;
 use crate::{btf, tracefs};
 
-/// Loss counters: one per possible CPU number.
-const MAX_CPUS: u32 = 4096;
+/// Loss counters: one per possible CPU number (the kernel's `NR_CPUS`
+/// is at most 8192).
+const MAX_CPUS: u32 = 8192;
 /// The largest ring: all CPUs share one, of their buffers' sum up to this.
 const MAX_RING_BYTES: usize = 1 << 30;
 
@@ -47,7 +48,8 @@ pub struct Events {
     /// Why the wake-up and signal programs run through perf events, when
     /// they do (see [`crate::probe`]): no BTF to read task ids with.
     pub no_raw_tracepoints: Option<String>,
-    /// The CPUs online when the capture began.
+    /// The CPUs the machine may ever have: one brought online during the
+    /// capture runs our programs too, and may lose records.
     cpus: Vec<u32>,
     /// Each of those CPUs' losses already reported.
     lost_seen: Vec<u64>,
@@ -55,20 +57,34 @@ pub struct Events {
 
 /// The CPUs the kernel has online (`0-3,6`).
 fn online_cpus() -> Result<Vec<u32>, CaptureError> {
-    let text = std::fs::read_to_string("/sys/devices/system/cpu/online").map_err(|source| {
-        CaptureError::Os {
-            what: "reading /sys/devices/system/cpu/online",
-            source,
-        }
+    cpu_list("/sys/devices/system/cpu/online")
+}
+
+/// The CPUs the kernel could ever bring online.
+fn possible_cpus() -> Result<Vec<u32>, CaptureError> {
+    cpu_list("/sys/devices/system/cpu/possible")
+}
+
+/// A kernel CPU list (`0-3,6`) read from `path`.
+fn cpu_list(path: &'static str) -> Result<Vec<u32>, CaptureError> {
+    let text = std::fs::read_to_string(path).map_err(|source| CaptureError::Os {
+        what: "reading the CPU list in /sys/devices/system/cpu",
+        source,
     })?;
     let mut cpus = Vec::new();
     for range in text.trim().split(',').filter(|r| !r.is_empty()) {
         let (first, last) = range.split_once('-').unwrap_or((range, range));
         let parse = |n: &str| {
             n.parse::<u32>()
-                .map_err(|_| CaptureError::BadArgument(format!("odd online CPU list {text:?}")))
+                .map_err(|_| CaptureError::BadArgument(format!("odd CPU list {text:?} in {path}")))
         };
         cpus.extend(parse(first)?..=parse(last)?);
+    }
+    if cpus.is_empty() || cpus.iter().any(|&cpu| cpu >= MAX_CPUS) {
+        return Err(CaptureError::BadArgument(format!(
+            "odd CPU list {text:?} in {path} (CPUs 0 to {} only)",
+            MAX_CPUS - 1
+        )));
     }
     Ok(cpus)
 }
@@ -113,10 +129,10 @@ impl Events {
         let layout = btf::layout();
         let (ids, others) = scheduler_probes(&root, syscalls, layout.as_ref().ok())?;
         probes.extend(others);
-        let cpus = online_cpus()?;
+        let online = online_cpus()?;
         let bytes = buffer_bytes
             .max(4096)
-            .saturating_mul(cpus.len().max(1))
+            .saturating_mul(online.len())
             .min(MAX_RING_BYTES)
             .next_power_of_two() as u32;
         let tids = TidSet::new().map_err(|e| unavailable("creating a bpf map", e))?;
@@ -135,9 +151,10 @@ impl Events {
         };
         let mut attached = Vec::with_capacity(probes.len());
         for probe in &probes {
-            attached.push(attach(probe, &shared, cpus[0])?);
+            attached.push(attach(probe, &shared, online[0])?);
         }
-        let lost_seen = vec![0; cpus.len()];
+        let possible = possible_cpus()?;
+        let lost_seen = vec![0; possible.len()];
         let events = Events {
             tids,
             lost,
@@ -145,7 +162,7 @@ impl Events {
             ring_map,
             attached,
             no_raw_tracepoints: layout.err(),
-            cpus,
+            cpus: possible,
             lost_seen,
         };
         Ok((events, ids))
