@@ -111,8 +111,12 @@ echo "$(perf --version); kernel $(uname -r); syscall set $SET plus the scheduler
 cases=(untraced tracebench-perf tracebench-perf-attach perf-record perf-trace tracebench-ptrace)
 declare -A rps=() per_request=() lost=() tracer_cpu=()
 hz=$(getconf CLK_TCK)
+# Each round starts one case later than the previous: on a machine whose
+# speed drifts, no case is always the last of its round.
 for run in $(seq "$RUNS"); do
-  for name in "${cases[@]}"; do
+  shift_by=$(((run - 1) % ${#cases[@]}))
+  order=("${cases[@]:shift_by}" "${cases[@]:0:shift_by}")
+  for name in "${order[@]}"; do
     read -r r n b l t < <(run_case "$name" "$work/$name.out")
     rps[$name]+="$r "
     per_request[$name]+="$(awk -v b="$b" -v n="$n" 'BEGIN { printf "%.0f", b / n }') "
@@ -124,6 +128,17 @@ done
 untraced=$(tr ' ' '\n' <<<"${rps[untraced]}" | grep . | median)
 record=$(tr ' ' '\n' <<<"${rps[perf-record]}" | grep . | median)
 echo
+# round_ratio A B: the median over rounds of A's req/s over B's in the
+# same round (the machine's drift between rounds cancels out).
+round_ratio() {
+  awk -v a="${rps[$1]}" -v b="${rps[$2]}" 'BEGIN {
+    n = split(a, x, " "); split(b, y, " ")
+    for (i = 1; i <= n; i++) r[i] = x[i] / y[i]
+    for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (r[j] < r[i]) { t = r[i]; r[i] = r[j]; r[j] = t }
+    printf "%.2f", r[int((n + 1) / 2)] }'
+}
+echo "Ratios: of the medians, and (in brackets) the median over rounds of each round's ratio."
+echo
 echo "| tracer | req/s (median of $RUNS) | runs | vs untraced | vs perf record | bytes/request | tracer CPU µs/request | events lost |"
 echo "|---|---:|---|---:|---:|---:|---:|---|"
 for name in "${cases[@]}"; do
@@ -131,6 +146,8 @@ for name in "${cases[@]}"; do
   bpr=$(tr ' ' '\n' <<<"${per_request[$name]}" | grep . | median)
   cpu=$(tr ' ' '\n' <<<"${tracer_cpu[$name]}" | grep . | median)
   [ "$name" = untraced ] && bpr="-" && cpu="-"
-  awk -v n="$name" -v m="$m" -v all="${rps[$name]}" -v u="$untraced" -v s="$record" -v b="$bpr" -v c="$cpu" -v l="${lost[$name]}" \
-    'BEGIN { printf "| %s | %d | %s | %.2f× | %.2f× | %s | %s | %s |\n", n, m, all, m / u, m / s, b, c, l }'
+  ru=$(round_ratio "$name" untraced)
+  rs=$(round_ratio "$name" perf-record)
+  awk -v n="$name" -v m="$m" -v all="${rps[$name]}" -v u="$untraced" -v s="$record" -v b="$bpr" -v c="$cpu" -v l="${lost[$name]}" -v ru="$ru" -v rs="$rs" \
+    'BEGIN { printf "| %s | %d | %s | %.2f× (%s×) | %.2f× (%s×) | %s | %s | %s |\n", n, m, all, m / u, ru, m / s, rs, b, c, l }'
 done
