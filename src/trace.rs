@@ -287,8 +287,8 @@ pub fn run(args: TraceArgs) -> anyhow::Result<u8> {
     }
     if end.skipped_probes > 0 {
         eprintln!(
-            "tracebench trace: the kernel skipped our probes {} times while another eBPF \
-             program ran on the same CPU; those tracepoint hits, ours or not, are not in the trace",
+            "tracebench trace: the kernel skipped our probes {} times because another eBPF \
+             program was running on the same CPU; those tracepoint hits are not in the trace",
             end.skipped_probes
         );
     }

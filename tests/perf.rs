@@ -1206,8 +1206,13 @@ impl TracepointCount {
         let mut attr = [0u64; 8];
         attr[0] = 2 | (64 << 32);
         attr[1] = id;
-        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
-        let per_cpu = (0..cpus)
+        // Every CPU online, whatever CPUs this test may run on.
+        let online = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap();
+        let cpus = online.trim().split(',').flat_map(|range| {
+            let (first, last) = range.split_once('-').unwrap_or((range, range));
+            first.parse::<i32>().unwrap()..=last.parse::<i32>().unwrap()
+        });
+        let per_cpu = cpus
             .map(|cpu| {
                 // SAFETY: perf_event_open reads our 64-byte attribute.
                 let fd = unsafe {

@@ -8,7 +8,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::FromRawFd;
 
-use btf_rs::{Backend, Btf, Type};
+use btf_rs::{Backend, Btf, Struct, Type};
 
 const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
 
@@ -19,7 +19,7 @@ fn vmlinux() -> io::Result<Btf> {
     if let Ok(btf) = mapped(VMLINUX) {
         return Ok(btf);
     }
-    // Kernels before 6.15 cannot map the sysfs file: a copy in memory.
+    // Older kernels cannot map the sysfs file: a copy in memory.
     let bytes = std::fs::read(VMLINUX)?;
     // SAFETY: memfd_create takes a NUL-terminated name and flags.
     let fd = unsafe { libc::memfd_create(c"tracebench-btf".as_ptr(), libc::MFD_CLOEXEC) };
@@ -54,17 +54,34 @@ fn task_pid_offset(btf: &Btf) -> Result<u32, String> {
     let types = btf
         .resolve_types_by_name("task_struct")
         .map_err(|error| format!("{VMLINUX} has no task_struct: {error}"))?;
-    for ty in types {
-        let Type::Struct(task) = ty else { continue };
-        for member in &task.members {
-            if btf.resolve_name(member).is_ok_and(|name| name == "pid")
-                && member.bitfield_size().unwrap_or(0) == 0
-            {
-                return Ok(member.bit_offset() / 8);
-            }
+    types
+        .iter()
+        .find_map(|ty| match ty {
+            Type::Struct(task) => member_bits(btf, task, "pid", 4),
+            _ => None,
+        })
+        .map(|bits| bits / 8)
+        .ok_or_else(|| format!("{VMLINUX}: task_struct has no pid"))
+}
+
+/// The bit offset of member `name` of `fields`, looking into unnamed
+/// structs and unions `depth` levels down (a kernel built with
+/// `CONFIG_RANDSTRUCT` keeps task_struct's fields in one).
+fn member_bits(btf: &Btf, fields: &Struct, name: &str, depth: u32) -> Option<u32> {
+    for member in &fields.members {
+        let member_name = btf.resolve_name(member).unwrap_or_default();
+        if member_name == name && member.bitfield_size().unwrap_or(0) == 0 {
+            return Some(member.bit_offset());
+        }
+        if member_name.is_empty()
+            && depth > 0
+            && let Ok(Type::Struct(inner) | Type::Union(inner)) = btf.resolve_chained_type(member)
+            && let Some(bits) = member_bits(btf, &inner, name, depth - 1)
+        {
+            return Some(member.bit_offset() + bits);
         }
     }
-    Err(format!("{VMLINUX}: task_struct has no pid"))
+    None
 }
 
 #[cfg(test)]
@@ -77,5 +94,46 @@ mod tests {
     fn finds_the_thread_id_in_task_struct() {
         let at = layout().expect("this kernel has BTF").task_pid_at;
         assert!(at > 0 && at < 16 * 1024 && at % 4 == 0, "{at}");
+    }
+
+    /// A BTF blob of one `int`, an unnamed struct `{ int x; int pid; }`
+    /// and `struct task_struct { int state; <that struct>; }`, as a
+    /// kernel with CONFIG_RANDSTRUCT lays it out.
+    fn randomized_task_struct() -> Vec<u8> {
+        let strings = b"\0int\0x\0pid\0task_struct\0state\0";
+        #[rustfmt::skip]
+        let words: [u32; 22] = [
+            // [1] int: name "int", kind INT (1), size 4; 32 bits, signed.
+            1, 1 << 24, 4, 0x0100_0020,
+            // [2] unnamed, kind STRUCT (4), 2 members, size 8: x at bit
+            // 0 and pid at bit 32, both [1].
+            0, (4 << 24) | 2, 8, 5, 1, 0, 7, 1, 32,
+            // [3] task_struct, 2 members, size 12: state ([1]) at bit 0,
+            // an unnamed [2] at bit 32.
+            11, (4 << 24) | 2, 12, 23, 1, 0, 0, 2, 32,
+        ];
+        let types: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let mut blob = Vec::new();
+        blob.extend(0xeb9f_u16.to_le_bytes());
+        blob.extend([1, 0]);
+        for word in [
+            24,
+            0,
+            types.len() as u32,
+            types.len() as u32,
+            strings.len() as u32,
+        ] {
+            blob.extend(word.to_le_bytes());
+        }
+        blob.extend(&types);
+        blob.extend(strings);
+        blob
+    }
+
+    #[test]
+    fn finds_the_thread_id_inside_an_unnamed_struct() {
+        let btf = Btf::from_bytes(&randomized_task_struct()).expect("a valid blob");
+        // Bit 32 of task_struct, then bit 32 of the unnamed struct.
+        assert_eq!(task_pid_offset(&btf), Ok(8));
     }
 }

@@ -19,9 +19,9 @@ use tracebench_trace::{Backend, CaptureError, Selection};
 
 use foldhash::HashMap;
 
-use crate::bpf::{self, Map};
+use crate::bpf::{self, Map, ProgramType};
 use crate::decode::{Ids, SyscallPoint};
-use crate::probe::{Effect, Filter, Probe, RawField, Shared, Source, Thread};
+use crate::probe::{self, Effect, Filter, Probe, RawField, Shared, Source, Thread};
 use crate::ring::Ring;
 use crate::sys::{self, PerfEventAttr};
 use crate::tidset::TidSet;
@@ -89,6 +89,17 @@ fn cpu_list(path: &'static str) -> Result<Vec<u32>, CaptureError> {
     Ok(cpus)
 }
 
+/// This kernel's layout for the raw-tracepoint programs, or why they
+/// cannot run: no BTF, or a kernel that will not let them read a task's
+/// fields (lockdown).
+fn raw_layout() -> Result<btf::Layout, String> {
+    let layout = btf::layout()?;
+    let check = probe::kernel_read_check();
+    bpf::load_program(ProgramType::RawTracepoint, &check, "tracebench")
+        .map_err(|error| format!("this kernel refuses eBPF reads of its tasks ({error})"))?;
+    Ok(layout)
+}
+
 /// Why setting up failed, for the user.
 fn unavailable(what: &str, error: io::Error) -> CaptureError {
     let paranoid = std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
@@ -126,7 +137,7 @@ impl Events {
     pub fn new(selection: &Selection, buffer_bytes: usize) -> Result<(Events, Ids), CaptureError> {
         let root = tracefs::root()?;
         let (syscalls, mut probes) = syscall_probes(&root, selection)?;
-        let layout = btf::layout();
+        let layout = raw_layout();
         let (ids, others) = scheduler_probes(&root, syscalls, layout.as_ref().ok())?;
         probes.extend(others);
         let online = online_cpus()?;

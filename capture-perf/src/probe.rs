@@ -290,6 +290,21 @@ const ATOMIC_ADD: i32 = 0;
 const ATOMIC_OR: i32 = 0x40;
 const ATOMIC_AND: i32 = 0x50;
 
+/// A raw-tracepoint program that reads 4 bytes of kernel memory and
+/// nothing else: loaded (never attached) to learn whether this kernel lets
+/// our programs read task fields (lockdown may refuse the helper).
+pub fn kernel_read_check() -> Vec<Insn> {
+    let mut asm = Asm { insns: Vec::new() };
+    asm.mov(R1, FP)
+        .add_imm(R1, KEY.into())
+        .mov_imm(R2, 4)
+        .mov_imm(R3, 0)
+        .call(helper::PROBE_READ_KERNEL)
+        .mov_imm(R0, 0)
+        .exit();
+    asm.insns
+}
+
 impl Probe {
     /// What kind of program this is.
     pub fn program_type(&self) -> ProgramType {
