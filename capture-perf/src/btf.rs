@@ -93,7 +93,7 @@ mod tests {
     #[test]
     fn finds_the_thread_id_in_task_struct() {
         let at = layout().expect("this kernel has BTF").task_pid_at;
-        assert!(at > 0 && at < 16 * 1024 && at % 4 == 0, "{at}");
+        assert!(at > 0 && at < 16 * 1024 && at.is_multiple_of(4), "{at}");
     }
 
     /// A BTF blob of one `int`, an unnamed struct `{ int x; int pid; }`
