@@ -1326,3 +1326,68 @@ fn another_tools_counts_of_wake_ups_lose_nothing_while_we_trace() {
         "sched_waking {waking} against sched_wakeup {wakeup}"
     );
 }
+
+/// Of a trace file: the FUTEX_WAKE calls that woke someone (returned 1),
+/// and the wake-ups recorded.
+fn wakes_and_woken(file: &Path) -> (usize, usize) {
+    let events = events_of(file);
+    let mut waking: BTreeSet<i64> = BTreeSet::new();
+    let (mut wakes, mut woken) = (0, 0);
+    for event in &events {
+        let tid = event["tid"].as_i64().unwrap_or(0);
+        match event["type"].as_str() {
+            Some("syscall_entry")
+                if event["text"].as_str().unwrap_or("").contains("FUTEX_WAKE") =>
+            {
+                waking.insert(tid);
+            }
+            // The removal is the guard's first half: every exit ends a wake.
+            Some("syscall_exit") if waking.remove(&tid) && event["ret"] == 1 => wakes += 1,
+            Some("woken") => woken += 1,
+            _ => {}
+        }
+    }
+    (wakes, woken)
+}
+
+/// Without BTF (here: `TRACEBENCH_BTF` naming no file) the wake-ups and
+/// signals go through perf events again, and `trace` says so; with the
+/// kernel's BTF named explicitly, nothing is said. Either way every wake
+/// that woke someone has its wake-up.
+#[test]
+fn without_btf_wake_ups_still_come_through_perf_events_and_trace_says_so() {
+    assert_root();
+    let _serial = serial();
+    let dir = tempdir();
+    for (btf, caveat) in [
+        ("/nonexistent/vmlinux", true),
+        ("/sys/kernel/btf/vmlinux", false),
+    ] {
+        let file = dir.path().join(format!("{caveat}.tbt"));
+        let output = Command::new(BIN)
+            .env("TRACEBENCH_BTF", btf)
+            .args(["trace", "--backend", "perf", "-e", "trace=futex", "--write"])
+            .arg(&file)
+            .args(["--", BIN, "lab", "handshake", "--rounds", "500"])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(
+            stderr.contains("wake-ups and signals sent were read through perf events"),
+            caveat,
+            "{btf}: {stderr}"
+        );
+        if caveat {
+            assert!(stderr.contains(btf), "names the file: {stderr}");
+        }
+        // A waiter the wake finds still awake is not woken (rare); the
+        // lab's own threads' other wake-ups (thread exits) add a few.
+        let (wakes, woken) = wakes_and_woken(&file);
+        assert!(wakes > 200, "{btf}: only {wakes} wakes");
+        assert!(
+            woken * 100 >= wakes * 99 && woken <= wakes + 20,
+            "{btf}: {woken} wake-ups for {wakes} wakes that woke someone"
+        );
+    }
+}

@@ -3,24 +3,35 @@
 //! thread id. Raw tracepoints hand a program the tracepoint's arguments
 //! (pointers to tasks) rather than a formatted record, so the program
 //! reads the id itself, at the offset this kernel was built with.
+//!
+//! `TRACEBENCH_BTF` names another file to read instead (as
+//! `BPFTRACE_BTF` does for bpftrace): a kernel's BTF shipped apart from
+//! it, or none at all to trace without raw tracepoints.
 
 use std::fs::File;
 use std::io;
 use std::os::fd::FromRawFd;
+use std::path::PathBuf;
 
 use btf_rs::{Backend, Btf, Struct, Type};
 
+/// Where the running kernel publishes its BTF.
 const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
 
-/// The kernel's BTF, mapped rather than parsed whole (~200 ms for the
-/// whole of it; a lookup of one struct takes about a millisecond).
-fn vmlinux() -> io::Result<Btf> {
-    let mapped = |file: &str| Btf::from_file_with_backend(file, Backend::Mmap);
-    if let Ok(btf) = mapped(VMLINUX) {
+/// The BTF file to read: `TRACEBENCH_BTF`, else the kernel's own.
+fn vmlinux_path() -> PathBuf {
+    std::env::var_os("TRACEBENCH_BTF").map_or_else(|| PathBuf::from(VMLINUX), PathBuf::from)
+}
+
+/// The kernel's BTF at `path`, mapped rather than parsed whole (~200 ms
+/// for the whole of it; a lookup of one struct takes about a millisecond).
+fn vmlinux(path: &std::path::Path) -> io::Result<Btf> {
+    let mapped = |file: &std::path::Path| Btf::from_file_with_backend(file, Backend::Mmap);
+    if let Ok(btf) = mapped(path) {
         return Ok(btf);
     }
     // Older kernels cannot map the sysfs file: a copy in memory.
-    let bytes = std::fs::read(VMLINUX)?;
+    let bytes = std::fs::read(path)?;
     // SAFETY: memfd_create takes a NUL-terminated name and flags.
     let fd = unsafe { libc::memfd_create(c"tracebench-btf".as_ptr(), libc::MFD_CLOEXEC) };
     if fd < 0 {
@@ -29,8 +40,8 @@ fn vmlinux() -> io::Result<Btf> {
     // SAFETY: memfd_create just returned this descriptor, ours alone.
     let mut copy = unsafe { File::from_raw_fd(fd) };
     io::Write::write_all(&mut copy, &bytes)?;
-    let path = format!("/proc/self/fd/{fd}");
-    mapped(&path).map_err(|error| io::Error::other(error.to_string()))
+    let copy_path = PathBuf::from(format!("/proc/self/fd/{fd}"));
+    mapped(&copy_path).map_err(|error| io::Error::other(error.to_string()))
 }
 
 /// What the raw-tracepoint programs need to know of this kernel.
@@ -42,9 +53,10 @@ pub struct Layout {
 
 /// This kernel's layout, or why it could not be read.
 pub fn layout() -> Result<Layout, String> {
-    let btf = vmlinux().map_err(|error| format!("reading {VMLINUX}: {error}"))?;
+    let path = vmlinux_path();
+    let btf = vmlinux(&path).map_err(|error| format!("reading {}: {error}", path.display()))?;
     Ok(Layout {
-        task_pid_at: task_pid_offset(&btf)?,
+        task_pid_at: task_pid_offset(&btf).map_err(|why| format!("{}: {why}", path.display()))?,
     })
 }
 
@@ -53,7 +65,7 @@ pub fn layout() -> Result<Layout, String> {
 fn task_pid_offset(btf: &Btf) -> Result<u32, String> {
     let types = btf
         .resolve_types_by_name("task_struct")
-        .map_err(|error| format!("{VMLINUX} has no task_struct: {error}"))?;
+        .map_err(|error| format!("no task_struct: {error}"))?;
     types
         .iter()
         .find_map(|ty| match ty {
@@ -61,7 +73,7 @@ fn task_pid_offset(btf: &Btf) -> Result<u32, String> {
             _ => None,
         })
         .map(|bits| bits / 8)
-        .ok_or_else(|| format!("{VMLINUX}: task_struct has no pid"))
+        .ok_or_else(|| "task_struct has no pid".to_owned())
 }
 
 /// The bit offset of member `name` of `fields`, looking into unnamed
