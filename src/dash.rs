@@ -340,6 +340,9 @@ pub fn run(args: DashArgs) -> anyhow::Result<u8> {
         };
         let _ = writeln!(std::io::stdout().lock(), "{line}");
     }
+    for gap in &finished.capture_gaps {
+        eprintln!("tracebench: {gap}");
+    }
     // A file that could not be written whole is said, and the run fails.
     for error in &finished.write_errors {
         eprintln!("tracebench: cannot write {error}: the recording is incomplete");

@@ -278,22 +278,8 @@ pub fn run(args: TraceArgs) -> anyhow::Result<u8> {
         .context("installing signal handlers")?;
     let end = capture.run(&mut Tee(outputs.sinks()))?;
     outputs.finish(&args)?;
-    if end.lost_events > 0 {
-        eprintln!(
-            "tracebench trace: {} events LOST: the kernel's ring buffers were full \
-             (the trace has gaps; a larger --buffer-size helps)",
-            end.lost_events
-        );
-    }
-    if end.skipped_probes > 0 {
-        eprintln!(
-            "tracebench trace: the kernel skipped our probes {} times because another eBPF \
-             program was running on the same CPU; those tracepoint hits are not in the trace",
-            end.skipped_probes
-        );
-    }
-    for caveat in &end.caveats {
-        eprintln!("tracebench trace: {caveat}");
+    for gap in end.gaps() {
+        eprintln!("tracebench trace: {gap}");
     }
     if end.detached && args.quiet == 0 {
         eprintln!("tracebench trace: detached; the program runs on");

@@ -715,6 +715,34 @@ fn the_dashboard_runs_on_the_perf_backend_and_records_which_it_was() {
     }
 }
 
+/// The dashboard says at its end what its captures could not see, as
+/// `trace` does: here, a perf capture without BTF.
+#[test]
+fn the_dashboard_says_what_its_capture_could_not_see() {
+    assert_root();
+    let _serial = serial();
+    for (btf, caveat) in [
+        ("/nonexistent/vmlinux", true),
+        ("/sys/kernel/btf/vmlinux", false),
+    ] {
+        let output = Command::new(BIN)
+            .env("TRACEBENCH_BTF", btf)
+            .args(["dash", "--backend", "perf", "--headless-for", "1s"])
+            .args(["--workers", "2", "--no-record"])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(
+            stderr.contains(&format!(
+                "tracebench: reading {btf}: No such file or directory"
+            )) && stderr.contains("read through perf events"),
+            caveat,
+            "{btf}: {stderr}"
+        );
+    }
+}
+
 #[test]
 fn ptrace_only_options_are_refused_with_perf_not_ignored() {
     for flag in [

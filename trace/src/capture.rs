@@ -124,6 +124,30 @@ pub struct CaptureEnd {
     pub caveats: Vec<String>,
 }
 
+impl CaptureEnd {
+    /// What the user should be told of this capture's gaps, one sentence
+    /// each: events lost, probes skipped, caveats.
+    pub fn gaps(&self) -> Vec<String> {
+        let mut gaps = Vec::new();
+        if self.lost_events > 0 {
+            gaps.push(format!(
+                "{} events LOST: the kernel's ring buffers were full \
+                 (the trace has gaps; a larger --buffer-size helps)",
+                self.lost_events
+            ));
+        }
+        if self.skipped_probes > 0 {
+            gaps.push(format!(
+                "the kernel skipped our probes {} times because another eBPF program was \
+                 running on the same CPU; those tracepoint hits are not in the trace",
+                self.skipped_probes
+            ));
+        }
+        gaps.extend(self.caveats.iter().cloned());
+        gaps
+    }
+}
+
 /// Why a capture could not start or go on.
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {

@@ -14,6 +14,7 @@ use hdrhistogram::serialization::V2DeflateSerializer;
 use tracebench_files::OutputDir;
 use tracebench_loadgen::{LoadConfig, StopAfter, Target};
 use tracebench_loadgen::{hlog, outcomes};
+use tracebench_trace::CaptureEnd;
 use tracebench_trace::format::{Header, TraceWriter};
 use tracebench_trace::signals::Noticed;
 use tracebench_trace::sink::{ChannelSource, Tee};
@@ -191,6 +192,9 @@ pub struct Finished {
     pub signal: Option<i32>,
     /// Files of the recordings that could not be written whole.
     pub write_errors: Vec<String>,
+    /// What the captures could not see (events lost, probes skipped,
+    /// caveats of the backend), one sentence each.
+    pub capture_gaps: Vec<String>,
 }
 
 /// Runs the dashboard until the user quits (or, without a terminal, for
@@ -202,6 +206,7 @@ pub fn run(config: &DashConfig) -> Result<Finished, DashError> {
     let (_watch, noticed) = tracebench_trace::signals::notice().map_err(DashError::Signals)?;
     let mut config = config.clone();
     let mut recordings = Vec::new();
+    let mut capture_gaps = Vec::new();
     // The load's concurrency as the user left it before a restart.
     let mut next_connections = None;
     let mut terminal = if io::stdout().is_terminal() {
@@ -242,7 +247,9 @@ pub fn run(config: &DashConfig) -> Result<Finished, DashError> {
                 Ok(())
             }
         };
-        let program_exit = running.stop(&mut app, &config, terminal.as_mut());
+        let end = running.stop(&mut app, &config, terminal.as_mut());
+        let program_exit = end.as_ref().and_then(|end| end.exit);
+        capture_gaps.extend(end.iter().flat_map(CaptureEnd::gaps));
         if let Err(e) = shown {
             break Err(e);
         }
@@ -265,6 +272,7 @@ pub fn run(config: &DashConfig) -> Result<Finished, DashError> {
         program_exit,
         signal: noticed.first(),
         write_errors: write_errors.taken(),
+        capture_gaps,
     })
 }
 
@@ -499,7 +507,7 @@ fn start_tracer(
                 }
                 None => capture.run(&mut sink),
             };
-            end.ok().and_then(|end| end.exit)
+            end.ok()
         })
         .map_err(|error| DashError::Thread {
             name: "tracer thread",
@@ -609,7 +617,7 @@ fn start_load(
 
 /// The thread running the capture; it returns how the traced program
 /// ended while traced, if it did.
-type TracerThread = std::thread::JoinHandle<Option<tracebench_trace::ExitStatus>>;
+type TracerThread = std::thread::JoinHandle<Option<CaptureEnd>>;
 
 /// A traced server and the load against it, running on their threads.
 struct Running {
@@ -772,14 +780,15 @@ impl Running {
     /// `config.grace` to end by itself (its own shutdown is traced and
     /// recorded; the screen counts the time down), then SIGKILL; an
     /// attached one is detached. Feeds the model what came last, so the
-    /// summary matches the recording. Returns how the traced program ended
-    /// if it ended by itself, before we stopped it.
+    /// summary matches the recording. Returns how the capture ended (with
+    /// the traced program's exit only if it ended by itself, before we
+    /// stopped it).
     fn stop(
         mut self,
         app: &mut App,
         config: &DashConfig,
         terminal: Option<&mut ratatui::DefaultTerminal>,
-    ) -> Option<tracebench_trace::ExitStatus> {
+    ) -> Option<CaptureEnd> {
         let ended_by_itself = self.traced_program_ended();
         self.cancel.store(true, Ordering::SeqCst);
         if let Some(loader) = self.loader.take() {
@@ -791,7 +800,7 @@ impl Running {
             self.terminate(app, config.grace, terminal);
         }
         self.stop.stop();
-        let exit = self
+        let end = self
             .tracer
             .take()
             .and_then(|tracer| tracer.join().ok().flatten());
@@ -814,7 +823,12 @@ impl Running {
                 errors.failed(&path, &e);
             }
         }
-        exit.filter(|_| ended_by_itself)
+        // The exit status of ours follows only a program that ended by
+        // itself.
+        end.map(|end| CaptureEnd {
+            exit: end.exit.filter(|_| ended_by_itself),
+            ..end
+        })
     }
 
     /// Sends the spawned program SIGTERM (through the capture, which
