@@ -1419,3 +1419,133 @@ fn without_btf_wake_ups_still_come_through_perf_events_and_trace_says_so() {
         );
     }
 }
+
+/// A busy thread per online CPU, at normal priority, stopped when
+/// dropped (threads of the test itself: nothing outlives it).
+struct Spinners {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Spinners {
+    fn start() -> Spinners {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let threads = (0..cpus)
+            .map(|_| {
+                let stop = std::sync::Arc::clone(&stop);
+                std::thread::spawn(move || {
+                    let until = std::time::Instant::now() + Duration::from_secs(60);
+                    while !stop.load(Ordering::Relaxed) && std::time::Instant::now() < until {
+                        std::hint::spin_loop();
+                    }
+                })
+            })
+            .collect();
+        Spinners { stop, threads }
+    }
+}
+
+impl Drop for Spinners {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Thread `tid` of `pid`'s scheduling policy (5: SCHED_IDLE), if alive.
+fn policy_of(pid: u32, tid: u32) -> Option<u32> {
+    let sched = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/sched")).ok()?;
+    sched.lines().find_map(|l| {
+        l.strip_prefix("policy")?
+            .split(':')
+            .nth(1)?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// The policies `tracer`'s main thread (its reader) was seen in, every
+/// 5 ms until it ended successfully.
+fn policies_until_it_ends(mut tracer: std::process::Child) -> BTreeSet<u32> {
+    let pid = tracer.id();
+    let mut seen = BTreeSet::new();
+    // Until it has ended: a zombie's policy still reads.
+    loop {
+        if let Some(status) = tracer.try_wait().unwrap() {
+            assert!(status.success(), "{status:?}");
+            return seen;
+        }
+        seen.extend(policy_of(pid, pid));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn the_reader_reads_in_idle_time_and_is_raised_before_busy_cpus_make_it_lose() {
+    assert_root();
+    let _serial = serial();
+    // Quiet: the reader gives way (SCHED_IDLE) while it keeps up.
+    let quiet = Command::new(BIN)
+        .args([
+            "trace",
+            "--backend",
+            "perf",
+            "-e",
+            "trace=read",
+            "--",
+            "sleep",
+            "1",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let policies = policies_until_it_ends(quiet);
+    assert!(
+        policies.contains(&(libc::SCHED_IDLE as u32)),
+        "never gave way: {policies:?}"
+    );
+    // Every CPU busy: an idle-priority reader would get next to no CPU
+    // while 600 000 calls (~40 MB of records) go through a 8 MiB ring.
+    let _spinners = Spinners::start();
+    let mut traced = Command::new(BIN)
+        .args([
+            "trace",
+            "--backend",
+            "perf",
+            "-c",
+            "-e",
+            "trace=read,write",
+            "--",
+        ])
+        .args([
+            "dd",
+            "if=/dev/zero",
+            "of=/dev/null",
+            "bs=64",
+            "count=300000",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = traced.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap());
+    let seen = policies_until_it_ends(traced);
+    let stderr = reader.join().unwrap();
+    assert!(!stderr.contains("LOST"), "events lost: {stderr}");
+    let reads = stderr
+        .lines()
+        .find(|l| l.ends_with(" read"))
+        .and_then(|l| l.split_whitespace().nth(4)?.parse::<u64>().ok());
+    assert!(reads.is_some_and(|n| n >= 300_000), "{stderr}");
+    assert!(
+        seen.contains(&0),
+        "never raised to SCHED_OTHER (policies seen: {seen:?})"
+    );
+}

@@ -88,18 +88,66 @@ impl ThreadState {
 
     /// A short name for tables: `futex-wait`, `accept`, `sleep`, …
     pub fn label(self) -> &'static str {
+        LABELS[self.kind()]
+    }
+
+    /// Its kind's place in [`LABELS`]: states that differ only in their
+    /// futex word or syscall are of one kind.
+    fn kind(self) -> usize {
         match self {
-            ThreadState::Running => "running",
-            ThreadState::FutexWait(_) => "futex-wait",
-            ThreadState::Accept => "accept",
-            ThreadState::Sleep => "sleep",
-            ThreadState::Io => "io",
-            ThreadState::EventWait => "event-wait",
-            ThreadState::Syscall(_) => "syscall",
-            ThreadState::Runnable => "runnable",
-            ThreadState::Blocked => "blocked",
-            ThreadState::Exited => "exited",
+            ThreadState::Running => 0,
+            ThreadState::FutexWait(_) => 1,
+            ThreadState::Accept => 2,
+            ThreadState::Sleep => 3,
+            ThreadState::Io => 4,
+            ThreadState::EventWait => 5,
+            ThreadState::Syscall(_) => 6,
+            ThreadState::Runnable => 7,
+            ThreadState::Blocked => 8,
+            ThreadState::Exited => 9,
         }
+    }
+}
+
+/// The label of each kind of state, in [`ThreadState::kind`]'s order.
+const LABELS: [&str; 10] = [
+    "running",
+    "futex-wait",
+    "accept",
+    "sleep",
+    "io",
+    "event-wait",
+    "syscall",
+    "runnable",
+    "blocked",
+    "exited",
+];
+
+/// Nanoseconds spent in each kind of state, and which kinds were ever
+/// entered (a kind entered for 0 ns still shows): an array, not a map,
+/// because every traced event may add to it.
+#[derive(Debug, Clone, Copy, Default)]
+struct KindTotals {
+    ns: [u64; LABELS.len()],
+    entered: u16,
+}
+
+impl KindTotals {
+    fn add(&mut self, state: ThreadState, ns: u64) {
+        let kind = state.kind();
+        self.ns[kind] += ns;
+        self.entered |= 1 << kind;
+    }
+
+    fn was_entered(&self, state: ThreadState) -> bool {
+        self.entered & (1 << state.kind()) != 0
+    }
+
+    fn by_label(&self) -> BTreeMap<&'static str, u64> {
+        (0..LABELS.len())
+            .filter(|kind| self.entered & (1 << kind) != 0)
+            .map(|kind| (LABELS[kind], self.ns[kind]))
+            .collect()
     }
 }
 
@@ -166,9 +214,9 @@ pub struct ThreadTimeline {
     pub intervals: Vec<Interval>,
     /// Traced syscalls it completed.
     pub syscalls: u64,
-    /// Nanoseconds of its ended intervals, by state label: what
+    /// Nanoseconds of its ended intervals, by kind of state: what
     /// `time_by_state` adds the current interval to.
-    ended: Vec<(&'static str, u64)>,
+    ended: KindTotals,
     /// Nanoseconds of its ended intervals that a look at /proc gave.
     ended_sampled: u64,
 }
@@ -224,11 +272,7 @@ impl ThreadTimeline {
             .unwrap_or(interval.start_ns)
             .max(interval.start_ns)
             - interval.start_ns;
-        let label = interval.state.label();
-        match self.ended.iter_mut().find(|(l, _)| *l == label) {
-            Some((_, total)) => *total += ns,
-            None => self.ended.push((label, ns)),
-        }
+        self.ended.add(interval.state, ns);
         if interval.sampled {
             self.ended_sampled += ns;
         }
@@ -254,7 +298,7 @@ impl ThreadTimeline {
     /// Nanoseconds spent in each kind of state up to `now`, over its whole
     /// life (the current interval is counted up to `now`).
     pub fn time_by_state(&self, now_ns: u64) -> BTreeMap<&'static str, u64> {
-        let mut totals: BTreeMap<&'static str, u64> = self.ended.iter().copied().collect();
+        let mut totals = self.ended.by_label();
         if let Some((interval, ns)) = self.open_ns(now_ns) {
             *totals.entry(interval.state.label()).or_insert(0) += ns;
         }
@@ -263,12 +307,11 @@ impl ThreadTimeline {
 
     /// Whether it was ever in `state` (by label).
     fn was_ever(&self, state: ThreadState) -> bool {
-        let label = state.label();
-        self.ended.iter().any(|(l, _)| *l == label)
+        self.ended.was_entered(state)
             || self
                 .intervals
                 .last()
-                .is_some_and(|i| i.state.label() == label)
+                .is_some_and(|i| i.state.kind() == state.kind())
     }
 }
 
