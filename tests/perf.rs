@@ -1355,6 +1355,34 @@ fn another_tools_counts_of_wake_ups_lose_nothing_while_we_trace() {
     );
 }
 
+#[test]
+fn another_tools_counts_of_the_tracepoints_we_use_go_on_while_we_trace() {
+    assert_root();
+    let _serial = serial();
+    // Our programs on these return 1: a 0 would drop the hit for every
+    // perf event on the tracepoint, this counter's too.
+    let writes = TracepointCount::open("syscalls", "sys_enter_write");
+    let traced = Command::new(BIN)
+        .args(["trace", "--backend", "perf", "-e", "trace=write"])
+        .args([
+            "-o",
+            "/dev/null",
+            "--",
+            "dd",
+            "if=/dev/zero",
+            "of=/dev/null",
+        ])
+        .args(["bs=1", "count=20000"])
+        .output()
+        .unwrap();
+    assert!(traced.status.success(), "{traced:?}");
+    let writes = writes.total();
+    assert!(
+        writes >= 20_000,
+        "another tool counted {writes} writes of 20 000"
+    );
+}
+
 /// Of a trace file: the FUTEX_WAKE calls that woke someone (returned 1),
 /// and the wake-ups recorded.
 fn wakes_and_woken(file: &Path) -> (usize, usize) {
