@@ -1058,3 +1058,28 @@ fn export_refuses_to_write_over_its_own_input() {
             .contains("accept4")
     );
 }
+
+#[test]
+fn the_header_says_at_once_what_the_capture_will_not_see() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(unsafe { libc::geteuid() }, 0, "the perf backend needs root");
+    let _serial = serial();
+    let before = servers_running();
+    let session = format!("tracebench-caveat-{}", std::process::id());
+    // Without BTF, wake-ups come through perf events: a caveat known
+    // from the start.
+    let command = format!(
+        "TRACEBENCH_BTF=/nonexistent/vmlinux {BIN} dash --backend perf --workers 2 --no-record"
+    );
+    assert!(start_tmux(&session, 250, &command).success());
+    let text = wait_for_screen(&session, "read through perf events");
+    let ended = press_q_and_wait(&session);
+    assert!(
+        text.lines()
+            .take(3)
+            .any(|l| l.contains("! reading /nonexistent/vmlinux")),
+        "{text}"
+    );
+    assert!(ended, "q must end it");
+    assert_servers_back_to(before);
+}

@@ -407,6 +407,18 @@ impl Capture for PerfCapture {
         self.stop.clone()
     }
 
+    fn caveats(&self) -> Vec<String> {
+        let raw = self.events.no_raw_tracepoints.as_ref();
+        raw.map(|why| {
+            format!(
+                "{why}: wake-ups and signals sent were read through perf events, which the \
+                 kernel skips while another eBPF program runs on the same CPU"
+            )
+        })
+        .into_iter()
+        .collect()
+    }
+
     fn run(mut self: Box<Self>, sink: &mut dyn EventSink) -> Result<CaptureEnd, CaptureError> {
         let wake = self.wake.as_raw_fd();
         self.stop.set_waker(move || {
@@ -473,12 +485,7 @@ impl Capture for PerfCapture {
         sink.idle(monotonic_ns());
         end.lost_events = self.decoder.lost;
         end.skipped_probes = self.events.skipped();
-        if let Some(why) = &self.events.no_raw_tracepoints {
-            end.caveats.push(format!(
-                "{why}: wake-ups and signals sent were read through perf events, which the \
-                 kernel skips while another eBPF program runs on the same CPU"
-            ));
-        }
+        end.caveats = self.caveats();
         Ok(end)
     }
 }

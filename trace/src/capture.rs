@@ -202,6 +202,12 @@ pub trait Capture {
     /// A handle that ends this capture from another thread.
     fn stop_handle(&self) -> StopHandle;
 
+    /// What this capture will not see, known once it has started (the
+    /// same lines end in [`CaptureEnd::caveats`]); none by default.
+    fn caveats(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Produces events into `sink` until the program is gone or the
     /// capture is stopped. Runs on the thread that started it.
     fn run(self: Box<Self>, sink: &mut dyn EventSink) -> Result<CaptureEnd, CaptureError>;

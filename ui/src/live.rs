@@ -222,6 +222,7 @@ pub fn run(config: &DashConfig) -> Result<Finished, DashError> {
         };
         let mut app = App::new(config.title());
         app.captures_output = running.output.is_some();
+        app.caveats.clone_from(&running.caveats);
         if config.load_url().is_some() {
             app.view_state.connections = next_connections.unwrap_or(config.connections);
         }
@@ -481,8 +482,8 @@ fn start_tracer(
         PathBuf,
         WriteErrors,
     )>,
-) -> Result<(TracerThread, StopHandle), DashError> {
-    let (started_tx, started_rx) = mpsc::channel::<Result<StopHandle, String>>();
+) -> Result<(TracerThread, StopHandle, Vec<String>), DashError> {
+    let (started_tx, started_rx) = mpsc::channel::<Result<(StopHandle, Vec<String>), String>>();
     let selection = config.selection.clone();
     let starter = config.capture.clone();
     let tracer = std::thread::Builder::new()
@@ -495,7 +496,7 @@ fn start_tracer(
                     return None;
                 }
             };
-            let _ = started_tx.send(Ok(capture.stop_handle()));
+            let _ = started_tx.send(Ok((capture.stop_handle(), capture.caveats())));
             // The file gets every event; the view may miss some.
             let end = match trace_file {
                 Some((mut file, path, errors)) => {
@@ -514,7 +515,7 @@ fn start_tracer(
             error,
         })?;
     match started_rx.recv() {
-        Ok(Ok(stop)) => Ok((tracer, stop)),
+        Ok(Ok((stop, caveats))) => Ok((tracer, stop, caveats)),
         Ok(Err(e)) => {
             let _ = tracer.join();
             Err(DashError::TracerStart(e))
@@ -625,6 +626,8 @@ struct Running {
     tracer: Option<TracerThread>,
     /// Ends the capture.
     stop: StopHandle,
+    /// What the capture will not see (shown in the header).
+    caveats: Vec<String>,
     loader: Option<std::thread::JoinHandle<()>>,
     cancel: Arc<AtomicBool>,
     limit: Arc<AtomicUsize>,
@@ -668,10 +671,11 @@ impl Running {
         };
         let (sink, source) = tracebench_trace::sink::channel(1 << 16);
         let trace_file = trace_file.map(|file| (file, path_of("trace.tbt"), write_errors.clone()));
-        let (tracer, stop) = start_tracer(config, tracee, stdio, sink, trace_file)?;
+        let (tracer, stop, caveats) = start_tracer(config, tracee, stdio, sink, trace_file)?;
         let mut running = Running {
             tracer: Some(tracer),
             stop,
+            caveats,
             loader: None,
             cancel: Arc::new(AtomicBool::new(false)),
             limit: Arc::new(AtomicUsize::new(config.connections)),

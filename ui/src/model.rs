@@ -554,6 +554,9 @@ pub struct ViewState {
 pub struct App {
     /// A line saying what runs: server mode, workers, load model.
     pub title: String,
+    /// What the capture said at its start it will not see (the header
+    /// shows them; they are printed again at the end).
+    pub caveats: Vec<String>,
     /// What the run produced (live, even while the view is paused).
     pub data: RunData,
     /// What the user set and the widgets keep.
@@ -626,6 +629,7 @@ impl App {
     pub fn new(title: impl Into<String>) -> App {
         App {
             title: title.into(),
+            caveats: Vec::new(),
             data: RunData::default(),
             view_state: ViewState::default(),
             paused: false,

@@ -112,13 +112,21 @@ pub fn draw(frame: &mut Frame, app: &App) {
 fn draw_header(frame: &mut Frame, area: Rect, app: &App) {
     let data = app.shown_data();
     let paused = if app.paused { "  [paused]" } else { "" };
-    let title = Line::from(vec![
+    let mut title = Line::from(vec![
         Span::styled(
             format!("{}{paused}", app.title),
             Style::default().add_modifier(Modifier::BOLD),
         ),
         Span::raw("   ? help"),
     ]);
+    // Last on the line: what does not fit is cut, and the end of the run
+    // prints each caveat whole.
+    for caveat in &app.caveats {
+        title.push_span(Span::styled(
+            format!("   ! {caveat}"),
+            Style::default().fg(Color::Yellow),
+        ));
+    }
     let load = if app.view_state.connections > 0 {
         format!("c={}   ", app.view_state.connections)
     } else {
