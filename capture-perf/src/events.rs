@@ -200,11 +200,6 @@ impl Events {
         counting_event(id, online_cpus()?[0]).map(drop)
     }
 
-    /// The ring's size in bytes.
-    pub fn ring_bytes(&self) -> u64 {
-        self.ring.size() as u64
-    }
-
     /// The ring's descriptor, readable when a program asked to wake us.
     pub fn ring_fd(&self) -> &OwnedFd {
         self.ring_map.fd()

@@ -34,7 +34,6 @@ mod spawn;
 mod sys;
 mod tidset;
 mod tracefs;
-mod yielding;
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -49,7 +48,6 @@ use tracebench_trace::{
 use decode::{Decoder, Pairing};
 use events::Events;
 use merge::Pending;
-use yielding::Yielding;
 
 /// How to capture.
 #[derive(Debug, Clone)]
@@ -431,12 +429,8 @@ impl Capture for PerfCapture {
         let mut before = 0;
         let mut end = CaptureEnd::default();
         let mut root_alive = true;
-        let yielding = Yielding::start(self.events.ring_fd(), self.events.ring_bytes());
         loop {
             let exited = self.wait(root_alive);
-            if let Some(yielding) = &yielding {
-                yielding.pass_begins();
-            }
             // Anything stamped before the previous read began is in some
             // ring by now: safe to order and hand on.
             let read_at = monotonic_ns();
@@ -448,9 +442,6 @@ impl Capture for PerfCapture {
                 before = read_at;
             }
             sink.idle(read_at);
-            if let Some(yielding) = &yielding {
-                yielding.pass_ends();
-            }
             if !root_alive {
                 // Its descendants live on, followed as under ptrace, until
                 // the last is gone or we are asked to stop.
@@ -474,9 +465,6 @@ impl Capture for PerfCapture {
             }
         }
         self.stop.clear_waker();
-        // What is left is read at normal priority: nothing is left to
-        // give way to once the capture ends.
-        drop(yielding);
         self.drain(&mut pending);
         if root_alive {
             self.push_root_exit(&mut pending, end.exit);

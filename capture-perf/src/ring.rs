@@ -76,11 +76,6 @@ impl Ring {
         })
     }
 
-    /// Its size in bytes.
-    pub fn size(&self) -> usize {
-        self.size
-    }
-
     fn position(&self, page: *mut u8) -> &AtomicU64 {
         // SAFETY: each position is the first, 8-byte aligned word of its
         // mapped page, which lives as long as self.
@@ -120,59 +115,6 @@ impl Ring {
         // Release: we are done reading before the kernel may write again.
         self.position(self.consumer).store(at, Ordering::Release);
         busy
-    }
-}
-
-/// A read-only look at a ring's two positions, for another thread: how
-/// far the reader is behind the programs.
-pub struct Fill {
-    consumer: *mut u8,
-    producer: *mut u8,
-    page: usize,
-}
-
-// SAFETY: read-only mappings of our own, read only through atomic loads.
-unsafe impl Send for Fill {}
-// SAFETY: as above.
-unsafe impl Sync for Fill {}
-
-impl Fill {
-    /// Maps the positions of the ring behind map descriptor `fd`.
-    pub fn map(fd: &OwnedFd) -> io::Result<Fill> {
-        let page = page_size();
-        let consumer = map(fd, page, libc::PROT_READ, 0)?;
-        let producer = match map(fd, page, libc::PROT_READ, page) {
-            Ok(producer) => producer,
-            Err(error) => {
-                // SAFETY: the mapping just made, unused.
-                unsafe { libc::munmap(consumer.cast(), page) };
-                return Err(error);
-            }
-        };
-        Ok(Fill {
-            consumer,
-            producer,
-            page,
-        })
-    }
-
-    /// Bytes written into the ring and not yet read.
-    pub fn unread(&self) -> u64 {
-        // SAFETY: each position is the first, 8-byte aligned word of its
-        // mapped page, which lives as long as self.
-        let [consumer, producer] = [self.consumer, self.producer]
-            .map(|page| unsafe { AtomicU64::from_ptr(page as *mut u64) }.load(Ordering::Acquire));
-        producer.saturating_sub(consumer)
-    }
-}
-
-impl Drop for Fill {
-    fn drop(&mut self) {
-        // SAFETY: our own mappings, of this length, unused from here on.
-        unsafe {
-            libc::munmap(self.consumer.cast(), self.page);
-            libc::munmap(self.producer.cast(), self.page);
-        }
     }
 }
 
