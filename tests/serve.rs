@@ -9,7 +9,7 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use common::*;
 
@@ -147,6 +147,13 @@ fn bad_requests_get_their_status_and_the_server_keeps_serving() {
         let post = exchange(addr, b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc").unwrap();
         assert_eq!(post.status, 405);
         assert_eq!(post.header("allow"), Some("GET, HEAD"));
+        // RFC 9110 6.6.1: an origin server with a clock dates 2xx and 4xx.
+        for answer in [&malformed, &post, &get(addr, "/").unwrap()] {
+            let date = answer.header("date").expect("a Date header");
+            let date = httpdate::parse_http_date(date).unwrap();
+            let age = SystemTime::now().duration_since(date).unwrap();
+            assert!(age < Duration::from_secs(5), "{mode}: dated {age:?} ago");
+        }
         let mut huge = b"GET / HTTP/1.1\r\nX-Big: ".to_vec();
         huge.resize(9 * 1024, b'x');
         huge.extend_from_slice(b"\r\n\r\n");

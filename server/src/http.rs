@@ -2,10 +2,11 @@
 //! the read timeout, answer with an exact Content-Length, and close without
 //! turning unread bytes into a reset.
 
+use std::cell::RefCell;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::AsRawFd;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::idle::IdleSlot;
 use crate::stats::{Outcome, Tally};
@@ -223,8 +224,13 @@ pub(crate) fn append_response(
     // Writing into a Vec cannot fail.
     let _ = write!(
         out,
-        "HTTP/1.1 {}\r\nServer: tracebench\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: {}\r\n",
+        "HTTP/1.1 {}\r\nServer: tracebench\r\n",
         status_line(outcome),
+    );
+    append_date(out);
+    let _ = write!(
+        out,
+        "Content-Type: text/html\r\nContent-Length: {}\r\nConnection: {}\r\n",
         body.len(),
         if keep_alive { "keep-alive" } else { "close" },
     );
@@ -237,6 +243,28 @@ pub(crate) fn append_response(
     if !head_only {
         out.extend_from_slice(body);
     }
+}
+
+/// Appends the `Date` header line for now. RFC 9110 (6.6.1) requires it of
+/// an origin server with a clock; the text changes once a second, so each
+/// thread formats it once a second (as nginx and hyper do) rather than per
+/// response.
+fn append_date(out: &mut Vec<u8>) {
+    thread_local! {
+        static CACHED: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let now = SystemTime::now();
+    let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    CACHED.with_borrow_mut(|(cached_second, line)| {
+        if *cached_second != second {
+            *cached_second = second;
+            line.clear();
+            line.push_str("Date: ");
+            line.push_str(&httpdate::fmt_http_date(now));
+            line.push_str("\r\n");
+        }
+        out.extend_from_slice(line.as_bytes());
+    });
 }
 
 /// The memory one connection needs, kept by a worker from one connection
@@ -590,5 +618,24 @@ mod tests {
         render_response(Outcome::Ok, true, false, &mut out);
         assert!(out.ends_with(b"\r\n\r\n<h1>Hello, World!</h1>"));
         assert_eq!(HELLO_BODY.len(), 22);
+    }
+
+    #[test]
+    fn every_answer_carries_the_date_of_now() {
+        let mut out = Vec::new();
+        for outcome in Outcome::ALL {
+            let before = SystemTime::now() - Duration::from_secs(1);
+            render_response(outcome, true, false, &mut out);
+            let text = String::from_utf8(out.clone()).unwrap();
+            let date = text
+                .lines()
+                .find_map(|l| l.strip_prefix("Date: "))
+                .unwrap_or_else(|| panic!("{outcome:?}: no Date in {text:?}"));
+            let date = httpdate::parse_http_date(date).unwrap();
+            assert!(
+                date >= before && date <= SystemTime::now(),
+                "{outcome:?}: {date:?}"
+            );
+        }
     }
 }
