@@ -7,7 +7,8 @@
 #
 # Installs wrk and nginx with apt-get if they are missing. Every server
 # listens on 127.0.0.1 only; every wrk run is bounded by DURATION. Prints a
-# Markdown report (medians of RUNS runs, ratios to nginx, server CPU per
+# Markdown report (medians of RUNS runs in rotated order, ratios to nginx
+# of the medians and round by round, server CPU per
 # request, idle CPU per mode) on stdout; paste it into docs/benchmarks.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -149,14 +150,28 @@ run_wrk() {
 
 median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 
+# round_ratio "A's runs" "B's runs": the median over rounds of A's req/s
+# over B's in the same round (the machine's drift between rounds cancels).
+round_ratio() {
+  awk -v a="$1" -v b="$2" 'BEGIN {
+    n = split(a, x, " "); split(b, y, " ")
+    for (i = 1; i <= n; i++) r[i] = x[i] / y[i]
+    for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (r[j] < r[i]) { t = r[i]; r[i] = r[j]; r[j] = t }
+    printf "%.2f", r[int((n + 1) / 2)] }'
+}
+
 report_case() {
   local title=$1 connections=$2 keepalive=$3 peer=$4
   shift 4
   [[ $CASES == all || $title == *"$CASES"* ]] || return 0
   local servers=("$@")
   declare -A rps cpu errs
+  # Each round starts one server later than the previous: on a machine
+  # whose speed drifts, no server is always the first or last of its round.
   for run in $(seq "$RUNS"); do
-    for name in "${servers[@]}"; do
+    local shift_by=$(((run - 1) % ${#servers[@]}))
+    local order=("${servers[@]:shift_by}" "${servers[@]:0:shift_by}")
+    for name in "${order[@]}"; do
       start_server "$name" "$keepalive"
       read -r r c e < <(run_wrk "$connections" "$keepalive")
       stop_server
@@ -171,14 +186,15 @@ report_case() {
   echo
   echo "### $title"
   echo
-  echo "| server | req/s (median of $RUNS) | runs | vs $peer | server CPU µs/req | wrk errors |"
+  echo "| server | req/s (median of $RUNS) | runs | vs $peer (by round) | server CPU µs/req | wrk errors |"
   echo "|---|---:|---|---:|---:|---:|"
   for name in "${servers[@]}"; do
     local m c
     m=$(tr ' ' '\n' <<<"${rps[$name]}" | grep . | median)
     c=$(tr ' ' '\n' <<<"${cpu[$name]}" | grep . | median)
     awk -v n="$name" -v m="$m" -v all="${rps[$name]}" -v g="$nginx_median" -v c="$c" -v e="${errs[$name]}" \
-      'BEGIN { printf "| %s | %d | %s | %.2f× | %s | %d |\n", n, m, all, m / g, c, e }'
+      -v rr="$(round_ratio "${rps[$name]}" "${rps[$peer]}")" \
+      'BEGIN { printf "| %s | %d | %s | %.2f× (%s×) | %s | %d |\n", n, m, all, m / g, rr, c, e }'
   done
 }
 
