@@ -1406,6 +1406,55 @@ fn wakes_and_woken(file: &Path) -> (usize, usize) {
     (wakes, woken)
 }
 
+/// A kernel in lockdown refuses programs that read its memory
+/// (`bpf_probe_read_kernel`): the verifier rejects the check program
+/// loaded first, with EINVAL. Here strace makes the kernel's answer to
+/// that load (and to its retry for the verifier's log) EINVAL: the
+/// capture falls back to perf events for wake-ups and signals, says why,
+/// and every wake that woke someone still has its wake-up.
+#[test]
+fn a_kernel_that_refuses_our_reads_of_its_tasks_still_gets_every_wake_up_and_we_say_so() {
+    assert_root();
+    let _serial = serial();
+    let dir = tempdir();
+    let file = dir.path().join("refused.tbt");
+    let log = dir.path().join("strace.log");
+    let output = Command::new("strace")
+        .args(["-qq", "-e", "trace=bpf", "-e"])
+        .arg("inject=bpf:error=EINVAL:when=1..2")
+        .arg("-o")
+        .arg(&log)
+        .arg(BIN)
+        .args(["trace", "--backend", "perf", "-e", "trace=futex", "--write"])
+        .arg(&file)
+        .args(["--", BIN, "lab", "handshake", "--rounds", "500"])
+        .output()
+        .expect("strace is needed for this test; .ci/run installs it");
+    assert!(output.status.success(), "{output:?}");
+    // The two calls refused were the check program's load and its retry.
+    let log = std::fs::read_to_string(&log).unwrap();
+    let refused: Vec<&str> = log.lines().filter(|l| l.contains("(INJECTED)")).collect();
+    assert_eq!(refused.len(), 2, "{log}");
+    for line in refused {
+        assert!(
+            line.contains("BPF_PROG_LOAD") && line.contains("BPF_PROG_TYPE_RAW_TRACEPOINT"),
+            "the first bpf calls are no longer the check's load: {line}"
+        );
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("this kernel refuses eBPF reads of its tasks")
+            && stderr.contains("wake-ups and signals sent were read through perf events"),
+        "{stderr}"
+    );
+    let (wakes, woken) = wakes_and_woken(&file);
+    assert!(wakes > 200, "only {wakes} wakes");
+    assert!(
+        woken * 100 >= wakes * 99 && woken <= wakes + 20,
+        "{woken} wake-ups for {wakes} wakes that woke someone"
+    );
+}
+
 /// Without BTF (here: `TRACEBENCH_BTF` naming no file) the wake-ups and
 /// signals go through perf events again, and `trace` says so; with the
 /// kernel's BTF named explicitly, nothing is said. Either way every wake

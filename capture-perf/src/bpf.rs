@@ -280,7 +280,11 @@ pub fn load_program(kind: ProgramType, insns: &[Insn], label: &str) -> io::Resul
             attr.log_level = 1;
             attr.log_size = log.len() as u32;
             attr.log_buf = log.as_mut_ptr() as u64;
-            let _ = bpf(PROG_LOAD, &mut attr);
+            // A load that passes the second time (the first failure was
+            // passing) is closed, not leaked; the first error stands.
+            if let Ok(fd) = bpf(PROG_LOAD, &mut attr) {
+                drop(owned(fd));
+            }
             let text = String::from_utf8_lossy(&log);
             let text = text.trim_end_matches('\0').trim();
             let last = text.lines().rev().take(3).collect::<Vec<_>>();
