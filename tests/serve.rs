@@ -619,22 +619,35 @@ fn pipelined_requests_are_answered_without_waiting_for_acknowledgements() {
 #[test]
 fn a_restart_on_the_same_port_binds_at_once() {
     let _serial = serial();
-    for mode in ["pool-futex", "epoll", "io-uring"] {
-        restart_binds_at_once(mode);
+    for args in [
+        &["--mode", "pool-futex"][..],
+        &["--mode", "epoll"],
+        &["--mode", "epoll", "--workers", "2", "--reuseport"],
+        &["--mode", "io-uring"],
+        // A socket per ring: each ring's accept holds its socket until the
+        // accept's last completion.
+        &["--mode", "io-uring", "--workers", "2"],
+    ] {
+        restart_binds_at_once(args);
     }
 }
 
-fn restart_binds_at_once(mode: &str) {
-    let server = ServerProcess::start(&["--mode", mode]);
+fn restart_binds_at_once(args: &[&str]) {
+    let server = ServerProcess::start(args);
     let addr = server.addr;
     let (results, _) = concurrent_gets(addr, "/", 100);
     assert!(results.iter().all(|r| r.is_ok()));
-    assert!(server.stop().0.success());
+    assert!(server.stop_at_exit().success());
+    // Once it has exited, none of its sockets may still listen: bound at
+    // once (std sets SO_REUSEADDR), with no SO_REUSEPORT to share the port.
+    let bound = std::net::TcpListener::bind(addr);
+    assert!(bound.is_ok(), "{args:?}: {addr} still taken: {bound:?}");
+    drop(bound);
     // The server closed first, so its side of those connections sits in
     // TIME_WAIT; without SO_REUSEADDR this bind would fail for a minute.
     let addr_arg = addr.to_string();
-    let again = ServerProcess::start_raw(&["serve", "--mode", mode, "--addr", &addr_arg])
-        .unwrap_or_else(|stderr| panic!("restart on {addr} failed: {stderr}"));
+    let again = ServerProcess::start_raw(&["serve", "--mode", "epoll", "--addr", &addr_arg])
+        .unwrap_or_else(|stderr| panic!("{args:?}: restart on {addr} failed: {stderr}"));
     assert_eq!(get(again.addr, "/").unwrap().status, 200);
     assert!(again.stop().0.success());
 }

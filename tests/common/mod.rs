@@ -110,6 +110,27 @@ impl ServerProcess {
         self.wait(Duration::from_secs(20))
     }
 
+    /// Sends SIGTERM and returns the moment the server has exited (a
+    /// blocking wait, not a poll; bounded at 20 s): for what must hold
+    /// from the first instant after the exit.
+    pub fn stop_at_exit(mut self) -> ExitStatus {
+        let pid = self.pid();
+        self.signal(libc::SIGTERM);
+        let mut child = self.child.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait());
+        });
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(status) => status.unwrap(),
+            Err(_) => {
+                // SAFETY: kill(2) on our own child's pid, not yet reaped.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                panic!("server did not exit within 20 s");
+            }
+        }
+    }
+
     pub fn wait(&mut self, limit: Duration) -> (ExitStatus, String) {
         let mut child = self.child.take().unwrap();
         let deadline = Instant::now() + limit;

@@ -49,6 +49,9 @@ pub(super) const DESCRIPTION_REUSEPORT: &str = "io_uring (multishot accept, recv
 /// Submission queue entries; completions get twice as many, and the kernel
 /// keeps any overflow (IORING_FEAT_NODROP), so this bounds batches only.
 const ENTRIES: u32 = 256;
+/// How long a stopping ring waits at most for its cancelled accept to
+/// let go of the listening socket.
+const ACCEPT_RELEASE_LIMIT: Duration = Duration::from_secs(1);
 /// How long to leave the listener alone after EMFILE and the like.
 const EXHAUSTED_BACKOFF: Duration = Duration::from_millis(10);
 
@@ -128,6 +131,9 @@ pub(super) struct Ring {
     rearm_pending: bool,
     backoff: Box<types::Timespec>,
     draining: bool,
+    /// When the stop stops waiting for the cancelled accept's last
+    /// completion (see [`Ring::listener_released`]).
+    accept_given_up: Option<Instant>,
     /// A connection was ever accepted: an EINVAL after that is the stop, not
     /// a kernel without multishot accept.
     accepted_any: bool,
@@ -160,6 +166,7 @@ impl EventLoop for Ring {
             rearm_pending: false,
             backoff: Box::new(timespec(EXHAUSTED_BACKOFF)),
             draining: false,
+            accept_given_up: None,
             accepted_any: false,
         })
     }
@@ -173,7 +180,7 @@ impl EventLoop for Ring {
         self.push(&[wake]);
         let mut completions = Vec::with_capacity(ENTRIES as usize * 2);
         loop {
-            if self.draining && self.conns.live == 0 {
+            if self.draining && self.conns.live == 0 && self.listener_released(Instant::now()) {
                 // The closes just queued must reach the kernel.
                 let _ = self.ring.submit();
                 return Ok(self.conns.peak);
@@ -232,10 +239,23 @@ fn timespec(duration: Duration) -> types::Timespec {
 }
 
 impl Ring {
+    /// Whether the accept no longer holds the listening socket, or we gave
+    /// up waiting for its last completion. An operation in the kernel holds
+    /// its file until it completes, and a ring torn down at exit completes
+    /// it later, in a kernel worker: exiting before then left the port
+    /// taken for milliseconds after the exit, and a restart at once failed.
+    fn listener_released(&self, now: Instant) -> bool {
+        !self.accepting || self.accept_given_up.is_some_and(|by| by <= now)
+    }
+
     /// Submits what is queued and waits for a completion, or for the
     /// earliest deadline.
     fn wait(&mut self, now: Instant) -> io::Result<usize> {
-        let Some(next) = self.timers.next() else {
+        let next = match (self.timers.next(), self.accept_given_up) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let Some(next) = next else {
             return self.ring.submit_and_wait(1);
         };
         let timeout = timespec(next.saturating_duration_since(now));
@@ -545,6 +565,7 @@ impl Ring {
             return;
         }
         self.draining = true;
+        self.accept_given_up = Some(now + ACCEPT_RELEASE_LIMIT);
         if self.accepting {
             let cancel = opcode::AsyncCancel::new(Op::Accept.tag(LOOP))
                 .build()
