@@ -31,15 +31,17 @@ fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
 cargo build --release --quiet
-BIN=target/release/tracebench
+BIN=${CARGO_TARGET_DIR:-target}/release/tracebench
 work=$(mktemp -d)
 server_pid=
 capped=
+enabled_cpu=
 cleanup() {
   [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null || true
   [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+  [ -n "$server_pid" ] && wait "$server_pid" 2>/dev/null || true
   rm -rf "$work"
-  [ -n "$capped" ] && { sleep 0.2; rmdir "$capped" 2>/dev/null || true; }
+  remove_capped
 }
 trap cleanup EXIT
 
@@ -80,19 +82,32 @@ CAP_PERCENT=${CAP_PERCENT:-50}
 make_capped() {
   local name=tracebench-bench-$$
   if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
-    grep -qw cpu /sys/fs/cgroup/cgroup.subtree_control || echo +cpu >/sys/fs/cgroup/cgroup.subtree_control
+    if ! grep -qw cpu /sys/fs/cgroup/cgroup.subtree_control; then
+      # Refused (EBUSY) where /sys/fs/cgroup is a container's own root.
+      echo +cpu >/sys/fs/cgroup/cgroup.subtree_control || return 1
+      enabled_cpu=1
+    fi
     capped=/sys/fs/cgroup/$name
-    mkdir "$capped"
-    echo "$((CAP_PERCENT * 1000)) 100000" >"$capped/cpu.max"
+    mkdir "$capped" || return 1
+    echo "$((CAP_PERCENT * 1000)) 100000" >"$capped/cpu.max" || return 1
   elif [ -d /sys/fs/cgroup/cpu ]; then
     capped=/sys/fs/cgroup/cpu/$name
-    mkdir "$capped"
-    echo 100000 >"$capped/cpu.cfs_period_us"
-    echo "$((CAP_PERCENT * 1000))" >"$capped/cpu.cfs_quota_us"
+    mkdir "$capped" || return 1
+    echo 100000 >"$capped/cpu.cfs_period_us" || return 1
+    echo "$((CAP_PERCENT * 1000))" >"$capped/cpu.cfs_quota_us" || return 1
   else
     echo "no cgroup cpu controller to cap the servers with" >&2
     return 1
   fi
+}
+
+# Removes the capped cgroup (its servers have exited) and gives the cpu
+# controller back if we were the ones to enable it.
+remove_capped() {
+  [ -n "$capped" ] && [ -d "$capped" ] && { rmdir "$capped" 2>/dev/null || echo "could not remove $capped" >&2; }
+  [ -n "$enabled_cpu" ] && { echo -cpu >/sys/fs/cgroup/cgroup.subtree_control 2>/dev/null || true; }
+  capped=
+  enabled_cpu=
 }
 cap=
 # in_cap COMMAND... &: becomes COMMAND (so that $! is its pid), inside the
@@ -188,7 +203,7 @@ median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 round_ratio() {
   awk -v a="$1" -v b="$2" 'BEGIN {
     n = split(a, x, " "); split(b, y, " ")
-    for (i = 1; i <= n; i++) r[i] = x[i] / y[i]
+    for (i = 1; i <= n; i++) r[i] = y[i] > 0 ? x[i] / y[i] : 0
     for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (r[j] < r[i]) { t = r[i]; r[i] = r[j]; r[j] = t }
     printf "%.2f", r[int((n + 1) / 2)] }'
 }
@@ -227,7 +242,7 @@ report_case() {
     c=$(tr ' ' '\n' <<<"${cpu[$name]}" | grep . | median)
     awk -v n="$name" -v m="$m" -v all="${rps[$name]}" -v g="$nginx_median" -v c="$c" -v e="${errs[$name]}" \
       -v rr="$(round_ratio "${rps[$name]}" "${rps[$peer]}")" \
-      'BEGIN { printf "| %s | %d | %s | %.2f× (%s×) | %s | %d |\n", n, m, all, m / g, rr, c, e }'
+      'BEGIN { printf "| %s | %d | %s | %.2f× (%s×) | %s | %d |\n", n, m, all, (g > 0 ? m / g : 0), rr, c, e }'
   done
 }
 
@@ -242,12 +257,17 @@ report_case "Keep-alive (wrk -t1 -c5; tracebench --keep-alive; pools of 5 worker
 # case above measures the client as much as the server. Capped at half a
 # CPU, each server is the limit and wrk has a core to spare: req/s then
 # measures what one server does with the same CPU.
-if [[ $CASES == all || "Keep-alive, each server capped" == *"$CASES"* ]]; then
-  make_capped
-  cap=1
-  report_case "Keep-alive, each server capped at $CAP_PERCENT % of a CPU by a cgroup (wrk -t1 -c5; one nginx worker, one event loop)" \
-    5 on nginx nginx epoll io-uring
-  cap=
+capped_title="Keep-alive, each server capped at $CAP_PERCENT % of a CPU by a cgroup (wrk -t1 -c5; one nginx worker, one event loop)"
+if [[ $CASES == all || $capped_title == *"$CASES"* ]]; then
+  if make_capped; then
+    cap=1
+    report_case "$capped_title" 5 on nginx nginx epoll io-uring
+    cap=
+    remove_capped
+  else
+    echo "skipping \"$capped_title\": could not make a capped cgroup" >&2
+    remove_capped
+  fi
 fi
 report_case "Keep-alive, pipelined 16 deep (wrk -t1 -c10 with a pipelining script, as TechEmpower's plaintext test; one nginx worker, one event loop)" \
   10 pipelined nginx nginx epoll io-uring pool-futex

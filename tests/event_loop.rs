@@ -105,6 +105,32 @@ fn idle_loops_sleep_in(mode: &str, waits_in: i64) {
     );
 }
 
+/// A stop waits for an answer still being delayed; meanwhile the loops
+/// sleep as when idle (an io_uring loop once spun at a full core here,
+/// its wait timed out at once from 1 s into the stop on).
+#[test]
+fn a_stop_that_waits_for_a_delayed_answer_uses_no_cpu() {
+    let _serial = serial();
+    for mode in ["epoll", "io-uring"] {
+        let mut server = ServerProcess::start(&["--mode", mode, "--workers", "2"]);
+        let addr = server.addr;
+        let delayed = std::thread::spawn(move || get(addr, "/?delay=3s"));
+        std::thread::sleep(Duration::from_millis(300));
+        server.signal(libc::SIGTERM);
+        std::thread::sleep(Duration::from_millis(1300));
+        let pid = server.pid();
+        let ticks = || threads_of(pid).iter().map(|t| t.3).sum::<u64>();
+        let before = ticks();
+        std::thread::sleep(Duration::from_secs(1));
+        let used = ticks() - before;
+        // Clock ticks are 10 ms: an idle loop shows 0, a spinning one ~100.
+        assert!(used <= 5, "{mode}: {used} ticks in 1 s while draining");
+        assert_eq!(delayed.join().unwrap().unwrap().status, 200, "{mode}");
+        let (status, _) = server.wait(Duration::from_secs(20));
+        assert!(status.success(), "{mode}: {status}");
+    }
+}
+
 /// Opens a connection that sends `GET ` and then one byte every 100 ms
 /// for `for_how_long`, the way slowloris holds a server.
 fn trickling_client(

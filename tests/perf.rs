@@ -1420,6 +1420,7 @@ fn a_kernel_that_refuses_our_reads_of_its_tasks_still_gets_every_wake_up_and_we_
     let file = dir.path().join("refused.tbt");
     let log = dir.path().join("strace.log");
     let output = Command::new("strace")
+        .env_remove("TRACEBENCH_BTF")
         .args(["-qq", "-e", "trace=bpf", "-e"])
         .arg("inject=bpf:error=EINVAL:when=1..2")
         .arg("-o")

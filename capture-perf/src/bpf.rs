@@ -288,6 +288,9 @@ pub fn load_program(kind: ProgramType, insns: &[Insn], label: &str) -> io::Resul
             let text = String::from_utf8_lossy(&log);
             let text = text.trim_end_matches('\0').trim();
             let last = text.lines().rev().take(3).collect::<Vec<_>>();
+            if last.is_empty() {
+                return Err(error);
+            }
             Err(io::Error::new(
                 error.kind(),
                 format!("{error}: the verifier said: {}", last.join(" / ")),

@@ -251,7 +251,12 @@ impl Ring {
     /// Submits what is queued and waits for a completion, or for the
     /// earliest deadline.
     fn wait(&mut self, now: Instant) -> io::Result<usize> {
-        let next = match (self.timers.next(), self.accept_given_up) {
+        // Only while the accept is still out: past its limit, or once it
+        // has completed, a zero timeout here would spin the loop.
+        let release = self
+            .accept_given_up
+            .filter(|&by| self.accepting && by > now);
+        let next = match (self.timers.next(), release) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
