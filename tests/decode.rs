@@ -202,26 +202,41 @@ fn python3() -> String {
     String::from_utf8(output.stdout).unwrap().trim().to_owned()
 }
 
-fn nginx_config(dir: &Path) -> String {
+/// A configuration for `nginx -t` whose files are all in `dir`. nginx
+/// creates its temporary directories when they are missing, so it is run
+/// once untraced first: otherwise the first traced run's mkdir calls
+/// succeed and the second's fail (EEXIST), and the comparison differs by
+/// whichever tracer ran first.
+fn nginx_config(dir: &Path, nginx: &str) -> String {
     let config = dir.join("nginx.conf");
     std::fs::write(
         &config,
         format!(
             "worker_processes 1;\npid {0}/nginx.pid;\nerror_log {0}/error.log;\n\
              events {{ worker_connections 16; }}\n\
-             http {{ access_log off; server {{ listen 127.0.0.1:{1}; }} }}\n",
+             http {{ access_log off; client_body_temp_path {0}/body; \
+             proxy_temp_path {0}/proxy; fastcgi_temp_path {0}/fastcgi; \
+             uwsgi_temp_path {0}/uwsgi; scgi_temp_path {0}/scgi; \
+             server {{ listen 127.0.0.1:{1}; }} }}\n",
             dir.display(),
             common::foreign::free_port()
         ),
     )
     .unwrap();
-    config.display().to_string()
+    let config = config.display().to_string();
+    let warm_up = Command::new(nginx)
+        .args(["-t", "-c", &config, "-p"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(warm_up.status.success(), "{warm_up:?}");
+    config
 }
 
 fn corpus(dir: &Path, server: &ServerProcess) -> Vec<Program> {
     let strings = |argv: &[&str]| argv.iter().map(|s| (*s).to_owned()).collect();
     let nginx = require_tool("nginx").display().to_string();
-    let config = nginx_config(dir);
+    let config = nginx_config(dir, &nginx);
     let prefix = dir.display().to_string();
     vec![
         Program {
