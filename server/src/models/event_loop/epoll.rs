@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use rustix::event::epoll;
 
-use super::{EventLoop, Loop, Shared, Slab, Timers, Token};
+use super::{EventLoop, Loop, Shared, Slab, Timers, Token, earliest};
 use crate::http::reject;
 use crate::listener::{Accepted, try_accept};
 use crate::session::{Session, Step};
@@ -152,11 +152,7 @@ impl EventLoop for Epoll {
 impl Epoll {
     /// How long epoll_wait may sleep: until the earliest deadline, if any.
     fn timeout(&self, now: Instant) -> Option<rustix::event::Timespec> {
-        let next = self.timers.next();
-        let next = match (next, self.listen_again) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }?;
+        let next = earliest(self.timers.next(), self.listen_again)?;
         let wait = next.saturating_duration_since(now);
         Some(rustix::event::Timespec {
             tv_sec: wait.as_secs() as _,

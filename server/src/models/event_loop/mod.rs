@@ -97,6 +97,11 @@ impl Shared<'_> {
     }
 }
 
+/// The earlier of two optional deadlines.
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    a.into_iter().chain(b).min()
+}
+
 fn run_loops<L: EventLoop>(
     config: &Config,
     listener: &TcpListener,

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
-use super::{EventLoop, Loop, Shared, Slab, Timers, Token};
+use super::{EventLoop, Loop, Shared, Slab, Timers, Token, earliest};
 use crate::http::reject;
 use crate::listener::say_accept_error;
 use crate::session::{Session, Step};
@@ -245,22 +245,21 @@ impl Ring {
     /// it later, in a kernel worker: exiting before then left the port
     /// taken for milliseconds after the exit, and a restart at once failed.
     fn listener_released(&self, now: Instant) -> bool {
-        !self.accepting || self.accept_given_up.is_some_and(|by| by <= now)
+        self.awaiting_accept(now).is_none()
+    }
+
+    /// Until when a stopping ring still waits for its accept's last
+    /// completion: only while the accept is out and the limit not past
+    /// (a deadline already past would make every wait return at once).
+    fn awaiting_accept(&self, now: Instant) -> Option<Instant> {
+        self.accept_given_up
+            .filter(|&by| self.accepting && by > now)
     }
 
     /// Submits what is queued and waits for a completion, or for the
     /// earliest deadline.
     fn wait(&mut self, now: Instant) -> io::Result<usize> {
-        // Only while the accept is still out: past its limit, or once it
-        // has completed, a zero timeout here would spin the loop.
-        let release = self
-            .accept_given_up
-            .filter(|&by| self.accepting && by > now);
-        let next = match (self.timers.next(), release) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        let Some(next) = next else {
+        let Some(next) = earliest(self.timers.next(), self.awaiting_accept(now)) else {
             return self.ring.submit_and_wait(1);
         };
         let timeout = timespec(next.saturating_duration_since(now));
