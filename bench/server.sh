@@ -4,6 +4,8 @@
 #   bash bench/server.sh            # full run (~6 minutes on 2 cores)
 #   DURATION=3s RUNS=1 bash bench/server.sh   # a quick look
 #   CASES="Two workers" bash bench/server.sh   # only the cases whose title has this
+#   SERVERS="nginx+deferred io-uring" bash bench/server.sh   # only these servers
+#                                   # (ratios then to the first, if the case's peer is left out)
 #
 # Installs wrk and nginx with apt-get if they are missing. Every server
 # listens on 127.0.0.1 only; every wrk run is bounded by DURATION. Prints a
@@ -17,6 +19,7 @@ DURATION=${DURATION:-10s}
 RUNS=${RUNS:-3}
 IDLE_SECONDS=${IDLE_SECONDS:-2}
 CASES=${CASES:-all}
+SERVERS=${SERVERS:-all}
 PORT=${PORT:-18080}
 TICKS=$(getconf CLK_TCK)
 
@@ -213,6 +216,15 @@ report_case() {
   shift 4
   [[ $CASES == all || $title == *"$CASES"* ]] || return 0
   local servers=("$@")
+  if [ "$SERVERS" != all ]; then
+    local kept=() name
+    for name in "${servers[@]}"; do
+      [[ " $SERVERS " == *" $name "* ]] && kept+=("$name")
+    done
+    ((${#kept[@]})) || return 0
+    [[ " ${kept[*]} " == *" $peer "* ]] || peer=${kept[0]}
+    servers=("${kept[@]}")
+  fi
   declare -A rps cpu errs
   # Each round starts one server later than the previous: on a machine
   # whose speed drifts, no server is always the first or last of its round.

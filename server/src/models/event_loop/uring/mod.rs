@@ -16,11 +16,20 @@
 //!   instead cost two more entries, two more completions and a kernel timer
 //!   per operation: measured, about 10 % more server CPU per keep-alive
 //!   request (medians of 3 on 2 cores: 8.2 against 7.4 µs).
-//! * A receive that follows an answer waits for data before it tries
-//!   (IORING_RECVSEND_POLL_FIRST): a keep-alive client has not sent its
-//!   next request yet, so a first try would only fail. Measured under a CPU
-//!   cap (server-bound), about 3 % more keep-alive requests per second
-//!   (median of 6 paired rounds, noisy).
+//! * A connection's first receive is a plain one into the session's
+//!   buffer, tried at once (with TCP_DEFER_ACCEPT its request is there).
+//!   Once a keep-alive connection has had an answer, it gets a multishot
+//!   receive instead (Linux 6.0), into a ring of provided buffers
+//!   ([`buffers`]): it stays armed from request to request, so a keep-alive
+//!   request costs one submission (its send) instead of two, and no poll
+//!   armed and disarmed. This is the one exception to "one operation at a
+//!   time": the receive stays in the kernel while the answer is sent or
+//!   delayed, and what it brings early waits in the connection's inbox
+//!   (bounded: past [`INBOX_LIMIT`] the receive is cancelled, and TCP's
+//!   window holds the rest). A connection is closed only once its
+//!   multishot receive has ended. Without buffer rings, every receive is a
+//!   plain one, and one that follows an answer waits for data before it
+//!   tries (IORING_RECVSEND_POLL_FIRST).
 //! * Closes are IORING_OP_CLOSE; half-closes, rare, are shutdown(2).
 //! * The ring is set up single-issuer with deferred task work, so
 //!   completions are run only when the loop asks for them, in one
@@ -33,6 +42,10 @@ use std::time::{Duration, Instant};
 
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
+mod buffers;
+
+use buffers::Buffers;
+
 use super::{EventLoop, Loop, Shared, Slab, Timers, Token, earliest};
 use crate::http::reject;
 use crate::listener::say_accept_error;
@@ -41,10 +54,9 @@ use crate::stats::Tally;
 use crate::{ServerError, WhenFull};
 
 /// How the summary names the engine.
-pub(super) const DESCRIPTION: &str =
-    "io_uring (multishot accept, recv, send, close; delays as IORING_OP_TIMEOUT)";
+pub(super) const DESCRIPTION: &str = "io_uring (multishot accept, multishot recv into provided buffers, send, close; delays as IORING_OP_TIMEOUT)";
 /// The same, each ring with a listening socket of its own.
-pub(super) const DESCRIPTION_REUSEPORT: &str = "io_uring (multishot accept, recv, send, close; delays as IORING_OP_TIMEOUT), a listener per ring (SO_REUSEPORT)";
+pub(super) const DESCRIPTION_REUSEPORT: &str = "io_uring (multishot accept, multishot recv into provided buffers, send, close; delays as IORING_OP_TIMEOUT), a listener per ring (SO_REUSEPORT)";
 
 /// Submission queue entries; completions get twice as many, and the kernel
 /// keeps any overflow (IORING_FEAT_NODROP), so this bounds batches only.
@@ -54,6 +66,10 @@ const ENTRIES: u32 = 256;
 const ACCEPT_RELEASE_LIMIT: Duration = Duration::from_secs(1);
 /// How long to leave the listener alone after EMFILE and the like.
 const EXHAUSTED_BACKOFF: Duration = Duration::from_millis(10);
+/// Bytes a connection's inbox may hold before its multishot receive is
+/// cancelled: a client that pipelines faster than it reads its answers is
+/// held back by TCP, not by our memory.
+const INBOX_LIMIT: usize = 32 * 1024;
 
 /// What a completion is for, in the top byte of its user data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +77,8 @@ enum Op {
     Accept = 1,
     Wake,
     Recv,
+    /// A multishot receive: a completion per arrival.
+    RecvMulti,
     Send,
     Delay,
     Close,
@@ -70,10 +88,11 @@ enum Op {
 }
 
 impl Op {
-    const ALL: [Op; 8] = [
+    const ALL: [Op; 9] = [
         Op::Accept,
         Op::Wake,
         Op::Recv,
+        Op::RecvMulti,
         Op::Send,
         Op::Delay,
         Op::Close,
@@ -111,6 +130,62 @@ struct Conn {
     /// sends its next request only once it has the answer, so the next
     /// receive would find nothing yet.
     answered: bool,
+    /// The connection's multishot receive, if it has one.
+    multishot: Multishot,
+    /// Bytes the multishot receive brought before the session asked for
+    /// them; those before `inbox_at` were handed on.
+    inbox: Vec<u8>,
+    inbox_at: usize,
+    /// How the peer's side ended, as the multishot receive saw it ahead of
+    /// the session: 0 for an end of stream, else the error number.
+    peer_end: Option<i32>,
+}
+
+/// A connection's multishot receive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Multishot {
+    Off,
+    Armed,
+    /// Cancelled, its last completion still to come.
+    Cancelling,
+}
+
+impl Conn {
+    /// Hands the session as much of the inbox as it takes; false if the
+    /// inbox is empty.
+    fn feed(&mut self, now: Instant) -> bool {
+        let waiting = &self.inbox[self.inbox_at..];
+        if waiting.is_empty() {
+            return false;
+        }
+        let buf = self.session.read_buf();
+        let n = buf.len().min(waiting.len());
+        buf[..n].copy_from_slice(&waiting[..n]);
+        self.session.on_read(n, now);
+        self.inbox_at += n;
+        if self.inbox_at == self.inbox.len() {
+            self.inbox.clear();
+            self.inbox_at = 0;
+        }
+        true
+    }
+
+    /// Tells the session how the peer's side ended, once it asks for
+    /// bytes and the inbox is empty; false if nothing is to tell.
+    fn deliver_end(&mut self, tally: &Tally) -> bool {
+        match self.peer_end.take() {
+            None => false,
+            Some(0) => {
+                self.session.on_eof(tally);
+                true
+            }
+            Some(errno) => {
+                let error = io::Error::from_raw_os_error(errno);
+                self.session.on_error(&error, tally);
+                true
+            }
+        }
+    }
 }
 
 /// One io_uring loop.
@@ -137,6 +212,25 @@ pub(super) struct Ring {
     /// A connection was ever accepted: an EINVAL after that is the stop, not
     /// a kernel without multishot accept.
     accepted_any: bool,
+    /// The provided buffers of the multishot receives; none where the
+    /// kernel refused them (or multishot receives).
+    buffers: Option<Buffers>,
+    /// Multishot receives in the kernel (armed or cancelling).
+    receivers: usize,
+    /// The kernel refused a multishot receive.
+    multishot_refused: bool,
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        // A receive still in the kernel (an error ended the loop) may write
+        // into a buffer until the ring is torn down, after this.
+        if self.receivers > 0
+            && let Some(buffers) = self.buffers.take()
+        {
+            buffers.leak();
+        }
+    }
 }
 
 impl EventLoop for Ring {
@@ -155,6 +249,7 @@ impl EventLoop for Ring {
                 }
                 _ => ServerError::Unsupported(unavailable(&e)),
             })?;
+        let buffers = Buffers::register(&ring.submitter()).ok();
         Ok(Ring {
             ring,
             own,
@@ -168,6 +263,9 @@ impl EventLoop for Ring {
             draining: false,
             accept_given_up: None,
             accepted_any: false,
+            buffers,
+            receivers: 0,
+            multishot_refused: false,
         })
     }
 
@@ -367,6 +465,7 @@ impl Ring {
                 self.resume_accepting(at.shared);
             }
             Op::Recv | Op::Send | Op::Delay => self.finished(at, op, token, result, now),
+            Op::RecvMulti => self.received(at, token, result, flags, now),
             Op::Wake | Op::Close | Op::Cancel => {}
         }
         Ok(())
@@ -464,6 +563,7 @@ impl Ring {
         };
         conn.session.drain();
         if conn.pending == Some(Op::Recv) && conn.session.step() == Step::Close {
+            // (A multishot receive is cancelled by `drive`, at the close.)
             let cancel = opcode::AsyncCancel::new(Op::Recv.tag(token))
                 .build()
                 .user_data(Op::Cancel.tag(token));
@@ -481,6 +581,10 @@ impl Ring {
             timespec: Box::new(types::Timespec::new()),
             scheduled: None,
             answered: false,
+            multishot: Multishot::Off,
+            inbox: Vec::new(),
+            inbox_at: 0,
+            peer_end: None,
         });
         self.drive(at, token, now);
     }
@@ -506,9 +610,59 @@ impl Ring {
         self.drive(at, token, now);
     }
 
+    /// A multishot receive's completion: bytes (in a provided buffer,
+    /// given back at once), the end of the peer's stream, or the end of
+    /// the receive itself (no "more" flag).
+    fn received(&mut self, at: Loop<'_, '_>, token: Token, result: i32, flags: u32, now: Instant) {
+        let buffer = cqueue::buffer_select(flags);
+        let conn = self.conns.get_mut(token);
+        if let (Some(id), Some(buffers)) = (buffer, self.buffers.as_mut()) {
+            if let (Some(conn), Ok(n @ 1..)) = (conn, usize::try_from(result)) {
+                conn.inbox.extend_from_slice(buffers.get(id, n));
+            }
+            buffers.give_back(id);
+        }
+        let Some(conn) = self.conns.get_mut(token) else {
+            return;
+        };
+        if !cqueue::more(flags) {
+            conn.multishot = Multishot::Off;
+            self.receivers -= 1;
+        }
+        match result {
+            0 => conn.peer_end = Some(0),
+            // Ours, or the buffers ran out: armed again when wanted.
+            _ if result == -libc::ECANCELED || result == -libc::ENOBUFS => {}
+            // A kernel with buffer rings but no multishot receive (5.19):
+            // plain receives from now on.
+            _ if result == -libc::EINVAL => self.multishot_refused = true,
+            errno if errno < 0 => conn.peer_end = Some(-errno),
+            _ => {}
+        }
+        if conn.multishot == Multishot::Armed && conn.inbox.len() - conn.inbox_at > INBOX_LIMIT {
+            self.cancel_multishot(token);
+        }
+        self.drive(at, token, now);
+    }
+
+    /// Cancels the multishot receive of the connection behind `token`.
+    fn cancel_multishot(&mut self, token: Token) {
+        let Some(conn) = self.conns.get_mut(token) else {
+            return;
+        };
+        if conn.multishot == Multishot::Armed {
+            conn.multishot = Multishot::Cancelling;
+            let cancel = opcode::AsyncCancel::new(Op::RecvMulti.tag(token))
+                .build()
+                .user_data(Op::Cancel.tag(token));
+            self.push(&[cancel]);
+        }
+    }
+
     /// Submits the next operation the connection behind `token` needs,
     /// unless one is in the kernel already.
     fn drive(&mut self, at: Loop<'_, '_>, token: Token, now: Instant) {
+        let multishot_ok = self.buffers.is_some() && !self.multishot_refused;
         let Some(conn) = self.conns.get_mut(token) else {
             return;
         };
@@ -524,6 +678,15 @@ impl Ring {
                 continue;
             }
             match step {
+                Step::Read if conn.feed(now) || conn.deliver_end(at.tally) => {}
+                Step::Read if conn.multishot != Multishot::Off => {
+                    // Data is on its way through the armed receive.
+                    return self.schedule(token);
+                }
+                Step::Read if conn.answered && multishot_ok => {
+                    self.receivers += 1;
+                    break multishot_entry(conn, token);
+                }
                 Step::Read | Step::Send => break io_entry(conn, step, token),
                 Step::Wait => {
                     let until = conn.session.deadline().unwrap_or(now);
@@ -537,10 +700,15 @@ impl Ring {
                     let _ = rustix::net::shutdown(&conn.fd, rustix::net::Shutdown::Write);
                     conn.session.on_shutdown(now);
                 }
+                Step::Close if conn.multishot != Multishot::Off => {
+                    // Closed once the receive has let go of the socket.
+                    return self.cancel_multishot(token);
+                }
                 Step::Close => return self.close(at, token, now),
             }
         };
-        let timed_by_us = matches!(conn.pending, Some(Op::Recv | Op::Send));
+        // Receives and sends; the kernel times a delay itself.
+        let timed_by_us = conn.pending != Some(Op::Delay);
         self.push(&[entry]);
         if timed_by_us {
             self.schedule(token);
@@ -603,6 +771,14 @@ impl Ring {
 /// IORING_RECVSEND_POLL_FIRST (Linux 5.19, as multishot accept): wait for
 /// data before trying to receive.
 const RECV_POLL_FIRST: u16 = 1;
+
+/// A multishot receive into the provided buffers, armed from now on.
+fn multishot_entry(conn: &mut Conn, token: Token) -> squeue::Entry {
+    conn.multishot = Multishot::Armed;
+    opcode::RecvMulti::new(types::Fd(conn.fd.as_raw_fd()), buffers::GROUP)
+        .build()
+        .user_data(Op::RecvMulti.tag(token))
+}
 
 /// A receive into the session's buffer, or a send of its answer. A receive
 /// right after an answer waits for data before it tries (the client has
