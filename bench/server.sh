@@ -6,6 +6,8 @@
 #   CASES="Two workers" bash bench/server.sh   # only the cases whose title has this
 #   SERVERS="nginx+deferred io-uring" bash bench/server.sh   # only these servers
 #                                   # (ratios then to the first, if the case's peer is left out)
+#   BIN_B=/tmp/old/tracebench CASES=capped SERVERS="io-uring io-uring@b" bash bench/server.sh
+#                                   # A/B: every tracebench server also as NAME@b, run from BIN_B
 #
 # Installs wrk and nginx with apt-get if they are missing. Every server
 # listens on 127.0.0.1 only; every wrk run is bounded by DURATION. Prints a
@@ -128,10 +130,13 @@ in_cap() {
 # `nginx+deferred` (listen ... deferred, i.e. TCP_DEFER_ACCEPT, which
 # tracebench uses by default), `MODE+no-defer` (tracebench
 # --no-defer-accept), `epoll+reuseport` (a listener per loop), `NAME:2` (2 nginx workers, or 2 event loops; pools
-# always have 5 workers, nginx and event loops 1 unless told).
+# always have 5 workers, nginx and event loops 1 unless told); `NAME@b`
+# runs tracebench from BIN_B instead (an A/B of two builds).
 start_server() {
-  local name=${1%%:*} keepalive=$2 workers=1
-  [[ $1 == *:* ]] && workers=${1##*:}
+  local spec=${1%@b} keepalive=$2 workers=1 bin=$BIN
+  [[ $1 == *@b ]] && bin=$BIN_B
+  local name=${spec%%:*}
+  [[ $spec == *:* ]] && workers=${spec##*:}
   if [ "${name%%+*}" = nginx ]; then
     local timeout=0 deferred=
     [ "$keepalive" != off ] && timeout=75s
@@ -168,7 +173,7 @@ CONF
     [ "${name#*+}" = no-defer ] && flags+=(--no-defer-accept)
     [ "${name#*+}" = reuseport ] && flags+=(--reuseport)
     case $mode in pool-*) workers=5 ;; esac
-    in_cap "$BIN" serve --mode "$mode" --workers "$workers" --addr "127.0.0.1:$PORT" "${flags[@]}" >/dev/null &
+    in_cap "$bin" serve --mode "$mode" --workers "$workers" --addr "127.0.0.1:$PORT" "${flags[@]}" >/dev/null &
     server_pid=$!
     wait_port
     cpu_pids=("$server_pid")
@@ -216,6 +221,12 @@ report_case() {
   shift 4
   [[ $CASES == all || $title == *"$CASES"* ]] || return 0
   local servers=("$@")
+  if [ -n "${BIN_B:-}" ]; then
+    local name
+    for name in "$@"; do
+      [ "${name%%[+:]*}" = nginx ] || servers+=("$name@b")
+    done
+  fi
   if [ "$SERVERS" != all ]; then
     local kept=() name
     for name in "${servers[@]}"; do
