@@ -4,8 +4,10 @@
 #   bash bench/server.sh            # full run (~6 minutes on 2 cores)
 #   DURATION=3s RUNS=1 bash bench/server.sh   # a quick look
 #   CASES="Two workers" bash bench/server.sh   # only the cases whose title has this
-#   SERVERS="nginx+deferred io-uring" bash bench/server.sh   # only these servers
-#                                   # (ratios then to the first, if the case's peer is left out)
+#   SERVERS="nginx+deferred io-uring" bash bench/server.sh   # only these servers, by
+#                                   # their exact names (io-uring:2 is another); a case
+#                                   # left with one is skipped; ratios to the first
+#                                   # when the case's peer is left out
 #   BIN_B=/tmp/old/tracebench CASES=capped SERVERS="io-uring io-uring@b" bash bench/server.sh
 #                                   # A/B: every tracebench server also as NAME@b, run from BIN_B
 #
@@ -80,12 +82,14 @@ wait_port() {
   return 1
 }
 
-# A cgroup whose processes get at most CAP_PERCENT of one CPU (a CFS
-# quota: cgroup v2's cpu.max, or v1's cpu controller); sets `capped` to its
-# directory. Servers started while `cap` is set join it before they exec.
+# make_capped PERCENT: a cgroup whose processes get at most PERCENT of one
+# CPU (a CFS quota: cgroup v2's cpu.max, or v1's cpu controller); sets
+# `capped` to its directory. Servers started while `cap` is set join it
+# before they exec.
 CAP_PERCENT=${CAP_PERCENT:-50}
+CAP2_PERCENT=${CAP2_PERCENT:-60}
 make_capped() {
-  local name=tracebench-bench-$$
+  local name=tracebench-bench-$$ percent=$1
   if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
     if ! grep -qw cpu /sys/fs/cgroup/cgroup.subtree_control; then
       # Refused (EBUSY) where /sys/fs/cgroup is a container's own root.
@@ -94,12 +98,12 @@ make_capped() {
     fi
     capped=/sys/fs/cgroup/$name
     mkdir "$capped" || return 1
-    echo "$((CAP_PERCENT * 1000)) 100000" >"$capped/cpu.max" || return 1
+    echo "$((percent * 1000)) 100000" >"$capped/cpu.max" || return 1
   elif [ -d /sys/fs/cgroup/cpu ]; then
     capped=/sys/fs/cgroup/cpu/$name
     mkdir "$capped" || return 1
     echo 100000 >"$capped/cpu.cfs_period_us" || return 1
-    echo "$((CAP_PERCENT * 1000))" >"$capped/cpu.cfs_quota_us" || return 1
+    echo "$((percent * 1000))" >"$capped/cpu.cfs_quota_us" || return 1
   else
     echo "no cgroup cpu controller to cap the servers with" >&2
     return 1
@@ -232,7 +236,8 @@ report_case() {
     for name in "${servers[@]}"; do
       [[ " $SERVERS " == *" $name "* ]] && kept+=("$name")
     done
-    ((${#kept[@]})) || return 0
+    # One server alone has nothing to be compared with.
+    ((${#kept[@]} > 1)) || return 0
     [[ " ${kept[*]} " == *" $peer "* ]] || peer=${kept[0]}
     servers=("${kept[@]}")
   fi
@@ -280,24 +285,34 @@ report_case "Keep-alive (wrk -t1 -c5; tracebench --keep-alive; pools of 5 worker
 # case above measures the client as much as the server. Capped at half a
 # CPU, each server is the limit and wrk has a core to spare: req/s then
 # measures what one server does with the same CPU.
-capped_title="Keep-alive, each server capped at $CAP_PERCENT % of a CPU by a cgroup (wrk -t1 -c5; one nginx worker, one event loop)"
-if [[ $CASES == all || $capped_title == *"$CASES"* ]]; then
-  if make_capped; then
+# capped_case PERCENT TITLE CONNECTIONS PEER SERVERS...: a keep-alive case
+# with each server in a cgroup capped at PERCENT of a CPU.
+capped_case() {
+  local percent=$1 title=$2
+  shift 2
+  [[ $CASES == all || $title == *"$CASES"* ]] || return 0
+  if make_capped "$percent"; then
     cap=1
-    report_case "$capped_title" 5 on nginx nginx epoll io-uring
+    report_case "$title" "$1" on "${@:2}"
     cap=
-    remove_capped
   else
-    echo "skipping \"$capped_title\": could not make a capped cgroup" >&2
-    remove_capped
+    echo "skipping \"$title\": could not make a capped cgroup" >&2
   fi
-fi
+  remove_capped
+}
+capped_case "$CAP_PERCENT" "Keep-alive, each server capped at $CAP_PERCENT % of a CPU by a cgroup (wrk -t1 -c5; one nginx worker, one event loop)" \
+  5 nginx nginx epoll io-uring
 report_case "Keep-alive, pipelined 16 deep (wrk -t1 -c10 with a pipelining script, as TechEmpower's plaintext test; one nginx worker, one event loop)" \
   10 pipelined nginx nginx epoll io-uring pool-futex
 report_case "Two workers, one connection per request (wrk -t1 -c10; nginx worker_processes 2, 2 event loops)" \
   10 off nginx:2 nginx:2 nginx+deferred:2 epoll:2 epoll+reuseport:2 io-uring:2
 report_case "Two workers, keep-alive (wrk -t1 -c10; nginx worker_processes 2, 2 event loops)" \
   10 on nginx:2 nginx:2 epoll:2 epoll+reuseport:2 io-uring:2
+# Uncapped, two server threads and wrk share the 2 cores and wrk is the
+# limit; capped so that wrk keeps a core to spare (it needs ~10 µs a
+# request), two workers share what one would get.
+capped_case "$CAP2_PERCENT" "Two workers, keep-alive, each server capped at $CAP2_PERCENT % of a CPU by a cgroup (wrk -t1 -c10; nginx worker_processes 2, 2 event loops)" \
+  10 nginx:2 nginx:2 epoll:2 epoll+reuseport:2 io-uring:2
 
 [ "$CASES" = all ] || exit 0
 echo

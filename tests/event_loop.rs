@@ -673,7 +673,7 @@ fn a_client_that_pipelines_without_reading_is_held_back_by_tcp_not_our_memory() 
         }
         writing.join().unwrap().unwrap();
         assert!(
-            stalled.saturating_sub(before) < 3 * 1024,
+            stalled.saturating_sub(before) < 1024,
             "{mode}: the server grew from {before} to {stalled} KiB while its client read nothing"
         );
         drop(stream);
@@ -801,6 +801,164 @@ fn more_keep_alive_connections_than_receive_buffers_are_all_answered_at_once() {
                     .unwrap_or_else(|e| panic!("{mode}: round {round}, connection {i}: {e}"));
                 assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{mode}");
             }
+        }
+        drop(streams);
+        assert!(server.stop().0.success(), "{mode}");
+    }
+}
+
+#[test]
+fn a_client_that_keeps_requests_in_flight_does_not_grow_the_server() {
+    // Review of the multishot receive: an inbox that never emptied kept
+    // every byte it had ever handed on, so a client with a window of
+    // requests always in flight grew the server by all it sent (10 MB in
+    // 10 s). Its growth is measured after the first second, once the
+    // provided buffers' pages have all been touched.
+    let _serial = serial();
+    let request = format!(
+        "GET /?delay=1ms HTTP/1.1\r\nX-Pad: {}\r\n\r\n",
+        "a".repeat(1000)
+    );
+    for mode in EVENT_LOOPS {
+        let server = ServerProcess::start(&["--mode", mode, "--workers", "1", "--keep-alive"]);
+        let mut stream = TcpStream::connect(server.addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut tail: Vec<u8> = Vec::new();
+        let mut answers = |stream: &mut TcpStream| {
+            let n = stream.read(&mut buf).unwrap();
+            assert!(n > 0, "{mode}: closed");
+            tail.extend_from_slice(&buf[..n]);
+            let count = tail.windows(12).filter(|w| *w == b"HTTP/1.1 200").count();
+            let keep = tail.len().saturating_sub(11);
+            tail.drain(..keep);
+            count
+        };
+        while answers(&mut stream) == 0 {}
+        stream.write_all(request.repeat(24).as_bytes()).unwrap();
+        let started = Instant::now();
+        let mut settled = None;
+        let mut sent = 0usize;
+        while started.elapsed() < Duration::from_secs(4) {
+            let done = answers(&mut stream);
+            stream.write_all(request.repeat(done).as_bytes()).unwrap();
+            sent += done * request.len();
+            if settled.is_none() && started.elapsed() > Duration::from_secs(1) {
+                settled = Some((resident_kib(server.pid()), sent));
+            }
+        }
+        let (at_one_second, sent_then) = settled.unwrap();
+        let grown = resident_kib(server.pid()).saturating_sub(at_one_second);
+        let sent_since = (sent - sent_then) / 1024;
+        assert!(
+            sent_since > 1024,
+            "{mode}: only {sent_since} KiB sent in 3 s"
+        );
+        assert!(
+            grown < 256,
+            "{mode}: grew by {grown} KiB while the client sent {sent_since} KiB more"
+        );
+        drop(stream);
+        assert!(server.stop().0.success(), "{mode}");
+    }
+}
+
+/// Reads `count` answers from `stream`: their statuses, in order.
+fn statuses(stream: &mut TcpStream, count: usize) -> Vec<u16> {
+    let mut got = Vec::with_capacity(count);
+    let mut data: Vec<u8> = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    while got.len() < count {
+        let Some(head_end) = data.windows(4).position(|w| w == b"\r\n\r\n") else {
+            let n = stream.read(&mut buf).unwrap();
+            assert!(n > 0, "closed after {} answers", got.len());
+            data.extend_from_slice(&buf[..n]);
+            continue;
+        };
+        let head = String::from_utf8_lossy(&data[..head_end]).to_lowercase();
+        let status = head[9..12].parse().unwrap();
+        let length: usize = head
+            .lines()
+            .find_map(|line| line.strip_prefix("content-length:"))
+            .map_or(0, |v| v.trim().parse().unwrap());
+        while data.len() < head_end + 4 + length {
+            let n = stream.read(&mut buf).unwrap();
+            assert!(n > 0, "closed in an answer's body");
+            data.extend_from_slice(&buf[..n]);
+        }
+        data.drain(..head_end + 4 + length);
+        got.push(status);
+    }
+    got
+}
+
+#[test]
+fn pipelines_that_run_the_receive_buffers_out_are_answered_whole_and_in_order() {
+    // Review of the multishot receive: 40 armed connections each sending
+    // ~60 KB while the loop is stopped take more than the 256 provided
+    // buffers at once, and receives end with ENOBUFS (93 of them in the
+    // reviewer's bpftrace count on this kernel); each must be armed again
+    // and every byte, from whichever buffer, reach its own connection.
+    let _serial = serial();
+    const CONNECTIONS: usize = 40;
+    const PER: usize = 2000;
+    for mode in EVENT_LOOPS {
+        let server = ServerProcess::start(&["--mode", mode, "--workers", "1", "--keep-alive"]);
+        let mut streams: Vec<TcpStream> = (0..CONNECTIONS)
+            .map(|_| {
+                let mut stream = TcpStream::connect(server.addr).unwrap();
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(20)))
+                    .unwrap();
+                stream.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+                assert_eq!(statuses(&mut stream, 1), [200], "{mode}");
+                stream
+            })
+            .collect();
+        let plans: Vec<(Vec<u8>, Vec<u16>)> = (0..CONNECTIONS)
+            .map(|i| {
+                let mut bytes = Vec::new();
+                let mut expected = Vec::new();
+                for j in 0..PER {
+                    if (i + j) % 3 == 0 {
+                        bytes.extend_from_slice(format!("GET /x{j} HTTP/1.1\r\n\r\n").as_bytes());
+                        expected.push(404);
+                    } else {
+                        let pad = "p".repeat(j % 50);
+                        let line = format!("GET /?a={j} HTTP/1.1\r\nX: {pad}\r\n\r\n");
+                        bytes.extend_from_slice(line.as_bytes());
+                        expected.push(200);
+                    }
+                }
+                (bytes, expected)
+            })
+            .collect();
+        server.signal(libc::SIGSTOP);
+        let writers: Vec<_> = streams
+            .iter()
+            .zip(&plans)
+            .map(|(stream, (bytes, _))| {
+                let mut writer = stream.try_clone().unwrap();
+                let bytes = bytes.clone();
+                std::thread::spawn(move || writer.write_all(&bytes))
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(500));
+        server.signal(libc::SIGCONT);
+        let readers: Vec<_> = streams
+            .iter_mut()
+            .map(|stream| stream.try_clone().unwrap())
+            .map(|mut stream| std::thread::spawn(move || statuses(&mut stream, PER)))
+            .collect();
+        for (i, (reader, (_, expected))) in readers.into_iter().zip(&plans).enumerate() {
+            let got = reader.join().unwrap();
+            assert!(got == *expected, "{mode}: connection {i}'s answers differ");
+        }
+        for writer in writers {
+            writer.join().unwrap().unwrap();
         }
         drop(streams);
         assert!(server.stop().0.success(), "{mode}");

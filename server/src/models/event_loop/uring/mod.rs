@@ -35,6 +35,7 @@
 //!   completions are run only when the loop asks for them, in one
 //!   io_uring_enter that also submits the next batch.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::TcpStream;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
@@ -68,8 +69,13 @@ const ACCEPT_RELEASE_LIMIT: Duration = Duration::from_secs(1);
 const EXHAUSTED_BACKOFF: Duration = Duration::from_millis(10);
 /// Bytes a connection's inbox may hold before its multishot receive is
 /// cancelled: a client that pipelines faster than it reads its answers is
-/// held back by TCP, not by our memory.
+/// held back by TCP, not by our memory. The completions of the batch in
+/// which the limit is passed still add theirs: what the kernel had already
+/// taken from the socket for us (seen up to ~200 KiB, about what the
+/// socket's own buffer would have held).
 const INBOX_LIMIT: usize = 32 * 1024;
+/// An emptied inbox with more room than this gives it back.
+const INBOX_KEPT: usize = 4 * 1024;
 
 /// What a completion is for, in the top byte of its user data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,9 +139,8 @@ struct Conn {
     /// The connection's multishot receive, if it has one.
     multishot: Multishot,
     /// Bytes the multishot receive brought before the session asked for
-    /// them; those before `inbox_at` were handed on.
-    inbox: Vec<u8>,
-    inbox_at: usize,
+    /// them, oldest first.
+    inbox: VecDeque<u8>,
     /// How the peer's side ended, as the multishot receive saw it ahead of
     /// the session: 0 for an end of stream, else the error number.
     peer_end: Option<i32>,
@@ -154,18 +159,20 @@ impl Conn {
     /// Hands the session as much of the inbox as it takes; false if the
     /// inbox is empty.
     fn feed(&mut self, now: Instant) -> bool {
-        let waiting = &self.inbox[self.inbox_at..];
-        if waiting.is_empty() {
+        if self.inbox.is_empty() {
             return false;
         }
         let buf = self.session.read_buf();
-        let n = buf.len().min(waiting.len());
-        buf[..n].copy_from_slice(&waiting[..n]);
+        let n = buf.len().min(self.inbox.len());
+        let (front, back) = self.inbox.as_slices();
+        let from_front = n.min(front.len());
+        buf[..from_front].copy_from_slice(&front[..from_front]);
+        buf[from_front..n].copy_from_slice(&back[..n - from_front]);
+        self.inbox.drain(..n);
         self.session.on_read(n, now);
-        self.inbox_at += n;
-        if self.inbox_at == self.inbox.len() {
-            self.inbox.clear();
-            self.inbox_at = 0;
+        if self.inbox.is_empty() && self.inbox.capacity() > INBOX_KEPT {
+            // A burst's room is not kept for the connection's life.
+            self.inbox = VecDeque::new();
         }
         true
     }
@@ -202,7 +209,7 @@ pub(super) struct Ring {
     cancelling_accept: bool,
     /// Accepted connections waiting for room (`--when-full block`), first
     /// come first served.
-    parked: std::collections::VecDeque<OwnedFd>,
+    parked: VecDeque<OwnedFd>,
     rearm_pending: bool,
     backoff: Box<types::Timespec>,
     draining: bool,
@@ -223,12 +230,21 @@ pub(super) struct Ring {
 
 impl Drop for Ring {
     fn drop(&mut self) {
-        // A receive still in the kernel (an error ended the loop) may write
-        // into a buffer until the ring is torn down, after this.
-        if self.receivers > 0
-            && let Some(buffers) = self.buffers.take()
-        {
-            buffers.leak();
+        // Connections still here mean an error ended the loop with their
+        // operations in the kernel, which the ring's teardown (after this,
+        // in a kernel worker) cancels: until then, what their receives
+        // write to (the provided buffers, a session's buffer) is kept.
+        if self.conns.live > 0 || self.receivers > 0 {
+            if let Some(buffers) = self.buffers.take() {
+                buffers.leak();
+            }
+            for token in self.conns.tokens() {
+                if let Some(conn) = self.conns.remove(token) {
+                    // The socket is closed (its client is not left waiting);
+                    // the session's buffer is kept.
+                    std::mem::forget(conn.session);
+                }
+            }
         }
     }
 }
@@ -257,7 +273,7 @@ impl EventLoop for Ring {
             timers: Timers::default(),
             accepting: false,
             cancelling_accept: false,
-            parked: std::collections::VecDeque::new(),
+            parked: VecDeque::new(),
             rearm_pending: false,
             backoff: Box::new(timespec(EXHAUSTED_BACKOFF)),
             draining: false,
@@ -582,8 +598,7 @@ impl Ring {
             scheduled: None,
             answered: false,
             multishot: Multishot::Off,
-            inbox: Vec::new(),
-            inbox_at: 0,
+            inbox: VecDeque::new(),
             peer_end: None,
         });
         self.drive(at, token, now);
@@ -618,7 +633,7 @@ impl Ring {
         let conn = self.conns.get_mut(token);
         if let (Some(id), Some(buffers)) = (buffer, self.buffers.as_mut()) {
             if let (Some(conn), Ok(n @ 1..)) = (conn, usize::try_from(result)) {
-                conn.inbox.extend_from_slice(buffers.get(id, n));
+                conn.inbox.extend(buffers.get(id, n));
             }
             buffers.give_back(id);
         }
@@ -639,7 +654,7 @@ impl Ring {
             errno if errno < 0 => conn.peer_end = Some(-errno),
             _ => {}
         }
-        if conn.multishot == Multishot::Armed && conn.inbox.len() - conn.inbox_at > INBOX_LIMIT {
+        if conn.multishot == Multishot::Armed && conn.inbox.len() > INBOX_LIMIT {
             self.cancel_multishot(token);
         }
         self.drive(at, token, now);
