@@ -636,7 +636,9 @@ fn a_client_that_pipelines_without_reading_is_held_back_by_tcp_not_our_memory() 
     // io-uring keeps a multishot receive armed while it answers, so bytes
     // arrive ahead of the session; past a bound the receive is cancelled
     // and TCP's window holds the rest. Without the bound the inbox took
-    // every byte the client wrote while its answers waited.
+    // every byte the client wrote while its answers waited. The bound
+    // allows the 512 KiB of provided buffers, whose pages are touched
+    // first here, and one batch past the inbox's limit.
     let _serial = serial();
     const REQUESTS: usize = 200_000;
     let request = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n";
@@ -673,7 +675,7 @@ fn a_client_that_pipelines_without_reading_is_held_back_by_tcp_not_our_memory() 
         }
         writing.join().unwrap().unwrap();
         assert!(
-            stalled.saturating_sub(before) < 1024,
+            stalled.saturating_sub(before) < 1536,
             "{mode}: the server grew from {before} to {stalled} KiB while its client read nothing"
         );
         drop(stream);
@@ -899,9 +901,10 @@ fn statuses(stream: &mut TcpStream, count: usize) -> Vec<u16> {
 fn pipelines_that_run_the_receive_buffers_out_are_answered_whole_and_in_order() {
     // Review of the multishot receive: 40 armed connections each sending
     // ~60 KB while the loop is stopped take more than the 256 provided
-    // buffers at once, and receives end with ENOBUFS (93 of them in the
-    // reviewer's bpftrace count on this kernel); each must be armed again
-    // and every byte, from whichever buffer, reach its own connection.
+    // buffers at once, and receives end with ENOBUFS (93 of them, counted
+    // with bpftrace on this kernel; nothing here can assert it); each must
+    // be armed again and every byte, from whichever buffer, reach its own
+    // connection.
     let _serial = serial();
     const CONNECTIONS: usize = 40;
     const PER: usize = 2000;
