@@ -644,15 +644,9 @@ fn a_client_that_pipelines_without_reading_is_held_back_by_tcp_not_our_memory() 
     let request = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n";
     for mode in EVENT_LOOPS {
         let server = ServerProcess::start(&["--mode", mode, "--workers", "1", "--keep-alive"]);
-        let mut stream = TcpStream::connect(server.addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
         // One answer first: the connection then has its multishot receive.
-        stream.write_all(request).unwrap();
+        let mut stream = answered_connection(server.addr, 1, Duration::from_secs(30));
         let mut buf = vec![0u8; 64 * 1024];
-        let n = stream.read(&mut buf).unwrap();
-        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{mode}");
         let before = resident_kib(server.pid());
         let mut writer = stream.try_clone().unwrap();
         let all = request.repeat(REQUESTS);
@@ -704,7 +698,6 @@ fn an_answered_connection_that_goes_quiet_is_closed_at_the_read_timeout_and_free
     // receive, which must be cancelled (and its last completion awaited)
     // before the socket is closed.
     let _serial = serial();
-    let request = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n";
     for mode in EVENT_LOOPS {
         let server = ServerProcess::start(&[
             "--mode",
@@ -719,19 +712,7 @@ fn an_answered_connection_that_goes_quiet_is_closed_at_the_read_timeout_and_free
         assert_eq!(get(server.addr, "/").unwrap().status, 200, "{mode}");
         let idle_fds = settled_fds(server.pid());
         let streams: Vec<TcpStream> = (0..20)
-            .map(|_| {
-                let mut stream = TcpStream::connect(server.addr).unwrap();
-                stream
-                    .set_read_timeout(Some(Duration::from_secs(5)))
-                    .unwrap();
-                for _ in 0..2 {
-                    stream.write_all(request).unwrap();
-                    let mut buf = [0u8; 1024];
-                    let n = stream.read(&mut buf).unwrap();
-                    assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{mode}");
-                }
-                stream
-            })
+            .map(|_| answered_connection(server.addr, 2, Duration::from_secs(5)))
             .collect();
         let started = Instant::now();
         for mut stream in streams {
@@ -771,23 +752,10 @@ fn more_keep_alive_connections_than_receive_buffers_are_all_answered_at_once() {
     let _serial = serial();
     const CONNECTIONS: usize = 500;
     let request = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n";
-    let answer = |stream: &mut TcpStream| {
-        let mut buf = [0u8; 1024];
-        let n = stream.read(&mut buf).unwrap();
-        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
-    };
     for mode in EVENT_LOOPS {
         let server = ServerProcess::start(&["--mode", mode, "--workers", "1", "--keep-alive"]);
         let mut streams: Vec<TcpStream> = (0..CONNECTIONS)
-            .map(|_| {
-                let mut stream = TcpStream::connect(server.addr).unwrap();
-                stream
-                    .set_read_timeout(Some(Duration::from_secs(5)))
-                    .unwrap();
-                stream.write_all(request).unwrap();
-                answer(&mut stream);
-                stream
-            })
+            .map(|_| answered_connection(server.addr, 1, Duration::from_secs(5)))
             .collect();
         for round in 0..3 {
             // Every request in before the loop runs again: one batch.
@@ -797,11 +765,8 @@ fn more_keep_alive_connections_than_receive_buffers_are_all_answered_at_once() {
             }
             server.signal(libc::SIGCONT);
             for (i, stream) in streams.iter_mut().enumerate() {
-                let mut buf = [0u8; 1024];
-                let n = stream
-                    .read(&mut buf)
-                    .unwrap_or_else(|e| panic!("{mode}: round {round}, connection {i}: {e}"));
-                assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{mode}");
+                let got = statuses(stream, 1);
+                assert_eq!(got, [200], "{mode}: round {round}, connection {i}");
             }
         }
         drop(streams);
@@ -911,15 +876,7 @@ fn pipelines_that_run_the_receive_buffers_out_are_answered_whole_and_in_order() 
     for mode in EVENT_LOOPS {
         let server = ServerProcess::start(&["--mode", mode, "--workers", "1", "--keep-alive"]);
         let mut streams: Vec<TcpStream> = (0..CONNECTIONS)
-            .map(|_| {
-                let mut stream = TcpStream::connect(server.addr).unwrap();
-                stream
-                    .set_read_timeout(Some(Duration::from_secs(20)))
-                    .unwrap();
-                stream.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
-                assert_eq!(statuses(&mut stream, 1), [200], "{mode}");
-                stream
-            })
+            .map(|_| answered_connection(server.addr, 1, Duration::from_secs(20)))
             .collect();
         let plans: Vec<(Vec<u8>, Vec<u16>)> = (0..CONNECTIONS)
             .map(|i| {
@@ -966,4 +923,18 @@ fn pipelines_that_run_the_receive_buffers_out_are_answered_whole_and_in_order() 
         drop(streams);
         assert!(server.stop().0.success(), "{mode}");
     }
+}
+
+/// A keep-alive connection that has had `answers` answers to `GET /` (an
+/// io-uring one then waits in its multishot receive).
+fn answered_connection(addr: std::net::SocketAddr, answers: usize, timeout: Duration) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(timeout)).unwrap();
+    for _ in 0..answers {
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        assert_eq!(statuses(&mut stream, 1), [200]);
+    }
+    stream
 }
