@@ -820,8 +820,10 @@ fn a_client_that_keeps_requests_in_flight_does_not_grow_the_server() {
         let (at_one_second, sent_then) = settled.unwrap();
         let grown = resident_kib(server.pid()).saturating_sub(at_one_second);
         let sent_since = (sent - sent_then) / 1024;
+        // Twice the growth allowed: enough for the old inbox to fail. (Each
+        // request waits 1 ms, so ~3 MB go out on an idle machine.)
         assert!(
-            sent_since > 1024,
+            sent_since > 512,
             "{mode}: only {sent_since} KiB sent in 3 s"
         );
         assert!(
