@@ -940,3 +940,31 @@ fn answered_connection(addr: std::net::SocketAddr, answers: usize, timeout: Dura
     }
     stream
 }
+
+#[test]
+fn an_io_uring_keep_alive_request_costs_one_submission_not_two() {
+    // The multishot receive stays armed from request to request, so a
+    // keep-alive request submits its send only. Counted by the kernel's
+    // own tracepoint on the loop's thread (the main thread, with one
+    // worker); before, a receive was submitted per request too. A kernel
+    // or machine that refused buffer rings would silently fall back to
+    // that, which this catches.
+    let _serial = serial();
+    const REQUESTS: u64 = 2000;
+    let server = ServerProcess::start(&["--mode", "io-uring", "--workers", "1", "--keep-alive"]);
+    let mut stream = answered_connection(server.addr, 1, Duration::from_secs(5));
+    let submissions = TracepointCount::of_thread("io_uring", "io_uring_submit_req", server.pid());
+    for _ in 0..REQUESTS {
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        assert_eq!(statuses(&mut stream, 1), [200]);
+    }
+    let submitted = submissions.total();
+    assert!(
+        (REQUESTS..REQUESTS + REQUESTS / 10).contains(&submitted),
+        "{submitted} submissions for {REQUESTS} requests"
+    );
+    drop(stream);
+    assert!(server.stop().0.success());
+}

@@ -15,7 +15,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{ServerProcess, build_fixture, serial, tempdir, threads_of};
+use common::{ServerProcess, TracepointCount, build_fixture, serial, tempdir, threads_of};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tracebench");
 
@@ -1235,58 +1235,6 @@ fn trace_none_shows_signals_and_exits_only_as_strace_does() {
             "{backend}: the shell and its child: {text}"
         );
         assert!(text.contains("+++ exited with 4 +++"), "{backend}: {text}");
-    }
-}
-
-/// Counts a tracepoint's hits on every CPU, every task, as `perf stat -a`
-/// does: one counting perf event per CPU.
-struct TracepointCount {
-    per_cpu: Vec<std::fs::File>,
-}
-
-impl TracepointCount {
-    fn open(group: &str, name: &str) -> TracepointCount {
-        let id: u64 =
-            std::fs::read_to_string(format!("/sys/kernel/tracing/events/{group}/{name}/id"))
-                .unwrap()
-                .trim()
-                .parse()
-                .unwrap();
-        // struct perf_event_attr, its first 64 bytes: type
-        // PERF_TYPE_TRACEPOINT (2) and size, then config; counting,
-        // enabled at once.
-        let mut attr = [0u64; 8];
-        attr[0] = 2 | (64 << 32);
-        attr[1] = id;
-        // Every CPU online, whatever CPUs this test may run on.
-        let online = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap();
-        let cpus = online.trim().split(',').flat_map(|range| {
-            let (first, last) = range.split_once('-').unwrap_or((range, range));
-            first.parse::<i32>().unwrap()..=last.parse::<i32>().unwrap()
-        });
-        let per_cpu = cpus
-            .map(|cpu| {
-                // SAFETY: perf_event_open reads our 64-byte attribute.
-                let fd = unsafe {
-                    libc::syscall(libc::SYS_perf_event_open, attr.as_ptr(), -1, cpu, -1, 8)
-                };
-                assert!(fd >= 0, "perf_event_open {name} on CPU {cpu}");
-                // SAFETY: the descriptor was just returned to us alone.
-                unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) }
-            })
-            .collect();
-        TracepointCount { per_cpu }
-    }
-
-    fn total(&self) -> u64 {
-        self.per_cpu
-            .iter()
-            .map(|mut file| {
-                let mut count = [0u8; 8];
-                std::io::Read::read_exact(&mut file, &mut count).unwrap();
-                u64::from_ne_bytes(count)
-            })
-            .sum()
     }
 }
 

@@ -410,3 +410,65 @@ pub fn build_fixture(name: &str, dir: &std::path::Path) -> std::path::PathBuf {
     );
     binary
 }
+
+/// Counts a tracepoint's hits, as `perf stat` does: on every CPU for every
+/// task, or for one thread.
+pub struct TracepointCount {
+    events: Vec<std::fs::File>,
+}
+
+impl TracepointCount {
+    /// One counting perf event per CPU, every task (`perf stat -a`).
+    pub fn open(group: &str, name: &str) -> TracepointCount {
+        // Every CPU online, whatever CPUs this test may run on.
+        let online = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap();
+        let cpus = online.trim().split(',').flat_map(|range| {
+            let (first, last) = range.split_once('-').unwrap_or((range, range));
+            first.parse::<i32>().unwrap()..=last.parse::<i32>().unwrap()
+        });
+        let events = cpus.map(|cpu| counter(group, name, -1, cpu)).collect();
+        TracepointCount { events }
+    }
+
+    /// One counting perf event following thread `tid` on any CPU.
+    pub fn of_thread(group: &str, name: &str, tid: i32) -> TracepointCount {
+        TracepointCount {
+            events: vec![counter(group, name, tid, -1)],
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.events
+            .iter()
+            .map(|mut file| {
+                let mut count = [0u8; 8];
+                file.read_exact(&mut count).unwrap();
+                u64::from_ne_bytes(count)
+            })
+            .sum()
+    }
+}
+
+/// A counting perf event on tracepoint `group:name` for thread `tid` (-1:
+/// every task) on `cpu` (-1: any), enabled at once.
+fn counter(group: &str, name: &str, tid: i32, cpu: i32) -> std::fs::File {
+    let id: u64 = std::fs::read_to_string(format!("/sys/kernel/tracing/events/{group}/{name}/id"))
+        .unwrap_or_else(|e| panic!("tracepoint {group}:{name} (needs root and tracefs): {e}"))
+        .trim()
+        .parse()
+        .unwrap();
+    // struct perf_event_attr, its first 64 bytes: type PERF_TYPE_TRACEPOINT
+    // (2) and size, then config; counting, enabled at once.
+    let mut attr = [0u64; 8];
+    attr[0] = 2 | (64 << 32);
+    attr[1] = id;
+    // SAFETY: perf_event_open reads our 64-byte attribute.
+    let fd = unsafe { libc::syscall(libc::SYS_perf_event_open, attr.as_ptr(), tid, cpu, -1, 8) };
+    assert!(
+        fd >= 0,
+        "perf_event_open {group}:{name} for {tid} on CPU {cpu}: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: the descriptor was just returned to us alone.
+    unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) }
+}
