@@ -907,6 +907,16 @@ fn a_full_pool_closes_idle_keep_alive_connections_first() {
                 stream
             })
             .collect();
+        // Both workers wait for a next request (on a loaded machine one may
+        // still be on its way there).
+        let waiting = Instant::now();
+        while threads_blocked_in(server.pid(), libc::SYS_recvfrom) < 2 {
+            assert!(
+                waiting.elapsed() < Duration::from_secs(10),
+                "{mode}: workers never waited"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
         // One more fills the queue, the next finds it full: both are
         // answered at once, not after 20 s.
         let started = Instant::now();

@@ -305,12 +305,13 @@ pub fn serve_connection(
     } = buffers;
     let mut filled = 0;
     let mut first_request = true;
+    let mut answered = Instant::now();
     loop {
         // Between two requests, a pool's worker says it waits, so that the
         // acceptor may end the wait when the queue is full (crate::idle).
         let parked = idle.filter(|_| !first_request && filled == 0);
         if let Some(slot) = parked {
-            slot.park(stream.as_raw_fd());
+            slot.park(stream.as_raw_fd(), answered);
         }
         let head = read_head(&mut stream, buf, &mut filled, settings.read_timeout);
         if let Some(slot) = parked {
@@ -357,6 +358,11 @@ pub fn serve_connection(
             crate::sleep::nanosleep(plan.delay);
         }
         render_response(plan.outcome, keep_alive, plan.head_only, response);
+        if idle.is_some() {
+            // Before the write: its client may act on the answer (and
+            // another connection go quiet) before this thread runs again.
+            answered = Instant::now();
+        }
         if let Err(e) = stream.write_all(response) {
             tally.record(io_outcome(&e));
             return;

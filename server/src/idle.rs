@@ -83,12 +83,12 @@ impl IdleConnections {
 }
 
 impl IdleSlot {
-    /// The worker is about to wait for the next request on `fd`.
-    pub fn park(&self, fd: RawFd) {
-        *self.shared.lock(self.worker) = Some(Idle {
-            fd,
-            since: Instant::now(),
-        });
+    /// The worker is about to wait for the next request on `fd`, idle
+    /// since `since`: the moment its last answer was handed to the kernel,
+    /// not the moment the worker got here, which a preempted worker may
+    /// reach after a client served later has gone quiet.
+    pub fn park(&self, fd: RawFd, since: Instant) {
+        *self.shared.lock(self.worker) = Some(Idle { fd, since });
     }
 
     /// The wait is over (a request came, the client left, or the acceptor
@@ -113,9 +113,13 @@ mod tests {
         let mut served: Vec<_> = (0..2).map(|_| listener.accept().unwrap().0).collect();
         let idle = IdleConnections::new(2);
         let (first, second) = (idle.slot(0), idle.slot(1));
-        first.park(served[0].as_raw_fd());
-        std::thread::sleep(std::time::Duration::from_millis(5));
-        second.park(served[1].as_raw_fd());
+        // Parked in the other order: what counts is when each went quiet.
+        let since = Instant::now();
+        second.park(
+            served[1].as_raw_fd(),
+            since + std::time::Duration::from_millis(5),
+        );
+        first.park(served[0].as_raw_fd(), since);
         assert!(idle.close_longest_idle());
         // The first one's read ends (end of stream); the second still waits.
         assert_eq!(served[0].read(&mut [0; 8]).unwrap(), 0);

@@ -244,6 +244,19 @@ pub fn concurrent_gets(
     (results, start.elapsed())
 }
 
+/// How many of PID's threads are blocked in system call `number`
+/// (/proc/PID/task/*/syscall).
+pub fn threads_blocked_in(pid: i32, number: i64) -> usize {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("syscall")).ok())
+        .filter(|syscall| syscall.split_whitespace().next() == Some(&number.to_string()))
+        .count()
+}
+
 /// /proc/PID/task/*: (tid, comm, state letter, utime + stime in ticks).
 pub fn threads_of(pid: i32) -> Vec<(i32, String, char, u64)> {
     let mut threads = Vec::new();
