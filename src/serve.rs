@@ -50,7 +50,7 @@ pub struct ServeArgs {
     delay: Duration,
     /// Event loops: a listening socket per loop (SO_REUSEPORT, the kernel
     /// spreads connections by address hash) instead of one shared (epoll:
-    /// with EPOLLEXCLUSIVE; io-uring with several loops always has one)
+    /// with EPOLLEXCLUSIVE; io-uring: the rings take turns)
     #[arg(long)]
     reuseport: bool,
     /// Serve several requests per connection when the client asks

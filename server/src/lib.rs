@@ -252,7 +252,7 @@ pub struct Server {
 
 impl Server {
     /// Checks `config` and binds its address.
-    pub fn bind(mut config: Config) -> Result<Server, ServerError> {
+    pub fn bind(config: Config) -> Result<Server, ServerError> {
         if config.mode.has_workers() && config.workers == 0 {
             return Err(ServerError::InvalidConfig(
                 "--workers must be at least 1".into(),
@@ -289,11 +289,6 @@ impl Server {
                 "--reuseport is for the event loops, epoll and io-uring (a listening socket per loop)"
                     .into(),
             ));
-        }
-        // Rings sharing one socket do not share its connections: the first
-        // multishot accept takes them all. Each ring gets its own socket.
-        if config.mode == Mode::IoUring && config.workers > 1 {
-            config.reuse_port = true;
         }
         if config.mode == Mode::IoUring {
             models::probe_io_uring()?;

@@ -45,6 +45,8 @@ pub(super) fn run(
             stop,
             if config.reuse_port {
                 uring::DESCRIPTION_REUSEPORT
+            } else if config.workers > 1 {
+                uring::DESCRIPTION_SHARED
             } else {
                 uring::DESCRIPTION
             },
