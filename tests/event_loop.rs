@@ -443,7 +443,15 @@ fn with_reuseport_each_loop_listens_on_its_own_socket_and_the_stop_loses_nothing
     assert!(both_loops_served(&summary), "{summary}");
 
     // io-uring's rings the same way, each with a multishot accept.
-    let server = ServerProcess::start(&["--mode", "io-uring", "--workers", "2", "--reuseport"]);
+    let summary = burst_served_by_both_loops(&["--workers", "2", "--reuseport"]);
+    assert!(summary.contains("a listener per ring"), "{summary}");
+}
+
+/// Starts io-uring with `args`, sends it 40 delayed requests at once, and
+/// checks that each got a 200 and that both loops served some; the
+/// server's summary.
+fn burst_served_by_both_loops(args: &[&str]) -> String {
+    let server = ServerProcess::start(&[&["--mode", "io-uring"], args].concat());
     let (results, _) = concurrent_gets(server.addr, "/?delay=50ms", 40);
     assert!(
         results
@@ -452,8 +460,8 @@ fn with_reuseport_each_loop_listens_on_its_own_socket_and_the_stop_loses_nothing
     );
     let (status, summary) = server.stop();
     assert!(status.success());
-    assert!(summary.contains("a listener per ring"), "{summary}");
     assert!(both_loops_served(&summary), "{summary}");
+    summary
 }
 
 /// Whether the summary's lanes ("  loop-0        19 ok") show requests
@@ -496,16 +504,7 @@ fn io_uring_rings_on_a_shared_listener_take_connections_in_turn() {
     // Under a burst, a ring that is awake takes what is in the backlog as
     // it arms again (an accept is tried before it waits), as a busy epoll
     // loop does; still, neither ring is left out.
-    let server = ServerProcess::start(&["--mode", "io-uring", "--workers", "2"]);
-    let (results, _) = concurrent_gets(server.addr, "/?delay=50ms", 40);
-    assert!(
-        results
-            .iter()
-            .all(|r| r.as_ref().is_ok_and(|r| r.status == 200))
-    );
-    let (status, summary) = server.stop();
-    assert!(status.success());
-    assert!(both_loops_served(&summary), "{summary}");
+    burst_served_by_both_loops(&["--workers", "2"]);
 }
 
 /// Sets a sysctl for the life of the guard, then puts the old value back.
